@@ -1,0 +1,1 @@
+"""MNIST-format data sets: strict readers, source order and tf.data input."""

@@ -1,0 +1,1 @@
+"""Model builders: plain functions that build into the current graph."""

@@ -1,0 +1,1 @@
+"""Shared training runtime: session config, checkpoints, the training loop."""

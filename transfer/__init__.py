@@ -1,0 +1,1 @@
+"""Partial restore, freezing and the restore plan."""
