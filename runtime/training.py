@@ -1,0 +1,156 @@
+"""The training loop both scripts share: steps, progress, saves, signals, guards."""
+
+import math
+import signal
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from runtime.errors import UserError
+
+
+class TrainingDiverged(UserError):
+    """The loss became NaN or infinite."""
+
+
+@dataclass
+class LoopResult:
+    """What a call to `train_loop` did."""
+
+    start_step: int
+    final_step: int
+    images_per_sec: float
+    interrupted: bool
+    last_checkpoint: str
+
+
+class _StopOnSignal:
+    """Turns the first SIGINT or SIGTERM into a request to stop at the next step boundary.
+
+    A second SIGINT raises KeyboardInterrupt at once, for a user who will not wait.
+    """
+
+    def __init__(self):
+        self.signal_name = None
+        self._previous = {}
+
+    def __enter__(self):
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+    def _handle(self, signum, frame):
+        if self.signal_name is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signal_name = signal.Signals(signum).name
+
+
+def format_duration(seconds):
+    """`h:mm:ss` for a number of seconds."""
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+def train_loop(
+    sess,
+    train_op,
+    loss,
+    start_step,
+    total_steps,
+    steps_per_epoch,
+    batch_size,
+    checkpointer,
+    save_every=0,
+    writer=None,
+    summary_op=None,
+    summary_every=0,
+    on_epoch_end=None,
+    log=print,
+    progress_every_secs=5.0,
+):
+    """Runs `train_op` from start_step to total_steps.
+
+    Each run of train_op must advance the graph's global step by exactly one; the loop
+    keeps the count in Python, so it never has to read the variable back.
+
+    Args:
+      sess: the session, with variables initialised or restored and input started.
+      train_op: the op that trains one batch.
+      loss: scalar loss tensor, fetched with every step and checked for NaN and inf.
+      start_step: the global step the run starts from (0, or the restored one).
+      total_steps: the step to stop at.
+      steps_per_epoch: steps that make one pass over the training data.
+      batch_size: images per step, for the throughput figure.
+      checkpointer: a `runtime.checkpoints.Checkpointer`.
+      save_every: also save every this many steps; 0 saves only at the end.
+      writer: a summary FileWriter, or None.
+      summary_op: a merged summary op run every summary_every steps.
+      summary_every: steps between summaries; 0 disables them.
+      on_epoch_end: called as on_epoch_end(epoch, step) after each whole epoch.
+      log: function that prints one line.
+      progress_every_secs: seconds between progress lines.
+
+    Returns:
+      A LoopResult; its last_checkpoint is None when no step was left to run.
+
+    Raises:
+      TrainingDiverged: when the loss is NaN or inf; nothing is saved, so the last
+        good checkpoint stays the latest.
+    """
+    step = start_step
+    last_saved, saved_step = None, None
+    train_seconds = 0.0
+    last_progress = time.monotonic()
+    num_epochs = math.ceil(total_steps / steps_per_epoch)
+    with _StopOnSignal() as stop:
+        while step < total_steps and stop.signal_name is None:
+            want_summary = writer is not None and summary_op is not None and summary_every and (step + 1) % summary_every == 0
+            fetches = [train_op, loss, summary_op] if want_summary else [train_op, loss]
+            began = time.monotonic()
+            values = sess.run(fetches)
+            train_seconds += time.monotonic() - began
+            step += 1
+            loss_value = float(values[1])
+            if not math.isfinite(loss_value):
+                raise TrainingDiverged(
+                    f"loss is {loss_value} at step {step}; stopped without saving "
+                    "(try a lower --learning-rate); the last checkpoint is untouched"
+                )
+            if want_summary:
+                writer.add_summary(values[2], step)
+            done = step - start_step
+            now = time.monotonic()
+            if now - last_progress >= progress_every_secs or step == total_steps:
+                last_progress = now
+                rate = done * batch_size / train_seconds if train_seconds else 0.0
+                eta = (total_steps - step) * batch_size / rate if rate else 0.0
+                log(
+                    f"epoch {min(step // steps_per_epoch + 1, num_epochs)}/{num_epochs}  "
+                    f"step {step}/{total_steps}  loss {loss_value:.4f}  "
+                    f"{rate:,.0f} images/s  ETA {format_duration(eta)}"
+                )
+            if step % steps_per_epoch == 0 and on_epoch_end is not None:
+                on_epoch_end(step // steps_per_epoch, step)
+            if save_every and step % save_every == 0:
+                last_saved, saved_step = checkpointer.save(sess, step), step
+        if step > start_step and saved_step != step:
+            last_saved = checkpointer.save(sess, step)
+    interrupted = step < total_steps
+    if interrupted:
+        log(
+            f"{stop.signal_name}: stopped at step {step}/{total_steps} and saved {last_saved}; "
+            "run the same command again to resume"
+        )
+    rate = (step - start_step) * batch_size / train_seconds if train_seconds else 0.0
+    return LoopResult(start_step, step, rate, interrupted, last_saved)
+
+
+def finite_or_none(value):
+    """A float for JSON, with NaN and inf as None."""
+    value = float(value)
+    return value if np.isfinite(value) else None

@@ -1,0 +1,180 @@
+"""Train the convolutional autoencoder on MNIST without labels.
+
+Writes step-numbered checkpoints, TensorBoard summaries, config.json and metrics.json
+under --model-dir, and resumes from the newest checkpoint there when one exists.
+
+    python train_autoencoder.py
+    tensorboard --logdir checkpoints --host 127.0.0.1
+"""
+
+import os
+
+# C++ INFO and WARNING lines (oneDNN notes, a missing CUDA driver) would bury our output.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import argparse  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from data import pipeline  # noqa: E402
+from models.cae import RECONSTRUCTION_LOSSES, build_autoencoder, reconstruction_loss  # noqa: E402
+from runtime import cli  # noqa: E402
+from runtime.checkpoints import Checkpointer  # noqa: E402
+from runtime.errors import UserError  # noqa: E402
+from runtime.session import session_config  # noqa: E402
+from runtime.summaries import scalars, write_projector  # noqa: E402
+from runtime.training import finite_or_none, train_loop  # noqa: E402
+
+v1 = tf.compat.v1
+tf.get_logger().setLevel("ERROR")  # TF's Python deprecation notices are not the user's concern
+
+PIXELS = 28 * 28
+EVAL_BATCH = 500
+PREVIEW_IMAGES = 8
+PROJECTOR_POINTS = 2000
+# A run with different values here cannot continue another run's checkpoints.
+RESUME_KEYS = ("dataset", "latent_size", "loss", "batch_size", "seed", "data_source")
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        description="Train the convolutional autoencoder (conv1, conv2, latent_var, z_matrix, dconv1, dconv2) "
+        "on MNIST images, without labels.",
+    )
+    parser.add_argument("--epochs", type=cli.positive_int, default=50, help="passes over the training images (default: %(default)s)")
+    parser.add_argument("--batch-size", type=cli.positive_int, default=64, help="images per step (default: %(default)s)")
+    parser.add_argument("--learning-rate", type=cli.positive_float, default=1e-3, help="Adam learning rate (default: %(default)s)")
+    parser.add_argument("--latent-size", type=cli.positive_int, default=20, help="width of the code latent_var (default: %(default)s)")
+    parser.add_argument(
+        "--loss",
+        choices=RECONSTRUCTION_LOSSES,
+        default="bce",
+        help="bce: binary cross-entropy summed over pixels; l2: squared error (default: %(default)s)",
+    )
+    cli.add_data_flags(parser)
+    cli.add_runtime_flags(parser, os.path.join("checkpoints", "autoencoder"))
+    return parser.parse_args(argv)
+
+
+def check_resume(model_dir, config):
+    """Refuses to continue a run whose checkpoints were made with other settings."""
+    previous = cli.read_json(os.path.join(model_dir, "config.json"))
+    if previous is None:
+        return
+    changed = [f"{key} {previous.get(key)!r} -> {config[key]!r}" for key in RESUME_KEYS if previous.get(key) != config[key]]
+    if changed:
+        raise UserError(
+            f"{model_dir} holds a run made with other settings ({'; '.join(changed)}); "
+            "pass a new --model-dir, or the same settings to resume"
+        )
+
+
+def evaluate(sess, images_ph, losses, images):
+    """Per-pixel means of {name: per-image loss tensor} over a float image array, in batches."""
+    totals = dict.fromkeys(losses, 0.0)
+    for start in range(0, len(images), EVAL_BATCH):
+        chunk = images[start : start + EVAL_BATCH]
+        for name, value in sess.run(losses, {images_ph: chunk}).items():
+            totals[name] += value * len(chunk)
+    return {name: total / len(images) / PIXELS for name, total in totals.items()}
+
+
+def run(args):
+    model_dir = cli.make_model_dir(args.model_dir)
+    dataset = cli.load_data(args)
+    steps_per_epoch = pipeline.steps_per_epoch(dataset.num_train, args.batch_size)
+    total_steps = args.epochs * steps_per_epoch
+    config = dict(vars(args), model="autoencoder", data_source=dataset.source_kind, data=dataset.describe(), total_steps=total_steps)
+    check_resume(model_dir, config)
+
+    test_images = pipeline.to_float_images(dataset.test_images)
+    with tf.Graph().as_default():
+        v1.set_random_seed(args.seed)
+        batch = pipeline.BatchInput(args.batch_size)
+        images = v1.placeholder_with_default(batch.images, [None, 28, 28, 1], name="images")
+        end_points = build_autoencoder(images, args.latent_size)
+        loss = reconstruction_loss(images, end_points, args.loss)
+        eval_losses = {kind: reconstruction_loss(images, end_points, kind) for kind in RECONSTRUCTION_LOSSES}
+        global_step = v1.train.get_or_create_global_step()
+        model_variables = v1.get_collection(v1.GraphKeys.MODEL_VARIABLES)
+        optimizer = v1.train.AdamOptimizer(args.learning_rate)
+        train_op = optimizer.minimize(loss, global_step=global_step, var_list=model_variables)
+
+        train_summary = v1.summary.merge([v1.summary.scalar("losses/train", loss)])
+        preview = tf.concat([images, end_points["reconstruction"]], axis=2)
+        epoch_summary = v1.summary.merge(
+            [v1.summary.image("reconstructions/input_vs_output", preview, max_outputs=PREVIEW_IMAGES),
+             v1.summary.histogram("latent/code", end_points["latent"])]
+            + [v1.summary.histogram(variable.op.name, variable) for variable in model_variables]
+        )
+        checkpointer = Checkpointer(model_dir, max_to_keep=args.keep_checkpoints)
+        init = v1.global_variables_initializer()
+
+        with v1.Session(config=session_config(args.gpu_memory_fraction, args.allow_growth, args.intra_op_threads, args.inter_op_threads)) as sess:
+            restored = checkpointer.restore_latest(sess)
+            if restored is None:
+                sess.run(init)
+            start_step = int(sess.run(global_step))
+            print(f"resumed from {restored} at step {start_step}" if restored else "starting from freshly initialised variables")
+            cli.write_json(os.path.join(model_dir, "config.json"), config)
+            writer = v1.summary.FileWriter(model_dir, graph=sess.graph if start_step == 0 else None)
+            batch.initialize(
+                sess,
+                dataset.train_images,
+                dataset.train_labels,
+                pipeline.index_stream(dataset.num_train, args.batch_size, args.seed, start_step, total_steps),
+            )
+
+            def on_epoch_end(epoch, step):
+                per_pixel = evaluate(sess, images, eval_losses, test_images)
+                writer.add_summary(scalars({f"eval/{kind}_per_pixel": value for kind, value in per_pixel.items()}), step)
+                writer.add_summary(sess.run(epoch_summary, {images: test_images[:EVAL_BATCH]}), step)
+                writer.flush()
+                print(f"epoch {epoch}: eval bce per pixel {per_pixel['bce']:.5f}, l2 per pixel {per_pixel['l2']:.5f}")
+
+            began = time.monotonic()
+            result = train_loop(
+                sess, train_op, loss, start_step, total_steps, steps_per_epoch, args.batch_size, checkpointer,
+                save_every=args.save_every, writer=writer, summary_op=train_summary, summary_every=args.summary_every,
+                on_epoch_end=on_epoch_end,
+            )
+            if result.interrupted:
+                writer.close()
+                raise KeyboardInterrupt
+            per_pixel = evaluate(sess, images, eval_losses, test_images)
+            count = min(PROJECTOR_POINTS, dataset.num_test)
+            codes = sess.run(end_points["latent"], {images: test_images[:count]})
+            projector_config = write_projector(model_dir, codes, dataset.test_labels[:count], dataset.test_images[:count])
+            writer.close()
+
+    metrics = {
+        "dataset": dataset.name,
+        "data_source": dataset.source_kind,
+        "num_train": dataset.num_train,
+        "num_test": dataset.num_test,
+        "global_step": result.final_step,
+        "epochs": args.epochs,
+        "loss": args.loss,
+        "eval_bce_per_pixel": finite_or_none(per_pixel["bce"]),
+        "eval_l2_per_pixel": finite_or_none(per_pixel["l2"]),
+        "train_images_per_sec": round(result.images_per_sec, 1),
+        "wall_seconds": round(time.monotonic() - began, 1),
+        "checkpoint": result.last_checkpoint or restored,
+    }
+    cli.write_json(os.path.join(model_dir, "metrics.json"), metrics)
+    print(f"done: step {result.final_step}, eval bce per pixel {per_pixel['bce']:.5f}, "
+          f"{result.images_per_sec:,.0f} images/s")
+    print(f"checkpoint: {metrics['checkpoint']}")
+    print(f"projector:  {projector_config}")
+    print(f"view with:  tensorboard --logdir {os.path.dirname(os.path.abspath(model_dir))} --host 127.0.0.1")
+
+
+def main(argv=None):
+    return cli.main(run, parse_args, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

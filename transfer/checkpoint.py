@@ -1,0 +1,145 @@
+"""Reading a transfer source checkpoint, restoring part of it, and proving what stayed frozen."""
+
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from runtime.checkpoints import list_checkpoints
+from runtime.errors import CheckpointError
+from transfer.plan import VariableInfo
+
+v1 = tf.compat.v1
+
+_FILE_SUFFIXES = (".index", ".meta")
+
+
+def _one_line(error):
+    text = getattr(error, "message", None) or str(error)
+    return " ".join(text.split())[:300]
+
+
+def _listing(directory):
+    try:
+        names = sorted(os.listdir(directory))
+    except OSError:
+        return "(cannot list it)"
+    shown = ", ".join(names[:12]) + (f", ... ({len(names)} entries)" if len(names) > 12 else "")
+    return shown or "(empty)"
+
+
+def resolve_checkpoint(path):
+    """Turns a model dir, a checkpoint prefix or one of its files into a checkpoint prefix.
+
+    A directory gives its newest checkpoint: the one its `checkpoint` state file names,
+    or else the highest-numbered `model.ckpt-N` with an index file.
+
+    Raises:
+      CheckpointError: when the path does not exist or holds no checkpoint.
+    """
+    if os.path.isdir(path):
+        latest = tf.train.latest_checkpoint(path)
+        if latest and os.path.exists(latest + ".index"):
+            return latest
+        found = list_checkpoints(path)
+        if found:
+            return found[-1]
+        raise CheckpointError(f"no checkpoint in directory {path} (it holds: {_listing(path)}); train one with train_autoencoder.py")
+    for suffix in _FILE_SUFFIXES:
+        if path.endswith(suffix):
+            path = path[: -len(suffix)]
+    if ".data-" in os.path.basename(path):
+        path = path[: path.rindex(".data-")]
+    if os.path.exists(path + ".index"):
+        return path
+    if os.path.exists(path + ".meta"):
+        raise CheckpointError(f"{path} has a .meta graph file but no .index: the checkpoint's variables were never (fully) written")
+    if os.path.exists(path):
+        raise CheckpointError(f"{path} is not a checkpoint: expected a prefix with {os.path.basename(path)}.index beside it")
+    parent = os.path.dirname(path) or "."
+    if os.path.isdir(parent):
+        raise CheckpointError(f"checkpoint {path} does not exist; {parent} holds: {_listing(parent)}")
+    raise CheckpointError(f"checkpoint {path} does not exist, nor does its directory {parent}")
+
+
+def read_variables(prefix):
+    """VariableInfo for everything a checkpoint holds, sorted by name.
+
+    Raises:
+      CheckpointError: when the index cannot be read.
+    """
+    try:
+        reader = tf.train.load_checkpoint(prefix)
+        shapes = reader.get_variable_to_shape_map()
+        dtypes = reader.get_variable_to_dtype_map()
+    except (tf.errors.OpError, ValueError) as error:
+        raise CheckpointError(f"cannot read checkpoint {prefix}: {_one_line(error)}") from None
+    return [VariableInfo(name, tuple(shapes[name]), dtypes[name].name) for name in sorted(shapes)]
+
+
+def read_values(prefix, names):
+    """{name: numpy value} for the named tensors; reading checks each tensor's checksum.
+
+    Raises:
+      CheckpointError: when a tensor cannot be read (a truncated or corrupt data file).
+    """
+    try:
+        reader = tf.train.load_checkpoint(prefix)
+        return {name: reader.get_tensor(name) for name in names}
+    except (tf.errors.OpError, ValueError) as error:
+        raise CheckpointError(f"checkpoint {prefix} is damaged (its .data file is truncated or corrupt): {_one_line(error)}") from None
+
+
+def graph_variables(variables):
+    """VariableInfo of graph variables, in their order."""
+    return [VariableInfo(var.op.name, tuple(var.shape.as_list()), var.dtype.base_dtype.name) for var in variables]
+
+
+def restore_saver(plan, variables):
+    """A Saver over exactly the plan's restored variables, keyed by checkpoint name.
+
+    Args:
+      plan: a RestorePlan.
+      variables: the graph's model variables.
+
+    Returns:
+      A `tf.compat.v1.train.Saver`, or None when the plan restores nothing.
+    """
+    by_name = {var.op.name: var for var in variables}
+    var_list = {source: by_name[name] for source, name in plan.restore_names().items()}
+    return v1.train.Saver(var_list=var_list, name="transfer_restore") if var_list else None
+
+
+def restore(sess, saver, prefix):
+    """Runs a partial restore; a read failure becomes a CheckpointError."""
+    try:
+        saver.restore(sess, prefix)
+    except (tf.errors.OpError, ValueError) as error:
+        raise CheckpointError(f"restoring from {prefix} failed: {_one_line(error)}") from None
+
+
+def max_abs_diff(sess, rows, variables, source_values):
+    """Compares graph variables with the checkpoint values they were restored from.
+
+    Used right after the restore (every restored variable) and after training (the
+    frozen ones): frozen must mean bit-identical, so 0.0 is the only passing value.
+
+    Args:
+      sess: the session.
+      rows: PlanRows of restored variables.
+      variables: the graph's model variables.
+      source_values: {checkpoint name: numpy value} read from the transfer source.
+
+    Returns:
+      (number of variables compared, max |difference|; NaN compares as inf).
+    """
+    if not rows:
+        return 0, 0.0
+    by_name = {var.op.name: var for var in variables}
+    values = sess.run([by_name[row.name] for row in rows])
+    worst = 0.0
+    for value, row in zip(values, rows):
+        if not np.array_equal(value, source_values[row.source]):
+            difference = np.abs(value.astype(np.float64) - source_values[row.source])
+            worst = max(worst, float(np.nan_to_num(difference, nan=np.inf).max()))
+    return len(rows), worst

@@ -1,0 +1,249 @@
+"""The restore plan: what happens to every graph variable, decided before anything runs.
+
+The plan is pure data (names, shapes, dtypes), so it is built and tested without a
+session, printed for the user, written to restore_plan.json and used to make the
+partial Saver and the optimizer's var_list.
+"""
+
+import dataclasses
+
+from runtime.errors import UserError
+from transfer.selection import in_scope, model_variable_names, top_scopes
+
+
+class PlanError(UserError):
+    """The restore flags do not fit the graph or the checkpoint."""
+
+
+@dataclasses.dataclass(frozen=True)
+class VariableInfo:
+    """A variable's name, shape and dtype, from the graph or from a checkpoint."""
+
+    name: str
+    shape: tuple
+    dtype: str
+
+
+@dataclasses.dataclass(frozen=True)
+class PlanRow:
+    """What happens to one graph variable.
+
+    Attributes:
+      name: the graph variable's name.
+      shape: its shape.
+      source: the checkpoint name it is restored from, or None.
+      action: "restored", "initialised" or "skipped" (a shape difference; initialised).
+      reason: why, for "skipped" and for restored names that a --map changed.
+      lr_mult: learning-rate multiplier; 0 means frozen.
+    """
+
+    name: str
+    shape: tuple
+    source: str | None
+    action: str
+    reason: str
+    lr_mult: float
+
+    @property
+    def trainable(self):
+        return self.lr_mult > 0
+
+
+@dataclasses.dataclass(frozen=True)
+class RestorePlan:
+    """Rows for every graph model variable plus the checkpoint variables left unused."""
+
+    checkpoint: str | None
+    rows: tuple
+    unused: tuple  # VariableInfo of checkpoint model variables that nothing restores from
+    ignored_non_model: int  # optimizer slots and counters in the checkpoint, never restored
+
+    @property
+    def restored(self):
+        return tuple(row for row in self.rows if row.action == "restored")
+
+    @property
+    def frozen_restored(self):
+        return tuple(row for row in self.restored if not row.trainable)
+
+    def restore_names(self):
+        """{checkpoint name: graph name} for the partial Saver."""
+        return {row.source: row.name for row in self.restored}
+
+    def lr_groups(self):
+        """{multiplier: [graph names]} of the trainable variables, in graph order."""
+        groups = {}
+        for row in self.rows:
+            if row.trainable:
+                groups.setdefault(row.lr_mult, []).append(row.name)
+        return groups
+
+    def to_json(self):
+        return {
+            "checkpoint": self.checkpoint,
+            "variables": [
+                {
+                    "name": row.name,
+                    "shape": list(row.shape),
+                    "source": row.source,
+                    "action": row.action,
+                    "reason": row.reason,
+                    "trainable": row.trainable,
+                    "lr_mult": row.lr_mult,
+                }
+                for row in self.rows
+            ],
+            "unused_checkpoint_variables": [{"name": info.name, "shape": list(info.shape)} for info in self.unused],
+            "ignored_optimizer_and_counter_variables": self.ignored_non_model,
+        }
+
+    def format(self):
+        """The plan as a plain-text table, one row per graph variable."""
+        header = ("variable", "shape", "source", "action", "train", "lr x")
+        lines = [
+            (
+                row.name,
+                _shape(row.shape),
+                row.source or "fresh",
+                row.action + (f" ({row.reason})" if row.reason else ""),
+                "yes" if row.trainable else "frozen",
+                f"{row.lr_mult:g}",
+            )
+            for row in self.rows
+        ]
+        widths = [max(len(str(cell)) for cell in column) for column in zip(header, *lines)]
+        text = [f"restore plan (checkpoint: {self.checkpoint or 'none'})"]
+        for cells in (header, *lines):
+            text.append("  " + "  ".join(str(cell).ljust(width) for cell, width in zip(cells, widths)).rstrip())
+        if self.unused:
+            listed = ", ".join(f"{info.name} {_shape(info.shape)}" for info in self.unused)
+            text.append(f"  checkpoint variables not restored ({len(self.unused)}): {listed}")
+        if self.ignored_non_model:
+            text.append(f"  checkpoint optimizer slots and counters ignored: {self.ignored_non_model}")
+        return "\n".join(text)
+
+
+def _shape(shape):
+    return "[" + ", ".join(str(dim) for dim in shape) + "]"
+
+
+def _scopes(names):
+    return ", ".join(top_scopes(names)) or "(none)"
+
+
+def make_plan(
+    graph_variables,
+    checkpoint_variables,
+    restore,
+    checkpoint=None,
+    exclude=(),
+    maps=(),
+    skip_mismatched=False,
+    fine_tune=False,
+    lr_mults=(),
+):
+    """Decides what happens to each graph variable.
+
+    Args:
+      graph_variables: VariableInfo of the graph's model variables, in graph order.
+      checkpoint_variables: VariableInfo of everything the checkpoint holds (slots
+        included; they are told apart here), or () when nothing is restored.
+      restore: scopes to restore (graph-side names), () for none, or None for every
+        graph variable that the checkpoint holds.
+      checkpoint: the checkpoint prefix, for messages and the record.
+      exclude: scopes taken out of the restore selection.
+      maps: (checkpoint scope, graph scope) pairs: restore SRC/... into DST/....
+      skip_mismatched: skip and report a variable whose shapes differ instead of failing.
+      fine_tune: train restored variables too (default: freeze them).
+      lr_mults: (scope, multiplier) pairs applied last; 0 freezes.
+
+    Returns:
+      A RestorePlan.
+
+    Raises:
+      PlanError: for a scope or map that matches nothing, a variable the checkpoint
+        lacks, a shape or dtype difference (unless skipped), or nothing to train.
+    """
+    graph_names = [info.name for info in graph_variables]
+    by_graph_name = {info.name: info for info in graph_variables}
+    all_checkpoint_names = [info.name for info in checkpoint_variables]
+    model_names = model_variable_names(all_checkpoint_names)
+    by_checkpoint_name = {info.name: info for info in checkpoint_variables if info.name in set(model_names)}
+    where = checkpoint or "the checkpoint"
+
+    for source, target in maps:
+        if not any(in_scope(name, target) for name in graph_names):
+            raise PlanError(f"--map {source}={target}: the graph has no scope {target!r}; graph scopes: {_scopes(graph_names)}")
+        if not any(in_scope(name, source) for name in model_names):
+            raise PlanError(f"--map {source}={target}: {where} has no scope {source!r}; checkpoint scopes: {_scopes(model_names)}")
+
+    def source_name(name):
+        for source, target in maps:
+            if in_scope(name, target):
+                return source + name[len(target.strip("/")) :]
+        return name
+
+    if restore is None:
+        selected = [name for name in graph_names if source_name(name) in by_checkpoint_name]
+        if not selected:
+            raise PlanError(
+                f"--restore all: no graph variable is in {where}; graph scopes: {_scopes(graph_names)}; "
+                f"checkpoint scopes: {_scopes(model_names)}"
+            )
+    else:
+        selected = []
+        for scope in restore:
+            matches = [name for name in graph_names if in_scope(name, scope)]
+            if not matches:
+                raise PlanError(f"--restore {scope!r} matches no graph variable; graph scopes: {_scopes(graph_names)}")
+            selected += [name for name in matches if name not in selected]
+    for scope in exclude:
+        if not any(in_scope(name, scope) for name in selected):
+            raise PlanError(f"--restore-exclude {scope!r} matches none of the variables selected to restore ({_scopes(selected)})")
+        selected = [name for name in selected if not in_scope(name, scope)]
+    for scope, _ in lr_mults:
+        if not any(in_scope(name, scope) for name in graph_names):
+            raise PlanError(f"--lr-mult {scope!r} matches no graph variable; graph scopes: {_scopes(graph_names)}")
+
+    missing = [(name, source_name(name)) for name in selected if source_name(name) not in by_checkpoint_name]
+    if missing:
+        wanted = ", ".join(source if source == name else f"{source} (for {name})" for name, source in missing)
+        raise PlanError(f"{where} lacks {wanted}; checkpoint scopes: {_scopes(model_names)}")
+
+    skipped, mismatched = {}, []
+    for name in selected:
+        ours, theirs = by_graph_name[name], by_checkpoint_name[source_name(name)]
+        if ours.dtype != theirs.dtype:
+            raise PlanError(f"{theirs.name} is {theirs.dtype} in {where} but {name} is {ours.dtype} in the graph")
+        if tuple(ours.shape) != tuple(theirs.shape):
+            why = f"shape {_shape(theirs.shape)} in checkpoint, {_shape(ours.shape)} in graph"
+            skipped[name] = why
+            mismatched.append(f"{name}: {why}")
+    if mismatched and not skip_mismatched:
+        raise PlanError(f"shape mismatch between {where} and the graph: {'; '.join(mismatched)} (pass --skip-mismatched to initialise these instead)")
+
+    rows = []
+    for info in graph_variables:
+        name = info.name
+        if name in skipped:
+            row = dict(source=None, action="skipped", reason=skipped[name], lr_mult=1.0)
+        elif name in selected:
+            source = source_name(name)
+            restored_mult = 1.0 if fine_tune else 0.0
+            row = dict(source=source, action="restored", reason="" if source == name else "mapped", lr_mult=restored_mult)
+        else:
+            row = dict(source=None, action="initialised", reason="", lr_mult=1.0)
+        for scope, multiplier in lr_mults:
+            if in_scope(name, scope):
+                row["lr_mult"] = float(multiplier)
+        rows.append(PlanRow(name=name, shape=tuple(info.shape), **row))
+
+    plan = RestorePlan(
+        checkpoint=checkpoint,
+        rows=tuple(rows),
+        unused=tuple(by_checkpoint_name[name] for name in model_names if name not in {row.source for row in rows}),
+        ignored_non_model=len(all_checkpoint_names) - len(model_names),
+    )
+    if not plan.lr_groups():
+        raise PlanError("nothing left to train: every variable is frozen; restore fewer scopes, or use --fine-tune or --lr-mult SCOPE=F with F > 0")
+    return plan
