@@ -5,11 +5,7 @@ import numbers
 import tensorflow as tf
 
 from models import layers
-
-# Scope names are part of the checkpoint format: see SPEC.md and tests/test_models.py.
-ENCODER_SCOPES = ("conv1", "conv2")
-DECODER_SCOPES = ("latent_var", "z_matrix", "dconv1", "dconv2")
-AUTOENCODER_SCOPES = ENCODER_SCOPES + DECODER_SCOPES
+from models.scopes import AUTOENCODER_SCOPES, DECODER_SCOPES, ENCODER_SCOPES  # noqa: F401 (re-exported)
 
 IMAGE_SHAPE = (28, 28, 1)
 # conv2's output, 7x7x32, flattened: the size of the code the encoder hands on.

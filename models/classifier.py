@@ -3,10 +3,8 @@
 import tensorflow as tf
 
 from models import layers
-from models.cae import ENCODER_SCOPES, encoder
-
-HEAD_SCOPES = ("fc1", "logits")
-CLASSIFIER_SCOPES = ENCODER_SCOPES + HEAD_SCOPES
+from models.cae import encoder
+from models.scopes import CLASSIFIER_SCOPES, HEAD_SCOPES  # noqa: F401 (re-exported)
 FC1_UNITS = 200
 
 

@@ -164,6 +164,7 @@ def make_plan(
       PlanError: for a scope or map that matches nothing, a variable the checkpoint
         lacks, a shape or dtype difference (unless skipped), or nothing to train.
     """
+    maps = [(source.strip("/"), target.strip("/")) for source, target in maps]
     graph_names = [info.name for info in graph_variables]
     by_graph_name = {info.name: info for info in graph_variables}
     all_checkpoint_names = [info.name for info in checkpoint_variables]
@@ -180,7 +181,7 @@ def make_plan(
     def source_name(name):
         for source, target in maps:
             if in_scope(name, target):
-                return source + name[len(target.strip("/")) :]
+                return source + name[len(target) :]
         return name
 
     if restore is None:
@@ -204,6 +205,16 @@ def make_plan(
     for scope, _ in lr_mults:
         if not any(in_scope(name, scope) for name in graph_names):
             raise PlanError(f"--lr-mult {scope!r} matches no graph variable; graph scopes: {_scopes(graph_names)}")
+
+    for source, target in maps:
+        if not any(in_scope(name, target) for name in selected):
+            raise PlanError(f"--map {source}={target}: {target!r} is not among the variables selected to restore ({_scopes(selected)})")
+    targets = {}
+    for name in selected:
+        targets.setdefault(source_name(name), []).append(name)
+    for source, names in targets.items():
+        if len(names) > 1:
+            raise PlanError(f"{source} would be restored into {' and '.join(names)}; give each checkpoint variable one --map target")
 
     missing = [(name, source_name(name)) for name in selected if source_name(name) not in by_checkpoint_name]
     if missing:

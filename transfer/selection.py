@@ -7,8 +7,7 @@
 
 import re
 
-from models.cae import ENCODER_SCOPES
-from models.classifier import HEAD_SCOPES
+from models.scopes import ENCODER_SCOPES, HEAD_SCOPES
 
 PRESETS = {
     "conv": ENCODER_SCOPES,
