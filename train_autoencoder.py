@@ -26,7 +26,7 @@ from runtime.checkpoints import Checkpointer  # noqa: E402
 from runtime.errors import UserError  # noqa: E402
 from runtime.session import session_config  # noqa: E402
 from runtime.summaries import scalars, write_projector  # noqa: E402
-from runtime.training import finite_or_none, train_loop  # noqa: E402
+from runtime.training import Interrupted, finite_or_none, train_loop  # noqa: E402
 
 v1 = tf.compat.v1
 tf.get_logger().setLevel("ERROR")  # TF's Python deprecation notices are not the user's concern
@@ -143,7 +143,7 @@ def run(args):
             )
             if result.interrupted:
                 writer.close()
-                raise KeyboardInterrupt
+                raise Interrupted(result.stop_signal)
             per_pixel = evaluate(sess, images, eval_losses, test_images)
             count = min(PROJECTOR_POINTS, dataset.num_test)
             codes = sess.run(end_points["latent"], {images: test_images[:count]})

@@ -3,6 +3,7 @@
 import glob
 import os
 import re
+import shutil
 
 import tensorflow as tf
 
@@ -30,6 +31,28 @@ def list_checkpoints(model_dir):
     return [prefix for _, prefix in sorted(prefixes)]
 
 
+def remove_orphans(model_dir):
+    """Deletes what interrupted saves leave behind; returns the paths removed.
+
+    A save killed midway leaves `<file>.tempstate<hex>` files (TensorFlow's bundle
+    writer renames them into place only when done), `<prefix>_temp` folders (sharded
+    saves) and `checkpoint.tmp<hex>` state files; none of them is ever read again.
+    """
+    removed = []
+    for path in glob.glob(os.path.join(glob.escape(model_dir), "*")):
+        name = os.path.basename(path)
+        if ".tempstate" in name or name.startswith("checkpoint.tmp") or (os.path.isdir(path) and re.search(r"_temp(_[0-9a-f]+)?$", name)):
+            if os.path.isdir(path):
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                try:
+                    os.remove(path)
+                except FileNotFoundError:
+                    pass
+            removed.append(path)
+    return removed
+
+
 class Checkpointer:
     """Saves every checkpoint to a new step-numbered prefix and restores the newest intact one.
 
@@ -50,12 +73,25 @@ class Checkpointer:
         self.model_dir = model_dir
         self.max_to_keep = max_to_keep
         self.log = log
+        for path in remove_orphans(model_dir):
+            log(f"removed {path}, left by an interrupted save")
         self.saver = v1.train.Saver(var_list=var_list, max_to_keep=max_to_keep, save_relative_paths=True)
-        self.saver.recover_last_checkpoints(list_checkpoints(model_dir)[-max_to_keep:])
+        # Every checkpoint on disk joins the window, so the next save trims it to
+        # max_to_keep even when earlier runs left more behind.
+        self.saver.recover_last_checkpoints(list_checkpoints(model_dir))
 
     def save(self, sess, step):
-        """Writes `model.ckpt-<step>` and updates the state file; returns the prefix."""
-        return self.saver.save(sess, os.path.join(self.model_dir, PREFIX), global_step=step)
+        """Writes `model.ckpt-<step>` and updates the state file; returns the prefix.
+
+        Raises:
+          CheckpointError: when the files cannot be written (a full disk, a folder
+            made read-only underneath the run).
+        """
+        try:
+            return self.saver.save(sess, os.path.join(self.model_dir, PREFIX), global_step=step)
+        except (tf.errors.OpError, OSError) as error:
+            reason = (getattr(error, "message", None) or str(error)).strip().splitlines()[0]
+            raise CheckpointError(f"cannot write checkpoint for step {step} in {self.model_dir}: {reason}") from None
 
     def restore_latest(self, sess):
         """Restores the newest checkpoint that reads back; older ones are the fallback.

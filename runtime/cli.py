@@ -3,9 +3,12 @@
 import argparse
 import json
 import os
+import signal
 import sys
 
 from runtime.errors import UserError
+from runtime.lock import ModelDirLock
+from runtime.training import Interrupted
 
 DATASETS = ("mnist", "fashion_mnist")
 
@@ -122,14 +125,24 @@ def make_model_dir(path):
 
 
 def main(run, parse_args, argv=None):
-    """Parses flags, calls run(args) and turns user errors into one line and exit status 2."""
+    """Parses flags and calls run(args) holding the model dir's lock.
+
+    User errors become one line on stderr and exit status 2; a run stopped by a signal
+    exits with 128 + the signal's number, as a shell expects.
+    """
     args = parse_args(argv)
     try:
-        run(args)
+        if getattr(args, "dry_run", False):
+            run(args)
+        else:
+            with ModelDirLock(make_model_dir(args.model_dir)):
+                run(args)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except Interrupted as stop:
+        return 128 + stop.signum
     except KeyboardInterrupt:
-        print("interrupted; the last saved checkpoint is intact", file=sys.stderr)
-        return 130
+        print("interrupted at once; the last saved checkpoint is intact", file=sys.stderr)
+        return 128 + signal.SIGINT
     return 0

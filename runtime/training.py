@@ -14,6 +14,14 @@ class TrainingDiverged(UserError):
     """The loss became NaN or infinite."""
 
 
+class Interrupted(Exception):
+    """A signal stopped the run after it saved; `signum` says which."""
+
+    def __init__(self, signum):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = int(signum)
+
+
 @dataclass
 class LoopResult:
     """What a call to `train_loop` did."""
@@ -21,8 +29,12 @@ class LoopResult:
     start_step: int
     final_step: int
     images_per_sec: float
-    interrupted: bool
-    last_checkpoint: str
+    stop_signal: int | None  # the signal that stopped the run early, if one did
+    last_checkpoint: str | None
+
+    @property
+    def interrupted(self):
+        return self.stop_signal is not None
 
 
 class _StopOnSignal:
@@ -32,7 +44,7 @@ class _StopOnSignal:
     """
 
     def __init__(self):
-        self.signal_name = None
+        self.signum = None
         self._previous = {}
 
     def __enter__(self):
@@ -45,9 +57,9 @@ class _StopOnSignal:
             signal.signal(signum, handler)
 
     def _handle(self, signum, frame):
-        if self.signal_name is not None and signum == signal.SIGINT:
+        if self.signum is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt
-        self.signal_name = signal.Signals(signum).name
+        self.signum = signum
 
 
 def format_duration(seconds):
@@ -108,7 +120,7 @@ def train_loop(
     last_progress = time.monotonic()
     num_epochs = math.ceil(total_steps / steps_per_epoch)
     with _StopOnSignal() as stop:
-        while step < total_steps and stop.signal_name is None:
+        while step < total_steps and stop.signum is None:
             want_summary = writer is not None and summary_op is not None and summary_every and (step + 1) % summary_every == 0
             fetches = [train_op, loss, summary_op] if want_summary else [train_op, loss]
             began = time.monotonic()
@@ -140,14 +152,14 @@ def train_loop(
                 last_saved, saved_step = checkpointer.save(sess, step), step
         if step > start_step and saved_step != step:
             last_saved = checkpointer.save(sess, step)
-    interrupted = step < total_steps
-    if interrupted:
+    if stop.signum is not None:
+        saved = f"saved {last_saved}" if last_saved else "nothing new to save"
         log(
-            f"{stop.signal_name}: stopped at step {step}/{total_steps} and saved {last_saved}; "
+            f"{signal.Signals(stop.signum).name}: stopped at step {step}/{total_steps}, {saved}; "
             "run the same command again to resume"
         )
     rate = (step - start_step) * batch_size / train_seconds if train_seconds else 0.0
-    return LoopResult(start_step, step, rate, interrupted, last_saved)
+    return LoopResult(start_step, step, rate, stop.signum, last_saved)
 
 
 def finite_or_none(value):
