@@ -108,7 +108,7 @@ def run(args):
         epoch_summary = v1.summary.merge(
             [v1.summary.image("reconstructions/input_vs_output", preview, max_outputs=PREVIEW_IMAGES),
              v1.summary.histogram("latent/code", end_points["latent"])]
-            + [v1.summary.histogram(variable.op.name, variable) for variable in model_variables]
+            + [v1.summary.histogram(f"weights/{variable.op.name}", variable) for variable in model_variables]
         )
         checkpointer = Checkpointer(model_dir, max_to_keep=args.keep_checkpoints)
         init = v1.global_variables_initializer()

@@ -206,7 +206,7 @@ def run(args):
         print(f"labelled training examples: {len(train_index)}; validation: {len(val_index)}; test: {len(test_labels)}")
 
         train_summary = v1.summary.merge([v1.summary.scalar("losses/train", loss), v1.summary.scalar("accuracy/train_batch", batch_accuracy)])
-        histogram_summary = v1.summary.merge([v1.summary.histogram(var.op.name, var) for var in model_variables])
+        histogram_summary = v1.summary.merge([v1.summary.histogram(f"weights/{var.op.name}", var) for var in model_variables])
         plan_summary = v1.summary.text("restore_plan", tf.constant(plan_markdown(plan)))
         restore_saver = ckpt.restore_saver(plan, model_variables)
         checkpointer = Checkpointer(model_dir, max_to_keep=args.keep_checkpoints)
