@@ -20,6 +20,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from data import pipeline  # noqa: E402
+from data.augment import gaussian_noise  # noqa: E402
 from models.cae import RECONSTRUCTION_LOSSES, build_autoencoder, reconstruction_loss  # noqa: E402
 from runtime import cli  # noqa: E402
 from runtime.checkpoints import Checkpointer  # noqa: E402
@@ -36,7 +37,7 @@ EVAL_BATCH = 500
 PREVIEW_IMAGES = 8
 PROJECTOR_POINTS = 2000
 # A run with different values here cannot continue another run's checkpoints.
-RESUME_KEYS = ("dataset", "latent_size", "loss", "batch_size", "seed", "data_source")
+RESUME_KEYS = ("dataset", "latent_size", "loss", "batch_size", "seed", "data_source", "noise")
 
 
 def parse_args(argv=None):
@@ -53,6 +54,13 @@ def parse_args(argv=None):
         choices=RECONSTRUCTION_LOSSES,
         default="bce",
         help="bce: binary cross-entropy summed over pixels; l2: squared error (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--noise",
+        type=float,
+        default=0.0,
+        help="standard deviation of Gaussian noise added to the training input (a denoising autoencoder); "
+        "the loss compares with the clean image (default: %(default)s)",
     )
     cli.add_data_flags(parser)
     cli.add_runtime_flags(parser, os.path.join("checkpoints", "autoencoder"))
@@ -72,17 +80,19 @@ def check_resume(model_dir, config):
         )
 
 
-def evaluate(sess, images_ph, losses, images):
+def evaluate(sess, images_ph, losses, images, extra_feed):
     """Per-pixel means of {name: per-image loss tensor} over a float image array, in batches."""
     totals = dict.fromkeys(losses, 0.0)
     for start in range(0, len(images), EVAL_BATCH):
         chunk = images[start : start + EVAL_BATCH]
-        for name, value in sess.run(losses, {images_ph: chunk}).items():
+        for name, value in sess.run(losses, {images_ph: chunk, **extra_feed}).items():
             totals[name] += value * len(chunk)
     return {name: total / len(images) / PIXELS for name, total in totals.items()}
 
 
 def run(args):
+    if not 0.0 <= args.noise < float("inf"):
+        raise UserError(f"--noise must be 0 or a positive standard deviation, got {args.noise}")
     model_dir = cli.make_model_dir(args.model_dir)
     dataset = cli.load_data(args)
     steps_per_epoch = pipeline.steps_per_epoch(dataset.num_train, args.batch_size)
@@ -95,7 +105,8 @@ def run(args):
         v1.set_random_seed(args.seed)
         batch = pipeline.BatchInput(args.batch_size)
         images = v1.placeholder_with_default(batch.images, [None, 28, 28, 1], name="images")
-        end_points = build_autoencoder(images, args.latent_size)
+        noise = v1.placeholder_with_default(args.noise, [], name="noise_stddev")
+        end_points = build_autoencoder(gaussian_noise(images, noise, seed=args.seed) if args.noise else images, args.latent_size)
         loss = reconstruction_loss(images, end_points, args.loss)
         eval_losses = {kind: reconstruction_loss(images, end_points, kind) for kind in RECONSTRUCTION_LOSSES}
         global_step = v1.train.get_or_create_global_step()
@@ -112,6 +123,7 @@ def run(args):
         )
         checkpointer = Checkpointer(model_dir, max_to_keep=args.keep_checkpoints)
         init = v1.global_variables_initializer()
+        clean = {noise: 0.0}  # evaluation always sees clean input
 
         with v1.Session(config=session_config(args.gpu_memory_fraction, args.allow_growth, args.intra_op_threads, args.inter_op_threads)) as sess:
             restored = checkpointer.restore_latest(sess)
@@ -129,9 +141,9 @@ def run(args):
             )
 
             def on_epoch_end(epoch, step):
-                per_pixel = evaluate(sess, images, eval_losses, test_images)
+                per_pixel = evaluate(sess, images, eval_losses, test_images, clean)
                 writer.add_summary(scalars({f"eval/{kind}_per_pixel": value for kind, value in per_pixel.items()}), step)
-                writer.add_summary(sess.run(epoch_summary, {images: test_images[:EVAL_BATCH]}), step)
+                writer.add_summary(sess.run(epoch_summary, {images: test_images[:EVAL_BATCH], **clean}), step)
                 writer.flush()
                 print(f"epoch {epoch}: eval bce per pixel {per_pixel['bce']:.5f}, l2 per pixel {per_pixel['l2']:.5f}")
 
@@ -144,9 +156,9 @@ def run(args):
             if result.interrupted:
                 writer.close()
                 raise Interrupted(result.stop_signal)
-            per_pixel = evaluate(sess, images, eval_losses, test_images)
+            per_pixel = evaluate(sess, images, eval_losses, test_images, clean)
             count = min(PROJECTOR_POINTS, dataset.num_test)
-            codes = sess.run(end_points["latent"], {images: test_images[:count]})
+            codes = sess.run(end_points["latent"], {images: test_images[:count], **clean})
             projector_config = write_projector(model_dir, codes, dataset.test_labels[:count], dataset.test_images[:count])
             writer.close()
 

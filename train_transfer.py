@@ -22,6 +22,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from data import pipeline  # noqa: E402
+from data.augment import random_shift  # noqa: E402
 from data.splits import split_train  # noqa: E402
 from models.cae import ENCODER_SCOPES, ENCODER_UNITS  # noqa: E402
 from models.classifier import build_classifier, head  # noqa: E402
@@ -43,7 +44,7 @@ NUM_CLASSES = 10
 EVAL_BATCH = 1000
 # A resumed run must have been started with the same values of these.
 RESUME_KEYS = ("checkpoint", "restore", "restore_exclude", "map", "skip_mismatched", "fine_tune", "lr_mult",
-               "dataset", "data_source", "labels_per_class", "validation_size", "batch_size", "seed", "dropout")
+               "dataset", "data_source", "labels_per_class", "validation_size", "batch_size", "seed", "dropout", "shift")
 
 
 def parse_args(argv=None):
@@ -76,6 +77,8 @@ def parse_args(argv=None):
     group.add_argument("--batch-size", type=cli.positive_int, default=64, help="examples per step (default: %(default)s)")
     group.add_argument("--learning-rate", type=cli.positive_float, default=1e-3, help="Adam learning rate (default: %(default)s)")
     group.add_argument("--dropout", type=float, default=0.0, help="dropout rate on fc1 while training, in [0, 1) (default: %(default)s)")
+    group.add_argument("--shift", type=cli.non_negative_int, default=0,
+                       help="shift each training image by up to this many pixels at random; turns the feature cache off (default: %(default)s)")
     cli.add_data_flags(parser)
     cli.add_runtime_flags(parser, os.path.join("checkpoints", "transfer"))
     return parser.parse_args(argv)
@@ -132,6 +135,21 @@ def accuracy_and_loss(sess, images_ph, logits, images, labels, extra_feed):
     return float(np.mean(predictions == labels)), float(-np.mean(log_probs[np.arange(len(labels)), labels])), predictions
 
 
+def cache_decision(plan, args):
+    """Whether the head can train on conv features computed once, and why (or why not)."""
+    if any(row.trainable for row in plan.rows if in_any_scope(row.name, ENCODER_SCOPES)):
+        reason = "conv1 and conv2 train in this plan"
+    elif args.shift:
+        reason = "--shift moves the input every step"
+    elif args.cache_features == "off":
+        return False, "--cache-features off"
+    else:
+        return True, "conv1 and conv2 are frozen and the input is not augmented"
+    if args.cache_features == "on":
+        raise UserError(f"--cache-features on is impossible here: {reason}")
+    return False, reason
+
+
 def build_train_op(loss, plan, variables, learning_rate, global_step):
     """One Adam per learning-rate multiplier over exactly the plan's trainable variables.
 
@@ -164,7 +182,8 @@ def run(args):
         v1.set_random_seed(args.seed)
         image_batch = pipeline.BatchInput(args.batch_size)
         feature_batch = FeatureBatchInput(args.batch_size, ENCODER_UNITS)
-        images = v1.placeholder_with_default(image_batch.images, [None, 28, 28, 1], name="images")
+        train_images = random_shift(image_batch.images, args.shift, seed=args.seed)
+        images = v1.placeholder_with_default(train_images, [None, 28, 28, 1], name="images")
         is_training = v1.placeholder_with_default(True, [], name="is_training")
         end_points = build_classifier(images, NUM_CLASSES, args.dropout, is_training)
         model_variables = v1.get_collection(v1.GraphKeys.MODEL_VARIABLES)
@@ -176,10 +195,8 @@ def run(args):
         if args.dry_run:
             return
 
-        frozen_encoder = all(not row.trainable for row in plan.rows if in_any_scope(row.name, ENCODER_SCOPES))
-        if args.cache_features == "on" and not frozen_encoder:
-            raise UserError("--cache-features on needs conv1 and conv2 frozen; they are trained in this plan")
-        use_cache = frozen_encoder and args.cache_features != "off"
+        use_cache, why = cache_decision(plan, args)
+        print(f"feature cache: {'on' if use_cache else 'off'} ({why})")
         with v1.variable_scope(v1.get_variable_scope(), reuse=True):
             cached_head = head(feature_batch.features, NUM_CLASSES, args.dropout, is_training)
         logits, labels = (cached_head["logits"], feature_batch.labels) if use_cache else (end_points["logits"], image_batch.labels)
@@ -246,6 +263,9 @@ def run(args):
             best_path = os.path.join(model_dir, "best")
             best = cli.read_json(os.path.join(best_path, "best.json")) or {"epoch": 0, "val_accuracy": -1.0, "step": 0}
 
+            # Tiny labelled sets make epochs of one step: keep the histograms to about 100 per run.
+            histogram_every = max(1, args.epochs // 100)
+
             def on_epoch_end(epoch, step):
                 summary = {}
                 if len(val_labels):
@@ -258,7 +278,8 @@ def run(args):
                         cli.write_json(os.path.join(best_path, "best.json"), best)
                     print(f"epoch {epoch}: val accuracy {val_accuracy:.4f}, val loss {val_loss:.4f} (best: epoch {best['epoch']}, {best['val_accuracy']:.4f})")
                 writer.add_summary(scalars(summary), step)
-                writer.add_summary(sess.run(histogram_summary), step)
+                if epoch % histogram_every == 0 or step == total_steps:
+                    writer.add_summary(sess.run(histogram_summary), step)
                 writer.flush()
 
             began = time.monotonic()

