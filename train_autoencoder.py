@@ -9,14 +9,14 @@ under --model-dir, and resumes from the newest checkpoint there when one exists.
 
 import os
 
-# C++ INFO and WARNING lines (oneDNN notes, a missing CUDA driver) would bury our output.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+from runtime.quiet import import_tensorflow
+
+import_tensorflow()  # before anything imports it: keeps TensorFlow's start-up lines off the terminal
 
 import argparse  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 
-import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from data import pipeline  # noqa: E402

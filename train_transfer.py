@@ -11,8 +11,9 @@ proves at the end that every frozen variable still equals the checkpoint bit for
 
 import os
 
-# C++ INFO and WARNING lines (oneDNN notes, a missing CUDA driver) would bury our output.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+from runtime.quiet import import_tensorflow
+
+import_tensorflow()  # before anything imports it: keeps TensorFlow's start-up lines off the terminal
 
 import argparse  # noqa: E402
 import sys  # noqa: E402
@@ -35,7 +36,8 @@ from runtime.training import Interrupted, finite_or_none, train_loop  # noqa: E4
 from transfer import checkpoint as ckpt  # noqa: E402
 from transfer.features import FeatureBatchInput, compute_features  # noqa: E402
 from transfer.plan import make_plan  # noqa: E402
-from transfer.selection import PRESETS, in_any_scope, parse_pair, parse_scopes  # noqa: E402
+from transfer.flags import add_transfer_flags, parse_transfer_flags  # noqa: E402
+from transfer.selection import in_any_scope  # noqa: E402
 
 v1 = tf.compat.v1
 tf.get_logger().setLevel("ERROR")  # TF's Python deprecation notices are not the user's concern
@@ -54,16 +56,7 @@ def parse_args(argv=None):
     group = parser.add_argument_group("transfer")
     group.add_argument("--checkpoint", default=os.path.join("checkpoints", "autoencoder"),
                        help="the transfer source: a model dir (its newest checkpoint) or a checkpoint prefix (default: %(default)s)")
-    group.add_argument("--restore", default="conv",
-                       help=f"what to restore: a preset ({', '.join(PRESETS)}) or a comma list of scopes such as conv1,conv2 (default: %(default)s)")
-    group.add_argument("--restore-exclude", default="", help="comma list of scopes to leave out of --restore")
-    group.add_argument("--map", action="append", default=[], metavar="SRC=DST",
-                       help="restore checkpoint scope SRC into graph scope DST, e.g. encoder/conv1=conv1 (repeatable)")
-    group.add_argument("--skip-mismatched", action="store_true",
-                       help="initialise variables whose shapes differ from the checkpoint instead of failing, and report them")
-    group.add_argument("--fine-tune", action="store_true", help="train the restored variables too (default: freeze them)")
-    group.add_argument("--lr-mult", action="append", default=[], metavar="SCOPE=F",
-                       help="scale SCOPE's learning rate by F; F=0 freezes it (repeatable; applied after --fine-tune)")
+    add_transfer_flags(group)
     group.add_argument("--dry-run", action="store_true", help="print the restore plan and exit without training")
     group.add_argument("--cache-features", choices=("auto", "on", "off"), default="auto",
                        help="train the head on conv features computed once; auto: whenever conv1 and conv2 are frozen (default: %(default)s)")
@@ -82,30 +75,6 @@ def parse_args(argv=None):
     cli.add_data_flags(parser)
     cli.add_runtime_flags(parser, os.path.join("checkpoints", "transfer"))
     return parser.parse_args(argv)
-
-
-def parse_transfer_flags(args):
-    """Checks the flags with structure; raises UserError before any graph is built."""
-    try:
-        restore = parse_scopes(args.restore)
-        exclude = parse_scopes(args.restore_exclude) if args.restore_exclude.strip() else ()
-        maps = [parse_pair(text, "=", "--map") for text in args.map]
-        lr_mults = []
-        for text in args.lr_mult:
-            scope, value = parse_pair(text, "=", "--lr-mult")
-            lr_mults.append((scope, float(value)))
-    except ValueError as error:
-        raise UserError(str(error)) from None
-    for scope, value in lr_mults:
-        if not 0.0 <= value < float("inf"):
-            raise UserError(f"--lr-mult {scope}={value}: the multiplier must be 0 or a positive number")
-    if exclude is None:
-        raise UserError("--restore-exclude takes scopes, not 'all'")
-    if not 0.0 <= args.dropout < 1.0:
-        raise UserError(f"--dropout must be in [0, 1), got {args.dropout}")
-    if restore == () and (maps or exclude):
-        raise UserError("--map and --restore-exclude need something to restore; --restore none restores nothing")
-    return restore, exclude, maps, lr_mults
 
 
 def check_resume(model_dir, config):
@@ -172,6 +141,8 @@ def build_train_op(loss, plan, variables, learning_rate, global_step):
 
 
 def run(args):
+    if not 0.0 <= args.dropout < 1.0:
+        raise UserError(f"--dropout must be in [0, 1), got {args.dropout}")
     restore, exclude, maps, lr_mults = parse_transfer_flags(args)
     source_prefix, source_variables = None, []
     if restore != ():

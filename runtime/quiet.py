@@ -1,0 +1,36 @@
+"""Importing TensorFlow without its start-up chatter on the terminal."""
+
+import contextlib
+import os
+import sys
+
+
+@contextlib.contextmanager
+def _native_stderr_silenced():
+    """Points file descriptor 2 at /dev/null for the duration; Python's own sys.stderr included."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w", encoding="utf-8") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def import_tensorflow():
+    """Imports TensorFlow for a command-line entry point, hiding the lines its C++ side prints.
+
+    TensorFlow 2.21 writes INFO lines (oneDNN notes, "Could not find cuda drivers")
+    before its logging is configured, so TF_CPP_MIN_LOG_LEVEL cannot hide them. They are
+    hidden unless the user sets TF_CPP_MIN_LOG_LEVEL to 0 or 1 to see them. An import
+    failure still raises after stderr is back, so its message is not lost.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    if "tensorflow" in sys.modules or os.environ["TF_CPP_MIN_LOG_LEVEL"] in ("0", "1"):
+        import tensorflow  # noqa: F401
+        return
+    with _native_stderr_silenced():
+        import tensorflow  # noqa: F401

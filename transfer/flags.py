@@ -1,0 +1,58 @@
+"""The flags that choose what is restored and what trains: one definition for every command."""
+
+from runtime.errors import UserError
+from transfer.selection import PRESETS, parse_pair, parse_scopes
+
+
+def add_transfer_flags(group):
+    """Adds --restore, --restore-exclude, --map, --skip-mismatched, --fine-tune and --lr-mult.
+
+    Args:
+      group: an argparse parser or argument group.
+
+    Returns:
+      The group.
+    """
+    group.add_argument("--restore", default="conv",
+                       help=f"what to restore: a preset ({', '.join(PRESETS)}) or a comma list of scopes such as conv1,conv2 (default: %(default)s)")
+    group.add_argument("--restore-exclude", default="", help="comma list of scopes to leave out of --restore")
+    group.add_argument("--map", action="append", default=[], metavar="SRC=DST",
+                       help="restore checkpoint scope SRC into graph scope DST, e.g. encoder/conv1=conv1 (repeatable)")
+    group.add_argument("--skip-mismatched", action="store_true",
+                       help="initialise variables whose shapes differ from the checkpoint instead of failing, and report them")
+    group.add_argument("--fine-tune", action="store_true", help="train the restored variables too (default: freeze them)")
+    group.add_argument("--lr-mult", action="append", default=[], metavar="SCOPE=F",
+                       help="scale SCOPE's learning rate by F; F=0 freezes it (repeatable; applied after --fine-tune)")
+    return group
+
+
+def parse_transfer_flags(args):
+    """Reads the flags that add_transfer_flags defined; raises before any graph is built.
+
+    Returns:
+      (restore, exclude, maps, lr_mults) as make_plan takes them.
+
+    Raises:
+      UserError: for a malformed value.
+    """
+    try:
+        restore = parse_scopes(args.restore)
+        exclude = parse_scopes(args.restore_exclude) if args.restore_exclude.strip() else ()
+        maps = [parse_pair(text, "=", "--map") for text in args.map]
+        lr_mults = []
+        for text in args.lr_mult:
+            scope, value = parse_pair(text, "=", "--lr-mult")
+            try:
+                multiplier = float(value)
+            except ValueError:
+                raise ValueError(f"--lr-mult {text}: {value!r} is not a number") from None
+            if not 0.0 <= multiplier < float("inf"):
+                raise ValueError(f"--lr-mult {text}: the multiplier must be 0 or a positive number")
+            lr_mults.append((scope, multiplier))
+    except ValueError as error:
+        raise UserError(str(error)) from None
+    if exclude is None:
+        raise UserError("--restore-exclude takes scopes, not 'all'")
+    if restore == () and (maps or exclude):
+        raise UserError("--map and --restore-exclude need something to restore; --restore none restores nothing")
+    return restore, exclude, maps, lr_mults

@@ -1,0 +1,248 @@
+"""Show what a checkpoint holds, and what train_transfer.py would restore from it.
+
+Without flags: the resolved checkpoint prefix, the model variables grouped by scope
+(shape, dtype and number of values of each, a parameter count per scope and in
+total), then apart from them the optimizer slots and the counters, and the bytes the
+checkpoint takes on disk. With --plan: the restore plan that train_transfer.py would
+print for the same transfer flags, built against the classifier graph.
+
+    python -m transfer.inspect checkpoints/autoencoder
+    python -m transfer.inspect checkpoints/autoencoder/model.ckpt-3500.index --json
+    python -m transfer.inspect checkpoints/autoencoder --plan --restore conv --fine-tune
+    python -m transfer.inspect checkpoints/other --plan --map encoder/conv1=conv1 --restore conv1
+
+CKPT is a model dir (its newest checkpoint), a checkpoint prefix, or one of its files.
+A missing or unreadable checkpoint, or flags that do not fit it, end with one line
+`error: ...` on stderr and exit status 2.
+"""
+
+import os
+
+from runtime.quiet import import_tensorflow
+
+import_tensorflow()
+
+import argparse  # noqa: E402
+import glob  # noqa: E402
+import json  # noqa: E402
+import math  # noqa: E402
+import sys  # noqa: E402
+
+import tensorflow as tf  # noqa: E402
+
+from models.classifier import build_classifier  # noqa: E402
+from models.scopes import AUTOENCODER_SCOPES, HEAD_SCOPES  # noqa: E402
+from runtime.errors import UserError  # noqa: E402
+from transfer import checkpoint as ckpt  # noqa: E402
+from transfer.flags import add_transfer_flags, parse_transfer_flags  # noqa: E402
+from transfer.plan import make_plan  # noqa: E402
+from transfer.selection import NON_MODEL, model_variable_names  # noqa: E402
+
+v1 = tf.compat.v1
+
+# Known scopes are listed in the order the models build them (conv1 before dconv1),
+# which reads better than the alphabetical order a checkpoint index keeps.
+SCOPE_ORDER = AUTOENCODER_SCOPES + HEAD_SCOPES
+LEAF_ORDER = ("kernel", "bias")
+# The dests of add_transfer_flags: given without --plan they would be silently ignored.
+TRANSFER_DESTS = ("restore", "restore_exclude", "map", "skip_mismatched", "fine_tune", "lr_mult")
+
+
+def make_parser():
+    parser = argparse.ArgumentParser(
+        prog="python -m transfer.inspect",
+        description="List a checkpoint's model variables by scope, its optimizer slots and counters apart, "
+        "and its size on disk; or, with --plan, print the restore plan train_transfer.py would follow.",
+    )
+    parser.add_argument("checkpoint", metavar="CKPT",
+                        help="a model dir (its newest checkpoint), a checkpoint prefix such as model.ckpt-3500, or one of its files")
+    parser.add_argument("--json", action="store_true", help="print the same facts as one JSON object instead of text")
+    parser.add_argument("--plan", action="store_true",
+                        help="print the restore plan against the classifier (conv1, conv2, fc1, logits) for the flags below, "
+                        "as train_transfer.py --dry-run would")
+    add_transfer_flags(parser.add_argument_group("transfer (with --plan; as in train_transfer.py)"))
+    return parser
+
+
+def parse_args(argv=None):
+    parser = make_parser()
+    args = parser.parse_args(argv)
+    if not args.plan:
+        given = [dest for dest in TRANSFER_DESTS if getattr(args, dest) != parser.get_default(dest)]
+        if given:
+            flags = ", ".join("--" + dest.replace("_", "-") for dest in given)
+            parser.error(f"{flags} only mean something with --plan")
+    return args
+
+
+def _count(shape):
+    return math.prod(shape)
+
+
+def _shape(shape):
+    return "[" + ", ".join(str(dim) for dim in shape) + "]"
+
+
+def _scope_key(scope):
+    return (SCOPE_ORDER.index(scope), "") if scope in SCOPE_ORDER else (len(SCOPE_ORDER), scope)
+
+
+def _leaf_key(leaf):
+    return (LEAF_ORDER.index(leaf), "") if leaf in LEAF_ORDER else (len(LEAF_ORDER), leaf)
+
+
+def _split(name):
+    """("conv1", "kernel") for conv1/kernel; a name without a scope is its own group."""
+    return tuple(name.rsplit("/", 1)) if "/" in name else (name, name)
+
+
+def disk_usage(prefix):
+    """Sizes of the files that make up the checkpoint at prefix.
+
+    Returns:
+      A dict: data_files (basenames of the .data shards), data_bytes (their total),
+      index_bytes, and meta_bytes (None when there is no .meta graph beside it).
+    """
+    shards = sorted(glob.glob(glob.escape(prefix) + ".data-*-of-*"))
+
+    def size(path):
+        try:
+            return os.path.getsize(path)
+        except OSError:
+            return None
+
+    return {
+        "data_files": [os.path.basename(path) for path in shards],
+        "data_bytes": sum(size(path) or 0 for path in shards),
+        "index_bytes": size(prefix + ".index"),
+        "meta_bytes": size(prefix + ".meta"),
+    }
+
+
+def summarize(prefix, variables):
+    """The facts inspect reports about a checkpoint, as JSON-ready data.
+
+    Args:
+      prefix: the checkpoint prefix.
+      variables: VariableInfo of everything it holds (transfer.checkpoint.read_variables).
+
+    Returns:
+      A dict: checkpoint, scopes (each with its variables and parameter count, in
+      model order), model_variables, total_parameters, optimizer_slots, counters, disk.
+    """
+    names = [info.name for info in variables]
+    model = set(model_variable_names(names))
+    groups = {}
+    for info in variables:
+        if info.name in model:
+            scope, leaf = _split(info.name)
+            groups.setdefault(scope, []).append((leaf, info))
+    scopes = []
+    for scope in sorted(groups, key=_scope_key):
+        members = sorted(groups[scope], key=lambda item: _leaf_key(item[0]))
+        rows = [{"name": info.name, "leaf": leaf, "shape": list(info.shape), "dtype": info.dtype, "values": _count(info.shape)}
+                for leaf, info in members]
+        scopes.append({"scope": scope, "parameters": sum(row["values"] for row in rows), "variables": rows})
+
+    rest = [info for info in variables if info.name not in model]
+    counters = [info for info in rest if NON_MODEL.search(info.name)]
+    slots = [info for info in rest if not NON_MODEL.search(info.name)]
+    return {
+        "checkpoint": prefix,
+        "scopes": scopes,
+        "model_variables": sum(len(group["variables"]) for group in scopes),
+        "total_parameters": sum(group["parameters"] for group in scopes),
+        "optimizer_slots": {
+            "count": len(slots),
+            "slot_names": sorted({_split(info.name)[1] for info in slots}),
+            "over_variables": sorted({_split(info.name)[0] for info in slots}),
+            "names": [info.name for info in slots],
+        },
+        "counters": [{"name": info.name, "shape": list(info.shape), "dtype": info.dtype} for info in counters],
+        "disk": disk_usage(prefix),
+    }
+
+
+def format_summary(summary):
+    """The summary as plain aligned text."""
+    lines = [f"checkpoint: {summary['checkpoint']}"]
+    if summary["scopes"]:
+        lines.append(f"model variables: {summary['model_variables']} in {len(summary['scopes'])} scopes")
+        table = [("scope/variable", "shape", "dtype", "values")]
+        for group in summary["scopes"]:
+            table.append((group["scope"], "", "", f"{group['parameters']:,}"))
+            table += [("  " + row["leaf"], _shape(row["shape"]), row["dtype"], f"{row['values']:,}") for row in group["variables"]]
+        table.append(("total", "", "", f"{summary['total_parameters']:,}"))
+        widths = [max(len(cells[column]) for cells in table) for column in range(4)]
+        for cells in table:
+            left = "  ".join(cell.ljust(width) for cell, width in zip(cells[:3], widths))
+            lines.append(f"  {left}  {cells[3].rjust(widths[3])}")
+    else:
+        lines.append("model variables: none")
+
+    slots = summary["optimizer_slots"]
+    if slots["count"]:
+        lines.append(f"optimizer slots: {slots['count']} ({', '.join(slots['slot_names'])}) over {len(slots['over_variables'])} variables")
+    else:
+        lines.append("optimizer slots: none")
+    lines.append("counters: " + (", ".join(counter["name"] for counter in summary["counters"]) or "none"))
+
+    disk = summary["disk"]
+    files = disk["data_files"]
+    where = files[0] if len(files) == 1 else f"{len(files)} shard files"
+    text = f"on disk: {disk['data_bytes']:,} bytes of data in {where}"
+    if disk["index_bytes"] is not None:
+        text += f", {disk['index_bytes']:,} bytes of index"
+    if disk["meta_bytes"] is not None:
+        text += f"; the .meta graph beside it: {disk['meta_bytes']:,} bytes"
+    lines.append(text)
+    return "\n".join(lines)
+
+
+def classifier_plan(prefix, checkpoint_variables, args):
+    """The restore plan train_transfer.py would make for these flags and this checkpoint.
+
+    Builds the classifier in a graph of its own, so nothing is left in the default graph.
+
+    Raises:
+      UserError: for flags that do not parse or do not fit the graph or the checkpoint.
+    """
+    restore, exclude, maps, lr_mults = parse_transfer_flags(args)
+    if restore == ():
+        # As in train_transfer.py: restoring nothing reads no checkpoint.
+        prefix, checkpoint_variables = None, []
+    with tf.Graph().as_default():
+        images = v1.placeholder(tf.float32, [None, 28, 28, 1], name="images")
+        build_classifier(images)
+        model_variables = v1.get_collection(v1.GraphKeys.MODEL_VARIABLES)
+        return make_plan(
+            ckpt.graph_variables(model_variables), checkpoint_variables, restore, prefix,
+            exclude=exclude, maps=maps, skip_mismatched=args.skip_mismatched, fine_tune=args.fine_tune, lr_mults=lr_mults,
+        )
+
+
+def run(args):
+    """Prints the inventory (or with args.plan the restore plan), as text or JSON."""
+    prefix = ckpt.resolve_checkpoint(args.checkpoint)
+    variables = ckpt.read_variables(prefix)
+    if args.plan:
+        plan = classifier_plan(prefix, variables, args)
+        print(json.dumps(plan.to_json(), indent=2) if args.json else plan.format())
+        return
+    summary = summarize(prefix, variables)
+    print(json.dumps(summary, indent=2) if args.json else format_summary(summary))
+
+
+def main(argv=None):
+    """Runs inspect; a user error becomes one line on stderr and exit status 2."""
+    args = parse_args(argv)
+    try:
+        run(args)
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
