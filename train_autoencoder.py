@@ -95,7 +95,7 @@ def run(args):
         raise UserError(f"--noise must be 0 or a positive standard deviation, got {args.noise}")
     model_dir = cli.make_model_dir(args.model_dir)
     dataset = cli.load_data(args)
-    steps_per_epoch = pipeline.steps_per_epoch(dataset.num_train, args.batch_size)
+    steps_per_epoch = cli.steps_per_epoch(dataset.num_train, args.batch_size, "training images")
     total_steps = args.epochs * steps_per_epoch
     config = dict(vars(args), model="autoencoder", data_source=dataset.source_kind, data=dataset.describe(), total_steps=total_steps)
     check_resume(model_dir, config)
@@ -130,6 +130,7 @@ def run(args):
             if restored is None:
                 sess.run(init)
             start_step = int(sess.run(global_step))
+            total_steps = cli.check_steps(start_step, total_steps)
             print(f"resumed from {restored} at step {start_step}" if restored else "starting from freshly initialised variables")
             cli.write_json(os.path.join(model_dir, "config.json"), config)
             writer = v1.summary.FileWriter(model_dir, graph=sess.graph if start_step == 0 else None)

@@ -185,7 +185,7 @@ def run(args):
         val_images = pipeline.to_float_images(dataset.train_images[val_index])
         val_labels = dataset.train_labels[val_index].astype(np.int64)
         test_images, test_labels = pipeline.to_float_images(dataset.test_images), dataset.test_labels.astype(np.int64)
-        steps_per_epoch = pipeline.steps_per_epoch(len(train_index), args.batch_size)
+        steps_per_epoch = cli.steps_per_epoch(len(train_index), args.batch_size, "labelled training examples")
         total_steps = args.epochs * steps_per_epoch
         config = dict(vars(args), model="transfer", checkpoint=source_prefix, data_source=dataset.source_kind,
                       data=dataset.describe(), num_train=len(train_index), num_validation=len(val_index),
@@ -216,6 +216,7 @@ def run(args):
                         raise UserError(f"restore check failed: restored values differ from {source_prefix} by up to {worst:g}")
                     print(f"restored {count} variables from {source_prefix}; each equals the checkpoint exactly")
             start_step = int(sess.run(global_step))
+            total_steps = cli.check_steps(start_step, total_steps)
             cli.write_json(os.path.join(model_dir, "config.json"), config)
             cli.write_json(os.path.join(model_dir, "restore_plan.json"), plan.to_json())
             writer = v1.summary.FileWriter(model_dir, graph=sess.graph if start_step == 0 else None)

@@ -93,6 +93,21 @@ def add_runtime_flags(parser, default_model_dir):
     parser.add_argument("--inter-op-threads", type=non_negative_int, default=0, help="ops run concurrently (0: TensorFlow chooses; default: %(default)s)")
 
 
+def steps_per_epoch(num_examples, batch_size, what):
+    """Whole batches in one pass over num_examples; a UserError when not even one fits."""
+    if batch_size > num_examples:
+        raise UserError(f"--batch-size {batch_size} is larger than the {num_examples} {what}; lower --batch-size")
+    return num_examples // batch_size
+
+
+def check_steps(start_step, total_steps, log=print):
+    """The step to stop at: total_steps, or start_step when a resumed run is already past it."""
+    if start_step > total_steps:
+        log(f"the run is already at step {start_step}, past the {total_steps} steps these flags ask for; nothing to train")
+        return start_step
+    return total_steps
+
+
 def write_json(path, payload):
     """Writes JSON atomically: a reader never sees half a file."""
     temporary = path + ".tmp"

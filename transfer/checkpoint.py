@@ -12,6 +12,9 @@ from transfer.plan import VariableInfo
 v1 = tf.compat.v1
 
 _FILE_SUFFIXES = (".index", ".meta")
+# What TensorFlow's checkpoint reader raises on damaged files: OpErrors from the C++
+# side, and plain IndexError ("Read less bytes than requested") from a short read.
+_READ_ERRORS = (tf.errors.OpError, ValueError, IndexError, RuntimeError)
 
 
 def _one_line(error):
@@ -72,22 +75,31 @@ def read_variables(prefix):
         reader = tf.train.load_checkpoint(prefix)
         shapes = reader.get_variable_to_shape_map()
         dtypes = reader.get_variable_to_dtype_map()
-    except (tf.errors.OpError, ValueError) as error:
+    except _READ_ERRORS as error:
         raise CheckpointError(f"cannot read checkpoint {prefix}: {_one_line(error)}") from None
     return [VariableInfo(name, tuple(shapes[name]), dtypes[name].name) for name in sorted(shapes)]
 
 
 def read_values(prefix, names):
-    """{name: numpy value} for the named tensors; reading checks each tensor's checksum.
+    """{name: numpy value} for the named tensors, after reading every tensor the checkpoint holds.
+
+    Reading checks each tensor's checksum, and all of them are read so that a damaged
+    file is refused even where the damage misses the tensors that will be restored: a
+    source with a broken part is not one to build on.
 
     Raises:
       CheckpointError: when a tensor cannot be read (a truncated or corrupt data file).
     """
+    name = None
     try:
         reader = tf.train.load_checkpoint(prefix)
-        return {name: reader.get_tensor(name) for name in names}
-    except (tf.errors.OpError, ValueError) as error:
-        raise CheckpointError(f"checkpoint {prefix} is damaged (its .data file is truncated or corrupt): {_one_line(error)}") from None
+        values = {}
+        for name in sorted(reader.get_variable_to_shape_map()):
+            values[name] = reader.get_tensor(name)
+        return {name: values[name] for name in names}
+    except _READ_ERRORS as error:
+        where = f" at {name}" if name else ""
+        raise CheckpointError(f"checkpoint {prefix} is damaged (its .data file is truncated or corrupt{where}): {_one_line(error)}") from None
 
 
 def graph_variables(variables):
@@ -114,7 +126,7 @@ def restore(sess, saver, prefix):
     """Runs a partial restore; a read failure becomes a CheckpointError."""
     try:
         saver.restore(sess, prefix)
-    except (tf.errors.OpError, ValueError) as error:
+    except _READ_ERRORS as error:
         raise CheckpointError(f"restoring from {prefix} failed: {_one_line(error)}") from None
 
 
