@@ -30,6 +30,14 @@ def split_train(labels, validation_size, labels_per_class, seed, num_classes=10)
         raise UserError(f"--validation-size must be in [0, {len(labels) - 1}] for {len(labels)} training examples, got {validation_size}")
     rng = np.random.default_rng([seed, 7919])
     order = rng.permutation(len(labels))
+    # Interleave the classes (each example ranked within its class, in shuffled order)
+    # so that the validation set is as balanced as the pool allows and every class keeps
+    # its fair share for the labelled subset.
+    rank = np.empty(len(labels), dtype=np.int64)
+    for digit in np.unique(labels):
+        members = order[labels[order] == digit]
+        rank[members] = np.arange(len(members))
+    order = order[np.argsort(rank[order], kind="stable")]
     validation, rest = order[:validation_size], order[validation_size:]
     if labels_per_class is None:
         return rng.permutation(rest).astype(np.int64), np.sort(validation).astype(np.int64)
