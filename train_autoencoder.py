@@ -67,19 +67,6 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def check_resume(model_dir, config):
-    """Refuses to continue a run whose checkpoints were made with other settings."""
-    previous = cli.read_json(os.path.join(model_dir, "config.json"))
-    if previous is None:
-        return
-    changed = [f"{key} {previous.get(key)!r} -> {config[key]!r}" for key in RESUME_KEYS if previous.get(key) != config[key]]
-    if changed:
-        raise UserError(
-            f"{model_dir} holds a run made with other settings ({'; '.join(changed)}); "
-            "pass a new --model-dir, or the same settings to resume"
-        )
-
-
 def evaluate(sess, images_ph, losses, images, extra_feed):
     """Per-pixel means of {name: per-image loss tensor} over a float image array, in batches."""
     totals = dict.fromkeys(losses, 0.0)
@@ -98,7 +85,7 @@ def run(args):
     steps_per_epoch = cli.steps_per_epoch(dataset.num_train, args.batch_size, "training images")
     total_steps = args.epochs * steps_per_epoch
     config = dict(vars(args), model="autoencoder", data_source=dataset.source_kind, data=dataset.describe(), total_steps=total_steps)
-    check_resume(model_dir, config)
+    cli.check_resume(model_dir, config, RESUME_KEYS)
 
     test_images = pipeline.to_float_images(dataset.test_images)
     with tf.Graph().as_default():

@@ -28,7 +28,7 @@ from data.splits import split_train  # noqa: E402
 from models.cae import ENCODER_SCOPES, ENCODER_UNITS  # noqa: E402
 from models.classifier import build_classifier, head  # noqa: E402
 from runtime import cli  # noqa: E402
-from runtime.checkpoints import Checkpointer, list_checkpoints  # noqa: E402
+from runtime.checkpoints import Checkpointer  # noqa: E402
 from runtime.errors import UserError  # noqa: E402
 from runtime.session import session_config  # noqa: E402
 from runtime.summaries import confusion_image, scalars  # noqa: E402
@@ -75,23 +75,6 @@ def parse_args(argv=None):
     cli.add_data_flags(parser)
     cli.add_runtime_flags(parser, os.path.join("checkpoints", "transfer"))
     return parser.parse_args(argv)
-
-
-def check_resume(model_dir, config):
-    """Refuses a model dir that holds another kind of run, or a transfer run with other settings."""
-    previous = cli.read_json(os.path.join(model_dir, "config.json"))
-    if previous is None:
-        return
-    if previous.get("model") != "transfer":
-        raise UserError(f"{model_dir} holds a {previous.get('model')} run, not a transfer run; pass another --model-dir")
-    if not list_checkpoints(model_dir):
-        return
-    changed = [f"{key} {previous.get(key)!r} -> {config[key]!r}" for key in RESUME_KEYS if previous.get(key) != config[key]]
-    if changed:
-        raise UserError(
-            f"{model_dir} holds a transfer run started with other settings ({'; '.join(changed)}); "
-            "pass a new --model-dir, or repeat the original flags to resume it"
-        )
 
 
 def accuracy_and_loss(sess, images_ph, logits, images, labels, extra_feed):
@@ -190,7 +173,7 @@ def run(args):
         config = dict(vars(args), model="transfer", checkpoint=source_prefix, data_source=dataset.source_kind,
                       data=dataset.describe(), num_train=len(train_index), num_validation=len(val_index),
                       total_steps=total_steps, cache_features_used=use_cache)
-        check_resume(model_dir, config)
+        cli.check_resume(model_dir, config, RESUME_KEYS)
         print(f"labelled training examples: {len(train_index)}; validation: {len(val_index)}; test: {len(test_labels)}")
 
         train_summary = v1.summary.merge([v1.summary.scalar("losses/train", loss), v1.summary.scalar("accuracy/train_batch", batch_accuracy)])

@@ -261,13 +261,7 @@ def run(args):
 
 
 def main(argv=None):
-    args = parse_args(argv)
-    try:
-        run(args)
-    except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    return 0
+    return cli.main(run, parse_args, argv, lock=False)
 
 
 if __name__ == "__main__":

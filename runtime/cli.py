@@ -6,6 +6,7 @@ import os
 import signal
 import sys
 
+from runtime.checkpoints import list_checkpoints
 from runtime.errors import UserError
 from runtime.lock import ModelDirLock
 from runtime.training import Interrupted
@@ -139,15 +140,41 @@ def make_model_dir(path):
     return path
 
 
-def main(run, parse_args, argv=None):
-    """Parses flags and calls run(args) holding the model dir's lock.
+def check_resume(model_dir, config, keys):
+    """Refuses a model dir that holds another kind of run, or the same kind made with other settings.
+
+    Args:
+      model_dir: the run's directory.
+      config: this run's config; its "model" names the kind of run.
+      keys: config entries that a run continuing the dir's checkpoints must share.
+
+    Raises:
+      UserError: naming each setting that differs, and what to do.
+    """
+    previous = read_json(os.path.join(model_dir, "config.json"))
+    if previous is None:
+        return
+    if previous.get("model") != config["model"]:
+        raise UserError(f"{model_dir} holds a '{previous.get('model')}' run, not a '{config['model']}' run; pass another --model-dir")
+    if not list_checkpoints(model_dir):
+        return
+    changed = [f"{key} {previous.get(key)!r} -> {config[key]!r}" for key in keys if previous.get(key) != config[key]]
+    if changed:
+        raise UserError(
+            f"{model_dir} holds a '{config['model']}' run started with other settings ({'; '.join(changed)}); "
+            "pass a new --model-dir, or repeat the original flags to resume it"
+        )
+
+
+def main(run, parse_args, argv=None, lock=True):
+    """Parses flags and calls run(args), holding the model dir's lock when lock is set.
 
     User errors become one line on stderr and exit status 2; a run stopped by a signal
     exits with 128 + the signal's number, as a shell expects.
     """
     args = parse_args(argv)
     try:
-        if getattr(args, "dry_run", False):
+        if not lock or getattr(args, "dry_run", False):
             run(args)
         else:
             with ModelDirLock(make_model_dir(args.model_dir)):

@@ -32,7 +32,7 @@ import tensorflow as tf  # noqa: E402
 
 from models.classifier import build_classifier  # noqa: E402
 from models.scopes import AUTOENCODER_SCOPES, HEAD_SCOPES  # noqa: E402
-from runtime.errors import UserError  # noqa: E402
+from runtime import cli  # noqa: E402
 from transfer import checkpoint as ckpt  # noqa: E402
 from transfer.flags import add_transfer_flags, parse_transfer_flags  # noqa: E402
 from transfer.plan import make_plan  # noqa: E402
@@ -235,13 +235,7 @@ def run(args):
 
 def main(argv=None):
     """Runs inspect; a user error becomes one line on stderr and exit status 2."""
-    args = parse_args(argv)
-    try:
-        run(args)
-    except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    return 0
+    return cli.main(run, parse_args, argv, lock=False)
 
 
 if __name__ == "__main__":
