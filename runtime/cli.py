@@ -140,6 +140,11 @@ def make_model_dir(path):
     return path
 
 
+def _a(noun):
+    noun = str(noun)
+    return ("an " if noun[:1] in "aeiou" else "a ") + noun
+
+
 def check_resume(model_dir, config, keys):
     """Refuses a model dir that holds another kind of run, or the same kind made with other settings.
 
@@ -155,13 +160,13 @@ def check_resume(model_dir, config, keys):
     if previous is None:
         return
     if previous.get("model") != config["model"]:
-        raise UserError(f"{model_dir} holds a '{previous.get('model')}' run, not a '{config['model']}' run; pass another --model-dir")
+        raise UserError(f"{model_dir} holds {_a(previous.get('model'))} run, not {_a(config['model'])} run; pass another --model-dir")
     if not list_checkpoints(model_dir):
         return
     changed = [f"{key} {previous.get(key)!r} -> {config[key]!r}" for key in keys if previous.get(key) != config[key]]
     if changed:
         raise UserError(
-            f"{model_dir} holds a '{config['model']}' run started with other settings ({'; '.join(changed)}); "
+            f"{model_dir} holds {_a(config['model'])} run started with other settings ({'; '.join(changed)}); "
             "pass a new --model-dir, or repeat the original flags to resume it"
         )
 
