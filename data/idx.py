@@ -240,6 +240,8 @@ def _check_counts(images_path, images, labels_path, labels):
         raise DataError(
             f"{images_path} holds {len(images)} images but {labels_path} holds "
             f"{len(labels)} labels")
+    if len(images) == 0:
+        raise DataError(f"{images_path} holds no images")
 
 
 def load_idx_dir(directory, prefix_style="any"):

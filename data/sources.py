@@ -92,6 +92,12 @@ class Dataset:
     test_labels: np.ndarray
     skipped: tuple = ()
 
+    def __post_init__(self):
+        # Well-formed files can hold no examples; nothing trains or evaluates on those.
+        for split, images in (("training", self.train_images), ("test", self.test_images)):
+            if len(images) == 0:
+                raise DataError(f"{self.source}: the {split} split holds no examples")
+
     @property
     def num_train(self):
         return len(self.train_images)

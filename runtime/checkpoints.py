@@ -15,6 +15,19 @@ PREFIX = "model.ckpt"
 _STEP = re.compile(re.escape(PREFIX) + r"-(\d+)\.index$")
 
 
+def error_reason(error):
+    """The line of a TensorFlow error that says what went wrong.
+
+    A graph-mode OpError's message starts "Graph execution error:" and lists the ops
+    involved; the cause is the line after them ("Read less bytes than requested").
+    """
+    text = getattr(error, "message", None) or str(error)
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    noise = ("Graph execution error", "Detected at node", "Node:", "File ", "Original stack trace", "[[")
+    useful = [line for line in lines if not line.startswith(noise)]
+    return (useful[-1] if useful else (lines[0] if lines else type(error).__name__))[:300]
+
+
 def checkpoint_step(prefix):
     """The global step in a prefix such as `.../model.ckpt-1200`, or None."""
     match = _STEP.search(os.path.basename(prefix) + ".index")
@@ -31,26 +44,53 @@ def list_checkpoints(model_dir):
     return [prefix for _, prefix in sorted(prefixes)]
 
 
-def remove_orphans(model_dir):
-    """Deletes what interrupted saves leave behind; returns the paths removed.
+# Temporary names of interrupted writes: the bundle writer's `.tempstate<n>`, the
+# `.tmp<32 hex>` of TensorFlow's atomic file writes (the .meta graph, the state file) and
+# the `_temp` folders of sharded saves.
+_TEMPORARY = re.compile(r"\.tempstate\d*$|\.tmp[0-9a-f]{32}$|^checkpoint\.tmp")
+_TEMPORARY_DIR = re.compile(r"_temp(_[0-9a-f]+)?$")
+# The parts of a step-numbered checkpoint besides its index.
+_PART = re.compile(re.escape(PREFIX) + r"-(\d+)(\.data-\d+-of-\d+|\.meta)$")
 
-    A save killed midway leaves `<file>.tempstate<hex>` files (TensorFlow's bundle
-    writer renames them into place only when done), `<prefix>_temp` folders (sharded
-    saves) and `checkpoint.tmp<hex>` state files; none of them is ever read again.
+
+def _delete(path):
+    if os.path.isdir(path):
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        try:
+            os.remove(path)
+        except FileNotFoundError:
+            pass
+
+
+def remove_orphans(model_dir):
+    """Deletes what interrupted saves and deletions leave behind; returns the paths removed.
+
+    Call only while holding the model dir's lock: nothing else may be writing there.
+    Temporary files of a killed write are never read again, and neither are the .data
+    and .meta files of a prefix without an index: a save killed before it wrote its
+    index, or a deletion killed after it removed the index (the Saver deletes the
+    .meta, the .index, then the .data).
     """
     removed = []
-    for path in glob.glob(os.path.join(glob.escape(model_dir), "*")):
+    for path in sorted(glob.glob(os.path.join(glob.escape(model_dir), "*"))):
         name = os.path.basename(path)
-        if ".tempstate" in name or name.startswith("checkpoint.tmp") or (os.path.isdir(path) and re.search(r"_temp(_[0-9a-f]+)?$", name)):
-            if os.path.isdir(path):
-                shutil.rmtree(path, ignore_errors=True)
-            else:
-                try:
-                    os.remove(path)
-                except FileNotFoundError:
-                    pass
+        part = _PART.search(name)
+        orphan = (
+            _TEMPORARY.search(name)
+            or (os.path.isdir(path) and _TEMPORARY_DIR.search(name))
+            or (part and not os.path.exists(os.path.join(model_dir, f"{PREFIX}-{part.group(1)}.index")))
+        )
+        if orphan:
+            _delete(path)
             removed.append(path)
     return removed
+
+
+def delete_checkpoint(prefix):
+    """Deletes a checkpoint's index first, so a kill midway leaves only index-less parts."""
+    for path in [prefix + ".index", *glob.glob(glob.escape(prefix) + ".data-*"), prefix + ".meta"]:
+        _delete(path)
 
 
 class Checkpointer:
@@ -76,9 +116,13 @@ class Checkpointer:
         for path in remove_orphans(model_dir):
             log(f"removed {path}, left by an interrupted save")
         self.saver = v1.train.Saver(var_list=var_list, max_to_keep=max_to_keep, save_relative_paths=True)
-        # Every checkpoint on disk joins the window, so the next save trims it to
-        # max_to_keep even when earlier runs left more behind.
-        self.saver.recover_last_checkpoints(list_checkpoints(model_dir))
+        # A run killed between a save and the Saver's trim leaves one checkpoint too
+        # many; the window is restored here, oldest first, so disk use stays bounded.
+        existing = list_checkpoints(model_dir)
+        for prefix in existing[:-max_to_keep]:
+            delete_checkpoint(prefix)
+            log(f"removed {prefix}, beyond the last {max_to_keep} checkpoints")
+        self.saver.recover_last_checkpoints(existing[-max_to_keep:])
 
     def save(self, sess, step):
         """Writes `model.ckpt-<step>` and updates the state file; returns the prefix.
@@ -90,7 +134,7 @@ class Checkpointer:
         try:
             return self.saver.save(sess, os.path.join(self.model_dir, PREFIX), global_step=step)
         except (tf.errors.OpError, OSError) as error:
-            reason = (getattr(error, "message", None) or str(error)).strip().splitlines()[0]
+            reason = error_reason(error)
             raise CheckpointError(f"cannot write checkpoint for step {step} in {self.model_dir}: {reason}") from None
 
     def restore_latest(self, sess):
@@ -108,7 +152,7 @@ class Checkpointer:
             try:
                 self.saver.restore(sess, prefix)
             except (tf.errors.OpError, ValueError) as error:
-                reason = str(error).strip().splitlines()[0]
+                reason = error_reason(error)
                 self.log(f"warning: checkpoint {prefix} cannot be read ({reason}); trying an older one")
                 failures.append(prefix)
                 continue
