@@ -1,0 +1,467 @@
+"""Training throughput of our steps against the textbook loop, Keras 3 fit and the matmul peak.
+
+    python -m bench.throughput                # 5 rounds of ~3 s per contender, about 4 minutes
+    python -m bench.throughput --quick        # 2 rounds of ~0.8 s, under a minute
+    python -m bench.throughput --profile      # adds a by-op-type trace of our autoencoder step
+
+Every contender is built and warmed up once, then the contenders take turns
+(A, B, C, A, B, C, ...) for --rounds rounds of about --seconds each. The machine may be
+shared, so only numbers from one run compare: ratios are taken round by round (both
+sides measured seconds apart) and reported as the median over rounds, with their range.
+The last line is `BENCH_JSON {...}` for machines. See bench/README.md.
+"""
+
+import os
+
+# Before TensorFlow first loads (bench/contenders.py says why): one intra-op pool per
+# session instead of one per process, so each contender gets the threads it asks for.
+os.environ["TF_OVERRIDE_GLOBAL_THREADPOOL"] = "1"
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import argparse  # noqa: E402
+import collections  # noqa: E402
+import datetime  # noqa: E402
+import json  # noqa: E402
+import math  # noqa: E402
+import platform  # noqa: E402
+import statistics  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+
+FULL = {"rounds": 5, "seconds": 3.0}
+QUICK = {"rounds": 2, "seconds": 0.8}
+DEFAULT_THREADS = "0/0,1/2"
+GROUPS = ("ae", "transfer")
+EXPERIMENTS = ("subpixel",)
+TEXTBOOK_BATCH = 10
+PROFILE_STEPS = 15
+PROFILE_TOP = 10
+# Shorter windows are dominated by timer and scheduling noise; calibration aims above this.
+MIN_CALIBRATION_SECONDS = 0.25
+
+Entry = collections.namedtuple("Entry", "key group role threads contender flops_per_unit")
+Entry.__doc__ = """A contender and how it is compared.
+
+group: "ae", "transfer" or "peak"; role: "ours", "ours-cached", "keras", ...;
+threads: "INTER/INTRA" for our session variants, else None; flops_per_unit: FLOPs
+per image (1 for the matmul probes, whose units are FLOPs).
+"""
+
+# (label, group, our role, their role, target, stretch target)
+TARGETS = (
+    ("autoencoder step / Keras fit", "ae", "ours", "keras", 1.0, 1.3),
+    ("autoencoder step / textbook loop (batch 10)", "ae", "ours", "textbook", 3.0, None),
+    ("cached transfer step / Keras frozen fit", "transfer", "ours-cached", "keras", 1.8, None),
+)
+# Pairs whose per-round ratio is printed; "*" stands for each thread variant of ours.
+RATIOS = (
+    (("ae", "ours", "*"), ("ae", "keras", None)),
+    (("ae", "ours", "*"), ("ae", "textbook", None)),
+    (("ae", "ours+subpixel", "0/0"), ("ae", "ours", "0/0")),
+    (("ae", "ours+subpixel", "0/0"), ("ae", "keras", None)),
+    (("ae", "keras", None), ("ae", "textbook", None)),
+    (("transfer", "ours-uncached", "*"), ("transfer", "keras", None)),
+    (("transfer", "ours-cached", "*"), ("transfer", "keras", None)),
+    (("transfer", "ours-uncached", "*"), ("transfer", "textbook", None)),
+    (("transfer", "ours-cached", "*"), ("transfer", "ours-uncached", "*")),
+    (("peak", "session", None), ("peak", "eager", None)),
+)
+
+
+def threads_spec(text):
+    """argparse type: "INTER/INTRA[,INTER/INTRA...]", 0 meaning TensorFlow's default; 0/0 always included."""
+    pairs = []
+    for item in text.split(","):
+        try:
+            inter, intra = (int(part) for part in item.strip().split("/"))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected INTER/INTRA pairs such as 0/0,1/2, got {item.strip()!r}") from None
+        if inter < 0 or intra < 0:
+            raise argparse.ArgumentTypeError(f"thread counts must be 0 (default) or more, got {item.strip()!r}")
+        pairs.append(f"{inter}/{intra}")
+    # The project's default is always measured: the targets are about it.
+    return list(dict.fromkeys(["0/0"] + pairs))
+
+
+def groups_spec(text):
+    """argparse type: a comma list drawn from GROUPS."""
+    groups = tuple(dict.fromkeys(item.strip() for item in text.split(",") if item.strip()))
+    if not groups or any(group not in GROUPS for group in groups):
+        raise argparse.ArgumentTypeError(f"groups are {', '.join(GROUPS)}; got {text!r}")
+    return groups
+
+
+def positive(kind):
+    """argparse type factory: a finite number of `kind` above 0."""
+
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not 0 < value < math.inf:
+            raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+        return value
+
+    return parse
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m bench.throughput", description=__doc__.split("\n")[0])
+    parser.add_argument("--batch-size", type=positive(int), default=256, help="batch of our steps and of Keras fit (default: %(default)s)")
+    parser.add_argument("--rounds", type=positive(int), default=None, help=f"rounds of interleaved windows (default: {FULL['rounds']}, --quick {QUICK['rounds']})")
+    parser.add_argument("--seconds", type=positive(float), default=None, help=f"seconds per contender per round (default: {FULL['seconds']:g}, --quick {QUICK['seconds']:g})")
+    parser.add_argument("--quick", action="store_true", help="fewer, shorter rounds: under a minute")
+    parser.add_argument("--threads", type=threads_spec, default=DEFAULT_THREADS,
+                        help="session thread variants of our steps, INTER/INTRA pairs, 0 = TensorFlow's default (default: %(default)s)")
+    parser.add_argument("--matmul-size", type=positive(int), default=2048, help="side of the float32 matmul probing the peak (default: %(default)s)")
+    parser.add_argument("--only", type=groups_spec, default=",".join(GROUPS),
+                        help="comma list of the groups to time, from ae, transfer; the matmul peak is always timed (default: %(default)s)")
+    parser.add_argument("--experiment", action="append", default=[], choices=EXPERIMENTS,
+                        help="also time a candidate speed-up of our autoencoder step, with the default threads (bench/experiments.py)")
+    parser.add_argument("--profile", action="store_true", help=f"trace {PROFILE_STEPS} steps of our autoencoder step(s) and print the top op types")
+    args = parser.parse_args(argv)
+    preset = QUICK if args.quick else FULL
+    args.rounds = args.rounds or preset["rounds"]
+    args.seconds = args.seconds or preset["seconds"]
+    return args
+
+
+def make_entries(dataset, args, flops):
+    """All contenders of the run, in the order they take turns."""
+    from bench import contenders as c
+
+    def ours(group, role, make, threads, per_image):
+        inter, intra = (int(part) for part in threads.split("/"))
+        key = f"{group}/{role}@{threads}"
+        return Entry(key, group, role, threads, make(key, inter, intra), per_image)
+
+    entries = []
+    if "ae" in args.only:
+        for threads in args.threads:
+            entries.append(ours("ae", "ours", lambda key, a, b: c.OursAutoencoder(key, dataset, args.batch_size, a, b), threads, flops["autoencoder"]))
+        if "subpixel" in args.experiment:
+            from bench.experiments import SubpixelAutoencoder
+
+            entries.append(ours("ae", "ours+subpixel", lambda key, a, b: SubpixelAutoencoder(key, dataset, args.batch_size, a, b), "0/0", flops["autoencoder"]))
+        entries.append(Entry("ae/textbook@b10", "ae", "textbook", None, c.TextbookAutoencoder("ae/textbook@b10", dataset, TEXTBOOK_BATCH), flops["autoencoder"]))
+        entries.append(Entry("ae/keras-fit", "ae", "keras", None, c.KerasAutoencoder("ae/keras-fit", dataset, args.batch_size), flops["autoencoder"]))
+    if "transfer" in args.only:
+        for cached, role, per_image in ((False, "ours-uncached", flops["transfer_uncached"]), (True, "ours-cached", flops["transfer_cached"])):
+            for threads in args.threads:
+                entries.append(ours("transfer", role, lambda key, a, b: c.OursTransfer(key, dataset, args.batch_size, a, b, cached), threads, per_image))
+        entries.append(Entry("transfer/textbook@b10", "transfer", "textbook", None, c.TextbookTransfer("transfer/textbook@b10", dataset, TEXTBOOK_BATCH), flops["transfer_uncached"]))
+        entries.append(Entry("transfer/keras-fit-frozen", "transfer", "keras", None, c.KerasFrozen("transfer/keras-fit-frozen", dataset, args.batch_size), flops["transfer_uncached"]))
+    entries.append(Entry("peak/matmul-session", "peak", "session", None, c.MatmulSession("peak/matmul-session", args.matmul_size), 1))
+    entries.append(Entry("peak/matmul-eager", "peak", "eager", None, c.MatmulEager("peak/matmul-eager", args.matmul_size), 1))
+    return entries
+
+
+def calibrate(contender, seconds):
+    """Steps that take about `seconds`, from a few growing trial windows."""
+    steps = 1
+    while True:
+        sample = contender.run(steps)
+        if sample.wall >= MIN_CALIBRATION_SECONDS:
+            break
+        steps = min(steps * 8, max(steps + 1, math.ceil(steps * 1.3 * MIN_CALIBRATION_SECONDS / max(sample.wall, 1e-4))))
+    return max(2, round(steps * seconds / sample.wall))
+
+
+def spread(values):
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+class Results:
+    """Rates per contender and round, and the lookups the report needs."""
+
+    def __init__(self, entries):
+        self.entries = entries
+        self.rates = {entry.key: [] for entry in entries}  # units per second, one per round
+        self.cores = {entry.key: [] for entry in entries}  # process CPU seconds per wall second
+        self.steps = {entry.key: [] for entry in entries}  # steps (or matmuls) per window
+
+    def add(self, entry, sample, steps):
+        self.rates[entry.key].append(sample.units / sample.wall)
+        self.cores[entry.key].append(sample.cpu / sample.wall)
+        self.steps[entry.key].append(steps)
+
+    def median(self, key):
+        return statistics.median(self.rates[key])
+
+    def key(self, group, role, threads=None):
+        """The key of a contender, or None when the run left it out (--only, --experiment)."""
+        for entry in self.entries:
+            if entry.group == group and entry.role == role and entry.threads == threads:
+                return entry.key
+        return None
+
+    def ratio(self, ours, theirs):
+        """Median, min and max over rounds of ours / theirs, each round's pair measured seconds apart."""
+        return spread([a / b for a, b in zip(self.rates[ours], self.rates[theirs])])
+
+    def peak_gflops(self):
+        return max(self.median(entry.key) for entry in self.entries if entry.group == "peak") / 1e9
+
+
+def table(results, rounds):
+    """The per-contender table; returns (lines, json)."""
+    peak = results.peak_gflops()
+    width = max(len(entry.key) for entry in results.entries)
+    lines = [
+        "images/s per round and their median; 'cores' = process CPU time / wall time (2.00 = both CPUs ours);",
+        f"GFLOP/s = median x FLOPs per image; % of the matmul peak ({peak:.0f} GFLOP/s, the better median of the two probes)",
+        f"  {'contender':<{width}}  " + "  ".join(f"{'r' + str(i + 1):>8}" for i in range(rounds))
+        + f"  {'median':>8}  {'cores':>5}  {'GFLOP/s':>7}  {'% peak':>6}",
+    ]
+    report = {}
+    for entry in results.entries:
+        scale = 1e9 if entry.group == "peak" else 1.0
+        median = results.median(entry.key)
+        gflops = median * entry.flops_per_unit / 1e9
+        cores = statistics.median(results.cores[entry.key])
+        per_round = "  ".join(f"{rate / scale:>8,.0f}" for rate in results.rates[entry.key])
+        note = "  (GFLOP/s)" if entry.group == "peak" else ""
+        lines.append(f"  {entry.key:<{width}}  {per_round}  {median / scale:>8,.0f}  {cores:>5.2f}  {gflops:>7.1f}  {100 * gflops / peak:>5.1f}%{note}")
+        report[entry.key] = {
+            "unit": "GFLOP/s" if entry.group == "peak" else "images/s",
+            "per_round": [round(rate / scale, 1) for rate in results.rates[entry.key]],
+            "median": round(median / scale, 1),
+            "cores": round(cores, 2),
+            "gflops": round(gflops, 2),
+            "percent_of_peak": round(100 * gflops / peak, 1),
+            "batch_size": getattr(entry.contender, "batch_size", None),
+            "steps_per_round": results.steps[entry.key],
+        }
+    return lines, report
+
+
+def ratio_lines(results, threads):
+    """Every pair of RATIOS present in the run; returns (lines, json)."""
+    pairs = []
+    for (group_a, role_a, threads_a), (group_b, role_b, threads_b) in RATIOS:
+        for variant in threads if "*" in (threads_a, threads_b) else [None]:
+            ours = results.key(group_a, role_a, variant if threads_a == "*" else threads_a)
+            theirs = results.key(group_b, role_b, variant if threads_b == "*" else threads_b)
+            if ours and theirs:
+                pairs.append((ours, theirs))
+    width = max((len(f"{a} / {b}") for a, b in pairs), default=0)
+    lines = ["ratios of images/s: median over rounds of the per-round ratio [min..max]"]
+    report = {}
+    for ours, theirs in pairs:
+        ratio = results.ratio(ours, theirs)
+        lines.append(f"  {ours + ' / ' + theirs:<{width}}  {ratio['median']:5.2f}x  [{ratio['min']:.2f}..{ratio['max']:.2f}]")
+        report[f"{ours} / {theirs}"] = {name: round(value, 3) for name, value in ratio.items()}
+    return lines, report
+
+
+def thread_lines(results, threads):
+    """Each thread variant of our steps against the project default; returns (lines, json, fastest by role)."""
+    lines = ["thread variants of our steps against the project default (0/0: session_config() as the scripts call it)"]
+    report, fastest = {}, {}
+    for group, role in (("ae", "ours"), ("transfer", "ours-uncached"), ("transfer", "ours-cached")):
+        default = results.key(group, role, "0/0")
+        if default is None:
+            continue
+        best, best_ratio = default, 1.0
+        for variant in threads[1:]:
+            key = results.key(group, role, variant)
+            ratio = results.ratio(key, default)
+            report[f"{key} / {default}"] = {name: round(value, 3) for name, value in ratio.items()}
+            lines.append(f"  {key:<30} {ratio['median']:5.2f}x the default  [{ratio['min']:.2f}..{ratio['max']:.2f}]")
+            if ratio["median"] > best_ratio:
+                best, best_ratio = key, ratio["median"]
+        fastest[(group, role)] = best
+        report[f"fastest {group}/{role}"] = best
+        lines.append(f"  fastest {group}/{role}: {best}")
+    return lines, report, fastest
+
+
+def target_lines(results, fastest):
+    """The issue's targets for our default threads and, when it differs, our fastest variant."""
+    lines = ["targets (our default threads, then our fastest variant if another)"]
+    report = []
+    for label, group, ours_role, their_role, target, stretch in TARGETS:
+        theirs = results.key(group, their_role)
+        default = results.key(group, ours_role, "0/0")
+        if theirs is None or default is None:
+            continue
+        for ours in dict.fromkeys([default, fastest.get((group, ours_role), default)]):
+            ratio = results.ratio(ours, theirs)["median"]
+            verdict = "MET" if ratio >= target else "MISSED"
+            if stretch is not None:
+                verdict += f"; stretch {stretch:g}x {'met' if ratio >= stretch else 'not met'}"
+            lines.append(f"  {label:<44} {ours:<30} {ratio:5.2f}x  (target >= {target:g}x: {verdict})")
+            report.append({"target": label, "ours": ours, "theirs": theirs, "ratio": round(ratio, 3), "min": target,
+                           "stretch": stretch, "met": ratio >= target, "stretch_met": None if stretch is None else ratio >= stretch})
+    return lines, report
+
+
+def profile_lines(results):
+    """The op-type profile of each of our autoencoder contenders; returns (lines, json)."""
+    from bench.profile import profile_steps
+
+    lines, report = [], {}
+    for entry in results.entries:
+        if entry.group != "ae" or not entry.role.startswith("ours"):
+            continue
+        rows, wall_ms = profile_steps(entry.contender, PROFILE_STEPS)
+        total_ms = sum(ms for _, _, ms in rows)
+        lines += [
+            f"profile of {entry.key}: {PROFILE_STEPS} traced steps (FULL_TRACE, which slows small ops); step wall {wall_ms:.1f} ms; "
+            f"node time {total_ms:.1f} ms/step over {sum(nodes for _, nodes, _ in rows):.0f} nodes",
+            f"  {'op type (kernel that ran)':<34} {'nodes':>5} {'ms/step':>8} {'share':>6}",
+        ]
+        for kind, nodes, ms in rows[:PROFILE_TOP]:
+            lines.append(f"  {kind:<34} {nodes:>5.0f} {ms:>8.2f} {100 * ms / total_ms:>5.1f}%")
+        rest = rows[PROFILE_TOP:]
+        if rest:
+            rest_ms = sum(ms for _, _, ms in rest)
+            lines.append(f"  {f'({len(rest)} other op types)':<34} {sum(nodes for _, nodes, _ in rest):>5.0f} {rest_ms:>8.2f} {100 * rest_ms / total_ms:>5.1f}%")
+        report[entry.key] = {"step_wall_ms": round(wall_ms, 2), "node_ms_per_step": round(total_ms, 2),
+                             "top": [{"op": kind, "nodes": nodes, "ms": round(ms, 3)} for kind, nodes, ms in rows[:PROFILE_TOP]]}
+    return lines, report
+
+
+def load_average():
+    try:
+        return [round(value, 2) for value in os.getloadavg()]
+    except OSError:
+        return None
+
+
+def cpu_model():
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as stream:
+            for line in stream:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def say(lines=("",)):
+    print("\n".join(lines) if isinstance(lines, (list, tuple)) else lines, flush=True)
+
+
+def run(args):
+    """Runs the benchmark and prints its report.
+
+    Returns:
+      (report, entries): the BENCH_JSON payload and the contenders, whose sessions are
+      still open; dropping the last reference to them closes the sessions, which can
+      take seconds each (see the end of this module).
+    """
+    began = time.monotonic()
+    import keras
+    import tensorflow as tf
+    from tensorflow.python.util import _pywrap_util_port
+
+    from bench.flops import REFERENCE_AUTOENCODER_MFLOP, step_flops
+    from data.sources import load_sample
+
+    tf.get_logger().setLevel("ERROR")
+    onednn = bool(_pywrap_util_port.IsMklEnabled())
+    now = datetime.datetime.now().astimezone()
+    flops = step_flops()
+    ae_mflop = flops["autoencoder"] / 1e6
+    say([
+        f"cae-transfer throughput benchmark, {now:%Y-%m-%d %H:%M %Z}",
+        f"TensorFlow {tf.__version__} (oneDNN {'on' if onednn else 'OFF'}; TF_ENABLE_ONEDNN_OPTS={os.environ.get('TF_ENABLE_ONEDNN_OPTS', 'unset')}), "
+        f"Keras {keras.__version__}, Python {platform.python_version()}",
+        f"CPU: {os.cpu_count()} x {cpu_model()}; load average at start {load_average()}",
+        f"batch {args.batch_size} (textbook loop: {TEXTBOOK_BATCH}); {args.rounds} rounds of ~{args.seconds:g} s per contender; "
+        f"our session thread variants INTER/INTRA (0 = TensorFlow's default): {', '.join(args.threads)}",
+        f"FLOPs per image, forward + backward, 2 per multiply-add (bench/flops.py): autoencoder {ae_mflop:.3f} M "
+        f"({'agrees' if abs(ae_mflop - REFERENCE_AUTOENCODER_MFLOP) < 0.01 else 'DIFFERS'} with the reference {REFERENCE_AUTOENCODER_MFLOP} M); "
+        f"transfer with conv frozen {flops['transfer_uncached'] / 1e6:.3f} M; head on cached features {flops['transfer_cached'] / 1e6:.3f} M",
+    ])
+    if not onednn:
+        say("WARNING: oneDNN is off; these numbers do not describe the project's normal configuration")
+    if "subpixel" in args.experiment:
+        from bench.experiments import check_subpixel
+
+        say(f"experiment subpixel: largest relative difference from the original layers (outputs and gradients): {check_subpixel():.1e}")
+    dataset = load_sample()
+    say(f"data: {dataset.num_train} training digits from {dataset.source}")
+
+    entries = make_entries(dataset, args, flops)
+    steps = {}
+    for entry in entries:
+        entry.contender.warm_up()
+        steps[entry.key] = calibrate(entry.contender, args.seconds)
+        entry.contender.reserve(steps[entry.key] * args.rounds + 1)
+    by_key = {entry.key: entry.contender for entry in entries}
+    if "ae" in args.only:
+        ours_weights, keras_weights = by_key["ae/ours@0/0"].num_weights, by_key["ae/keras-fit"].num_weights
+        say(f"autoencoder weights: ours {ours_weights:,}, Keras {keras_weights:,}{'' if ours_weights == keras_weights else ' (DIFFERENT ARCHITECTURES)'}")
+    if "transfer" in args.only:
+        say(f"Keras frozen classifier: {by_key['transfer/keras-fit-frozen'].num_trainable:,} trainable weights (fc1 and logits)")
+    setup_seconds = time.monotonic() - began
+    say(f"built, warmed up and calibrated {len(entries)} contenders in {setup_seconds:.0f} s; timing...")
+
+    results = Results(entries)
+    for round_index in range(args.rounds):
+        for entry in entries:
+            entry.contender.reserve(steps[entry.key])  # untimed
+            sample = entry.contender.run(steps[entry.key])
+            results.add(entry, sample, steps[entry.key])
+            # The load of a shared machine changes: size the next window from this one.
+            steps[entry.key] = max(2, round(steps[entry.key] * args.seconds / sample.wall))
+        say(f"  round {round_index + 1}/{args.rounds} done at {time.monotonic() - began:.0f} s, load average {load_average()}")
+
+    report = {}
+    for section, (lines, part) in (("contenders", table(results, args.rounds)), ("ratios", ratio_lines(results, args.threads))):
+        say()
+        say(lines)
+        report[section] = part
+    lines, report["threads"], fastest = thread_lines(results, args.threads)
+    say()
+    say(lines)
+    lines, report["targets"] = target_lines(results, fastest)
+    say()
+    say(lines)
+    if args.profile:
+        lines, report["profile"] = profile_lines(results)
+        say()
+        say(lines)
+
+    total_seconds = time.monotonic() - began
+    say()
+    say(f"total {total_seconds:.0f} s (set-up {setup_seconds:.0f} s); load average at end {load_average()}")
+    report.update(
+        date=now.isoformat(timespec="seconds"),
+        tensorflow=tf.__version__,
+        keras=keras.__version__,
+        onednn=onednn,
+        cpus=os.cpu_count(),
+        cpu_model=cpu_model(),
+        batch_size=args.batch_size,
+        textbook_batch_size=TEXTBOOK_BATCH,
+        rounds=args.rounds,
+        seconds=args.seconds,
+        matmul={"size": args.matmul_size, "peak_gflops": round(results.peak_gflops(), 1)},
+        flops_per_image=flops,
+        data=dataset.describe(),
+        experiments=args.experiment,
+        load_average_end=load_average(),
+        wall_seconds=round(total_seconds, 1),
+    )
+    say("BENCH_JSON " + json.dumps(report, sort_keys=True, separators=(",", ":")))
+    return report, entries
+
+
+def main(argv=None):
+    run(parse_args(argv))
+    return 0
+
+
+if __name__ == "__main__":
+    _report, _entries = run(parse_args())
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # End here, with the contenders still referenced: closing a dozen sessions whose
+    # tf.data iterators hold prefetched batches took 10 to 30 s on this machine, and it
+    # measures nothing.
+    os._exit(0)
