@@ -25,7 +25,7 @@ from models.cae import RECONSTRUCTION_LOSSES, build_autoencoder, reconstruction_
 from runtime import cli  # noqa: E402
 from runtime.checkpoints import Checkpointer  # noqa: E402
 from runtime.errors import UserError  # noqa: E402
-from runtime.session import session_config  # noqa: E402
+from runtime.session import session_config, set_process_threads  # noqa: E402
 from runtime.summaries import scalars, write_projector  # noqa: E402
 from runtime.training import Interrupted, finite_or_none, train_loop  # noqa: E402
 
@@ -88,6 +88,7 @@ def run(args):
     cli.check_resume(model_dir, config, RESUME_KEYS)
 
     test_images = pipeline.to_float_images(dataset.test_images)
+    set_process_threads(args.intra_op_threads, args.inter_op_threads)
     with tf.Graph().as_default():
         v1.set_random_seed(args.seed)
         batch = pipeline.BatchInput(args.batch_size)

@@ -30,7 +30,7 @@ from models.classifier import build_classifier, head  # noqa: E402
 from runtime import cli  # noqa: E402
 from runtime.checkpoints import Checkpointer  # noqa: E402
 from runtime.errors import UserError  # noqa: E402
-from runtime.session import session_config  # noqa: E402
+from runtime.session import session_config, set_process_threads  # noqa: E402
 from runtime.summaries import confusion_image, scalars  # noqa: E402
 from runtime.training import Interrupted, finite_or_none, train_loop  # noqa: E402
 from transfer import checkpoint as ckpt  # noqa: E402
@@ -132,6 +132,7 @@ def run(args):
         source_prefix = ckpt.resolve_checkpoint(args.checkpoint)
         source_variables = ckpt.read_variables(source_prefix)
 
+    set_process_threads(args.intra_op_threads, args.inter_op_threads)
     with tf.Graph().as_default():
         v1.set_random_seed(args.seed)
         image_batch = pipeline.BatchInput(args.batch_size)

@@ -33,3 +33,26 @@ def session_config(gpu_memory_fraction=None, allow_growth=False, intra_op_thread
     config.intra_op_parallelism_threads = intra_op_threads
     config.inter_op_parallelism_threads = inter_op_threads
     return config
+
+
+def set_process_threads(intra_op_threads=0, inter_op_threads=0, log=print):
+    """Sizes TensorFlow's process-wide thread pools; call before any graph is built.
+
+    A session's intra_op_parallelism_threads alone is not enough: tf.data traces its
+    map functions in the eager context, which creates the CPU device and its intra-op
+    pool (sized by these process settings) before our Session exists, and the session
+    then shares that pool. 0 leaves TensorFlow's choice. In a process where TensorFlow
+    has already started (an earlier run in the same Python process), the pools cannot
+    change any more, and a warning says so.
+    """
+    threading = tf.config.threading
+    for flag, value, getter, setter in (
+        ("--intra-op-threads", intra_op_threads, threading.get_intra_op_parallelism_threads, threading.set_intra_op_parallelism_threads),
+        ("--inter-op-threads", inter_op_threads, threading.get_inter_op_parallelism_threads, threading.set_inter_op_parallelism_threads),
+    ):
+        if value <= 0 or getter() == value:
+            continue
+        try:
+            setter(value)
+        except RuntimeError:
+            log(f"warning: {flag} {value} cannot resize TensorFlow's thread pools, which started earlier in this process")

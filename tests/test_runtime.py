@@ -7,6 +7,8 @@ import argparse
 import os
 import re
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -14,7 +16,7 @@ import tensorflow as tf
 
 import train_autoencoder
 import train_transfer
-from conftest import invoke
+from conftest import REPO, invoke
 from runtime import cli
 from runtime.checkpoints import Checkpointer, checkpoint_step, list_checkpoints
 from runtime.errors import CheckpointError, UserError
@@ -291,3 +293,16 @@ def test_restore_from_empty_dir_returns_none(tmp_path):
     prefix, value, lines = _restore(tmp_path)
     assert prefix is None and value is None and lines == []
     assert os.listdir(tmp_path) == []
+
+
+def test_thread_flags_size_the_process_pools_in_a_fresh_process(tmp_path):
+    """tf.data starts TensorFlow's intra-op pool before the Session, so the flag must reach it first."""
+    code = (
+        "import sys, train_autoencoder, tensorflow as tf\n"
+        f"status = train_autoencoder.main(['--sample', '--epochs', '1', '--batch-size', '2250', '--save-every', '0',"
+        f" '--summary-every', '0', '--intra-op-threads', '1', '--inter-op-threads', '1', '--model-dir', {str(tmp_path)!r}])\n"
+        "print(status, tf.config.threading.get_intra_op_parallelism_threads(), tf.config.threading.get_inter_op_parallelism_threads())\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.stdout.splitlines()[-1] == "0 1 1", result.stdout + result.stderr
+    assert "warning" not in result.stdout
