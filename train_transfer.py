@@ -16,6 +16,7 @@ from runtime.quiet import import_tensorflow
 import_tensorflow()  # before anything imports it: keeps TensorFlow's start-up lines off the terminal
 
 import argparse  # noqa: E402
+import shutil  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 
@@ -137,8 +138,8 @@ def run(args):
         v1.set_random_seed(args.seed)
         image_batch = pipeline.BatchInput(args.batch_size)
         feature_batch = FeatureBatchInput(args.batch_size, ENCODER_UNITS)
-        train_images = random_shift(image_batch.images, args.shift, seed=args.seed)
-        images = v1.placeholder_with_default(train_images, [None, 28, 28, 1], name="images")
+        shifted = random_shift(image_batch.images, args.shift, seed=args.seed)
+        images = v1.placeholder_with_default(shifted, [None, 28, 28, 1], name="images")
         is_training = v1.placeholder_with_default(True, [], name="is_training")
         end_points = build_classifier(images, NUM_CLASSES, args.dropout, is_training)
         model_variables = v1.get_collection(v1.GraphKeys.MODEL_VARIABLES)
@@ -217,6 +218,8 @@ def run(args):
                 image_batch.initialize(sess, train_images, train_labels, stream)
 
             best_path = os.path.join(model_dir, "best")
+            if not resumed:  # a best epoch left by a run that never saved a checkpoint is not this run's
+                shutil.rmtree(best_path, ignore_errors=True)
             best = cli.read_json(os.path.join(best_path, "best.json")) or {"epoch": 0, "val_accuracy": -1.0, "step": 0}
 
             # Tiny labelled sets make epochs of one step: keep the histograms to about 100 per run.
