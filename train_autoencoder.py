@@ -27,7 +27,7 @@ from runtime.checkpoints import Checkpointer  # noqa: E402
 from runtime.errors import UserError  # noqa: E402
 from runtime.session import session_config, set_process_threads  # noqa: E402
 from runtime.summaries import scalars, write_projector  # noqa: E402
-from runtime.training import Interrupted, finite_or_none, train_loop  # noqa: E402
+from runtime.training import finite_or_none, train_loop  # noqa: E402
 
 v1 = tf.compat.v1
 tf.get_logger().setLevel("ERROR")  # TF's Python deprecation notices are not the user's concern
@@ -142,9 +142,6 @@ def run(args):
                 save_every=args.save_every, writer=writer, summary_op=train_summary, summary_every=args.summary_every,
                 on_epoch_end=on_epoch_end,
             )
-            if result.interrupted:
-                writer.close()
-                raise Interrupted(result.stop_signal)
             per_pixel = evaluate(sess, images, eval_losses, test_images, clean)
             count = min(PROJECTOR_POINTS, dataset.num_test)
             codes = sess.run(end_points["latent"], {images: test_images[:count], **clean})

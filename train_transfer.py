@@ -33,7 +33,7 @@ from runtime.checkpoints import Checkpointer  # noqa: E402
 from runtime.errors import UserError  # noqa: E402
 from runtime.session import session_config, set_process_threads  # noqa: E402
 from runtime.summaries import confusion_image, scalars  # noqa: E402
-from runtime.training import Interrupted, finite_or_none, train_loop  # noqa: E402
+from runtime.training import finite_or_none, train_loop  # noqa: E402
 from transfer import checkpoint as ckpt  # noqa: E402
 from transfer.features import FeatureBatchInput, compute_features  # noqa: E402
 from transfer.plan import make_plan  # noqa: E402
@@ -247,9 +247,6 @@ def run(args):
                 save_every=args.save_every, writer=writer, summary_op=train_summary, summary_every=args.summary_every,
                 on_epoch_end=on_epoch_end,
             )
-            if result.interrupted:
-                writer.close()
-                raise Interrupted(result.stop_signal)
             count, worst = ckpt.max_abs_diff(sess, plan.frozen_restored, model_variables, source_values)
             if count:
                 print(f"frozen check: {count} variables, max |diff| = {worst:g}")

@@ -29,12 +29,7 @@ class LoopResult:
     start_step: int
     final_step: int
     images_per_sec: float
-    stop_signal: int | None  # the signal that stopped the run early, if one did
     last_checkpoint: str | None
-
-    @property
-    def interrupted(self):
-        return self.stop_signal is not None
 
 
 class _StopOnSignal:
@@ -111,6 +106,9 @@ def train_loop(
       A LoopResult; its last_checkpoint is None when no step was left to run.
 
     Raises:
+      Interrupted: after SIGINT or SIGTERM, once the step under way is done and saved.
+
+    Raises:
       TrainingDiverged: when the loss is NaN or inf; nothing is saved, so the last
         good checkpoint stays the latest.
     """
@@ -153,13 +151,16 @@ def train_loop(
         if step > start_step and saved_step != step:
             last_saved = checkpointer.save(sess, step)
     if stop.signum is not None:
+        if writer is not None:
+            writer.flush()
         saved = f"saved {last_saved}" if last_saved else "nothing new to save"
         log(
             f"{signal.Signals(stop.signum).name}: stopped at step {step}/{total_steps}, {saved}; "
             "run the same command again to resume"
         )
+        raise Interrupted(stop.signum)
     rate = (step - start_step) * batch_size / train_seconds if train_seconds else 0.0
-    return LoopResult(start_step, step, rate, stop.signum, last_saved)
+    return LoopResult(start_step, step, rate, last_saved)
 
 
 def finite_or_none(value):
