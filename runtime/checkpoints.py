@@ -7,25 +7,12 @@ import shutil
 
 import tensorflow as tf
 
-from runtime.errors import CheckpointError
+from runtime.errors import CheckpointError, one_line
 
 v1 = tf.compat.v1
 
 PREFIX = "model.ckpt"
 _STEP = re.compile(re.escape(PREFIX) + r"-(\d+)\.index$")
-
-
-def error_reason(error):
-    """The line of a TensorFlow error that says what went wrong.
-
-    A graph-mode OpError's message starts "Graph execution error:" and lists the ops
-    involved; the cause is the line after them ("Read less bytes than requested").
-    """
-    text = getattr(error, "message", None) or str(error)
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    noise = ("Graph execution error", "Detected at node", "Node:", "File ", "Original stack trace", "[[")
-    useful = [line for line in lines if not line.startswith(noise)]
-    return (useful[-1] if useful else (lines[0] if lines else type(error).__name__))[:300]
 
 
 def checkpoint_step(prefix):
@@ -134,7 +121,7 @@ class Checkpointer:
         try:
             return self.saver.save(sess, os.path.join(self.model_dir, PREFIX), global_step=step)
         except (tf.errors.OpError, OSError) as error:
-            reason = error_reason(error)
+            reason = one_line(error)
             raise CheckpointError(f"cannot write checkpoint for step {step} in {self.model_dir}: {reason}") from None
 
     def restore_latest(self, sess):
@@ -152,7 +139,7 @@ class Checkpointer:
             try:
                 self.saver.restore(sess, prefix)
             except (tf.errors.OpError, ValueError) as error:
-                reason = error_reason(error)
+                reason = one_line(error)
                 self.log(f"warning: checkpoint {prefix} cannot be read ({reason}); trying an older one")
                 failures.append(prefix)
                 continue

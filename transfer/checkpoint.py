@@ -6,7 +6,7 @@ import numpy as np
 import tensorflow as tf
 
 from runtime.checkpoints import list_checkpoints
-from runtime.errors import CheckpointError
+from runtime.errors import CheckpointError, one_line
 from transfer.plan import VariableInfo
 
 v1 = tf.compat.v1
@@ -15,11 +15,6 @@ _FILE_SUFFIXES = (".index", ".meta")
 # What TensorFlow's checkpoint reader raises on damaged files: OpErrors from the C++
 # side, and plain IndexError ("Read less bytes than requested") from a short read.
 _READ_ERRORS = (tf.errors.OpError, ValueError, IndexError, RuntimeError)
-
-
-def _one_line(error):
-    text = getattr(error, "message", None) or str(error)
-    return " ".join(text.split())[:300]
 
 
 def _listing(directory):
@@ -76,7 +71,7 @@ def read_variables(prefix):
         shapes = reader.get_variable_to_shape_map()
         dtypes = reader.get_variable_to_dtype_map()
     except _READ_ERRORS as error:
-        raise CheckpointError(f"cannot read checkpoint {prefix}: {_one_line(error)}") from None
+        raise CheckpointError(f"cannot read checkpoint {prefix}: {one_line(error)}") from None
     return [VariableInfo(name, tuple(shapes[name]), dtypes[name].name) for name in sorted(shapes)]
 
 
@@ -99,7 +94,7 @@ def read_values(prefix, names):
         return {name: values[name] for name in names}
     except _READ_ERRORS as error:
         where = f" at {name}" if name else ""
-        raise CheckpointError(f"checkpoint {prefix} is damaged (its .data file is truncated or corrupt{where}): {_one_line(error)}") from None
+        raise CheckpointError(f"checkpoint {prefix} is damaged (its .data file is truncated or corrupt{where}): {one_line(error)}") from None
 
 
 def graph_variables(variables):
@@ -127,7 +122,7 @@ def restore(sess, saver, prefix):
     try:
         saver.restore(sess, prefix)
     except _READ_ERRORS as error:
-        raise CheckpointError(f"restoring from {prefix} failed: {_one_line(error)}") from None
+        raise CheckpointError(f"restoring from {prefix} failed: {one_line(error)}") from None
 
 
 def max_abs_diff(sess, rows, variables, source_values):
