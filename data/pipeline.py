@@ -112,24 +112,27 @@ def to_float_images(images):
     return (images.astype(np.float32) / np.float32(255.0))[..., np.newaxis]
 
 
-class BatchInput:
-    """A tf.data pipeline that serves batches of an index stream.
+class IndexedBatches:
+    """A tf.data pipeline that serves batches of in-memory arrays by an index stream.
 
-    The arrays enter the graph through placeholders fed once, when the
-    iterator is initialised: nothing is fed per step, and the GraphDef holds
-    no copy of the data (a constant would put 47 MB into every events file).
+    The arrays enter the graph through placeholders fed once, when the iterator is
+    initialised: nothing is fed per step, and the GraphDef holds no copy of the data
+    (a constant would put 47 MB into every events file). Subclasses shape what a batch
+    looks like through `_prepare`.
 
     Attributes:
-      images: float32 [None, 28, 28, 1] in [0, 1], the next batch.
+      data: the next batch of the data array, after `_prepare`.
       labels: int32 [None], the next batch's labels.
       initializer: The iterator's initializer op.
     """
 
-    def __init__(self, batch_size, name="input"):
+    def __init__(self, batch_size, dtype, example_shape, name="input"):
         """Builds the pipeline in the current default graph.
 
         Args:
           batch_size: Examples per batch; index streams are whole batches.
+          dtype: dtype of the data array.
+          example_shape: shape of one example in the data array.
           name: Name scope of the pipeline's ops.
 
         Raises:
@@ -139,16 +142,12 @@ class BatchInput:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
         self.batch_size = batch_size
         with tf.compat.v1.name_scope(name):
-            self._images_ph = tf.compat.v1.placeholder(
-                tf.uint8, [None, idx.ROWS, idx.COLS], name="all_images")
+            self._data_ph = tf.compat.v1.placeholder(dtype, [None, *example_shape], name="all_data")
             self._labels_ph = tf.compat.v1.placeholder(tf.int32, [None], name="all_labels")
             self._index_ph = tf.compat.v1.placeholder(tf.int64, [None], name="index_stream")
 
             def gather(indices):
-                images = tf.gather(self._images_ph, indices)
-                images = tf.cast(images, tf.float32) / 255.0
-                labels = tf.gather(self._labels_ph, indices)
-                return tf.expand_dims(images, -1), labels
+                return self._prepare(tf.gather(self._data_ph, indices)), tf.gather(self._labels_ph, indices)
 
             dataset = (tf.data.Dataset.from_tensor_slices(self._index_ph)
                        .batch(batch_size)
@@ -156,35 +155,56 @@ class BatchInput:
                        .prefetch(2))
             iterator = tf.compat.v1.data.make_initializable_iterator(dataset)
             self.initializer = iterator.initializer
-            self.images, self.labels = iterator.get_next(name="next_batch")
+            self.data, self.labels = iterator.get_next(name="next_batch")
 
-    def initialize(self, sess, images, labels, index_stream):
-        """(Re)starts the pipeline on the given data and index stream.
+    def _prepare(self, batch):
+        return batch
+
+    def initialize(self, sess, data, labels, index_stream):
+        """(Re)starts the pipeline on the given arrays and index stream.
 
         Args:
           sess: A tf.compat.v1.Session on the pipeline's graph.
-          images: uint8 array [N, 28, 28].
+          data: array [N, ...] of the dtype and example shape given at construction.
           labels: Integer array [N] with values in 0..9.
           index_stream: int64 array from :func:`index_stream`; its length
             must be a multiple of batch_size.
 
         Raises:
-          ValueError: Arrays of the wrong type or shape, or indices outside
-            the data.
+          ValueError: Arrays of the wrong shape, or indices outside the data.
         """
-        images = _check_images(images)
         labels = np.asarray(labels)
-        if labels.shape != (len(images),):
-            raise ValueError(f"expected labels [{len(images)}], got {labels.shape}")
+        if labels.shape != (len(data),):
+            raise ValueError(f"expected labels [{len(data)}], got {labels.shape}")
         stream = np.asarray(index_stream, dtype=np.int64)
         if stream.ndim != 1 or len(stream) % self.batch_size:
             raise ValueError(
                 f"index_stream must be 1-D whole batches of {self.batch_size}, "
                 f"got shape {stream.shape}")
-        if stream.size and (stream.min() < 0 or stream.max() >= len(images)):
-            raise ValueError(f"index_stream has indices outside 0..{len(images) - 1}")
+        if stream.size and (stream.min() < 0 or stream.max() >= len(data)):
+            raise ValueError(f"index_stream has indices outside 0..{len(data) - 1}")
         sess.run(self.initializer, feed_dict={
-            self._images_ph: images,
+            self._data_ph: data,
             self._labels_ph: labels.astype(np.int32),
             self._index_ph: stream,
         })
+
+
+class BatchInput(IndexedBatches):
+    """Batches of uint8 images [N, 28, 28], served as float32 [batch, 28, 28, 1] in [0, 1].
+
+    Attributes:
+      images: float32 [None, 28, 28, 1] in [0, 1], the next batch.
+      labels: int32 [None], the next batch's labels.
+    """
+
+    def __init__(self, batch_size, name="input"):
+        super().__init__(batch_size, tf.uint8, [idx.ROWS, idx.COLS], name)
+        self.images = self.data
+
+    def _prepare(self, batch):
+        return tf.expand_dims(tf.cast(batch, tf.float32) / 255.0, -1)
+
+    def initialize(self, sess, images, labels, index_stream):
+        """(Re)starts the pipeline on uint8 images [N, 28, 28]; see IndexedBatches.initialize."""
+        super().initialize(sess, _check_images(images), labels, index_stream)

@@ -3,13 +3,13 @@
 import numpy as np
 import tensorflow as tf
 
-v1 = tf.compat.v1
+from data import pipeline
 
 CACHE_BATCH = 500
 
 
-class FeatureBatchInput:
-    """Serves batches of cached features by an index stream, like `data.pipeline.BatchInput`.
+class FeatureBatchInput(pipeline.IndexedBatches):
+    """Serves batches of cached features [N, units] by an index stream.
 
     The same index stream gives the same examples in the same order as the image
     pipeline, so a head trained on cached features sees exactly what it would see
@@ -21,26 +21,8 @@ class FeatureBatchInput:
     """
 
     def __init__(self, batch_size, units, name="feature_input"):
-        self.batch_size = batch_size
-        with v1.name_scope(name):
-            self._features_ph = v1.placeholder(tf.float32, [None, units], name="all_features")
-            self._labels_ph = v1.placeholder(tf.int32, [None], name="all_labels")
-            self._index_ph = v1.placeholder(tf.int64, [None], name="index_stream")
-
-            def gather(indices):
-                return tf.gather(self._features_ph, indices), tf.gather(self._labels_ph, indices)
-
-            dataset = tf.data.Dataset.from_tensor_slices(self._index_ph).batch(batch_size).map(gather).prefetch(2)
-            iterator = v1.data.make_initializable_iterator(dataset)
-            self.initializer = iterator.initializer
-            self.features, self.labels = iterator.get_next(name="next_batch")
-
-    def initialize(self, sess, features, labels, index_stream):
-        """(Re)starts the pipeline on cached features [N, units] and labels [N]."""
-        sess.run(
-            self.initializer,
-            {self._features_ph: features, self._labels_ph: np.asarray(labels, np.int32), self._index_ph: index_stream},
-        )
+        super().__init__(batch_size, tf.float32, [units], name)
+        self.features = self.data
 
 
 def compute_features(sess, images_tensor, features_tensor, images, batch_size=CACHE_BATCH):
