@@ -48,13 +48,18 @@ def _legacy_layers():
     return tf, layers
 
 
-def build_cae(tf, layers, images, latent_size=20):
-    """The SPEC's autoencoder in textbook tf.layers code; returns the reconstruction."""
+def build_encoder(tf, layers, images):
+    """conv1 and conv2 in textbook tf.layers code; returns conv2 flattened."""
     conv1 = layers.conv2d(images, 16, 5, strides=2, padding="same",
                           activation=tf.nn.relu, name="conv1")
     conv2 = layers.conv2d(conv1, 32, 5, strides=2, padding="same",
                           activation=tf.nn.relu, name="conv2")
-    features = tf.reshape(conv2, [-1, ENCODER_UNITS])
+    return tf.reshape(conv2, [-1, ENCODER_UNITS])
+
+
+def build_cae(tf, layers, images, latent_size=20):
+    """The SPEC's autoencoder in textbook tf.layers code; returns the reconstruction."""
+    features = build_encoder(tf, layers, images)
     latent = layers.dense(features, latent_size, name="latent_var")
     z_matrix = layers.dense(latent, ENCODER_UNITS, activation=tf.nn.relu, name="z_matrix")
     z_matrix = tf.reshape(z_matrix, [-1, 7, 7, 32])
@@ -66,11 +71,7 @@ def build_cae(tf, layers, images, latent_size=20):
 
 def build_classifier(tf, layers, images, num_classes=10):
     """The SPEC's classifier in textbook tf.layers code; returns the logits."""
-    conv1 = layers.conv2d(images, 16, 5, strides=2, padding="same",
-                          activation=tf.nn.relu, name="conv1")
-    conv2 = layers.conv2d(conv1, 32, 5, strides=2, padding="same",
-                          activation=tf.nn.relu, name="conv2")
-    features = tf.reshape(conv2, [-1, ENCODER_UNITS])
+    features = build_encoder(tf, layers, images)
     fc1 = layers.dense(features, 200, activation=tf.nn.relu, name="fc1")
     return layers.dense(fc1, num_classes, name="logits")
 
