@@ -9,8 +9,10 @@ under --model-dir, and resumes from the newest checkpoint there when one exists.
 
 import os
 
-from runtime.quiet import import_tensorflow
+from runtime.quiet import guard_startup, import_tensorflow
 
+if __name__ == "__main__":
+    guard_startup()  # from here on Ctrl-C or SIGTERM ends the process with one line, even during the imports
 import_tensorflow()  # before anything imports it: keeps TensorFlow's start-up lines off the terminal
 
 import argparse  # noqa: E402
@@ -22,11 +24,12 @@ import tensorflow as tf  # noqa: E402
 from data import pipeline  # noqa: E402
 from data.augment import gaussian_noise  # noqa: E402
 from models.cae import RECONSTRUCTION_LOSSES, build_autoencoder, reconstruction_loss  # noqa: E402
-from runtime import cli  # noqa: E402
+from runtime import cli, rundir  # noqa: E402
 from runtime.checkpoints import Checkpointer  # noqa: E402
 from runtime.errors import UserError  # noqa: E402
+from runtime.paths import shown  # noqa: E402
 from runtime.session import session_config, set_process_threads  # noqa: E402
-from runtime.summaries import scalars, write_projector  # noqa: E402
+from runtime.summaries import SummaryWriter, scalars, write_projector  # noqa: E402
 from runtime.training import finite_or_none, train_loop  # noqa: E402
 
 v1 = tf.compat.v1
@@ -37,7 +40,7 @@ EVAL_BATCH = 500
 PREVIEW_IMAGES = 8
 PROJECTOR_POINTS = 2000
 # A run with different values here cannot continue another run's checkpoints.
-RESUME_KEYS = ("dataset", "latent_size", "loss", "batch_size", "seed", "data_source", "noise")
+RESUME_KEYS = ("dataset", "latent_size", "loss", "batch_size", "seed", "data_source", "data_identity", "noise")
 
 
 def parse_args(argv=None):
@@ -47,7 +50,7 @@ def parse_args(argv=None):
     )
     parser.add_argument("--epochs", type=cli.positive_int, default=50, help="passes over the training images (default: %(default)s)")
     parser.add_argument("--batch-size", type=cli.positive_int, default=64, help="images per step (default: %(default)s)")
-    parser.add_argument("--learning-rate", type=cli.positive_float, default=1e-3, help="Adam learning rate (default: %(default)s)")
+    parser.add_argument("--learning-rate", type=cli.learning_rate, default=1e-3, help="Adam learning rate (default: %(default)s)")
     parser.add_argument("--latent-size", type=cli.positive_int, default=20, help="width of the code latent_var (default: %(default)s)")
     parser.add_argument(
         "--loss",
@@ -80,12 +83,13 @@ def evaluate(sess, images_ph, losses, images, extra_feed):
 def run(args):
     if not 0.0 <= args.noise < float("inf"):
         raise UserError(f"--noise must be 0 or a positive standard deviation, got {args.noise}")
-    model_dir = cli.make_model_dir(args.model_dir)
+    model_dir = args.model_dir
     dataset = cli.load_data(args)
     steps_per_epoch = cli.steps_per_epoch(dataset.num_train, args.batch_size, "training images")
     total_steps = args.epochs * steps_per_epoch
-    config = dict(vars(args), model="autoencoder", data_source=dataset.source_kind, data=dataset.describe(), total_steps=total_steps)
-    cli.check_resume(model_dir, config, RESUME_KEYS)
+    config = dict(vars(args), model="autoencoder", data_source=dataset.source_kind, data_identity=dataset.identity(),
+                  data=dataset.describe(), total_steps=total_steps)
+    resuming = rundir.check_resume(model_dir, config, RESUME_KEYS) is not None
 
     test_images = pipeline.to_float_images(dataset.test_images)
     set_process_threads(args.intra_op_threads, args.inter_op_threads)
@@ -119,9 +123,10 @@ def run(args):
                 sess.run(init)
             start_step = int(sess.run(global_step))
             total_steps = cli.check_steps(start_step, total_steps)
-            print(f"resumed from {restored} at step {start_step}" if restored else "starting from freshly initialised variables")
-            cli.write_json(os.path.join(model_dir, "config.json"), config)
-            writer = v1.summary.FileWriter(model_dir, graph=sess.graph if start_step == 0 else None)
+            print(f"resumed from {shown(restored)} at step {start_step}" if restored else "starting from freshly initialised variables")
+            if not resuming:  # a resumed run's config.json is rewritten only once it has trained
+                rundir.write_config(model_dir, config)
+            writer = SummaryWriter(model_dir, graph=sess.graph if start_step == 0 else None)
             batch.initialize(
                 sess,
                 dataset.train_images,
@@ -162,7 +167,9 @@ def run(args):
         "wall_seconds": round(time.monotonic() - began, 1),
         "checkpoint": result.last_checkpoint or restored,
     }
-    cli.write_json(os.path.join(model_dir, "metrics.json"), metrics)
+    if resuming:
+        rundir.write_config(model_dir, config)
+    rundir.write_json(os.path.join(model_dir, "metrics.json"), metrics)
     print(f"done: step {result.final_step}, eval bce per pixel {per_pixel['bce']:.5f}, "
           f"{result.images_per_sec:,.0f} images/s")
     print(f"checkpoint: {metrics['checkpoint']}")
@@ -171,7 +178,7 @@ def run(args):
 
 
 def main(argv=None):
-    return cli.main(run, parse_args, argv)
+    return cli.main(run, parse_args, argv, kind="autoencoder")
 
 
 if __name__ == "__main__":

@@ -11,8 +11,10 @@ proves at the end that every frozen variable still equals the checkpoint bit for
 
 import os
 
-from runtime.quiet import import_tensorflow
+from runtime.quiet import guard_startup, import_tensorflow
 
+if __name__ == "__main__":
+    guard_startup()  # from here on Ctrl-C or SIGTERM ends the process with one line, even during the imports
 import_tensorflow()  # before anything imports it: keeps TensorFlow's start-up lines off the terminal
 
 import argparse  # noqa: E402
@@ -28,11 +30,12 @@ from data.augment import random_shift  # noqa: E402
 from data.splits import split_train  # noqa: E402
 from models.cae import ENCODER_SCOPES, ENCODER_UNITS  # noqa: E402
 from models.classifier import build_classifier, head  # noqa: E402
-from runtime import cli  # noqa: E402
+from runtime import cli, rundir  # noqa: E402
 from runtime.checkpoints import Checkpointer  # noqa: E402
-from runtime.errors import UserError  # noqa: E402
+from runtime.errors import UserError, disk_full_reason, one_line  # noqa: E402
 from runtime.session import session_config, set_process_threads  # noqa: E402
-from runtime.summaries import confusion_image, scalars  # noqa: E402
+from runtime.paths import DirAlias, shown  # noqa: E402
+from runtime.summaries import SummaryWriter, confusion_image, scalars  # noqa: E402
 from runtime.training import finite_or_none, train_loop  # noqa: E402
 from transfer import checkpoint as ckpt  # noqa: E402
 from transfer.features import FeatureBatchInput, compute_features  # noqa: E402
@@ -47,7 +50,7 @@ NUM_CLASSES = 10
 EVAL_BATCH = 1000
 # A resumed run must have been started with the same values of these.
 RESUME_KEYS = ("checkpoint", "restore", "restore_exclude", "map", "skip_mismatched", "fine_tune", "lr_mult",
-               "dataset", "data_source", "labels_per_class", "validation_size", "batch_size", "seed", "dropout", "shift")
+               "dataset", "data_source", "data_identity", "labels_per_class", "validation_size", "batch_size", "seed", "dropout", "shift")
 
 
 def parse_args(argv=None):
@@ -69,7 +72,7 @@ def parse_args(argv=None):
                        help="training examples held out to pick the best epoch; the test set is never used for that (default: %(default)s)")
     group.add_argument("--epochs", type=cli.positive_int, default=30, help="passes over the labelled examples (default: %(default)s)")
     group.add_argument("--batch-size", type=cli.positive_int, default=64, help="examples per step (default: %(default)s)")
-    group.add_argument("--learning-rate", type=cli.positive_float, default=1e-3, help="Adam learning rate (default: %(default)s)")
+    group.add_argument("--learning-rate", type=cli.learning_rate, default=1e-3, help="Adam learning rate (default: %(default)s)")
     group.add_argument("--dropout", type=float, default=0.0, help="dropout rate on fc1 while training, in [0, 1) (default: %(default)s)")
     group.add_argument("--shift", type=cli.non_negative_int, default=0,
                        help="shift each training image by up to this many pixels at random; turns the feature cache off (default: %(default)s)")
@@ -131,6 +134,7 @@ def run(args):
     source_prefix, source_variables = None, []
     if restore != ():
         source_prefix = ckpt.resolve_checkpoint(args.checkpoint)
+        ckpt.refuse_writing_into(source_prefix, args.model_dir)
         source_variables = ckpt.read_variables(source_prefix)
 
     set_process_threads(args.intra_op_threads, args.inter_op_threads)
@@ -148,6 +152,9 @@ def run(args):
             exclude=exclude, maps=maps, skip_mismatched=args.skip_mismatched, fine_tune=args.fine_tune, lr_mults=lr_mults,
         )
         print(plan.format())
+        if restore != () and not plan.restored:
+            print(f"warning: this plan restores nothing from {shown(source_prefix)}: the run trains from scratch; "
+                  "pass --restore none to say so")
         if args.dry_run:
             return
 
@@ -163,7 +170,7 @@ def run(args):
         print(f"training {len(trainable)} variables ({sum(int(np.prod(v.shape)) for v in trainable):,} weights); "
               f"{'head on cached conv features' if use_cache else 'full forward pass every step'}")
 
-        model_dir = cli.make_model_dir(args.model_dir)
+        model_dir = args.model_dir
         dataset = cli.load_data(args)
         train_index, val_index = split_train(dataset.train_labels, args.validation_size, args.labels_per_class, args.seed)
         train_images, train_labels = dataset.train_images[train_index], dataset.train_labels[train_index].astype(np.int64)
@@ -173,14 +180,15 @@ def run(args):
         steps_per_epoch = cli.steps_per_epoch(len(train_index), args.batch_size, "labelled training examples")
         total_steps = args.epochs * steps_per_epoch
         config = dict(vars(args), model="transfer", checkpoint=source_prefix, data_source=dataset.source_kind,
-                      data=dataset.describe(), num_train=len(train_index), num_validation=len(val_index),
+                      data_identity=dataset.identity(), data=dataset.describe(), num_train=len(train_index), num_validation=len(val_index),
                       total_steps=total_steps, cache_features_used=use_cache)
-        cli.check_resume(model_dir, config, RESUME_KEYS)
+        resuming = rundir.check_resume(model_dir, config, RESUME_KEYS) is not None
         print(f"labelled training examples: {len(train_index)}; validation: {len(val_index)}; test: {len(test_labels)}")
 
         train_summary = v1.summary.merge([v1.summary.scalar("losses/train", loss), v1.summary.scalar("accuracy/train_batch", batch_accuracy)])
         histogram_summary = v1.summary.merge([v1.summary.histogram(f"weights/{var.op.name}", var) for var in model_variables])
         plan_summary = v1.summary.text("restore_plan", tf.constant(plan_markdown(plan)))
+        best_path = os.path.join(model_dir, "best")
         restore_saver = ckpt.restore_saver(plan, model_variables)
         checkpointer = Checkpointer(model_dir, max_to_keep=args.keep_checkpoints)
         best_saver = v1.train.Saver(model_variables, max_to_keep=1, save_relative_paths=True, name="best_saver")
@@ -202,9 +210,10 @@ def run(args):
                     print(f"restored {count} variables from {source_prefix}; each equals the checkpoint exactly")
             start_step = int(sess.run(global_step))
             total_steps = cli.check_steps(start_step, total_steps)
-            cli.write_json(os.path.join(model_dir, "config.json"), config)
-            cli.write_json(os.path.join(model_dir, "restore_plan.json"), plan.to_json())
-            writer = v1.summary.FileWriter(model_dir, graph=sess.graph if start_step == 0 else None)
+            if not resuming:  # a resumed run's config.json is rewritten only once it has trained
+                rundir.write_config(model_dir, config)
+            rundir.write_json(os.path.join(model_dir, "restore_plan.json"), plan.to_json())
+            writer = SummaryWriter(model_dir, graph=sess.graph if start_step == 0 else None)
             if start_step == 0:
                 writer.add_summary(sess.run(plan_summary), 0)
 
@@ -217,13 +226,23 @@ def run(args):
             else:
                 image_batch.initialize(sess, train_images, train_labels, stream)
 
-            best_path = os.path.join(model_dir, "best")
             if not resumed:  # a best epoch left by a run that never saved a checkpoint is not this run's
                 shutil.rmtree(best_path, ignore_errors=True)
-            best = cli.read_json(os.path.join(best_path, "best.json")) or {"epoch": 0, "val_accuracy": -1.0, "step": 0}
+            best = rundir.read_json(os.path.join(best_path, "best.json")) or {"epoch": 0, "val_accuracy": -1.0, "step": 0}
+            best_alias = None
 
             # Tiny labelled sets make epochs of one step: keep the histograms to about 100 per run.
             histogram_every = max(1, args.epochs // 100)
+
+            def save_best():
+                nonlocal best_alias
+                os.makedirs(best_path, exist_ok=True)
+                best_alias = best_alias or DirAlias(best_path)
+                try:
+                    best_saver.save(sess, best_alias.join("model.ckpt"))
+                except (tf.errors.OpError, OSError, RuntimeError) as error:
+                    raise UserError(f"cannot save the best epoch in {shown(best_path)}: {disk_full_reason(error) or one_line(error)}") from None
+                rundir.write_json(os.path.join(best_path, "best.json"), best)
 
             def on_epoch_end(epoch, step):
                 summary = {}
@@ -232,9 +251,7 @@ def run(args):
                     summary = {"accuracy/val": val_accuracy, "losses/val": val_loss}
                     if val_accuracy > best["val_accuracy"]:
                         best.update(epoch=epoch, step=step, val_accuracy=val_accuracy)
-                        os.makedirs(best_path, exist_ok=True)
-                        best_saver.save(sess, os.path.join(best_path, "model.ckpt"))
-                        cli.write_json(os.path.join(best_path, "best.json"), best)
+                        save_best()
                     print(f"epoch {epoch}: val accuracy {val_accuracy:.4f}, val loss {val_loss:.4f} (best: epoch {best['epoch']}, {best['val_accuracy']:.4f})")
                 writer.add_summary(scalars(summary), step)
                 if epoch % histogram_every == 0 or step == total_steps:
@@ -253,7 +270,8 @@ def run(args):
                 if worst != 0.0:
                     raise UserError(f"frozen check failed: a frozen variable moved by up to {worst:g}")
             if best["val_accuracy"] >= 0:
-                best_saver.restore(sess, os.path.join(best_path, "model.ckpt"))
+                with DirAlias(best_path) as alias:
+                    best_saver.restore(sess, alias.join("model.ckpt"))
                 print(f"evaluating the best epoch by validation accuracy: epoch {best['epoch']}")
             test_accuracy, test_loss, predictions = accuracy_and_loss(sess, images, end_points["logits"], test_images, test_labels, eval_feed)
             val_accuracy = best["val_accuracy"] if best["val_accuracy"] >= 0 else None
@@ -281,7 +299,9 @@ def run(args):
         "train_images_per_sec": round(result.images_per_sec, 1),
         "wall_seconds": round(time.monotonic() - began, 1),
     }
-    cli.write_json(os.path.join(model_dir, "metrics.json"), metrics)
+    if resuming:
+        rundir.write_config(model_dir, config)
+    rundir.write_json(os.path.join(model_dir, "metrics.json"), metrics)
     print(f"test accuracy: {test_accuracy:.4f} ({len(test_labels)} images)")
     print(f"metrics: {os.path.join(model_dir, 'metrics.json')}")
 
@@ -296,7 +316,7 @@ def plan_markdown(plan):
 
 
 def main(argv=None):
-    return cli.main(run, parse_args, argv)
+    return cli.main(run, parse_args, argv, kind="transfer")
 
 
 if __name__ == "__main__":

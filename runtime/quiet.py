@@ -1,8 +1,50 @@
-"""Importing TensorFlow without its start-up chatter on the terminal."""
+"""The first moments of an entry point: signals, terminal output, and a quiet TensorFlow import."""
 
 import contextlib
 import os
+import signal
 import sys
+import threading
+
+from runtime.errors import Stopped
+
+
+def _raise_stopped(signum, frame):
+    raise Stopped(signum)
+
+
+def _excepthook(kind, value, traceback):
+    if isinstance(value, (Stopped, KeyboardInterrupt)):
+        signum = getattr(value, "signum", signal.SIGINT)
+        print(f"interrupted by {signal.Signals(signum).name} while starting; nothing was written", file=sys.stderr)
+        sys.stderr.flush()
+        os._exit(128 + signum)
+    sys.__excepthook__(kind, value, traceback)
+
+
+def _thread_excepthook(args):
+    # TensorBoard's event-writer thread re-raises a write failure (a full disk) in the main
+    # thread at the next write, which reports it in one line: its own traceback is noise.
+    if type(args.thread).__name__ == "_EventLoggerThread":
+        return
+    threading.__excepthook__(args)
+
+
+def guard_startup():
+    """Makes SIGINT and SIGTERM end an entry point with one line at any moment, imports included.
+
+    Until the training loop takes them over, both raise `Stopped`, which the entry-point
+    wrapper (or, during the imports, the excepthook) turns into one line and exit status
+    128 + the signal's number, never a traceback. Terminal output escapes bytes that are
+    not UTF-8 (a path's) instead of failing on them.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
+    signal.signal(signal.SIGINT, _raise_stopped)
+    signal.signal(signal.SIGTERM, _raise_stopped)
+    sys.excepthook = _excepthook
+    threading.excepthook = _thread_excepthook
 
 
 @contextlib.contextmanager
@@ -31,6 +73,7 @@ def import_tensorflow():
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     if "tensorflow" in sys.modules or os.environ["TF_CPP_MIN_LOG_LEVEL"] in ("0", "1"):
         import tensorflow  # noqa: F401
+
         return
     with _native_stderr_silenced():
         import tensorflow  # noqa: F401

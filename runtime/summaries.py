@@ -7,9 +7,19 @@ import zlib
 import numpy as np
 import tensorflow as tf
 
+from runtime.paths import DirAlias
+
 v1 = tf.compat.v1
 
 PROJECTOR_DIR = "projector"
+
+
+class SummaryWriter(v1.summary.FileWriter):
+    """A FileWriter for a run dir of any name (runtime.paths): the events go where the user asked."""
+
+    def __init__(self, logdir, graph=None):
+        self._alias = DirAlias(logdir)
+        super().__init__(self._alias.tf, graph=graph)
 
 
 def scalars(values):

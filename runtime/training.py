@@ -1,7 +1,9 @@
 """The training loop both scripts share: steps, progress, saves, signals, guards."""
 
 import math
+import os
 import signal
+import sys
 import time
 from dataclasses import dataclass
 
@@ -35,7 +37,10 @@ class LoopResult:
 class _StopOnSignal:
     """Turns the first SIGINT or SIGTERM into a request to stop at the next step boundary.
 
-    A second SIGINT raises KeyboardInterrupt at once, for a user who will not wait.
+    A second one ends the process at once, for a user who will not wait: `os._exit`, not
+    an exception, because unwinding Python while TensorFlow's threads run (a save under
+    way) can abort the process. What a killed save leaves behind is cleared at the next
+    start, as after `kill -9`.
     """
 
     def __init__(self):
@@ -52,8 +57,12 @@ class _StopOnSignal:
             signal.signal(signum, handler)
 
     def _handle(self, signum, frame):
-        if self.signum is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt
+        if self.signum is not None:
+            print(f"{signal.Signals(signum).name} again: exiting at once; the newest complete checkpoint is intact",
+                  file=sys.stderr)
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(128 + signum)
         self.signum = signum
 
 

@@ -279,7 +279,7 @@ CASES = [
     Case("batch_larger_than_the_data", "ae", _ae("--batch-size", "5000"), r"--batch-size 5000 is larger than the 4500 training images"),
     Case("sample_with_data_dir", "ae", lambda w, p: ["--sample", "--data-dir", w.data["good"], "--model-dir", p.ae],
          r"--sample is MNIST's built-in sample"),
-    Case("model_dir_is_a_file", "ae", lambda w, p: ["--sample", "--model-dir", w.data["a_file"]], r"cannot create model dir \S*not_a_dir"),
+    Case("model_dir_is_a_file", "ae", lambda w, p: ["--sample", "--model-dir", w.data["a_file"]], r"model dir \S*not_a_dir is a file"),
     # Flag values argparse rejects.
     Case("epochs_negative", "ae", _ae("--epochs", "-1"), r"must be 1 or more, got -1", flag="--epochs"),
     Case("epochs_zero", "tl", _tl("--epochs", "0"), r"must be 1 or more, got 0", flag="--epochs"),
@@ -287,7 +287,7 @@ CASES = [
     Case("gpu_fraction_above_one", "tl", _tl("--gpu-memory-fraction", "1.5"), r"must be in \(0, 1\], got 1\.5", flag="--gpu-memory-fraction"),
     Case("batch_size_zero", "ae", _ae("--batch-size", "0"), r"must be 1 or more, got 0", flag="--batch-size"),
     Case("learning_rate_negative", "tl", _tl("--learning-rate", "-1"), r"must be a positive number, got -1", flag="--learning-rate"),
-    Case("keep_checkpoints_zero", "ae", _ae("--keep-checkpoints", "0"), r"must be 1 or more, got 0", flag="--keep-checkpoints"),
+    Case("keep_checkpoints_zero", "ae", _ae("--keep-checkpoints", "0"), r"must be from 1 to 10,000, got 0", flag="--keep-checkpoints"),
     Case("unknown_dataset", "tl", _tl("--dataset", "cifar10"), r"invalid choice: 'cifar10'", flag="--dataset"),
     Case("unknown_flag", "ae", _ae("--frobnicate"), r"unrecognized arguments: --frobnicate", flag=""),
     # A model dir holding another run.
@@ -295,7 +295,7 @@ CASES = [
     Case("model_dir_holds_the_autoencoder", "tl", lambda w, p: ["--sample", "--checkpoint", w.ae, "--model-dir", p.ae],
          r"holds an autoencoder run, not a transfer run"),
     Case("model_dir_holds_a_transfer_run", "ae", _ae(), r"holds a transfer run, not an autoencoder run",
-         prepare=lambda p: (p.ae / "config.json").write_text('{"model": "transfer"}')),
+         prepare=lambda p: (p.ae / "config.json").write_text('{"model": "transfer", "toolkit": "cae-transfer", "schema": 1}')),
     Case("model_dir_config_not_json", "ae", _ae(), r"cannot read \S*config\.json",
          prepare=lambda p: (p.ae / "config.json").write_text("{not json")),
     Case("model_dir_checkpoints_all_damaged", "ae", _ae("--save-every", "35", "--summary-every", "0"),

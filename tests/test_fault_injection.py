@@ -116,13 +116,13 @@ def _graph_with_a_checkpointer(model_dir, keep):
 def _save_killed_before_its_trim(model_dir, step):
     """What SIGKILL between a save's state-file update and its deletion of the oldest leaves.
 
-    Saver.save writes the bundle, rewrites `checkpoint`, and only then deletes the
+    Checkpointer.save writes the bundle, rewrites `checkpoint`, and only then deletes the
     checkpoint that fell out of the window (fault_injection.SAVE_PHASES): a kill in between
     leaves keep + 1 checkpoints. The process here is "killed" by never trimming.
     """
     graph, sess, checkpointer = _graph_with_a_checkpointer(model_dir, KEEP)
     with graph.as_default():
-        checkpointer.saver._MaybeDeleteOldCheckpoints = lambda *args, **kwargs: None  # the kill
+        checkpointer._trim = lambda keep: None  # the kill
         checkpointer.save(sess, step)
     sess.close()
 

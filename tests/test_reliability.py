@@ -89,16 +89,22 @@ def test_a_lock_held_by_a_killed_process_does_not_block(tmp_path):
 
 def test_leftovers_of_interrupted_saves_are_removed_and_checkpoints_kept(tmp_path):
     keep = ["model.ckpt-5.index", "model.ckpt-5.data-00000-of-00001", "checkpoint", "config.json"]
-    junk = ["model.ckpt-9.data-00000-of-00001.tempstate8123456789", "model.ckpt-9.index.tempstate77", "checkpoint.tmp1a2b3c"]
-    for name in keep + junk:
+    hex32 = "0123456789abcdef" * 2
+    junk = ["model.ckpt-9.data-00000-of-00001.tempstate8123456789", "model.ckpt-9.index.tempstate77",
+            f"checkpoint.tmp{hex32}", f"model.ckpt-5.meta.tmp{hex32}", "config.json.tmp"]
+    # Names that only look like ours: a loose pattern would take them, the toolkit never wrote them.
+    lookalikes = ["checkpoint.tmp.bak", "results.tempstate", f"report.tmp{hex32}", "model.ckpt-9.index.tempstate",
+                  "notes_temp", "my.json.tmp.txt"]
+    for name in keep + junk + lookalikes:
         (tmp_path / name).write_bytes(b"x")
     (tmp_path / "model.ckpt-9_temp").mkdir()
     (tmp_path / "model.ckpt-9_temp" / "part-00000-of-00001.index").write_bytes(b"x")
+    (tmp_path / "data_temp").mkdir()
 
     removed = remove_orphans(str(tmp_path))
 
     assert sorted(os.path.basename(path) for path in removed) == sorted(junk + ["model.ckpt-9_temp"])
-    assert sorted(os.listdir(tmp_path)) == sorted(keep)
+    assert sorted(os.listdir(tmp_path)) == sorted(keep + lookalikes + ["data_temp"])
 
 
 def test_a_nan_loss_stops_the_run_without_saving(tmp_path):

@@ -5,16 +5,15 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from runtime.checkpoints import list_checkpoints
-from runtime.errors import CheckpointError, one_line
+from runtime.checkpoints import READ_ERRORS as _READ_ERRORS
+from runtime.checkpoints import latest_checkpoint
+from runtime.errors import CheckpointError, UserError, one_line
+from runtime.paths import DirAlias, shown
 from transfer.plan import VariableInfo
 
 v1 = tf.compat.v1
 
 _FILE_SUFFIXES = (".index", ".meta")
-# What TensorFlow's checkpoint reader raises on damaged files: OpErrors from the C++
-# side, and plain IndexError ("Read less bytes than requested") from a short read.
-_READ_ERRORS = (tf.errors.OpError, ValueError, IndexError, RuntimeError)
 
 
 def _listing(directory):
@@ -36,28 +35,50 @@ def resolve_checkpoint(path):
       CheckpointError: when the path does not exist or holds no checkpoint.
     """
     if os.path.isdir(path):
-        latest = tf.train.latest_checkpoint(path)
-        if latest and os.path.exists(latest + ".index"):
+        latest = latest_checkpoint(path)
+        if latest:
             return latest
-        found = list_checkpoints(path)
-        if found:
-            return found[-1]
-        raise CheckpointError(f"no checkpoint in directory {path} (it holds: {_listing(path)}); train one with train_autoencoder.py")
+        raise CheckpointError(f"no checkpoint in directory {shown(path)} (it holds: {_listing(path)}); train one with train_autoencoder.py")
     for suffix in _FILE_SUFFIXES:
         if path.endswith(suffix):
             path = path[: -len(suffix)]
     if ".data-" in os.path.basename(path):
         path = path[: path.rindex(".data-")]
-    if os.path.exists(path + ".index"):
+    if os.path.isfile(path + ".index"):
         return path
     if os.path.exists(path + ".meta"):
-        raise CheckpointError(f"{path} has a .meta graph file but no .index: the checkpoint's variables were never (fully) written")
+        raise CheckpointError(f"{shown(path)} has a .meta graph file but no .index: the checkpoint's variables were never (fully) written")
     if os.path.exists(path):
-        raise CheckpointError(f"{path} is not a checkpoint: expected a prefix with {os.path.basename(path)}.index beside it")
+        raise CheckpointError(f"{shown(path)} is not a checkpoint: expected a prefix with {shown(os.path.basename(path))}.index beside it")
     parent = os.path.dirname(path) or "."
     if os.path.isdir(parent):
-        raise CheckpointError(f"checkpoint {path} does not exist; {parent} holds: {_listing(parent)}")
-    raise CheckpointError(f"checkpoint {path} does not exist, nor does its directory {parent}")
+        raise CheckpointError(f"checkpoint {shown(path)} does not exist; {shown(parent)} holds: {_listing(parent)}")
+    raise CheckpointError(f"checkpoint {shown(path)} does not exist, nor does its directory {shown(parent)}")
+
+
+def refuse_writing_into(prefix, model_dir):
+    """Refuses a model dir that is the transfer source's directory or holds it: a run never writes there.
+
+    Raises:
+      UserError: naming both paths.
+    """
+    source_dir = os.path.realpath(os.path.dirname(prefix) or ".")
+    target = os.path.realpath(model_dir)
+    if source_dir == target or source_dir.startswith(target + os.sep):
+        raise UserError(
+            f"--model-dir {shown(model_dir)} holds the transfer source {shown(prefix)}; "
+            "a transfer run never writes there: pass another --model-dir"
+        )
+
+
+def _read_failure(prefix, error, what):
+    """The CheckpointError for a failed read: a source deleted meanwhile is not called damaged."""
+    if not os.path.isfile(prefix + ".index"):
+        return CheckpointError(
+            f"checkpoint {shown(prefix)} was deleted while this run was reading it "
+            "(is another run still writing that model dir?); run again, or pass a finished run's checkpoint"
+        )
+    return CheckpointError(f"{what}: {one_line(error)}")
 
 
 def read_variables(prefix):
@@ -67,11 +88,12 @@ def read_variables(prefix):
       CheckpointError: when the index cannot be read.
     """
     try:
-        reader = tf.train.load_checkpoint(prefix)
+        with DirAlias(os.path.dirname(prefix) or ".") as alias:
+            reader = tf.train.load_checkpoint(alias.join(os.path.basename(prefix)))
         shapes = reader.get_variable_to_shape_map()
         dtypes = reader.get_variable_to_dtype_map()
     except _READ_ERRORS as error:
-        raise CheckpointError(f"cannot read checkpoint {prefix}: {one_line(error)}") from None
+        raise _read_failure(prefix, error, f"cannot read checkpoint {shown(prefix)}") from None
     return [VariableInfo(name, tuple(shapes[name]), dtypes[name].name) for name in sorted(shapes)]
 
 
@@ -83,18 +105,28 @@ def read_values(prefix, names):
     source with a broken part is not one to build on.
 
     Raises:
-      CheckpointError: when a tensor cannot be read (a truncated or corrupt data file).
+      CheckpointError: when a tensor cannot be read (a truncated or corrupt data file), or
+        when one to restore holds NaN or infinite values.
     """
     name = None
     try:
-        reader = tf.train.load_checkpoint(prefix)
-        values = {}
-        for name in sorted(reader.get_variable_to_shape_map()):
-            values[name] = reader.get_tensor(name)
-        return {name: values[name] for name in names}
+        with DirAlias(os.path.dirname(prefix) or ".") as alias:
+            reader = tf.train.load_checkpoint(alias.join(os.path.basename(prefix)))
+            values = {}
+            for name in sorted(reader.get_variable_to_shape_map()):
+                values[name] = reader.get_tensor(name)
     except _READ_ERRORS as error:
         where = f" at {name}" if name else ""
-        raise CheckpointError(f"checkpoint {prefix} is damaged (its .data file is truncated or corrupt{where}): {one_line(error)}") from None
+        what = f"checkpoint {shown(prefix)} is damaged (its .data file is truncated or corrupt{where})"
+        raise _read_failure(prefix, error, what) from None
+    for name in names:
+        value = values[name]
+        if np.issubdtype(value.dtype, np.floating) and not np.all(np.isfinite(value)):
+            bad = int(np.count_nonzero(~np.isfinite(value)))
+            raise CheckpointError(
+                f"checkpoint {shown(prefix)} holds {bad:,} NaN or infinite values in {name}: it cannot be a transfer source"
+            )
+    return {name: values[name] for name in names}
 
 
 def graph_variables(variables):
@@ -120,9 +152,10 @@ def restore_saver(plan, variables):
 def restore(sess, saver, prefix):
     """Runs a partial restore; a read failure becomes a CheckpointError."""
     try:
-        saver.restore(sess, prefix)
+        with DirAlias(os.path.dirname(prefix) or ".") as alias:
+            saver.restore(sess, alias.join(os.path.basename(prefix)))
     except _READ_ERRORS as error:
-        raise CheckpointError(f"restoring from {prefix} failed: {one_line(error)}") from None
+        raise _read_failure(prefix, error, f"restoring from {shown(prefix)} failed") from None
 
 
 def max_abs_diff(sess, rows, variables, source_values):

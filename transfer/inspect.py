@@ -18,8 +18,10 @@ A missing or unreadable checkpoint, or flags that do not fit it, end with one li
 
 import os
 
-from runtime.quiet import import_tensorflow
+from runtime.quiet import guard_startup, import_tensorflow
 
+if __name__ == "__main__":
+    guard_startup()
 import_tensorflow()
 
 import argparse  # noqa: E402
@@ -33,6 +35,8 @@ import tensorflow as tf  # noqa: E402
 from models.classifier import build_classifier  # noqa: E402
 from models.scopes import AUTOENCODER_SCOPES, HEAD_SCOPES  # noqa: E402
 from runtime import cli  # noqa: E402
+from runtime.errors import CheckpointError  # noqa: E402
+from runtime.paths import shown  # noqa: E402
 from transfer import checkpoint as ckpt  # noqa: E402
 from transfer.flags import add_transfer_flags, parse_transfer_flags  # noqa: E402
 from transfer.plan import make_plan  # noqa: E402
@@ -104,6 +108,9 @@ def disk_usage(prefix):
       index_bytes, and meta_bytes (None when there is no .meta graph beside it).
     """
     shards = sorted(glob.glob(glob.escape(prefix) + ".data-*-of-*"))
+    for path in shards:
+        if not os.path.isfile(path):
+            raise CheckpointError(f"{shown(path)} is not a file: the checkpoint's data cannot be read")
 
     def size(path):
         try:
@@ -235,7 +242,7 @@ def run(args):
 
 def main(argv=None):
     """Runs inspect; a user error becomes one line on stderr and exit status 2."""
-    return cli.main(run, parse_args, argv, lock=False)
+    return cli.main(run, parse_args, argv)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,168 @@
+"""The run directory: which folder a run may write into, its config.json, and the resume check.
+
+A model dir belongs to a run when the run created it, when it is empty, or when it holds
+this toolkit's config.json. Anything else is refused before a byte is written there, so
+a mistyped `--model-dir` pointing at a user's folder costs nothing. The config.json saved
+beside the checkpoints is the source of truth for resuming them.
+"""
+
+import json
+import os
+
+from runtime.checkpoints import list_checkpoints
+from runtime.errors import UserError, disk_full_reason, one_line
+from runtime.lock import LOCK_NAME
+from runtime.paths import shown
+
+TOOLKIT = "cae-transfer"
+SCHEMA = 1
+CONFIG = "config.json"
+KINDS = ("autoencoder", "transfer")
+
+
+def write_json(path, payload):
+    """Writes JSON atomically: a reader never sees half a file, and a failed write changes nothing.
+
+    Raises:
+      UserError: when the file cannot be written (a full disk, a read-only folder).
+    """
+    temporary = path + ".tmp"
+    try:
+        with open(temporary, "w", encoding="utf-8") as stream:
+            json.dump(payload, stream, indent=2, sort_keys=True)
+            stream.write("\n")
+        os.replace(temporary, path)
+    except OSError as error:
+        try:
+            os.remove(temporary)
+        except OSError:
+            pass
+        raise UserError(f"cannot write {shown(path)}: {disk_full_reason(error) or one_line(error)}") from None
+
+
+def read_json(path, expect=dict):
+    """The JSON at path, or None when there is no such file.
+
+    Raises:
+      UserError: when it cannot be read, is not JSON, or is not of the expected type.
+    """
+    try:
+        with open(path, encoding="utf-8") as stream:
+            value = json.load(stream)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as error:
+        raise UserError(f"cannot read {shown(path)}: {one_line(error)}") from None
+    if expect is not None and not isinstance(value, expect):
+        raise UserError(f"{shown(path)} holds a JSON {type(value).__name__}, not the {expect.__name__} this toolkit writes")
+    return value
+
+
+def is_ours(config):
+    """Whether a config.json was written by this toolkit (a schema'd one, or one from before schemas)."""
+    if config.get("toolkit") == TOOLKIT:
+        return True
+    return "toolkit" not in config and config.get("model") in KINDS and "seed" in config and "batch_size" in config
+
+
+def _a(noun):
+    noun = str(noun)
+    return ("an " if noun[:1] in "aeiou" else "a ") + noun
+
+
+def check_owner(path, kind):
+    """Refuses a model dir that this run may not write into; read-only.
+
+    Args:
+      path: the --model-dir.
+      kind: "autoencoder" or "transfer".
+
+    Returns:
+      The config.json found there, or None for a missing or empty folder.
+
+    Raises:
+      UserError: for a folder that holds anything but this toolkit's run of this kind.
+    """
+    if not os.path.exists(path):
+        return None
+    if not os.path.isdir(path):
+        raise UserError(f"model dir {shown(path)} is a file, not a directory; pass another --model-dir")
+    try:
+        entries = sorted(name for name in os.listdir(path) if name != LOCK_NAME)
+    except OSError as error:
+        raise UserError(f"cannot read model dir {shown(path)}: {one_line(error)}") from None
+    if not entries:
+        return None
+    config_path = os.path.join(path, CONFIG)
+    if not os.path.lexists(config_path):
+        if list_checkpoints(path):
+            raise UserError(
+                f"{shown(path)} holds checkpoints but no {CONFIG}, so nothing says which settings wrote them; "
+                f"put the run's {CONFIG} back, or pass another --model-dir"
+            )
+        listed = ", ".join(shown(name) for name in entries[:5]) + (", ..." if len(entries) > 5 else "")
+        raise UserError(
+            f"{shown(path)} is not empty ({len(entries)} entries: {listed}) and holds no {TOOLKIT} run; "
+            "pass a new or empty --model-dir"
+        )
+    config = read_json(config_path)
+    if not is_ours(config):
+        raise UserError(f"{shown(config_path)} was not written by {TOOLKIT}; pass another --model-dir")
+    if config.get("model") != kind:
+        raise UserError(f"{shown(path)} holds {_a(config.get('model'))} run, not {_a(kind)} run; pass another --model-dir")
+    return config
+
+
+def make_model_dir(path):
+    """Creates the model dir (never wipes it) and checks it is writable; returns whether it was created."""
+    created = not os.path.exists(path)
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as error:
+        raise UserError(f"cannot create model dir {shown(path)}: {disk_full_reason(error) or error.strerror}") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise UserError(f"model dir {shown(path)} is not writable")
+    return created
+
+
+def remove_if_untouched(path):
+    """Removes a model dir this run created when the run left nothing in it but its lock."""
+    try:
+        if set(os.listdir(path)) <= {LOCK_NAME}:
+            for name in os.listdir(path):
+                os.remove(os.path.join(path, name))
+            os.rmdir(path)
+    except OSError:
+        pass
+
+
+def check_resume(model_dir, config, keys):
+    """Refuses to continue checkpoints that these settings did not write.
+
+    Args:
+      model_dir: the run's directory, already passed by check_owner.
+      config: this run's config.
+      keys: config entries that a run continuing the dir's checkpoints must share.
+
+    Returns:
+      The previous config when the dir holds checkpoints to resume, else None.
+
+    Raises:
+      UserError: naming each setting that differs, and what to do.
+    """
+    previous = read_json(os.path.join(model_dir, CONFIG))
+    if previous is None or not list_checkpoints(model_dir):
+        return None
+    # A config.json from before a key was recorded cannot vouch for it: such keys are not compared.
+    changed = [f"{key} {previous[key]!r} -> {config[key]!r}" for key in keys if key in previous and previous[key] != config[key]]
+    if changed:
+        raise UserError(
+            f"{shown(model_dir)} holds {_a(config['model'])} run started with other settings ({'; '.join(changed)}); "
+            "pass a new --model-dir, or repeat the original flags to resume it"
+        )
+    return previous
+
+
+def write_config(model_dir, config):
+    """Writes config.json with the toolkit's marker and schema version."""
+    write_json(os.path.join(model_dir, CONFIG), dict(config, toolkit=TOOLKIT, schema=SCHEMA))
