@@ -308,7 +308,7 @@ def run(args):
 
 def plan_markdown(plan):
     """The plan as a Markdown table, for TensorBoard's text dashboard."""
-    lines = [f"checkpoint: `{plan.checkpoint or 'none'}`", "", "| variable | shape | source | action | trainable | lr x |", "|---|---|---|---|---|---|"]
+    lines = [f"checkpoint: `{shown(plan.checkpoint) if plan.checkpoint else 'none'}`", "", "| variable | shape | source | action | trainable | lr x |", "|---|---|---|---|---|---|"]
     for row in plan.rows:
         action = row.action + (f" ({row.reason})" if row.reason else "")
         lines.append(f"| {row.name} | {list(row.shape)} | {row.source or 'fresh'} | {action} | {'yes' if row.trainable else 'frozen'} | {row.lr_mult:g} |")

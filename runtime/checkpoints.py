@@ -119,6 +119,8 @@ def read_state(model_dir, log=print):
             log(f"warning: ignoring the state file {shown(path)}, which does not parse ({one_line(error)[:80]})")
             return None
         if state is None or not state.model_checkpoint_path:
+            if os.path.getsize(path):  # TensorFlow logs a parse error and returns None
+                log(f"warning: ignoring the state file {shown(path)}, which does not parse as a checkpoint state")
             return None
         named = alias.real(state.model_checkpoint_path)
         # TensorFlow joins a relative entry to the directory it was given: inside means that directory.

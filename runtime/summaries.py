@@ -88,7 +88,8 @@ def write_projector(log_dir, embeddings, labels, images, name="latent_code"):
     embedding.metadata_path = os.path.join(PROJECTOR_DIR, "metadata.tsv")
     embedding.sprite.image_path = os.path.join(PROJECTOR_DIR, "sprite.png")
     embedding.sprite.single_image_dim.extend([images.shape[2], images.shape[1]])
-    projector.visualize_embeddings(log_dir, config)
+    with DirAlias(log_dir) as alias:
+        projector.visualize_embeddings(alias.tf, config)
     return os.path.join(log_dir, "projector_config.pbtxt")
 
 
