@@ -258,8 +258,7 @@ def run(args):
     attacks = parse_attacks(args.attacks)
     if args.step_size is not None and not 0.0 < args.step_size <= common.PIXEL_MAX:
         raise UserError(f"--step-size must be in (0, 255] pixel units, got {args.step_size}")
-    model = common.resolve_model(args.model)
-    network = common.network_for(model.config)
+    model, network, values = common.open_model(args.model)
     target = _parse_target(args.target, network)
     names = network.class_names
     if args.images:
@@ -279,7 +278,7 @@ def run(args):
 
     with tf.Graph().as_default():
         graph = build_graph(network, targeted=target is not None)
-        restorer = common.Restorer(network, model.prefix)
+        restorer = common.Restorer(network, model.prefix, values)
         with v1.Session(
             config=session_config(intra_op_threads=args.intra_op_threads, inter_op_threads=args.inter_op_threads)
         ) as sess:

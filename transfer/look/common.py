@@ -182,18 +182,40 @@ def network_variables(network):
     return [var for var in v1.get_collection(v1.GraphKeys.MODEL_VARIABLES) if var.op.name.startswith(scopes)]
 
 
+def open_model(path):
+    """Resolves a model path, picks its network and checks the checkpoint fits it, before anything is written.
+
+    Returns:
+      (Model, Network, {checkpoint name: numpy value} of the network's variables).
+
+    Raises:
+      UserError: see resolve_model and check_fits.
+    """
+    model = resolve_model(path)
+    network = network_for(model.config)
+    with tf.Graph().as_default():
+        network.build(v1.placeholder(tf.float32, [None, *network.image_shape]))
+        values = check_fits(network, model.prefix, network_variables(network))
+    return model, network, values
+
+
 class Restorer:
     """Loads the network's weights from a checkpoint and proves later that they never moved."""
 
-    def __init__(self, network, prefix):
+    def __init__(self, network, prefix, values=None):
         """Call inside the graph, after the network is built.
+
+        Args:
+          network: the Network.
+          prefix: the checkpoint prefix.
+          values: the checkpoint's values from open_model, if already read.
 
         Raises:
           CheckpointError: when the checkpoint is damaged or does not fit the network.
         """
         self.prefix = prefix
         self.variables = network_variables(network)
-        self.values = check_fits(network, prefix, self.variables)
+        self.values = values if values is not None else check_fits(network, prefix, self.variables)
         self.saver = v1.train.Saver({var.op.name: var for var in self.variables}, name="look_restore")
 
     def restore(self, sess):
@@ -257,6 +279,8 @@ def read_image(path, network):
     """
     from PIL import Image, UnidentifiedImageError
 
+    if not os.path.isfile(path):
+        raise DataError(f"image {path} {'is a folder, not an image file' if os.path.isdir(path) else 'does not exist'}")
     try:
         with Image.open(path) as image:
             image.load()

@@ -20,7 +20,6 @@ from runtime import cli
 from runtime.errors import UserError
 from runtime.session import session_config
 from runtime.summaries import scalars, write_projector
-from transfer import checkpoint as ckpt
 from transfer.look import common
 
 v1 = tf.compat.v1
@@ -86,7 +85,8 @@ class RidgeProbe:
         y = targets - self.target_mean
         self.primal = x.shape[1] <= x.shape[0]
         gram = x.T @ x if self.primal else x @ x.T
-        self.unit = float(np.trace(gram)) / len(gram) or 1.0
+        # The penalty's unit: the mean squared norm of a feature column, the same in both forms.
+        self.unit = float(np.trace(gram)) / x.shape[1] or 1.0
         self.eigenvalues, self.eigenvectors = np.linalg.eigh(gram)
         self.x, self.y = x, y
         self.projected = self.eigenvectors.T @ (x.T @ y if self.primal else y)
@@ -168,8 +168,7 @@ def add_parser(subparsers, add_common):
 
 
 def run(args):
-    model = common.resolve_model(args.model)
-    network = common.network_for(model.config)
+    model, network, values = common.open_model(args.model)
     out_dir = common.prepare_out_dir(
         args.out_dir or os.path.join(model.run_dir, "look", "features"), RESULT_FILES, args.overwrite
     )
@@ -185,7 +184,7 @@ def run(args):
     with tf.Graph().as_default():
         images_ph = v1.placeholder(tf.float32, [None, *network.image_shape], name="look/images")
         end_points = network.build(images_ph)
-        restorer = common.Restorer(network, model.prefix)
+        restorer = common.Restorer(network, model.prefix, values)
         tensors = {INPUT_END_POINT: images_ph, **{name: end_points[name] for name in network.end_points}}
         with v1.Session(
             config=session_config(intra_op_threads=args.intra_op_threads, inter_op_threads=args.inter_op_threads)
@@ -196,7 +195,7 @@ def run(args):
             test_features = compute(sess, images_ph, tensors, common.to_unit(test_images))
             restorer.check(sess)
 
-    kernel = ckpt.read_values(model.prefix, [network.first_layer])[network.first_layer]
+    kernel = values[network.first_layer]
     tiles = filter_grid(kernel)
     columns = min(8, len(tiles))
     rows = [list(tiles[start : start + columns]) for start in range(0, len(tiles), columns)]

@@ -232,8 +232,7 @@ def _validate(args):
 
 def run(args):
     _validate(args)
-    model = common.resolve_model(args.model)
-    network = common.network_for(model.config)
+    model, network, values = common.open_model(args.model)
     classes = common.parse_classes(args.classes, network)
     start_image = common.read_image(args.start, network) if args.start else None
     out_dir = common.prepare_out_dir(
@@ -265,7 +264,7 @@ def run(args):
             args.learning_rate,
             args.l2_weight,
         )
-        restorer = common.Restorer(network, model.prefix)
+        restorer = common.Restorer(network, model.prefix, values)
         init = v1.global_variables_initializer()
         with v1.Session(
             config=session_config(intra_op_threads=args.intra_op_threads, inter_op_threads=args.inter_op_threads)
