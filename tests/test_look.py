@@ -9,11 +9,13 @@ through main(argv) on a few classes, few steps and a slice of the test set; the 
 import json
 import os
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import invoke, read_checkpoint, read_events, summary_values, write_checkpoint
+from conftest import REPO, invoke, read_checkpoint, read_events, summary_values, write_checkpoint
 from PIL import Image
 
 import train_transfer
@@ -470,3 +472,13 @@ def test_user_errors_are_one_line(case, run_dir, bad_inputs, tmp_path):
     assert {path: path.stat().st_mtime_ns for path in run_dir.rglob("*") if path.is_file()} == before
     if case != "unknown command":
         assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_a_real_process_prints_one_line(run_dir):
+    """From the shell: exit status 2 and one stderr line, without TensorFlow's start-up chatter."""
+    command = [sys.executable, "-m", "transfer.look", "adversarial", str(run_dir), "--epsilon", "300"]
+    done = subprocess.run(command, check=False, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [
+        "error: --epsilon 300 is out of range: it must be in (0, 255], in pixel units of the image"
+    ]
