@@ -132,7 +132,7 @@ def resolve_model(path):
         if config is None:
             raise UserError(
                 f"{path} is not a transfer run: it has no config.json; pass the --model-dir of a "
-                "train_transfer.py run, or a checkpoint prefix such as {path}/model.ckpt-N"
+                f"train_transfer.py run, or a checkpoint prefix such as {os.path.join(path, 'model.ckpt-N')}"
             )
         best = os.path.join(path, "best", "model.ckpt")
         prefix = best if os.path.exists(best + ".index") else ckpt.resolve_checkpoint(path)
@@ -446,9 +446,3 @@ def top_k(probabilities, names, k=5):
     """[(class name, probability)] of the k most probable classes, best first."""
     order = np.argsort(-probabilities, kind="stable")[:k]
     return [(names[index], round(float(probabilities[index]), 6)) for index in order]
-
-
-def softmax(logits):
-    shifted = np.asarray(logits, np.float64) - np.max(logits, axis=-1, keepdims=True)
-    exp = np.exp(shifted)
-    return exp / exp.sum(axis=-1, keepdims=True)
