@@ -43,7 +43,15 @@ def initial_images(shape, count, seed, noise, start=None):
 
 
 def build_graph(
-    network, classes, tv_weights, start, objective="logprob", value_range="clip", learning_rate=0.05, l2_weight=0.0
+    network,
+    classes,
+    tv_weights,
+    start,
+    objective="logprob",
+    value_range="clip",
+    learning_rate=0.05,
+    l2_weight=0.0,
+    jitter=0,
 ):
     """Builds the optimisation into the current graph.
 
@@ -57,6 +65,9 @@ def build_graph(
       learning_rate: Adam's learning rate.
       l2_weight: weight of the squared L2 norm of the image, a second prior that pulls pixels towards
         the black background of the digits.
+      jitter: the image the loss sees is rolled by up to this many pixels each step (seeded
+        by the graph seed), so that the optimum cannot rest on single pixels; 0 turns it off.
+        Probabilities are always reported for the image as it is.
 
     Returns:
       A dict: input (the variable), images [K, ...] in [0, 1], probabilities [K, classes],
@@ -69,13 +80,21 @@ def build_graph(
         initial = start
     variable = v1.get_variable(INPUT_NAME, initializer=tf.constant(initial, tf.float32), use_resource=True)
     images = tf.sigmoid(variable) if value_range == "sigmoid" else variable
-    end_points = network.build(images)
-    logits = end_points["logits"]
+    logits = network.build(images)["logits"]
     chosen = tf.stack([tf.range(len(classes)), tf.constant(classes, tf.int32)], axis=1)
-    scores = tf.nn.log_softmax(logits) if objective == "logprob" else logits
-    target = tf.gather_nd(scores, chosen)
+
+    def objective_of(class_logits):
+        return tf.gather_nd(tf.nn.log_softmax(class_logits) if objective == "logprob" else class_logits, chosen)
+
+    target = objective_of(logits)
+    if jitter:
+        shift = tf.random.uniform([2], -jitter, jitter + 1, dtype=tf.int32)
+        with v1.variable_scope(v1.get_variable_scope(), reuse=True):
+            optimised = objective_of(network.build(tf.roll(images, shift, axis=[1, 2]))["logits"])
+    else:
+        optimised = target
     total_variation = tf.image.total_variation(images)
-    loss = tf.reduce_sum(-target + tf.constant(tv_weights, tf.float32) * total_variation)
+    loss = tf.reduce_sum(-optimised + tf.constant(tv_weights, tf.float32) * total_variation)
     if l2_weight:
         loss += l2_weight * tf.reduce_sum(tf.square(images))
     optimizer = v1.train.AdamOptimizer(learning_rate, name="look_adam")
@@ -207,6 +226,12 @@ def add_parser(subparsers, add_common):
         help="record the step where each image first reaches this probability (default: %(default)s)",
     )
     parser.add_argument(
+        "--jitter",
+        type=cli.non_negative_int,
+        default=0,
+        help="roll the image the loss sees by up to N pixels each step (0: off; default: %(default)s)",
+    )
+    parser.add_argument(
         "--baseline",
         action="store_true",
         help="also run the same optimisation with the TV weight at 0, from the same start, and report both",
@@ -263,6 +288,7 @@ def run(args):
             args.value_range,
             args.learning_rate,
             args.l2_weight,
+            args.jitter,
         )
         restorer = common.Restorer(network, model.prefix, values)
         init = v1.global_variables_initializer()
@@ -297,6 +323,7 @@ def run(args):
         "objective": args.objective,
         "tv_weight": args.tv_weight,
         "l2_weight": args.l2_weight,
+        "jitter": args.jitter,
         "range": args.value_range,
         "learning_rate": args.learning_rate,
         "steps": args.steps,
