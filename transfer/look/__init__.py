@@ -1,0 +1,1 @@
+"""Look inside a trained classifier: `python -m transfer.look {ideal,adversarial,features}`."""

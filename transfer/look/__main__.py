@@ -1,0 +1,88 @@
+"""Look inside a trained classifier: ideal class images, adversarial examples, what the layers learned.
+
+    python -m transfer.look ideal checkpoints/transfer --baseline
+    python -m transfer.look adversarial checkpoints/transfer --target all --epsilon 8,16,32,64
+    python -m transfer.look features checkpoints/transfer
+
+MODEL is a train_transfer.py model dir (its best/ checkpoint, else its newest) or a
+checkpoint prefix. Results go to MODEL/look/<command>/ unless --out-dir says otherwise;
+earlier results there are kept unless --overwrite. A user mistake (an unknown class, an
+epsilon out of range, an image of the wrong size, a missing or damaged checkpoint, a dir
+that is not a transfer run) ends with one line `error: ...` on stderr and exit status 2.
+"""
+
+import os
+
+from runtime.quiet import import_tensorflow
+
+import_tensorflow()
+
+import argparse
+import sys
+
+import tensorflow as tf
+
+from runtime import cli
+from runtime.session import set_process_threads
+from transfer.look import adversarial, features, ideal
+
+tf.get_logger().setLevel("ERROR")
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line, `error: ...`, and exit status 2."""
+
+    def error(self, message):
+        self.exit(2, f"error: {self.prog}: {message}\n")
+
+
+def _add_common(parser):
+    parser.add_argument(
+        "model",
+        metavar="MODEL",
+        nargs="?",
+        default=os.path.join("checkpoints", "transfer"),
+        help="a train_transfer.py model dir or a checkpoint prefix (default: %(default)s)",
+    )
+    parser.add_argument("--out-dir", default=None, help="where results go (default: MODEL/look/<command>)")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace the results of an earlier run in the output dir"
+    )
+    parser.add_argument(
+        "--seed", type=cli.non_negative_int, default=0, help="seed for noise and splits (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--intra-op-threads", type=cli.non_negative_int, default=0, help="threads inside one op (0: TensorFlow chooses)"
+    )
+    parser.add_argument(
+        "--inter-op-threads", type=cli.non_negative_int, default=0, help="ops run concurrently (0: TensorFlow chooses)"
+    )
+
+
+def _add_data(parser):
+    cli.add_data_flags(parser)
+    # None means: the data set the run trained on, read from its config.json.
+    parser.set_defaults(dataset=None)
+
+
+def parse_args(argv=None):
+    parser = OneLineParser(prog="python -m transfer.look", description=__doc__.split("\n", 1)[0])
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    ideal.add_parser(subparsers, _add_common)
+    adversarial.add_parser(subparsers, lambda sub: (_add_common(sub), _add_data(sub)))
+    features.add_parser(subparsers, lambda sub: (_add_common(sub), _add_data(sub)))
+    return parser.parse_args(argv)
+
+
+def run(args):
+    set_process_threads(args.intra_op_threads, args.inter_op_threads)
+    args.run(args)
+
+
+def main(argv=None):
+    """Runs one look command; a user error becomes one line on stderr and exit status 2."""
+    return cli.main(run, parse_args, argv, lock=False)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

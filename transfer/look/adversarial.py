@@ -1,0 +1,414 @@
+"""Adversarial examples under an L-infinity budget: FGSM and an iterative projected-gradient attack.
+
+Targeted attacks descend the cross-entropy of the target class, untargeted ones ascend
+that of the true class (or, for unlabelled image files, of the network's own first
+answer). FGSM takes one step of size epsilon along the gradient's sign; the iterative
+attack (PGD) takes many small ones, each projected back into the epsilon ball around the
+original and into [0, 1], and leaves an example alone once it succeeds, so that its
+perturbation stays as small as the steps allow. Both run in the graph, over batches of
+(image, target) pairs; the network's variables are never assigned.
+"""
+
+import os
+import time
+
+import numpy as np
+import tensorflow as tf
+
+from runtime import cli
+from runtime.errors import UserError
+from runtime.session import session_config
+from transfer.look import common
+
+v1 = tf.compat.v1
+
+ATTACKS = ("fgsm", "pgd")
+RESULT_FILES = ("adversarial.json",)
+
+
+def parse_epsilons(text):
+    """Epsilons in pixel units from a comma list such as "8,16,32"; each in (0, 255].
+
+    Raises:
+      UserError: for a value that is not a number or lies outside (0, 255].
+    """
+    values = []
+    for item in (part.strip() for part in str(text).split(",")):
+        try:
+            value = float(item)
+        except ValueError:
+            raise UserError(f"--epsilon {item!r} is not a number; give pixel units 0..255, e.g. 8 or 8,16,32") from None
+        if not 0.0 < value <= common.PIXEL_MAX:
+            raise UserError(f"--epsilon {item} is out of range: it must be in (0, 255], in pixel units of the image")
+        if value in values:
+            raise UserError(f"--epsilon {item} is given twice")
+        values.append(value)
+    return values
+
+
+def parse_attacks(text):
+    chosen = [part.strip() for part in text.split(",")]
+    for name in chosen:
+        if name not in ATTACKS:
+            raise UserError(f"unknown attack {name!r}; choose from {', '.join(ATTACKS)} (comma list)")
+    return list(dict.fromkeys(chosen))
+
+
+def make_pairs(references, target, num_classes):
+    """(image index, class) pairs to attack.
+
+    Args:
+      references: the class each image has now (its label, or the network's prediction).
+      target: None (untargeted: the pair's class is the reference to move away from),
+        "all" (every other class), or a class index.
+      num_classes: the number of classes.
+
+    Returns:
+      (image indices [P], classes [P], number of images skipped because they already are the target).
+    """
+    references = np.asarray(references, np.int64)
+    indices = np.arange(len(references))
+    if target is None:
+        return indices, references.copy(), 0
+    if target == "all":
+        classes = np.arange(num_classes)
+        image = np.repeat(indices, num_classes - 1)
+        wrong = np.concatenate([classes[classes != reference] for reference in references])
+        return image, wrong, 0
+    keep = references != target
+    return indices[keep], np.full(int(keep.sum()), target, np.int64), int((~keep).sum())
+
+
+def build_graph(network, targeted):
+    """Builds FGSM and PGD into the current graph over fed batches.
+
+    Args:
+      network: a common.Network.
+      targeted: whether the attacks aim at the fed classes (True) or away from them.
+
+    Returns:
+      A dict of placeholders (images, classes, epsilon, step_size, steps) and tensors
+      (probabilities of the fed images, fgsm, pgd: the adversarial images).
+    """
+    shape = [None, *network.image_shape]
+    images = v1.placeholder(tf.float32, shape, name="look/images")
+    classes = v1.placeholder(tf.int32, [None], name="look/classes")
+    epsilon = v1.placeholder(tf.float32, [], name="look/epsilon")
+    step_size = v1.placeholder(tf.float32, [], name="look/step_size")
+    steps = v1.placeholder(tf.int32, [], name="look/steps")
+    logits = network.build(images)["logits"]
+    # Targeted: go down the target's cross-entropy; untargeted: up the reference's.
+    direction = -1.0 if targeted else 1.0
+
+    def logits_of(x):
+        with v1.variable_scope(v1.get_variable_scope(), reuse=True):
+            return network.build(x)["logits"]
+
+    def gradient_sign(x, x_logits):
+        loss = tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=classes, logits=x_logits))
+        return tf.sign(tf.gradients(loss, x)[0])
+
+    def succeeded(x_logits):
+        predicted = tf.argmax(x_logits, axis=1, output_type=tf.int32)
+        return tf.equal(predicted, classes) if targeted else tf.not_equal(predicted, classes)
+
+    fgsm = tf.clip_by_value(images + direction * epsilon * gradient_sign(images, logits), 0.0, 1.0)
+
+    def body(step, x):
+        x_logits = logits_of(x)
+        moved = x + direction * step_size * gradient_sign(x, x_logits)
+        moved = tf.clip_by_value(tf.clip_by_value(moved, images - epsilon, images + epsilon), 0.0, 1.0)
+        done = tf.reshape(succeeded(x_logits), [-1] + [1] * len(network.image_shape))
+        return step + 1, tf.where(done, x, moved)
+
+    _, pgd = tf.while_loop(lambda step, _: step < steps, body, [tf.constant(0), images], back_prop=False)
+    return {
+        "images": images,
+        "classes": classes,
+        "epsilon": epsilon,
+        "step_size": step_size,
+        "steps": steps,
+        "probabilities": tf.nn.softmax(logits),
+        "fgsm": fgsm,
+        "pgd": pgd,
+    }
+
+
+def probabilities_of(sess, graph, images, batch_size):
+    return np.concatenate(
+        [
+            sess.run(graph["probabilities"], {graph["images"]: images[start : start + batch_size]})
+            for start in range(0, len(images), batch_size)
+        ]
+    )
+
+
+def attack(sess, graph, name, images, classes, epsilon, steps, step_size, batch_size):
+    """Runs one attack over all pairs in batches.
+
+    Args:
+      sess: a session with the network restored.
+      graph: the dict from build_graph.
+      name: "fgsm" or "pgd".
+      images: float32 [P, ...] in [0, 1], one per pair.
+      classes: int [P], the target (targeted) or the reference class (untargeted).
+      epsilon: L-infinity budget in input units (pixel units / 255).
+      steps: PGD steps.
+      step_size: PGD step in input units.
+      batch_size: pairs per session run.
+
+    Returns:
+      float32 adversarial images [P, ...].
+    """
+    out = []
+    for start in range(0, len(images), batch_size):
+        feed = {
+            graph["images"]: images[start : start + batch_size],
+            graph["classes"]: classes[start : start + batch_size],
+            graph["epsilon"]: epsilon,
+            graph["step_size"]: step_size,
+            graph["steps"]: steps,
+        }
+        out.append(sess.run(graph[name], feed))
+    return np.concatenate(out)
+
+
+def summarise(originals, adversarial, before, after, classes, targeted):
+    """Success and perturbation sizes (pixel units 0..255) of one attack at one epsilon.
+
+    Sizes are over the successful pairs: the perturbations that did the job.
+    """
+    predicted_after = after.argmax(axis=1)
+    predicted_before = before.argmax(axis=1)
+    success = predicted_after == classes if targeted else predicted_after != classes
+    already = predicted_before == classes if targeted else predicted_before != classes
+    delta = (adversarial - originals).reshape(len(originals), -1).astype(np.float64) * common.PIXEL_MAX
+    l2 = np.sqrt((delta**2).sum(axis=1))
+    linf = np.abs(delta).max(axis=1)
+
+    def stat(values, kind):
+        return round(float(getattr(np, kind)(values[success])), 4) if success.any() else None
+
+    return {
+        "pairs": len(classes),
+        "successes": int(success.sum()),
+        "success_rate": round(float(success.mean()), 6) if len(classes) else None,
+        "already_before_attack": int(already.sum()),
+        "mean_l2": stat(l2, "mean"),
+        "max_l2": stat(l2, "max"),
+        "mean_linf": stat(linf, "mean"),
+        "max_linf": stat(linf, "max"),
+    }, success
+
+
+def add_parser(subparsers, add_common):
+    parser = subparsers.add_parser(
+        "adversarial",
+        help="FGSM and iterative (PGD) attacks under an L-infinity budget",
+        description="Attack the test set (or image files) with FGSM and an iterative projected-gradient attack under an "
+        "L-infinity budget in pixel units, targeted or untargeted; report success rates, perturbation sizes and top-5.",
+    )
+    add_common(parser)
+    parser.add_argument(
+        "--images",
+        default=None,
+        help="an image file or a folder of them instead of the test set (unlabelled: "
+        "untargeted attacks move away from the network's own answer)",
+    )
+    parser.add_argument(
+        "--target",
+        default="none",
+        help="a class name, all (every wrong class for each image) or none (untargeted; default: %(default)s)",
+    )
+    parser.add_argument(
+        "--epsilon",
+        default="16",
+        help="L-infinity budget(s) in pixel units (0, 255], comma list (default: %(default)s)",
+    )
+    parser.add_argument("--attacks", default="fgsm,pgd", help="comma list of fgsm, pgd (default: %(default)s)")
+    parser.add_argument("--steps", type=cli.positive_int, default=20, help="PGD steps (default: %(default)s)")
+    parser.add_argument(
+        "--step-size", type=float, default=None, help="PGD step in pixel units (default: 2.5 * epsilon / steps)"
+    )
+    parser.add_argument("--limit", type=cli.positive_int, default=None, help="attack only the first N images")
+    parser.add_argument(
+        "--batch-size", type=cli.positive_int, default=500, help="pairs per session run (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--examples",
+        type=cli.non_negative_int,
+        default=6,
+        help="example pairs drawn per attack and epsilon (default: %(default)s)",
+    )
+    parser.set_defaults(run=run)
+
+
+def _parse_target(text, network):
+    if text.strip().lower() in ("none", "untargeted"):
+        return None
+    if text.strip().lower() == "all":
+        return "all"
+    if "," in text:
+        raise UserError(f"--target takes one class, all or none, got {text!r}")
+    return common.parse_classes(text, network)[0]
+
+
+def run(args):
+    epsilons = parse_epsilons(args.epsilon)
+    attacks = parse_attacks(args.attacks)
+    if args.step_size is not None and not 0.0 < args.step_size <= common.PIXEL_MAX:
+        raise UserError(f"--step-size must be in (0, 255] pixel units, got {args.step_size}")
+    model, network, values = common.open_model(args.model)
+    target = _parse_target(args.target, network)
+    names = network.class_names
+    if args.images:
+        images, files = common.read_images(args.images, network)
+        labels = None
+    out_dir = common.prepare_out_dir(
+        args.out_dir or os.path.join(model.run_dir, "look", "adversarial"), RESULT_FILES, args.overwrite
+    )
+    if not args.images:
+        dataset = common.load_data(args, model.config)
+        images, labels = common.to_unit(dataset.test_images), dataset.test_labels.astype(np.int64)
+        files = None
+    if args.limit:
+        images, labels = images[: args.limit], None if labels is None else labels[: args.limit]
+        files = None if files is None else files[: args.limit]
+    print(f"network: {network.name} from {model.prefix}")
+
+    with tf.Graph().as_default():
+        graph = build_graph(network, targeted=target is not None)
+        restorer = common.Restorer(network, model.prefix, values)
+        with v1.Session(
+            config=session_config(intra_op_threads=args.intra_op_threads, inter_op_threads=args.inter_op_threads)
+        ) as sess:
+            restorer.restore(sess)
+            clean = probabilities_of(sess, graph, images, args.batch_size)
+            references = labels if labels is not None else clean.argmax(axis=1)
+            image_index, classes, skipped = make_pairs(references, target, network.num_classes)
+            if not len(classes):
+                raise UserError(f"nothing to attack: every image already is class {names[target]}")
+            what = (
+                "untargeted"
+                if target is None
+                else ("every wrong target" if target == "all" else f"target {names[target]}")
+            )
+            print(
+                f"attacking {len(image_index)} pairs ({len(images)} images, {what}); clean accuracy "
+                + (
+                    f"{np.mean(clean.argmax(axis=1) == labels):.4f}"
+                    if labels is not None
+                    else "n/a (unlabelled images)"
+                )
+                + (f"; {skipped} image(s) already of the target class skipped" if skipped else "")
+            )
+            originals, before = images[image_index], clean[image_index]
+            shown = (
+                np.unique(np.linspace(0, len(classes) - 1, min(args.examples, len(classes))).round().astype(int))
+                if args.examples
+                else []
+            )
+
+            results, began = [], time.monotonic()
+            for name in attacks:
+                for epsilon in epsilons:
+                    step_size = (
+                        args.step_size if args.step_size is not None else 2.5 * epsilon / args.steps
+                    ) / common.PIXEL_MAX
+                    started = time.monotonic()
+                    adversarial = attack(
+                        sess,
+                        graph,
+                        name,
+                        originals,
+                        classes,
+                        epsilon / common.PIXEL_MAX,
+                        args.steps,
+                        step_size,
+                        args.batch_size,
+                    )
+                    after = probabilities_of(sess, graph, adversarial, args.batch_size)
+                    summary, success = summarise(originals, adversarial, before, after, classes, target is not None)
+                    summary.update(attack=name, epsilon=epsilon, seconds=round(time.monotonic() - started, 2))
+                    if name == "pgd":
+                        summary.update(steps=args.steps, step_size=round(step_size * common.PIXEL_MAX, 4))
+                    summary["examples"] = [
+                        {
+                            "image": files[image_index[p]] if files else int(image_index[p]),
+                            "label": None if labels is None else names[labels[image_index[p]]],
+                            ("target" if target is not None else "moved_from"): names[classes[p]],
+                            "success": bool(success[p]),
+                            "top5_before": common.top_k(before[p], names),
+                            "top5_after": common.top_k(after[p], names),
+                        }
+                        for p in shown
+                    ]
+                    results.append(summary)
+                    if len(shown):
+                        _figure(
+                            os.path.join(out_dir, f"adversarial_{name}_eps{epsilon:g}.png"),
+                            originals,
+                            adversarial,
+                            before,
+                            after,
+                            classes,
+                            shown,
+                            epsilon,
+                            names,
+                            target is not None,
+                            None if labels is None else labels[image_index],
+                        )
+                    print(_row(summary))
+            seconds = time.monotonic() - began
+            restorer.check(sess)
+
+    payload = {
+        "checkpoint": model.prefix,
+        "network": network.name,
+        "inputs": args.images or "test set",
+        "images": len(images),
+        "target": "none" if target is None else ("all" if target == "all" else names[target]),
+        "skipped_already_target": skipped,
+        "clean_accuracy": None if labels is None else float(np.mean(clean.argmax(axis=1) == labels)),
+        "units": "epsilon, L2 and L-infinity in pixel units 0..255; sizes over the successful pairs",
+        "seconds": round(seconds, 2),
+        "results": results,
+    }
+    cli.write_json(os.path.join(out_dir, "adversarial.json"), payload)
+    for entry in results[:1]:
+        for example in entry["examples"][:3]:
+            print(
+                f"  example {example['image']}: before {example['top5_before']}, after {entry['attack']} eps {entry['epsilon']:g}: {example['top5_after']}"
+            )
+    print(f"wrote {os.path.join(out_dir, 'adversarial.json')} and the example figures in {seconds:.1f} s")
+
+
+def _row(summary):
+    def size(key):
+        return "-" if summary[key] is None else f"{summary[key]:.1f}"
+
+    return (
+        f"{summary['attack']:>4}  eps {summary['epsilon']:>5g}/255  success {summary['successes']:>5}/{summary['pairs']:<5} "
+        f"({100 * summary['success_rate']:5.1f}%)  L2 mean {size('mean_l2')} max {size('max_l2')}  "
+        f"Linf mean {size('mean_linf')} max {size('max_linf')}  ({summary['seconds']:.1f} s)"
+    )
+
+
+def _figure(path, originals, adversarial, before, after, classes, shown, epsilon, names, targeted, labels):
+    """Rows of original | perturbation (amplified to the full grey range at +-epsilon) | result."""
+    rows, titles, ranges = [], [], []
+    bound = epsilon / common.PIXEL_MAX
+    for p in shown:
+        first, second = int(before[p].argmax()), int(after[p].argmax())
+        rows.append([originals[p][..., 0], (adversarial[p] - originals[p])[..., 0], adversarial[p][..., 0]])
+        aim = f"target {names[classes[p]]}" if targeted else f"away from {names[classes[p]]}"
+        label = "" if labels is None else f"label {names[labels[p]]}, "
+        titles.append(
+            [
+                f"{label}{names[first]} p={before[p][first]:.2f}",
+                f"x{1 / (2 * bound):.0f}, {aim}",
+                f"{names[second]} p={after[p][second]:.2f}",
+            ]
+        )
+        ranges.append([(0.0, 1.0), (-bound, bound), (0.0, 1.0)])
+    common.save_figure(path, rows, titles, value_ranges=ranges)

@@ -1,0 +1,262 @@
+"""What the layers learned: first-layer filters, and how well each end point separates the classes.
+
+The features of the test images at each end point (conv1, conv2 and fc1 for the digit
+classifier, flattened) go to TensorBoard's Embedding Projector, one run per end point,
+with the digits as sprites and their labels; the projector's t-SNE and PCA views then
+show the clusters. Pictures persuade easily, so each end point also gets two numbers:
+the accuracy of a k-nearest-neighbour vote and of a linear probe (ridge regression on
+one-hot targets, its penalty picked on a held-out part of the training split), both fit
+on features of training images and scored on the test images. The raw pixels are the
+reference row.
+"""
+
+import os
+import time
+
+import numpy as np
+import tensorflow as tf
+
+from runtime import cli
+from runtime.errors import UserError
+from runtime.session import session_config
+from runtime.summaries import scalars, write_projector
+from transfer.look import common
+
+v1 = tf.compat.v1
+
+RESULT_FILES = ("features.json", "filters.png")
+INPUT_END_POINT = "input"
+# Ridge penalties tried, relative to the mean diagonal of the standardised Gram matrix.
+RIDGE_PENALTIES = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)
+_BATCH = 500
+
+
+def knn_accuracy(train, train_labels, test, test_labels, k=5, num_classes=None):
+    """Accuracy of a k-nearest-neighbour majority vote (Euclidean), nearer neighbours breaking ties.
+
+    Args:
+      train: float [N, d] features; train_labels: int [N].
+      test: float [M, d]; test_labels: int [M].
+      k: neighbours per vote.
+      num_classes: number of classes (default: from the labels).
+
+    Returns:
+      The fraction of test rows whose vote equals their label.
+    """
+    if not 1 <= k <= len(train):
+        raise UserError(f"--knn {k} must be between 1 and the {len(train)} training features")
+    num_classes = num_classes or int(max(train_labels.max(), test_labels.max())) + 1
+    train = np.asarray(train, np.float64)
+    squared = (train**2).sum(axis=1)
+    correct = 0
+    # A vote is worth 1, plus a tie-breaking bonus far below 1 for nearer neighbours.
+    weights = 1.0 + 1e-3 * (k - np.arange(k)) / k
+    for start in range(0, len(test), _BATCH):
+        block = np.asarray(test[start : start + _BATCH], np.float64)
+        distances = squared[np.newaxis] - 2.0 * block @ train.T
+        nearest = (
+            np.argpartition(distances, k - 1, axis=1)[:, :k]
+            if k < len(train)
+            else np.tile(np.arange(len(train)), (len(block), 1))
+        )
+        order = np.take_along_axis(distances, nearest, axis=1).argsort(axis=1, kind="stable")
+        nearest = np.take_along_axis(nearest, order, axis=1)
+        votes = np.zeros((len(block), num_classes))
+        np.add.at(votes, (np.arange(len(block))[:, np.newaxis], train_labels[nearest]), weights)
+        correct += int((votes.argmax(axis=1) == test_labels[start : start + _BATCH]).sum())
+    return correct / len(test)
+
+
+class RidgeProbe:
+    """A linear classifier: ridge regression on one-hot targets over standardised features.
+
+    Solved through one eigendecomposition of the Gram matrix (primal or dual, whichever
+    is smaller), so every penalty costs one matrix product.
+    """
+
+    def __init__(self, features, labels, num_classes):
+        features = np.asarray(features, np.float64)
+        self.mean = features.mean(axis=0)
+        self.scale = features.std(axis=0)
+        self.scale[self.scale == 0] = 1.0  # a constant feature (a dead relu) carries nothing
+        x = (features - self.mean) / self.scale
+        targets = np.eye(num_classes)[labels]
+        self.target_mean = targets.mean(axis=0)
+        y = targets - self.target_mean
+        self.primal = x.shape[1] <= x.shape[0]
+        gram = x.T @ x if self.primal else x @ x.T
+        # The penalty's unit: the mean squared norm of a feature column, the same in both forms.
+        self.unit = float(np.trace(gram)) / x.shape[1] or 1.0
+        self.eigenvalues, self.eigenvectors = np.linalg.eigh(gram)
+        self.x, self.y = x, y
+        self.projected = self.eigenvectors.T @ (x.T @ y if self.primal else y)
+
+    def weights(self, penalty):
+        shrunk = self.projected / (self.eigenvalues + penalty * self.unit)[:, np.newaxis]
+        coefficients = self.eigenvectors @ shrunk
+        return coefficients if self.primal else self.x.T @ coefficients
+
+    def predict(self, features, weights):
+        x = (np.asarray(features, np.float64) - self.mean) / self.scale
+        return (x @ weights + self.target_mean).argmax(axis=1)
+
+
+def linear_probe_accuracy(train, train_labels, test, test_labels, num_classes, seed=0, held_out=0.2):
+    """Accuracy of the ridge probe on the test rows, its penalty chosen on held-out training rows.
+
+    Returns:
+      (test accuracy, the chosen relative penalty).
+    """
+    order = np.random.default_rng(seed).permutation(len(train))
+    cut = max(1, round(len(train) * held_out))
+    fit, check = order[cut:], order[:cut]
+    probe = RidgeProbe(train[fit], train_labels[fit], num_classes)
+    scores = [np.mean(probe.predict(train[check], probe.weights(p)) == train_labels[check]) for p in RIDGE_PENALTIES]
+    best = RIDGE_PENALTIES[int(np.argmax(scores))]
+    probe = RidgeProbe(train, train_labels, num_classes)
+    return float(np.mean(probe.predict(test, probe.weights(best)) == test_labels)), best
+
+
+def filter_grid(kernel):
+    """First-layer kernels [k, k, in, out] as [out, k, k] images in [0, 1], each scaled to its own +-max (0.5 is zero).
+
+    Multi-channel inputs are averaged over channels: a picture of where each filter looks.
+    """
+    kernel = np.asarray(kernel, np.float64).mean(axis=2)
+    tiles = np.moveaxis(kernel, -1, 0)
+    peak = np.abs(tiles).reshape(len(tiles), -1).max(axis=1)
+    peak[peak == 0] = 1.0
+    return 0.5 + tiles / (2.0 * peak[:, np.newaxis, np.newaxis])
+
+
+def compute(sess, images_ph, tensors, images):
+    """{name: float32 [N, features]} of the named tensors over the images, in batches."""
+    names = list(tensors)
+    parts = {name: [] for name in names}
+    for start in range(0, len(images), _BATCH):
+        values = sess.run([tensors[name] for name in names], {images_ph: images[start : start + _BATCH]})
+        for name, value in zip(names, values):
+            parts[name].append(value.reshape(len(value), -1))
+    return {name: np.concatenate(parts[name]).astype(np.float32) for name in names}
+
+
+def add_parser(subparsers, add_common):
+    parser = subparsers.add_parser(
+        "features",
+        help="first-layer filters, end-point features in the Embedding Projector, kNN and linear-probe accuracies",
+        description="Draw the first layer's filters; export the test images' features at each end point to TensorBoard's "
+        "Embedding Projector; score a kNN vote and a linear probe per end point (fit on training features, scored on the test set).",
+    )
+    add_common(parser)
+    parser.add_argument(
+        "--probe-train",
+        type=cli.positive_int,
+        default=5000,
+        help="training images whose features fit the probes (a seeded subset; default: %(default)s)",
+    )
+    parser.add_argument(
+        "--knn", type=cli.positive_int, default=5, help="neighbours in the kNN vote (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--projector-images",
+        type=cli.positive_int,
+        default=1000,
+        help="test images exported to the projector (default: %(default)s)",
+    )
+    parser.add_argument("--limit", type=cli.positive_int, default=None, help="use only the first N test images")
+    parser.set_defaults(run=run)
+
+
+def run(args):
+    model, network, values = common.open_model(args.model)
+    out_dir = common.prepare_out_dir(
+        args.out_dir or os.path.join(model.run_dir, "look", "features"), RESULT_FILES, args.overwrite
+    )
+    dataset = common.load_data(args, model.config)
+    test_images, test_labels = dataset.test_images[: args.limit], dataset.test_labels[: args.limit].astype(np.int64)
+    rng = np.random.default_rng(args.seed)
+    chosen = np.sort(rng.permutation(dataset.num_train)[: args.probe_train])
+    train_images, train_labels = dataset.train_images[chosen], dataset.train_labels[chosen].astype(np.int64)
+    if args.knn > len(chosen):
+        raise UserError(f"--knn {args.knn} is more than the {len(chosen)} training images the probes fit on")
+    print(f"network: {network.name} from {model.prefix}")
+
+    with tf.Graph().as_default():
+        images_ph = v1.placeholder(tf.float32, [None, *network.image_shape], name="look/images")
+        end_points = network.build(images_ph)
+        restorer = common.Restorer(network, model.prefix, values)
+        tensors = {INPUT_END_POINT: images_ph, **{name: end_points[name] for name in network.end_points}}
+        with v1.Session(
+            config=session_config(intra_op_threads=args.intra_op_threads, inter_op_threads=args.inter_op_threads)
+        ) as sess:
+            restorer.restore(sess)
+            began = time.monotonic()
+            train_features = compute(sess, images_ph, tensors, common.to_unit(train_images))
+            test_features = compute(sess, images_ph, tensors, common.to_unit(test_images))
+            restorer.check(sess)
+
+    kernel = values[network.first_layer]
+    tiles = filter_grid(kernel)
+    columns = min(8, len(tiles))
+    rows = [list(tiles[start : start + columns]) for start in range(0, len(tiles), columns)]
+    titles = [[f"{start + i}" for i in range(len(row))] for start, row in zip(range(0, len(tiles), columns), rows)]
+    common.save_figure(os.path.join(out_dir, "filters.png"), rows, titles, cell=0.9)
+    with tf.Graph().as_default():  # FileWriter refuses to work outside a graph
+        writer = v1.summary.FileWriter(out_dir)
+        writer.add_summary(
+            common.image_summary(
+                f"filters/{network.first_layer}", np.kron(common.tile(tiles, columns), np.ones((8, 8)))
+            ),
+            0,
+        )
+        writer.close()
+
+    shown = min(args.projector_images, len(test_labels))
+    table = []
+    for name in tensors:
+        started = time.monotonic()
+        knn = knn_accuracy(
+            train_features[name], train_labels, test_features[name], test_labels, args.knn, network.num_classes
+        )
+        linear, penalty = linear_probe_accuracy(
+            train_features[name], train_labels, test_features[name], test_labels, network.num_classes, args.seed
+        )
+        entry = {
+            "end_point": name,
+            "dims": int(train_features[name].shape[1]),
+            "knn_accuracy": round(knn, 6),
+            "linear_probe_accuracy": round(linear, 6),
+            "ridge_penalty": penalty,
+            "seconds": round(time.monotonic() - started, 2),
+        }
+        if name != INPUT_END_POINT:
+            run_dir = os.path.join(out_dir, name)
+            os.makedirs(run_dir, exist_ok=True)
+            entry["projector"] = write_projector(
+                run_dir, test_features[name][:shown], test_labels[:shown], test_images[:shown], name=name
+            )
+            # An events file makes the folder a run, which is where TensorBoard looks for a projector config.
+            with tf.Graph().as_default():
+                run_writer = v1.summary.FileWriter(run_dir)
+                run_writer.add_summary(scalars({"probe/knn_accuracy": knn, "probe/linear_accuracy": linear}), 0)
+                run_writer.close()
+        table.append(entry)
+        print(
+            f"{name:>8}  {entry['dims']:>5} dims  kNN (k={args.knn}) {knn:.4f}  linear probe {linear:.4f}  (ridge {penalty:g})"
+        )
+
+    payload = {
+        "checkpoint": model.prefix,
+        "network": network.name,
+        "data": dataset.describe(),
+        "probe_train_images": len(train_labels),
+        "test_images": len(test_labels),
+        "knn_k": args.knn,
+        "probe": "ridge regression on one-hot targets over standardised features; penalty picked on 20% of the training features",
+        "seconds": round(time.monotonic() - began, 2),
+        "end_points": table,
+    }
+    cli.write_json(os.path.join(out_dir, "features.json"), payload)
+    print(
+        f"wrote {os.path.join(out_dir, 'filters.png')}, {os.path.join(out_dir, 'features.json')} and projector runs under {out_dir}"
+    )

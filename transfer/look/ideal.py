@@ -1,0 +1,365 @@
+"""Ideal class images: the input the network is surest belongs to a class.
+
+The input is a variable in the graph and the only thing the optimizer may change: Adam's
+var_list holds it alone, the network's variables are restored from the checkpoint and
+checked bit for bit at the end. Each image maximises one class's log-probability (or
+logit) minus a total-variation penalty, which keeps neighbouring pixels alike; without it
+the optimum is high-frequency noise. Pixels stay in [0, 1], by clipping after each step
+or through a sigmoid. All classes are optimised together, one image each: the losses are
+summed, and as the network has no batch coupling each image gets its own gradient.
+"""
+
+import os
+import time
+
+import numpy as np
+import tensorflow as tf
+
+from runtime import cli
+from runtime.errors import UserError
+from runtime.session import session_config
+from runtime.summaries import scalars
+from transfer.look import common
+
+v1 = tf.compat.v1
+
+OBJECTIVES = ("logprob", "logit")
+RANGES = ("clip", "sigmoid")
+INPUT_NAME = "look/ideal_input"
+RESULT_FILES = ("ideal.json", "ideal.png")
+# A sigmoid's inverse at 0 or 1 is infinite: a given start image is pulled in by this much.
+_SIGMOID_MARGIN = 1e-3
+
+
+def initial_images(shape, count, seed, noise, start=None):
+    """The starting images [count, *shape]: a given image repeated, or seeded uniform noise.
+
+    Noise is centred on mid-grey, 0.5 +- noise, so that no class gets a head start.
+    """
+    if start is not None:
+        return np.repeat(start[np.newaxis].astype(np.float32), count, axis=0)
+    rng = np.random.default_rng(seed)
+    return (0.5 + noise * rng.uniform(-1.0, 1.0, (count, *shape))).astype(np.float32)
+
+
+def build_graph(
+    network,
+    classes,
+    tv_weights,
+    start,
+    objective="logprob",
+    value_range="clip",
+    learning_rate=0.05,
+    l2_weight=0.0,
+    jitter=0,
+):
+    """Builds the optimisation into the current graph.
+
+    Args:
+      network: a common.Network.
+      classes: class index per image [K].
+      tv_weights: total-variation weight per image [K].
+      start: float32 [K, *image_shape] in [0, 1], the starting images.
+      objective: "logprob" (log-softmax of the class) or "logit" (its raw logit).
+      value_range: "clip" (clip to [0, 1] after every step) or "sigmoid" (image = sigmoid(variable)).
+      learning_rate: Adam's learning rate.
+      l2_weight: weight of the squared L2 norm of the image, a second prior that pulls pixels towards
+        the black background of the digits.
+      jitter: the image the loss sees is rolled by up to this many pixels each step (seeded
+        by the graph seed), so that the optimum cannot rest on single pixels; 0 turns it off.
+        Probabilities are always reported for the image as it is.
+
+    Returns:
+      A dict: input (the variable), images [K, ...] in [0, 1], probabilities [K, classes],
+      objective [K], total_variation [K], loss, step (train op, followed by the clip).
+    """
+    if value_range == "sigmoid":
+        unconstrained = np.clip(start, _SIGMOID_MARGIN, 1.0 - _SIGMOID_MARGIN)
+        initial = np.log(unconstrained) - np.log1p(-unconstrained)
+    else:
+        initial = start
+    variable = v1.get_variable(INPUT_NAME, initializer=tf.constant(initial, tf.float32), use_resource=True)
+    images = tf.sigmoid(variable) if value_range == "sigmoid" else variable
+    logits = network.build(images)["logits"]
+    chosen = tf.stack([tf.range(len(classes)), tf.constant(classes, tf.int32)], axis=1)
+
+    def objective_of(class_logits):
+        return tf.gather_nd(tf.nn.log_softmax(class_logits) if objective == "logprob" else class_logits, chosen)
+
+    target = objective_of(logits)
+    if jitter:
+        shift = tf.random.uniform([2], -jitter, jitter + 1, dtype=tf.int32)
+        with v1.variable_scope(v1.get_variable_scope(), reuse=True):
+            optimised = objective_of(network.build(tf.roll(images, shift, axis=[1, 2]))["logits"])
+    else:
+        optimised = target
+    total_variation = tf.image.total_variation(images)
+    loss = tf.reduce_sum(-optimised + tf.constant(tv_weights, tf.float32) * total_variation)
+    if l2_weight:
+        loss += l2_weight * tf.reduce_sum(tf.square(images))
+    optimizer = v1.train.AdamOptimizer(learning_rate, name="look_adam")
+    update = optimizer.minimize(loss, var_list=[variable])
+    if value_range == "clip":
+        with tf.control_dependencies([update]):
+            update = variable.assign(tf.clip_by_value(variable, 0.0, 1.0)).op
+    return {
+        "input": variable,
+        "images": images,
+        "probabilities": tf.nn.softmax(logits),
+        "objective": target,
+        "total_variation": total_variation,
+        "loss": loss,
+        "step": update,
+    }
+
+
+def optimise(sess, graph, classes, steps, target_probability=0.99, writer=None, summary_every=0, log=print):
+    """Runs the optimisation; returns the final images and per-image results.
+
+    Args:
+      sess: a session with the network restored and the input initialised.
+      graph: the dict from build_graph.
+      classes: class index per image.
+      steps: Adam steps.
+      target_probability: the step where an image first reaches this probability is recorded.
+      writer: optional summary FileWriter for the images and probabilities along the way.
+      summary_every: steps between TensorBoard summaries (0: start and end only).
+      log: function that prints one line.
+
+    Returns:
+      (float32 images [K, ...], list of dicts: probability, objective, total_variation,
+      first_step_at_target or None).
+    """
+    rows = np.arange(len(classes))
+    first_at_target = [None] * len(classes)
+    fetches = [graph["images"], graph["probabilities"], graph["total_variation"]]
+
+    def record(step):
+        images, probabilities, tv = sess.run(fetches)
+        if writer is not None:
+            writer.add_summary(common.image_summary("ideal/images", common.tile(images[..., 0], len(classes))), step)
+            writer.add_summary(
+                scalars(
+                    {
+                        "ideal/mean_probability": probabilities[rows, classes].mean(),
+                        "ideal/mean_total_variation": tv.mean(),
+                    }
+                ),
+                step,
+            )
+        return probabilities
+
+    record(0)
+    report_every = max(1, steps // 5)
+    for step in range(1, steps + 1):
+        probabilities, _ = sess.run([graph["probabilities"], graph["step"]])
+        # These probabilities are of the image before this step's update, i.e. after step - 1.
+        for index, probability in enumerate(probabilities[rows, classes]):
+            if first_at_target[index] is None and probability >= target_probability:
+                first_at_target[index] = step - 1
+        if writer is not None and summary_every and step % summary_every == 0 and step != steps:
+            record(step)
+        if step % report_every == 0:
+            log(f"step {step}/{steps}: mean class probability {probabilities[rows, classes].mean():.4f}")
+    probabilities = record(steps)
+    images, objective, tv = sess.run([graph["images"], graph["objective"], graph["total_variation"]])
+    for index, probability in enumerate(probabilities[rows, classes]):
+        if first_at_target[index] is None and probability >= target_probability:
+            first_at_target[index] = steps
+    results = [
+        {
+            "probability": float(probabilities[index, classes[index]]),
+            "objective": float(objective[index]),
+            "total_variation": float(tv[index]),
+            "first_step_at_target": first_at_target[index],
+        }
+        for index in range(len(classes))
+    ]
+    return images, results
+
+
+def add_parser(subparsers, add_common):
+    parser = subparsers.add_parser(
+        "ideal",
+        help="optimise an input image per class until the network is sure of it",
+        description="Optimise one input image per class (a graph variable; the network frozen) with Adam to maximise the "
+        "class's log-probability or logit, with a total-variation penalty. Writes ideal.png, ideal.json and TensorBoard images.",
+    )
+    add_common(parser)
+    parser.add_argument("--classes", default="all", help="comma list of class names, or all (default: %(default)s)")
+    parser.add_argument(
+        "--objective", choices=OBJECTIVES, default="logprob", help="what to maximise (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--tv-weight", type=float, default=0.002, help="total-variation weight, >= 0 (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--l2-weight",
+        type=float,
+        default=0.0,
+        help="weight of the squared L2 norm of the image (a pull towards black), >= 0 (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--range",
+        dest="value_range",
+        choices=RANGES,
+        default="clip",
+        help="keep pixels in [0, 1] by clipping after each step or through a sigmoid (default: %(default)s)",
+    )
+    parser.add_argument("--steps", type=cli.positive_int, default=300, help="Adam steps (default: %(default)s)")
+    parser.add_argument(
+        "--learning-rate", type=cli.positive_float, default=0.05, help="Adam learning rate (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--start", default=None, help="start from this image file instead of noise (28x28 grayscale for the digits)"
+    )
+    parser.add_argument(
+        "--noise",
+        type=float,
+        default=0.25,
+        help="amplitude of the starting noise around mid-grey, in [0, 0.5] (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--target-probability",
+        type=float,
+        default=0.99,
+        help="record the step where each image first reaches this probability (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--jitter",
+        type=cli.non_negative_int,
+        default=0,
+        help="roll the image the loss sees by up to N pixels each step (0: off; default: %(default)s)",
+    )
+    parser.add_argument(
+        "--baseline",
+        action="store_true",
+        help="also run the same optimisation with the TV weight at 0, from the same start, and report both",
+    )
+    parser.add_argument(
+        "--summary-every",
+        type=cli.non_negative_int,
+        default=25,
+        help="steps between TensorBoard images (default: %(default)s)",
+    )
+    parser.set_defaults(run=run)
+
+
+def _validate(args):
+    for flag, value in (("--tv-weight", args.tv_weight), ("--l2-weight", args.l2_weight)):
+        if not 0.0 <= value < float("inf"):
+            raise UserError(f"{flag} must be a number >= 0, got {value}")
+    if not 0.0 <= args.noise <= 0.5:
+        raise UserError(f"--noise must be in [0, 0.5] so the start stays in [0, 1], got {args.noise}")
+    if not 0.0 < args.target_probability <= 1.0:
+        raise UserError(f"--target-probability must be in (0, 1], got {args.target_probability}")
+
+
+def run(args):
+    _validate(args)
+    model, network, values = common.open_model(args.model)
+    classes = common.parse_classes(args.classes, network)
+    start_image = common.read_image(args.start, network) if args.start else None
+    out_dir = common.prepare_out_dir(
+        args.out_dir or os.path.join(model.run_dir, "look", "ideal"), RESULT_FILES, args.overwrite
+    )
+
+    arms = [("tv", args.tv_weight)] + ([("tv0", 0.0)] if args.baseline else [])
+    image_classes = [index for _ in arms for index in classes]
+    tv_weights = [weight for _, weight in arms for _ in classes]
+    # Every arm starts from the same images, so the TV-0 baseline differs only in its weight.
+    start = np.concatenate(
+        [initial_images(network.image_shape, len(classes), args.seed, args.noise, start_image)] * len(arms)
+    )
+    print(f"network: {network.name} from {model.prefix}")
+    print(
+        f"optimising {len(classes)} class image(s){' and their TV-0 baselines' if args.baseline else ''}: "
+        f"{args.objective}, TV weight {args.tv_weight:g}, {args.value_range}, {args.steps} Adam steps at {args.learning_rate:g}"
+    )
+
+    with tf.Graph().as_default():
+        v1.set_random_seed(args.seed)
+        graph = build_graph(
+            network,
+            image_classes,
+            tv_weights,
+            start,
+            args.objective,
+            args.value_range,
+            args.learning_rate,
+            args.l2_weight,
+            args.jitter,
+        )
+        restorer = common.Restorer(network, model.prefix, values)
+        init = v1.global_variables_initializer()
+        with v1.Session(
+            config=session_config(intra_op_threads=args.intra_op_threads, inter_op_threads=args.inter_op_threads)
+        ) as sess:
+            sess.run(init)
+            restorer.restore(sess)
+            writer = v1.summary.FileWriter(out_dir)
+            began = time.monotonic()
+            images, results = optimise(
+                sess, graph, image_classes, args.steps, args.target_probability, writer, args.summary_every
+            )
+            seconds = time.monotonic() - began
+            writer.close()
+            restorer.check(sess)
+
+    names = network.class_names
+    per_class = []
+    for position, index in enumerate(classes):
+        entry = {"class": names[index], "index": index, "steps": args.steps, **results[position]}
+        if args.baseline:
+            baseline = results[len(classes) + position]
+            entry["baseline_tv0"] = baseline
+            entry["tv_ratio"] = (
+                entry["total_variation"] / baseline["total_variation"] if baseline["total_variation"] else None
+            )
+        per_class.append(entry)
+    payload = {
+        "checkpoint": model.prefix,
+        "network": network.name,
+        "objective": args.objective,
+        "tv_weight": args.tv_weight,
+        "l2_weight": args.l2_weight,
+        "jitter": args.jitter,
+        "range": args.value_range,
+        "learning_rate": args.learning_rate,
+        "steps": args.steps,
+        "start": args.start or f"noise 0.5 +- {args.noise:g}, seed {args.seed}",
+        "target_probability": args.target_probability,
+        "seconds": round(seconds, 2),
+        "classes": per_class,
+    }
+    cli.write_json(os.path.join(out_dir, "ideal.json"), payload)
+
+    rows = [list(images[: len(classes), ..., 0])]
+    titles = [
+        [f"{names[i]}: p={r['probability']:.3f}\nTV {r['total_variation']:.1f}" for i, r in zip(classes, results)]
+    ]
+    labels = [f"TV weight {args.tv_weight:g}"]
+    if args.baseline:
+        rows.append(list(images[len(classes) :, ..., 0]))
+        titles.append(
+            [
+                f"{names[i]}: p={r['probability']:.3f}\nTV {r['total_variation']:.1f}"
+                for i, r in zip(classes, results[len(classes) :])
+            ]
+        )
+        labels.append("TV weight 0")
+    common.save_figure(os.path.join(out_dir, "ideal.png"), rows, titles, labels)
+
+    print(
+        f"{'class':>6}  {'probability':>11}  {'TV':>8}"
+        + (f"  {'p (TV 0)':>9}  {'TV (TV 0)':>9}  {'ratio':>6}" if args.baseline else "")
+    )
+    for entry in per_class:
+        line = f"{entry['class']:>6}  {entry['probability']:>11.4f}  {entry['total_variation']:>8.2f}"
+        if args.baseline:
+            base = entry["baseline_tv0"]
+            line += f"  {base['probability']:>9.4f}  {base['total_variation']:>9.2f}  {entry['tv_ratio']:>6.3f}"
+        print(line)
+    print(
+        f"wrote {os.path.join(out_dir, 'ideal.png')}, {os.path.join(out_dir, 'ideal.json')} and TensorBoard images in {seconds:.1f} s"
+    )
