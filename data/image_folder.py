@@ -50,6 +50,8 @@ VALIDATION_DIR_NAMES = ("val", "validation")
 # As in TensorFlow's retrain.py: hash values modulo 2^27 spread over 0..100%.
 _MAX_HASH = 2**27 - 1
 _VALIDATION_BATCH = 512
+# Below this many training images a class gets a warning (TensorFlow's retrain.py warns below 20 too).
+FEW_IMAGES = 20
 
 # Magic bytes of the formats the decoder accepts: how a file's content is told from its name.
 _MAGIC = (
@@ -114,7 +116,8 @@ class FolderScan:
       bad: tuple of :class:`BadFile`, the image files that cannot be decoded, each listed once.
       renamed: tuple of :class:`BadFile` whose content is an image of another format than the
         extension says; they are decoded by content and used.
-      ignored: tuple of paths of files without an image extension, not used.
+      ignored: tuple of paths of files not used: without an image extension, or beside the
+        class folders rather than in one.
       validation_percent, test_percent: the split shares asked for (test_percent is unused
         with the "subfolders" layout).
     """
@@ -169,7 +172,12 @@ class FolderScan:
             lines += [f"  {renamed.path}: {renamed.reason}" for renamed in self.renamed]
         if self.ignored:
             shown = ", ".join(self.ignored[:3]) + (", ..." if len(self.ignored) > 3 else "")
-            lines.append(f"ignored {len(self.ignored)} files without an image extension ({shown})")
+            lines.append(
+                f"ignored {len(self.ignored)} files outside the class folders or without an image extension ({shown})"
+            )
+        few = [f"{name} ({count['train']})" for name, count in self.counts().items() if count["train"] < FEW_IMAGES]
+        if few:
+            lines.append(f"warning: fewer than {FEW_IMAGES} training images in class {', '.join(few)}")
         return lines
 
 
@@ -495,6 +503,14 @@ def _find_bad(paths):
 def _gather(root, layout_dirs):
     """Lists the image files of each split folder: {split dir key: {class: [(rel, abs)]}}, ignored."""
     listing, ignored = {}, []
+    # Files lying beside the class folders belong to no class: listed, so a folder whose
+    # images were never sorted into class folders does not look empty for no reason.
+    for directory in {root, *layout_dirs.values()}:
+        ignored += sorted(
+            e.path
+            for e in os.scandir(directory)
+            if _visible(e.name) and not e.is_dir() and (e.is_file() or e.is_symlink())
+        )
     for key, directory in layout_dirs.items():
         per_class = {}
         for name in _class_dirs(directory):

@@ -68,12 +68,17 @@ def test_classes_nested_and_hidden_files(tmp_path):
     write(tmp_path / "ant" / ".cache" / "x.png", b"not even an image")
     write(tmp_path / ".thumbnails" / "t.png", b"not an image")
     notes = write(tmp_path / "zebra" / "notes.txt", b"some words")
+    loose = write(tmp_path / "unsorted.png", encode(np.zeros((28, 28), np.uint8), "PNG"))
     result = imf.scan(tmp_path, validation_percent=0, test_percent=0)
     assert result.class_names == ("ant", "zebra") and result.layout == "hash"
     train = result.splits["train"]
     assert len(train) == 21 and nested in train.files
     assert train.labels[list(train.files).index(nested)] == 0
-    assert result.bad == () and result.ignored == (notes,)
+    assert result.bad == () and result.ignored == (loose, notes)
+    lines = result.report_lines()
+    assert lines[0] == f"image folder {tmp_path}: 2 classes, train 21, validation 0, test 0 (hash split)"
+    assert "ignored 2 files outside the class folders or without an image extension" in lines[1]
+    assert lines[2] == "warning: fewer than 20 training images in class ant (11), zebra (10)"
     assert result.counts() == {
         "ant": {"train": 11, "validation": 0, "test": 0},
         "zebra": {"train": 10, "validation": 0, "test": 0},
