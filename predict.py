@@ -19,10 +19,14 @@ import contextlib
 import glob
 import json
 import os
+import subprocess
 import sys
+import tempfile
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
 SIGNATURE = "predict_encoded"
+# Where the toolkit lives when predict.py is run from its checkout: the exporter for a run dir.
+EXPORTER_ROOT = os.path.dirname(os.path.abspath(__file__))
 BATCH = 32
 
 
@@ -101,11 +105,6 @@ def load_model(model_dir):
             f"--model {model_dir} does not exist; export a run with python -m transfer.export --model-dir RUN --output {model_dir}"
         )
     if not os.path.exists(os.path.join(model_dir, "saved_model.pb")):
-        if os.path.exists(os.path.join(model_dir, "config.json")):
-            raise PredictError(
-                f"--model {model_dir} is a training run, not an export; export it first: "
-                f"python -m transfer.export --model-dir {model_dir} --output EXPORT_DIR"
-            )
         raise PredictError(f"--model {model_dir} holds no saved_model.pb: not an exported model")
     import tensorflow as tf
 
@@ -125,6 +124,40 @@ def load_model(model_dir):
         with open(labels, encoding="utf-8") as stream:
             names = [line.rstrip("\n") for line in stream if line.strip()]
     return loaded, loaded.signatures[SIGNATURE], names
+
+
+def export_on_the_fly(run_dir, scratch):
+    """Exports a training run into ``scratch`` by running the exporter in a child process.
+
+    The exporter is the toolkit's (python -m transfer.export); it runs in its own process,
+    so this one still imports no training code. It needs the toolkit beside predict.py.
+
+    Returns:
+      The export directory.
+
+    Raises:
+      PredictError: the toolkit is not there, or the export fails (its error line is kept).
+    """
+    if not os.path.exists(os.path.join(EXPORTER_ROOT, "transfer", "export.py")):
+        raise PredictError(
+            f"--model {run_dir} is a training run, not an export, and the exporter is not beside predict.py; "
+            f"export it first: python -m transfer.export --model-dir {run_dir} --output EXPORT_DIR"
+        )
+    output = os.path.join(scratch, "export")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [EXPORTER_ROOT, os.environ.get("PYTHONPATH")])))
+    done = subprocess.run(
+        [sys.executable, "-m", "transfer.export", "--model-dir", os.path.abspath(run_dir), "--output", output],
+        cwd=EXPORTER_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+        reason = errors[-1][len("error: ") :] if errors else f"the exporter exited with status {done.returncode}"
+        raise PredictError(f"cannot export the run {run_dir}: {reason}")
+    return output
 
 
 def _classify(function, contents):
@@ -182,6 +215,12 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    # The stack holds the scratch dir of an export made on the fly, removed on the way out.
+    with contextlib.ExitStack() as stack:
+        return _run(args, stack)
+
+
+def _run(args, stack):
     try:
         if args.top_k < 1:
             raise PredictError(f"--top-k must be at least 1, got {args.top_k}")
@@ -189,7 +228,14 @@ def main(argv=None):
         with _stderr_to_devnull():
             import tensorflow as tf
         tf.get_logger().setLevel("ERROR")
-        _, function, names = load_model(args.model)
+        model_dir = args.model
+        if not os.path.exists(os.path.join(model_dir, "saved_model.pb")) and os.path.exists(
+            os.path.join(model_dir, "config.json")
+        ):
+            scratch = stack.enter_context(tempfile.TemporaryDirectory(prefix="predict-export-"))
+            model_dir = export_on_the_fly(model_dir, scratch)
+            print(f"exported the run {args.model} on the fly (python -m transfer.export keeps one)", file=sys.stderr)
+        _, function, names = load_model(model_dir)
         num_classes = int(function.structured_outputs["probabilities"].shape[-1])
         if args.top_k > num_classes:
             raise PredictError(f"--top-k {args.top_k} is more than the model's {num_classes} classes")

@@ -5,9 +5,11 @@ import hashlib
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -288,7 +290,11 @@ def test_predict_in_a_fresh_process_with_no_training_code(exported, run, sample,
 @pytest.mark.parametrize(
     "argv, expected",
     [
-        (["{digits}", "--model", "{run}"], "is a training run, not an export; export it first"),
+        (
+            ["{digits}", "--model", "{run}", "--alone"],
+            "is a training run, not an export, and the exporter is not beside",
+        ),
+        (["{digits}", "--model", "{autoencoder_run}"], "cannot export the run .*: .* holds a autoencoder run"),
         (["{digits}", "--model", "{exported}", "--top-k", "11"], "--top-k 11 is more than the model's 10 classes"),
         (["{digits}", "--model", "{exported}", "--top-k", "0"], "--top-k must be at least 1"),
         (["{missing}", "--model", "{exported}"], "does not exist"),
@@ -298,9 +304,15 @@ def test_predict_in_a_fresh_process_with_no_training_code(exported, run, sample,
         (["{digits}", "--model", "{digits}"], "holds no saved_model.pb: not an exported model"),
     ],
 )
-def test_predict_refusals(exported, run, sample, tmp_path, argv, expected):
+def test_predict_refusals(exported, run, sample, tmp_path, monkeypatch, argv, expected):
     import predict
 
+    if "--alone" in argv:  # predict.py copied somewhere without the toolkit beside it
+        argv = [a for a in argv if a != "--alone"]
+        monkeypatch.setattr(predict, "EXPORTER_ROOT", str(tmp_path))
+    autoencoder_run = tmp_path / "ae_run"
+    autoencoder_run.mkdir()
+    (autoencoder_run / "config.json").write_text(json.dumps({"model": "autoencoder"}))
     _digit_pngs(str(tmp_path / "digits"), sample, count=2)
     damaged = tmp_path / "damaged"
     shutil.copytree(exported, damaged)
@@ -311,14 +323,32 @@ def test_predict_refusals(exported, run, sample, tmp_path, argv, expected):
         "exported": exported,
         "missing": tmp_path / "missing",
         "damaged": damaged,
+        "autoencoder_run": autoencoder_run,
     }
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         code = predict.main([a.format(**values) for a in argv])
     assert code == 2 and out.getvalue() == ""
-    assert err.getvalue().count("\n") == 1 and err.getvalue().startswith("error: ") and expected in err.getvalue(), (
-        err.getvalue()
-    )
+    assert err.getvalue().count("\n") == 1 and err.getvalue().startswith("error: "), err.getvalue()
+    assert re.search(expected, err.getvalue()), err.getvalue()
+
+
+def test_predict_exports_a_run_dir_on_the_fly(exported, run, sample, tmp_path):
+    import predict
+
+    paths = _digit_pngs(str(tmp_path / "digits"), sample, count=3)
+    answers = []
+    for model in (run[0], exported):
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            assert predict.main([*paths, "--model", model, "--json"]) == 0
+        answers.append(json.loads(out.getvalue()))
+        if model == run[0]:
+            assert err.getvalue() == f"exported the run {run[0]} on the fly (python -m transfer.export keeps one)\n"
+    assert answers[0] == answers[1] and len(answers[0]) == 3
+    # The scratch export is gone, and nothing was written into the run.
+    assert not [n for n in os.listdir(tempfile.gettempdir()) if n.startswith("predict-export-")]
+    assert not [n for n in os.listdir(run[0]) if "export" in n]
 
 
 def test_export_api_refuses_unknown_checkpoint_choice(run, tmp_path):

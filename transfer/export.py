@@ -225,11 +225,6 @@ def export(model_dir, output, tflite=False, force=False, checkpoint="best"):
       UserError: a run dir that is not a classifier run, a missing or damaged
         checkpoint, class names that do not fit, an output that exists or overlaps the run.
     """
-    import tensorflow as tf
-
-    from data import image_folder
-    from transfer import checkpoint as ckpt
-
     if checkpoint not in _CHECKPOINT_CHOICES:
         raise UserError(f"--checkpoint must be one of {', '.join(_CHECKPOINT_CHOICES)}, got {checkpoint!r}")
     model_dir = os.path.abspath(os.path.expanduser(model_dir))
@@ -244,6 +239,14 @@ def export(model_dir, output, tflite=False, force=False, checkpoint="best"):
             f"{model_dir} holds a {kind or 'non-classifier'} run, not a train_transfer.py run: nothing to export"
         )
     output = _check_output(os.path.expanduser(output), model_dir, force)
+    # TensorFlow only now: the mistakes above are reported without its seconds of start-up.
+    import_tensorflow()
+    import tensorflow as tf
+
+    from data import image_folder
+    from transfer import checkpoint as ckpt
+
+    tf.get_logger().setLevel("ERROR")
     prefix, is_best = _checkpoint_of(model_dir, checkpoint)
     stored = {info.name: info.shape for info in ckpt.read_variables(prefix)}
     if "logits/bias" not in stored:
@@ -346,10 +349,6 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    import_tensorflow()
-    import tensorflow as tf
-
-    tf.get_logger().setLevel("ERROR")
     try:
         card = export(args.model_dir, args.output, args.tflite, args.force, args.checkpoint)
     except UserError as error:
