@@ -1,0 +1,668 @@
+"""A folder of the user's own images as a data source: one subfolder per class.
+
+Layout: ``DIR/<class>/**/<image>``. Class names are the sorted names of DIR's subfolders;
+every image below a class folder belongs to that class, however deeply nested. Names
+starting with "." (files and folders) are skipped. Files are JPEG, PNG, BMP, GIF (first
+frame) or WebP, recognised by their extension; other files are listed as ignored.
+
+The split is stable: each file goes to train, validation or test by the SHA-1 of its path
+relative to its class folder, so the folder can be moved or copied without reshuffling it.
+A folder holding ``train/`` and ``test/`` (and optionally ``val/`` or ``validation/``)
+subfolders, each with the same class subfolders, is used as split by the user; its
+validation set, when there is no ``val/``, is carved out of ``train/`` by the same hash.
+
+Bad files never stop a run: :func:`scan` decodes every image once up front (in tf.data,
+in parallel) and returns the files that fail with the reason, to report and skip. Files
+are decoded by their content, not their extension: a BMP named ``.jpg`` is read as the BMP
+it is, and listed among the renamed files so the user knows.
+
+Preprocessing is the network's (:class:`InputSpec`). Any colour mode becomes the network's
+channels: grey is copied to RGB, RGB becomes grey by the ITU-R 601 luma weights, an alpha
+channel is dropped (transparent pixels keep their stored colour; they are not blended on a
+background), 16-bit PNGs are scaled to 8 bits, palette images are expanded, CMYK JPEGs are
+converted to RGB by the decoder. An image already at the network's size is used as it is,
+bit for bit. Any other size is resized preserving its aspect ratio (bilinear, antialiased)
+until it fits, and padded with black to the network's size, centred.
+
+For the MNIST classifier (:data:`MNIST_INPUT`, grey 28x28) this is not how MNIST itself was
+made: there each digit was size-normalised to fit a 20x20 box (aspect kept, antialiased) and
+then placed in the 28x28 frame so that its centre of mass sits at the centre. This module
+does neither the 20x20 box nor the centre-of-mass shift: a photo of a digit is scaled to
+fill 28 pixels on its longer side and centred by its bounding box. Digits that should
+look like MNIST need to be white on black, cropped with a margin of about a fifth on each
+side; the module inverts nothing and crops nothing.
+"""
+
+import dataclasses
+import hashlib
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from data import idx, pipeline
+from runtime.errors import DataError, one_line
+from runtime.quiet import _native_stderr_silenced
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
+SPLITS = ("train", "validation", "test")
+VALIDATION_DIR_NAMES = ("val", "validation")
+# As in TensorFlow's retrain.py: hash values modulo 2^27 spread over 0..100%.
+_MAX_HASH = 2**27 - 1
+_VALIDATION_BATCH = 512
+# Below this many training images a class gets a warning (TensorFlow's retrain.py warns below 20 too).
+FEW_IMAGES = 20
+
+# Magic bytes of the formats the decoder accepts: how a file's content is told from its name.
+_MAGIC = (
+    (b"\xff\xd8\xff", "JPEG"),
+    (b"\x89PNG\r\n\x1a\n", "PNG"),
+    (b"GIF87a", "GIF"),
+    (b"GIF89a", "GIF"),
+    (b"BM", "BMP"),
+)
+_FORMAT_OF_EXTENSION = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".bmp": "BMP", ".gif": "GIF", ".webp": "WEBP"}
+
+
+@dataclasses.dataclass(frozen=True)
+class InputSpec:
+    """What a network takes: images of height x width with 1 (grey) or 3 (RGB) channels."""
+
+    height: int
+    width: int
+    channels: int
+
+    def __post_init__(self):
+        if self.height <= 0 or self.width <= 0 or self.channels not in (1, 3):
+            raise ValueError(f"an input spec needs a positive size and 1 or 3 channels, got {self}")
+
+
+MNIST_INPUT = InputSpec(idx.ROWS, idx.COLS, 1)
+
+
+@dataclasses.dataclass(frozen=True)
+class BadFile:
+    """A file that cannot be used, and why."""
+
+    path: str
+    reason: str
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Split:
+    """The files of one split in a fixed order, with their class ids.
+
+    Attributes:
+      files: tuple of absolute paths, sorted by (class, relative path).
+      labels: int64 array [len(files)] of class ids into the scan's class_names.
+    """
+
+    files: tuple
+    labels: np.ndarray
+
+    def __len__(self):
+        return len(self.files)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class FolderScan:
+    """What :func:`scan` found in an image folder.
+
+    Attributes:
+      root: the folder, absolute.
+      layout: "hash" (split by the hash of relative paths) or "subfolders" (train/ and test/ given).
+      class_names: tuple of the sorted class folder names; a label is an index into it.
+      splits: dict from "train", "validation", "test" to a :class:`Split` of the decodable files.
+      bad: tuple of :class:`BadFile`, the image files that cannot be decoded, each listed once.
+      renamed: tuple of :class:`BadFile` whose content is an image of another format than the
+        extension says; they are decoded by content and used.
+      ignored: tuple of paths of files not used: without an image extension, or beside the
+        class folders rather than in one.
+      validation_percent, test_percent: the split shares asked for (test_percent is unused
+        with the "subfolders" layout).
+    """
+
+    root: str
+    layout: str
+    class_names: tuple
+    splits: dict
+    bad: tuple
+    renamed: tuple
+    ignored: tuple
+    validation_percent: float
+    test_percent: float
+
+    @property
+    def num_classes(self):
+        return len(self.class_names)
+
+    def counts(self):
+        """Returns {class name: {split: number of usable images}}."""
+        table = {name: dict.fromkeys(SPLITS, 0) for name in self.class_names}
+        for split_name, split in self.splits.items():
+            for label, count in zip(*np.unique(split.labels, return_counts=True)):
+                table[self.class_names[label]][split_name] = int(count)
+        return table
+
+    def describe(self):
+        """Returns the JSON-ready summary to record with a run (config.json, metrics.json)."""
+        return {
+            "source": f"image-folder:{self.root}",
+            "layout": self.layout,
+            "class_names": list(self.class_names),
+            "num_classes": self.num_classes,
+            **{f"num_{name}": len(self.splits[name]) for name in SPLITS},
+            "validation_percent": self.validation_percent,
+            "test_percent": self.test_percent if self.layout == "hash" else None,
+            "num_bad_files": len(self.bad),
+            "bad_files": [dataclasses.asdict(bad) for bad in self.bad],
+            "num_renamed_files": len(self.renamed),
+            "num_ignored_files": len(self.ignored),
+        }
+
+    def report_lines(self):
+        """Returns the lines that tell the user what was found and what was skipped, each file once."""
+        sizes = ", ".join(f"{name} {len(self.splits[name])}" for name in SPLITS)
+        lines = [f"image folder {self.root}: {self.num_classes} classes, {sizes} ({self.layout} split)"]
+        if self.bad:
+            lines.append(f"skipped {len(self.bad)} image files that cannot be decoded:")
+            lines += [f"  {bad.path}: {bad.reason}" for bad in self.bad]
+        if self.renamed:
+            lines.append(f"decoded {len(self.renamed)} files by their content, not their extension:")
+            lines += [f"  {renamed.path}: {renamed.reason}" for renamed in self.renamed]
+        if self.ignored:
+            shown = ", ".join(self.ignored[:3]) + (", ..." if len(self.ignored) > 3 else "")
+            lines.append(
+                f"ignored {len(self.ignored)} files outside the class folders or without an image extension ({shown})"
+            )
+        few = [f"{name} ({count['train']})" for name, count in self.counts().items() if count["train"] < FEW_IMAGES]
+        if few:
+            lines.append(f"warning: fewer than {FEW_IMAGES} training images in class {', '.join(few)}")
+        return lines
+
+
+def split_of(relative_path, validation_percent, test_percent):
+    """Returns the split of a file from its path relative to its class folder.
+
+    The path is hashed with '/' separators whatever the platform, so a folder copied
+    between systems keeps its split too.
+
+    Args:
+      relative_path: path below the class folder, e.g. "2019/img_001.jpg".
+      validation_percent: share of files that go to validation, in [0, 100).
+      test_percent: share of files that go to test; the two add up to less than 100.
+
+    Returns:
+      "train", "validation" or "test".
+    """
+    key = relative_path.replace(os.sep, "/").encode("utf-8")
+    percentage = (int(hashlib.sha1(key).hexdigest(), 16) % (_MAX_HASH + 1)) * (100.0 / _MAX_HASH)
+    if percentage < validation_percent:
+        return "validation"
+    if percentage < validation_percent + test_percent:
+        return "test"
+    return "train"
+
+
+def _visible(name):
+    return not name.startswith(".")
+
+
+def _class_dirs(directory):
+    try:
+        entries = sorted(e.name for e in os.scandir(directory) if _visible(e.name) and e.is_dir())
+    except OSError as e:
+        raise DataError(f"image folder {directory}: cannot list it: {one_line(e)}") from e
+    return entries
+
+
+def _list_class(class_dir):
+    """Returns (image files as (relative path, absolute path), ignored paths) below one class folder."""
+    images, ignored = [], []
+    # Symbolic links to folders are not followed: a link back up the tree would loop.
+    for here, dirnames, filenames in os.walk(class_dir, onerror=None):
+        dirnames[:] = sorted(d for d in dirnames if _visible(d))
+        for name in sorted(filter(_visible, filenames)):
+            path = os.path.join(here, name)
+            if os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS:
+                images.append((os.path.relpath(path, class_dir).replace(os.sep, "/"), path))
+            else:
+                ignored.append(path)
+    return images, ignored
+
+
+def is_image_folder(path):
+    """Tells an image folder from a folder of IDX files.
+
+    Args:
+      path: a directory path.
+
+    Returns:
+      True when ``path`` is a directory without the MNIST IDX files that has a visible
+      subfolder with at least one image file below it (directly or in train/ or test/).
+    """
+    path = os.path.expanduser(os.fspath(path))
+    if not os.path.isdir(path) or idx.find_idx_files(path)[0]:
+        return False
+    for name in _class_dirs(path):
+        for _, dirnames, filenames in os.walk(os.path.join(path, name)):
+            dirnames[:] = [d for d in dirnames if _visible(d)]
+            if any(_visible(f) and os.path.splitext(f)[1].lower() in IMAGE_EXTENSIONS for f in filenames):
+                return True
+    return False
+
+
+def _content_format(path):
+    with open(path, "rb") as f:
+        head = f.read(12)
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "WEBP"
+    return next((name for magic, name in _MAGIC if head.startswith(magic)), None)
+
+
+def _precheck(path):
+    """Returns (reason it is bad or None, content format or None) without decoding."""
+    if os.path.islink(path) and not os.path.exists(path):
+        return f"broken symbolic link (to {os.readlink(path)})", None
+    if not os.path.isfile(path):
+        return "not a regular file", None
+    try:
+        if os.path.getsize(path) == 0:
+            return "empty file (0 bytes)", None
+        content = _content_format(path)
+    except OSError as e:
+        return f"cannot read: {one_line(e)}", None
+    if content is None:
+        return "not an image: its content is none of JPEG, PNG, GIF, BMP or WebP", None
+    return None, content
+
+
+def decode(contents):
+    """Decodes an encoded image (JPEG, PNG, BMP, GIF's first frame, WebP) by its content.
+
+    Args:
+      contents: scalar string tensor of the file's bytes.
+
+    Returns:
+      uint8 tensor [height, width, channels] with the file's own channels (1 to 4).
+    """
+    image = tf.io.decode_image(contents, channels=0, dtype=tf.uint8, expand_animations=False)
+    image.set_shape([None, None, None])
+    return image
+
+
+def to_channels(image, channels):
+    """Brings a uint8 or float image [..., C] with C in 1..4 to ``channels`` (1 or 3), as float32.
+
+    Grey and RGB pass through unchanged; see the module docstring for the rest.
+    """
+    x = tf.cast(image, tf.float32)
+    have = tf.shape(x)[-1]
+    if channels == 3:
+        rank = len(x.shape)
+        tiles = [1] * (rank - 1) + [3]
+        out = tf.cond(have >= 3, lambda: x[..., :3], lambda: tf.tile(x[..., :1], tiles))
+    else:
+        out = tf.cond(have >= 3, lambda: tf.image.rgb_to_grayscale(x[..., :3]), lambda: x[..., :1])
+    out.set_shape(x.shape[:-1].concatenate([channels]))
+    return out
+
+
+def fit_and_pad(image, height, width):
+    """Resizes float images [..., h, w, C] to [..., height, width, C], keeping their aspect ratio.
+
+    An image already of that size is returned unchanged, bit for bit. Others are resized
+    (bilinear, antialiased) until they fit and padded with zeros, centred.
+    """
+    shape = tf.shape(image)
+    h, w = shape[-3], shape[-2]
+
+    def resize():
+        scale = tf.minimum(height / tf.cast(h, tf.float64), width / tf.cast(w, tf.float64))
+        new_h = tf.clip_by_value(tf.cast(tf.round(tf.cast(h, tf.float64) * scale), tf.int32), 1, height)
+        new_w = tf.clip_by_value(tf.cast(tf.round(tf.cast(w, tf.float64) * scale), tf.int32), 1, width)
+        resized = tf.image.resize(image, tf.stack([new_h, new_w]), method="bilinear", antialias=True)
+        top, left = (height - new_h) // 2, (width - new_w) // 2
+        return tf.image.pad_to_bounding_box(resized, top, left, height, width)
+
+    same = tf.logical_and(tf.equal(h, height), tf.equal(w, width))
+    out = tf.cond(same, lambda: tf.identity(image), resize)
+    out.set_shape(image.shape[:-3].concatenate([height, width, image.shape[-1]]))
+    return out
+
+
+def preprocess(image, spec):
+    """The network's input from decoded uint8 images [H, W, C] or [N, H, W, C] of any size and C.
+
+    Args:
+      image: uint8 tensor, 3-D or 4-D, with 1 to 4 channels.
+      spec: the network's :class:`InputSpec`.
+
+    Returns:
+      float32 tensor [..., spec.height, spec.width, spec.channels] in [0, 1]; for a grey
+      image already of the network's size it equals ``uint8 / 255`` exactly, as the IDX
+      pipeline computes it.
+    """
+    fitted = fit_and_pad(to_channels(image, spec.channels), spec.height, spec.width)
+    return tf.clip_by_value(fitted, 0.0, 255.0) / 255.0
+
+
+def _decode_file(path, spec):
+    return preprocess(decode(tf.io.read_file(path)), spec)
+
+
+def make_dataset(files, labels, spec, batch_size=None, num_parallel_calls=tf.data.AUTOTUNE):
+    """A tf.data pipeline of decoded, preprocessed images from files, in the files' order.
+
+    Decoding runs in a parallel map (deterministic order) with prefetching; nothing but the
+    paths is held in memory. Works in graph mode (build it inside the graph that uses it)
+    and eagerly.
+
+    Args:
+      files: sequence of image paths (e.g. a :class:`Split`'s files, already checked by scan).
+      labels: int sequence [len(files)].
+      spec: the network's :class:`InputSpec`.
+      batch_size: batch the output (last batch may be short); None yields single images.
+      num_parallel_calls: decoders running at once.
+
+    Returns:
+      ``tf.data.Dataset`` of (float32 [H, W, C] in [0, 1], int32 label), batched if asked.
+
+    Raises:
+      ValueError: files and labels of different lengths.
+    """
+    files, labels = list(map(os.fspath, files)), np.asarray(labels, np.int32)
+    if labels.shape != (len(files),):
+        raise ValueError(f"expected {len(files)} labels, got shape {labels.shape}")
+    dataset = tf.data.Dataset.from_tensor_slices((tf.constant(files, tf.string), labels))
+    dataset = dataset.map(
+        lambda p, y: (_decode_file(p, spec), y), num_parallel_calls=num_parallel_calls, deterministic=True
+    )
+    if batch_size is not None:
+        dataset = dataset.batch(batch_size)
+    return dataset.prefetch(2)
+
+
+def read_images(files, spec, batch_size=256):
+    """Decodes files into one float32 array [N, H, W, C] in [0, 1], for a small evaluation set.
+
+    Runs in its own graph and session, so it can be called from anywhere, graph context or not.
+    """
+    with tf.Graph().as_default() as graph:
+        batches = make_dataset(files, np.zeros(len(files), np.int32), spec, batch_size)
+        images = tf.compat.v1.data.make_one_shot_iterator(batches).get_next()[0]
+        with tf.compat.v1.Session(graph=graph) as sess:
+            chunks = [sess.run(images) for _ in range(-(-len(files) // batch_size))]
+    if not chunks:
+        return np.zeros([0, spec.height, spec.width, spec.channels], np.float32)
+    return np.concatenate(chunks)
+
+
+class FileBatches:
+    """Training batches decoded from image files, in the order of an index stream.
+
+    The counterpart of :class:`data.pipeline.BatchInput` for an image folder: the same
+    :func:`data.pipeline.index_stream` gives the same files in the same order on a resumed
+    run; only the paths are in memory, each batch is read and decoded (parallel map,
+    prefetch) when the pipeline reaches it.
+
+    Attributes:
+      images: float32 [None, H, W, C] in [0, 1], the next batch.
+      labels: int32 [None], the next batch's labels.
+      initializer: the iterator's initializer op.
+    """
+
+    def __init__(self, batch_size, spec, name="file_input", num_parallel_calls=tf.data.AUTOTUNE):
+        self.batch_size, self.spec = batch_size, spec
+        with tf.compat.v1.name_scope(name):
+            self._paths_ph = tf.compat.v1.placeholder(tf.string, [None], name="all_paths")
+            self._labels_ph = tf.compat.v1.placeholder(tf.int32, [None], name="all_labels")
+            self._indices = pipeline.IndexBatches(batch_size)
+            dataset = (
+                self._indices.dataset.unbatch()
+                .map(
+                    lambda i: (_decode_file(tf.gather(self._paths_ph, i), spec), tf.gather(self._labels_ph, i)),
+                    num_parallel_calls=num_parallel_calls,
+                    deterministic=True,
+                )
+                .batch(batch_size)
+                .prefetch(2)
+            )
+            iterator = tf.compat.v1.data.make_initializable_iterator(dataset)
+            self.initializer = iterator.initializer
+            self.images, self.labels = iterator.get_next(name="next_batch")
+
+    def initialize(self, sess, files, labels, index_stream):
+        """(Re)starts the pipeline on the given files and index stream.
+
+        Args:
+          sess: a session on the pipeline's graph.
+          files: sequence of N image paths.
+          labels: int array [N].
+          index_stream: from :func:`data.pipeline.index_stream` over N examples.
+
+        Raises:
+          ValueError: labels of the wrong shape or a stream that does not fit.
+        """
+        labels = np.asarray(labels)
+        if labels.shape != (len(files),):
+            raise ValueError(f"expected labels [{len(files)}], got {labels.shape}")
+        feed = self._indices.feed(index_stream, len(files))
+        feed.update(
+            {
+                self._paths_ph: np.array([os.fspath(f) for f in files], dtype=object),
+                self._labels_ph: labels.astype(np.int32),
+            }
+        )
+        sess.run(self.initializer, feed_dict=feed)
+
+
+def _find_bad(paths):
+    """Decodes every path once; returns {index: reason} for the ones that fail.
+
+    The files are decoded in a parallel tf.data map whose errors are dropped
+    (ignore_errors), which leaves the survivors; only the few failures are decoded
+    again one by one, to learn each one's reason.
+    """
+    if not paths:
+        return {}
+    with tf.Graph().as_default() as graph:
+        paths_ph = tf.compat.v1.placeholder(tf.string, [None])
+        dataset = (
+            tf.data.Dataset.from_tensor_slices(
+                (tf.range(tf.size(paths_ph, out_type=tf.int64), dtype=tf.int64), paths_ph)
+            )
+            .map(lambda i, p: (i, tf.shape(decode(tf.io.read_file(p)))), num_parallel_calls=tf.data.AUTOTUNE)
+            .ignore_errors()
+            .batch(_VALIDATION_BATCH)
+        )
+        iterator = tf.compat.v1.data.make_initializable_iterator(dataset)
+        next_ids = iterator.get_next()[0]
+        one_path = tf.compat.v1.placeholder(tf.string, [])
+        decode_one = tf.shape(decode(tf.io.read_file(one_path)))
+        good = np.zeros(len(paths), bool)
+        failures = {}
+        # The JPEG library prints its complaints straight to the process's stderr; the
+        # reasons are reported below, once per file, in our words.
+        with tf.compat.v1.Session(graph=graph) as sess, _native_stderr_silenced():
+            sess.run(iterator.initializer, {paths_ph: np.array(paths, dtype=object)})
+            while True:
+                try:
+                    good[sess.run(next_ids)] = True
+                except tf.errors.OutOfRangeError:
+                    break
+            for i in np.flatnonzero(~good):
+                try:
+                    # A file that decodes on its own (a read that failed once) is good: keep it.
+                    sess.run(decode_one, {one_path: paths[i]})
+                except tf.errors.OpError as e:
+                    failures[int(i)] = f"cannot decode: {one_line(e)}"
+    return failures
+
+
+def _gather(root, layout_dirs):
+    """Lists the image files of each split folder: {split dir key: {class: [(rel, abs)]}}, ignored."""
+    listing, ignored = {}, []
+    # Files lying beside the class folders belong to no class: listed, so a folder whose
+    # images were never sorted into class folders does not look empty for no reason.
+    for directory in {root, *layout_dirs.values()}:
+        ignored += sorted(
+            e.path
+            for e in os.scandir(directory)
+            if _visible(e.name) and not e.is_dir() and (e.is_file() or e.is_symlink())
+        )
+    for key, directory in layout_dirs.items():
+        per_class = {}
+        for name in _class_dirs(directory):
+            files, skipped = _list_class(os.path.join(directory, name))
+            per_class[name] = files
+            ignored += skipped
+        listing[key] = per_class
+    return listing, ignored
+
+
+def scan(root, validation_percent=10.0, test_percent=10.0, min_per_class=1):
+    """Lists, checks and splits an image folder, before anything trains.
+
+    Args:
+      root: the image folder (see the module docstring for its layout).
+      validation_percent: share of each class's files for validation, by hash; also how
+        validation is carved from ``train/`` when the folder has no ``val/``. 0 leaves the
+        validation split empty (for a caller that carves its own).
+      test_percent: share for test, by hash; unused when the folder has ``train/``/``test/``.
+      min_per_class: fewest usable training images a class may have (at least 1).
+
+    Returns:
+      A :class:`FolderScan`.
+
+    Raises:
+      DataError: not a folder; fewer than 2 classes; percentages out of range; a class
+        whose every image is bad; nothing decodable; a class with no image in a split
+        that should have some, or with fewer than ``min_per_class`` training images; a
+        ``train/``/``test/`` layout whose splits have different classes.
+    """
+    root = os.path.abspath(os.path.expanduser(os.fspath(root)))
+    if not os.path.isdir(root):
+        raise DataError(f"image folder {root} " + ("is not a directory" if os.path.exists(root) else "does not exist"))
+    for flag, value in (("--validation-percent", validation_percent), ("--test-percent", test_percent)):
+        if not 0 <= value < 100:
+            raise DataError(f"{flag} must be in [0, 100), got {value}")
+    if min_per_class < 1:
+        raise DataError(f"the minimum number of images per class must be at least 1, got {min_per_class}")
+
+    top = _class_dirs(root)
+    if "train" in top and "test" in top:
+        layout = "subfolders"
+        val_dirs = [d for d in VALIDATION_DIR_NAMES if d in top]
+        if len(val_dirs) > 1:
+            raise DataError(f"image folder {root} has both val/ and validation/: keep one")
+        extra = sorted(set(top) - {"train", "test", *val_dirs})
+        if extra:
+            raise DataError(
+                f"image folder {root} has train/ and test/, and also {', '.join(d + '/' for d in extra)}: "
+                "with train/ and test/, only val/ or validation/ may sit beside them"
+            )
+        dirs = {"train": os.path.join(root, "train"), "test": os.path.join(root, "test")}
+        if val_dirs:
+            dirs["validation"] = os.path.join(root, val_dirs[0])
+    else:
+        if test_percent + validation_percent >= 100:
+            raise DataError(
+                f"--validation-percent {validation_percent} and --test-percent {test_percent} leave nothing to train on"
+            )
+        layout, dirs = "hash", {"all": root}
+    listing, ignored = _gather(root, dirs)
+
+    class_names = tuple(sorted(listing["train" if layout == "subfolders" else "all"]))
+    if layout == "subfolders":
+        for key, per_class in listing.items():
+            if set(per_class) != set(class_names):
+                missing = sorted(set(class_names) - set(per_class))
+                unknown = sorted(set(per_class) - set(class_names))
+                detail = "; ".join(
+                    filter(
+                        None,
+                        [
+                            missing and f"lacks {', '.join(missing)}",
+                            unknown and f"has classes train/ lacks: {', '.join(unknown)}",
+                        ],
+                    )
+                )
+                raise DataError(
+                    f"image folder {root}: {os.path.basename(dirs[key])}/ {detail}; train/ has {', '.join(class_names)}"
+                )
+    if len(class_names) < 2:
+        found = f"only {class_names[0]!r}" if class_names else "none"
+        raise DataError(f"image folder {root} needs at least 2 class subfolders, found {found}")
+
+    # Every file with its (split, class) assignment, in a fixed order.
+    entries = []
+    for key, per_class in listing.items():
+        for label, name in enumerate(class_names):
+            for rel, path in per_class[name]:
+                if key == "all":
+                    split = split_of(rel, validation_percent, test_percent)
+                elif key == "train" and "validation" not in dirs:
+                    split = split_of(rel, validation_percent, 0.0)
+                else:
+                    split = key
+                entries.append((split, label, path))
+    if not entries:
+        raise DataError(
+            f"image folder {root} holds no image files ({', '.join(IMAGE_EXTENSIONS)}) in its class folders"
+        )
+
+    reasons, renamed = {}, []
+    for i, (_, _, path) in enumerate(entries):
+        reason, content = _precheck(path)
+        if reason is not None:
+            reasons[i] = reason
+        elif content != _FORMAT_OF_EXTENSION[os.path.splitext(path)[1].lower()]:
+            renamed.append(BadFile(path, f"its content is {content}, its extension {os.path.splitext(path)[1]}"))
+    candidates = [i for i in range(len(entries)) if i not in reasons]
+    for j, reason in _find_bad([entries[i][2] for i in candidates]).items():
+        reasons[candidates[j]] = reason
+    bad_of = {i: BadFile(entries[i][2], reasons[i]) for i in sorted(reasons)}
+    bad = tuple(bad_of.values())
+    renamed = tuple(r for r in renamed if r.path not in {b.path for b in bad})
+
+    if len(reasons) == len(entries):
+        raise DataError(
+            f"image folder {root}: none of its {len(entries)} image files can be decoded "
+            f"(first: {bad[0].path}: {bad[0].reason})"
+        )
+    usable = [e for i, e in enumerate(entries) if i not in reasons]
+    for label, name in enumerate(class_names):
+        total = sum(1 for e in entries if e[1] == label)
+        if total and not any(e[1] == label for e in usable):
+            first = next(b for i, b in bad_of.items() if entries[i][1] == label)
+            raise DataError(
+                f"image folder {root}: every one of the {total} image files of class {name!r} "
+                f"is bad (first: {first.path}: {first.reason})"
+            )
+
+    splits = {}
+    for split in SPLITS:
+        chosen = [(label, path) for s, label, path in usable if s == split]
+        splits[split] = Split(tuple(p for _, p in chosen), np.array([label for label, _ in chosen], np.int64))
+    result = FolderScan(
+        root, layout, class_names, splits, bad, renamed, tuple(ignored), float(validation_percent), float(test_percent)
+    )
+
+    expected = {
+        "train": min_per_class,
+        "validation": 1 if (validation_percent > 0 or "validation" in dirs) else 0,
+        "test": 1 if (layout == "subfolders" or test_percent > 0) else 0,
+    }
+    for name, per_split in result.counts().items():
+        for split, need in expected.items():
+            if per_split[split] < need:
+                counts = ", ".join(f"{s} {per_split[s]}" for s in SPLITS)
+                hint = "add images to it" + (
+                    "" if layout == "subfolders" or split == "train" else f" or lower --{split}-percent"
+                )
+                raise DataError(
+                    f"image folder {root}: class {name!r} has {per_split[split]} usable images in {split} "
+                    f"({counts}), needs at least {need}: {hint}"
+                )
+    return result

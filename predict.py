@@ -1,0 +1,269 @@
+"""Classify image files with an exported model: top-k classes and probabilities per image.
+
+    python predict.py digit.png photos/ "scans/*.jpg"
+    python predict.py img.png --model exported --top-k 3 --json
+
+PATH may be a file, a folder (its image files, recursively; names starting with "."
+skipped) or a glob. --model is a directory written by `python -m transfer.export`
+(default: exported). The images are decoded and preprocessed inside the model (its
+predict_encoded signature), exactly as the exported card says.
+
+This script needs TensorFlow and the standard library only: it imports nothing from the
+training code, so it runs wherever the export is copied. A file that cannot be read or
+decoded is reported on stderr as one line, `error: PATH: reason`, the others are still
+classified, and the exit status is then 2.
+"""
+
+import argparse
+import contextlib
+import glob
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
+SIGNATURE = "predict_encoded"
+# Where the toolkit lives when predict.py is run from its checkout: the exporter for a run dir.
+EXPORTER_ROOT = os.path.dirname(os.path.abspath(__file__))
+BATCH = 32
+
+
+class PredictError(Exception):
+    """A mistake in the command line or the model directory: one line, exit 2."""
+
+
+@contextlib.contextmanager
+def _stderr_to_devnull():
+    """Hides what TensorFlow's C++ side and the JPEG library print straight to file descriptor 2."""
+    if os.environ.get("TF_CPP_MIN_LOG_LEVEL") in ("0", "1"):
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def _first_line(error):
+    """The cause of a TensorFlow error, as one line (its message lists ops and frames first)."""
+    text = getattr(error, "message", None) or str(error)
+    lines = [" ".join(line.split()) for line in text.splitlines() if line.strip()]
+    framing = ("Graph execution error", "Detected at node", "Node:", "File ", "Original stack trace", "[[")
+    useful = [line for line in lines if not line.startswith(framing)]
+    text = useful[-1] if useful else (lines[0] if lines else type(error).__name__)
+    return text.split(" [Op:")[0][:300]
+
+
+def expand_paths(patterns):
+    """Files, folders and globs to a sorted, duplicate-free list of files.
+
+    Raises:
+      PredictError: a path that is neither a file, a folder nor a glob matching something.
+    """
+    files = []
+    for pattern in patterns:
+        if os.path.isdir(pattern):
+            for here, dirnames, filenames in os.walk(pattern):
+                dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+                files += [
+                    os.path.join(here, name)
+                    for name in sorted(filenames)
+                    if not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+                ]
+        elif os.path.lexists(pattern):
+            files.append(pattern)
+        elif glob.has_magic(pattern):
+            matches = sorted(p for p in glob.glob(pattern, recursive=True) if os.path.isfile(p))
+            if not matches:
+                raise PredictError(f"{pattern} matches no file")
+            files += matches
+        else:
+            raise PredictError(f"{pattern} does not exist")
+    seen = set()
+    unique = [f for f in files if not (f in seen or seen.add(f))]
+    if not unique:
+        raise PredictError(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) in {', '.join(patterns)}")
+    return unique
+
+
+def load_model(model_dir):
+    """Loads an export; returns (the predict_encoded function, class names).
+
+    Raises:
+      PredictError: not an export (a training run dir, a missing or damaged SavedModel).
+    """
+    if not os.path.isdir(model_dir):
+        raise PredictError(
+            f"--model {model_dir} does not exist; export a run with python -m transfer.export --model-dir RUN --output {model_dir}"
+        )
+    if not os.path.exists(os.path.join(model_dir, "saved_model.pb")):
+        raise PredictError(f"--model {model_dir} holds no saved_model.pb: not an exported model")
+    import tensorflow as tf
+
+    try:
+        with _stderr_to_devnull():
+            loaded = tf.saved_model.load(model_dir)
+    except (OSError, ValueError, RuntimeError, KeyError, tf.errors.OpError) as error:
+        # A damaged saved_model.pb is an OSError, missing variables an OpError: both mean "damaged".
+        raise PredictError(f"cannot load the model in {model_dir}: {_first_line(error)}") from None
+    if SIGNATURE not in loaded.signatures:
+        raise PredictError(
+            f"the model in {model_dir} has no {SIGNATURE} signature (it has {', '.join(loaded.signatures) or 'none'})"
+        )
+    names = None
+    labels = os.path.join(model_dir, "labels.txt")
+    if os.path.exists(labels):
+        with open(labels, encoding="utf-8") as stream:
+            names = [line.rstrip("\n") for line in stream if line.strip()]
+    return loaded, loaded.signatures[SIGNATURE], names
+
+
+def export_on_the_fly(run_dir, scratch):
+    """Exports a training run into ``scratch`` by running the exporter in a child process.
+
+    The exporter is the toolkit's (python -m transfer.export); it runs in its own process,
+    so this one still imports no training code. It needs the toolkit beside predict.py.
+
+    Returns:
+      The export directory.
+
+    Raises:
+      PredictError: the toolkit is not there, or the export fails (its error line is kept).
+    """
+    if not os.path.exists(os.path.join(EXPORTER_ROOT, "transfer", "export.py")):
+        raise PredictError(
+            f"--model {run_dir} is a training run, not an export, and the exporter is not beside predict.py; "
+            f"export it first: python -m transfer.export --model-dir {run_dir} --output EXPORT_DIR"
+        )
+    output = os.path.join(scratch, "export")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [EXPORTER_ROOT, os.environ.get("PYTHONPATH")])))
+    done = subprocess.run(
+        [sys.executable, "-m", "transfer.export", "--model-dir", os.path.abspath(run_dir), "--output", output],
+        cwd=EXPORTER_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+        reason = errors[-1][len("error: ") :] if errors else f"the exporter exited with status {done.returncode}"
+        raise PredictError(f"cannot export the run {run_dir}: {reason}")
+    return output
+
+
+def _classify(function, contents):
+    import tensorflow as tf
+
+    with _stderr_to_devnull():
+        return function(encoded=tf.constant(contents, tf.string))["probabilities"].numpy()
+
+
+def predict(files, function, top_k, names):
+    """Yields (path, [(class id, name, probability)] or None, error or None) per file, in order."""
+    import tensorflow as tf
+
+    for start in range(0, len(files), BATCH):
+        chunk, contents, results = files[start : start + BATCH], [], {}
+        for path in chunk:
+            try:
+                with open(path, "rb") as stream:
+                    contents.append(stream.read())
+            except OSError as error:
+                results[path] = f"cannot read: {error.strerror or error}"
+                contents.append(None)
+        readable = [(p, c) for p, c in zip(chunk, contents) if c is not None]
+        try:
+            rows = list(_classify(function, [c for _, c in readable])) if readable else []
+        except tf.errors.OpError:
+            # Some file in the batch does not decode: classify one by one to tell which.
+            rows = []
+            for path, data in readable:
+                try:
+                    rows.append(_classify(function, [data])[0])
+                except tf.errors.OpError as error:
+                    rows.append(None)
+                    results[path] = f"cannot decode: {_first_line(error)}"
+        for (path, _), row in zip(readable, rows):
+            if row is not None:
+                order = sorted(range(len(row)), key=lambda i: -row[i])[:top_k]
+                results[path] = [(i, names[i] if names else str(i), float(row[i])) for i in order]
+        for path in chunk:
+            outcome = results[path]
+            yield (path, None, outcome) if isinstance(outcome, str) else (path, outcome, None)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("paths", nargs="+", metavar="PATH", help="image files, folders or globs")
+    parser.add_argument(
+        "--model", default="exported", help="an export from python -m transfer.export (default: %(default)s)"
+    )
+    parser.add_argument("--top-k", type=int, default=3, help="classes shown per image (default: %(default)s)")
+    parser.add_argument("--json", action="store_true", help="one JSON document on stdout")
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    # The stack holds the scratch dir of an export made on the fly, removed on the way out.
+    with contextlib.ExitStack() as stack:
+        return _run(args, stack)
+
+
+def _run(args, stack):
+    try:
+        if args.top_k < 1:
+            raise PredictError(f"--top-k must be at least 1, got {args.top_k}")
+        files = expand_paths(args.paths)
+        with _stderr_to_devnull():
+            import tensorflow as tf
+        tf.get_logger().setLevel("ERROR")
+        model_dir = args.model
+        if not os.path.exists(os.path.join(model_dir, "saved_model.pb")) and os.path.exists(
+            os.path.join(model_dir, "config.json")
+        ):
+            scratch = stack.enter_context(tempfile.TemporaryDirectory(prefix="predict-export-"))
+            model_dir = export_on_the_fly(model_dir, scratch)
+            print(f"exported the run {args.model} on the fly (python -m transfer.export keeps one)", file=sys.stderr)
+        _, function, names = load_model(model_dir)
+        num_classes = int(function.structured_outputs["probabilities"].shape[-1])
+        if args.top_k > num_classes:
+            raise PredictError(f"--top-k {args.top_k} is more than the model's {num_classes} classes")
+        if names is not None and len(names) != num_classes:
+            raise PredictError(
+                f"{os.path.join(args.model, 'labels.txt')} names {len(names)} classes, the model has {num_classes}"
+            )
+    except PredictError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+    failed, records = 0, []
+    for path, top, error in predict(files, function, args.top_k, names):
+        if error is not None:
+            failed += 1
+            print(f"error: {path}: {error}", file=sys.stderr)
+            records.append({"path": path, "error": error})
+            continue
+        if args.json:
+            records.append(
+                {"path": path, "top": [{"class_id": i, "class_name": n, "probability": p} for i, n, p in top]}
+            )
+        else:
+            print(f"{path}: " + ", ".join(f"{n} ({p:.3f})" for _, n, p in top))
+    if args.json:
+        print(json.dumps(records, indent=2))
+    return 2 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,369 @@
+"""Export a trained classifier as a SavedModel that takes images as users have them.
+
+    python -m transfer.export --model-dir checkpoints/transfer --output exported
+    python -m transfer.export --model-dir checkpoints/transfer --output exported --tflite --force
+
+The SavedModel carries the preprocessing, so nobody needs to know tensor names, the input
+size or the pixel scale. Its signatures:
+
+  serving_default   images: uint8 [N, H, W, C], any H and W, C of 1 to 4 (grey, grey+alpha,
+                    RGB, RGBA); brought to the network's input inside (see
+                    data/image_folder.py: channels, aspect-preserving resize and pad).
+  predict_encoded   encoded: string [N], the bytes of JPEG, PNG, GIF, BMP or WebP files.
+  fixed_size        images: uint8 [N, 28, 28, 1], already the network's input: no resizing.
+
+Both return ``probabilities`` float32 [N, classes], ``class_ids`` int64 [N] (the most
+probable class) and ``class_names`` string [N] (its name). Beside the model: labels.txt
+(one class name a line, in class-id order), model_card.json (network, source checkpoint,
+classes, data, test accuracy, preprocessing, signatures) and, with ``--tflite``,
+model.tflite converted from the SavedModel's fixed_size signature: TFLite's builtin ops
+have no antialiased resize, so a TFLite user resizes to 28x28 grey first.
+
+The export is written into a temporary sibling of --output and renamed into place: a
+reader never sees half an export. An existing --output is refused; --force replaces it,
+but only when it is an earlier export (it holds saved_model.pb and model_card.json), never
+any other directory.
+"""
+
+import argparse
+import datetime
+import hashlib
+import json
+import os
+import shutil
+import sys
+
+from runtime.errors import CheckpointError, UserError, one_line
+from runtime.quiet import import_tensorflow
+
+SERVING_KEY = "serving_default"
+ENCODED_KEY = "predict_encoded"
+FIXED_KEY = "fixed_size"
+CARD_FORMAT = "cae-transfer-export/1"
+FASHION_MNIST_CLASSES = (
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
+_CHECKPOINT_CHOICES = ("best", "latest")
+
+
+def _read_json(path, required):
+    try:
+        with open(path, encoding="utf-8") as stream:
+            return json.load(stream)
+    except FileNotFoundError:
+        if required:
+            raise UserError(
+                f"{path} does not exist: --model-dir must be a run dir written by train_transfer.py"
+            ) from None
+        return None
+    except (OSError, ValueError) as error:
+        raise UserError(f"cannot read {path}: {one_line(error)}") from None
+
+
+def class_names_of(model_dir, config, num_classes):
+    """The class names of a run: labels.txt, else config.json, else the data set's own.
+
+    Raises:
+      UserError: names that do not match the checkpoint's number of classes.
+    """
+    labels_path = os.path.join(model_dir, "labels.txt")
+    if os.path.exists(labels_path):
+        try:
+            with open(labels_path, encoding="utf-8") as stream:
+                names = [line.rstrip("\n") for line in stream if line.strip()]
+        except (OSError, UnicodeDecodeError) as error:
+            raise UserError(f"cannot read {labels_path}: {one_line(error)}") from None
+        where = labels_path
+    elif config.get("class_names") or (config.get("data") or {}).get("class_names"):
+        names = list(config.get("class_names") or config["data"]["class_names"])
+        where = os.path.join(model_dir, "config.json")
+    else:
+        dataset = config.get("dataset") or (config.get("data") or {}).get("name") or "mnist"
+        names = list(FASHION_MNIST_CLASSES) if dataset == "fashion_mnist" else [str(d) for d in range(10)]
+        where = f"the {dataset} data set"
+    if len(names) != num_classes:
+        raise UserError(f"{where} names {len(names)} classes but the checkpoint's logits have {num_classes}")
+    if len(set(names)) != len(names):
+        raise UserError(f"{where} names a class twice")
+    return names
+
+
+def _checkpoint_of(model_dir, which):
+    from transfer import checkpoint as ckpt
+
+    best = os.path.join(model_dir, "best", "model.ckpt")
+    # A run without a validation split keeps no best/: its newest checkpoint is its result.
+    if which == "best" and os.path.exists(best + ".index"):
+        return best, True
+    return ckpt.resolve_checkpoint(model_dir), False
+
+
+def _sha256_of_checkpoint(prefix):
+    digest = hashlib.sha256()
+    directory, base = os.path.split(prefix)
+    for name in sorted(n for n in os.listdir(directory or ".") if n.startswith(os.path.basename(base) + ".")):
+        with open(os.path.join(directory, name), "rb") as stream:
+            for block in iter(lambda: stream.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def _check_output(output, model_dir, force):
+    output = os.path.abspath(output)
+    model_dir = os.path.abspath(model_dir)
+    if output == model_dir or model_dir.startswith(output + os.sep) or output.startswith(model_dir + os.sep + "best"):
+        raise UserError(f"--output {output} would overlap the run in {model_dir}: export somewhere else")
+    if os.path.lexists(output):
+        if not force:
+            raise UserError(f"--output {output} already exists: pass --force to replace an earlier export")
+        if not (
+            os.path.isdir(output)
+            and all(os.path.exists(os.path.join(output, n)) for n in ("saved_model.pb", "model_card.json"))
+        ):
+            raise UserError(
+                f"--output {output} exists and is not an earlier export (no saved_model.pb and model_card.json): refused even with --force"
+            )
+    parent = os.path.dirname(output)
+    if not os.path.isdir(parent):
+        raise UserError(f"--output {output}: its parent directory {parent} does not exist")
+    return output
+
+
+def _build_and_save(export_dir, prefix, names, spec):
+    """Builds the serving graph, restores the checkpoint into it and writes the SavedModel."""
+    import tensorflow as tf
+
+    from data import image_folder
+    from models.classifier import build_classifier
+    from transfer import checkpoint as ckpt
+
+    v1 = tf.compat.v1
+    saved_model = v1.saved_model
+    with tf.Graph().as_default() as graph:
+        images = v1.placeholder(tf.uint8, [None, None, None, None], name="images")
+        encoded = v1.placeholder(tf.string, [None], name="encoded")
+        from_pixels = image_folder.preprocess(images, spec)
+        from_files = tf.map_fn(
+            lambda contents: image_folder.preprocess(image_folder.decode(contents), spec),
+            encoded,
+            fn_output_signature=tf.TensorSpec([spec.height, spec.width, spec.channels], tf.float32),
+        )
+        names_tensor = tf.constant(names, tf.string)
+
+        def outputs(logits):
+            probabilities = tf.nn.softmax(logits)
+            class_ids = tf.argmax(probabilities, axis=1, output_type=tf.int64)
+            return {
+                "probabilities": probabilities,
+                "class_ids": class_ids,
+                "class_names": tf.gather(names_tensor, class_ids),
+            }
+
+        # The network's own input size and channels: no resizing, no control flow, so it
+        # converts to TFLite with builtin ops only (antialiased resizing is not one of them).
+        fixed = v1.placeholder(tf.uint8, [None, spec.height, spec.width, spec.channels], name="fixed_size_images")
+        from_fixed = tf.cast(fixed, tf.float32) / 255.0
+
+        pixel_outputs = outputs(build_classifier(from_pixels, len(names))["logits"])
+        with v1.variable_scope(v1.get_variable_scope(), reuse=True):
+            file_outputs = outputs(build_classifier(from_files, len(names))["logits"])
+            fixed_outputs = outputs(build_classifier(from_fixed, len(names))["logits"])
+        variables = v1.get_collection(v1.GraphKeys.MODEL_VARIABLES)
+        saver = v1.train.Saver(variables)
+        signature = saved_model.signature_def_utils.predict_signature_def
+        signatures = {
+            SERVING_KEY: signature({"images": images}, pixel_outputs),
+            ENCODED_KEY: signature({"encoded": encoded}, file_outputs),
+            FIXED_KEY: signature({"images": fixed}, fixed_outputs),
+        }
+        with v1.Session(graph=graph) as sess:
+            ckpt.restore(sess, saver, prefix)
+            builder = saved_model.Builder(export_dir)
+            builder.add_meta_graph_and_variables(
+                sess, [saved_model.tag_constants.SERVING], signature_def_map=signatures, strip_default_attrs=True
+            )
+            builder.save()
+        return [(var.op.name, var.shape.as_list()) for var in variables]
+
+
+def _to_tflite(export_dir, path):
+    import tensorflow as tf
+
+    converter = tf.lite.TFLiteConverter.from_saved_model(export_dir, signature_keys=[FIXED_KEY])
+    try:
+        flatbuffer = converter.convert()
+    except Exception as error:  # noqa: BLE001 (its ConverterError is not public API; every kind means "cannot convert")
+        raise UserError(f"TFLite conversion of {export_dir} failed: {one_line(error)}") from None
+    with open(path, "wb") as stream:
+        stream.write(flatbuffer)
+
+
+def export(model_dir, output, tflite=False, force=False, checkpoint="best"):
+    """Exports a train_transfer.py run.
+
+    Args:
+      model_dir: the run dir (config.json, best/model.ckpt, model.ckpt-N).
+      output: directory to create (must not exist unless force).
+      tflite: also write model.tflite.
+      force: replace an earlier export at output.
+      checkpoint: "best" (the best validation epoch, the default, as evaluated on test)
+        or "latest" (the newest step checkpoint).
+
+    Returns:
+      The model card (a dict), as written to model_card.json.
+
+    Raises:
+      UserError: a run dir that is not a classifier run, a missing or damaged
+        checkpoint, class names that do not fit, an output that exists or overlaps the run.
+    """
+    if checkpoint not in _CHECKPOINT_CHOICES:
+        raise UserError(f"--checkpoint must be one of {', '.join(_CHECKPOINT_CHOICES)}, got {checkpoint!r}")
+    model_dir = os.path.abspath(os.path.expanduser(model_dir))
+    if not os.path.isdir(model_dir):
+        raise UserError(
+            f"--model-dir {model_dir} " + ("is not a directory" if os.path.exists(model_dir) else "does not exist")
+        )
+    config = _read_json(os.path.join(model_dir, "config.json"), required=True)
+    if not isinstance(config, dict) or config.get("model") != "transfer":
+        kind = config.get("model") if isinstance(config, dict) else None
+        raise UserError(
+            f"{model_dir} holds a {kind or 'non-classifier'} run, not a train_transfer.py run: nothing to export"
+        )
+    output = _check_output(os.path.expanduser(output), model_dir, force)
+    # TensorFlow only now: the mistakes above are reported without its seconds of start-up.
+    import_tensorflow()
+    import tensorflow as tf
+
+    from data import image_folder
+    from transfer import checkpoint as ckpt
+
+    tf.get_logger().setLevel("ERROR")
+    prefix, is_best = _checkpoint_of(model_dir, checkpoint)
+    stored = {info.name: info.shape for info in ckpt.read_variables(prefix)}
+    if "logits/bias" not in stored:
+        raise CheckpointError(f"checkpoint {prefix} has no logits/bias: not a classifier checkpoint")
+    names = class_names_of(model_dir, config, int(stored["logits/bias"][0]))
+    metrics = _read_json(os.path.join(model_dir, "metrics.json"), required=False) or {}
+    spec = image_folder.MNIST_INPUT
+
+    tmp = f"{output}.{os.getpid()}.part"
+    old = f"{output}.{os.getpid()}.old"
+    try:
+        variables = _build_and_save(tmp, prefix, names, spec)
+        with open(os.path.join(tmp, "labels.txt"), "w", encoding="utf-8") as stream:
+            stream.write("".join(name + "\n" for name in names))
+        if tflite:
+            _to_tflite(tmp, os.path.join(tmp, "model.tflite"))
+        card = {
+            "format": CARD_FORMAT,
+            "network": {
+                "name": "cae-transfer digit classifier",
+                "layers": "conv1 (5x5/2, 16, relu), conv2 (5x5/2, 32, relu), fc1 (1568->200, relu), logits",
+                "variables": {name: shape for name, shape in variables},
+            },
+            "source_checkpoint": {
+                "path": prefix,
+                "kind": "best validation epoch" if is_best else "newest step checkpoint",
+                "sha256": _sha256_of_checkpoint(prefix),
+                "run": model_dir,
+                "transfer_source": config.get("checkpoint"),
+                "restore": config.get("restore"),
+            },
+            "classes": names,
+            "data": config.get("data"),
+            "metrics": {
+                "test_accuracy": metrics.get("test_accuracy") if is_best or metrics.get("best_epoch") is None else None,
+                "val_accuracy": metrics.get("val_accuracy"),
+                "num_test": metrics.get("num_test"),
+                "best_epoch": metrics.get("best_epoch"),
+            },
+            "preprocessing": {
+                "network_input": [spec.height, spec.width, spec.channels],
+                "channels": "grey kept; RGB to grey by ITU-R 601 luma; alpha dropped (not blended)",
+                "resize": "an image of 28x28 is used as it is; any other size is resized keeping its aspect ratio "
+                "(bilinear, antialiased) to fit and padded with black, centred",
+                "scale": "pixel / 255, float32 in [0, 1]",
+                "note": "MNIST digits are white on black; invert dark-on-light photos before predicting",
+            },
+            "signatures": {
+                SERVING_KEY: {"inputs": {"images": "uint8 [N, H, W, C], C in 1..4"}, "outputs": _OUTPUTS},
+                ENCODED_KEY: {
+                    "inputs": {"encoded": "string [N], JPEG/PNG/GIF/BMP/WebP file bytes"},
+                    "outputs": _OUTPUTS,
+                },
+                FIXED_KEY: {
+                    "inputs": {"images": f"uint8 [N, {spec.height}, {spec.width}, {spec.channels}]"},
+                    "outputs": _OUTPUTS,
+                },
+            },
+            "tflite": f"model.tflite, from {FIXED_KEY}: uint8 [N, {spec.height}, {spec.width}, {spec.channels}]"
+            if tflite
+            else None,
+            "exported_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+            "tensorflow": tf.__version__,
+        }
+        with open(os.path.join(tmp, "model_card.json"), "w", encoding="utf-8") as stream:
+            json.dump(card, stream, indent=2)
+            stream.write("\n")
+        if os.path.lexists(output):
+            os.rename(output, old)
+        os.rename(tmp, output)
+    except OSError as error:
+        raise UserError(f"cannot write the export {output}: {one_line(error)}") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
+    return card
+
+
+_OUTPUTS = {
+    "probabilities": "float32 [N, classes]",
+    "class_ids": "int64 [N], the most probable class",
+    "class_names": "string [N], its name (labels.txt)",
+}
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m transfer.export", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model-dir", required=True, help="a train_transfer.py run dir")
+    parser.add_argument("--output", required=True, help="directory to create for the SavedModel")
+    parser.add_argument("--tflite", action="store_true", help="also write model.tflite")
+    parser.add_argument("--force", action="store_true", help="replace an earlier export at --output")
+    parser.add_argument(
+        "--checkpoint",
+        default="best",
+        choices=_CHECKPOINT_CHOICES,
+        help="the best validation epoch or the newest step (default: %(default)s)",
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    try:
+        card = export(args.model_dir, args.output, args.tflite, args.force, args.checkpoint)
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    output = os.path.abspath(args.output)
+    print(f"exported {card['source_checkpoint']['path']} ({len(card['classes'])} classes) to {output}")
+    print(
+        f"  signatures: {SERVING_KEY} (uint8 images [N, H, W, C]), {ENCODED_KEY} (encoded image bytes [N]), {FIXED_KEY} (uint8 [N, 28, 28, 1])"
+    )
+    print(
+        "  files: saved_model.pb, variables/, labels.txt, model_card.json" + (", model.tflite" if args.tflite else "")
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
