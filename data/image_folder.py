@@ -42,7 +42,7 @@ import tensorflow as tf
 
 from data import idx, pipeline
 from runtime.errors import DataError, one_line
-from runtime.quiet import _native_stderr_silenced
+from runtime.quiet import native_stderr_silenced
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
 SPLITS = ("train", "validation", "test")
@@ -484,7 +484,7 @@ def _find_bad(paths):
         failures = {}
         # The JPEG library prints its complaints straight to the process's stderr; the
         # reasons are reported below, once per file, in our words.
-        with tf.compat.v1.Session(graph=graph) as sess, _native_stderr_silenced():
+        with tf.compat.v1.Session(graph=graph) as sess, native_stderr_silenced():
             sess.run(iterator.initializer, {paths_ph: np.array(paths, dtype=object)})
             while True:
                 try:

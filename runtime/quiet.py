@@ -48,7 +48,7 @@ def guard_startup():
 
 
 @contextlib.contextmanager
-def _native_stderr_silenced():
+def native_stderr_silenced():
     """Points file descriptor 2 at /dev/null for the duration; Python's own sys.stderr included."""
     sys.stderr.flush()
     saved = os.dup(2)
@@ -75,5 +75,5 @@ def import_tensorflow():
         import tensorflow  # noqa: F401
 
         return
-    with _native_stderr_silenced():
+    with native_stderr_silenced():
         import tensorflow  # noqa: F401

@@ -15,7 +15,7 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from runtime import cli
+from runtime import cli, rundir
 from runtime.errors import UserError
 from runtime.session import session_config
 from transfer.look import common
@@ -374,7 +374,7 @@ def run(args):
         "seconds": round(seconds, 2),
         "results": results,
     }
-    cli.write_json(os.path.join(out_dir, "adversarial.json"), payload)
+    rundir.write_json(os.path.join(out_dir, "adversarial.json"), payload)
     for entry in results[:1]:
         for example in entry["examples"][:3]:
             print(

@@ -14,7 +14,7 @@ import tensorflow as tf
 
 from models.classifier import build_classifier
 from models.scopes import CLASSIFIER_SCOPES
-from runtime import cli
+from runtime import cli, rundir
 from runtime.errors import CheckpointError, DataError, UserError, one_line
 from runtime.summaries import encode_png
 from transfer import checkpoint as ckpt
@@ -99,7 +99,7 @@ class Model:
 
 
 def _run_config(directory):
-    config = cli.read_json(os.path.join(directory, "config.json"))
+    config = rundir.read_json(os.path.join(directory, "config.json"))
     if config is not None and config.get("model") != "transfer":
         kind = config.get("model") or "unknown"
         raise UserError(

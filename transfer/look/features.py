@@ -16,7 +16,7 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from runtime import cli
+from runtime import cli, rundir
 from runtime.errors import UserError
 from runtime.session import session_config
 from runtime.summaries import scalars, write_projector
@@ -256,7 +256,7 @@ def run(args):
         "seconds": round(time.monotonic() - began, 2),
         "end_points": table,
     }
-    cli.write_json(os.path.join(out_dir, "features.json"), payload)
+    rundir.write_json(os.path.join(out_dir, "features.json"), payload)
     print(
         f"wrote {os.path.join(out_dir, 'filters.png')}, {os.path.join(out_dir, 'features.json')} and projector runs under {out_dir}"
     )

@@ -15,7 +15,7 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from runtime import cli
+from runtime import cli, rundir
 from runtime.errors import UserError
 from runtime.session import session_config
 from runtime.summaries import scalars
@@ -332,7 +332,7 @@ def run(args):
         "seconds": round(seconds, 2),
         "classes": per_class,
     }
-    cli.write_json(os.path.join(out_dir, "ideal.json"), payload)
+    rundir.write_json(os.path.join(out_dir, "ideal.json"), payload)
 
     rows = [list(images[: len(classes), ..., 0])]
     titles = [
