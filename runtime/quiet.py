@@ -46,7 +46,7 @@ def import_tensorflow(log=print):
         _REPORTED.append(decided)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     if "tensorflow" in sys.modules or os.environ["TF_CPP_MIN_LOG_LEVEL"] in ("0", "1"):
-        import tensorflow  # noqa: F401
+        import tensorflow
 
         return
     with _native_stderr_silenced():
