@@ -117,15 +117,17 @@ def _meaning(value):
     return None
 
 
-def choose(environ=None, cpuinfo=CPUINFO, machine=None, modules=None):
+def choose(environ=None, cpuinfo=None, machine=None, modules=None):
     """Sets TF_ENABLE_ONEDNN_OPTS for this CPU unless the user set it; call before importing TensorFlow.
 
+    For the process's own environment the choice is made once; later calls return it.
     An empty value counts as unset (that is how `VAR= command` reads). A value the user
     set, understood or not, is left exactly as it is.
 
     Args:
-      environ: the environment to read and change; None means os.environ.
-      cpuinfo: path of the cpuinfo file.
+      environ: the environment to read and change; None means os.environ, and only
+        then is the result kept as this process's `state()`.
+      cpuinfo: path of the cpuinfo file; None means CPUINFO.
       machine: the architecture; None asks the platform.
       modules: the loaded modules, to tell whether TensorFlow is in already; None
         means sys.modules.
@@ -134,9 +136,13 @@ def choose(environ=None, cpuinfo=CPUINFO, machine=None, modules=None):
       The state dict (see `state`), also kept for `state()`.
     """
     global _STATE
-    environ = os.environ if environ is None else environ
+    own = environ is None
+    if own and _STATE is not None:
+        # Already chosen for this process: a second look would take our own value for the user's.
+        return dict(_STATE)
+    environ = os.environ if own else environ
     modules = sys.modules if modules is None else modules
-    cpu = read_cpu(cpuinfo, machine)
+    cpu = read_cpu(CPUINFO if cpuinfo is None else cpuinfo, machine)
     user_value = environ.get(ENV_VAR)
     value, reason = recommended(cpu)
     if user_value is not None and user_value != "":
@@ -158,7 +164,7 @@ def choose(environ=None, cpuinfo=CPUINFO, machine=None, modules=None):
     else:
         environ[ENV_VAR] = value
         source, meaning = "chosen", _meaning(value)
-    _STATE = {
+    decided = {
         "cpu_model": cpu["model"],
         "cpu_vendor": cpu["vendor"],
         "machine": cpu["machine"],
@@ -168,7 +174,9 @@ def choose(environ=None, cpuinfo=CPUINFO, machine=None, modules=None):
         "source": source,
         "reason": reason,
     }
-    return dict(_STATE)
+    if own:
+        _STATE = decided
+    return dict(decided)
 
 
 def state():

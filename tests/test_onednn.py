@@ -150,12 +150,24 @@ def test_nothing_is_set_once_tensorflow_is_loaded(cpuinfo):
     assert "imported before" in decided["reason"]
 
 
-def test_state_returns_a_copy_of_the_last_choice(cpuinfo):
-    decided = _choose(cpuinfo(XEON_AMX), {})
+def test_the_process_choice_is_made_once_and_kept(cpuinfo, monkeypatch):
+    monkeypatch.setattr(onednn, "CPUINFO", cpuinfo(EPYC_MILAN))
+    monkeypatch.setattr(onednn, "_STATE", None)
+    monkeypatch.delenv(onednn.ENV_VAR, raising=False)
+    first = onednn.choose(modules=set())
+    assert first["source"] == "chosen" and os.environ[onednn.ENV_VAR] == "1"
+    # A second call must not mistake the value it set for the user's.
+    assert onednn.choose(modules=set()) == first
     recorded = onednn.state()
     recorded["cpu_model"] = "changed by the caller"
-    assert onednn.state()["cpu_model"] == decided["cpu_model"] == "Intel(R) Xeon(R) Platinum 8488C"
-    assert isinstance(json.dumps(onednn.state()), str)  # config.json takes it as it is
+    assert onednn.state()["cpu_model"] == "AMD EPYC"
+    assert json.loads(json.dumps(onednn.state()))["source"] == "chosen"  # config.json takes it as it is
+
+
+def test_an_explicit_environment_does_not_become_the_process_state(cpuinfo, monkeypatch):
+    monkeypatch.setattr(onednn, "_STATE", None)
+    _choose(cpuinfo(XEON_AMX), {})
+    assert onednn._STATE is None
 
 
 # What an entry point does: import_tensorflow (twice: one line only), then the state.
