@@ -3,6 +3,7 @@
     python -m bench.throughput                # 5 rounds of ~3 s per contender, about 4 minutes
     python -m bench.throughput --quick        # 2 rounds of ~0.8 s, under a minute
     python -m bench.throughput --profile      # adds a by-op-type trace of our autoencoder step
+    python -m bench.throughput --quick --only ae --onednn-sweep --experiment transpose
 
 Every contender is built and warmed up once, then the contenders take turns
 (A, B, C, A, B, C, ...) for --rounds rounds of about --seconds each. The machine may be
@@ -137,7 +138,7 @@ def parse_args(argv=None):
     parser.add_argument("--only", type=groups_spec, default=",".join(GROUPS),
                         help="comma list of the groups to time, from ae, transfer; the matmul peak is always timed (default: %(default)s)")
     parser.add_argument("--experiment", action="append", default=[], choices=EXPERIMENTS,
-                        help="also time a candidate speed-up of our autoencoder step, with the default threads (bench/experiments.py)")
+                        help="also time an alternative form of our autoencoder step, with the default threads (bench/experiments.py)")
     parser.add_argument("--onednn-sweep", action="store_true",
                         help="also time our autoencoder step in both oneDNN workers (the measurement behind runtime/onednn.py)")
     parser.add_argument("--profile", action="store_true", help=f"trace {PROFILE_STEPS} steps of our autoencoder step(s) and print the top op types")
