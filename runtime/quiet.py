@@ -38,11 +38,14 @@ def import_tensorflow(log=print):
     failure still raises after stderr is back, so its message is not lost.
 
     Args:
-      log: where the oneDNN line goes.
+      log: where the oneDNN line goes (stdout by default: an error must stay the one
+        line on stderr); None chooses without a word, for a tool whose stdout is its
+        output (transfer.inspect).
     """
     if not _REPORTED:
         decided = onednn.choose() if "tensorflow" not in sys.modules else onednn.state()
-        log(onednn.describe(decided))
+        if log is not None:
+            log(onednn.describe(decided))
         _REPORTED.append(decided)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     if "tensorflow" in sys.modules or os.environ["TF_CPP_MIN_LOG_LEVEL"] in ("0", "1"):

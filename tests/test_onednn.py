@@ -181,6 +181,13 @@ print("STATE " + json.dumps(onednn.state()))
 """
 
 
+# A tool whose stdout is its output: the choice is made, nothing is said.
+_SILENT = """
+import os
+from runtime.quiet import import_tensorflow
+import_tensorflow(log=None)
+print(os.environ.get("TF_ENABLE_ONEDNN_OPTS"))
+"""
 # TensorFlow on its own, nothing chosen: what its default is on this CPU.
 _PLAIN_TENSORFLOW = """
 import json
@@ -193,7 +200,7 @@ print("STATE " + json.dumps({"onednn_enabled": bool(_pywrap_util_port.IsMklEnabl
 @pytest.fixture(scope="module")
 def entry_points():
     """One real process per setting, started together: {setting: (returncode, stdout, stderr)}."""
-    settings = {"unset": None, "0": "0", "1": "1", "garbage": "garbage", "plain": None}
+    settings = {"unset": None, "0": "0", "1": "1", "garbage": "garbage", "plain": None, "silent": None}
     processes = {}
     for name, value in settings.items():
         env = {key: val for key, val in os.environ.items() if key != onednn.ENV_VAR}
@@ -201,7 +208,7 @@ def entry_points():
             env[onednn.ENV_VAR] = value
         env["PYTHONPATH"] = str(REPO)
         env["TF_CPP_MIN_LOG_LEVEL"] = "3"
-        code = _PLAIN_TENSORFLOW if name == "plain" else _ENTRY_POINT
+        code = {"plain": _PLAIN_TENSORFLOW, "silent": _SILENT}.get(name, _ENTRY_POINT)
         processes[name] = subprocess.Popen(
             [sys.executable, "-c", code], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
         )
@@ -241,3 +248,10 @@ def test_entry_point_with_garbage_runs_tensorflows_default(entry_points):
     decided = _run_state(entry_points["garbage"])
     assert decided["source"] == "user" and decided["onednn_requested"] is None
     assert decided["onednn_enabled"] is _run_state(entry_points["plain"])["onednn_enabled"]
+
+
+def test_import_tensorflow_can_choose_without_a_word(entry_points):
+    code, out, err = entry_points["silent"]
+    assert code == 0, err
+    value, _ = onednn.recommended(onednn.read_cpu())
+    assert out.splitlines() == [str(value)]
