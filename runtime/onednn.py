@@ -8,15 +8,20 @@ off on AVX2-only CPUs (the EPYC below).
 
 The rule, and what it rests on (bench/README.md, "oneDNN on or off", has the runs):
 
-- measured on an AMD EPYC (family 25, Milan: AVX2, no AVX-512) on 2026-12-01: our
-  autoencoder step with oneDNN on was 1.2-1.4x as fast as with it off (issue 14's
-  figures), and `python -m bench.onednn` in this session measured it again, interleaved
-  subprocesses, with the same verdict; Keras fit and the textbook loop gain as well.
-- an Intel Xeon with AVX-512 and AMX (2026-11-26): TensorFlow turns oneDNN on by itself
-  there, and that is the configuration every earlier benchmark of this project ran in.
+- AMD EPYC (family 25, Milan: AVX2, no AVX-512), 2026-12-01, the only CPU measured in
+  the session that wrote this rule: `python -m bench.throughput --onednn-sweep` timed
+  our autoencoder step with oneDNN on and off in two processes, interleaved; on was
+  2.01x as fast (median of per-round ratios, range 1.48-3.25, a loaded machine), and
+  Keras fit 1.36x, the matmul peak 1.50x (the textbook loop at batch 10, which is not
+  what the toolkit runs, 0.94x). Issue 14 had seen 1.2-1.4x for our step on such a CPU
+  before the sub-pixel decoder (models/layers.py).
+- Intel Xeon with AVX-512 and AMX, 2026-11-26 (issue 14): TensorFlow turns oneDNN on
+  by itself there, and all of the project's earlier benchmarks ran that way; "1" only
+  restates its default. Not measured with oneDNN off.
 
 So on x86-64 with AVX2 we ask for "1": on AVX2-only CPUs it is the measured gain, on
-AVX-512 ones it is what TensorFlow does already. Without AVX2, or on other architectures
+AVX-512 ones it is what TensorFlow does already (an AVX-512 CPU without the
+deep-learning extensions, such as Skylake-SP, gets "1" unmeasured). Without AVX2, or on other architectures
 (aarch64 has its own oneDNN build and defaults), nothing was measured and TensorFlow's
 default stands. A value the user set is never changed, only reported.
 """
