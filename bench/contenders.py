@@ -249,7 +249,8 @@ class _TextbookContender(_NothingToReserve):
 
 class TextbookAutoencoder(_TextbookContender):
     def _build_loss(self):
-        return reconstruction_loss(self.x, build_autoencoder(self.x), "bce")
+        # The textbook's decoder is tf.layers.conv2d_transpose: not our sub-pixel form.
+        return reconstruction_loss(self.x, build_autoencoder(self.x, transpose_implementation="transpose"), "bce")
 
     def _var_list(self):
         return None  # every trainable variable, as the textbook's minimize(loss)

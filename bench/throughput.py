@@ -3,20 +3,36 @@
     python -m bench.throughput                # 5 rounds of ~3 s per contender, about 4 minutes
     python -m bench.throughput --quick        # 2 rounds of ~0.8 s, under a minute
     python -m bench.throughput --profile      # adds a by-op-type trace of our autoencoder step
+    python -m bench.throughput --quick --only ae --onednn-sweep --experiment transpose
 
 Every contender is built and warmed up once, then the contenders take turns
 (A, B, C, A, B, C, ...) for --rounds rounds of about --seconds each. The machine may be
 shared, so only numbers from one run compare: ratios are taken round by round (both
 sides measured seconds apart) and reported as the median over rounds, with their range.
 The last line is `BENCH_JSON {...}` for machines. See bench/README.md.
+
+Our steps run in this process, with the oneDNN setting the entry points choose
+(runtime/onednn.py). The peers (textbook loop, Keras fit) and a matmul probe also run in
+two worker processes (bench/workers.py), one with TensorFlow's default oneDNN setting for
+this CPU and one with the opposite, so that each peer is measured at its default and at
+its best; `--onednn-sweep` adds our autoencoder step to both workers.
 """
 
 import os
 
+# The environment as the user gave it, before anything below changes it: the workers
+# start from it, each with its own TF_ENABLE_ONEDNN_OPTS.
+USER_ENVIRON = dict(os.environ)
 # Before TensorFlow first loads (bench/contenders.py says why): one intra-op pool per
 # session instead of one per process, so each contender gets the threads it asks for.
 os.environ["TF_OVERRIDE_GLOBAL_THREADPOOL"] = "1"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+from runtime import onednn as onednn_choice  # noqa: E402
+from runtime.quiet import import_tensorflow  # noqa: E402
+
+# As the entry points do: oneDNN chosen for the CPU (and said in one line), then TensorFlow.
+import_tensorflow()
 
 import argparse  # noqa: E402
 import collections  # noqa: E402
@@ -32,33 +48,36 @@ FULL = {"rounds": 5, "seconds": 3.0}
 QUICK = {"rounds": 2, "seconds": 0.8}
 DEFAULT_THREADS = "0/0,1/2"
 GROUPS = ("ae", "transfer")
-EXPERIMENTS = ("subpixel",)
+EXPERIMENTS = ("transpose",)
 TEXTBOOK_BATCH = 10
 PROFILE_STEPS = 15
 PROFILE_TOP = 10
 # Shorter windows are dominated by timer and scheduling noise; calibration aims above this.
 MIN_CALIBRATION_SECONDS = 0.25
 
-Entry = collections.namedtuple("Entry", "key group role threads contender flops_per_unit")
+Entry = collections.namedtuple("Entry", "key group role threads contender flops_per_unit onednn")
 Entry.__doc__ = """A contender and how it is compared.
 
 group: "ae", "transfer" or "peak"; role: "ours", "ours-cached", "keras", ...;
 threads: "INTER/INTRA" for our session variants, else None; flops_per_unit: FLOPs
-per image (1 for the matmul probes, whose units are FLOPs).
+per image (1 for the matmul probes, whose units are FLOPs); onednn: None for a
+contender of this process, True/False for one in the worker with oneDNN on/off.
 """
 
-# (label, group, our role, their role, target, stretch target)
+# (label, group, our role, their role, target, floor): their role at its fastest oneDNN setting.
 TARGETS = (
-    ("autoencoder step / Keras fit", "ae", "ours", "keras", 1.0, 1.3),
-    ("autoencoder step / textbook loop (batch 10)", "ae", "ours", "textbook", 3.0, None),
-    ("cached transfer step / Keras frozen fit", "transfer", "ours-cached", "keras", 1.8, None),
+    ("autoencoder step / Keras fit (fastest)", "ae", "ours", "keras", 1.3, 1.1),
+    ("autoencoder step / textbook loop (fastest, batch 10)", "ae", "ours", "textbook", 3.0, None),
+    ("cached transfer step / Keras frozen fit (fastest)", "transfer", "ours-cached", "keras", 2.5, None),
 )
-# Pairs whose per-round ratio is printed; "*" stands for each thread variant of ours.
+# Our autoencoder step's share of the matmul peak measured in the same run.
+PEAK_TARGET = ("autoencoder step, % of the matmul peak", "ae", "ours", 45.0)
+# Pairs whose per-round ratio is printed; "*" stands for each thread variant of ours,
+# and a peer stands for each of its oneDNN settings.
 RATIOS = (
     (("ae", "ours", "*"), ("ae", "keras", None)),
     (("ae", "ours", "*"), ("ae", "textbook", None)),
-    (("ae", "ours+subpixel", "0/0"), ("ae", "ours", "0/0")),
-    (("ae", "ours+subpixel", "0/0"), ("ae", "keras", None)),
+    (("ae", "ours+transpose", "0/0"), ("ae", "ours", "0/0")),
     (("ae", "keras", None), ("ae", "textbook", None)),
     (("transfer", "ours-uncached", "*"), ("transfer", "keras", None)),
     (("transfer", "ours-cached", "*"), ("transfer", "keras", None)),
@@ -66,6 +85,7 @@ RATIOS = (
     (("transfer", "ours-cached", "*"), ("transfer", "ours-uncached", "*")),
     (("peak", "session", None), ("peak", "eager", None)),
 )
+ONEDNN_LABEL = {True: "onednn-on", False: "onednn-off"}
 
 
 def threads_spec(text):
@@ -118,7 +138,9 @@ def parse_args(argv=None):
     parser.add_argument("--only", type=groups_spec, default=",".join(GROUPS),
                         help="comma list of the groups to time, from ae, transfer; the matmul peak is always timed (default: %(default)s)")
     parser.add_argument("--experiment", action="append", default=[], choices=EXPERIMENTS,
-                        help="also time a candidate speed-up of our autoencoder step, with the default threads (bench/experiments.py)")
+                        help="also time an alternative form of our autoencoder step, with the default threads (bench/experiments.py)")
+    parser.add_argument("--onednn-sweep", action="store_true",
+                        help="also time our autoencoder step in both oneDNN workers (the measurement behind runtime/onednn.py)")
     parser.add_argument("--profile", action="store_true", help=f"trace {PROFILE_STEPS} steps of our autoencoder step(s) and print the top op types")
     args = parser.parse_args(argv)
     preset = QUICK if args.quick else FULL
@@ -127,33 +149,48 @@ def parse_args(argv=None):
     return args
 
 
-def make_entries(dataset, args, flops):
-    """All contenders of the run, in the order they take turns."""
+def make_entries(dataset, args, flops, workers):
+    """All contenders of the run, in the order they take turns.
+
+    Args:
+      workers: {oneDNN on (bool): bench.workers.Worker}, the processes of the peers.
+    """
     from bench import contenders as c
+    from bench.workers import RemoteContender
 
     def ours(group, role, make, threads, per_image):
         inter, intra = (int(part) for part in threads.split("/"))
         key = f"{group}/{role}@{threads}"
-        return Entry(key, group, role, threads, make(key, inter, intra), per_image)
+        return Entry(key, group, role, threads, make(key, inter, intra), per_image, None)
+
+    def remote(name, group, role, kind, per_image, threads=None, **options):
+        entries = []
+        for enabled, worker in sorted(workers.items(), reverse=True):
+            key = f"{name}[{ONEDNN_LABEL[enabled]}]"
+            entries.append(Entry(key, group, role, threads, RemoteContender(worker, key, kind, **options), per_image, enabled))
+        return entries
 
     entries = []
     if "ae" in args.only:
         for threads in args.threads:
             entries.append(ours("ae", "ours", lambda key, a, b: c.OursAutoencoder(key, dataset, args.batch_size, a, b), threads, flops["autoencoder"]))
-        if "subpixel" in args.experiment:
-            from bench.experiments import SubpixelAutoencoder
+        if "transpose" in args.experiment:
+            from bench.experiments import TransposeAutoencoder
 
-            entries.append(ours("ae", "ours+subpixel", lambda key, a, b: SubpixelAutoencoder(key, dataset, args.batch_size, a, b), "0/0", flops["autoencoder"]))
-        entries.append(Entry("ae/textbook@b10", "ae", "textbook", None, c.TextbookAutoencoder("ae/textbook@b10", dataset, TEXTBOOK_BATCH), flops["autoencoder"]))
-        entries.append(Entry("ae/keras-fit", "ae", "keras", None, c.KerasAutoencoder("ae/keras-fit", dataset, args.batch_size), flops["autoencoder"]))
+            entries.append(ours("ae", "ours+transpose", lambda key, a, b: TransposeAutoencoder(key, dataset, args.batch_size, a, b), "0/0", flops["autoencoder"]))
+        if args.onednn_sweep:
+            entries += remote("ae/ours@0/0", "ae", "ours", "ae/ours", flops["autoencoder"], "0/0", batch_size=args.batch_size, inter=0, intra=0)
+        entries += remote("ae/textbook@b10", "ae", "textbook", "ae/textbook", flops["autoencoder"], batch_size=TEXTBOOK_BATCH)
+        entries += remote("ae/keras-fit", "ae", "keras", "ae/keras", flops["autoencoder"], batch_size=args.batch_size)
     if "transfer" in args.only:
         for cached, role, per_image in ((False, "ours-uncached", flops["transfer_uncached"]), (True, "ours-cached", flops["transfer_cached"])):
             for threads in args.threads:
                 entries.append(ours("transfer", role, lambda key, a, b: c.OursTransfer(key, dataset, args.batch_size, a, b, cached), threads, per_image))
-        entries.append(Entry("transfer/textbook@b10", "transfer", "textbook", None, c.TextbookTransfer("transfer/textbook@b10", dataset, TEXTBOOK_BATCH), flops["transfer_uncached"]))
-        entries.append(Entry("transfer/keras-fit-frozen", "transfer", "keras", None, c.KerasFrozen("transfer/keras-fit-frozen", dataset, args.batch_size), flops["transfer_uncached"]))
-    entries.append(Entry("peak/matmul-session", "peak", "session", None, c.MatmulSession("peak/matmul-session", args.matmul_size), 1))
-    entries.append(Entry("peak/matmul-eager", "peak", "eager", None, c.MatmulEager("peak/matmul-eager", args.matmul_size), 1))
+        entries += remote("transfer/textbook@b10", "transfer", "textbook", "transfer/textbook", flops["transfer_uncached"], batch_size=TEXTBOOK_BATCH)
+        entries += remote("transfer/keras-fit-frozen", "transfer", "keras", "transfer/keras", flops["transfer_uncached"], batch_size=args.batch_size)
+    entries.append(Entry("peak/matmul-session", "peak", "session", None, c.MatmulSession("peak/matmul-session", args.matmul_size), 1, None))
+    entries.append(Entry("peak/matmul-eager", "peak", "eager", None, c.MatmulEager("peak/matmul-eager", args.matmul_size), 1, None))
+    entries += remote("peak/matmul-session", "peak", "session", "peak/session", 1, size=args.matmul_size)
     return entries
 
 
@@ -189,12 +226,23 @@ class Results:
     def median(self, key):
         return statistics.median(self.rates[key])
 
-    def key(self, group, role, threads=None):
-        """The key of a contender, or None when the run left it out (--only, --experiment)."""
+    def key(self, group, role, threads=None, onednn=None):
+        """The key of a contender, or None when the run left it out (--only, --experiment).
+
+        onednn None is this process's contender; True/False the worker's.
+        """
         for entry in self.entries:
-            if entry.group == group and entry.role == role and entry.threads == threads:
+            if (entry.group, entry.role, entry.threads, entry.onednn) == (group, role, threads, onednn):
                 return entry.key
         return None
+
+    def keys(self, group, role, threads=None):
+        """Keys of a role at every oneDNN setting (this process's first)."""
+        return [entry.key for entry in self.entries if (entry.group, entry.role, entry.threads) == (group, role, threads)]
+
+    def fastest(self, group, role, threads=None):
+        """The key of a role's fastest configuration (highest median), or None."""
+        return max(self.keys(group, role, threads), key=self.median, default=None)
 
     def ratio(self, ours, theirs):
         """Median, min and max over rounds of ours / theirs, each round's pair measured seconds apart."""
@@ -210,7 +258,7 @@ def table(results, rounds):
     width = max(len(entry.key) for entry in results.entries)
     lines = [
         "images/s per round and their median; 'cores' = process CPU time / wall time (2.00 = both CPUs ours);",
-        f"GFLOP/s = median x FLOPs per image; % of the matmul peak ({peak:.0f} GFLOP/s, the better median of the two probes)",
+        f"GFLOP/s = median x FLOPs per image; % of the matmul peak ({peak:.0f} GFLOP/s, the best median of the probes)",
         f"  {'contender':<{width}}  " + "  ".join(f"{'r' + str(i + 1):>8}" for i in range(rounds))
         + f"  {'median':>8}  {'cores':>5}  {'GFLOP/s':>7}  {'% peak':>6}",
     ]
@@ -241,10 +289,10 @@ def ratio_lines(results, threads):
     pairs = []
     for (group_a, role_a, threads_a), (group_b, role_b, threads_b) in RATIOS:
         for variant in threads if "*" in (threads_a, threads_b) else [None]:
-            ours = results.key(group_a, role_a, variant if threads_a == "*" else threads_a)
-            theirs = results.key(group_b, role_b, variant if threads_b == "*" else threads_b)
-            if ours and theirs:
-                pairs.append((ours, theirs))
+            for ours in results.keys(group_a, role_a, variant if threads_a == "*" else threads_a):
+                for theirs in results.keys(group_b, role_b, variant if threads_b == "*" else threads_b):
+                    if ours != theirs:
+                        pairs.append((ours, theirs))
     width = max((len(f"{a} / {b}") for a, b in pairs), default=0)
     lines = ["ratios of images/s: median over rounds of the per-round ratio [min..max]"]
     report = {}
@@ -277,23 +325,55 @@ def thread_lines(results, threads):
     return lines, report, fastest
 
 
+def peer_lines(results, default_onednn):
+    """Each peer and probe at both oneDNN settings, and which is fastest; returns (lines, json)."""
+    lines = [f"oneDNN settings (worker processes; TensorFlow's default on this CPU is {'on' if default_onednn else 'off'})"]
+    report = {}
+    roles = dict.fromkeys((entry.group, entry.role, entry.threads) for entry in results.entries if entry.onednn is not None)
+    for group, role, threads in roles:
+        on, off = results.key(group, role, threads, True), results.key(group, role, threads, False)
+        if on is None or off is None:
+            continue
+        ratio = results.ratio(on, off)
+        best = results.fastest(group, role, threads)
+        name = on.rsplit("[", 1)[0]
+        lines.append(f"  {name:<30} on / off {ratio['median']:5.2f}x  [{ratio['min']:.2f}..{ratio['max']:.2f}]  fastest: {best}")
+        report[name] = {"on_over_off": {k: round(v, 3) for k, v in ratio.items()}, "fastest": best,
+                        "default": on if default_onednn else off}
+    return lines, report
+
+
 def target_lines(results, fastest):
-    """The issue's targets for our default threads and, when it differs, our fastest variant."""
-    lines = ["targets (our default threads, then our fastest variant if another)"]
+    """The issue's targets for our default threads and, when it differs, our fastest variant.
+
+    Their side is the peer at its fastest oneDNN setting in this run; the ratio against
+    its default setting is printed beside it.
+    """
+    lines = ["targets: ours (default threads, then our fastest variant if another) / the peer at its fastest oneDNN setting"]
     report = []
-    for label, group, ours_role, their_role, target, stretch in TARGETS:
-        theirs = results.key(group, their_role)
+    for label, group, ours_role, their_role, target, floor in TARGETS:
+        theirs = results.fastest(group, their_role)
         default = results.key(group, ours_role, "0/0")
         if theirs is None or default is None:
             continue
         for ours in dict.fromkeys([default, fastest.get((group, ours_role), default)]):
             ratio = results.ratio(ours, theirs)["median"]
             verdict = "MET" if ratio >= target else "MISSED"
-            if stretch is not None:
-                verdict += f"; stretch {stretch:g}x {'met' if ratio >= stretch else 'not met'}"
-            lines.append(f"  {label:<44} {ours:<30} {ratio:5.2f}x  (target >= {target:g}x: {verdict})")
+            if floor is not None:
+                verdict += f"; floor {floor:g}x {'met' if ratio >= floor else 'MISSED'}"
+            others = [key for key in results.keys(group, their_role) if key != theirs]
+            beside = "".join(f"; {results.ratio(ours, other)['median']:.2f}x {other}" for other in others)
+            lines.append(f"  {label:<52} {ours:<14} / {theirs:<32} {ratio:5.2f}x  (target >= {target:g}x: {verdict}{beside})")
             report.append({"target": label, "ours": ours, "theirs": theirs, "ratio": round(ratio, 3), "min": target,
-                           "stretch": stretch, "met": ratio >= target, "stretch_met": None if stretch is None else ratio >= stretch})
+                           "floor": floor, "met": ratio >= target, "floor_met": None if floor is None else ratio >= floor,
+                           "against_other_settings": {other: round(results.ratio(ours, other)["median"], 3) for other in others}})
+    label, group, role, target = PEAK_TARGET
+    ours = results.key(group, role, "0/0")
+    if ours is not None:
+        entry = next(entry for entry in results.entries if entry.key == ours)
+        share = 100 * results.median(ours) * entry.flops_per_unit / 1e9 / results.peak_gflops()
+        lines.append(f"  {label:<52} {ours:<14} {share:5.1f}%  (target >= {target:g}%: {'MET' if share >= target else 'MISSED'})")
+        report.append({"target": label, "ours": ours, "percent": round(share, 1), "min": target, "met": share >= target})
     return lines, report
 
 
@@ -303,7 +383,7 @@ def profile_lines(results):
 
     lines, report = [], {}
     for entry in results.entries:
-        if entry.group != "ae" or not entry.role.startswith("ours"):
+        if entry.group != "ae" or not entry.role.startswith("ours") or entry.onednn is not None:
             continue
         rows, wall_ms = profile_steps(entry.contender, PROFILE_STEPS)
         total_ms = sum(ms for _, _, ms in rows)
@@ -330,17 +410,6 @@ def load_average():
         return None
 
 
-def cpu_model():
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as stream:
-            for line in stream:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def say(lines=("",)):
     print("\n".join(lines) if isinstance(lines, (list, tuple)) else lines, flush=True)
 
@@ -354,39 +423,48 @@ def run(args):
       take seconds each (see the end of this module).
     """
     began = time.monotonic()
+    from bench.workers import Worker
+
+    # The workers first: their TensorFlow imports overlap ours. One runs TensorFlow's
+    # default for this CPU (variable removed), the other the opposite setting, once the
+    # first has said which that is.
+    default_worker = Worker("tensorflow-default", None, USER_ENVIRON)
     import keras
     import tensorflow as tf
-    from tensorflow.python.util import _pywrap_util_port
 
     from bench.flops import REFERENCE_AUTOENCODER_MFLOP, step_flops
     from data.sources import load_sample
 
     tf.get_logger().setLevel("ERROR")
-    onednn = bool(_pywrap_util_port.IsMklEnabled())
+    onednn = onednn_choice.state()
+    default_onednn = default_worker.start()["onednn"]
+    other_worker = Worker("opposite", "0" if default_onednn else "1", USER_ENVIRON)
+    workers = {default_onednn: default_worker, other_worker.start()["onednn"]: other_worker}
+    if len(workers) != 2:
+        raise RuntimeError("the two workers ended up with the same oneDNN setting")
     now = datetime.datetime.now().astimezone()
     flops = step_flops()
     ae_mflop = flops["autoencoder"] / 1e6
     say([
         f"cae-transfer throughput benchmark, {now:%Y-%m-%d %H:%M %Z}",
-        f"TensorFlow {tf.__version__} (oneDNN {'on' if onednn else 'OFF'}; TF_ENABLE_ONEDNN_OPTS={os.environ.get('TF_ENABLE_ONEDNN_OPTS', 'unset')}), "
-        f"Keras {keras.__version__}, Python {platform.python_version()}",
-        f"CPU: {os.cpu_count()} x {cpu_model()}; load average at start {load_average()}",
+        f"TensorFlow {tf.__version__}, Keras {keras.__version__}, Python {platform.python_version()}",
+        f"CPU: {os.cpu_count()} x {onednn['cpu_model']} ({' '.join(onednn['vector_extensions'])}); load average at start {load_average()}",
+        f"our steps (this process): oneDNN {'on' if onednn['onednn_enabled'] else 'OFF'}; {onednn_choice.describe(onednn)}",
+        f"peers: in two worker processes, oneDNN {'on' if default_onednn else 'off'} (TensorFlow's default here) "
+        f"and {'off' if default_onednn else 'on'}",
         f"batch {args.batch_size} (textbook loop: {TEXTBOOK_BATCH}); {args.rounds} rounds of ~{args.seconds:g} s per contender; "
         f"our session thread variants INTER/INTRA (0 = TensorFlow's default): {', '.join(args.threads)}",
         f"FLOPs per image, forward + backward, 2 per multiply-add (bench/flops.py): autoencoder {ae_mflop:.3f} M "
         f"({'agrees' if abs(ae_mflop - REFERENCE_AUTOENCODER_MFLOP) < 0.01 else 'DIFFERS'} with the reference {REFERENCE_AUTOENCODER_MFLOP} M); "
         f"transfer with conv frozen {flops['transfer_uncached'] / 1e6:.3f} M; head on cached features {flops['transfer_cached'] / 1e6:.3f} M",
     ])
-    if not onednn:
-        say("WARNING: oneDNN is off; these numbers do not describe the project's normal configuration")
-    if "subpixel" in args.experiment:
-        from bench.experiments import check_subpixel
-
-        say(f"experiment subpixel: largest relative difference from the original layers (outputs and gradients): {check_subpixel():.1e}")
     dataset = load_sample()
     say(f"data: {dataset.num_train} training digits from {dataset.source}")
 
-    entries = make_entries(dataset, args, flops)
+    entries = make_entries(dataset, args, flops, workers)
+    for entry in entries:
+        if entry.onednn is not None:
+            entry.contender.prepare()  # the workers build while this process does
     steps = {}
     for entry in entries:
         entry.contender.warm_up()
@@ -394,10 +472,12 @@ def run(args):
         entry.contender.reserve(steps[entry.key] * args.rounds + 1)
     by_key = {entry.key: entry.contender for entry in entries}
     if "ae" in args.only:
-        ours_weights, keras_weights = by_key["ae/ours@0/0"].num_weights, by_key["ae/keras-fit"].num_weights
-        say(f"autoencoder weights: ours {ours_weights:,}, Keras {keras_weights:,}{'' if ours_weights == keras_weights else ' (DIFFERENT ARCHITECTURES)'}")
+        for key in (key for key in by_key if key.startswith("ae/keras-fit")):
+            ours_weights, keras_weights = by_key["ae/ours@0/0"].num_weights, by_key[key].num_weights
+            say(f"autoencoder weights: ours {ours_weights:,}, {key} {keras_weights:,}{'' if ours_weights == keras_weights else ' (DIFFERENT ARCHITECTURES)'}")
     if "transfer" in args.only:
-        say(f"Keras frozen classifier: {by_key['transfer/keras-fit-frozen'].num_trainable:,} trainable weights (fc1 and logits)")
+        for key in (key for key in by_key if key.startswith("transfer/keras-fit-frozen")):
+            say(f"{key}: {by_key[key].num_trainable:,} trainable weights (fc1 and logits)")
     setup_seconds = time.monotonic() - began
     say(f"built, warmed up and calibrated {len(entries)} contenders in {setup_seconds:.0f} s; timing...")
 
@@ -419,6 +499,9 @@ def run(args):
     lines, report["threads"], fastest = thread_lines(results, args.threads)
     say()
     say(lines)
+    lines, report["onednn_settings"] = peer_lines(results, default_onednn)
+    say()
+    say(lines)
     lines, report["targets"] = target_lines(results, fastest)
     say()
     say(lines)
@@ -435,8 +518,10 @@ def run(args):
         tensorflow=tf.__version__,
         keras=keras.__version__,
         onednn=onednn,
+        onednn_tensorflow_default=default_onednn,
         cpus=os.cpu_count(),
-        cpu_model=cpu_model(),
+        cpu_model=onednn["cpu_model"],
+        vector_extensions=onednn["vector_extensions"],
         batch_size=args.batch_size,
         textbook_batch_size=TEXTBOOK_BATCH,
         rounds=args.rounds,
@@ -449,6 +534,8 @@ def run(args):
         wall_seconds=round(total_seconds, 1),
     )
     say("BENCH_JSON " + json.dumps(report, sort_keys=True, separators=(",", ":")))
+    for worker in workers.values():
+        worker.close()
     return report, entries
 
 

@@ -31,7 +31,7 @@ def encoder(images, trainable=True):
     return {"conv1": conv1, "conv2": conv2, "features": features}
 
 
-def build_autoencoder(images, latent_size=20):
+def build_autoencoder(images, latent_size=20, transpose_implementation="subpixel"):
     """Builds the CAE into the current graph.
 
     Args:
@@ -39,6 +39,9 @@ def build_autoencoder(images, latent_size=20):
         denoising autoencoder pass the corrupted images here and the clean ones to
         `reconstruction_loss`.
       latent_size: width of the linear code `latent_var`.
+      transpose_implementation: how dconv1 and dconv2 compute (layers.conv2d_transpose):
+        "subpixel", the fast default, or "transpose", tf.nn.conv2d_transpose. Same
+        variables and checkpoints either way.
 
     Returns:
       A dict of endpoints: the encoder's, "latent" [batch, latent_size],
@@ -46,17 +49,22 @@ def build_autoencoder(images, latent_size=20):
       before its sigmoid) and "reconstruction" [batch, 28, 28, 1] in [0, 1].
 
     Raises:
-      ValueError: if latent_size is not a positive integer.
+      ValueError: if latent_size is not a positive integer or transpose_implementation
+        is unknown (both checked before anything is built).
     """
     if isinstance(latent_size, bool) or not isinstance(latent_size, numbers.Integral) or latent_size < 1:
         raise ValueError(f"latent_size must be a positive integer, got {latent_size!r}")
+    if transpose_implementation not in layers.TRANSPOSE_IMPLEMENTATIONS:
+        raise ValueError(
+            f"unknown transpose_implementation {transpose_implementation!r}; choose one of {layers.TRANSPOSE_IMPLEMENTATIONS}"
+        )
     latent_size = int(latent_size)
     end_points = encoder(images)
     latent = layers.dense(end_points["features"], latent_size, "latent_var")
     z_matrix = layers.dense(latent, ENCODER_UNITS, "z_matrix", tf.nn.relu)
     z_matrix = tf.reshape(z_matrix, [-1, *ENCODER_SHAPE])
-    dconv1 = layers.conv2d_transpose(z_matrix, 16, 5, 2, "dconv1", tf.nn.relu)
-    logits = layers.conv2d_transpose(dconv1, 1, 5, 2, "dconv2")
+    dconv1 = layers.conv2d_transpose(z_matrix, 16, 5, 2, "dconv1", tf.nn.relu, implementation=transpose_implementation)
+    logits = layers.conv2d_transpose(dconv1, 1, 5, 2, "dconv2", implementation=transpose_implementation)
     end_points.update(
         latent=latent,
         z_matrix=z_matrix,
