@@ -79,6 +79,7 @@ class Network:
       channels: input channels (3 for RGB, 1 for the digit classifier).
       preprocess: maps images in [0, 255] (float or uint8 tensor, RGB) to the network's input.
       num_classes: the pretrained head's width.
+      feature_units: width of the features the head reads (`build(num_classes=None)`).
       label_offset: logit index of class 0 of the names file (1 for MobileNet v1, whose
         logit 0 is "background").
       head_scopes: variable scopes of the head: what `--restore backbone` leaves out
@@ -98,6 +99,7 @@ class Network:
     channels: int
     preprocess: Callable
     num_classes: int
+    feature_units: int
     head_scopes: tuple[str, ...]
     block_scopes: tuple[str, ...]
     scope: str = ""
@@ -164,6 +166,7 @@ NETWORKS = {
             channels=cae.IMAGE_SHAPE[2],
             preprocess=unit_preprocess,
             num_classes=10,
+            feature_units=cae.ENCODER_UNITS,
             head_scopes=HEAD_SCOPES,
             block_scopes=ENCODER_SCOPES,
         ),
@@ -174,6 +177,7 @@ NETWORKS = {
             channels=3,
             preprocess=vgg_preprocess,
             num_classes=1000,
+            feature_units=vgg.FC_UNITS,
             head_scopes=("vgg_16/fc8",),
             block_scopes=tuple(f"vgg_16/conv{n}" for n in range(1, 6)) + ("vgg_16/fc6", "vgg_16/fc7"),
             scope=vgg.SCOPE,
@@ -187,6 +191,7 @@ NETWORKS = {
             channels=3,
             preprocess=vgg_preprocess,
             num_classes=1000,
+            feature_units=resnet_v1.BLOCKS[-1][1] * resnet_v1.EXPANSION,
             head_scopes=("resnet_v1_50/logits",),
             block_scopes=_resnet_blocks(),
             scope=resnet_v1.SCOPE,
@@ -201,6 +206,7 @@ NETWORKS = {
             preprocess=inception_preprocess,
             num_classes=mobilenet_v1.NUM_CLASSES,
             label_offset=1,
+            feature_units=mobilenet_v1.LAYERS[-1][1],
             head_scopes=("MobilenetV1/Logits",),
             block_scopes=_mobilenet_blocks(),
             scope=mobilenet_v1.SCOPE,
@@ -214,6 +220,7 @@ NETWORKS = {
             channels=3,
             preprocess=efficientnet_lite_preprocess,
             num_classes=efficientnet_lite.NUM_CLASSES,
+            feature_units=efficientnet_lite.HEAD_FILTERS,
             head_scopes=("efficientnet-lite0/head/dense",),
             block_scopes=_EFFICIENTNET_BLOCKS,
             scope=efficientnet_lite.SCOPE,
