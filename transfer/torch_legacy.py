@@ -76,6 +76,8 @@ class _StateDict(collections.OrderedDict):
 # Opcodes whose argument is the value itself: ints, floats and str.
 _LITERALS = frozenset(
     ("BININT", "BININT1", "BININT2", "LONG1", "LONG4", "BINFLOAT", "BINUNICODE", "SHORT_BINUNICODE", "BINUNICODE8")
+    # The text forms of protocols 0 and 1.
+    + ("INT", "LONG", "FLOAT", "UNICODE")
 )
 
 
@@ -184,7 +186,7 @@ class _Machine:
                 stack.append(_MARK)
             elif name in _LITERALS:
                 stack.append(arg)
-            elif name in ("BINSTRING", "SHORT_BINSTRING"):
+            elif name in ("BINSTRING", "SHORT_BINSTRING", "STRING"):
                 stack.append(arg if isinstance(arg, str) else arg.decode("latin-1"))
             elif name == "NONE":
                 stack.append(None)
@@ -202,6 +204,13 @@ class _Machine:
                 stack.append([])
             elif name == "EMPTY_DICT":
                 stack.append({})
+            elif name == "LIST":
+                stack.append(self._pop_mark())
+            elif name == "DICT":
+                items = self._pop_mark()
+                if len(items) % 2 or not all(isinstance(key, (str, int)) for key in items[::2]):
+                    _refuse(self.path, "a malformed DICT")
+                stack.append(dict(zip(items[::2], items[1::2])))
             elif name in ("APPEND", "APPENDS"):
                 items = [self._pop()] if name == "APPEND" else self._pop_mark()
                 target = self._pop()
@@ -223,7 +232,7 @@ class _Machine:
                         _refuse(self.path, f"a dict key of type {type(key).__name__}")
                     target[key] = value
                 stack.append(target)
-            elif name in ("BINPUT", "LONG_BINPUT"):
+            elif name in ("BINPUT", "LONG_BINPUT", "PUT"):
                 if not stack:
                     _refuse(self.path, "a memo put on an empty stack")
                 self.memo[arg] = stack[-1]
@@ -231,7 +240,7 @@ class _Machine:
                 if not stack:
                     _refuse(self.path, "a memo put on an empty stack")
                 self.memo[len(self.memo)] = stack[-1]
-            elif name in ("BINGET", "LONG_BINGET"):
+            elif name in ("BINGET", "LONG_BINGET", "GET"):
                 if arg not in self.memo:
                     _refuse(self.path, f"a memo get of unknown slot {arg}")
                 stack.append(self.memo[arg])
@@ -318,6 +327,8 @@ def read_state_dict(path):
             f"{path} is a zip-format PyTorch file; this reader takes the legacy format (torch.save with "
             "_use_new_zipfile_serialization=False)"
         )
+    if not data.startswith(b"\x80"):
+        raise CheckpointError(f"{path} is not a legacy PyTorch file (it does not start with a binary pickle)")
     stream = io.BytesIO(data)
     storages = {}
     magic = _pickle(stream, _Machine(path, storages), path, "magic number")
@@ -337,7 +348,9 @@ def read_state_dict(path):
         raise CheckpointError(f"{path} holds a pickled {_kind(state)}, not a state_dict (a dict of tensors)")
     bad = [key for key, value in state.items() if not (isinstance(key, str) and isinstance(value, _Tensor))]
     if bad:
-        raise CheckpointError(f"{path} is not a state_dict of tensors: entry {bad[0]!r} holds a {_kind(state[bad[0]])}")
+        raise CheckpointError(
+            f"{path} is not a state_dict of tensors: entry {bad[0]!r} is not a tensor (type: {_kind(state[bad[0]])})"
+        )
     missing = set(storages) - set(keys)
     if missing:
         raise CheckpointError(f"{path} is truncated or malformed: storage {min(missing)} has no data")
