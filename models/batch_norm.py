@@ -27,6 +27,50 @@ v1 = tf.compat.v1
 MIN_EPSILON = 1.001e-5
 
 
+def _variables(channels, gamma_first):
+    if gamma_first:
+        gamma = model_variable("gamma", [channels], v1.ones_initializer())
+        beta = model_variable("beta", [channels], v1.zeros_initializer())
+    else:
+        beta = model_variable("beta", [channels], v1.zeros_initializer())
+        gamma = model_variable("gamma", [channels], v1.ones_initializer())
+    moving_mean = model_variable("moving_mean", [channels], v1.zeros_initializer(), trainable=False)
+    moving_variance = model_variable("moving_variance", [channels], v1.ones_initializer(), trainable=False)
+    return beta, gamma, moving_mean, moving_variance
+
+
+def _normalise(inputs, name, training, updates, decay, epsilon, variables):
+    """Normalises with batch statistics (and makes the update op) or with the moving ones."""
+    beta, gamma, moving_mean, moving_variance = variables
+
+    def inference():
+        output, _, _ = v1.nn.fused_batch_norm(
+            inputs, gamma, beta, mean=moving_mean, variance=moving_variance, epsilon=epsilon, is_training=False
+        )
+        # The moving statistics themselves, so that the update below is a no-op.
+        return output, tf.identity(moving_mean), tf.identity(moving_variance)
+
+    def train():
+        # The batch variance as the fused kernel reports it (with Bessel's correction),
+        # which is what TF-Slim's and Keras's fused paths feed to the moving average.
+        return v1.nn.fused_batch_norm(inputs, gamma, beta, epsilon=epsilon, is_training=True)
+
+    if training is False:
+        return inference()[0]
+    if training is True:
+        output, mean, variance = train()
+    else:
+        output, mean, variance = tf.cond(training, train, inference)
+    with tf.name_scope("moving_average_update"):
+        rate = 1.0 - decay
+        updates[name] = tf.group(
+            v1.assign_sub(moving_mean, (moving_mean - mean) * rate),
+            v1.assign_sub(moving_variance, (moving_variance - variance) * rate),
+            name="update",
+        )
+    return output
+
+
 def batch_norm(inputs, is_training, updates, decay, epsilon, scope="BatchNorm", gamma_first=False):
     """Normalises the last dimension of `inputs` with a learned scale and offset.
 
@@ -49,46 +93,50 @@ def batch_norm(inputs, is_training, updates, decay, epsilon, scope="BatchNorm", 
     Returns:
       The normalised tensor, same shape as `inputs`.
     """
-    channels = int(inputs.shape[-1])
+    name = full_scope(scope)
+    training = layer_training(is_training, name)
+    with v1.variable_scope(scope):
+        variables = _variables(int(inputs.shape[-1]), gamma_first)
+        return _normalise(inputs, name, training, updates, decay, max(float(epsilon), MIN_EPSILON), variables)
+
+
+def conv_batch_norm(
+    conv, kernel, inputs, is_training, updates, decay, epsilon, scope="BatchNorm", gamma_first=False, depthwise=False
+):
+    """`batch_norm(conv(inputs, kernel), ...)`, with the same variables, folded in inference mode.
+
+    In inference mode BatchNorm is a per-channel affine map, so it is folded into the
+    convolution: the kernel is scaled by gamma / sqrt(moving_variance + epsilon) and the
+    offset becomes a bias add. That is the same function up to float rounding, and lets
+    TensorFlow's CPU remapper fuse convolution, bias and activation into one op, which
+    a separate FusedBatchNorm prevents. Training mode (and a training tensor) uses the
+    unfolded `batch_norm`.
+
+    Args:
+      conv: function (inputs, kernel) -> output, e.g. a partial of tf.nn.conv2d.
+      kernel: the convolution's kernel variable, [k, k, in, out] or, when depthwise,
+        [k, k, channels, 1].
+      inputs: the convolution's input.
+      is_training, updates, decay, epsilon, scope, gamma_first: as for `batch_norm`.
+      depthwise: whether the kernel is a depthwise one (multiplier 1).
+
+    Returns:
+      The normalised convolution output.
+    """
     name = full_scope(scope)
     training = layer_training(is_training, name)
     epsilon = max(float(epsilon), MIN_EPSILON)
+    channels = int(kernel.shape[2] if depthwise else kernel.shape[3])
     with v1.variable_scope(scope):
-        if gamma_first:
-            gamma = model_variable("gamma", [channels], v1.ones_initializer())
-            beta = model_variable("beta", [channels], v1.zeros_initializer())
-        else:
-            beta = model_variable("beta", [channels], v1.zeros_initializer())
-            gamma = model_variable("gamma", [channels], v1.ones_initializer())
-        moving_mean = model_variable("moving_mean", [channels], v1.zeros_initializer(), trainable=False)
-        moving_variance = model_variable("moving_variance", [channels], v1.ones_initializer(), trainable=False)
-
-        def inference():
-            output, _, _ = v1.nn.fused_batch_norm(
-                inputs, gamma, beta, mean=moving_mean, variance=moving_variance, epsilon=epsilon, is_training=False
-            )
-            # The moving statistics themselves, so that the update below is a no-op.
-            return output, tf.identity(moving_mean), tf.identity(moving_variance)
-
-        def train():
-            # The batch variance as the fused kernel reports it (with Bessel's correction),
-            # which is what TF-Slim's and Keras's fused paths feed to the moving average.
-            return v1.nn.fused_batch_norm(inputs, gamma, beta, epsilon=epsilon, is_training=True)
-
-        if training is False:
-            return inference()[0]
-        if training is True:
-            output, mean, variance = train()
-        else:
-            output, mean, variance = tf.cond(training, train, inference)
-        with tf.name_scope("moving_average_update"):
-            rate = 1.0 - decay
-            updates[name] = tf.group(
-                v1.assign_sub(moving_mean, (moving_mean - mean) * rate),
-                v1.assign_sub(moving_variance, (moving_variance - variance) * rate),
-                name="update",
-            )
-        return output
+        variables = _variables(channels, gamma_first)
+        if training is not False:
+            return _normalise(conv(inputs, kernel), name, training, updates, decay, epsilon, variables)
+        beta, gamma, moving_mean, moving_variance = variables
+        with tf.name_scope("folded"):
+            scale = gamma * tf.math.rsqrt(moving_variance + epsilon)
+            offset = beta - moving_mean * scale
+            folded = kernel * (tf.reshape(scale, [channels, 1]) if depthwise else scale)
+    return tf.nn.bias_add(conv(inputs, folded), offset)
 
 
 def update_ops(updates, scopes=None):

@@ -19,7 +19,7 @@ blocks are fine-tuned, and the residual sum is the same in inference mode.
 import tensorflow as tf
 
 from models import net_ops
-from models.batch_norm import batch_norm
+from models.batch_norm import conv_batch_norm
 
 v1 = tf.compat.v1
 
@@ -75,16 +75,19 @@ class _Numbering:
         return base if count == 0 else f"{base}_{count}"
 
 
-def _bn(net, names, is_training, updates):
-    return batch_norm(
-        net, is_training, updates, BATCH_NORM_DECAY, BATCH_NORM_EPSILON, names("tpu_batch_normalization"), True
-    )
-
-
 def _conv_bn(net, filters, kernel_size, stride, names, is_training, updates):
-    with v1.variable_scope(names("conv2d")):
-        net = net_ops.conv2d(net, filters, kernel_size, stride, _conv_initializer(), name="kernel")
-    return _bn(net, names, is_training, updates)
+    """A convolution (filters None: a depthwise one) and its BatchNorm, named in Keras's call order."""
+    depthwise = filters is None
+    with v1.variable_scope(names("depthwise_conv2d" if depthwise else "conv2d")):
+        if depthwise:
+            kernel = net_ops.depthwise_kernel(net, kernel_size, _conv_initializer(), name="depthwise_kernel")
+        else:
+            kernel = net_ops.conv_kernel(net, filters, kernel_size, _conv_initializer(), name="kernel")
+    conv = (net_ops.depthwise_op if depthwise else net_ops.conv_op)(stride)
+    scope = names("tpu_batch_normalization")
+    return conv_batch_norm(
+        conv, kernel, net, is_training, updates, BATCH_NORM_DECAY, BATCH_NORM_EPSILON, scope, True, depthwise
+    )
 
 
 def _mbconv(inputs, spec, is_training, updates):
@@ -93,9 +96,7 @@ def _mbconv(inputs, spec, is_training, updates):
     net = inputs
     if expand != 1:
         net = tf.nn.relu6(_conv_bn(net, filters_in * expand, 1, 1, names, is_training, updates))
-    with v1.variable_scope(names("depthwise_conv2d")):
-        net = net_ops.depthwise_conv2d(net, kernel, stride, _conv_initializer(), name="depthwise_kernel")
-    net = tf.nn.relu6(_bn(net, names, is_training, updates))
+    net = tf.nn.relu6(_conv_bn(net, None, kernel, stride, names, is_training, updates))
     net = _conv_bn(net, filters_out, 1, 1, names, is_training, updates)
     if stride == 1 and filters_in == filters_out:
         net = net + inputs

@@ -12,7 +12,7 @@ by BatchNorm (decay 0.9997, epsilon 1e-3) and relu6, then
 import tensorflow as tf
 
 from models import net_ops
-from models.batch_norm import batch_norm
+from models.batch_norm import conv_batch_norm
 
 v1 = tf.compat.v1
 
@@ -45,8 +45,16 @@ def _initializer():
     return v1.truncated_normal_initializer(stddev=0.09)
 
 
-def _bn_relu6(net, is_training, updates):
-    return tf.nn.relu6(batch_norm(net, is_training, updates, BATCH_NORM_DECAY, BATCH_NORM_EPSILON))
+def _conv_bn_relu6(net, depth, kernel_size, stride, is_training, updates):
+    """A convolution (depth None: a depthwise one) with BatchNorm and relu6, in the current scope."""
+    if depth is None:
+        kernel, conv = net_ops.depthwise_kernel(net, kernel_size, _initializer()), net_ops.depthwise_op(stride)
+    else:
+        kernel, conv = net_ops.conv_kernel(net, depth, kernel_size, _initializer()), net_ops.conv_op(stride)
+    net = conv_batch_norm(
+        conv, kernel, net, is_training, updates, BATCH_NORM_DECAY, BATCH_NORM_EPSILON, depthwise=depth is None
+    )
+    return tf.nn.relu6(net)
 
 
 def mobilenet_v1(images, num_classes=NUM_CLASSES, is_training=False, dropout_keep_prob=0.999, scope=SCOPE):
@@ -80,15 +88,14 @@ def mobilenet_v1(images, num_classes=NUM_CLASSES, is_training=False, dropout_kee
         for index, (stride, depth) in enumerate(LAYERS):
             if index == 0:
                 with v1.variable_scope("Conv2d_0"):
-                    net = _bn_relu6(net_ops.conv2d(net, depth, 3, stride, _initializer()), is_training, updates)
+                    net = _conv_bn_relu6(net, depth, 3, stride, is_training, updates)
                 end_points["Conv2d_0"] = net
                 continue
             with v1.variable_scope(f"Conv2d_{index}_depthwise"):
-                net = net_ops.depthwise_conv2d(net, 3, stride, _initializer())
-                net = _bn_relu6(net, is_training, updates)
+                net = _conv_bn_relu6(net, None, 3, stride, is_training, updates)
             end_points[f"Conv2d_{index}_depthwise"] = net
             with v1.variable_scope(f"Conv2d_{index}_pointwise"):
-                net = _bn_relu6(net_ops.conv2d(net, depth, 1, 1, _initializer()), is_training, updates)
+                net = _conv_bn_relu6(net, depth, 1, 1, is_training, updates)
             end_points[f"Conv2d_{index}_pointwise"] = net
         with v1.variable_scope("Logits"):
             net = net_ops.global_average_pool(net, "AvgPool_1a")

@@ -71,8 +71,51 @@ def layer_training(is_training, scope_name):
     raise TypeError(f"is_training for {scope_name} must be a bool or a scalar bool tensor, got {value!r}")
 
 
+def conv_kernel(inputs, filters, kernel_size, initializer, name="weights"):
+    """A [k, k, in_channels, filters] (HWIO) kernel for a convolution over `inputs`.
+
+    Args:
+      inputs: the tensor the convolution will read, [batch, height, width, channels].
+      filters: output channels.
+      kernel_size: side of the square kernel.
+      initializer: the kernel's initializer.
+      name: the variable's name ("weights" for TF-Slim, "kernel" for Keras).
+
+    Returns:
+      The kernel variable.
+    """
+    return model_variable(name, [kernel_size, kernel_size, int(inputs.shape[-1]), filters], initializer)
+
+
+def depthwise_kernel(inputs, kernel_size, initializer, name="depthwise_weights"):
+    """A [k, k, channels, 1] kernel for a depthwise convolution (multiplier 1) over `inputs`.
+
+    Args:
+      inputs: the tensor the convolution will read.
+      kernel_size: side of the square kernel.
+      initializer: the kernel's initializer.
+      name: the variable's name ("depthwise_weights" for TF-Slim, "depthwise_kernel" for Keras).
+
+    Returns:
+      The kernel variable.
+    """
+    return model_variable(name, [kernel_size, kernel_size, int(inputs.shape[-1]), 1], initializer)
+
+
+def conv_op(stride, padding="SAME"):
+    """The function (inputs, kernel) -> tf.nn.conv2d output, for a given stride and padding."""
+    return lambda inputs, kernel: tf.nn.conv2d(inputs, kernel, strides=[1, stride, stride, 1], padding=padding)
+
+
+def depthwise_op(stride, padding="SAME"):
+    """The function (inputs, kernel) -> tf.nn.depthwise_conv2d output."""
+    return lambda inputs, kernel: tf.nn.depthwise_conv2d(
+        inputs, kernel, strides=[1, stride, stride, 1], padding=padding
+    )
+
+
 def conv2d(inputs, filters, kernel_size, stride, initializer, padding="SAME", name="weights"):
-    """A 2-D convolution without bias; the kernel is [k, k, in_channels, filters] (HWIO).
+    """A 2-D convolution without bias over a new `conv_kernel`.
 
     Args:
       inputs: float32 tensor [batch, height, width, channels].
@@ -81,34 +124,13 @@ def conv2d(inputs, filters, kernel_size, stride, initializer, padding="SAME", na
       stride: stride in both spatial dimensions.
       initializer: the kernel's initializer.
       padding: "SAME" or "VALID", as tf.nn.conv2d takes it.
-      name: the kernel variable's name ("weights" for TF-Slim, "kernel" for Keras).
+      name: the kernel variable's name.
 
     Returns:
       The convolution's output.
     """
-    in_channels = int(inputs.shape[-1])
-    kernel = model_variable(name, [kernel_size, kernel_size, in_channels, filters], initializer)
-    return tf.nn.conv2d(inputs, kernel, strides=[1, stride, stride, 1], padding=padding)
-
-
-def depthwise_conv2d(inputs, kernel_size, stride, initializer, padding="SAME", name="depthwise_weights"):
-    """A depthwise convolution (multiplier 1) without bias; the kernel is [k, k, channels, 1].
-
-    Args:
-      inputs: float32 tensor [batch, height, width, channels].
-      kernel_size: side of the square kernel.
-      stride: stride in both spatial dimensions.
-      initializer: the kernel's initializer.
-      padding: "SAME" or "VALID".
-      name: the kernel variable's name ("depthwise_weights" for TF-Slim,
-        "depthwise_kernel" for Keras).
-
-    Returns:
-      The convolution's output, with the input's channel count.
-    """
-    channels = int(inputs.shape[-1])
-    kernel = model_variable(name, [kernel_size, kernel_size, channels, 1], initializer)
-    return tf.nn.depthwise_conv2d(inputs, kernel, strides=[1, stride, stride, 1], padding=padding)
+    kernel = conv_kernel(inputs, filters, kernel_size, initializer, name)
+    return conv_op(stride, padding)(inputs, kernel)
 
 
 def bias_add(inputs, name="biases"):

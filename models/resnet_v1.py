@@ -12,7 +12,7 @@ to 1.001e-5 by the fused kernel, as in TF-Slim's fused path).
 import tensorflow as tf
 
 from models import net_ops
-from models.batch_norm import batch_norm
+from models.batch_norm import conv_batch_norm
 
 v1 = tf.compat.v1
 
@@ -42,8 +42,10 @@ def _conv_bn(inputs, filters, kernel_size, stride, scope, is_training, updates, 
         padding = "SAME"
         if stride > 1 and kernel_size > 1:
             inputs, padding = _pad_for_stride(inputs, kernel_size), "VALID"
-        net = net_ops.conv2d(inputs, filters, kernel_size, stride, _initializer(), padding)
-        net = batch_norm(net, is_training, updates, BATCH_NORM_DECAY, BATCH_NORM_EPSILON)
+        kernel = net_ops.conv_kernel(inputs, filters, kernel_size, _initializer())
+        net = conv_batch_norm(
+            net_ops.conv_op(stride, padding), kernel, inputs, is_training, updates, BATCH_NORM_DECAY, BATCH_NORM_EPSILON
+        )
         return net if activation is None else activation(net)
 
 

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from models import batch_norm, mobilenet_v1, networks
+from models import batch_norm, mobilenet_v1, net_ops, networks
 
 v1 = tf.compat.v1
 
@@ -369,6 +369,40 @@ def test_batch_norm_with_a_training_tensor_updates_only_when_it_is_true():
     for old, new in zip(before, after_inference):
         np.testing.assert_array_equal(old, new)
     assert not np.array_equal(before[0], after_training[0])
+
+
+@pytest.mark.parametrize("depthwise", [False, True])
+def test_folded_conv_batch_norm_is_conv_then_batch_norm(depthwise):
+    """Inference mode folds BatchNorm into the kernel: same variables, same function."""
+    rng = np.random.default_rng(SEED)
+    values = _bn_values(rng, channels=4)
+    x = rng.normal(0.0, 1.0, (2, 6, 6, 4)).astype(np.float32)
+    kernel_value = rng.normal(0.0, 0.5, (3, 3, 4, 1) if depthwise else (3, 3, 4, 4)).astype(np.float32)
+    conv = net_ops.depthwise_op(2) if depthwise else net_ops.conv_op(2)
+    outputs, tables = [], []
+    for folded in (True, False):
+        with tf.Graph().as_default():
+            inputs = v1.placeholder(tf.float32, x.shape)
+            updates = {}
+            with v1.variable_scope("layer"):
+                kernel = net_ops.model_variable("weights", list(kernel_value.shape), v1.zeros_initializer())
+                if folded:
+                    output = batch_norm.conv_batch_norm(
+                        conv, kernel, inputs, False, updates, 0.9, 1e-3, depthwise=depthwise
+                    )
+                else:
+                    output = batch_norm.batch_norm(conv(inputs, kernel), False, updates, 0.9, 1e-3)
+            assert updates == {}
+            op_types = {op.type for op in tf.compat.v1.get_default_graph().get_operations()}
+            assert ("FusedBatchNormV3" in op_types) != folded
+            tables.append(_table(v1.global_variables()))
+            with v1.Session() as sess:
+                kernel.load(kernel_value, sess)
+                for variable in v1.global_variables()[1:]:
+                    variable.load(values[variable.op.name.split("/")[-1]].astype(np.float32), sess)
+                outputs.append(sess.run(output, {inputs: x}))
+    assert tables[0] == tables[1]
+    np.testing.assert_allclose(outputs[0], outputs[1], rtol=1e-5, atol=1e-5)
 
 
 def test_update_ops_select_at_the_scope_boundary():
