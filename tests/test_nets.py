@@ -260,7 +260,8 @@ def test_class_names():
     assert lines[0].startswith("#") and sum(1 for line in lines if not line.startswith("#")) == 1000
 
 
-@pytest.mark.parametrize("name", ["resnet_v1_50", "mobilenet_v1", "efficientnet_lite0"])
+# resnet_v1_50's forward pass is checked against TF-Slim's in section 4.
+@pytest.mark.parametrize("name", ["mobilenet_v1", "efficientnet_lite0"])
 def test_small_forward_pass_in_both_modes(name):
     network = networks.get(name)
     rng = np.random.default_rng(SEED)

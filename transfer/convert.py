@@ -99,23 +99,43 @@ def _examples(names, limit=3):
     return ", ".join(names[:limit]) + (", ..." if len(names) > limit else "")
 
 
-def graph_shapes():
-    """{variable name: shape} of our efficientnet_lite0, built in a graph of its own."""
+def build_variables():
+    """Builds our efficientnet_lite0 into the current graph; returns its model variables."""
     network = get_network(NETWORK)
-    with tf.Graph().as_default():
-        images = v1.placeholder(tf.float32, network.input_shape(), name="images")
-        network.build(images, num_classes=network.num_classes)
-        return collections.OrderedDict(
-            (v.op.name, v.shape.as_list()) for v in v1.get_collection(v1.GraphKeys.MODEL_VARIABLES)
-        )
+    images = v1.placeholder(tf.float32, network.input_shape(), name="images")
+    network.build(images, num_classes=network.num_classes)
+    return v1.get_collection(v1.GraphKeys.MODEL_VARIABLES)
 
 
-def convert_state_dict(state, source):
+def graph_shapes(variables=None):
+    """{variable name: shape} of the given variables, or of efficientnet_lite0 built in a graph of its own."""
+    if variables is None:
+        with tf.Graph().as_default():
+            return graph_shapes(build_variables())
+    return collections.OrderedDict((v.op.name, v.shape.as_list()) for v in variables)
+
+
+def check_names(state, source):
+    """Raises CheckpointError unless the state_dict's entries are EfficientNet-Lite0's (counters aside)."""
+    mapping = name_map()
+    entries = {name for name in state if not name.endswith(COUNTER_SUFFIX)}
+    missing, unexpected = set(mapping) - entries, entries - set(mapping)
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} EfficientNet-Lite0 entries missing ({_examples(missing)})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected ({_examples(unexpected)})")
+        raise CheckpointError(f"{source} is not an EfficientNet-Lite0 state_dict: {'; '.join(parts)}")
+
+
+def convert_state_dict(state, source, shapes=None):
     """Maps a state_dict's arrays onto our variables, checking names and shapes.
 
     Args:
       state: {torch name: numpy array}, as transfer.torch_legacy.read_state_dict returns.
       source: the file name, for messages.
+      shapes: {variable name: shape} of our graph; None builds one to find them.
 
     Returns:
       (values, dropped): an ordered dict {TF variable name: float32 array in TF layout}
@@ -125,17 +145,10 @@ def convert_state_dict(state, source):
       CheckpointError: for entries that are missing, unexpected or of another shape.
     """
     mapping = name_map()
+    check_names(state, source)
     dropped = [name for name in state if name.endswith(COUNTER_SUFFIX)]
     entries = {name: value for name, value in state.items() if not name.endswith(COUNTER_SUFFIX)}
-    missing, unexpected = set(mapping) - set(entries), set(entries) - set(mapping)
-    if missing or unexpected:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} EfficientNet-Lite0 entries missing ({_examples(missing)})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected ({_examples(unexpected)})")
-        raise CheckpointError(f"{source} is not an EfficientNet-Lite0 state_dict: {'; '.join(parts)}")
-    shapes = graph_shapes()
+    shapes = graph_shapes() if shapes is None else shapes
     values = collections.OrderedDict()
     for torch_name, (tf_name, layout) in mapping.items():
         array = entries[torch_name]
@@ -167,26 +180,26 @@ def _torch_shape(tf_shape, layout):
     return list(tf_shape)
 
 
-def write_checkpoint(values, directory):
-    """Saves the values as our efficientnet_lite0's variables under directory/model.ckpt.
+def write_checkpoint(values, directory, variables):
+    """Saves the values into our efficientnet_lite0's variables, under directory/model.ckpt.
+
+    Args:
+      values: {variable name: array}, one for each variable.
+      directory: where the checkpoint goes.
+      variables: the model variables, built by `build_variables` in the current graph.
 
     Returns:
       The checkpoint prefix.
     """
-    network = get_network(NETWORK)
-    with tf.Graph().as_default():
-        images = v1.placeholder(tf.float32, network.input_shape(), name="images")
-        network.build(images, num_classes=network.num_classes)
-        variables = v1.get_collection(v1.GraphKeys.MODEL_VARIABLES)
-        feeds, assigns = {}, []
-        for variable in variables:
-            placeholder = v1.placeholder(tf.float32, variable.shape)
-            feeds[placeholder] = values[variable.op.name]
-            assigns.append(v1.assign(variable, placeholder))
-        saver = v1.train.Saver(var_list=variables, save_relative_paths=True)
-        with v1.Session() as sess:
-            sess.run(assigns, feeds)
-            return saver.save(sess, os.path.join(directory, CHECKPOINT_NAME), write_meta_graph=False)
+    feeds, assigns = {}, []
+    for variable in variables:
+        placeholder = v1.placeholder(tf.float32, variable.shape)
+        feeds[placeholder] = values[variable.op.name]
+        assigns.append(v1.assign(variable, placeholder))
+    saver = v1.train.Saver(var_list=variables, save_relative_paths=True)
+    with v1.Session() as sess:
+        sess.run(assigns, feeds)
+        return saver.save(sess, os.path.join(directory, CHECKPOINT_NAME), write_meta_graph=False)
 
 
 def verify_checkpoint(prefix, values):
@@ -231,7 +244,15 @@ def convert(source, output, force=False, log=print):
     if os.path.lexists(output) and not os.path.isdir(output):
         raise UserError(f"--output {output} exists and is not a directory")
     state = read_state_dict(source)
-    values, dropped = convert_state_dict(state, source)
+    check_names(state, source)  # before building a graph: a wrong file is refused at once
+    with tf.Graph().as_default():
+        variables = build_variables()
+        values, dropped = convert_state_dict(state, source, graph_shapes(variables))
+        return _write(source, output, values, dropped, variables, log)
+
+
+def _write(source, output, values, dropped, variables, log):
+    """Writes the checkpoint dir into a staging dir, verifies it and renames it into place."""
     parent = os.path.dirname(output)
     try:
         os.makedirs(parent, exist_ok=True)
@@ -243,7 +264,7 @@ def convert(source, output, force=False, log=print):
     except OSError as error:
         raise UserError(f"cannot create --output {output}: {error.strerror}") from None
     try:
-        prefix = write_checkpoint(values, staging)
+        prefix = write_checkpoint(values, staging, variables)
         verify_checkpoint(prefix, values)
         report = {
             "network": NETWORK,
