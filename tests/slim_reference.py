@@ -8,15 +8,17 @@ built with `updates_collections=None` (the fused path, same variable names), bec
 the default path imports a module tf-keras no longer ships, and `ops.Tensor` is put
 back for tf_slim's constant_value (see _slim).
 
-  export: build each net (inference mode), initialise it from --seed, replace every
-          bias and BatchNorm variable by seeded random values (so BatchNorm is not the
-          identity), save it with a default Saver, write its outputs and variable table.
-  import: restore each net from --<net>-checkpoint with a default Saver (every variable
-          must be found; no initialiser runs), write its outputs and variable table.
+One run does both directions for each net, in one graph (one TensorFlow import):
 
-Inputs: --inputs-dir holds <net>.npy. Outputs in --out-dir: <net>_logits.npy,
-<net>_features.npy (the unpooled last conv block for resnet, fc7 for vgg),
-<net>/model.ckpt (export) and variables.json ({net: [[name, shape], ...]}).
+  import: restore the net from --ours-dir/<net>/model.ckpt with a default Saver (every
+          variable must be found; no initialiser runs) and write its outputs as
+          imported_<net>_{logits,features}.npy;
+  export: then initialise it from --seed, replace every bias and BatchNorm variable by
+          seeded random values (so BatchNorm is not the identity), save it as
+          --out-dir/<net>/model.ckpt and write its outputs as exported_<net>_*.npy.
+
+Inputs: --inputs-dir holds <net>.npy. Features are the unpooled last block for resnet
+and fc7 for vgg. Also written: variables.json ({net: [[name, shape], ...]}).
 Exit status 3: tf_slim is not usable here.
 """
 
@@ -93,31 +95,27 @@ def run(net, args, modules):
         variables = v1.global_variables()
         saver = v1.train.Saver()
         with v1.Session() as sess:
-            if args.mode == "export":
-                sess.run(v1.global_variables_initializer())
-                randomise(tf, sess, variables, args.seed)
-                prefix = os.path.join(args.out_dir, net, "model.ckpt")
-                os.makedirs(os.path.dirname(prefix), exist_ok=True)
-                saver.save(sess, prefix, write_meta_graph=False)
-            else:
-                saver.restore(sess, getattr(args, f"{net}_checkpoint"))
-            out_logits, out_features = sess.run([logits, features], {images: inputs})
-    np.save(os.path.join(args.out_dir, f"{net}_logits.npy"), out_logits)
-    np.save(os.path.join(args.out_dir, f"{net}_features.npy"), out_features)
+            saver.restore(sess, os.path.join(args.ours_dir, net, "model.ckpt"))
+            outputs = {"imported": sess.run([logits, features], {images: inputs})}
+            sess.run(v1.global_variables_initializer())
+            randomise(tf, sess, variables, args.seed)
+            prefix = os.path.join(args.out_dir, net, "model.ckpt")
+            os.makedirs(os.path.dirname(prefix), exist_ok=True)
+            saver.save(sess, prefix, write_meta_graph=False)
+            outputs["exported"] = sess.run([logits, features], {images: inputs})
+    for direction, (out_logits, out_features) in outputs.items():
+        np.save(os.path.join(args.out_dir, f"{direction}_{net}_logits.npy"), out_logits)
+        np.save(os.path.join(args.out_dir, f"{direction}_{net}_features.npy"), out_features)
     return [[v.op.name, v.shape.as_list()] for v in variables]
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("mode", choices=("export", "import"))
     parser.add_argument("--inputs-dir", required=True)
+    parser.add_argument("--ours-dir", required=True, help="holds <net>/model.ckpt written by our builders")
     parser.add_argument("--out-dir", required=True)
     parser.add_argument("--seed", type=int, default=0)
-    for net in NETS:
-        parser.add_argument(f"--{net.replace('_', '-')}-checkpoint")
     args = parser.parse_args(argv)
-    if args.mode == "import" and not all(getattr(args, f"{net}_checkpoint") for net in NETS):
-        parser.error("import needs a checkpoint for every net")
     modules = _slim()
     os.makedirs(args.out_dir, exist_ok=True)
     table = {net: run(net, args, modules) for net in NETS}
