@@ -1,0 +1,245 @@
+"""The network registry: the one place a network is described.
+
+TF-Slim's nets_factory maps a name to a builder, and its preprocessing_factory maps the
+same name to a preprocessing function; here one frozen `Network` record carries both,
+plus what training, prediction, export and inspection need to know about the network:
+its input size and channels, its class count and the names of its classes, and its head
+scopes (what `--restore backbone` leaves out and what a new head of the user's classes
+replaces). Every entry point asks `get(name)`; nothing else hard-codes a network.
+
+Builders share one signature, TF-Slim's:
+`build(images, num_classes=<default>, is_training=False) -> (net, end_points)`, where
+`num_classes=None` returns the features that the head reads ([batch, channels]) and
+`end_points["batch_norm_updates"]` holds the BatchNorm update ops (see models.batch_norm).
+"""
+
+import dataclasses
+import os
+from collections.abc import Callable
+
+import tensorflow as tf
+
+from models import cae, classifier, efficientnet_lite, mobilenet_v1, resnet_v1, vgg
+from models.scopes import ENCODER_SCOPES, HEAD_SCOPES
+
+IMAGENET_CLASSES_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "imagenet_classes.txt")
+# TF-Slim vgg_preprocessing's _R_MEAN, _G_MEAN, _B_MEAN (also used for ResNet v1).
+VGG_MEAN_RGB = (123.68, 116.78, 103.94)
+# The release's MEAN_RGB and STDDEV_RGB for EfficientNet-Lite (efficientnet_lite_builder.py).
+EFFICIENTNET_LITE_MEAN = 127.0
+EFFICIENTNET_LITE_STDDEV = 128.0
+
+
+def vgg_preprocess(images):
+    """RGB in [0, 255] minus the ImageNet channel means (TF-Slim vgg_preprocessing)."""
+    return tf.cast(images, tf.float32) - tf.constant(VGG_MEAN_RGB, tf.float32)
+
+
+def inception_preprocess(images):
+    """RGB in [0, 255] scaled to [-1, 1] (TF-Slim inception_preprocessing, used by MobileNet v1)."""
+    return tf.cast(images, tf.float32) / 127.5 - 1.0
+
+
+def efficientnet_lite_preprocess(images):
+    """RGB in [0, 255] to (x - 127) / 128, the EfficientNet-Lite release's normalisation."""
+    return (tf.cast(images, tf.float32) - EFFICIENTNET_LITE_MEAN) / EFFICIENTNET_LITE_STDDEV
+
+
+def unit_preprocess(images):
+    """Grey levels in [0, 255] to [0, 1], what the digit classifier was trained on."""
+    return tf.cast(images, tf.float32) / 255.0
+
+
+def _cae_classifier(images, num_classes=10, is_training=False):
+    """The digit classifier under the shared builder signature.
+
+    `is_training` is accepted for the signature and unused: this builder has no dropout
+    (use models.classifier for that) and no BatchNorm. With num_classes=None it builds
+    the encoder only and returns conv2 flattened, the features its head (fc1, logits) reads.
+    """
+    del is_training
+    if num_classes is None:
+        end_points = cae.encoder(images)
+        net = end_points["features"]
+    else:
+        end_points = classifier.build_classifier(images, num_classes)
+        net = end_points["logits"]
+    end_points["batch_norm_updates"] = {}
+    return net, end_points
+
+
+@dataclasses.dataclass(frozen=True)
+class Network:
+    """What the toolkit knows about one network.
+
+    Attributes:
+      name: the registry name, what `--network` takes.
+      build: the builder, `build(images, num_classes, is_training) -> (net, end_points)`.
+      image_size: (height, width) the pretrained weights expect.
+      channels: input channels (3 for RGB, 1 for the digit classifier).
+      preprocess: maps images in [0, 255] (float or uint8 tensor, RGB) to the network's input.
+      num_classes: the pretrained head's width.
+      feature_units: width of the features the head reads (`build(num_classes=None)`).
+      label_offset: logit index of class 0 of the names file (1 for MobileNet v1, whose
+        logit 0 is "background").
+      head_scopes: variable scopes of the head: what `--restore backbone` leaves out
+        and a new head replaces. Everything else the builder creates is the backbone.
+      block_scopes: the backbone's stages from input to output, for fine-tuning the
+        top ones (e.g. `--lr-mult` on the last two).
+      scope: the outer variable scope, or "" for networks without one.
+      class_names_file: one class name per line ("#" lines are comments), or None
+        when the classes are the digits 0..num_classes-1.
+      crop_fraction: central crop (of the shorter side) taken before resizing to
+        image_size in evaluation: 224/256 for the TF-Slim nets and EfficientNet-Lite.
+    """
+
+    name: str
+    build: Callable
+    image_size: tuple[int, int]
+    channels: int
+    preprocess: Callable
+    num_classes: int
+    feature_units: int
+    head_scopes: tuple[str, ...]
+    block_scopes: tuple[str, ...]
+    scope: str = ""
+    label_offset: int = 0
+    class_names_file: str | None = None
+    crop_fraction: float = 1.0
+
+    def input_shape(self, batch=None):
+        """[batch, height, width, channels] of the builder's input."""
+        return [batch, *self.image_size, self.channels]
+
+    def class_names(self):
+        """One name per logit, index = logit index.
+
+        Returns:
+          A list of num_classes strings; "background" at the offset positions.
+
+        Raises:
+          ValueError: if the names file does not hold num_classes - label_offset names.
+        """
+        if self.class_names_file is None:
+            return [str(index) for index in range(self.num_classes)]
+        with open(self.class_names_file, encoding="utf-8") as f:
+            names = [line.rstrip("\n") for line in f if line.strip() and not line.startswith("#")]
+        if len(names) != self.num_classes - self.label_offset:
+            raise ValueError(
+                f"{self.class_names_file} holds {len(names)} class names, "
+                f"{self.name} needs {self.num_classes - self.label_offset}"
+            )
+        return ["background"] * self.label_offset + names
+
+    def is_head_variable(self, name):
+        """Whether a variable name (no ":0") is under one of the head scopes, at the "/" boundary."""
+        return any(name.startswith(scope + "/") for scope in self.head_scopes)
+
+
+_CROP_224_OF_256 = 224 / 256
+
+
+def _resnet_blocks():
+    return ("resnet_v1_50/conv1",) + tuple(f"resnet_v1_50/{block[0]}" for block in resnet_v1.BLOCKS)
+
+
+def _mobilenet_blocks():
+    scopes = ["MobilenetV1/Conv2d_0"]
+    for index in range(1, len(mobilenet_v1.LAYERS)):
+        scopes += [f"MobilenetV1/Conv2d_{index}_depthwise", f"MobilenetV1/Conv2d_{index}_pointwise"]
+    return tuple(scopes)
+
+
+_EFFICIENTNET_BLOCKS = (
+    ("efficientnet-lite0/stem",)
+    + tuple(f"efficientnet-lite0/blocks_{index}" for index in range(len(efficientnet_lite.block_specs())))
+    + ("efficientnet-lite0/head/conv2d", "efficientnet-lite0/head/tpu_batch_normalization")
+)
+
+NETWORKS = {
+    network.name: network
+    for network in (
+        Network(
+            name="cae",
+            build=_cae_classifier,
+            image_size=cae.IMAGE_SHAPE[:2],
+            channels=cae.IMAGE_SHAPE[2],
+            preprocess=unit_preprocess,
+            num_classes=10,
+            feature_units=cae.ENCODER_UNITS,
+            head_scopes=HEAD_SCOPES,
+            block_scopes=ENCODER_SCOPES,
+        ),
+        Network(
+            name="vgg_16",
+            build=vgg.vgg_16,
+            image_size=(224, 224),
+            channels=3,
+            preprocess=vgg_preprocess,
+            num_classes=1000,
+            feature_units=vgg.FC_UNITS,
+            head_scopes=("vgg_16/fc8",),
+            block_scopes=tuple(f"vgg_16/conv{n}" for n in range(1, 6)) + ("vgg_16/fc6", "vgg_16/fc7"),
+            scope=vgg.SCOPE,
+            class_names_file=IMAGENET_CLASSES_FILE,
+            crop_fraction=_CROP_224_OF_256,
+        ),
+        Network(
+            name="resnet_v1_50",
+            build=resnet_v1.resnet_v1_50,
+            image_size=(224, 224),
+            channels=3,
+            preprocess=vgg_preprocess,
+            num_classes=1000,
+            feature_units=resnet_v1.BLOCKS[-1][1] * resnet_v1.EXPANSION,
+            head_scopes=("resnet_v1_50/logits",),
+            block_scopes=_resnet_blocks(),
+            scope=resnet_v1.SCOPE,
+            class_names_file=IMAGENET_CLASSES_FILE,
+            crop_fraction=_CROP_224_OF_256,
+        ),
+        Network(
+            name="mobilenet_v1",
+            build=mobilenet_v1.mobilenet_v1,
+            image_size=(224, 224),
+            channels=3,
+            preprocess=inception_preprocess,
+            num_classes=mobilenet_v1.NUM_CLASSES,
+            label_offset=1,
+            feature_units=mobilenet_v1.LAYERS[-1][1],
+            head_scopes=("MobilenetV1/Logits",),
+            block_scopes=_mobilenet_blocks(),
+            scope=mobilenet_v1.SCOPE,
+            class_names_file=IMAGENET_CLASSES_FILE,
+            crop_fraction=0.875,
+        ),
+        Network(
+            name="efficientnet_lite0",
+            build=efficientnet_lite.efficientnet_lite0,
+            image_size=(224, 224),
+            channels=3,
+            preprocess=efficientnet_lite_preprocess,
+            num_classes=efficientnet_lite.NUM_CLASSES,
+            feature_units=efficientnet_lite.HEAD_FILTERS,
+            head_scopes=("efficientnet-lite0/head/dense",),
+            block_scopes=_EFFICIENTNET_BLOCKS,
+            scope=efficientnet_lite.SCOPE,
+            class_names_file=IMAGENET_CLASSES_FILE,
+            crop_fraction=_CROP_224_OF_256,
+        ),
+    )
+}
+NAMES = tuple(NETWORKS)
+DEFAULT = "cae"
+
+
+def get(name):
+    """The registry entry of a network.
+
+    Raises:
+      ValueError: for an unknown name, listing the known ones.
+    """
+    try:
+        return NETWORKS[name]
+    except KeyError:
+        raise ValueError(f"unknown network {name!r}; choose one of {', '.join(NAMES)}") from None

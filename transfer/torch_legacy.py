@@ -1,0 +1,378 @@
+"""A reader for PyTorch state_dicts in the legacy (non-zip) serialisation, without torch
+and without unpickling.
+
+A pickle is a program: `pickle.load` on a user's file runs whatever callables it names.
+This reader never calls pickle.load or pickle.Unpickler. It walks each pickle's opcodes
+with `pickletools.genops` and evaluates them itself, on a small stack machine that knows
+only what a tensor state_dict needs: containers, numbers and strings, the globals
+`collections.OrderedDict`, `torch._utils._rebuild_tensor_v2` and the `torch.*Storage`
+types, as inert markers it interprets itself, and persistent ids naming storages. Any
+other opcode or global stops the read with one line naming it, before anything after it
+is even parsed; nothing named in the file is imported or called.
+
+The legacy layout (torch.save with _use_new_zipfile_serialization=False): five pickles
+in a row (a magic number, the protocol version 1001, a sys-info dict, the object with
+tensors as persistent storage ids, the list of storage keys), then for each key in that
+list a little-endian int64 element count and the storage's raw bytes.
+"""
+
+import collections
+import io
+import pickletools
+import struct
+import zipfile
+
+import numpy as np
+
+from runtime.errors import CheckpointError
+
+MAGIC_NUMBER = 0x1950A86A20F9469CFC6C
+PROTOCOL_VERSION = 1001
+STORAGE_DTYPES = {
+    "FloatStorage": np.dtype("<f4"),
+    "DoubleStorage": np.dtype("<f8"),
+    "HalfStorage": np.dtype("<f2"),
+    "LongStorage": np.dtype("<i8"),
+    "IntStorage": np.dtype("<i4"),
+    "ShortStorage": np.dtype("<i2"),
+    "CharStorage": np.dtype("i1"),
+    "ByteStorage": np.dtype("u1"),
+    "BoolStorage": np.dtype("?"),
+}
+ORDERED_DICT = ("collections", "OrderedDict")
+REBUILD_TENSOR = ("torch._utils", "_rebuild_tensor_v2")
+ALLOWED_GLOBALS = {ORDERED_DICT, REBUILD_TENSOR} | {("torch", name) for name in STORAGE_DTYPES}
+
+
+class _Global:
+    """An allowed global, as a marker: never the object it names."""
+
+    def __init__(self, module, name):
+        self.key = (module, name)
+
+    def __repr__(self):
+        return ".".join(self.key)
+
+
+class _Storage:
+    """A storage named by a persistent id; its bytes come after the pickles."""
+
+    def __init__(self, key, dtype, numel):
+        self.key, self.dtype, self.numel = key, dtype, numel
+        self.array = None
+
+
+class _Tensor:
+    """A strided view of a storage, materialised once the storages are read."""
+
+    def __init__(self, storage, offset, size, stride):
+        self.storage, self.offset, self.size, self.stride = storage, offset, size, stride
+
+
+class _StateDict(collections.OrderedDict):
+    """The OrderedDict the pickle builds; BUILD may attach TF-ignored `_metadata`."""
+
+
+# Opcodes whose argument is the value itself: ints, floats and str.
+_LITERALS = frozenset(
+    ("BININT", "BININT1", "BININT2", "LONG1", "LONG4", "BINFLOAT", "BINUNICODE", "SHORT_BINUNICODE", "BINUNICODE8")
+    # The text forms of protocols 0 and 1.
+    + ("INT", "LONG", "FLOAT", "UNICODE")
+)
+
+
+class _Mark:
+    pass
+
+
+_MARK = _Mark()
+
+
+def _refuse(path, what):
+    raise CheckpointError(f"refusing {path}: {what} (a tensor state_dict needs none of this; nothing was run)")
+
+
+def _is_int(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _int_tuple(value):
+    return isinstance(value, tuple) and all(_is_int(item) for item in value)
+
+
+class _Machine:
+    """Evaluates one pickle's opcodes, allowing only what a tensor state_dict needs."""
+
+    def __init__(self, path, storages):
+        self.path = path
+        self.storages = storages  # key -> _Storage, shared by every pickle of the file
+        self.stack = []
+        self.memo = {}
+
+    def _pop_mark(self):
+        for index in range(len(self.stack) - 1, -1, -1):
+            if self.stack[index] is _MARK:
+                items = self.stack[index + 1 :]
+                del self.stack[index:]
+                return items
+        _refuse(self.path, "a pickle that pops a mark it never set")
+
+    def _pop(self):
+        if not self.stack or self.stack[-1] is _MARK:
+            _refuse(self.path, "a pickle that pops an empty stack")
+        return self.stack.pop()
+
+    def _global(self, module, name):
+        if (module, name) not in ALLOWED_GLOBALS:
+            _refuse(self.path, f"its pickle names the global {module}.{name}")
+        return _Global(module, name)
+
+    def _persistent(self, pid):
+        if not (isinstance(pid, tuple) and len(pid) in (5, 6) and pid[0] == "storage"):
+            _refuse(self.path, f"a persistent id that is not a storage: {pid!r:.80}")
+        _, storage_type, key, location, numel = pid[:5]
+        if not isinstance(storage_type, _Global) or storage_type.key[1] not in STORAGE_DTYPES:
+            _refuse(self.path, f"a storage of type {storage_type!r:.60}")
+        if not (isinstance(key, str) and isinstance(location, str) and _is_int(numel) and numel >= 0):
+            _refuse(self.path, f"a malformed storage id {pid!r:.80}")
+        if len(pid) == 6 and pid[5] is not None:
+            _refuse(self.path, "a storage view (not written by state_dict saving)")
+        dtype = STORAGE_DTYPES[storage_type.key[1]]
+        storage = self.storages.setdefault(key, _Storage(key, dtype, numel))
+        if storage.dtype != dtype or storage.numel != numel:
+            _refuse(self.path, f"storage {key} declared twice with different types or sizes")
+        return storage
+
+    def _reduce(self, function, args):
+        if not isinstance(function, _Global) or not isinstance(args, tuple):
+            _refuse(self.path, f"a call of {function!r:.60}")
+        if function.key == ORDERED_DICT:
+            if args == ():
+                return _StateDict()
+            if (
+                len(args) == 1
+                and isinstance(args[0], list)
+                and all(isinstance(p, tuple) and len(p) == 2 for p in args[0])
+            ):
+                return _StateDict(args[0])
+        elif function.key == REBUILD_TENSOR and len(args) in (6, 7):
+            storage, offset, size, stride, requires_grad, hooks = args[:6]
+            if (
+                isinstance(storage, _Storage)
+                and _is_int(offset)
+                and _int_tuple(size)
+                and _int_tuple(stride)
+                and len(size) == len(stride)
+                and isinstance(requires_grad, bool)
+                and isinstance(hooks, _StateDict)
+                and not hooks
+            ):
+                return _Tensor(storage, offset, size, stride)
+        _refuse(self.path, f"a call of {function!r} with unexpected arguments")
+
+    def run(self, ops):
+        """Evaluates opcodes up to STOP and returns the pickled value."""
+        for opcode, arg, _ in ops:
+            name = opcode.name
+            stack = self.stack
+            if name in ("PROTO", "FRAME"):
+                continue
+            if name == "STOP":
+                value = self._pop()
+                if stack:
+                    _refuse(self.path, "a pickle that leaves values behind")
+                return value
+            if name == "MARK":
+                stack.append(_MARK)
+            elif name in _LITERALS:
+                stack.append(arg)
+            elif name in ("BINSTRING", "SHORT_BINSTRING", "STRING"):
+                stack.append(arg if isinstance(arg, str) else arg.decode("latin-1"))
+            elif name == "NONE":
+                stack.append(None)
+            elif name in ("NEWTRUE", "NEWFALSE"):
+                stack.append(name == "NEWTRUE")
+            elif name == "EMPTY_TUPLE":
+                stack.append(())
+            elif name in ("TUPLE1", "TUPLE2", "TUPLE3"):
+                count = int(name[-1])
+                items = [self._pop() for _ in range(count)][::-1]
+                stack.append(tuple(items))
+            elif name == "TUPLE":
+                stack.append(tuple(self._pop_mark()))
+            elif name == "EMPTY_LIST":
+                stack.append([])
+            elif name == "EMPTY_DICT":
+                stack.append({})
+            elif name == "LIST":
+                stack.append(self._pop_mark())
+            elif name == "DICT":
+                items = self._pop_mark()
+                if len(items) % 2 or not all(isinstance(key, (str, int)) for key in items[::2]):
+                    _refuse(self.path, "a malformed DICT")
+                stack.append(dict(zip(items[::2], items[1::2])))
+            elif name in ("APPEND", "APPENDS"):
+                items = [self._pop()] if name == "APPEND" else self._pop_mark()
+                target = self._pop()
+                if not isinstance(target, list):
+                    _refuse(self.path, f"{name} on a {type(target).__name__}")
+                target.extend(items)
+                stack.append(target)
+            elif name in ("SETITEM", "SETITEMS"):
+                if name == "SETITEM":
+                    value = self._pop()
+                    items = [self._pop(), value]
+                else:
+                    items = self._pop_mark()
+                target = self._pop()
+                if not isinstance(target, dict) or len(items) % 2:
+                    _refuse(self.path, f"{name} on a {type(target).__name__}")
+                for key, value in zip(items[::2], items[1::2]):
+                    if not isinstance(key, (str, int)):
+                        _refuse(self.path, f"a dict key of type {type(key).__name__}")
+                    target[key] = value
+                stack.append(target)
+            elif name in ("BINPUT", "LONG_BINPUT", "PUT"):
+                if not stack:
+                    _refuse(self.path, "a memo put on an empty stack")
+                self.memo[arg] = stack[-1]
+            elif name == "MEMOIZE":
+                if not stack:
+                    _refuse(self.path, "a memo put on an empty stack")
+                self.memo[len(self.memo)] = stack[-1]
+            elif name in ("BINGET", "LONG_BINGET", "GET"):
+                if arg not in self.memo:
+                    _refuse(self.path, f"a memo get of unknown slot {arg}")
+                stack.append(self.memo[arg])
+            elif name == "GLOBAL":
+                module, _, attribute = arg.partition(" ")
+                stack.append(self._global(module, attribute))
+            elif name == "STACK_GLOBAL":
+                attribute, module = self._pop(), self._pop()
+                if not (isinstance(module, str) and isinstance(attribute, str)):
+                    _refuse(self.path, "a STACK_GLOBAL without string names")
+                stack.append(self._global(module, attribute))
+            elif name == "BINPERSID":
+                stack.append(self._persistent(self._pop()))
+            elif name == "REDUCE":
+                args = self._pop()
+                stack.append(self._reduce(self._pop(), args))
+            elif name == "BUILD":
+                state = self._pop()
+                target = stack[-1] if stack else None
+                # An OrderedDict's instance dict: state_dict's `_metadata` (module versions).
+                if not (isinstance(target, _StateDict) and isinstance(state, dict)):
+                    _refuse(self.path, f"BUILD on a {type(target).__name__}")
+            else:
+                _refuse(self.path, f"its pickle uses the opcode {name}")
+        _refuse(self.path, "a pickle without STOP")
+
+
+def _pickle(stream, machine, path, what):
+    try:
+        return machine.run(pickletools.genops(stream))
+    except CheckpointError:
+        raise
+    except (ValueError, EOFError, struct.error, UnicodeDecodeError, IndexError) as error:
+        raise CheckpointError(f"{path} is not a legacy PyTorch file: cannot parse its {what}: {error}") from None
+
+
+def _read_exact(stream, count, path, what):
+    data = stream.read(count)
+    if len(data) != count:
+        raise CheckpointError(f"{path} is truncated: {what} needs {count} bytes, {len(data)} left")
+    return data
+
+
+def _materialise(tensor, path, name):
+    storage = tensor.storage
+    if any(extent < 0 for extent in tensor.size) or any(step < 0 for step in tensor.stride) or tensor.offset < 0:
+        _refuse(path, f"tensor {name} has a negative size, stride or offset")
+    if 0 in tensor.size:
+        return np.zeros(tensor.size, storage.dtype)
+    last = tensor.offset + sum((extent - 1) * step for extent, step in zip(tensor.size, tensor.stride))
+    if last >= storage.numel:
+        _refuse(path, f"tensor {name} reaches element {last} of a {storage.numel}-element storage")
+    itemsize = storage.dtype.itemsize
+    view = np.lib.stride_tricks.as_strided(
+        storage.array[tensor.offset :],
+        shape=tensor.size,
+        strides=tuple(step * itemsize for step in tensor.stride),
+        writeable=False,
+    )
+    return np.array(view, dtype=storage.dtype.newbyteorder("="))
+
+
+def read_state_dict(path):
+    """Reads a legacy-format PyTorch state_dict into numpy arrays, without running it.
+
+    Args:
+      path: the .pth/.pt file.
+
+    Returns:
+      An ordered dict {entry name: numpy array}, in the file's order.
+
+    Raises:
+      CheckpointError: with one line, for a file that cannot be read, is not a legacy
+        PyTorch file, names anything beyond what a tensor state_dict needs, or holds
+        something other than a flat dict of tensors.
+    """
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as error:
+        raise CheckpointError(f"cannot read {path}: {error.strerror}") from None
+    if zipfile.is_zipfile(io.BytesIO(data)):
+        raise CheckpointError(
+            f"{path} is a zip-format PyTorch file; this reader takes the legacy format (torch.save with "
+            "_use_new_zipfile_serialization=False)"
+        )
+    if not data.startswith(b"\x80"):
+        raise CheckpointError(f"{path} is not a legacy PyTorch file (it does not start with a binary pickle)")
+    stream = io.BytesIO(data)
+    storages = {}
+    magic = _pickle(stream, _Machine(path, storages), path, "magic number")
+    if magic != MAGIC_NUMBER:
+        raise CheckpointError(f"{path} is not a legacy PyTorch file (no torch magic number at its start)")
+    protocol = _pickle(stream, _Machine(path, storages), path, "protocol version")
+    if protocol != PROTOCOL_VERSION:
+        raise CheckpointError(f"{path} has torch protocol version {protocol!r}; this reader knows {PROTOCOL_VERSION}")
+    sys_info = _pickle(stream, _Machine(path, storages), path, "system info")
+    if not isinstance(sys_info, dict) or sys_info.get("little_endian") is not True:
+        raise CheckpointError(f"{path} was not written on a little-endian machine (or lacks its system info)")
+    state = _pickle(stream, _Machine(path, storages), path, "object")
+    keys = _pickle(stream, _Machine(path, storages), path, "storage keys")
+    if not (isinstance(keys, list) and all(isinstance(key, str) for key in keys)):
+        raise CheckpointError(f"{path} is not a legacy PyTorch file: its storage key list is malformed")
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path} holds a pickled {_kind(state)}, not a state_dict (a dict of tensors)")
+    bad = [key for key, value in state.items() if not (isinstance(key, str) and isinstance(value, _Tensor))]
+    if bad:
+        raise CheckpointError(
+            f"{path} is not a state_dict of tensors: entry {bad[0]!r} is not a tensor (type: {_kind(state[bad[0]])})"
+        )
+    missing = set(storages) - set(keys)
+    if missing:
+        raise CheckpointError(f"{path} is truncated or malformed: storage {min(missing)} has no data")
+    for key in keys:
+        storage = storages.get(key)
+        if storage is None:
+            raise CheckpointError(f"{path} is malformed: data for storage {key}, which no tensor uses")
+        (numel,) = struct.unpack("<q", _read_exact(stream, 8, path, f"storage {key}'s size"))
+        if numel != storage.numel:
+            raise CheckpointError(
+                f"{path} is malformed: storage {key} holds {numel} elements, its id says {storage.numel}"
+            )
+        raw = _read_exact(stream, numel * storage.dtype.itemsize, path, f"storage {key}")
+        storage.array = np.frombuffer(raw, dtype=storage.dtype)
+    return collections.OrderedDict((name, _materialise(tensor, path, name)) for name, tensor in state.items())
+
+
+def _kind(value):
+    if isinstance(value, _Tensor):
+        return "tensor"
+    if isinstance(value, _Global):
+        return f"reference to {value!r}"
+    if isinstance(value, _StateDict):
+        return "OrderedDict"
+    return type(value).__name__
