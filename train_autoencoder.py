@@ -24,7 +24,7 @@ import tensorflow as tf  # noqa: E402
 from data import pipeline  # noqa: E402
 from data.augment import gaussian_noise  # noqa: E402
 from models.cae import RECONSTRUCTION_LOSSES, build_autoencoder, reconstruction_loss  # noqa: E402
-from runtime import cli, rundir  # noqa: E402
+from runtime import cli, onednn, rundir  # noqa: E402
 from runtime.checkpoints import Checkpointer  # noqa: E402
 from runtime.errors import UserError  # noqa: E402
 from runtime.paths import shown  # noqa: E402
@@ -87,7 +87,7 @@ def run(args):
     dataset = cli.load_data(args)
     steps_per_epoch = cli.steps_per_epoch(dataset.num_train, args.batch_size, "training images")
     total_steps = args.epochs * steps_per_epoch
-    config = dict(vars(args), model="autoencoder", data_source=dataset.source_kind, data_identity=dataset.identity(),
+    config = dict(vars(args), model="autoencoder", data_source=dataset.source_kind, data_identity=dataset.identity(), onednn=onednn.state(),
                   data=dataset.describe(), total_steps=total_steps)
     resuming = rundir.check_resume(model_dir, config, RESUME_KEYS) is not None
 

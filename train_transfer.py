@@ -30,7 +30,7 @@ from data.augment import random_shift  # noqa: E402
 from data.splits import split_train  # noqa: E402
 from models.cae import ENCODER_SCOPES, ENCODER_UNITS  # noqa: E402
 from models.classifier import build_classifier, head  # noqa: E402
-from runtime import cli, rundir  # noqa: E402
+from runtime import cli, onednn, rundir  # noqa: E402
 from runtime.checkpoints import Checkpointer  # noqa: E402
 from runtime.errors import UserError, disk_full_reason, one_line  # noqa: E402
 from runtime.session import session_config, set_process_threads  # noqa: E402
@@ -180,7 +180,7 @@ def run(args):
         steps_per_epoch = cli.steps_per_epoch(len(train_index), args.batch_size, "labelled training examples")
         total_steps = args.epochs * steps_per_epoch
         config = dict(vars(args), model="transfer", checkpoint=source_prefix, data_source=dataset.source_kind,
-                      data_identity=dataset.identity(), data=dataset.describe(), num_train=len(train_index), num_validation=len(val_index),
+                      data_identity=dataset.identity(), onednn=onednn.state(), data=dataset.describe(), num_train=len(train_index), num_validation=len(val_index),
                       total_steps=total_steps, cache_features_used=use_cache)
         resuming = rundir.check_resume(model_dir, config, RESUME_KEYS) is not None
         print(f"labelled training examples: {len(train_index)}; validation: {len(val_index)}; test: {len(test_labels)}")
