@@ -15,6 +15,10 @@ that fine-tunes a scope runs the update ops of that scope's layers, and only tho
 Whether a layer normalises with batch statistics (training mode) or with its moving
 statistics (inference mode) is decided per layer by `is_training` (see
 `models.net_ops.layer_training`). A layer in inference mode creates no update op.
+
+The builders use `conv_batch_norm`, which in inference mode folds the normalisation
+into the preceding convolution's kernel and a bias add (same variables, same function
+up to float rounding, faster on CPU); `batch_norm` is the unfolded layer.
 """
 
 import tensorflow as tf

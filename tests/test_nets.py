@@ -476,8 +476,10 @@ def _randomise(sess, seed):
     rng = np.random.default_rng(seed)
     for variable in v1.global_variables():
         name, shape = variable.op.name, variable.shape.as_list()
-        if name.endswith(("moving_variance", "gamma")):
-            variable.load(rng.uniform(0.5, 1.5, shape).astype(np.float32), sess)
+        if name.endswith("moving_variance"):
+            variable.load(rng.uniform(2.0, 4.0, shape).astype(np.float32), sess)
+        elif name.endswith("gamma"):
+            variable.load(rng.uniform(0.3, 0.6, shape).astype(np.float32), sess)
         elif name.endswith(("beta", "moving_mean", "biases")):
             variable.load(rng.normal(0.0, 0.1, shape).astype(np.float32), sess)
 
