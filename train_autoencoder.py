@@ -13,7 +13,7 @@ from runtime.quiet import guard_startup, import_tensorflow
 
 if __name__ == "__main__":
     guard_startup()  # from here on Ctrl-C or SIGTERM ends the process with one line, even during the imports
-import_tensorflow()  # before anything imports it: keeps TensorFlow's start-up lines off the terminal
+import_tensorflow(log=print)  # before anything imports it: keeps TensorFlow's start-up lines off the terminal
 
 import argparse  # noqa: E402
 import sys  # noqa: E402
@@ -21,7 +21,7 @@ import time  # noqa: E402
 
 import tensorflow as tf  # noqa: E402
 
-from data import pipeline  # noqa: E402
+from data import pipeline, sources  # noqa: E402
 from data.augment import gaussian_noise  # noqa: E402
 from models.cae import RECONSTRUCTION_LOSSES, build_autoencoder, reconstruction_loss  # noqa: E402
 from runtime import cli, onednn, rundir  # noqa: E402
@@ -48,10 +48,18 @@ def parse_args(argv=None):
         description="Train the convolutional autoencoder (conv1, conv2, latent_var, z_matrix, dconv1, dconv2) "
         "on MNIST images, without labels.",
     )
-    parser.add_argument("--epochs", type=cli.positive_int, default=50, help="passes over the training images (default: %(default)s)")
-    parser.add_argument("--batch-size", type=cli.positive_int, default=64, help="images per step (default: %(default)s)")
-    parser.add_argument("--learning-rate", type=cli.learning_rate, default=1e-3, help="Adam learning rate (default: %(default)s)")
-    parser.add_argument("--latent-size", type=cli.positive_int, default=20, help="width of the code latent_var (default: %(default)s)")
+    parser.add_argument(
+        "--epochs", type=cli.positive_int, default=50, help="passes over the training images (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--batch-size", type=cli.positive_int, default=64, help="images per step (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--learning-rate", type=cli.learning_rate, default=1e-3, help="Adam learning rate (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--latent-size", type=cli.positive_int, default=20, help="width of the code latent_var (default: %(default)s)"
+    )
     parser.add_argument(
         "--loss",
         choices=RECONSTRUCTION_LOSSES,
@@ -84,11 +92,18 @@ def run(args):
     if not 0.0 <= args.noise < float("inf"):
         raise UserError(f"--noise must be 0 or a positive standard deviation, got {args.noise}")
     model_dir = args.model_dir
-    dataset = cli.load_data(args)
+    dataset = sources.load_requested(args.dataset, args.data_dir, args.sample)
     steps_per_epoch = cli.steps_per_epoch(dataset.num_train, args.batch_size, "training images")
     total_steps = args.epochs * steps_per_epoch
-    config = dict(vars(args), model="autoencoder", data_source=dataset.source_kind, data_identity=dataset.identity(), onednn=onednn.state(),
-                  data=dataset.describe(), total_steps=total_steps)
+    config = dict(
+        vars(args),
+        model="autoencoder",
+        data_source=dataset.source_kind,
+        data_identity=dataset.identity(),
+        onednn=onednn.state(),
+        data=dataset.describe(),
+        total_steps=total_steps,
+    )
     resuming = rundir.check_resume(model_dir, config, RESUME_KEYS) is not None
 
     test_images = pipeline.to_float_images(dataset.test_images)
@@ -98,7 +113,9 @@ def run(args):
         batch = pipeline.BatchInput(args.batch_size)
         images = v1.placeholder_with_default(batch.images, [None, 28, 28, 1], name="images")
         noise = v1.placeholder_with_default(args.noise, [], name="noise_stddev")
-        end_points = build_autoencoder(gaussian_noise(images, noise, seed=args.seed) if args.noise else images, args.latent_size)
+        end_points = build_autoencoder(
+            gaussian_noise(images, noise, seed=args.seed) if args.noise else images, args.latent_size
+        )
         loss = reconstruction_loss(images, end_points, args.loss)
         eval_losses = {kind: reconstruction_loss(images, end_points, kind) for kind in RECONSTRUCTION_LOSSES}
         global_step = v1.train.get_or_create_global_step()
@@ -109,21 +126,31 @@ def run(args):
         train_summary = v1.summary.merge([v1.summary.scalar("losses/train", loss)])
         preview = tf.concat([images, end_points["reconstruction"]], axis=2)
         epoch_summary = v1.summary.merge(
-            [v1.summary.image("reconstructions/input_vs_output", preview, max_outputs=PREVIEW_IMAGES),
-             v1.summary.histogram("latent/code", end_points["latent"])]
+            [
+                v1.summary.image("reconstructions/input_vs_output", preview, max_outputs=PREVIEW_IMAGES),
+                v1.summary.histogram("latent/code", end_points["latent"]),
+            ]
             + [v1.summary.histogram(f"weights/{variable.op.name}", variable) for variable in model_variables]
         )
         checkpointer = Checkpointer(model_dir, max_to_keep=args.keep_checkpoints)
         init = v1.global_variables_initializer()
         clean = {noise: 0.0}  # evaluation always sees clean input
 
-        with v1.Session(config=session_config(args.gpu_memory_fraction, args.allow_growth, args.intra_op_threads, args.inter_op_threads)) as sess:
+        with v1.Session(
+            config=session_config(
+                args.gpu_memory_fraction, args.allow_growth, args.intra_op_threads, args.inter_op_threads
+            )
+        ) as sess:
             restored = checkpointer.restore_latest(sess)
             if restored is None:
                 sess.run(init)
             start_step = int(sess.run(global_step))
             total_steps = cli.check_steps(start_step, total_steps)
-            print(f"resumed from {shown(restored)} at step {start_step}" if restored else "starting from freshly initialised variables")
+            print(
+                f"resumed from {shown(restored)} at step {start_step}"
+                if restored
+                else "starting from freshly initialised variables"
+            )
             if not resuming:  # a resumed run's config.json is rewritten only once it has trained
                 rundir.write_config(model_dir, config)
             writer = SummaryWriter(model_dir, graph=sess.graph if start_step == 0 else None)
@@ -136,21 +163,35 @@ def run(args):
 
             def on_epoch_end(epoch, step):
                 per_pixel = evaluate(sess, images, eval_losses, test_images, clean)
-                writer.add_summary(scalars({f"eval/{kind}_per_pixel": value for kind, value in per_pixel.items()}), step)
+                writer.add_summary(
+                    scalars({f"eval/{kind}_per_pixel": value for kind, value in per_pixel.items()}), step
+                )
                 writer.add_summary(sess.run(epoch_summary, {images: test_images[:EVAL_BATCH], **clean}), step)
                 writer.flush()
                 print(f"epoch {epoch}: eval bce per pixel {per_pixel['bce']:.5f}, l2 per pixel {per_pixel['l2']:.5f}")
 
             began = time.monotonic()
             result = train_loop(
-                sess, train_op, loss, start_step, total_steps, steps_per_epoch, args.batch_size, checkpointer,
-                save_every=args.save_every, writer=writer, summary_op=train_summary, summary_every=args.summary_every,
+                sess,
+                train_op,
+                loss,
+                start_step,
+                total_steps,
+                steps_per_epoch,
+                args.batch_size,
+                checkpointer,
+                save_every=args.save_every,
+                writer=writer,
+                summary_op=train_summary,
+                summary_every=args.summary_every,
                 on_epoch_end=on_epoch_end,
             )
             per_pixel = evaluate(sess, images, eval_losses, test_images, clean)
             count = min(PROJECTOR_POINTS, dataset.num_test)
             codes = sess.run(end_points["latent"], {images: test_images[:count], **clean})
-            projector_config = write_projector(model_dir, codes, dataset.test_labels[:count], dataset.test_images[:count])
+            projector_config = write_projector(
+                model_dir, codes, dataset.test_labels[:count], dataset.test_images[:count]
+            )
             writer.close()
 
     metrics = {
@@ -170,8 +211,10 @@ def run(args):
     if resuming:
         rundir.write_config(model_dir, config)
     rundir.write_json(os.path.join(model_dir, "metrics.json"), metrics)
-    print(f"done: step {result.final_step}, eval bce per pixel {per_pixel['bce']:.5f}, "
-          f"{result.images_per_sec:,.0f} images/s")
+    print(
+        f"done: step {result.final_step}, eval bce per pixel {per_pixel['bce']:.5f}, "
+        f"{result.images_per_sec:,.0f} images/s"
+    )
     print(f"checkpoint: {metrics['checkpoint']}")
     print(f"projector:  {projector_config}")
     print(f"view with:  tensorboard --logdir {os.path.dirname(os.path.abspath(model_dir))} --host 127.0.0.1")

@@ -105,14 +105,24 @@ class _TrainLoopContender:
         """
         if self._stream_end - self.step < steps:
             self._stream_end = self.step + 2 * steps
-            self._start_input(pipeline.index_stream(self.dataset.num_train, self.batch_size, SEED, self.step, self._stream_end))
+            self._start_input(
+                pipeline.index_stream(self.dataset.num_train, self.batch_size, SEED, self.step, self._stream_end)
+            )
 
     def run(self, steps):
         self.reserve(steps)
         with _Clock() as clock:
             result = train_loop(
-                self.sess, self.train_op, self.loss, self.step, self.step + steps, self.steps_per_epoch, self.batch_size,
-                _NoCheckpoints(), log=lambda line: None, progress_every_secs=math.inf,
+                self.sess,
+                self.train_op,
+                self.loss,
+                self.step,
+                self.step + steps,
+                self.steps_per_epoch,
+                self.batch_size,
+                _NoCheckpoints(),
+                log=lambda line: None,
+                progress_every_secs=math.inf,
             )
         self.step = result.final_step
         return Sample(steps * self.batch_size, clock.wall, clock.cpu)
@@ -141,7 +151,9 @@ class OursAutoencoder(_TrainLoopContender):
             global_step = v1.train.get_or_create_global_step()
             model_variables = v1.get_collection(v1.GraphKeys.MODEL_VARIABLES)
             flops.check_kernels(flops.AUTOENCODER_LAYERS, model_variables)
-            self.train_op = v1.train.AdamOptimizer(LEARNING_RATE).minimize(loss=self.loss, global_step=global_step, var_list=model_variables)
+            self.train_op = v1.train.AdamOptimizer(LEARNING_RATE).minimize(
+                loss=self.loss, global_step=global_step, var_list=model_variables
+            )
             self.num_weights = sum(int(np.prod(var.shape)) for var in model_variables)
             self.init = v1.global_variables_initializer()
 
@@ -186,13 +198,17 @@ class OursTransfer(_TrainLoopContender):
                 logits, labels = self.end_points["logits"], self.image_input.labels
             self.loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits))
             global_step = v1.train.get_or_create_global_step()
-            self.train_op, _ = train_transfer.build_train_op(self.loss, plan, model_variables, LEARNING_RATE, global_step)
+            self.train_op, _ = train_transfer.build_train_op(
+                self.loss, plan, model_variables, LEARNING_RATE, global_step
+            )
             self.init = v1.global_variables_initializer()
 
     def _after_init(self):
         if self.cached:
             # Computed once per contender, outside every timed window, as the script does before training.
-            self.features = compute_features(self.sess, self.images, self.end_points["features"], pipeline.to_float_images(self.dataset.train_images))
+            self.features = compute_features(
+                self.sess, self.images, self.end_points["features"], pipeline.to_float_images(self.dataset.train_images)
+            )
 
     def _start_input(self, stream):
         if self.cached:
@@ -362,7 +378,10 @@ class KerasFrozen(_KerasContender):
                 keras.layers.Dense(NUM_CLASSES, name="logits"),
             ]
         )
-        model.compile(optimizer=keras.optimizers.Adam(LEARNING_RATE), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        model.compile(
+            optimizer=keras.optimizers.Adam(LEARNING_RATE),
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        )
         self.num_trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
         return model
 
@@ -384,8 +403,12 @@ class MatmulSession(_NothingToReserve):
         rng = np.random.default_rng(SEED)
         with graph.as_default():
             # Variables, not constants: grappler would fold a product of constants away.
-            a = v1.get_variable("a", initializer=rng.random((self.size, self.size), dtype=np.float32), use_resource=True)
-            b = v1.get_variable("b", initializer=rng.random((self.size, self.size), dtype=np.float32), use_resource=True)
+            a = v1.get_variable(
+                "a", initializer=rng.random((self.size, self.size), dtype=np.float32), use_resource=True
+            )
+            b = v1.get_variable(
+                "b", initializer=rng.random((self.size, self.size), dtype=np.float32), use_resource=True
+            )
             self.product = tf.matmul(a, b).op  # run as a target: no 16 MB copy back to numpy
             init = v1.global_variables_initializer()
         self.sess = v1.Session(graph=graph, config=isolated(v1.ConfigProto()))

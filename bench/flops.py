@@ -92,4 +92,6 @@ def check_kernels(layers, variables):
     for layer in layers:
         actual = shapes.get(f"{layer.scope}/kernel")
         if actual != layer.kernel:
-            raise ValueError(f"{layer.scope}/kernel is {actual} in the graph but {layer.kernel} in bench/flops.py; update the table")
+            raise ValueError(
+                f"{layer.scope}/kernel is {actual} in the graph but {layer.kernel} in bench/flops.py; update the table"
+            )

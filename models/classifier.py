@@ -5,6 +5,7 @@ import tensorflow as tf
 from models import layers
 from models.cae import encoder
 from models.scopes import CLASSIFIER_SCOPES, HEAD_SCOPES  # noqa: F401 (re-exported)
+
 FC1_UNITS = 200
 
 

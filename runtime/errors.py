@@ -23,7 +23,11 @@ class CheckpointError(UserError):
 # Lines of a TensorFlow graph-mode error that frame the cause rather than state it.
 _FRAMING = ("Graph execution error", "Detected at node", "Node:", "File ", "Original stack trace", "[[", "Hint:")
 # errno values, and the texts TensorFlow's C++ side uses for them, of a disk that cannot take more.
-_DISK_ERRNOS = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded", errno.EROFS: "read-only file system"}
+_DISK_ERRNOS = {
+    errno.ENOSPC: "no space left on device",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EROFS: "read-only file system",
+}
 
 
 def one_line(error):
@@ -40,7 +44,7 @@ def one_line(error):
 
 
 def disk_full_reason(error):
-    """"no space left on device" (or quota, read-only) when that is what an exception says, else None.
+    """ "no space left on device" (or quota, read-only) when that is what an exception says, else None.
 
     A full disk reaches Python as OSError from our own writes, as RuntimeError from
     TensorBoard's event writer and as a TensorFlow OpError (with an out-of-memory hint that

@@ -27,7 +27,9 @@ class ModelDirLock:
             handle.seek(0)
             holder = handle.read().strip() or "unknown"
             handle.close()
-            raise UserError(f"another run (pid {holder}) is using {os.path.dirname(self.path)}; wait for it or pass another --model-dir") from None
+            raise UserError(
+                f"another run (pid {holder}) is using {os.path.dirname(self.path)}; wait for it or pass another --model-dir"
+            ) from None
         handle.seek(0)
         handle.truncate()
         handle.write(f"{os.getpid()}\n")

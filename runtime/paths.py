@@ -56,7 +56,9 @@ class DirAlias:
         self.tf = path
         if needs_alias(path):
             if not os.path.isdir(_PROC_FD):
-                raise UserError(f"{shown(path)}: TensorFlow cannot use a path with [ ] * ? or non-UTF-8 bytes here; rename it")
+                raise UserError(
+                    f"{shown(path)}: TensorFlow cannot use a path with [ ] * ? or non-UTF-8 bytes here; rename it"
+                )
             self._fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
             self.tf = f"{_PROC_FD}/{self._fd}"
 

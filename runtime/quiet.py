@@ -66,7 +66,7 @@ def native_stderr_silenced():
         os.close(saved)
 
 
-def import_tensorflow(log=print):
+def import_tensorflow(log=None):
     """Imports TensorFlow for a command-line entry point, hiding the lines its C++ side prints.
 
     First chooses TF_ENABLE_ONEDNN_OPTS for the CPU (runtime.onednn; a value the user set
@@ -79,9 +79,9 @@ def import_tensorflow(log=print):
     failure still raises after stderr is back, so its message is not lost.
 
     Args:
-      log: where the oneDNN line goes (stdout by default: an error must stay the one
-        line on stderr); None chooses without a word, for a tool whose stdout is its
-        output (transfer.inspect).
+      log: where the oneDNN line goes (the training scripts pass print; an error stays the one
+        line on stderr); None, the default, chooses without a word, for tools whose stdout is their
+        output (inspect, the fault-injection zygote).
     """
     if not _REPORTED:
         decided = onednn.choose() if "tensorflow" not in sys.modules else onednn.state()

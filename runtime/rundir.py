@@ -54,7 +54,9 @@ def read_json(path, expect=dict):
     except (OSError, ValueError) as error:
         raise UserError(f"cannot read {shown(path)}: {one_line(error)}") from None
     if expect is not None and not isinstance(value, expect):
-        raise UserError(f"{shown(path)} holds a JSON {type(value).__name__}, not the {expect.__name__} this toolkit writes")
+        raise UserError(
+            f"{shown(path)} holds a JSON {type(value).__name__}, not the {expect.__name__} this toolkit writes"
+        )
     return value
 
 
@@ -109,7 +111,9 @@ def check_owner(path, kind):
     if not is_ours(config):
         raise UserError(f"{shown(config_path)} was not written by {TOOLKIT}; pass another --model-dir")
     if config.get("model") != kind:
-        raise UserError(f"{shown(path)} holds {_a(config.get('model'))} run, not {_a(kind)} run; pass another --model-dir")
+        raise UserError(
+            f"{shown(path)} holds {_a(config.get('model'))} run, not {_a(kind)} run; pass another --model-dir"
+        )
     return config
 
 
@@ -154,7 +158,11 @@ def check_resume(model_dir, config, keys):
     if previous is None or not list_checkpoints(model_dir):
         return None
     # A config.json from before a key was recorded cannot vouch for it: such keys are not compared.
-    changed = [f"{key} {previous[key]!r} -> {config[key]!r}" for key in keys if key in previous and previous[key] != config[key]]
+    changed = [
+        f"{key} {previous[key]!r} -> {config[key]!r}"
+        for key in keys
+        if key in previous and previous[key] != config[key]
+    ]
     if changed:
         raise UserError(
             f"{shown(model_dir)} holds {_a(config['model'])} run started with other settings ({'; '.join(changed)}); "

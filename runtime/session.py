@@ -47,12 +47,24 @@ def set_process_threads(intra_op_threads=0, inter_op_threads=0, log=print):
     """
     threading = tf.config.threading
     for flag, value, getter, setter in (
-        ("--intra-op-threads", intra_op_threads, threading.get_intra_op_parallelism_threads, threading.set_intra_op_parallelism_threads),
-        ("--inter-op-threads", inter_op_threads, threading.get_inter_op_parallelism_threads, threading.set_inter_op_parallelism_threads),
+        (
+            "--intra-op-threads",
+            intra_op_threads,
+            threading.get_intra_op_parallelism_threads,
+            threading.set_intra_op_parallelism_threads,
+        ),
+        (
+            "--inter-op-threads",
+            inter_op_threads,
+            threading.get_inter_op_parallelism_threads,
+            threading.set_inter_op_parallelism_threads,
+        ),
     ):
         if value <= 0 or getter() == value:
             continue
         try:
             setter(value)
         except RuntimeError:
-            log(f"warning: {flag} {value} cannot resize TensorFlow's thread pools, which started earlier in this process")
+            log(
+                f"warning: {flag} {value} cannot resize TensorFlow's thread pools, which started earlier in this process"
+            )

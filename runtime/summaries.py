@@ -103,5 +103,7 @@ def confusion_image(tag, labels, predictions, num_classes):
     np.add.at(matrix, (np.asarray(labels), np.asarray(predictions)), 1)
     rows = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
     pixels = np.kron((rows * 255).round().astype(np.uint8), np.ones((8, 8), dtype=np.uint8))
-    image = v1.Summary.Image(height=pixels.shape[0], width=pixels.shape[1], colorspace=1, encoded_image_string=encode_png(pixels))
+    image = v1.Summary.Image(
+        height=pixels.shape[0], width=pixels.shape[1], colorspace=1, encoded_image_string=encode_png(pixels)
+    )
     return v1.Summary(value=[v1.Summary.Value(tag=tag, image=image)])

@@ -58,8 +58,10 @@ class _StopOnSignal:
 
     def _handle(self, signum, frame):
         if self.signum is not None:
-            print(f"{signal.Signals(signum).name} again: exiting at once; the newest complete checkpoint is intact",
-                  file=sys.stderr)
+            print(
+                f"{signal.Signals(signum).name} again: exiting at once; the newest complete checkpoint is intact",
+                file=sys.stderr,
+            )
             sys.stdout.flush()
             sys.stderr.flush()
             os._exit(128 + signum)
@@ -128,7 +130,9 @@ def train_loop(
     num_epochs = math.ceil(total_steps / steps_per_epoch)
     with _StopOnSignal() as stop:
         while step < total_steps and stop.signum is None:
-            want_summary = writer is not None and summary_op is not None and summary_every and (step + 1) % summary_every == 0
+            want_summary = (
+                writer is not None and summary_op is not None and summary_every and (step + 1) % summary_every == 0
+            )
             fetches = [train_op, loss, summary_op] if want_summary else [train_op, loss]
             began = time.monotonic()
             values = sess.run(fetches)

@@ -145,6 +145,9 @@ def save_phase(kind, name):
 def zygote_main():
     """Serves {"op": "spawn" | "wait" | "exit"} JSON lines on stdin; answers on stdout."""
     os.chdir(REPO)
+    from runtime.quiet import import_tensorflow
+
+    import_tensorflow()  # silently: stdout carries the protocol, and the script's own report then stays quiet
     import train_autoencoder  # noqa: F401  (the import is the point: TensorFlow loads once)
 
     commands, replies = sys.stdin, sys.stdout
@@ -202,8 +205,13 @@ class Zygote:
     def __init__(self, log):
         self._log = open(log, "ab")
         self.process = subprocess.Popen(
-            [sys.executable, os.path.abspath(__file__), "--zygote"], cwd=REPO, stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE, stderr=self._log, text=True, bufsize=1,
+            [sys.executable, os.path.abspath(__file__), "--zygote"],
+            cwd=REPO,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            text=True,
+            bufsize=1,
         )
 
     def _ask(self, request):
@@ -271,8 +279,14 @@ class ExecLife:
     def __init__(self, argv, log):
         self.log = log
         with open(log, "ab") as out:
-            self.process = subprocess.Popen([sys.executable, SCRIPT, *argv], cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
-                                            stdin=subprocess.DEVNULL, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+            self.process = subprocess.Popen(
+                [sys.executable, SCRIPT, *argv],
+                cwd=REPO,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=dict(os.environ, PYTHONUNBUFFERED="1"),
+            )
         self.pid = self.process.pid
 
     def running(self):
@@ -316,7 +330,12 @@ def leftovers(model_dir):
     for name in sorted(names):
         path = os.path.join(model_dir, name)
         part = _PART.match(name)
-        if ".tempstate" in name or name.startswith("checkpoint.tmp") or _TF_TEMP.search(name) or name.endswith(".json.tmp"):
+        if (
+            ".tempstate" in name
+            or name.startswith("checkpoint.tmp")
+            or _TF_TEMP.search(name)
+            or name.endswith(".json.tmp")
+        ):
             found.append(name)
         elif os.path.isdir(path) and re.search(r"_temp(_[0-9a-f]+)?$", name):
             found.append(name + "/")
@@ -375,7 +394,8 @@ class RestoreChecker:
             loss = reconstruction_loss(images, end_points, "bce")
             self.global_step = v1.train.get_or_create_global_step()
             v1.train.AdamOptimizer(learning_rate).minimize(
-                loss, global_step=self.global_step, var_list=v1.get_collection(v1.GraphKeys.MODEL_VARIABLES))
+                loss, global_step=self.global_step, var_list=v1.get_collection(v1.GraphKeys.MODEL_VARIABLES)
+            )
             self.names = sorted(var.op.name for var in v1.global_variables())
             self.saver = v1.train.Saver()
         config = v1.ConfigProto(intra_op_parallelism_threads=1, inter_op_parallelism_threads=1)
@@ -430,8 +450,21 @@ class Harness:
 
     def argv(self, model_dir):
         a = self.args
-        return ["--sample", "--epochs", str(a.epochs), "--batch-size", str(a.batch_size), "--save-every", str(a.save_every),
-                "--keep-checkpoints", str(a.keep), "--summary-every", "0", "--model-dir", model_dir]
+        return [
+            "--sample",
+            "--epochs",
+            str(a.epochs),
+            "--batch-size",
+            str(a.batch_size),
+            "--save-every",
+            str(a.save_every),
+            "--keep-checkpoints",
+            str(a.keep),
+            "--summary-every",
+            "0",
+            "--model-dir",
+            model_dir,
+        ]
 
     def launch(self, number, launcher):
         log = os.path.join(self.log_dir, f"life-{number:03d}.log")
@@ -463,8 +496,12 @@ class Harness:
           (record of the kill, None), or (None, what happened) when the life ended by itself.
         """
         rng = self.rng
-        launcher = "exec" if self.args.launch == "exec" or (
-            self.args.exec_every and number % self.args.exec_every == self.args.exec_every - 1) else "fork"
+        launcher = (
+            "exec"
+            if self.args.launch == "exec"
+            or (self.args.exec_every and number % self.args.exec_every == self.args.exec_every - 1)
+            else "fork"
+        )
         aim = str(rng.choice(["startup", "training", "save"], p=[0.25, 0.3, 0.45]))
         target_save = int(rng.integers(1, SAVE_CAP + 1))
         target_phase = str(rng.choice(SAVE_PHASES))
@@ -507,9 +544,21 @@ class Harness:
         self.current = None
         log_text = _read(life.log)
         if trigger is None or code != -signal.SIGKILL:
-            return None, {"life": number, "launcher": launcher, "code": code, "trigger": trigger, "log_tail": log_text[-2000:]}
+            return None, {
+                "life": number,
+                "launcher": launcher,
+                "code": code,
+                "trigger": trigger,
+                "log_tail": log_text[-2000:],
+            }
 
-        record = {"life": number, "launcher": launcher, "aim": aim, "trigger": trigger, "seconds": round(time.monotonic() - began, 3)}
+        record = {
+            "life": number,
+            "launcher": launcher,
+            "aim": aim,
+            "trigger": trigger,
+            "seconds": round(time.monotonic() - began, 3),
+        }
         milestone = MILESTONE.search(log_text)
         record["started_training"] = milestone is not None
         if milestone and milestone.group(3) is not None:
@@ -544,8 +593,13 @@ class Harness:
         reference_log = os.path.join(self.log_dir, "reference.log")
         began = time.monotonic()
         with open(reference_log, "ab") as out:
-            reference = subprocess.Popen([sys.executable, SCRIPT, *self.argv(reference_dir)], cwd=REPO, stdout=out,
-                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            reference = subprocess.Popen(
+                [sys.executable, SCRIPT, *self.argv(reference_dir)],
+                cwd=REPO,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
         watch = None
         try:
             if a.launch != "exec":
@@ -583,7 +637,9 @@ class Harness:
                 reference.wait()
             if self.zygote is not None:
                 self.zygote.close()
-        result = self.summarize(checker, failures, final_code, final_log, reference_code, _read(reference_log), reference_dir)
+        result = self.summarize(
+            checker, failures, final_code, final_log, reference_code, _read(reference_log), reference_dir
+        )
         checker.close()
         result["seconds"] = round(time.monotonic() - began, 1)
         return result
@@ -600,13 +656,25 @@ class Harness:
         def check(name, ok, detail):
             checks[name] = {"ok": bool(ok), "detail": detail}
 
-        check("kills", len(kills) >= a.kills and not failures,
-              f"{len(kills)} of {a.kills}" + (f"; a life ended by itself: {failures[0]}" if failures else ""))
-        bad_restores = [f"life {k['life']} step {k['newest_step']}: {k['restore_error']}" for k in restores if k["restore_error"]]
-        check("restores", not bad_restores, f"{len(restores) - len(bad_restores)}/{len(restores)} restored" + "".join(f"; {b}" for b in bad_restores))
-        wrong_resume = [f"life {k['life']} resumed at {k['resumed_step']}, newest was {k['expected_resume_step']}"
-                        + (" (after falling back past an unreadable one)" if k["fell_back"] else "")
-                        for k in resumed if k["resumed_step"] != k["expected_resume_step"] or k["fell_back"]]
+        check(
+            "kills",
+            len(kills) >= a.kills and not failures,
+            f"{len(kills)} of {a.kills}" + (f"; a life ended by itself: {failures[0]}" if failures else ""),
+        )
+        bad_restores = [
+            f"life {k['life']} step {k['newest_step']}: {k['restore_error']}" for k in restores if k["restore_error"]
+        ]
+        check(
+            "restores",
+            not bad_restores,
+            f"{len(restores) - len(bad_restores)}/{len(restores)} restored" + "".join(f"; {b}" for b in bad_restores),
+        )
+        wrong_resume = [
+            f"life {k['life']} resumed at {k['resumed_step']}, newest was {k['expected_resume_step']}"
+            + (" (after falling back past an unreadable one)" if k["fell_back"] else "")
+            for k in resumed
+            if k["resumed_step"] != k["expected_resume_step"] or k["fell_back"]
+        ]
         # The final life must resume from the newest checkpoint the last kill left.
         final_start = MILESTONE.search(final_log)
         expected_final_start = kills[-1]["newest_step"] or 0 if kills else 0
@@ -614,26 +682,57 @@ class Harness:
         resumed = resumed + [{"final": True}]
         if final_resumed != expected_final_start or FALLBACK in final_log:
             wrong_resume.append(f"the final run started at step {final_resumed}, newest was {expected_final_start}")
-        check("resume_from_newest", not wrong_resume, f"{len(resumed) - len(wrong_resume)}/{len(resumed)} lives resumed from the newest checkpoint"
-              + "".join(f"; {w}" for w in wrong_resume))
-        lost = [f"life {k['life']}: newest step {k['newest_step']} < {k['expected_resume_step']}"
-                for k in kills if (k["newest_step"] or 0) < k["expected_resume_step"]]
+        check(
+            "resume_from_newest",
+            not wrong_resume,
+            f"{len(resumed) - len(wrong_resume)}/{len(resumed)} lives resumed from the newest checkpoint"
+            + "".join(f"; {w}" for w in wrong_resume),
+        )
+        lost = [
+            f"life {k['life']}: newest step {k['newest_step']} < {k['expected_resume_step']}"
+            for k in kills
+            if (k["newest_step"] or 0) < k["expected_resume_step"]
+        ]
         check("no_lost_progress", not lost, "; ".join(lost) or "the newest checkpoint never went back")
         max_index = max((k["index_files"] for k in kills), default=0)
-        check("index_files_bound", max_index <= a.keep + 1, f"max {max_index} index files after a kill (keep {a.keep}, bound {a.keep + 1})")
+        check(
+            "index_files_bound",
+            max_index <= a.keep + 1,
+            f"max {max_index} index files after a kill (keep {a.keep}, bound {a.keep + 1})",
+        )
 
         final_steps = index_steps(self.model_dir)
         final_prefix = os.path.join(self.model_dir, f"model.ckpt-{final_steps[-1]}") if final_steps else None
-        check("final_exit", final_code == 0, f"final run exit {final_code}" + ("" if final_code == 0 else f": {final_log[-1500:]}"))
-        check("reference_exit", reference_code == 0, f"reference run exit {reference_code}" + ("" if reference_code == 0 else f": {reference_log[-1500:]}"))
+        check(
+            "final_exit",
+            final_code == 0,
+            f"final run exit {final_code}" + ("" if final_code == 0 else f": {final_log[-1500:]}"),
+        )
+        check(
+            "reference_exit",
+            reference_code == 0,
+            f"reference run exit {reference_code}" + ("" if reference_code == 0 else f": {reference_log[-1500:]}"),
+        )
         final_step = None
         if final_prefix:
             final_step = int(checker.read_all(final_prefix)["global_step"])
-        check("final_step", final_step == self.total_steps, f"global_step {final_step} in {final_prefix}, expected {self.total_steps}")
+        check(
+            "final_step",
+            final_step == self.total_steps,
+            f"global_step {final_step} in {final_prefix}, expected {self.total_steps}",
+        )
         metrics = _read_json(os.path.join(self.model_dir, "metrics.json"))
         metrics_step = (metrics or {}).get("global_step")
-        check("metrics_step", metrics_step == self.total_steps, f"metrics.json global_step {metrics_step}, expected {self.total_steps}")
-        check("final_index_files", len(final_steps) <= a.keep, f"{len(final_steps)} index files at the end (keep {a.keep}): steps {final_steps}")
+        check(
+            "metrics_step",
+            metrics_step == self.total_steps,
+            f"metrics.json global_step {metrics_step}, expected {self.total_steps}",
+        )
+        check(
+            "final_index_files",
+            len(final_steps) <= a.keep,
+            f"{len(final_steps)} index files at the end (keep {a.keep}): steps {final_steps}",
+        )
         left = leftovers(self.model_dir)
         check("no_leftovers", not left, ", ".join(left) or "no temp files, no checkpoint part without its .index")
 
@@ -651,13 +750,25 @@ class Harness:
                     differing.append(name)
                     worst = max(worst, float(np.max(np.abs(ours[name].astype(np.float64) - theirs[name]))))
             weights = {"match": not differing, "tensors": len(ours), "max_abs_diff": worst, "differing": differing}
-        check("weights_match", weights["match"],
-              f"{weights['tensors']} tensors bit-identical to the uninterrupted run" if weights["match"]
-              else f"{len(weights['differing'])} tensors differ (max |diff| {weights['max_abs_diff']}): {', '.join(weights['differing'][:8])}")
+        check(
+            "weights_match",
+            weights["match"],
+            f"{weights['tensors']} tensors bit-identical to the uninterrupted run"
+            if weights["match"]
+            else f"{len(weights['differing'])} tensors differ (max |diff| {weights['max_abs_diff']}): {', '.join(weights['differing'][:8])}",
+        )
 
         return {
-            "flags": {"kills": a.kills, "seed": a.seed, "epochs": a.epochs, "batch_size": a.batch_size,
-                      "save_every": a.save_every, "keep": a.keep, "launch": a.launch, "exec_every": a.exec_every},
+            "flags": {
+                "kills": a.kills,
+                "seed": a.seed,
+                "epochs": a.epochs,
+                "batch_size": a.batch_size,
+                "save_every": a.save_every,
+                "keep": a.keep,
+                "launch": a.launch,
+                "exec_every": a.exec_every,
+            },
             "total_steps": self.total_steps,
             "kills": len(kills),
             "aims": dict(aims),
@@ -697,10 +808,16 @@ def _read_json(path):
 
 def _kill_line(k):
     where = f"newest step {k['newest_step']}" if k["newest_step"] is not None else "no checkpoint yet"
-    restore = "" if k["newest_step"] is None else (" restores" if not k["restore_error"] else f" RESTORE FAILED: {k['restore_error']}")
+    restore = (
+        ""
+        if k["newest_step"] is None
+        else (" restores" if not k["restore_error"] else f" RESTORE FAILED: {k['restore_error']}")
+    )
     hit = f"; cut a save short: {', '.join(k['new_evidence'])}" if k["hit_save"] else ""
-    return (f"kill {k['life'] + 1:3d} [{k['launcher']}] aim {k['aim']:8s} -> {k['phase']:8s} ({k['trigger']}); "
-            f"{where}{restore}; {k['index_files']} index files, {k['disk_bytes']:,} bytes{hit}")
+    return (
+        f"kill {k['life'] + 1:3d} [{k['launcher']}] aim {k['aim']:8s} -> {k['phase']:8s} ({k['trigger']}); "
+        f"{where}{restore}; {k['index_files']} index files, {k['disk_bytes']:,} bytes{hit}"
+    )
 
 
 def format_summary(result):
@@ -729,20 +846,39 @@ def _counts(counter):
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--kills", type=int, default=None, help="SIGKILLs before the run may finish (default: 20; 100 with --long)")
-    parser.add_argument("--long", action="store_true", help="a longer manual run: 100 kills unless --kills says otherwise")
+    parser.add_argument(
+        "--kills", type=int, default=None, help="SIGKILLs before the run may finish (default: 20; 100 with --long)"
+    )
+    parser.add_argument(
+        "--long", action="store_true", help="a longer manual run: 100 kills unless --kills says otherwise"
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the kill schedule (default: %(default)s)")
-    parser.add_argument("--model-dir", help="the killed run's model dir, kept afterwards (default: a temp dir, removed)")
-    parser.add_argument("--work-dir", help="where the logs and the uninterrupted reference run go, kept afterwards "
-                        "(default: a temp dir, removed unless --model-dir is given)")
-    parser.add_argument("--epochs", type=int, default=None,
-                        help="training epochs; default: enough that the kills cannot finish the run")
+    parser.add_argument(
+        "--model-dir", help="the killed run's model dir, kept afterwards (default: a temp dir, removed)"
+    )
+    parser.add_argument(
+        "--work-dir",
+        help="where the logs and the uninterrupted reference run go, kept afterwards "
+        "(default: a temp dir, removed unless --model-dir is given)",
+    )
+    parser.add_argument(
+        "--epochs", type=int, default=None, help="training epochs; default: enough that the kills cannot finish the run"
+    )
     parser.add_argument("--batch-size", type=int, default=64, help="(default: %(default)s)")
     parser.add_argument("--save-every", type=int, default=5, help="steps between checkpoints (default: %(default)s)")
     parser.add_argument("--keep", type=int, default=3, help="--keep-checkpoints (default: %(default)s)")
-    parser.add_argument("--launch", choices=("fork", "exec"), default="fork",
-                        help="fork lives from a process that imported TensorFlow once, or exec the script every time (default: %(default)s)")
-    parser.add_argument("--exec-every", type=int, default=10, help="with --launch fork, exec the real script every Nth life (0: never; default: %(default)s)")
+    parser.add_argument(
+        "--launch",
+        choices=("fork", "exec"),
+        default="fork",
+        help="fork lives from a process that imported TensorFlow once, or exec the script every time (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--exec-every",
+        type=int,
+        default=10,
+        help="with --launch fork, exec the real script every Nth life (0: never; default: %(default)s)",
+    )
     parser.add_argument("--json", help="write the full record here")
     parser.add_argument("--verbose", "-v", action="store_true", help="one line per kill")
     parser.add_argument("--zygote", action="store_true", help=argparse.SUPPRESS)
@@ -776,9 +912,11 @@ def main(argv=None):
         work_dir = tempfile.mkdtemp(prefix="fault-injection-")
     model_dir = os.path.abspath(args.model_dir) if args.model_dir else os.path.join(work_dir, "killed")
     harness = Harness(args, work_dir, model_dir)
-    print(f"fault injection: {args.kills} kills, seed {args.seed}, {args.epochs} epochs of {harness.steps_per_epoch} steps "
-          f"= {harness.total_steps} steps, a checkpoint every {args.save_every} steps, keep {args.keep}; model dir {model_dir}",
-          flush=True)
+    print(
+        f"fault injection: {args.kills} kills, seed {args.seed}, {args.epochs} epochs of {harness.steps_per_epoch} steps "
+        f"= {harness.total_steps} steps, a checkpoint every {args.save_every} steps, keep {args.keep}; model dir {model_dir}",
+        flush=True,
+    )
     try:
         result = harness.run()
     finally:

@@ -32,8 +32,10 @@ ENCODER_UNITS = 7 * 7 * 32
 def _legacy_layers():
     """Returns `tf.compat.v1.layers` after checking that conv2d is really there."""
     if os.environ.get("TF_USE_LEGACY_KERAS") != "1":
-        sys.exit(f"TF_USE_LEGACY_KERAS must be 1 before TensorFlow is imported, "
-                 f"got {os.environ.get('TF_USE_LEGACY_KERAS')!r}")
+        sys.exit(
+            f"TF_USE_LEGACY_KERAS must be 1 before TensorFlow is imported, "
+            f"got {os.environ.get('TF_USE_LEGACY_KERAS')!r}"
+        )
     import tensorflow as tf
 
     try:
@@ -50,10 +52,8 @@ def _legacy_layers():
 
 def build_encoder(tf, layers, images):
     """conv1 and conv2 in textbook tf.layers code; returns conv2 flattened."""
-    conv1 = layers.conv2d(images, 16, 5, strides=2, padding="same",
-                          activation=tf.nn.relu, name="conv1")
-    conv2 = layers.conv2d(conv1, 32, 5, strides=2, padding="same",
-                          activation=tf.nn.relu, name="conv2")
+    conv1 = layers.conv2d(images, 16, 5, strides=2, padding="same", activation=tf.nn.relu, name="conv1")
+    conv2 = layers.conv2d(conv1, 32, 5, strides=2, padding="same", activation=tf.nn.relu, name="conv2")
     return tf.reshape(conv2, [-1, ENCODER_UNITS])
 
 
@@ -63,10 +63,8 @@ def build_cae(tf, layers, images, latent_size=20):
     latent = layers.dense(features, latent_size, name="latent_var")
     z_matrix = layers.dense(latent, ENCODER_UNITS, activation=tf.nn.relu, name="z_matrix")
     z_matrix = tf.reshape(z_matrix, [-1, 7, 7, 32])
-    dconv1 = layers.conv2d_transpose(z_matrix, 16, 5, strides=2, padding="same",
-                                     activation=tf.nn.relu, name="dconv1")
-    return layers.conv2d_transpose(dconv1, 1, 5, strides=2, padding="same",
-                                   activation=tf.nn.sigmoid, name="dconv2")
+    dconv1 = layers.conv2d_transpose(z_matrix, 16, 5, strides=2, padding="same", activation=tf.nn.relu, name="dconv1")
+    return layers.conv2d_transpose(dconv1, 1, 5, strides=2, padding="same", activation=tf.nn.sigmoid, name="dconv2")
 
 
 def build_classifier(tf, layers, images, num_classes=10):

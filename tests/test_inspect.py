@@ -14,9 +14,9 @@ import sys
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import REPO, invoke
 
 import train_transfer
-from conftest import REPO, invoke
 from models.cae import build_autoencoder, reconstruction_loss
 from transfer import inspect
 from transfer.checkpoint import read_variables
@@ -33,7 +33,13 @@ AE_SCOPES = {
     "dconv2": {"kernel": [5, 5, 1, 16], "bias": [1]},
 }
 AE_TOTAL = sum(math.prod(shape) for leaves in AE_SCOPES.values() for shape in leaves.values())
-TINY = {"conv1/kernel": [5, 5, 1, 16], "conv1/bias": [16], "conv10/kernel": [3], "encoder/conv2/kernel": [2, 2], "w": [4]}
+TINY = {
+    "conv1/kernel": [5, 5, 1, 16],
+    "conv1/bias": [16],
+    "conv10/kernel": [3],
+    "encoder/conv2/kernel": [2, 2],
+    "w": [4],
+}
 
 
 def adam_step_and_save(model_dir, loss):
@@ -63,7 +69,10 @@ def tiny_ckpt(tmp_path_factory):
     """Prefix of a tiny checkpoint whose names test the grouping."""
     model_dir = tmp_path_factory.mktemp("inspect_tiny")
     with tf.Graph().as_default():
-        variables = [v1.get_variable(name, shape, initializer=v1.ones_initializer(), use_resource=True) for name, shape in TINY.items()]
+        variables = [
+            v1.get_variable(name, shape, initializer=v1.ones_initializer(), use_resource=True)
+            for name, shape in TINY.items()
+        ]
         prefix = adam_step_and_save(model_dir, tf.add_n([tf.reduce_sum(tf.square(var)) for var in variables]))
     return prefix
 
@@ -303,8 +312,13 @@ def test_module_entry_point(ae_ckpt):
     """One run in its own process (TensorFlow's import is the slow part): the error path,
     where a traceback would most likely leak, through resolve, read, graph and plan."""
     model_dir, prefix = ae_ckpt
-    process = subprocess.run([sys.executable, "-m", "transfer.inspect", model_dir, "--plan", "--restore", "fc"],
-                             cwd=REPO, capture_output=True, text=True, timeout=120)
+    process = subprocess.run(
+        [sys.executable, "-m", "transfer.inspect", model_dir, "--plan", "--restore", "fc"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert process.returncode == 2, process.stderr
     assert process.stdout == ""
     # TensorFlow's C++ start-up lines may share stderr; ours is the one error line.

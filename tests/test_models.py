@@ -292,16 +292,20 @@ def test_two_adam_steps_lower_the_loss_and_change_every_variable():
 def _run_legacy(*args):
     """Runs tests/legacy_layers_graph.py with legacy Keras; fails with its stderr."""
     if importlib.util.find_spec("tf_keras") is None:
-        pytest.skip("tf-keras is not installed: tf.compat.v1.layers needs it on "
-                    "TensorFlow >= 2.16 (pip install 'cae-transfer[test]')")
+        pytest.skip(
+            "tf-keras is not installed: tf.compat.v1.layers needs it on "
+            "TensorFlow >= 2.16 (pip install 'cae-transfer[test]')"
+        )
     env = dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="2")
     result = subprocess.run(
         [sys.executable, str(LEGACY_SCRIPT), *map(str, args)],
-        env=env, capture_output=True, text=True, timeout=300,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     if result.returncode != 0:
-        pytest.fail(f"legacy_layers_graph.py exited with {result.returncode}:\n"
-                    f"{result.stderr[-4000:]}")
+        pytest.fail(f"legacy_layers_graph.py exited with {result.returncode}:\n{result.stderr[-4000:]}")
 
 
 @pytest.fixture(scope="module")
@@ -309,8 +313,7 @@ def legacy_export(tmp_path_factory):
     """Checkpoints and outputs of both models built with tf.compat.v1.layers."""
     root = tmp_path_factory.mktemp("legacy_export")
     np.save(root / "inputs.npy", _images(4, seed=SEED + 2))
-    _run_legacy("export", "--inputs", root / "inputs.npy", "--out-dir", root / "out",
-                "--seed", SEED + 3)
+    _run_legacy("export", "--inputs", root / "inputs.npy", "--out-dir", root / "out", "--seed", SEED + 3)
     return root
 
 
@@ -319,12 +322,12 @@ def test_legacy_tf_layers_create_exactly_our_variables(legacy_export, model):
     legacy = json.loads((legacy_export / "out" / "variables.json").read_text())[model]
     with tf.Graph().as_default():
         _build(model)
-        ours = [[v.op.name, v.shape.as_list(), v.dtype.base_dtype.name]
-                for v in v1.global_variables()]
+        ours = [[v.op.name, v.shape.as_list(), v.dtype.base_dtype.name] for v in v1.global_variables()]
     assert sorted(legacy) == sorted(ours)
     checkpoint = legacy_export / "out" / model / "model.ckpt"
     assert sorted(tf.train.list_variables(str(checkpoint))) == sorted(
-        (name, shape) for name, shape in EXPECTED_VARIABLES[model])
+        (name, shape) for name, shape in EXPECTED_VARIABLES[model]
+    )
 
 
 @pytest.mark.parametrize("model", ["cae", "classifier"])
@@ -344,10 +347,8 @@ def test_legacy_tf_layers_checkpoint_restores_into_ours(legacy_export, model):
     for name, value in values.items():
         np.testing.assert_array_equal(value, reader.get_tensor(name), err_msg=name)
     if model == "cae":
-        np.testing.assert_allclose(outputs["reconstruction"],
-                                   np.load(out / "cae_reconstruction.npy"), atol=1e-5)
-    np.testing.assert_allclose(outputs["logits"], np.load(out / f"{model}_logits.npy"),
-                               rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(outputs["reconstruction"], np.load(out / "cae_reconstruction.npy"), atol=1e-5)
+    np.testing.assert_allclose(outputs["logits"], np.load(out / f"{model}_logits.npy"), rtol=1e-5, atol=1e-5)
 
 
 def test_our_checkpoint_restores_into_legacy_tf_layers(tmp_path):
@@ -363,29 +364,40 @@ def test_our_checkpoint_restores_into_legacy_tf_layers(tmp_path):
             with v1.Session() as sess:
                 sess.run(v1.global_variables_initializer())
                 # Non-zero biases, so that the forward pass also checks how they are applied.
-                sess.run([
-                    v.assign(rng.uniform(-0.1, 0.1, v.shape.as_list()).astype(np.float32))
-                    for v in v1.global_variables() if v.op.name.endswith("/bias")
-                ])
+                sess.run(
+                    [
+                        v.assign(rng.uniform(-0.1, 0.1, v.shape.as_list()).astype(np.float32))
+                        for v in v1.global_variables()
+                        if v.op.name.endswith("/bias")
+                    ]
+                )
                 (tmp_path / "ours" / model).mkdir(parents=True)
-                checkpoint = saver.save(sess, str(tmp_path / "ours" / model / "model.ckpt"),
-                                        write_meta_graph=False)
+                checkpoint = saver.save(sess, str(tmp_path / "ours" / model / "model.ckpt"), write_meta_graph=False)
                 ours[model] = {
                     "checkpoint": checkpoint,
                     "values": sess.run({v.op.name: v for v in v1.global_variables()}),
                     "outputs": sess.run(end_points, {images: inputs}),
                 }
-    _run_legacy("import", "--inputs", tmp_path / "inputs.npy", "--out-dir", tmp_path / "legacy",
-                "--cae-checkpoint", ours["cae"]["checkpoint"],
-                "--classifier-checkpoint", ours["classifier"]["checkpoint"])
+    _run_legacy(
+        "import",
+        "--inputs",
+        tmp_path / "inputs.npy",
+        "--out-dir",
+        tmp_path / "legacy",
+        "--cae-checkpoint",
+        ours["cae"]["checkpoint"],
+        "--classifier-checkpoint",
+        ours["classifier"]["checkpoint"],
+    )
     legacy = tmp_path / "legacy"
     for model in ("cae", "classifier"):
         with np.load(legacy / f"{model}_values.npz") as restored:
             assert sorted(restored.files) == sorted(ours[model]["values"])
             for name in restored.files:
-                np.testing.assert_array_equal(restored[name], ours[model]["values"][name],
-                                              err_msg=name)
-        np.testing.assert_allclose(np.load(legacy / f"{model}_logits.npy"),
-                                   ours[model]["outputs"]["logits"], rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(np.load(legacy / "cae_reconstruction.npy"),
-                               ours["cae"]["outputs"]["reconstruction"], atol=1e-5)
+                np.testing.assert_array_equal(restored[name], ours[model]["values"][name], err_msg=name)
+        np.testing.assert_allclose(
+            np.load(legacy / f"{model}_logits.npy"), ours[model]["outputs"]["logits"], rtol=1e-5, atol=1e-5
+        )
+    np.testing.assert_allclose(
+        np.load(legacy / "cae_reconstruction.npy"), ours["cae"]["outputs"]["reconstruction"], atol=1e-5
+    )

@@ -174,8 +174,8 @@ def test_an_explicit_environment_does_not_become_the_process_state(cpuinfo, monk
 _ENTRY_POINT = """
 import json
 from runtime.quiet import import_tensorflow
-import_tensorflow()
-import_tensorflow()
+import_tensorflow(log=print)
+import_tensorflow(log=print)
 from runtime import onednn
 print("STATE " + json.dumps(onednn.state()))
 """

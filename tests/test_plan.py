@@ -94,7 +94,9 @@ def test_in_scope_matches_scope_and_below(name):
     assert in_scope(name, "conv1")
 
 
-@pytest.mark.parametrize("name", ["conv10/kernel", "conv10", "dconv1/kernel", "conv1x/bias", "conv", "encoder/conv1/kernel"])
+@pytest.mark.parametrize(
+    "name", ["conv10/kernel", "conv10", "dconv1/kernel", "conv1x/bias", "conv", "encoder/conv1/kernel"]
+)
 def test_in_scope_is_anchored_at_the_slash(name):
     assert not in_scope(name, "conv1")
 
@@ -127,12 +129,24 @@ def test_top_scopes_drops_the_last_component():
 
 def test_model_variable_names_drops_slots_and_counters():
     names = [
-        "conv1/kernel", "conv1/kernel/Adam", "conv1/kernel/Adam_1",
-        "conv1/bias", "conv1/bias/Adam", "conv1/bias/Adam_1",
-        "conv10/bias", "conv10/bias/Adam",
-        "fc1/kernel", "fc1/kernel/Momentum",
-        "logits/bias", "logits/bias/RMSProp", "logits/bias/RMSProp_1",
-        "beta1_power", "beta2_power", "beta1_power_1", "beta2_power_1", "global_step",
+        "conv1/kernel",
+        "conv1/kernel/Adam",
+        "conv1/kernel/Adam_1",
+        "conv1/bias",
+        "conv1/bias/Adam",
+        "conv1/bias/Adam_1",
+        "conv10/bias",
+        "conv10/bias/Adam",
+        "fc1/kernel",
+        "fc1/kernel/Momentum",
+        "logits/bias",
+        "logits/bias/RMSProp",
+        "logits/bias/RMSProp_1",
+        "beta1_power",
+        "beta2_power",
+        "beta1_power_1",
+        "beta2_power_1",
+        "global_step",
     ]
     assert model_variable_names(names) == ["conv1/bias", "conv1/kernel", "conv10/bias", "fc1/kernel", "logits/bias"]
 
@@ -373,8 +387,16 @@ def test_restore_errors_are_user_errors():
 # --- make_plan: errors ------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("restore, bad", [(("conv3",), "conv3"), (parse_scopes("conv1,con"), "con"), (("conv1", "conv10"), "conv10"),
-                                          (("onv1",), "onv1"), (("encoder/conv1",), "encoder/conv1")])
+@pytest.mark.parametrize(
+    "restore, bad",
+    [
+        (("conv3",), "conv3"),
+        (parse_scopes("conv1,con"), "con"),
+        (("conv1", "conv10"), "conv10"),
+        (("onv1",), "onv1"),
+        (("encoder/conv1",), "encoder/conv1"),
+    ],
+)
 def test_restore_scope_matching_no_graph_variable(restore, bad):
     with pytest.raises(PlanError) as error:
         make_plan(graph(), ae_checkpoint(), restore, checkpoint=CKPT)
@@ -398,14 +420,19 @@ def test_checkpoint_lacks_a_requested_scope():
 
 
 def test_checkpoint_lacks_without_a_checkpoint_name():
-    with pytest.raises(PlanError, match=r"^the checkpoint lacks fc1/kernel, fc1/bias; checkpoint scopes: conv1, conv2, dconv1"):
+    with pytest.raises(
+        PlanError, match=r"^the checkpoint lacks fc1/kernel, fc1/bias; checkpoint scopes: conv1, conv2, dconv1"
+    ):
         make_plan(graph(), ae_checkpoint(), ("fc1",))
 
 
 def test_slots_never_stand_in_for_a_missing_variable():
     # Only conv1/kernel's slots are saved, not conv1/kernel itself: nothing to restore it from.
-    checkpoint = [VariableInfo("conv1/kernel/Adam", (5, 5, 1, 16), F32), VariableInfo("conv1/bias", (16,), F32),
-                  VariableInfo("global_step", (), "int64")]
+    checkpoint = [
+        VariableInfo("conv1/kernel/Adam", (5, 5, 1, 16), F32),
+        VariableInfo("conv1/bias", (16,), F32),
+        VariableInfo("global_step", (), "int64"),
+    ]
     with pytest.raises(PlanError) as error:
         make_plan(graph(), checkpoint, ("conv1",), checkpoint=CKPT)
     assert str(error.value).startswith(f"{CKPT} lacks conv1/kernel; checkpoint scopes: ")
@@ -455,7 +482,9 @@ def test_shape_mismatch_skipped():
 
 
 def test_dtype_mismatch_fails_even_when_skipping_shapes():
-    checkpoint = [info if info.name != "conv1/bias" else VariableInfo("conv1/bias", (16,), "float64") for info in ae_checkpoint()]
+    checkpoint = [
+        info if info.name != "conv1/bias" else VariableInfo("conv1/bias", (16,), "float64") for info in ae_checkpoint()
+    ]
     for skip in (False, True):
         with pytest.raises(PlanError) as error:
             make_plan(graph(), checkpoint, PRESETS["conv"], checkpoint=CKPT, skip_mismatched=skip)
@@ -505,7 +534,12 @@ def test_map_from_parse_pair_with_slashes():
 
 def test_map_tolerates_a_trailing_slash_on_both_sides():
     # in_scope tolerates "scope/"; the map's source side should too, as its target side does.
-    plan = make_plan(graph(), encoder_checkpoint(), PRESETS["conv"], maps=[("encoder/conv1/", "conv1/"), ("encoder/conv2/", "conv2/")])
+    plan = make_plan(
+        graph(),
+        encoder_checkpoint(),
+        PRESETS["conv"],
+        maps=[("encoder/conv1/", "conv1/"), ("encoder/conv2/", "conv2/")],
+    )
     assert plan.restore_names() == {"encoder/" + name: name for name in CONV_NAMES}
 
 
@@ -520,12 +554,18 @@ def test_map_source_only_matching_a_longer_scope_is_an_error():
     checkpoint = checkpoint_of([("encoder/conv10/kernel", (5, 5, 1, 16)), ("encoder/conv10/bias", (16,))])
     with pytest.raises(PlanError) as error:
         make_plan(graph(), checkpoint, ("conv1",), checkpoint=CKPT, maps=[("encoder/conv1", "conv1")])
-    assert str(error.value) == f"--map encoder/conv1=conv1: {CKPT} has no scope 'encoder/conv1'; checkpoint scopes: encoder/conv10"
+    assert (
+        str(error.value)
+        == f"--map encoder/conv1=conv1: {CKPT} has no scope 'encoder/conv1'; checkpoint scopes: encoder/conv10"
+    )
 
 
 def test_map_source_matching_only_slots_is_an_error():
     checkpoint = encoder_checkpoint()
-    with pytest.raises(PlanError, match=r"--map encoder/conv1/kernel/Adam=conv1/kernel: the checkpoint has no scope 'encoder/conv1/kernel/Adam'"):
+    with pytest.raises(
+        PlanError,
+        match=r"--map encoder/conv1/kernel/Adam=conv1/kernel: the checkpoint has no scope 'encoder/conv1/kernel/Adam'",
+    ):
         make_plan(graph(), checkpoint, ("conv1",), maps=[("encoder/conv1/kernel/Adam", "conv1/kernel")])
 
 
@@ -533,7 +573,10 @@ def test_map_source_matching_only_slots_is_an_error():
 def test_map_target_matching_no_graph_scope(target):
     with pytest.raises(PlanError) as error:
         make_plan(graph(), encoder_checkpoint(), PRESETS["conv"], checkpoint=CKPT, maps=[("encoder/conv1", target)])
-    assert str(error.value) == f"--map encoder/conv1={target}: the graph has no scope {target!r}; graph scopes: conv1, conv2, fc1, logits"
+    assert (
+        str(error.value)
+        == f"--map encoder/conv1={target}: the graph has no scope {target!r}; graph scopes: conv1, conv2, fc1, logits"
+    )
 
 
 def test_map_target_does_not_catch_a_longer_graph_scope():
@@ -551,7 +594,10 @@ def test_mapped_variable_missing_from_the_checkpoint():
     checkpoint = [info for info in encoder_checkpoint() if not info.name.startswith("encoder/conv1/bias")]
     with pytest.raises(PlanError) as error:
         make_plan(graph(), checkpoint, ("conv1",), checkpoint=CKPT, maps=ENCODER_MAPS[:1])
-    assert str(error.value) == f"{CKPT} lacks encoder/conv1/bias (for conv1/bias); checkpoint scopes: encoder/conv1, encoder/conv2"
+    assert (
+        str(error.value)
+        == f"{CKPT} lacks encoder/conv1/bias (for conv1/bias); checkpoint scopes: encoder/conv1, encoder/conv2"
+    )
 
 
 def test_every_restored_row_reaches_the_saver():
@@ -588,7 +634,10 @@ def test_exclude_with_restore_all():
 def test_exclude_matching_nothing_selected(scope):
     with pytest.raises(PlanError) as error:
         make_plan(graph(), ae_checkpoint(), PRESETS["conv"], exclude=(scope,))
-    assert str(error.value) == f"--restore-exclude {scope!r} matches none of the variables selected to restore (conv1, conv2)"
+    assert (
+        str(error.value)
+        == f"--restore-exclude {scope!r} matches none of the variables selected to restore (conv1, conv2)"
+    )
 
 
 @pytest.mark.parametrize("scope", ["conv3", "fc", "dconv1", "logits/kern"])
@@ -649,24 +698,45 @@ def test_format_without_unused_or_ignored():
 
 
 def test_to_json():
-    plan = make_plan(graph(), mismatched_checkpoint(), PRESETS["conv"], checkpoint=CKPT, skip_mismatched=True,
-                     lr_mults=[("conv1", 0.1)])
+    plan = make_plan(
+        graph(),
+        mismatched_checkpoint(),
+        PRESETS["conv"],
+        checkpoint=CKPT,
+        skip_mismatched=True,
+        lr_mults=[("conv1", 0.1)],
+    )
     record = json.loads(json.dumps(plan.to_json()))
     assert record == plan.to_json()
-    assert set(record) == {"checkpoint", "variables", "unused_checkpoint_variables", "ignored_optimizer_and_counter_variables"}
+    assert set(record) == {
+        "checkpoint",
+        "variables",
+        "unused_checkpoint_variables",
+        "ignored_optimizer_and_counter_variables",
+    }
     assert record["checkpoint"] == CKPT
     assert [entry["name"] for entry in record["variables"]] == [name for name, _ in CLASSIFIER]
     for entry in record["variables"]:
         assert set(entry) == {"name", "shape", "source", "action", "reason", "trainable", "lr_mult"}
     by_name = {entry["name"]: entry for entry in record["variables"]}
     assert by_name["conv1/kernel"] == {
-        "name": "conv1/kernel", "shape": [5, 5, 1, 16], "source": "conv1/kernel", "action": "restored",
-        "reason": "", "trainable": True, "lr_mult": 0.1,
+        "name": "conv1/kernel",
+        "shape": [5, 5, 1, 16],
+        "source": "conv1/kernel",
+        "action": "restored",
+        "reason": "",
+        "trainable": True,
+        "lr_mult": 0.1,
     }
     assert by_name["conv2/bias"]["trainable"] is False and by_name["conv2/bias"]["lr_mult"] == 0.0
     assert by_name["conv2/kernel"] == {
-        "name": "conv2/kernel", "shape": [5, 5, 16, 32], "source": None, "action": "skipped",
-        "reason": "shape [5, 5, 16, 64] in checkpoint, [5, 5, 16, 32] in graph", "trainable": True, "lr_mult": 1.0,
+        "name": "conv2/kernel",
+        "shape": [5, 5, 16, 32],
+        "source": None,
+        "action": "skipped",
+        "reason": "shape [5, 5, 16, 64] in checkpoint, [5, 5, 16, 32] in graph",
+        "trainable": True,
+        "lr_mult": 1.0,
     }
     assert by_name["fc1/kernel"]["source"] is None and by_name["fc1/kernel"]["action"] == "initialised"
     unused = {entry["name"]: entry["shape"] for entry in record["unused_checkpoint_variables"]}

@@ -21,15 +21,27 @@ SAMPLE_STEPS_PER_EPOCH = 4500 // 64
 
 
 def _autoencoder_command(model_dir, epochs):
-    return [sys.executable, os.path.join(REPO, "train_autoencoder.py"), "--sample", "--epochs", str(epochs),
-            "--model-dir", str(model_dir), "--save-every", "0", "--summary-every", "0"]
+    return [
+        sys.executable,
+        os.path.join(REPO, "train_autoencoder.py"),
+        "--sample",
+        "--epochs",
+        str(epochs),
+        "--model-dir",
+        str(model_dir),
+        "--save-every",
+        "0",
+        "--summary-every",
+        "0",
+    ]
 
 
 @pytest.mark.slow
 def test_sigterm_saves_at_a_step_boundary_and_the_rerun_ends_on_the_exact_step(tmp_path):
     model_dir = tmp_path / "ae"
-    process = subprocess.Popen(_autoencoder_command(model_dir, 3), cwd=REPO, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        _autoencoder_command(model_dir, 3), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     for line in process.stdout:
         if line.startswith("epoch 1:"):  # one epoch done: training is under way
             process.send_signal(signal.SIGTERM)
@@ -49,7 +61,10 @@ def test_sigterm_saves_at_a_step_boundary_and_the_rerun_ends_on_the_exact_step(t
     assert f"at step {stopped_step}" in rerun.stdout
     metrics = json.loads((model_dir / "metrics.json").read_text())
     assert metrics["global_step"] == 3 * SAMPLE_STEPS_PER_EPOCH
-    assert tf.train.load_checkpoint(str(model_dir / f"model.ckpt-{3 * SAMPLE_STEPS_PER_EPOCH}")).get_tensor("global_step") == 3 * SAMPLE_STEPS_PER_EPOCH
+    assert (
+        tf.train.load_checkpoint(str(model_dir / f"model.ckpt-{3 * SAMPLE_STEPS_PER_EPOCH}")).get_tensor("global_step")
+        == 3 * SAMPLE_STEPS_PER_EPOCH
+    )
 
 
 def test_a_second_run_on_a_locked_model_dir_is_refused(tmp_path, capsys):
@@ -73,9 +88,15 @@ def test_a_lock_is_released_when_its_holder_exits(tmp_path):
 
 def test_a_lock_held_by_a_killed_process_does_not_block(tmp_path):
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from runtime.lock import ModelDirLock\n"
-         f"with ModelDirLock({str(tmp_path)!r}):\n    print('held', flush=True); time.sleep(60)"],
-        cwd=REPO, stdout=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from runtime.lock import ModelDirLock\n"
+            f"with ModelDirLock({str(tmp_path)!r}):\n    print('held', flush=True); time.sleep(60)",
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     assert holder.stdout.readline().strip() == "held"
     with pytest.raises(Exception, match="another run"):
@@ -90,11 +111,22 @@ def test_a_lock_held_by_a_killed_process_does_not_block(tmp_path):
 def test_leftovers_of_interrupted_saves_are_removed_and_checkpoints_kept(tmp_path):
     keep = ["model.ckpt-5.index", "model.ckpt-5.data-00000-of-00001", "checkpoint", "config.json"]
     hex32 = "0123456789abcdef" * 2
-    junk = ["model.ckpt-9.data-00000-of-00001.tempstate8123456789", "model.ckpt-9.index.tempstate77",
-            f"checkpoint.tmp{hex32}", f"model.ckpt-5.meta.tmp{hex32}", "config.json.tmp"]
+    junk = [
+        "model.ckpt-9.data-00000-of-00001.tempstate8123456789",
+        "model.ckpt-9.index.tempstate77",
+        f"checkpoint.tmp{hex32}",
+        f"model.ckpt-5.meta.tmp{hex32}",
+        "config.json.tmp",
+    ]
     # Names that only look like ours: a loose pattern would take them, the toolkit never wrote them.
-    lookalikes = ["checkpoint.tmp.bak", "results.tempstate", f"report.tmp{hex32}", "model.ckpt-9.index.tempstate",
-                  "notes_temp", "my.json.tmp.txt"]
+    lookalikes = [
+        "checkpoint.tmp.bak",
+        "results.tempstate",
+        f"report.tmp{hex32}",
+        "model.ckpt-9.index.tempstate",
+        "notes_temp",
+        "my.json.tmp.txt",
+    ]
     for name in keep + junk + lookalikes:
         (tmp_path / name).write_bytes(b"x")
     (tmp_path / "model.ckpt-9_temp").mkdir()

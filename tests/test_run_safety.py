@@ -21,10 +21,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import REPO, invoke
 
 import train_autoencoder
 import train_transfer
-from conftest import REPO, invoke
 from data.sources import Dataset
 from runtime.checkpoints import list_checkpoints
 
@@ -91,32 +91,85 @@ STATES = [
     ("empty", lambda f, d: d.mkdir(), [], True),
     ("only_a_stale_lock", lambda f, d: _files(d, [".lock"]), [], True),
     ("foreign_files", lambda f, d: _files(d, ["notes.txt", "photo.jpg"]), [], False),
-    ("lookalikes_of_our_temporary_names",
-     lambda f, d: _files(d, ["notes_temp/", "checkpoint.tmp.bak", "results.tempstate", f"report.tmp{HEX32}",
-                             "model.ckpt-5.meta"]), [], False),
+    (
+        "lookalikes_of_our_temporary_names",
+        lambda f, d: _files(
+            d, ["notes_temp/", "checkpoint.tmp.bak", "results.tempstate", f"report.tmp{HEX32}", "model.ckpt-5.meta"]
+        ),
+        [],
+        False,
+    ),
     ("a_folder_of_photos", lambda f, d: _files(d, ["images/"]), [], False),
     ("a_read_only_file", lambda f, d: (_files(d, ["readme.txt"]), os.chmod(d / "readme.txt", 0o444)), [], False),
     ("finished_run_same_settings", lambda f, d: _copy_finished(f, d), [], True),
     ("finished_run_other_settings", lambda f, d: _copy_finished(f, d), ["--latent-size", "10"], False),
     ("finished_run_keep_one", lambda f, d: _copy_finished(f, d), ["--keep-checkpoints", "1"], True),
-    ("damaged_newest_keep_one", lambda f, d: (_copy_finished(f, d), _truncate_newest(d)), ["--keep-checkpoints", "1"], True),
+    (
+        "damaged_newest_keep_one",
+        lambda f, d: (_copy_finished(f, d), _truncate_newest(d)),
+        ["--keep-checkpoints", "1"],
+        True,
+    ),
     ("checkpoints_without_config", lambda f, d: (_copy_finished(f, d), os.remove(d / "config.json")), [], False),
-    ("checkpoints_without_config_other_latent",
-     lambda f, d: (_copy_finished(f, d), os.remove(d / "config.json")), ["--latent-size", "10"], False),
-    ("config_edited_to_lie_about_shapes", lambda f, d: (_copy_finished(f, d), _edit_config(d, latent_size=10)),
-     ["--latent-size", "10"], False),
-    ("another_toolkits_run",
-     lambda f, d: _files(d, ["checkpoint", "model.ckpt-100.index", "model.ckpt-100.data-00000-of-00001", "graph.pbtxt",
-                             "events.out.tfevents.1.host"]), [], False),
-    ("another_toolkits_config", lambda f, d: (_files(d, []), (d / "config.json").write_text('{"name": "resnet"}')), [], False),
+    (
+        "checkpoints_without_config_other_latent",
+        lambda f, d: (_copy_finished(f, d), os.remove(d / "config.json")),
+        ["--latent-size", "10"],
+        False,
+    ),
+    (
+        "config_edited_to_lie_about_shapes",
+        lambda f, d: (_copy_finished(f, d), _edit_config(d, latent_size=10)),
+        ["--latent-size", "10"],
+        False,
+    ),
+    (
+        "another_toolkits_run",
+        lambda f, d: _files(
+            d,
+            [
+                "checkpoint",
+                "model.ckpt-100.index",
+                "model.ckpt-100.data-00000-of-00001",
+                "graph.pbtxt",
+                "events.out.tfevents.1.host",
+            ],
+        ),
+        [],
+        False,
+    ),
+    (
+        "another_toolkits_config",
+        lambda f, d: (_files(d, []), (d / "config.json").write_text('{"name": "resnet"}')),
+        [],
+        False,
+    ),
     ("config_is_a_json_list", lambda f, d: (_files(d, []), (d / "config.json").write_text("[1, 2]")), [], False),
     ("a_transfer_run", lambda f, d: (_copy_finished(f, d), _edit_config(d, model="transfer")), [], False),
-    ("our_run_with_orphans_and_lookalikes",
-     lambda f, d: (_copy_finished(f, d),
-                   _files(d, ["model.ckpt-5.index.tempstate123", f"checkpoint.tmp{HEX32}", "notes_temp/",
-                              f"report.tmp{HEX32}", "checkpoint.tmp.bak"])), [], True),
-    ("a_symlink_to_a_foreign_folder",
-     lambda f, d: (_files(d.parent / "target", ["notes.txt"]), os.symlink(d.parent / "target", d)), [], False),
+    (
+        "our_run_with_orphans_and_lookalikes",
+        lambda f, d: (
+            _copy_finished(f, d),
+            _files(
+                d,
+                [
+                    "model.ckpt-5.index.tempstate123",
+                    f"checkpoint.tmp{HEX32}",
+                    "notes_temp/",
+                    f"report.tmp{HEX32}",
+                    "checkpoint.tmp.bak",
+                ],
+            ),
+        ),
+        [],
+        True,
+    ),
+    (
+        "a_symlink_to_a_foreign_folder",
+        lambda f, d: (_files(d.parent / "target", ["notes.txt"]), os.symlink(d.parent / "target", d)),
+        [],
+        False,
+    ),
     ("a_file", lambda f, d: (d.parent.mkdir(exist_ok=True), d.write_text("not a folder")), [], False),
 ]
 
@@ -179,7 +232,11 @@ def test_other_data_at_another_path_is_refused_on_resume(tmp_path):
     first.mkdir()
     for role, stem in idx.IDX_STEMS.items():
         count = 60 if role.startswith("train") else 20
-        array = rng.integers(0, 256, (count, 28, 28), np.uint8) if "images" in role else rng.integers(0, 10, count, np.uint8)
+        array = (
+            rng.integers(0, 256, (count, 28, 28), np.uint8)
+            if "images" in role
+            else rng.integers(0, 10, count, np.uint8)
+        )
         idx.write_idx(first / (stem + ".gz"), array)
     shutil.copytree(first, second)
     model_dir = tmp_path / "run"
@@ -201,12 +258,40 @@ def test_any_model_dir_name_trains_resumes_and_transfers(name, tmp_path):
     events = [entry for entry in os.listdir(model_dir) if entry.startswith("events.out.tfevents")]
     assert events
     target = str(tmp_path / (name + " transfer"))
-    run = invoke(train_transfer.main, ["--sample", "--epochs", "1", "--batch-size", "500", "--summary-every", "0",
-                                       "--checkpoint", model_dir, "--model-dir", target])
+    run = invoke(
+        train_transfer.main,
+        [
+            "--sample",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "500",
+            "--summary-every",
+            "0",
+            "--checkpoint",
+            model_dir,
+            "--model-dir",
+            target,
+        ],
+    )
     assert run.code == 0, run.err
     assert "max |diff| = 0" in run.out
-    run = invoke(train_transfer.main, ["--sample", "--epochs", "2", "--batch-size", "500", "--summary-every", "0",
-                                       "--checkpoint", model_dir, "--model-dir", target])
+    run = invoke(
+        train_transfer.main,
+        [
+            "--sample",
+            "--epochs",
+            "2",
+            "--batch-size",
+            "500",
+            "--summary-every",
+            "0",
+            "--checkpoint",
+            model_dir,
+            "--model-dir",
+            target,
+        ],
+    )
     assert run.code == 0 and "resumed from" in run.out, run.err
 
 
@@ -218,11 +303,16 @@ def _source_with_state(finished, tmp_path, state):
 
 
 def _plan(source, tmp_path):
-    return invoke(train_transfer.main, ["--sample", "--dry-run", "--checkpoint", source, "--model-dir", tmp_path / "tl"])
+    return invoke(
+        train_transfer.main, ["--sample", "--dry-run", "--checkpoint", source, "--model-dir", tmp_path / "tl"]
+    )
 
 
-@pytest.mark.parametrize("state", [b"\x00\xff\xfe binary \x89PNG", b"this is not a checkpoint state {{{", b""],
-                         ids=["binary", "garbage", "empty"])
+@pytest.mark.parametrize(
+    "state",
+    [b"\x00\xff\xfe binary \x89PNG", b"this is not a checkpoint state {{{", b""],
+    ids=["binary", "garbage", "empty"],
+)
 def test_an_unreadable_state_file_is_named_and_the_numbered_files_used(state, finished, tmp_path):
     run = _plan(_source_with_state(finished, tmp_path, state), tmp_path)
     assert run.code == 0, run.err
@@ -238,8 +328,9 @@ def test_a_state_file_naming_a_missing_checkpoint_is_named(finished, tmp_path):
 
 
 def test_a_state_file_pointing_outside_its_dir_is_refused(finished, tmp_path):
-    run = _plan(_source_with_state(finished, tmp_path, f'model_checkpoint_path: "{finished}/model.ckpt-4"\n'.encode()),
-                tmp_path)
+    run = _plan(
+        _source_with_state(finished, tmp_path, f'model_checkpoint_path: "{finished}/model.ckpt-4"\n'.encode()), tmp_path
+    )
     assert run.code == 2 and "points outside its directory" in run.err, run.err
     # Passing that checkpoint itself is the way out.
     run = invoke(train_transfer.main, ["--sample", "--dry-run", "--checkpoint", f"{finished}/model.ckpt-4"])
@@ -258,8 +349,10 @@ def test_a_transfer_run_never_writes_into_its_source(tmp_path, finished):
 
 
 def test_restoring_nothing_is_said(finished, tmp_path):
-    run = invoke(train_transfer.main, ["--sample", "--dry-run", "--restore", "conv", "--restore-exclude", "conv",
-                                       "--checkpoint", finished])
+    run = invoke(
+        train_transfer.main,
+        ["--sample", "--dry-run", "--restore", "conv", "--restore-exclude", "conv", "--checkpoint", finished],
+    )
     assert run.code == 0, run.err
     assert "warning: this plan restores nothing" in run.out
 
@@ -281,7 +374,9 @@ def test_suspicious_data_is_warned_about():
     assert "smaller than the test split" in line
     black = digits.copy()
     black[:10] = 0
-    assert any("10 of the 200 training images are entirely black" in line for line in _dataset(black, digits).warnings())
+    assert any(
+        "10 of the 200 training images are entirely black" in line for line in _dataset(black, digits).warnings()
+    )
 
 
 def test_inspect_refuses_a_data_part_that_is_a_directory(finished, tmp_path):
@@ -317,8 +412,13 @@ def small_disk(tmp_path):
 
 def test_a_full_disk_is_one_line_and_keeps_config(small_disk):
     model_dir = small_disk / "run"
-    result = subprocess.run(_script("train_autoencoder.py", *FLAGS, "--model-dir", model_dir), cwd=REPO,
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        _script("train_autoencoder.py", *FLAGS, "--model-dir", model_dir),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and "no space left on device" in lines[0], lines
@@ -339,8 +439,13 @@ def _interrupt(args, delays, signum):
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_a_signal_at_any_moment_is_one_line(delay, signum, tmp_path):
     """Early (importing TensorFlow), later (loading data, building), or training: one line, 128 + signal."""
-    code, out, err = _interrupt(_script("train_autoencoder.py", "--sample", "--epochs", "3", "--summary-every", "0",
-                                        "--model-dir", tmp_path / "run"), [delay], signum)
+    code, out, err = _interrupt(
+        _script(
+            "train_autoencoder.py", "--sample", "--epochs", "3", "--summary-every", "0", "--model-dir", tmp_path / "run"
+        ),
+        [delay],
+        signum,
+    )
     assert "Traceback" not in out + err, err
     if code == 0:  # the machine was fast enough to finish first: nothing to check
         return
@@ -349,8 +454,18 @@ def test_a_signal_at_any_moment_is_one_line(delay, signum, tmp_path):
 
 
 def test_a_fast_second_ctrl_c_exits_at_once_without_an_abort(tmp_path):
-    args = _script("train_autoencoder.py", "--sample", "--epochs", "20", "--save-every", "5", "--summary-every", "0",
-                   "--model-dir", tmp_path / "run")
+    args = _script(
+        "train_autoencoder.py",
+        "--sample",
+        "--epochs",
+        "20",
+        "--save-every",
+        "5",
+        "--summary-every",
+        "0",
+        "--model-dir",
+        tmp_path / "run",
+    )
     process = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     for line in process.stdout:
         if line.startswith("starting from"):

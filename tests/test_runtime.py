@@ -13,10 +13,10 @@ import sys
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import REPO, invoke
 
 import train_autoencoder
 import train_transfer
-from conftest import REPO, invoke
 from runtime import cli
 from runtime.checkpoints import Checkpointer, checkpoint_step, list_checkpoints
 from runtime.errors import CheckpointError, UserError
@@ -59,13 +59,23 @@ def test_session_config_rejects_fraction(fraction, shown):
         session_config(gpu_memory_fraction=fraction)
 
 
-@pytest.mark.parametrize("keyword, flag", [("intra_op_threads", "--intra-op-threads"), ("inter_op_threads", "--inter-op-threads")])
+@pytest.mark.parametrize(
+    "keyword, flag", [("intra_op_threads", "--intra-op-threads"), ("inter_op_threads", "--inter-op-threads")]
+)
 def test_session_config_rejects_negative_threads(keyword, flag):
     with pytest.raises(UserError, match=re.escape(flag) + r".*got -1"):
         session_config(**{keyword: -1})
 
 
-RESOURCE_FLAGS = ["--gpu-memory-fraction", "0.25", "--allow-growth", "--intra-op-threads", "2", "--inter-op-threads", "1"]
+RESOURCE_FLAGS = [
+    "--gpu-memory-fraction",
+    "0.25",
+    "--allow-growth",
+    "--intra-op-threads",
+    "2",
+    "--inter-op-threads",
+    "1",
+]
 
 
 def test_resource_flags_parse():
@@ -96,9 +106,28 @@ def recorded_session_configs(monkeypatch):
     "main, flags",
     [
         # Two steps of 2,250 images: the cheapest autoencoder run.
-        (train_autoencoder.main, ["--sample", "--epochs", "1", "--batch-size", "2250", "--save-every", "0", "--summary-every", "0"]),
-        (train_transfer.main, ["--sample", "--restore", "none", "--labels-per-class", "10", "--validation-size", "0",
-                               "--epochs", "1", "--save-every", "0", "--summary-every", "0"]),
+        (
+            train_autoencoder.main,
+            ["--sample", "--epochs", "1", "--batch-size", "2250", "--save-every", "0", "--summary-every", "0"],
+        ),
+        (
+            train_transfer.main,
+            [
+                "--sample",
+                "--restore",
+                "none",
+                "--labels-per-class",
+                "10",
+                "--validation-size",
+                "0",
+                "--epochs",
+                "1",
+                "--save-every",
+                "0",
+                "--summary-every",
+                "0",
+            ],
+        ),
     ],
     ids=["autoencoder", "transfer"],
 )
@@ -223,7 +252,9 @@ def _state_paths(model_dir):
 
 
 def _truncate_data(prefix):
-    (data,) = [path for path in os.listdir(os.path.dirname(prefix)) if path.startswith(os.path.basename(prefix) + ".data-")]
+    (data,) = [
+        path for path in os.listdir(os.path.dirname(prefix)) if path.startswith(os.path.basename(prefix) + ".data-")
+    ]
     path = os.path.join(os.path.dirname(prefix), data)
     os.truncate(path, os.path.getsize(path) // 2)
     return path

@@ -38,10 +38,13 @@ def test_all_labels_when_no_budget_is_given():
     assert len(train) == 4400
 
 
-@pytest.mark.parametrize("validation_size, labels_per_class, message", [
-    (500, 401, "--labels-per-class 401 is more than the data holds: class 0 has 400"),
-    (4500, None, "--validation-size must be in [0, 4499]"),
-])
+@pytest.mark.parametrize(
+    "validation_size, labels_per_class, message",
+    [
+        (500, 401, "--labels-per-class 401 is more than the data holds: class 0 has 400"),
+        (4500, None, "--validation-size must be in [0, 4499]"),
+    ],
+)
 def test_requests_the_pool_cannot_meet_are_user_errors(validation_size, labels_per_class, message):
     with pytest.raises(UserError) as error:
         split_train(LABELS, validation_size, labels_per_class, seed=0)

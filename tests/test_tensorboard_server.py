@@ -12,8 +12,20 @@ import pytest
 
 import train_autoencoder
 
-MODEL_VARIABLES = ("conv1/kernel", "conv1/bias", "conv2/kernel", "conv2/bias", "latent_var/kernel", "latent_var/bias",
-                   "z_matrix/kernel", "z_matrix/bias", "dconv1/kernel", "dconv1/bias", "dconv2/kernel", "dconv2/bias")
+MODEL_VARIABLES = (
+    "conv1/kernel",
+    "conv1/bias",
+    "conv2/kernel",
+    "conv2/bias",
+    "latent_var/kernel",
+    "latent_var/bias",
+    "z_matrix/kernel",
+    "z_matrix/bias",
+    "dconv1/kernel",
+    "dconv1/bias",
+    "dconv2/kernel",
+    "dconv2/bias",
+)
 
 
 def _free_port():
@@ -30,13 +42,33 @@ def _get(port, path):
 @pytest.mark.slow
 def test_tensorboard_serves_scalars_images_histograms_graph_and_projector(tmp_path):
     logdir = tmp_path / "runs"
-    assert train_autoencoder.main(["--sample", "--epochs", "1", "--summary-every", "10", "--model-dir", str(logdir / "autoencoder")]) == 0
+    assert (
+        train_autoencoder.main(
+            ["--sample", "--epochs", "1", "--summary-every", "10", "--model-dir", str(logdir / "autoencoder")]
+        )
+        == 0
+    )
 
     port = _free_port()
     server = subprocess.Popen(
-        [sys.executable, "-m", "tensorboard.main", "--logdir", str(logdir), "--host", "127.0.0.1", "--port", str(port),
-         "--load_fast", "false", "--reload_interval", "1"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "tensorboard.main",
+            "--logdir",
+            str(logdir),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--load_fast",
+            "false",
+            "--reload_interval",
+            "1",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         deadline = time.monotonic() + 90

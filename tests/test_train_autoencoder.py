@@ -9,9 +9,6 @@ import os
 import numpy as np
 import pytest
 import tensorflow as tf
-from google.protobuf import text_format
-
-import train_autoencoder
 from conftest import (
     AE_FLAGS,
     AE_LATENT,
@@ -26,6 +23,9 @@ from conftest import (
     read_events,
     summary_values,
 )
+from google.protobuf import text_format
+
+import train_autoencoder
 from runtime.checkpoints import checkpoint_step
 
 v1 = tf.compat.v1
@@ -141,7 +141,8 @@ def test_projector_files(ae_run):
     from tensorboard.plugins import projector
 
     config = text_format.Parse(
-        open(os.path.join(ae_run.model_dir, "projector_config.pbtxt"), encoding="utf-8").read(), projector.ProjectorConfig()
+        open(os.path.join(ae_run.model_dir, "projector_config.pbtxt"), encoding="utf-8").read(),
+        projector.ProjectorConfig(),
     )
     (embedding,) = config.embeddings
     paths = {
@@ -194,7 +195,9 @@ def test_rerun_of_a_finished_run_trains_nothing(ae_run, ae_copy):
     assert run.code == 0, run.err
     assert f"at step {AE_STEPS_PER_EPOCH}" in run.out
     assert latest_prefix(ae_copy).endswith(os.path.basename(ae_run.prefix))
-    np.testing.assert_array_equal(read_checkpoint(latest_prefix(ae_copy))["conv1/kernel"], read_checkpoint(ae_run.prefix)["conv1/kernel"])
+    np.testing.assert_array_equal(
+        read_checkpoint(latest_prefix(ae_copy))["conv1/kernel"], read_checkpoint(ae_run.prefix)["conv1/kernel"]
+    )
 
 
 def test_resume_with_other_latent_size_is_refused(ae_copy):
@@ -210,7 +213,17 @@ def test_resume_with_other_latent_size_is_refused(ae_copy):
 
 def test_resume_with_fewer_epochs_is_reported_not_crashed(tmp_path):
     # --batch-size 2250: two steps per epoch, so both runs are cheap.
-    flags = ["--sample", "--batch-size", "2250", "--save-every", "0", "--summary-every", "0", "--model-dir", tmp_path / "run"]
+    flags = [
+        "--sample",
+        "--batch-size",
+        "2250",
+        "--save-every",
+        "0",
+        "--summary-every",
+        "0",
+        "--model-dir",
+        tmp_path / "run",
+    ]
     assert invoke(train_autoencoder.main, [*flags, "--epochs", "2"]).code == 0
     run = invoke(train_autoencoder.main, [*flags, "--epochs", "1"])
     if run.code != 0:
@@ -220,7 +233,9 @@ def test_resume_with_fewer_epochs_is_reported_not_crashed(tmp_path):
 
 
 def test_batch_larger_than_the_data_is_a_user_error(tmp_path):
-    run = invoke(train_autoencoder.main, ["--sample", "--epochs", "1", "--batch-size", "5000", "--model-dir", tmp_path / "run"])
+    run = invoke(
+        train_autoencoder.main, ["--sample", "--epochs", "1", "--batch-size", "5000", "--model-dir", tmp_path / "run"]
+    )
     assert run.code == 2
     (line,) = run.error_lines()
     assert line.startswith("error:") and "5000" in line and "4500" in line

@@ -12,9 +12,6 @@ import shutil
 
 import numpy as np
 import pytest
-import tensorflow as tf
-
-import train_transfer
 from conftest import (
     AE_VARIABLES,
     CONV_NAMES,
@@ -28,12 +25,25 @@ from conftest import (
     summary_values,
     write_checkpoint,
 )
+
+import train_transfer
 from transfer import checkpoint as ckpt_module
 
 LABELS_PER_CLASS = 10
 # 100 labelled examples, 100 held out, 2 epochs of one 64-example step each: about a second a run.
-TR_FLAGS = ["--sample", "--labels-per-class", str(LABELS_PER_CLASS), "--validation-size", "100", "--epochs", "2",
-            "--save-every", "0", "--summary-every", "0"]
+TR_FLAGS = [
+    "--sample",
+    "--labels-per-class",
+    str(LABELS_PER_CLASS),
+    "--validation-size",
+    "100",
+    "--epochs",
+    "2",
+    "--save-every",
+    "0",
+    "--summary-every",
+    "0",
+]
 DECODER_SCOPES = ("latent_var", "z_matrix", "dconv1", "dconv2")
 
 
@@ -47,7 +57,10 @@ def _plan_rows(model_dir):
 
 
 def _transfer(ae_run, model_dir, *flags, checkpoint=None):
-    return invoke(train_transfer.main, [*TR_FLAGS, "--checkpoint", checkpoint or ae_run.model_dir, *flags, "--model-dir", model_dir])
+    return invoke(
+        train_transfer.main,
+        [*TR_FLAGS, "--checkpoint", checkpoint or ae_run.model_dir, *flags, "--model-dir", model_dir],
+    )
 
 
 def _plan_line(out, name):
@@ -68,7 +81,10 @@ def conv_run(ae_run, tmp_path_factory):
 @pytest.fixture(scope="module")
 def none_run(ae_run, tmp_path_factory):
     """The from-scratch baseline. Read-only."""
-    run = invoke(train_transfer.main, [*TR_FLAGS, "--restore", "none", "--model-dir", tmp_path_factory.mktemp("transfer") / "none"])
+    run = invoke(
+        train_transfer.main,
+        [*TR_FLAGS, "--restore", "none", "--model-dir", tmp_path_factory.mktemp("transfer") / "none"],
+    )
     assert run.code == 0, run.err
     run.prefix = latest_prefix(run.model_dir)
     return run
@@ -129,7 +145,9 @@ def test_conv_restore_plan_json(conv_run, ae_run):
         assert rows[name]["source"] == name and rows[name]["action"] == "restored"
         assert rows[name]["trainable"] is False and rows[name]["lr_mult"] == 0
     for name in HEAD_NAMES:
-        assert rows[name]["source"] is None and rows[name]["action"] == "initialised" and rows[name]["trainable"] is True
+        assert (
+            rows[name]["source"] is None and rows[name]["action"] == "initialised" and rows[name]["trainable"] is True
+        )
     unused = {row["name"] for row in plan["unused_checkpoint_variables"]}
     assert unused == {name for name in AE_VARIABLES if name.split("/")[0] in DECODER_SCOPES}
     sources = {row["source"] for row in plan["variables"]} - {None}
@@ -177,8 +195,10 @@ def test_restore_none_trains_everything(none_run):
 
 def test_restore_none_never_reads_the_checkpoint_flag(tmp_path):
     missing = tmp_path / "no-such-checkpoint"
-    run = invoke(train_transfer.main, [*TR_FLAGS, "--restore", "none", "--checkpoint", missing, "--epochs", "1",
-                                       "--model-dir", tmp_path / "run"])
+    run = invoke(
+        train_transfer.main,
+        [*TR_FLAGS, "--restore", "none", "--checkpoint", missing, "--epochs", "1", "--model-dir", tmp_path / "run"],
+    )
     assert run.code == 0, run.err
     assert latest_prefix(tmp_path / "run") is not None
 
@@ -262,8 +282,15 @@ def test_fewer_labelled_examples_than_one_batch_is_a_user_error(ae_run, tmp_path
 
 def _random_encoder(tmp_path, scope_prefix="encoder/", conv2_filters=32, seed=1):
     rng = np.random.default_rng(seed)
-    shapes = {"conv1/kernel": [5, 5, 1, 16], "conv1/bias": [16], "conv2/kernel": [5, 5, 16, conv2_filters], "conv2/bias": [32]}
-    values = {scope_prefix + name: rng.standard_normal(shape).astype(np.float32) * 0.1 for name, shape in shapes.items()}
+    shapes = {
+        "conv1/kernel": [5, 5, 1, 16],
+        "conv1/bias": [16],
+        "conv2/kernel": [5, 5, 16, conv2_filters],
+        "conv2/bias": [32],
+    }
+    values = {
+        scope_prefix + name: rng.standard_normal(shape).astype(np.float32) * 0.1 for name, shape in shapes.items()
+    }
     prefix = write_checkpoint(tmp_path / "source" / "model.ckpt", values)
     return prefix, values
 
@@ -271,8 +298,22 @@ def _random_encoder(tmp_path, scope_prefix="encoder/", conv2_filters=32, seed=1)
 def test_map_restores_encoder_scopes_into_conv(tmp_path):
     prefix, values = _random_encoder(tmp_path)
     model_dir = tmp_path / "mapped"
-    run = invoke(train_transfer.main, [*TR_FLAGS, "--checkpoint", prefix, "--restore", "conv",
-                                       "--map", "encoder/conv1=conv1", "--map", "encoder/conv2=conv2", "--model-dir", model_dir])
+    run = invoke(
+        train_transfer.main,
+        [
+            *TR_FLAGS,
+            "--checkpoint",
+            prefix,
+            "--restore",
+            "conv",
+            "--map",
+            "encoder/conv1=conv1",
+            "--map",
+            "encoder/conv2=conv2",
+            "--model-dir",
+            model_dir,
+        ],
+    )
     assert run.code == 0, run.err
     assert "frozen check: 4 variables, max |diff| = 0\n" in run.out
     trained = read_checkpoint(latest_prefix(model_dir))
@@ -335,7 +376,9 @@ def _copy_source(ae_run, directory):
 
 
 def _data_file(prefix):
-    (name,) = [name for name in os.listdir(os.path.dirname(prefix)) if name.startswith(os.path.basename(prefix) + ".data-")]
+    (name,) = [
+        name for name in os.listdir(os.path.dirname(prefix)) if name.startswith(os.path.basename(prefix) + ".data-")
+    ]
     return os.path.join(os.path.dirname(prefix), name)
 
 
@@ -403,14 +446,19 @@ def test_error_checkpoint_lacks_a_requested_scope(ae_run, tmp_path):
 
 def test_error_shape_mismatch(tmp_path):
     prefix, _ = _random_encoder(tmp_path, scope_prefix="", conv2_filters=64)
-    run = invoke(train_transfer.main, [*TR_FLAGS, "--checkpoint", prefix, "--restore", "conv", "--model-dir", tmp_path / "run"])
+    run = invoke(
+        train_transfer.main, [*TR_FLAGS, "--checkpoint", prefix, "--restore", "conv", "--model-dir", tmp_path / "run"]
+    )
     _assert_one_line_error(run, "shape mismatch", "conv2/kernel", "[5, 5, 16, 64]", "--skip-mismatched")
 
 
 def test_skip_mismatched_trains_and_reports_skipped(tmp_path):
     prefix, values = _random_encoder(tmp_path, scope_prefix="", conv2_filters=64)
     model_dir = tmp_path / "run"
-    run = invoke(train_transfer.main, [*TR_FLAGS, "--checkpoint", prefix, "--restore", "conv", "--skip-mismatched", "--model-dir", model_dir])
+    run = invoke(
+        train_transfer.main,
+        [*TR_FLAGS, "--checkpoint", prefix, "--restore", "conv", "--skip-mismatched", "--model-dir", model_dir],
+    )
     assert run.code == 0, run.err
     assert _plan_line(run.out, "conv2/kernel")[3].startswith("skipped (shape [5, 5, 16, 64] in checkpoint")
     rows = _plan_rows(model_dir)
@@ -455,9 +503,15 @@ def test_errors_in_a_real_process_have_no_traceback(ae_run, ae_copy, tmp_path):
     """Exit status 2 and one `error:` line from the real command line, for three kinds of error."""
     mismatched, _ = _random_encoder(tmp_path, scope_prefix="", conv2_filters=64)
     cases = {
-        "missing checkpoint": ([*TR_FLAGS, "--checkpoint", tmp_path / "nope", "--model-dir", tmp_path / "a"], "does not exist"),
+        "missing checkpoint": (
+            [*TR_FLAGS, "--checkpoint", tmp_path / "nope", "--model-dir", tmp_path / "a"],
+            "does not exist",
+        ),
         "shape mismatch": ([*TR_FLAGS, "--checkpoint", mismatched, "--model-dir", tmp_path / "b"], "conv2/kernel"),
-        "autoencoder model dir": ([*TR_FLAGS, "--checkpoint", ae_run.model_dir, "--model-dir", ae_copy], "autoencoder run"),
+        "autoencoder model dir": (
+            [*TR_FLAGS, "--checkpoint", ae_run.model_dir, "--model-dir", ae_copy],
+            "autoencoder run",
+        ),
     }
     processes = {name: run_subprocess("train_transfer.py", argv) for name, (argv, _) in cases.items()}  # in parallel
     for name, process in processes.items():

@@ -38,7 +38,9 @@ def resolve_checkpoint(path):
         latest = latest_checkpoint(path)
         if latest:
             return latest
-        raise CheckpointError(f"no checkpoint in directory {shown(path)} (it holds: {_listing(path)}); train one with train_autoencoder.py")
+        raise CheckpointError(
+            f"no checkpoint in directory {shown(path)} (it holds: {_listing(path)}); train one with train_autoencoder.py"
+        )
     for suffix in _FILE_SUFFIXES:
         if path.endswith(suffix):
             path = path[: -len(suffix)]
@@ -47,9 +49,13 @@ def resolve_checkpoint(path):
     if os.path.isfile(path + ".index"):
         return path
     if os.path.exists(path + ".meta"):
-        raise CheckpointError(f"{shown(path)} has a .meta graph file but no .index: the checkpoint's variables were never (fully) written")
+        raise CheckpointError(
+            f"{shown(path)} has a .meta graph file but no .index: the checkpoint's variables were never (fully) written"
+        )
     if os.path.exists(path):
-        raise CheckpointError(f"{shown(path)} is not a checkpoint: expected a prefix with {shown(os.path.basename(path))}.index beside it")
+        raise CheckpointError(
+            f"{shown(path)} is not a checkpoint: expected a prefix with {shown(os.path.basename(path))}.index beside it"
+        )
     parent = os.path.dirname(path) or "."
     if os.path.isdir(parent):
         raise CheckpointError(f"checkpoint {shown(path)} does not exist; {shown(parent)} holds: {_listing(parent)}")

@@ -312,7 +312,7 @@ def run(args):
 
 def main(argv=None):
     """Runs the converter; a user error becomes one line on stderr and exit status 2."""
-    return cli.main(run, parse_args, argv, lock=False)
+    return cli.main(run, parse_args, argv)
 
 
 if __name__ == "__main__":

@@ -27,5 +27,8 @@ class FeatureBatchInput(pipeline.IndexedBatches):
 
 def compute_features(sess, images_tensor, features_tensor, images, batch_size=CACHE_BATCH):
     """Runs the encoder over float images [N, 28, 28, 1] in batches; returns float32 [N, units]."""
-    chunks = [sess.run(features_tensor, {images_tensor: images[start : start + batch_size]}) for start in range(0, len(images), batch_size)]
+    chunks = [
+        sess.run(features_tensor, {images_tensor: images[start : start + batch_size]})
+        for start in range(0, len(images), batch_size)
+    ]
     return np.concatenate(chunks).astype(np.float32, copy=False)

@@ -13,16 +13,34 @@ def add_transfer_flags(group):
     Returns:
       The group.
     """
-    group.add_argument("--restore", default="conv",
-                       help=f"what to restore: a preset ({', '.join(PRESETS)}) or a comma list of scopes such as conv1,conv2 (default: %(default)s)")
+    group.add_argument(
+        "--restore",
+        default="conv",
+        help=f"what to restore: a preset ({', '.join(PRESETS)}) or a comma list of scopes such as conv1,conv2 (default: %(default)s)",
+    )
     group.add_argument("--restore-exclude", default="", help="comma list of scopes to leave out of --restore")
-    group.add_argument("--map", action="append", default=[], metavar="SRC=DST",
-                       help="restore checkpoint scope SRC into graph scope DST, e.g. encoder/conv1=conv1 (repeatable)")
-    group.add_argument("--skip-mismatched", action="store_true",
-                       help="initialise variables whose shapes differ from the checkpoint instead of failing, and report them")
-    group.add_argument("--fine-tune", action="store_true", help="train the restored variables too (default: freeze them)")
-    group.add_argument("--lr-mult", action="append", default=[], metavar="SCOPE=F",
-                       help="scale SCOPE's learning rate by F; F=0 freezes it (repeatable; applied after --fine-tune)")
+    group.add_argument(
+        "--map",
+        action="append",
+        default=[],
+        metavar="SRC=DST",
+        help="restore checkpoint scope SRC into graph scope DST, e.g. encoder/conv1=conv1 (repeatable)",
+    )
+    group.add_argument(
+        "--skip-mismatched",
+        action="store_true",
+        help="initialise variables whose shapes differ from the checkpoint instead of failing, and report them",
+    )
+    group.add_argument(
+        "--fine-tune", action="store_true", help="train the restored variables too (default: freeze them)"
+    )
+    group.add_argument(
+        "--lr-mult",
+        action="append",
+        default=[],
+        metavar="SCOPE=F",
+        help="scale SCOPE's learning rate by F; F=0 freezes it (repeatable; applied after --fine-tune)",
+    )
     return group
 
 

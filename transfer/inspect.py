@@ -58,12 +58,18 @@ def make_parser():
         description="List a checkpoint's model variables by scope, its optimizer slots and counters apart, "
         "and its size on disk; or, with --plan, print the restore plan train_transfer.py would follow.",
     )
-    parser.add_argument("checkpoint", metavar="CKPT",
-                        help="a model dir (its newest checkpoint), a checkpoint prefix such as model.ckpt-3500, or one of its files")
+    parser.add_argument(
+        "checkpoint",
+        metavar="CKPT",
+        help="a model dir (its newest checkpoint), a checkpoint prefix such as model.ckpt-3500, or one of its files",
+    )
     parser.add_argument("--json", action="store_true", help="print the same facts as one JSON object instead of text")
-    parser.add_argument("--plan", action="store_true",
-                        help="print the restore plan against the classifier (conv1, conv2, fc1, logits) for the flags below, "
-                        "as train_transfer.py --dry-run would")
+    parser.add_argument(
+        "--plan",
+        action="store_true",
+        help="print the restore plan against the classifier (conv1, conv2, fc1, logits) for the flags below, "
+        "as train_transfer.py --dry-run would",
+    )
     add_transfer_flags(parser.add_argument_group("transfer (with --plan; as in train_transfer.py)"))
     return parser
 
@@ -147,8 +153,16 @@ def summarize(prefix, variables):
     scopes = []
     for scope in sorted(groups, key=_scope_key):
         members = sorted(groups[scope], key=lambda item: _leaf_key(item[0]))
-        rows = [{"name": info.name, "leaf": leaf, "shape": list(info.shape), "dtype": info.dtype, "values": _count(info.shape)}
-                for leaf, info in members]
+        rows = [
+            {
+                "name": info.name,
+                "leaf": leaf,
+                "shape": list(info.shape),
+                "dtype": info.dtype,
+                "values": _count(info.shape),
+            }
+            for leaf, info in members
+        ]
         scopes.append({"scope": scope, "parameters": sum(row["values"] for row in rows), "variables": rows})
 
     rest = [info for info in variables if info.name not in model]
@@ -178,7 +192,10 @@ def format_summary(summary):
         table = [("scope/variable", "shape", "dtype", "values")]
         for group in summary["scopes"]:
             table.append((group["scope"], "", "", f"{group['parameters']:,}"))
-            table += [("  " + row["leaf"], _shape(row["shape"]), row["dtype"], f"{row['values']:,}") for row in group["variables"]]
+            table += [
+                ("  " + row["leaf"], _shape(row["shape"]), row["dtype"], f"{row['values']:,}")
+                for row in group["variables"]
+            ]
         table.append(("total", "", "", f"{summary['total_parameters']:,}"))
         widths = [max(len(cells[column]) for cells in table) for column in range(4)]
         for cells in table:
@@ -189,7 +206,9 @@ def format_summary(summary):
 
     slots = summary["optimizer_slots"]
     if slots["count"]:
-        lines.append(f"optimizer slots: {slots['count']} ({', '.join(slots['slot_names'])}) over {len(slots['over_variables'])} variables")
+        lines.append(
+            f"optimizer slots: {slots['count']} ({', '.join(slots['slot_names'])}) over {len(slots['over_variables'])} variables"
+        )
     else:
         lines.append("optimizer slots: none")
     lines.append("counters: " + (", ".join(counter["name"] for counter in summary["counters"]) or "none"))
@@ -223,8 +242,15 @@ def classifier_plan(prefix, checkpoint_variables, args):
         build_classifier(images)
         model_variables = v1.get_collection(v1.GraphKeys.MODEL_VARIABLES)
         return make_plan(
-            ckpt.graph_variables(model_variables), checkpoint_variables, restore, prefix,
-            exclude=exclude, maps=maps, skip_mismatched=args.skip_mismatched, fine_tune=args.fine_tune, lr_mults=lr_mults,
+            ckpt.graph_variables(model_variables),
+            checkpoint_variables,
+            restore,
+            prefix,
+            exclude=exclude,
+            maps=maps,
+            skip_mismatched=args.skip_mismatched,
+            fine_tune=args.fine_tune,
+            lr_mults=lr_mults,
         )
 
 

@@ -174,9 +174,13 @@ def make_plan(
 
     for source, target in maps:
         if not any(in_scope(name, target) for name in graph_names):
-            raise PlanError(f"--map {source}={target}: the graph has no scope {target!r}; graph scopes: {_scopes(graph_names)}")
+            raise PlanError(
+                f"--map {source}={target}: the graph has no scope {target!r}; graph scopes: {_scopes(graph_names)}"
+            )
         if not any(in_scope(name, source) for name in model_names):
-            raise PlanError(f"--map {source}={target}: {where} has no scope {source!r}; checkpoint scopes: {_scopes(model_names)}")
+            raise PlanError(
+                f"--map {source}={target}: {where} has no scope {source!r}; checkpoint scopes: {_scopes(model_names)}"
+            )
 
     def source_name(name):
         for source, target in maps:
@@ -200,7 +204,9 @@ def make_plan(
             selected += [name for name in matches if name not in selected]
     for scope in exclude:
         if not any(in_scope(name, scope) for name in selected):
-            raise PlanError(f"--restore-exclude {scope!r} matches none of the variables selected to restore ({_scopes(selected)})")
+            raise PlanError(
+                f"--restore-exclude {scope!r} matches none of the variables selected to restore ({_scopes(selected)})"
+            )
         selected = [name for name in selected if not in_scope(name, scope)]
     for scope, _ in lr_mults:
         if not any(in_scope(name, scope) for name in graph_names):
@@ -208,13 +214,17 @@ def make_plan(
 
     for source, target in maps:
         if not any(in_scope(name, target) for name in selected):
-            raise PlanError(f"--map {source}={target}: {target!r} is not among the variables selected to restore ({_scopes(selected)})")
+            raise PlanError(
+                f"--map {source}={target}: {target!r} is not among the variables selected to restore ({_scopes(selected)})"
+            )
     targets = {}
     for name in selected:
         targets.setdefault(source_name(name), []).append(name)
     for source, names in targets.items():
         if len(names) > 1:
-            raise PlanError(f"{source} would be restored into {' and '.join(names)}; give each checkpoint variable one --map target")
+            raise PlanError(
+                f"{source} would be restored into {' and '.join(names)}; give each checkpoint variable one --map target"
+            )
 
     missing = [(name, source_name(name)) for name in selected if source_name(name) not in by_checkpoint_name]
     if missing:
@@ -231,7 +241,9 @@ def make_plan(
             skipped[name] = why
             mismatched.append(f"{name}: {why}")
     if mismatched and not skip_mismatched:
-        raise PlanError(f"shape mismatch between {where} and the graph: {'; '.join(mismatched)} (pass --skip-mismatched to initialise these instead)")
+        raise PlanError(
+            f"shape mismatch between {where} and the graph: {'; '.join(mismatched)} (pass --skip-mismatched to initialise these instead)"
+        )
 
     rows = []
     for info in graph_variables:
@@ -241,7 +253,9 @@ def make_plan(
         elif name in selected:
             source = source_name(name)
             restored_mult = 1.0 if fine_tune else 0.0
-            row = dict(source=source, action="restored", reason="" if source == name else "mapped", lr_mult=restored_mult)
+            row = dict(
+                source=source, action="restored", reason="" if source == name else "mapped", lr_mult=restored_mult
+            )
         else:
             row = dict(source=None, action="initialised", reason="", lr_mult=1.0)
         for scope, multiplier in lr_mults:
@@ -256,5 +270,7 @@ def make_plan(
         ignored_non_model=len(all_checkpoint_names) - len(model_names),
     )
     if not plan.lr_groups():
-        raise PlanError("nothing left to train: every variable is frozen; restore fewer scopes, or use --fine-tune or --lr-mult SCOPE=F with F > 0")
+        raise PlanError(
+            "nothing left to train: every variable is frozen; restore fewer scopes, or use --fine-tune or --lr-mult SCOPE=F with F > 0"
+        )
     return plan

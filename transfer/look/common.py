@@ -12,9 +12,10 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from data import sources
 from models.classifier import build_classifier
 from models.scopes import CLASSIFIER_SCOPES
-from runtime import cli, rundir
+from runtime import rundir
 from runtime.errors import CheckpointError, DataError, UserError, one_line
 from runtime.summaries import encode_png
 from transfer import checkpoint as ckpt
@@ -346,7 +347,7 @@ def load_data(args, config):
         and args.dataset == "mnist"
     ):
         args.sample = True
-    return cli.load_data(args)
+    return sources.load_requested(args.dataset, args.data_dir, args.sample)
 
 
 def to_unit(images):
