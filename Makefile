@@ -23,5 +23,8 @@ demo: install
 	$(BIN)/python train_transfer.py --sample --restore conv --checkpoint checkpoints/autoencoder --model-dir checkpoints/transfer
 	@echo "TensorBoard: $(BIN)/tensorboard --logdir checkpoints --host 127.0.0.1"
 
+# Lint and format checks first (ruff, configured in pyproject.toml), then the tests.
 test: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -71,7 +71,8 @@ RESUME_KEYS = (
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
-        description="Train the classifier (conv1, conv2, fc1, logits) with layers restored from the autoencoder's checkpoint.",
+        description="Train the classifier (conv1, conv2, fc1, logits) "
+        "with layers restored from the autoencoder's checkpoint.",
     )
     group = parser.add_argument_group("transfer")
     group.add_argument(
@@ -85,7 +86,8 @@ def parse_args(argv=None):
         "--cache-features",
         choices=("auto", "on", "off"),
         default="auto",
-        help="train the head on conv features computed once; auto: whenever conv1 and conv2 are frozen (default: %(default)s)",
+        help="train the head on conv features computed once; "
+        "auto: whenever conv1 and conv2 are frozen (default: %(default)s)",
     )
 
     group = parser.add_argument_group("training")
@@ -99,7 +101,8 @@ def parse_args(argv=None):
         "--validation-size",
         type=cli.non_negative_int,
         default=500,
-        help="training examples held out to pick the best epoch; the test set is never used for that (default: %(default)s)",
+        help="training examples held out to pick the best epoch; "
+        "the test set is never used for that (default: %(default)s)",
     )
     group.add_argument(
         "--epochs", type=cli.positive_int, default=30, help="passes over the labelled examples (default: %(default)s)"
@@ -120,7 +123,8 @@ def parse_args(argv=None):
         "--shift",
         type=cli.non_negative_int,
         default=0,
-        help="shift each training image by up to this many pixels at random; turns the feature cache off (default: %(default)s)",
+        help="shift each training image by up to this many pixels at random; "
+        "turns the feature cache off (default: %(default)s)",
     )
     cli.add_data_flags(parser)
     cli.add_runtime_flags(parser, os.path.join("checkpoints", "transfer"))
@@ -345,7 +349,8 @@ def run(args):
                     best_saver.save(sess, best_alias.join("model.ckpt"))
                 except (tf.errors.OpError, OSError, RuntimeError) as error:
                     raise UserError(
-                        f"cannot save the best epoch in {shown(best_path)}: {disk_full_reason(error) or one_line(error)}"
+                        f"cannot save the best epoch in {shown(best_path)}: "
+                        f"{disk_full_reason(error) or one_line(error)}"
                     ) from None
                 rundir.write_json(os.path.join(best_path, "best.json"), best)
 
@@ -360,7 +365,8 @@ def run(args):
                         best.update(epoch=epoch, step=step, val_accuracy=val_accuracy)
                         save_best()
                     print(
-                        f"epoch {epoch}: val accuracy {val_accuracy:.4f}, val loss {val_loss:.4f} (best: epoch {best['epoch']}, {best['val_accuracy']:.4f})"
+                        f"epoch {epoch}: val accuracy {val_accuracy:.4f}, val loss {val_loss:.4f} "
+                        f"(best: epoch {best['epoch']}, {best['val_accuracy']:.4f})"
                     )
                 writer.add_summary(scalars(summary), step)
                 if epoch % histogram_every == 0 or step == total_steps:
@@ -440,7 +446,8 @@ def plan_markdown(plan):
     for row in plan.rows:
         action = row.action + (f" ({row.reason})" if row.reason else "")
         lines.append(
-            f"| {row.name} | {list(row.shape)} | {row.source or 'fresh'} | {action} | {'yes' if row.trainable else 'frozen'} | {row.lr_mult:g} |"
+            f"| {row.name} | {list(row.shape)} | {row.source or 'fresh'} | {action} "
+            f"| {'yes' if row.trainable else 'frozen'} | {row.lr_mult:g} |"
         )
     return "\n".join(lines)
 

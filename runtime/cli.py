@@ -172,7 +172,8 @@ def check_steps(start_step, total_steps, log=print):
     """The step to stop at: total_steps, or start_step when a resumed run is already past it."""
     if start_step > total_steps:
         log(
-            f"the run is already at step {start_step}, past the {total_steps} steps these flags ask for; nothing to train"
+            f"the run is already at step {start_step}, past the {total_steps} steps these flags ask for; "
+            "nothing to train"
         )
         return start_step
     return total_steps

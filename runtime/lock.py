@@ -28,7 +28,8 @@ class ModelDirLock:
             holder = handle.read().strip() or "unknown"
             handle.close()
             raise UserError(
-                f"another run (pid {holder}) is using {os.path.dirname(self.path)}; wait for it or pass another --model-dir"
+                f"another run (pid {holder}) is using {os.path.dirname(self.path)}; "
+                "wait for it or pass another --model-dir"
             ) from None
         handle.seek(0)
         handle.truncate()

@@ -66,5 +66,6 @@ def set_process_threads(intra_op_threads=0, inter_op_threads=0, log=print):
             setter(value)
         except RuntimeError:
             log(
-                f"warning: {flag} {value} cannot resize TensorFlow's thread pools, which started earlier in this process"
+                f"warning: {flag} {value} cannot resize TensorFlow's thread pools, "
+                "which started earlier in this process"
             )

@@ -39,7 +39,8 @@ def resolve_checkpoint(path):
         if latest:
             return latest
         raise CheckpointError(
-            f"no checkpoint in directory {shown(path)} (it holds: {_listing(path)}); train one with train_autoencoder.py"
+            f"no checkpoint in directory {shown(path)} (it holds: {_listing(path)}); "
+            "train one with train_autoencoder.py"
         )
     for suffix in _FILE_SUFFIXES:
         if path.endswith(suffix):
@@ -130,7 +131,8 @@ def read_values(prefix, names):
         if np.issubdtype(value.dtype, np.floating) and not np.all(np.isfinite(value)):
             bad = int(np.count_nonzero(~np.isfinite(value)))
             raise CheckpointError(
-                f"checkpoint {shown(prefix)} holds {bad:,} NaN or infinite values in {name}: it cannot be a transfer source"
+                f"checkpoint {shown(prefix)} holds {bad:,} NaN or infinite values in {name}: "
+                "it cannot be a transfer source"
             )
     return {name: values[name] for name in names}
 
