@@ -102,7 +102,8 @@ def load_model(model_dir):
     """
     if not os.path.isdir(model_dir):
         raise PredictError(
-            f"--model {model_dir} does not exist; export a run with python -m transfer.export --model-dir RUN --output {model_dir}"
+            f"--model {model_dir} does not exist; export a run with python -m transfer.export --model-dir RUN --output "
+            f"{model_dir}"
         )
     if not os.path.exists(os.path.join(model_dir, "saved_model.pb")):
         raise PredictError(f"--model {model_dir} holds no saved_model.pb: not an exported model")

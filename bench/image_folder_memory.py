@@ -165,11 +165,13 @@ def main(argv=None):
             )
             rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
     print(
-        f"{'images':>8} {'RSS set-up':>11} {'peak scan':>10} {'peak epochs':>12} {'scan s':>7} {'epoch s':>8} {'scan/epoch':>10} {'disk/memory':>11}"
+        f"{'images':>8} {'RSS set-up':>11} {'peak scan':>10} {'peak epochs':>12} {'scan s':>7} {'epoch s':>8} "
+        f"{'scan/epoch':>10} {'disk/memory':>11}"
     )
     for row in rows:
         print(
-            f"{row['images']:>8} {row['rss_setup_mb']:>8.0f} MB {row['peak_scan_mb']:>7.0f} MB {row['peak_epochs_mb']:>9.0f} MB "
+            f"{row['images']:>8} {row['rss_setup_mb']:>8.0f} MB {row['peak_scan_mb']:>7.0f} MB "
+            f"{row['peak_epochs_mb']:>9.0f} MB "
             f"{row['scan_secs']:>7.2f} {row['epoch_secs']:>8.2f} {row['scan_secs'] / row['epoch_secs']:>10.2f} "
             f"{row['epoch_secs'] / row['in_memory_epoch_secs']:>11.1f}"
         )

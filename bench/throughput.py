@@ -165,7 +165,8 @@ def parse_args(argv=None):
         "--only",
         type=groups_spec,
         default=",".join(GROUPS),
-        help="comma list of the groups to time, from ae, transfer; the matmul peak is always timed (default: %(default)s)",
+        help="comma list of the groups to time, from ae, transfer; the matmul peak is always timed (default: "
+        "%(default)s)",
     )
     parser.add_argument(
         "--experiment",
@@ -385,7 +386,8 @@ def table(results, rounds):
         per_round = "  ".join(f"{rate / scale:>8,.0f}" for rate in results.rates[entry.key])
         note = "  (GFLOP/s)" if entry.group == "peak" else ""
         lines.append(
-            f"  {entry.key:<{width}}  {per_round}  {median / scale:>8,.0f}  {cores:>5.2f}  {gflops:>7.1f}  {100 * gflops / peak:>5.1f}%{note}"
+            f"  {entry.key:<{width}}  {per_round}  {median / scale:>8,.0f}  {cores:>5.2f}  {gflops:>7.1f}  "
+            f"{100 * gflops / peak:>5.1f}%{note}"
         )
         report[entry.key] = {
             "unit": "GFLOP/s" if entry.group == "peak" else "images/s",
@@ -535,7 +537,8 @@ def profile_lines(results):
         rows, wall_ms = profile_steps(entry.contender, PROFILE_STEPS)
         total_ms = sum(ms for _, _, ms in rows)
         lines += [
-            f"profile of {entry.key}: {PROFILE_STEPS} traced steps (FULL_TRACE, which slows small ops); step wall {wall_ms:.1f} ms; "
+            f"profile of {entry.key}: {PROFILE_STEPS} traced steps (FULL_TRACE, which slows small ops); "
+            f"step wall {wall_ms:.1f} ms; "
             f"node time {total_ms:.1f} ms/step over {sum(nodes for _, nodes, _ in rows):.0f} nodes",
             f"  {'op type (kernel that ran)':<34} {'nodes':>5} {'ms/step':>8} {'share':>6}",
         ]
@@ -545,7 +548,8 @@ def profile_lines(results):
         if rest:
             rest_ms = sum(ms for _, _, ms in rest)
             lines.append(
-                f"  {f'({len(rest)} other op types)':<34} {sum(nodes for _, nodes, _ in rest):>5.0f} {rest_ms:>8.2f} {100 * rest_ms / total_ms:>5.1f}%"
+                f"  {f'({len(rest)} other op types)':<34} {sum(nodes for _, nodes, _ in rest):>5.0f} {rest_ms:>8.2f} "
+                f"{100 * rest_ms / total_ms:>5.1f}%"
             )
         report[entry.key] = {
             "step_wall_ms": round(wall_ms, 2),
@@ -601,15 +605,20 @@ def run(args):
         [
             f"cae-transfer throughput benchmark, {now:%Y-%m-%d %H:%M %Z}",
             f"TensorFlow {tf.__version__}, Keras {keras.__version__}, Python {platform.python_version()}",
-            f"CPU: {os.cpu_count()} x {onednn['cpu_model']} ({' '.join(onednn['vector_extensions'])}); load average at start {load_average()}",
-            f"our steps (this process): oneDNN {'on' if onednn['onednn_enabled'] else 'OFF'}; {onednn_choice.describe(onednn)}",
+            f"CPU: {os.cpu_count()} x {onednn['cpu_model']} ({' '.join(onednn['vector_extensions'])}); load average at "
+            f"start {load_average()}",
+            f"our steps (this process): oneDNN {'on' if onednn['onednn_enabled'] else 'OFF'}; "
+            f"{onednn_choice.describe(onednn)}",
             f"peers: in two worker processes, oneDNN {'on' if default_onednn else 'off'} (TensorFlow's default here) "
             f"and {'off' if default_onednn else 'on'}",
-            f"batch {args.batch_size} (textbook loop: {TEXTBOOK_BATCH}); {args.rounds} rounds of ~{args.seconds:g} s per contender; "
+            f"batch {args.batch_size} (textbook loop: {TEXTBOOK_BATCH}); "
+            f"{args.rounds} rounds of ~{args.seconds:g} s per contender; "
             f"our session thread variants INTER/INTRA (0 = TensorFlow's default): {', '.join(args.threads)}",
             f"FLOPs per image, forward + backward, 2 per multiply-add (bench/flops.py): autoencoder {ae_mflop:.3f} M "
-            f"({'agrees' if abs(ae_mflop - REFERENCE_AUTOENCODER_MFLOP) < 0.01 else 'DIFFERS'} with the reference {REFERENCE_AUTOENCODER_MFLOP} M); "
-            f"transfer with conv frozen {flops['transfer_uncached'] / 1e6:.3f} M; head on cached features {flops['transfer_cached'] / 1e6:.3f} M",
+            f"({'agrees' if abs(ae_mflop - REFERENCE_AUTOENCODER_MFLOP) < 0.01 else 'DIFFERS'} "
+            f"with the reference {REFERENCE_AUTOENCODER_MFLOP} M); "
+            f"transfer with conv frozen {flops['transfer_uncached'] / 1e6:.3f} M; head on cached features "
+            f"{flops['transfer_cached'] / 1e6:.3f} M",
         ]
     )
     dataset = load_sample()
@@ -629,7 +638,8 @@ def run(args):
         for key in (key for key in by_key if key.startswith("ae/keras-fit")):
             ours_weights, keras_weights = by_key["ae/ours@0/0"].num_weights, by_key[key].num_weights
             say(
-                f"autoencoder weights: ours {ours_weights:,}, {key} {keras_weights:,}{'' if ours_weights == keras_weights else ' (DIFFERENT ARCHITECTURES)'}"
+                f"autoencoder weights: ours {ours_weights:,}, {key} "
+                f"{keras_weights:,}{'' if ours_weights == keras_weights else ' (DIFFERENT ARCHITECTURES)'}"
             )
     if "transfer" in args.only:
         for key in (key for key in by_key if key.startswith("transfer/keras-fit-frozen")):
@@ -646,7 +656,8 @@ def run(args):
             # The load of a shared machine changes: size the next window from this one.
             steps[entry.key] = max(2, round(steps[entry.key] * args.seconds / sample.wall))
         say(
-            f"  round {round_index + 1}/{args.rounds} done at {time.monotonic() - began:.0f} s, load average {load_average()}"
+            f"  round {round_index + 1}/{args.rounds} done at {time.monotonic() - began:.0f} s, load average "
+            f"{load_average()}"
         )
 
     report = {}

@@ -28,7 +28,8 @@ def split_train(labels, validation_size, labels_per_class, seed, num_classes=10)
     labels = np.asarray(labels)
     if not 0 <= validation_size < len(labels):
         raise UserError(
-            f"--validation-size must be in [0, {len(labels) - 1}] for {len(labels)} training examples, got {validation_size}"
+            f"--validation-size must be in [0, {len(labels) - 1}] for {len(labels)} training examples, got "
+            f"{validation_size}"
         )
     rng = np.random.default_rng([seed, 7919])
     order = rng.permutation(len(labels))

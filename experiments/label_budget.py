@@ -182,7 +182,8 @@ def autoencoder_for(seed, args):
             train_autoencoder, argv + data_flags(ae_dataset, args.ae_data_dir, args.sample), model_dir + ".log"
         )
         print(
-            f"autoencoder seed {seed}: eval bce per pixel {metrics['eval_bce_per_pixel']:.5f} ({time.monotonic() - began:.0f} s)",
+            f"autoencoder seed {seed}: eval bce per pixel {metrics['eval_bce_per_pixel']:.5f} "
+            f"({time.monotonic() - began:.0f} s)",
             flush=True,
         )
     return model_dir

@@ -56,7 +56,8 @@ def build_autoencoder(images, latent_size=20, transpose_implementation="subpixel
         raise ValueError(f"latent_size must be a positive integer, got {latent_size!r}")
     if transpose_implementation not in layers.TRANSPOSE_IMPLEMENTATIONS:
         raise ValueError(
-            f"unknown transpose_implementation {transpose_implementation!r}; choose one of {layers.TRANSPOSE_IMPLEMENTATIONS}"
+            f"unknown transpose_implementation {transpose_implementation!r}; choose one of "
+            f"{layers.TRANSPOSE_IMPLEMENTATIONS}"
         )
     latent_size = int(latent_size)
     end_points = encoder(images)

@@ -755,7 +755,8 @@ class Harness:
             weights["match"],
             f"{weights['tensors']} tensors bit-identical to the uninterrupted run"
             if weights["match"]
-            else f"{len(weights['differing'])} tensors differ (max |diff| {weights['max_abs_diff']}): {', '.join(weights['differing'][:8])}",
+            else f"{len(weights['differing'])} tensors differ (max |diff| {weights['max_abs_diff']}): "
+            f"{', '.join(weights['differing'][:8])}",
         )
 
         return {
@@ -827,12 +828,14 @@ def format_summary(result):
         f"kills during saves: {result['kills_during_saves']} (the save's leftovers prove it was cut short)",
         f"restores checked/succeeded: {result['restores_checked']}/{result['restores_succeeded']}; "
         f"lives resuming from the newest checkpoint: {c['resume_from_newest']['detail']}",
-        f"max index files seen: {result['max_index_files']} (keep {result['flags']['keep']}, bound {result['flags']['keep'] + 1})",
+        f"max index files seen: {result['max_index_files']} (keep {result['flags']['keep']}, bound "
+        f"{result['flags']['keep'] + 1})",
         f"max disk bytes: {result['max_disk_bytes']:,}",
         f"final step: {result['final_step']} (expected {result['total_steps']}); {c['metrics_step']['detail']}; "
         f"{c['final_index_files']['detail']}",
         f"leftovers at the end: {c['no_leftovers']['detail']}",
-        f"weights match the uninterrupted run: {'yes' if result['weights']['match'] else 'NO'} ({c['weights_match']['detail']})",
+        f"weights match the uninterrupted run: {'yes' if result['weights']['match'] else 'NO'} "
+        f"({c['weights_match']['detail']})",
     ]
     failed = [f"  {name}: {check['detail']}" for name, check in c.items() if not check["ok"]]
     lines.append("result: PASS" if not failed else "result: FAIL\n" + "\n".join(failed))
@@ -871,7 +874,8 @@ def parse_args(argv=None):
         "--launch",
         choices=("fork", "exec"),
         default="fork",
-        help="fork lives from a process that imported TensorFlow once, or exec the script every time (default: %(default)s)",
+        help="fork lives from a process that imported TensorFlow once, or exec the script every time (default: "
+        "%(default)s)",
     )
     parser.add_argument(
         "--exec-every",
@@ -913,8 +917,9 @@ def main(argv=None):
     model_dir = os.path.abspath(args.model_dir) if args.model_dir else os.path.join(work_dir, "killed")
     harness = Harness(args, work_dir, model_dir)
     print(
-        f"fault injection: {args.kills} kills, seed {args.seed}, {args.epochs} epochs of {harness.steps_per_epoch} steps "
-        f"= {harness.total_steps} steps, a checkpoint every {args.save_every} steps, keep {args.keep}; model dir {model_dir}",
+        f"fault injection: {args.kills} kills, seed {args.seed}, {args.epochs} epochs of {harness.steps_per_epoch} "
+        f"steps = {harness.total_steps} steps, a checkpoint every {args.save_every} steps, keep {args.keep}; "
+        f"model dir {model_dir}",
         flush=True,
     )
     try:

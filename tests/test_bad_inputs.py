@@ -284,7 +284,8 @@ CASES = [
         "idx_count_mismatch",
         "ae",
         _ae_data("count_mismatch"),
-        rf"train-images-idx3-ubyte\.gz holds {NUM_TRAIN} images but \S*train-labels-idx1-ubyte\.gz holds {NUM_TRAIN - 1} labels",
+        rf"train-images-idx3-ubyte\.gz holds {NUM_TRAIN} images but \S*train-labels-idx1-ubyte\.gz holds "
+        rf"{NUM_TRAIN - 1} labels",
     ),
     Case("idx_empty_file", "ae", _ae_data("empty_file"), r"t10k-labels-idx1-ubyte\.gz: file is empty"),
     Case(

@@ -380,7 +380,8 @@ def test_another_architecture_is_refused_in_one_line(tmp_path, capsys):
     error = capsys.readouterr().err.strip()
     assert error == (
         f"error: {source} is not an EfficientNet-Lite0 state_dict: 247 EfficientNet-Lite0 entries missing "
-        "(_blocks.0._bn1.bias, _blocks.0._bn1.running_mean, _blocks.0._bn1.running_var, ...); 3 unexpected (bn1.weight, conv1.weight, fc.weight)"
+        "(_blocks.0._bn1.bias, _blocks.0._bn1.running_mean, _blocks.0._bn1.running_var, ...); 3 unexpected "
+        "(bn1.weight, conv1.weight, fc.weight)"
     )
     assert not (tmp_path / "out").exists()
 

@@ -331,8 +331,10 @@ def test_thread_flags_size_the_process_pools_in_a_fresh_process(tmp_path):
     code = (
         "import sys, train_autoencoder, tensorflow as tf\n"
         f"status = train_autoencoder.main(['--sample', '--epochs', '1', '--batch-size', '2250', '--save-every', '0',"
-        f" '--summary-every', '0', '--intra-op-threads', '1', '--inter-op-threads', '1', '--model-dir', {str(tmp_path)!r}])\n"
-        "print(status, tf.config.threading.get_intra_op_parallelism_threads(), tf.config.threading.get_inter_op_parallelism_threads())\n"
+        " '--summary-every', '0', '--intra-op-threads', '1', '--inter-op-threads', '1', '--model-dir', "
+        f"{str(tmp_path)!r}])\n"
+        "print(status, tf.config.threading.get_intra_op_parallelism_threads(), "
+        "tf.config.threading.get_inter_op_parallelism_threads())\n"
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert result.stdout.splitlines()[-1] == "0 1 1", result.stdout + result.stderr

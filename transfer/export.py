@@ -130,7 +130,8 @@ def _check_output(output, model_dir, force):
             and all(os.path.exists(os.path.join(output, n)) for n in ("saved_model.pb", "model_card.json"))
         ):
             raise UserError(
-                f"--output {output} exists and is not an earlier export (no saved_model.pb and model_card.json): refused even with --force"
+                f"--output {output} exists and is not an earlier export (no saved_model.pb and model_card.json): "
+                "refused even with --force"
             )
     parent = os.path.dirname(output)
     if not os.path.isdir(parent):
@@ -357,7 +358,8 @@ def main(argv=None):
     output = os.path.abspath(args.output)
     print(f"exported {card['source_checkpoint']['path']} ({len(card['classes'])} classes) to {output}")
     print(
-        f"  signatures: {SERVING_KEY} (uint8 images [N, H, W, C]), {ENCODED_KEY} (encoded image bytes [N]), {FIXED_KEY} (uint8 [N, 28, 28, 1])"
+        f"  signatures: {SERVING_KEY} (uint8 images [N, H, W, C]), {ENCODED_KEY} (encoded image bytes [N]), "
+        f"{FIXED_KEY} (uint8 [N, 28, 28, 1])"
     )
     print(
         "  files: saved_model.pb, variables/, labels.txt, model_card.json" + (", model.tflite" if args.tflite else "")

@@ -16,7 +16,8 @@ def add_transfer_flags(group):
     group.add_argument(
         "--restore",
         default="conv",
-        help=f"what to restore: a preset ({', '.join(PRESETS)}) or a comma list of scopes such as conv1,conv2 (default: %(default)s)",
+        help=f"what to restore: a preset ({', '.join(PRESETS)}) or a comma list of scopes such as conv1,conv2 "
+        "(default: %(default)s)",
     )
     group.add_argument("--restore-exclude", default="", help="comma list of scopes to leave out of --restore")
     group.add_argument(

@@ -207,7 +207,8 @@ def format_summary(summary):
     slots = summary["optimizer_slots"]
     if slots["count"]:
         lines.append(
-            f"optimizer slots: {slots['count']} ({', '.join(slots['slot_names'])}) over {len(slots['over_variables'])} variables"
+            f"optimizer slots: {slots['count']} ({', '.join(slots['slot_names'])}) over {len(slots['over_variables'])} "
+            "variables"
         )
     else:
         lines.append("optimizer slots: none")

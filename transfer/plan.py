@@ -215,7 +215,8 @@ def make_plan(
     for source, target in maps:
         if not any(in_scope(name, target) for name in selected):
             raise PlanError(
-                f"--map {source}={target}: {target!r} is not among the variables selected to restore ({_scopes(selected)})"
+                f"--map {source}={target}: {target!r} is not among the variables selected to restore "
+                f"({_scopes(selected)})"
             )
     targets = {}
     for name in selected:
@@ -242,7 +243,8 @@ def make_plan(
             mismatched.append(f"{name}: {why}")
     if mismatched and not skip_mismatched:
         raise PlanError(
-            f"shape mismatch between {where} and the graph: {'; '.join(mismatched)} (pass --skip-mismatched to initialise these instead)"
+            f"shape mismatch between {where} and the graph: {'; '.join(mismatched)} (pass --skip-mismatched to "
+            "initialise these instead)"
         )
 
     rows = []
@@ -271,6 +273,7 @@ def make_plan(
     )
     if not plan.lr_groups():
         raise PlanError(
-            "nothing left to train: every variable is frozen; restore fewer scopes, or use --fine-tune or --lr-mult SCOPE=F with F > 0"
+            "nothing left to train: every variable is frozen; restore fewer scopes, or use --fine-tune or --lr-mult "
+            "SCOPE=F with F > 0"
         )
     return plan

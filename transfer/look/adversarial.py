@@ -205,8 +205,9 @@ def add_parser(subparsers, add_common):
     parser = subparsers.add_parser(
         "adversarial",
         help="FGSM and iterative (PGD) attacks under an L-infinity budget",
-        description="Attack the test set (or image files) with FGSM and an iterative projected-gradient attack under an "
-        "L-infinity budget in pixel units, targeted or untargeted; report success rates, perturbation sizes and top-5.",
+        description="Attack the test set (or image files) with FGSM and an iterative projected-gradient attack "
+        "under an L-infinity budget in pixel units, targeted or untargeted; report success rates, perturbation "
+        "sizes and top-5.",
     )
     add_common(parser)
     parser.add_argument(
@@ -378,7 +379,8 @@ def run(args):
     for entry in results[:1]:
         for example in entry["examples"][:3]:
             print(
-                f"  example {example['image']}: before {example['top5_before']}, after {entry['attack']} eps {entry['epsilon']:g}: {example['top5_after']}"
+                f"  example {example['image']}: before {example['top5_before']}, after {entry['attack']} eps "
+                f"{entry['epsilon']:g}: {example['top5_after']}"
             )
     print(f"wrote {os.path.join(out_dir, 'adversarial.json')} and the example figures in {seconds:.1f} s")
 
@@ -388,7 +390,8 @@ def _row(summary):
         return "-" if summary[key] is None else f"{summary[key]:.1f}"
 
     return (
-        f"{summary['attack']:>4}  eps {summary['epsilon']:>5g}/255  success {summary['successes']:>5}/{summary['pairs']:<5} "
+        f"{summary['attack']:>4}  eps {summary['epsilon']:>5g}/255  success "
+        f"{summary['successes']:>5}/{summary['pairs']:<5} "
         f"({100 * summary['success_rate']:5.1f}%)  L2 mean {size('mean_l2')} max {size('max_l2')}  "
         f"Linf mean {size('mean_linf')} max {size('max_linf')}  ({summary['seconds']:.1f} s)"
     )

@@ -168,11 +168,13 @@ def check_fits(network, prefix, variables):
         if name not in held:
             scopes = sorted({key.split("/")[0] for key in held if "/" in key})
             raise CheckpointError(
-                f"checkpoint {prefix} is not a {network.name}: it lacks {name} {list(shape)} (its scopes: {', '.join(scopes) or 'none'})"
+                f"checkpoint {prefix} is not a {network.name}: it lacks {name} {list(shape)} (its scopes: "
+                f"{', '.join(scopes) or 'none'})"
             )
         if tuple(held[name]) != shape:
             raise CheckpointError(
-                f"checkpoint {prefix} does not fit the {network.name}: {name} is {list(held[name])} there, {list(shape)} in the graph"
+                f"checkpoint {prefix} does not fit the {network.name}: {name} is {list(held[name])} there, "
+                f"{list(shape)} in the graph"
             )
     return ckpt.read_values(prefix, [var.op.name for var in variables])
 

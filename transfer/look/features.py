@@ -144,8 +144,9 @@ def add_parser(subparsers, add_common):
     parser = subparsers.add_parser(
         "features",
         help="first-layer filters, end-point features in the Embedding Projector, kNN and linear-probe accuracies",
-        description="Draw the first layer's filters; export the test images' features at each end point to TensorBoard's "
-        "Embedding Projector; score a kNN vote and a linear probe per end point (fit on training features, scored on the test set).",
+        description="Draw the first layer's filters; export the test images' features at each end point to "
+        "TensorBoard's Embedding Projector; score a kNN vote and a linear probe per end point (fit on training "
+        "features, scored on the test set).",
     )
     add_common(parser)
     parser.add_argument(
@@ -242,7 +243,8 @@ def run(args):
                 run_writer.close()
         table.append(entry)
         print(
-            f"{name:>8}  {entry['dims']:>5} dims  kNN (k={args.knn}) {knn:.4f}  linear probe {linear:.4f}  (ridge {penalty:g})"
+            f"{name:>8}  {entry['dims']:>5} dims  kNN (k={args.knn}) {knn:.4f}  linear probe {linear:.4f}  (ridge "
+            f"{penalty:g})"
         )
 
     payload = {
@@ -252,11 +254,13 @@ def run(args):
         "probe_train_images": len(train_labels),
         "test_images": len(test_labels),
         "knn_k": args.knn,
-        "probe": "ridge regression on one-hot targets over standardised features; penalty picked on 20% of the training features",
+        "probe": "ridge regression on one-hot targets over standardised features; penalty picked on 20% of the "
+        "training features",
         "seconds": round(time.monotonic() - began, 2),
         "end_points": table,
     }
     rundir.write_json(os.path.join(out_dir, "features.json"), payload)
     print(
-        f"wrote {os.path.join(out_dir, 'filters.png')}, {os.path.join(out_dir, 'features.json')} and projector runs under {out_dir}"
+        f"wrote {os.path.join(out_dir, 'filters.png')}, {os.path.join(out_dir, 'features.json')} and projector runs "
+        f"under {out_dir}"
     )

@@ -182,8 +182,9 @@ def add_parser(subparsers, add_common):
     parser = subparsers.add_parser(
         "ideal",
         help="optimise an input image per class until the network is sure of it",
-        description="Optimise one input image per class (a graph variable; the network frozen) with Adam to maximise the "
-        "class's log-probability or logit, with a total-variation penalty. Writes ideal.png, ideal.json and TensorBoard images.",
+        description="Optimise one input image per class (a graph variable; the network frozen) with Adam to maximise "
+        "the class's log-probability or logit, with a total-variation penalty. Writes ideal.png, ideal.json and "
+        "TensorBoard images.",
     )
     add_common(parser)
     parser.add_argument("--classes", default="all", help="comma list of class names, or all (default: %(default)s)")
@@ -274,7 +275,8 @@ def run(args):
     print(f"network: {network.name} from {model.prefix}")
     print(
         f"optimising {len(classes)} class image(s){' and their TV-0 baselines' if args.baseline else ''}: "
-        f"{args.objective}, TV weight {args.tv_weight:g}, {args.value_range}, {args.steps} Adam steps at {args.learning_rate:g}"
+        f"{args.objective}, TV weight {args.tv_weight:g}, {args.value_range}, {args.steps} Adam steps at "
+        f"{args.learning_rate:g}"
     )
 
     with tf.Graph().as_default():
@@ -361,5 +363,6 @@ def run(args):
             line += f"  {base['probability']:>9.4f}  {base['total_variation']:>9.2f}  {entry['tv_ratio']:>6.3f}"
         print(line)
     print(
-        f"wrote {os.path.join(out_dir, 'ideal.png')}, {os.path.join(out_dir, 'ideal.json')} and TensorBoard images in {seconds:.1f} s"
+        f"wrote {os.path.join(out_dir, 'ideal.png')}, {os.path.join(out_dir, 'ideal.json')} and TensorBoard images in "
+        f"{seconds:.1f} s"
     )
