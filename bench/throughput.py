@@ -1,7 +1,7 @@
 """Training throughput of our steps against the textbook loop, Keras 3 fit and the matmul peak.
 
-    python -m bench.throughput                # 5 rounds of ~3 s per contender, about 4 minutes
-    python -m bench.throughput --quick        # 2 rounds of ~0.8 s, under a minute
+    python -m bench.throughput                # 5 rounds of ~3 s per contender, about 6 minutes
+    python -m bench.throughput --quick        # 2 rounds of ~0.8 s, about 2 minutes (the workers start first)
     python -m bench.throughput --profile      # adds a by-op-type trace of our autoencoder step
     python -m bench.throughput --quick --only ae --onednn-sweep --experiment transpose
 
@@ -148,7 +148,7 @@ def parse_args(argv=None):
         default=None,
         help=f"seconds per contender per round (default: {FULL['seconds']:g}, --quick {QUICK['seconds']:g})",
     )
-    parser.add_argument("--quick", action="store_true", help="fewer, shorter rounds: under a minute")
+    parser.add_argument("--quick", action="store_true", help="fewer, shorter rounds: about 2 minutes")
     parser.add_argument(
         "--threads",
         type=threads_spec,
