@@ -4,9 +4,14 @@
     python -m transfer.look adversarial checkpoints/transfer --target all --epsilon 8,16,32,64
     python -m transfer.look features checkpoints/transfer
 
-MODEL is a train_transfer.py model dir (its best/ checkpoint, else its newest) or a
-checkpoint prefix. Results go to MODEL/look/<command>/ unless --out-dir says otherwise;
-earlier results there are kept unless --overwrite. A user mistake (an unknown class, an
+    python -m transfer.convert WHEEL.pth --output checkpoints/lite0
+    python -m transfer.look adversarial checkpoints/lite0 --images skimage:chelsea --target 207 --epsilon 4
+    python -m transfer.look ideal checkpoints/lite0 --classes tabby --tv-weight 0.0005 --steps 60
+
+MODEL is a train_transfer.py model dir (its best/ checkpoint, else its newest), a dir that
+transfer.convert wrote (its conversion.json names the network), or a checkpoint prefix
+(`--network` names an ImageNet network for a bare one). Results go to MODEL/look/<command>/
+unless --out-dir says otherwise; earlier results there are kept unless --overwrite. A user mistake (an unknown class, an
 epsilon out of range, an image of the wrong size, a missing or damaged checkpoint, a dir
 that is not a transfer run) ends with one line `error: ...` on stderr and exit status 2.
 """
@@ -22,6 +27,7 @@ import sys
 
 import tensorflow as tf
 
+from models import networks
 from runtime import cli
 from runtime.session import set_process_threads
 from transfer.look import adversarial, features, ideal
@@ -43,6 +49,12 @@ def _add_common(parser):
         nargs="?",
         default=os.path.join("checkpoints", "transfer"),
         help="a train_transfer.py model dir or a checkpoint prefix (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--network",
+        choices=networks.NAMES,
+        default=None,
+        help="the network the checkpoint holds (default: the digit classifier, or what conversion.json names)",
     )
     parser.add_argument("--out-dir", default=None, help="where results go (default: MODEL/look/<command>)")
     parser.add_argument(

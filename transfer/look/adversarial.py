@@ -259,8 +259,13 @@ def run(args):
     attacks = parse_attacks(args.attacks)
     if args.step_size is not None and not 0.0 < args.step_size <= common.PIXEL_MAX:
         raise UserError(f"--step-size must be in (0, 255] pixel units, got {args.step_size}")
-    model, network, values = common.open_model(args.model)
+    model, network, values = common.open_model(args.model, args.network)
     target = _parse_target(args.target, network)
+    if not args.images and not network.test_set:
+        raise UserError(
+            f"the {network.name} has no test set here: pass --images FILE, a folder of images, "
+            f"or {common.SKIMAGE_PREFIX}NAME ({', '.join(common.SKIMAGE_IMAGES)})"
+        )
     names = network.class_names
     if args.images:
         images, files = common.read_images(args.images, network)
@@ -376,7 +381,8 @@ def run(args):
         "results": results,
     }
     rundir.write_json(os.path.join(out_dir, "adversarial.json"), payload)
-    for entry in results[:1]:
+    # A few files given: every attack's examples; the test set: the first attack's.
+    for entry in results if args.images else results[:1]:
         for example in entry["examples"][:3]:
             print(
                 f"  example {example['image']}: before {example['top5_before']}, after {entry['attack']} eps "
@@ -403,7 +409,7 @@ def _figure(path, originals, adversarial, before, after, classes, shown, epsilon
     bound = epsilon / common.PIXEL_MAX
     for p in shown:
         first, second = int(before[p].argmax()), int(after[p].argmax())
-        rows.append([originals[p][..., 0], (adversarial[p] - originals[p])[..., 0], adversarial[p][..., 0]])
+        rows.append([common.display(image) for image in (originals[p], adversarial[p] - originals[p], adversarial[p])])
         aim = f"target {names[classes[p]]}" if targeted else f"away from {names[classes[p]]}"
         label = "" if labels is None else f"label {names[labels[p]]}, "
         titles.append(
@@ -414,4 +420,4 @@ def _figure(path, originals, adversarial, before, after, classes, shown, epsilon
             ]
         )
         ranges.append([(0.0, 1.0), (-bound, bound), (0.0, 1.0)])
-    common.save_figure(path, rows, titles, value_ranges=ranges)
+    common.save_figure(path, rows, titles, value_ranges=ranges, cell=max(1.3, originals.shape[1] / 100 + 0.3))

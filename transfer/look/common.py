@@ -1,9 +1,11 @@
 """What the three `look` commands share: the network, its checkpoint, images in and out.
 
 The network sits behind one small description (`Network`) and one function that picks it
-(`network_for`), so that a registry of other networks (ImageNet ones) can take its place
-without touching the commands. Every network here takes images with values in [0, 1]
-and does its own preprocessing inside `build`.
+(`network_for`): the digit classifier of train_transfer.py, or an ImageNet network of the
+registry (models.networks) such as the EfficientNet-Lite0 that `python -m transfer.convert`
+writes. Every network here takes images with values in [0, 1] (pixel value / 255) and does
+its own preprocessing inside `build`, so epsilons and sizes in pixel units mean the same
+for all of them.
 """
 
 import dataclasses
@@ -13,6 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from data import sources
+from models import networks as registry
 from models.classifier import build_classifier
 from models.scopes import CLASSIFIER_SCOPES
 from runtime import rundir
@@ -24,6 +27,10 @@ v1 = tf.compat.v1
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 PIXEL_MAX = 255.0
+CONVERSION_FILE = "conversion.json"  # what transfer.convert writes beside its checkpoint
+SKIMAGE_PREFIX = "skimage:"
+# Photographs inside scikit-image's wheel (nothing is downloaded); other names are refused.
+SKIMAGE_IMAGES = ("astronaut", "chelsea", "coffee", "rocket")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,6 +47,10 @@ class Network:
       build: function(images) -> dict of end points with "logits"; images float32
         [batch, *image_shape] in [0, 1]. Called once per graph, or again under a reusing
         variable scope.
+      aliases: per class, the names it also answers to (ImageNet's WordNet synonyms), lower case.
+      default_classes: what `ideal --classes` means when it is not given.
+      test_set: whether the network's labelled test set is at hand (MNIST); without it
+        the commands need image files.
     """
 
     name: str
@@ -49,6 +60,9 @@ class Network:
     first_layer: str
     scopes: tuple
     build: object
+    aliases: tuple = ()
+    default_classes: str = "all"
+    test_set: bool = True
 
     @property
     def num_classes(self):
@@ -68,17 +82,63 @@ def digit_classifier():
     )
 
 
-def network_for(config):
-    """The network a run's config describes; the one place a network registry plugs in.
+def registry_network(name):
+    """An ImageNet network of models.networks, in inference mode, fed images in [0, 1].
+
+    Its class names are the first WordNet synonym of each class (the full synonym lists
+    are its aliases); its end points for `features` are the stem, three blocks and the
+    pooled features.
+
+    Raises:
+      UserError: for a name the registry does not know, or the digit classifier's "cae".
+    """
+    try:
+        entry = registry.get(name)
+    except ValueError as error:
+        raise UserError(str(error)) from None
+    if entry.class_names_file is None:
+        raise UserError(f"--network {name} is not an ImageNet network; leave --network out for the digit classifier")
+    synonyms = [tuple(part.strip().lower() for part in line.split(",")) for line in entry.class_names()]
+    blocks = [f"block_{index}" for index in (3, 8, 15)] if name == "efficientnet_lite0" else []
+
+    def build(images):
+        # Inference mode: BatchNorm reads its moving statistics and creates no update ops.
+        pixels = images * PIXEL_MAX
+        _, end_points = entry.build(entry.preprocess(pixels), num_classes=entry.num_classes, is_training=False)
+        return end_points
+
+    return Network(
+        name=name,
+        image_shape=(*entry.image_size, entry.channels),
+        class_names=tuple(line.split(",")[0].strip() for line in entry.class_names()),
+        end_points=("stem", *blocks, "features") if name == "efficientnet_lite0" else (),
+        first_layer=f"{entry.scope}/stem/conv2d/kernel" if name == "efficientnet_lite0" else "",
+        scopes=(entry.scope,),
+        build=build,
+        aliases=tuple(synonyms),
+        default_classes="tabby,zebra",
+        test_set=False,
+    )
+
+
+def network_for(config, override=None):
+    """The network a run's config describes; the one place the network registry plugs in.
 
     Args:
-      config: the run's config.json as a dict (may be empty for a bare checkpoint).
+      config: the run's config.json as a dict (may be empty for a bare checkpoint); a
+        converted checkpoint's config names its network under "network".
+      override: a --network name, or None to go by the config.
 
     Returns:
       A Network.
+
+    Raises:
+      UserError: for a network name the registry does not know.
     """
-    del config  # every transfer run so far trains the digit classifier
-    return digit_classifier()
+    name = override or config.get("network") or registry.DEFAULT
+    if name == registry.DEFAULT:  # "cae": the digit classifier train_transfer.py trains
+        return digit_classifier()
+    return registry_network(name)
 
 
 # --- which checkpoint ----------------------------------------------------------------------
@@ -101,7 +161,12 @@ class Model:
 
 def _run_config(directory):
     config = rundir.read_json(os.path.join(directory, "config.json"))
-    if config is not None and config.get("model") != "transfer":
+    if config is None:
+        # A transfer.convert output: a checkpoint and its conversion report, no run config.
+        report = rundir.read_json(os.path.join(directory, CONVERSION_FILE))
+        if report is not None:
+            return {"model": "converted", "network": report.get("network"), "checkpoint": report.get("checkpoint")}
+    if config is not None and config.get("model") not in ("transfer", "converted"):
         kind = config.get("model") or "unknown"
         raise UserError(
             f"{directory} holds {'an' if kind[:1] in 'aeiou' else 'a'} {kind} run, not a transfer run (a classifier); "
@@ -114,8 +179,9 @@ def resolve_model(path):
     """Finds the classifier checkpoint a user means.
 
     A model dir gives its best/ checkpoint (the best validation epoch) when it has one,
-    else its newest step-numbered checkpoint; a checkpoint prefix (or one of its files)
-    is taken as it is.
+    else its newest step-numbered checkpoint; a dir written by transfer.convert gives the
+    checkpoint its conversion.json names; a checkpoint prefix (or one of its files) is
+    taken as it is.
 
     Args:
       path: a transfer run's model dir, or a checkpoint prefix.
@@ -135,6 +201,11 @@ def resolve_model(path):
                 f"{path} is not a transfer run: it has no config.json; pass the --model-dir of a "
                 f"train_transfer.py run, or a checkpoint prefix such as {os.path.join(path, 'model.ckpt-N')}"
             )
+        if config.get("model") == "converted":
+            prefix = ckpt.resolve_checkpoint(
+                os.path.join(path, os.path.basename(str(config.get("checkpoint") or "model.ckpt")))
+            )
+            return Model(prefix, path, config)
         best = os.path.join(path, "best", "model.ckpt")
         prefix = best if os.path.exists(best + ".index") else ckpt.resolve_checkpoint(path)
         return Model(prefix, path, config)
@@ -185,8 +256,13 @@ def network_variables(network):
     return [var for var in v1.get_collection(v1.GraphKeys.MODEL_VARIABLES) if var.op.name.startswith(scopes)]
 
 
-def open_model(path):
+def open_model(path, network_name=None):
     """Resolves a model path, picks its network and checks the checkpoint fits it, before anything is written.
+
+    Args:
+      path: see resolve_model.
+      network_name: --network, or None to go by the run's config (the digit classifier,
+        or the network a converted checkpoint names).
 
     Returns:
       (Model, Network, {checkpoint name: numpy value} of the network's variables).
@@ -195,7 +271,7 @@ def open_model(path):
       UserError: see resolve_model and check_fits.
     """
     model = resolve_model(path)
-    network = network_for(model.config)
+    network = network_for(model.config, network_name)
     with tf.Graph().as_default():
         network.build(v1.placeholder(tf.float32, [None, *network.image_shape]))
         values = check_fits(network, model.prefix, network_variables(network))
@@ -248,20 +324,32 @@ class Restorer:
 def parse_classes(text, network):
     """Class indices from "all" or a comma list of class names or indices.
 
+    A name is a class name as the network shows it, or (for ImageNet) any of the class's
+    WordNet synonyms, case-insensitive ("tabby", "tabby cat", "golden retriever"); a name
+    shared by two classes (ImageNet's two "crane"s) must be given by index.
+
     Raises:
-      UserError: for an unknown name, an index out of range or a repeated class.
+      UserError: for an unknown or ambiguous name, an index out of range or a repeated class.
     """
     names = network.class_names
-    if text is None or text.strip().lower() == "all":
+    if text is None:
+        text = network.default_classes
+    if text.strip().lower() == "all":
         return list(range(len(names)))
     chosen = []
     for item in (part.strip() for part in text.split(",")):
-        if item in names:
+        matches = [index for index, synonyms in enumerate(network.aliases) if item.lower() in synonyms]
+        if item in names and names.count(item) == 1:
             index = names.index(item)
         elif item.lstrip("-").isdigit() and not any(name.isdigit() for name in names):
             index = int(item)
             if not 0 <= index < len(names):
                 raise UserError(f"class index {item} is out of range for the {network.name} (0..{len(names) - 1})")
+        elif len(matches) == 1:
+            index = matches[0]
+        elif matches:
+            shown = ", ".join(f"{index} ({names[index]})" for index in matches)
+            raise UserError(f"class {item!r} is ambiguous for the {network.name}: give one of the indices {shown}")
         else:
             shown = ", ".join(names[:10]) + (", ..." if len(names) > 10 else "")
             raise UserError(f"unknown class {item!r} for the {network.name}; its classes are: {shown}")
@@ -271,6 +359,32 @@ def parse_classes(text, network):
     if not chosen:
         raise UserError(f"no class in {text!r}")
     return chosen
+
+
+def skimage_photo(name, network):
+    """A photograph bundled with scikit-image, as the network's input: float32 [h, w, 3] in [0, 1].
+
+    The central square of the photo (its shorter side) is resized to the network's input
+    size (PIL bicubic, antialiased) and rounded to uint8, as a saved image file would be.
+
+    Raises:
+      DataError: for a name outside SKIMAGE_IMAGES, or a network that does not take RGB.
+    """
+    from PIL import Image
+
+    if name not in SKIMAGE_IMAGES:
+        raise DataError(f"{SKIMAGE_PREFIX}{name} is not a bundled photo; choose one of {', '.join(SKIMAGE_IMAGES)}")
+    height, width, channels = network.image_shape
+    if channels != 3:
+        raise DataError(f"{SKIMAGE_PREFIX}{name}: the photo has 3 channels (RGB), the {network.name} takes {channels}")
+    import skimage.data
+
+    photo = np.asarray(getattr(skimage.data, name)())[..., :3]
+    side = min(photo.shape[:2])
+    top, left = (photo.shape[0] - side) // 2, (photo.shape[1] - side) // 2
+    square = Image.fromarray(np.ascontiguousarray(photo[top : top + side, left : left + side]))
+    pixels = np.asarray(square.resize((width, height), Image.BICUBIC), np.uint8)
+    return pixels.astype(np.float32) / np.float32(PIXEL_MAX)
 
 
 def read_image(path, network):
@@ -312,8 +426,15 @@ def read_image(path, network):
     return (pixels.astype(np.float32) / np.float32(PIXEL_MAX)).reshape(height, width, channels)
 
 
+def read_image_or_photo(path, network):
+    """read_image, or skimage_photo for a "skimage:NAME" path."""
+    if str(path).startswith(SKIMAGE_PREFIX):
+        return skimage_photo(str(path)[len(SKIMAGE_PREFIX) :], network)
+    return read_image(os.path.expanduser(str(path)), network)
+
+
 def read_images(path, network):
-    """An image file, or every image file directly in a folder (sorted by name).
+    """An image file, every image file directly in a folder (sorted by name), or "skimage:NAME".
 
     Returns:
       (float32 images [N, *image_shape] in [0, 1], their file names).
@@ -321,6 +442,8 @@ def read_images(path, network):
     Raises:
       DataError: for a missing path, a folder without images, or a bad image.
     """
+    if str(path).startswith(SKIMAGE_PREFIX):
+        return skimage_photo(str(path)[len(SKIMAGE_PREFIX) :], network)[np.newaxis], [str(path)]
     path = os.path.expanduser(str(path))
     if os.path.isdir(path):
         names = sorted(name for name in os.listdir(path) if name.lower().endswith(IMAGE_SUFFIXES))
@@ -383,21 +506,37 @@ def prepare_out_dir(path, names, overwrite):
     return path
 
 
+def display(image):
+    """One image as matplotlib and the summaries take it: [h, w] for one channel, [h, w, 3] for RGB."""
+    image = np.asarray(image)
+    return image[..., 0] if image.shape[-1] == 1 else image
+
+
 def image_summary(tag, image):
-    """A Summary holding one grayscale image, float [h, w] in [0, 1]."""
+    """A Summary holding one image, float [h, w] (grayscale) or [h, w, 3] (RGB) in [0, 1]."""
     pixels = np.clip(np.round(np.asarray(image, np.float64) * PIXEL_MAX), 0, PIXEL_MAX).astype(np.uint8)
+    if pixels.ndim == 3:
+        import io
+
+        from PIL import Image
+
+        buffer = io.BytesIO()
+        Image.fromarray(pixels, "RGB").save(buffer, format="PNG")
+        encoded_png, colorspace = buffer.getvalue(), 3
+    else:
+        encoded_png, colorspace = encode_png(pixels), 1
     encoded = v1.Summary.Image(
-        height=pixels.shape[0], width=pixels.shape[1], colorspace=1, encoded_image_string=encode_png(pixels)
+        height=pixels.shape[0], width=pixels.shape[1], colorspace=colorspace, encoded_image_string=encoded_png
     )
     return v1.Summary(value=[v1.Summary.Value(tag=tag, image=encoded)])
 
 
 def tile(images, columns, pad=1, value=1.0):
-    """Tiles float images [N, h, w] into one [rows * (h + pad), columns * (w + pad)] array."""
+    """Tiles float images [N, h, w] (or [N, h, w, c]) into one [rows * (h + pad), columns * (w + pad)(, c)] array."""
     images = np.asarray(images, np.float32)
-    count, height, width = images.shape
+    count, height, width = images.shape[:3]
     rows = -(-count // columns)
-    grid = np.full((rows * (height + pad) - pad, columns * (width + pad) - pad), value, np.float32)
+    grid = np.full((rows * (height + pad) - pad, columns * (width + pad) - pad, *images.shape[3:]), value, np.float32)
     for index, image in enumerate(images):
         row, column = divmod(index, columns)
         grid[
@@ -408,11 +547,12 @@ def tile(images, columns, pad=1, value=1.0):
 
 
 def save_figure(path, rows, titles, row_labels=(), cmap="gray", value_ranges=None, cell=1.3):
-    """Writes a PNG grid of grayscale images with matplotlib, without pyplot's global state.
+    """Writes a PNG grid of images with matplotlib, without pyplot's global state.
 
     Args:
       path: the PNG file.
-      rows: list of rows, each a list of float arrays [h, w] (None leaves a cell empty).
+      rows: list of rows, each a list of float arrays [h, w] (grayscale, drawn with cmap)
+        or [h, w, 3] (RGB; its value range is mapped onto [0, 1]); None leaves a cell empty.
       titles: list of rows of titles (strings), the same shape as rows.
       row_labels: one label per row, written at its left.
       cmap: matplotlib colormap name.
@@ -436,6 +576,8 @@ def save_figure(path, rows, titles, row_labels=(), cmap="gray", value_ranges=Non
                 axes.axis("off")
                 continue
             vmin, vmax = value_ranges[r][c] if value_ranges else (0.0, 1.0)
+            if np.ndim(image) == 3:  # imshow ignores vmin and vmax for RGB: scale here
+                image = np.clip((np.asarray(image, np.float64) - vmin) / (vmax - vmin), 0.0, 1.0)
             axes.imshow(image, cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")
             if titles and titles[r][c]:
                 axes.set_title(titles[r][c], fontsize=7)

@@ -169,7 +169,9 @@ def add_parser(subparsers, add_common):
 
 
 def run(args):
-    model, network, values = common.open_model(args.model)
+    model, network, values = common.open_model(args.model, args.network)
+    if not network.test_set:
+        raise UserError(f"features needs a labelled test set, and the {network.name} has none here")
     out_dir = common.prepare_out_dir(
         args.out_dir or os.path.join(model.run_dir, "look", "features"), RESULT_FILES, args.overwrite
     )

@@ -137,7 +137,10 @@ def optimise(sess, graph, classes, steps, target_probability=0.99, writer=None, 
     def record(step):
         images, probabilities, tv = sess.run(fetches)
         if writer is not None:
-            writer.add_summary(common.image_summary("ideal/images", common.tile(images[..., 0], len(classes))), step)
+            writer.add_summary(
+                common.image_summary("ideal/images", common.tile([common.display(i) for i in images], len(classes))),
+                step,
+            )
             writer.add_summary(
                 scalars(
                     {
@@ -187,7 +190,11 @@ def add_parser(subparsers, add_common):
         "TensorBoard images.",
     )
     add_common(parser)
-    parser.add_argument("--classes", default="all", help="comma list of class names, or all (default: %(default)s)")
+    parser.add_argument(
+        "--classes",
+        default=None,
+        help="comma list of class names or indices, or all (default: all digits; tabby,zebra for ImageNet)",
+    )
     parser.add_argument(
         "--objective", choices=OBJECTIVES, default="logprob", help="what to maximise (default: %(default)s)"
     )
@@ -212,7 +219,9 @@ def add_parser(subparsers, add_common):
         "--learning-rate", type=cli.positive_float, default=0.05, help="Adam learning rate (default: %(default)s)"
     )
     parser.add_argument(
-        "--start", default=None, help="start from this image file instead of noise (28x28 grayscale for the digits)"
+        "--start",
+        default=None,
+        help="start from this image file (28x28 grayscale for the digits) or skimage:NAME instead of noise",
     )
     parser.add_argument(
         "--noise",
@@ -258,9 +267,9 @@ def _validate(args):
 
 def run(args):
     _validate(args)
-    model, network, values = common.open_model(args.model)
+    model, network, values = common.open_model(args.model, args.network)
     classes = common.parse_classes(args.classes, network)
-    start_image = common.read_image(args.start, network) if args.start else None
+    start_image = common.read_image_or_photo(args.start, network) if args.start else None
     out_dir = common.prepare_out_dir(
         args.out_dir or os.path.join(model.run_dir, "look", "ideal"), RESULT_FILES, args.overwrite
     )
@@ -336,13 +345,13 @@ def run(args):
     }
     rundir.write_json(os.path.join(out_dir, "ideal.json"), payload)
 
-    rows = [list(images[: len(classes), ..., 0])]
+    rows = [[common.display(image) for image in images[: len(classes)]]]
     titles = [
         [f"{names[i]}: p={r['probability']:.3f}\nTV {r['total_variation']:.1f}" for i, r in zip(classes, results)]
     ]
     labels = [f"TV weight {args.tv_weight:g}"]
     if args.baseline:
-        rows.append(list(images[len(classes) :, ..., 0]))
+        rows.append([common.display(image) for image in images[len(classes) :]])
         titles.append(
             [
                 f"{names[i]}: p={r['probability']:.3f}\nTV {r['total_variation']:.1f}"
@@ -350,7 +359,8 @@ def run(args):
             ]
         )
         labels.append("TV weight 0")
-    common.save_figure(os.path.join(out_dir, "ideal.png"), rows, titles, labels)
+    cell = max(1.3, network.image_shape[0] / 100 + 0.3)  # ImageNet-sized images at about their own size
+    common.save_figure(os.path.join(out_dir, "ideal.png"), rows, titles, labels, cell=cell)
 
     print(
         f"{'class':>6}  {'probability':>11}  {'TV':>8}"
