@@ -583,6 +583,24 @@ def test_adversarial_command_on_a_converted_checkpoint(lite0_dir, tmp_path):
         assert figure.mode in ("RGB", "RGBA") and figure.width > 3 * 224
 
 
+def test_ideal_command_on_a_converted_checkpoint_writes_colour_images(lite0_dir, tmp_path):
+    out = tmp_path / "out"
+    run = look_main(
+        ["ideal", lite0_dir, "--classes", "tabby cat", "--steps", "2", "--summary-every", "1", "--out-dir", out]
+    )
+    assert run.code == 0, run.err
+    assert f"network check: 247 variables equal {lite0_dir / 'model.ckpt'} bit for bit" in run.out
+    report = json.loads((out / "ideal.json").read_text())
+    (entry,) = report["classes"]
+    assert report["network"] == LITE0 and entry["class"] == "tabby" and entry["index"] == 281 and entry["steps"] == 2
+    assert 0.0 < entry["probability"] < 1.0 and entry["total_variation"] > 0
+    images = summary_values(read_events(out))["ideal/images"]
+    assert len(images) == 3  # start, step 1, end
+    assert all(v.image.colorspace == 3 and (v.image.height, v.image.width) == (224, 224) for v in images)
+    with Image.open(out / "ideal.png") as figure:
+        assert figure.mode in ("RGB", "RGBA") and figure.width >= 224
+
+
 @pytest.fixture(scope="module")
 def grey_224(tmp_path_factory):
     return _image(tmp_path_factory.mktemp("grey") / "grey.png", 224, "L")
