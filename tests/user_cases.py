@@ -54,7 +54,9 @@ OWN_NAME = re.compile(
 LOCK = ".lock"
 TRACEBACK = re.compile(r"Traceback \(most recent call last\)")
 ABORT = re.compile(r"terminate called|FATAL: exception not rethrown|Aborted")
-TF_LOG = re.compile(r"^(ERROR|WARNING|INFO):tensorflow:|^[EWIF]\d{4} \d\d:\d\d|Couldn't match files", re.MULTILINE)
+TF_LOG = re.compile(
+    r"^(?:(?:ERROR|WARNING|INFO):tensorflow:|[EWIF]\d{4} \d\d:\d\d).*$|^.*Couldn't match files.*$", re.MULTILINE
+)
 
 
 # ----------------------------------------------------------------------------- running
