@@ -699,7 +699,9 @@ def inspect_data_dir(h, d):
 
     def names_dir(r):
         said = [line for line in r.output.splitlines() if re.match(r"\s*(error|warning):", line)]
-        return None if any("director" in line for line in said) else f"no line says it is a directory: {_first(said)}"
+        if any(re.search(r"director|not a (regular )?file", line) for line in said):
+            return None
+        return f"no line says the .data entry is not a file: {_first(said)}"
 
     return judge(result, "error_or_warning", [w], names_dir)
 
