@@ -9,14 +9,13 @@ under --model-dir, and resumes from the newest checkpoint there when one exists.
 
 import os
 
-from runtime.quiet import guard_startup, import_tensorflow
+from runtime.quiet import exit_now, guard_startup, import_tensorflow
 
 if __name__ == "__main__":
     guard_startup()  # from here on Ctrl-C or SIGTERM ends the process with one line, even during the imports
 import_tensorflow(log=print)  # before anything imports it: keeps TensorFlow's start-up lines off the terminal
 
 import argparse  # noqa: E402
-import sys  # noqa: E402
 import time  # noqa: E402
 
 import tensorflow as tf  # noqa: E402
@@ -225,4 +224,6 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    if code:
+        exit_now(code)  # an error or a signal: TensorFlow's threads may still run (runtime.quiet.exit_now)

@@ -11,7 +11,7 @@ proves at the end that every frozen variable still equals the checkpoint bit for
 
 import os
 
-from runtime.quiet import guard_startup, import_tensorflow
+from runtime.quiet import exit_now, guard_startup, import_tensorflow
 
 if __name__ == "__main__":
     guard_startup()  # from here on Ctrl-C or SIGTERM ends the process with one line, even during the imports
@@ -19,7 +19,6 @@ import_tensorflow(log=print)  # before anything imports it: keeps TensorFlow's s
 
 import argparse  # noqa: E402
 import shutil  # noqa: E402
-import sys  # noqa: E402
 import time  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -457,4 +456,6 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    if code:
+        exit_now(code)  # an error or a signal: TensorFlow's threads may still run (runtime.quiet.exit_now)

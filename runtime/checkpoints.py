@@ -242,6 +242,11 @@ class Checkpointer:
             one holds variables of other shapes than the graph's.
         """
         candidates = list_checkpoints(self.model_dir)
+        if candidates:
+            try:  # the numbered files decide; a damaged state file is still worth a word
+                read_state(self.model_dir, self.log)
+            except CheckpointError as error:
+                self.log(f"warning: {error}")
         failures = []
         for prefix in reversed(candidates):
             try:

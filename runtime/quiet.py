@@ -13,16 +13,35 @@ from runtime.errors import Stopped
 _REPORTED = []
 
 
+_STOPPING = []
+
+
 def _raise_stopped(signum, frame):
+    if _STOPPING:  # a second signal while the first unwinds: leave at once
+        print(f"{signal.Signals(signum).name} again: exiting at once", file=sys.stderr)
+        exit_now(128 + signum)
+    _STOPPING.append(signum)
     raise Stopped(signum)
+
+
+def exit_now(code):
+    """Ends an entry point with `code` without interpreter shutdown.
+
+    After an interruption or an error TensorFlow's threads (tf.data, the session's pools)
+    may still be running; Python's shutdown then kills them inside C++ code that catches
+    the forced unwinding, and the process aborts ("FATAL: exception not rethrown").
+    Everything of ours is closed by then, so only the terminal streams need flushing.
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def _excepthook(kind, value, traceback):
     if isinstance(value, (Stopped, KeyboardInterrupt)):
         signum = getattr(value, "signum", signal.SIGINT)
-        print(f"interrupted by {signal.Signals(signum).name} while starting; nothing was written", file=sys.stderr)
-        sys.stderr.flush()
-        os._exit(128 + signum)
+        print(f"interrupted by {signal.Signals(signum).name}; the last saved checkpoint is intact", file=sys.stderr)
+        exit_now(128 + signum)
     sys.__excepthook__(kind, value, traceback)
 
 

@@ -53,8 +53,10 @@ class _StopOnSignal:
         return self
 
     def __exit__(self, *exc):
+        # Once a stop was asked for, any later signal (while the run saves, reports and
+        # exits) ends the process at once rather than unwinding through TensorFlow.
         for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
+            signal.signal(signum, handler if self.signum is None else self._handle)
 
     def _handle(self, signum, frame):
         if self.signum is not None:

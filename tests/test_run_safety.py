@@ -477,3 +477,12 @@ def test_a_fast_second_ctrl_c_exits_at_once_without_an_abort(tmp_path):
     out, err = process.communicate(timeout=120)
     assert process.returncode == 130, (process.returncode, err)
     assert "Traceback" not in err and "terminate called" not in err and "FATAL" not in err, err
+
+
+def test_resuming_a_run_with_a_garbled_state_file_says_so(finished, tmp_path):
+    model_dir = tmp_path / "run"
+    shutil.copytree(finished, model_dir)
+    (model_dir / "checkpoint").write_text("this is not a checkpoint state {{{")
+    run = invoke(train_autoencoder.main, [*FLAGS, "--model-dir", model_dir])
+    assert run.code == 0, run.err
+    assert "warning: ignoring the state file" in run.out and "at step 4" in run.out

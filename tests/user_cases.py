@@ -328,7 +328,9 @@ from data.sources import load_sample
 
 root = sys.argv[1]
 rng = np.random.default_rng(8)
-names = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
+names = (
+    "train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"
+)
 
 def write(folder, train_x, train_y, test_x, test_y):
     os.makedirs(os.path.join(root, folder))
