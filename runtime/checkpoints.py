@@ -210,7 +210,8 @@ class Checkpointer:
             prefix = self._alias.real(written)
             self._kept = [kept for kept in self._kept if kept != prefix] + [prefix]
             names = [os.path.basename(kept) for kept in self._kept[-self.max_to_keep :]]
-            v1.train.update_checkpoint_state(self._alias.tf, names[-1], names)
+            # An absolute directory: TensorFlow rewrites relative entries against a relative one.
+            v1.train.update_checkpoint_state(os.path.abspath(self._alias.tf), names[-1], names)
         except (tf.errors.OpError, OSError, RuntimeError) as error:
             reason = disk_full_reason(error) or one_line(error)
             raise CheckpointError(

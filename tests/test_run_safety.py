@@ -486,3 +486,12 @@ def test_resuming_a_run_with_a_garbled_state_file_says_so(finished, tmp_path):
     run = invoke(train_autoencoder.main, [*FLAGS, "--model-dir", model_dir])
     assert run.code == 0, run.err
     assert "warning: ignoring the state file" in run.out and "at step 4" in run.out
+
+
+def test_a_relative_model_dir_writes_a_state_file_that_reads_back(finished, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    run = invoke(train_autoencoder.main, [*FLAGS, "--epochs", "1", "--model-dir", os.path.join("checkpoints", "ae")])
+    assert run.code == 0, run.err
+    assert 'model_checkpoint_path: "model.ckpt-2"' in (tmp_path / "checkpoints" / "ae" / "checkpoint").read_text()
+    run = invoke(train_transfer.main, ["--sample", "--dry-run", "--checkpoint", os.path.join("checkpoints", "ae")])
+    assert run.code == 0, run.err
