@@ -383,16 +383,33 @@ def make_dataset(files, labels, spec, batch_size=None, num_parallel_calls=tf.dat
     return dataset.prefetch(2)
 
 
-def read_images(files, spec, batch_size=256):
-    """Decodes files into one float32 array [N, H, W, C] in [0, 1], for a small evaluation set.
+def iterate_images(files, spec, batch_size=256):
+    """Yields the files decoded as float32 batches [n, H, W, C] in [0, 1], in order.
 
-    Runs in its own graph and session, so it can be called from anywhere, graph context or not.
+    Decoding runs in tf.data in a graph and session of its own, so it can be called from
+    anywhere, graph context or not, and only a batch or two is in memory at a time.
+
+    Raises:
+      DataError: a file that no longer decodes (changed since the folder was scanned).
     """
+    if not files:
+        return
     with tf.Graph().as_default() as graph:
         batches = make_dataset(files, np.zeros(len(files), np.int32), spec, batch_size)
         images = tf.compat.v1.data.make_one_shot_iterator(batches).get_next()[0]
         with tf.compat.v1.Session(graph=graph) as sess:
-            chunks = [sess.run(images) for _ in range(-(-len(files) // batch_size))]
+            for _ in range(-(-len(files) // batch_size)):
+                try:
+                    with native_stderr_silenced():
+                        batch = sess.run(images)
+                except tf.errors.OpError as error:
+                    raise DataError(f"an image file changed since the folder was checked: {one_line(error)}") from None
+                yield batch
+
+
+def read_images(files, spec, batch_size=256):
+    """Decodes files into one float32 array [N, H, W, C] in [0, 1], for a small evaluation set."""
+    chunks = list(iterate_images(files, spec, batch_size))
     if not chunks:
         return np.zeros([0, spec.height, spec.width, spec.channels], np.float32)
     return np.concatenate(chunks)

@@ -141,11 +141,21 @@ def efficientnet_lite0(images, num_classes=NUM_CLASSES, is_training=False, dropo
             end_points["batch_norm_updates"] = updates
             if num_classes is None:
                 return net, end_points
-            net = net_ops.dropout(net, dropout_keep_prob, is_training, "dropout")
-            with v1.variable_scope("dense"):
-                kernel = net_ops.model_variable("kernel", [HEAD_FILTERS, num_classes], _dense_initializer())
-                bias = net_ops.model_variable("bias", [num_classes], v1.zeros_initializer())
-                logits = tf.nn.bias_add(tf.matmul(net, kernel), bias, name="logits")
+            logits = _logits(net, num_classes, is_training, dropout_keep_prob)
         end_points["logits"] = logits
         end_points["predictions"] = tf.nn.softmax(logits, name="predictions")
         return logits, end_points
+
+
+def _logits(net, num_classes, is_training, dropout_keep_prob):
+    net = net_ops.dropout(net, dropout_keep_prob, is_training, "dropout")
+    with v1.variable_scope("dense"):
+        kernel = net_ops.model_variable("kernel", [HEAD_FILTERS, num_classes], _dense_initializer())
+        bias = net_ops.model_variable("bias", [num_classes], v1.zeros_initializer())
+        return tf.nn.bias_add(tf.matmul(net, kernel), bias, name="logits")
+
+
+def head(features, num_classes, is_training=False, dropout_keep_prob=0.8, scope=SCOPE):
+    """The dropout and dense layers alone, over pooled features [batch, 1280]: the builder's variables."""
+    with v1.variable_scope(scope), v1.variable_scope("head"):
+        return _logits(features, num_classes, is_training, dropout_keep_prob)

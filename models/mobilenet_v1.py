@@ -104,10 +104,20 @@ def mobilenet_v1(images, num_classes=NUM_CLASSES, is_training=False, dropout_kee
             end_points["batch_norm_updates"] = updates
             if num_classes is None:
                 return end_points["features"], end_points
-            net = net_ops.dropout(net, dropout_keep_prob, is_training, "Dropout_1b")
-            with v1.variable_scope("Conv2d_1c_1x1"):
-                logits = net_ops.bias_add(net_ops.conv2d(net, num_classes, 1, 1, _initializer()))
-            logits = tf.squeeze(logits, [1, 2], name="SpatialSqueeze")
+            logits = _logits(net, num_classes, is_training, dropout_keep_prob)
         end_points["Logits"] = logits
         end_points["Predictions"] = tf.nn.softmax(logits, name="Predictions")
         return logits, end_points
+
+
+def _logits(net, num_classes, is_training, dropout_keep_prob):
+    net = net_ops.dropout(net, dropout_keep_prob, is_training, "Dropout_1b")
+    with v1.variable_scope("Conv2d_1c_1x1"):
+        logits = net_ops.bias_add(net_ops.conv2d(net, num_classes, 1, 1, _initializer()))
+    return tf.squeeze(logits, [1, 2], name="SpatialSqueeze")
+
+
+def head(features, num_classes, is_training=False, dropout_keep_prob=0.999, scope=SCOPE):
+    """Dropout_1b and Conv2d_1c_1x1 alone, over pooled features [batch, 1024]: `mobilenet_v1`'s variables."""
+    with v1.variable_scope(scope), v1.variable_scope("Logits"):
+        return _logits(features[:, None, None, :], num_classes, is_training, dropout_keep_prob)

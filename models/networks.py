@@ -68,6 +68,12 @@ def _cae_classifier(images, num_classes=10, is_training=False):
     return net, end_points
 
 
+def _cae_head(features, num_classes, is_training=False, dropout_keep_prob=1.0):
+    """fc1 and logits over conv2's flattened features, as models.classifier.head builds them."""
+    rate = 1.0 - dropout_keep_prob
+    return classifier.head(features, num_classes, rate, is_training if rate > 0 else None)["logits"]
+
+
 @dataclasses.dataclass(frozen=True)
 class Network:
     """What the toolkit knows about one network.
@@ -75,6 +81,10 @@ class Network:
     Attributes:
       name: the registry name, what `--network` takes.
       build: the builder, `build(images, num_classes, is_training) -> (net, end_points)`.
+      head: `head(features, num_classes, is_training, dropout_keep_prob) -> logits`, the
+        builder's classification layers alone over `build(num_classes=None)`'s features,
+        creating the same variables (enter a reusing scope to share the builder's); what
+        a cached-features run trains, and what a new head of the user's classes is.
       image_size: (height, width) the pretrained weights expect.
       channels: input channels (3 for RGB, 1 for the digit classifier).
       preprocess: maps images in [0, 255] (float or uint8 tensor, RGB) to the network's input.
@@ -95,6 +105,7 @@ class Network:
 
     name: str
     build: Callable
+    head: Callable
     image_size: tuple[int, int]
     channels: int
     preprocess: Callable
@@ -162,6 +173,7 @@ NETWORKS = {
         Network(
             name="cae",
             build=_cae_classifier,
+            head=_cae_head,
             image_size=cae.IMAGE_SHAPE[:2],
             channels=cae.IMAGE_SHAPE[2],
             preprocess=unit_preprocess,
@@ -173,6 +185,7 @@ NETWORKS = {
         Network(
             name="vgg_16",
             build=vgg.vgg_16,
+            head=vgg.head,
             image_size=(224, 224),
             channels=3,
             preprocess=vgg_preprocess,
@@ -187,6 +200,7 @@ NETWORKS = {
         Network(
             name="resnet_v1_50",
             build=resnet_v1.resnet_v1_50,
+            head=resnet_v1.head,
             image_size=(224, 224),
             channels=3,
             preprocess=vgg_preprocess,
@@ -201,6 +215,7 @@ NETWORKS = {
         Network(
             name="mobilenet_v1",
             build=mobilenet_v1.mobilenet_v1,
+            head=mobilenet_v1.head,
             image_size=(224, 224),
             channels=3,
             preprocess=inception_preprocess,
@@ -216,6 +231,7 @@ NETWORKS = {
         Network(
             name="efficientnet_lite0",
             build=efficientnet_lite.efficientnet_lite0,
+            head=efficientnet_lite.head,
             image_size=(224, 224),
             channels=3,
             preprocess=efficientnet_lite_preprocess,

@@ -101,9 +101,23 @@ def resnet_v1_50(images, num_classes=1000, is_training=False, scope=SCOPE):
         end_points["batch_norm_updates"] = updates
         if num_classes is None:
             return end_points["features"], end_points
-        with v1.variable_scope("logits"):
-            logits = net_ops.conv2d(net, num_classes, 1, 1, _initializer())
-            logits = tf.squeeze(net_ops.bias_add(logits), [1, 2], name="squeezed")
+        logits = _logits(net, num_classes)
         end_points[f"{outer.name}/logits"] = logits
         end_points["predictions"] = tf.nn.softmax(logits, name="predictions")
         return logits, end_points
+
+
+def _logits(net, num_classes):
+    with v1.variable_scope("logits"):
+        logits = net_ops.conv2d(net, num_classes, 1, 1, _initializer())
+        return tf.squeeze(net_ops.bias_add(logits), [1, 2], name="squeezed")
+
+
+def head(features, num_classes, is_training=False, dropout_keep_prob=1.0, scope=SCOPE):
+    """The logits layer alone, over pooled features [batch, 2048]: the variables `resnet_v1_50` makes.
+
+    A dropout before it (off at keep 1, TF-Slim's net has none) is for a new head.
+    """
+    with v1.variable_scope(scope):
+        net = net_ops.dropout(features[:, None, None, :], dropout_keep_prob, is_training, "head_dropout")
+        return _logits(net, num_classes)

@@ -76,7 +76,22 @@ def vgg_16(images, num_classes=1000, is_training=False, dropout_keep_prob=0.5, s
         end_points["batch_norm_updates"] = {}
         if num_classes is None:
             return end_points["features"], end_points
-        logits = _conv(net, num_classes, 1, "fc8", activation=None)
-        logits = tf.squeeze(logits, [1, 2], name="fc8/squeezed")
+        logits = _logits(net, num_classes)
         end_points[f"{outer.name}/fc8"] = logits
         return logits, end_points
+
+
+def _logits(net, num_classes):
+    logits = _conv(net, num_classes, 1, "fc8", activation=None)
+    return tf.squeeze(logits, [1, 2], name="fc8/squeezed")
+
+
+def head(features, num_classes, is_training=False, dropout_keep_prob=1.0, scope=SCOPE):
+    """The fc8 layer alone, over fc7 features [batch, 4096]: the same variables `vgg_16` makes.
+
+    `is_training` and `dropout_keep_prob` apply a dropout before fc8 (TF-Slim has none
+    there; a new head may want one). Enter the caller's reuse to share `vgg_16`'s fc8.
+    """
+    with v1.variable_scope(scope):
+        net = net_ops.dropout(features[:, None, None, :], dropout_keep_prob, is_training, "head_dropout")
+        return _logits(net, num_classes)

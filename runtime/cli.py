@@ -86,6 +86,14 @@ def fraction(text):
     return value
 
 
+def percent(text):
+    """argparse type: a share in percent, in [0, 100)."""
+    value = _parse(text, float, "a number")
+    if not 0.0 <= value < 100.0:
+        raise argparse.ArgumentTypeError(f"must be a percentage in [0, 100), got {text}")
+    return value
+
+
 def _parse(text, kind, what):
     try:
         return kind(text)

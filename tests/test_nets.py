@@ -189,6 +189,39 @@ def test_new_head_changes_only_the_head_shapes(name):
     assert all(any(n.startswith(scope + "/") for n, _ in pretrained) for scope in network.block_scopes)
 
 
+@pytest.mark.parametrize("name", networks.NAMES)
+def test_head_alone_makes_the_builders_head_variables_and_logits(name):
+    """Network.head over the features equals the builder's own head: a cached-features run trains it."""
+    network = networks.get(name)
+    size = None if name in ("cae", "vgg_16") else 32
+    with tf.Graph().as_default():
+        features = v1.placeholder(tf.float32, [None, network.feature_units])
+        network.head(features, 7, is_training=False, dropout_keep_prob=1.0)
+        alone = _table(v1.global_variables())
+    assert alone and all(network.is_head_variable(n) for n, _ in alone)
+    assert alone == [row for row in _table_of_build(name, size) if network.is_head_variable(row[0])]
+    if name == "vgg_16":
+        return  # a 224x224 VGG forward pass is left to the TF-Slim round trip
+    with tf.Graph().as_default():
+        v1.set_random_seed(SEED)
+        images, net, end_points = _build(name, num_classes=7, batch=2, size=size)
+        with v1.variable_scope(v1.get_variable_scope(), reuse=True):
+            again = network.head(end_points["features"], 7, is_training=False, dropout_keep_prob=1.0)
+        count = len(v1.global_variables())
+        with v1.Session() as sess:
+            sess.run(v1.global_variables_initializer())
+            pixels = np.random.default_rng(SEED).uniform(0, 1, images.shape.as_list()).astype(np.float32)
+            ours, theirs = sess.run([again, net], {images: pixels})
+    assert count == len(alone) + len([n for n, _ in _table_of_build(name, size) if not network.is_head_variable(n)])
+    np.testing.assert_allclose(ours, theirs, rtol=1e-6, atol=1e-6)
+
+
+def _table_of_build(name, size):
+    with tf.Graph().as_default():
+        _build(name, num_classes=7, size=size)
+        return _table(v1.global_variables())
+
+
 def test_is_head_variable_matches_at_the_scope_boundary():
     network = networks.get("cae")
     assert network.is_head_variable("fc1/kernel")

@@ -717,7 +717,7 @@ def test_to_json():
     assert record["checkpoint"] == CKPT
     assert [entry["name"] for entry in record["variables"]] == [name for name, _ in CLASSIFIER]
     for entry in record["variables"]:
-        assert set(entry) == {"name", "shape", "source", "action", "reason", "trainable", "lr_mult"}
+        assert set(entry) == {"name", "shape", "source", "action", "reason", "trainable", "updated", "lr_mult"}
     by_name = {entry["name"]: entry for entry in record["variables"]}
     assert by_name["conv1/kernel"] == {
         "name": "conv1/kernel",
@@ -726,6 +726,7 @@ def test_to_json():
         "action": "restored",
         "reason": "",
         "trainable": True,
+        "updated": False,
         "lr_mult": 0.1,
     }
     assert by_name["conv2/bias"]["trainable"] is False and by_name["conv2/bias"]["lr_mult"] == 0.0
@@ -736,6 +737,7 @@ def test_to_json():
         "action": "skipped",
         "reason": "shape [5, 5, 16, 64] in checkpoint, [5, 5, 16, 32] in graph",
         "trainable": True,
+        "updated": False,
         "lr_mult": 1.0,
     }
     assert by_name["fc1/kernel"]["source"] is None and by_name["fc1/kernel"]["action"] == "initialised"
@@ -763,3 +765,70 @@ def test_lr_groups_follow_graph_order_not_multiplier_order():
     assert plan.lr_groups() == {0.5: ["b", "d"], 1.0: ["c"]}
     assert plan.restore_names() == {"a": "a"}
     assert plan.frozen_restored == (rows[1],)
+
+
+# --- BatchNorm's moving statistics -----------------------------------------------------------
+
+BN_GRAPH = [
+    VariableInfo("net/conv1/weights", (3, 3, 3, 8), F32),
+    VariableInfo("net/conv1/BatchNorm/beta", (8,), F32),
+    VariableInfo("net/conv1/BatchNorm/moving_mean", (8,), F32, trainable=False),
+    VariableInfo("net/conv1/BatchNorm/moving_variance", (8,), F32, trainable=False),
+    VariableInfo("net/conv2/weights", (3, 3, 8, 8), F32),
+    VariableInfo("net/conv2/BatchNorm/beta", (8,), F32),
+    VariableInfo("net/conv2/BatchNorm/moving_mean", (8,), F32, trainable=False),
+    VariableInfo("net/conv2/BatchNorm/moving_variance", (8,), F32, trainable=False),
+    VariableInfo("net/logits/weights", (8, 4), F32),
+]
+BN_CHECKPOINT = [VariableInfo(info.name, info.shape, info.dtype) for info in BN_GRAPH[:-1]] + [
+    VariableInfo("net/logits/weights", (8, 1000), F32)
+]
+
+
+def _rows(plan):
+    return {row.name: row for row in plan.rows}
+
+
+def test_moving_statistics_of_frozen_layers_are_frozen_and_checked():
+    plan = make_plan(BN_GRAPH, BN_CHECKPOINT, ("net",), CKPT, exclude=("net/logits",))
+    rows = _rows(plan)
+    assert {name for name, row in rows.items() if row.trainable} == {"net/logits/weights"}
+    assert not any(row.updated for row in plan.rows)
+    assert plan.batch_norm_training_scopes() == set()
+    assert "net/conv2/BatchNorm/moving_variance" in {row.name for row in plan.frozen_restored}
+    assert "4 frozen (inference mode, never updated" in plan.format()
+
+
+def test_fine_tuned_layers_keep_their_statistics_unless_asked():
+    kept = make_plan(BN_GRAPH, BN_CHECKPOINT, ("net",), CKPT, exclude=("net/logits",), lr_mults=[("net/conv2", 0.1)])
+    rows = _rows(kept)
+    assert rows["net/conv2/BatchNorm/beta"].trainable
+    # An optimizer never trains a moving statistic, whatever the multipliers say.
+    assert rows["net/conv2/BatchNorm/moving_mean"].lr_mult == 0 and not rows["net/conv2/BatchNorm/moving_mean"].updated
+    assert "net/conv2/BatchNorm/moving_mean" in {row.name for row in kept.frozen_restored}
+    assert "net/conv2/BatchNorm/moving_mean" not in kept.lr_groups().get(0.1, [])
+
+    updated = make_plan(
+        BN_GRAPH,
+        BN_CHECKPOINT,
+        ("net",),
+        CKPT,
+        exclude=("net/logits",),
+        lr_mults=[("net/conv2", 0.1)],
+        train_batch_norm=True,
+    )
+    rows = _rows(updated)
+    assert rows["net/conv2/BatchNorm/moving_mean"].updated and rows["net/conv2/BatchNorm/moving_variance"].updated
+    assert not rows["net/conv1/BatchNorm/moving_mean"].updated
+    assert updated.batch_norm_training_scopes() == {"net/conv2/BatchNorm"}
+    frozen = {row.name for row in updated.frozen_restored}
+    assert "net/conv2/BatchNorm/moving_mean" not in frozen and "net/conv1/BatchNorm/moving_mean" in frozen
+    assert "| net/conv2/BatchNorm/moving_mean | [8] | net/conv2/BatchNorm/moving_mean | restored | updated | 0 |" in (
+        updated.markdown()
+    )
+
+
+def test_fresh_batch_norm_layers_always_train_their_statistics():
+    plan = make_plan(BN_GRAPH, (), (), None)
+    assert plan.batch_norm_training_scopes() == {"net/conv1/BatchNorm", "net/conv2/BatchNorm"}
+    assert plan.frozen_restored == ()

@@ -139,7 +139,11 @@ def read_values(prefix, names):
 
 def graph_variables(variables):
     """VariableInfo of graph variables, in their order."""
-    return [VariableInfo(var.op.name, tuple(var.shape.as_list()), var.dtype.base_dtype.name) for var in variables]
+    trainable = {var.op.name for var in tf.compat.v1.trainable_variables()}
+    return [
+        VariableInfo(var.op.name, tuple(var.shape.as_list()), var.dtype.base_dtype.name, var.op.name in trainable)
+        for var in variables
+    ]
 
 
 def restore_saver(plan, variables):

@@ -33,6 +33,7 @@ import os
 import shutil
 import sys
 
+from data.names import BY_DATASET, DIGITS
 from runtime.errors import CheckpointError, UserError, one_line
 from runtime.quiet import import_tensorflow
 
@@ -40,18 +41,6 @@ SERVING_KEY = "serving_default"
 ENCODED_KEY = "predict_encoded"
 FIXED_KEY = "fixed_size"
 CARD_FORMAT = "cae-transfer-export/1"
-FASHION_MNIST_CLASSES = (
-    "T-shirt/top",
-    "Trouser",
-    "Pullover",
-    "Dress",
-    "Coat",
-    "Sandal",
-    "Shirt",
-    "Sneaker",
-    "Bag",
-    "Ankle boot",
-)
 _CHECKPOINT_CHOICES = ("best", "latest")
 
 
@@ -88,7 +77,7 @@ def class_names_of(model_dir, config, num_classes):
         where = os.path.join(model_dir, "config.json")
     else:
         dataset = config.get("dataset") or (config.get("data") or {}).get("name") or "mnist"
-        names = list(FASHION_MNIST_CLASSES) if dataset == "fashion_mnist" else [str(d) for d in range(10)]
+        names = list(BY_DATASET.get(dataset, DIGITS))
         where = f"the {dataset} data set"
     if len(names) != num_classes:
         raise UserError(f"{where} names {len(names)} classes but the checkpoint's logits have {num_classes}")

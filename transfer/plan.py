@@ -3,12 +3,24 @@
 The plan is pure data (names, shapes, dtypes), so it is built and tested without a
 session, printed for the user, written to restore_plan.json and used to make the
 partial Saver and the optimizer's var_list.
+
+BatchNorm's moving statistics are graph variables the optimizer never trains. The plan
+decides whether each layer's statistics stay as they are (frozen: inference mode, moving
+statistics used and never updated, covered by the frozen check) or are updated by the
+layer (training mode, batch statistics). A layer is in training mode when its gamma and
+beta train and either they were not restored (a fresh layer has no statistics worth
+keeping) or the run asks for it (`train_batch_norm`, the --train-batch-norm flag). Unlike
+TF-Slim's train_image_classifier, which runs every layer's UPDATE_OPS, a frozen layer's
+statistics never move.
 """
 
 import dataclasses
 
 from runtime.errors import UserError
+from runtime.paths import shown
 from transfer.selection import in_scope, model_variable_names, top_scopes
+
+MOVING_STATISTICS = ("/moving_mean", "/moving_variance")
 
 
 class PlanError(UserError):
@@ -17,11 +29,16 @@ class PlanError(UserError):
 
 @dataclasses.dataclass(frozen=True)
 class VariableInfo:
-    """A variable's name, shape and dtype, from the graph or from a checkpoint."""
+    """A variable's name, shape and dtype, from the graph or from a checkpoint.
+
+    `trainable` is False for graph variables no optimizer trains (BatchNorm's moving
+    statistics); checkpoint entries leave it True.
+    """
 
     name: str
     shape: tuple
     dtype: str
+    trainable: bool = True
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,6 +52,8 @@ class PlanRow:
       action: "restored", "initialised" or "skipped" (a shape difference; initialised).
       reason: why, for "skipped" and for restored names that a --map changed.
       lr_mult: learning-rate multiplier; 0 means frozen.
+      updated: a moving statistic its BatchNorm layer updates (training mode); never
+        trained by the optimizer (lr_mult 0) and not frozen either.
     """
 
     name: str
@@ -43,10 +62,15 @@ class PlanRow:
     action: str
     reason: str
     lr_mult: float
+    updated: bool = False
 
     @property
     def trainable(self):
         return self.lr_mult > 0
+
+    @property
+    def train_column(self):
+        return "updated" if self.updated else "yes" if self.trainable else "frozen"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,7 +88,11 @@ class RestorePlan:
 
     @property
     def frozen_restored(self):
-        return tuple(row for row in self.restored if not row.trainable)
+        return tuple(row for row in self.restored if not row.trainable and not row.updated)
+
+    def batch_norm_training_scopes(self):
+        """Scopes of the BatchNorm layers in training mode (their moving statistics are updated)."""
+        return {row.name.rsplit("/", 1)[0] for row in self.rows if row.updated}
 
     def restore_names(self):
         """{checkpoint name: graph name} for the partial Saver."""
@@ -89,6 +117,7 @@ class RestorePlan:
                     "action": row.action,
                     "reason": row.reason,
                     "trainable": row.trainable,
+                    "updated": row.updated,
                     "lr_mult": row.lr_mult,
                 }
                 for row in self.rows
@@ -106,7 +135,7 @@ class RestorePlan:
                 _shape(row.shape),
                 row.source or "fresh",
                 row.action + (f" ({row.reason})" if row.reason else ""),
-                "yes" if row.trainable else "frozen",
+                row.train_column,
                 f"{row.lr_mult:g}",
             )
             for row in self.rows
@@ -120,7 +149,48 @@ class RestorePlan:
             text.append(f"  checkpoint variables not restored ({len(self.unused)}): {listed}")
         if self.ignored_non_model:
             text.append(f"  checkpoint optimizer slots and counters ignored: {self.ignored_non_model}")
+        text += ["  " + line for line in self._statistics_notes()]
         return "\n".join(text)
+
+    def _statistics_notes(self):
+        statistics = [row for row in self.rows if row.name.endswith(MOVING_STATISTICS)]
+        if not statistics:
+            return []
+        updated = sum(row.updated for row in statistics)
+        return [
+            f"BatchNorm moving statistics: {len(statistics) - updated} frozen (inference mode, never updated, "
+            f"unlike TF-Slim's UPDATE_OPS), {updated} updated by their layers"
+        ]
+
+    def markdown(self):
+        """The plan as a Markdown table, for TensorBoard's text dashboard."""
+        lines = [
+            f"checkpoint: `{shown(self.checkpoint) if self.checkpoint else 'none'}`",
+            "",
+            "| variable | shape | source | action | trainable | lr x |",
+            "|---|---|---|---|---|---|",
+        ]
+        for row in self.rows:
+            action = row.action + (f" ({row.reason})" if row.reason else "")
+            lines.append(
+                f"| {row.name} | {list(row.shape)} | {row.source or 'fresh'} | {action} "
+                f"| {row.train_column} | {row.lr_mult:g} |"
+            )
+        lines += ["", *self._statistics_notes()] if self._statistics_notes() else []
+        return "\n".join(lines)
+
+
+def _mark_updated_statistics(rows, train_batch_norm):
+    by_name = {row.name: row for row in rows}
+    marked = []
+    for row in rows:
+        if row.name.endswith(MOVING_STATISTICS):
+            scope = row.name.rsplit("/", 1)[0]
+            gamma = by_name.get(f"{scope}/gamma") or by_name.get(f"{scope}/beta")
+            if gamma is not None and gamma.trainable and (train_batch_norm or gamma.action != "restored"):
+                row = dataclasses.replace(row, updated=True)
+        marked.append(row)
+    return tuple(marked)
 
 
 def _shape(shape):
@@ -141,6 +211,7 @@ def make_plan(
     skip_mismatched=False,
     fine_tune=False,
     lr_mults=(),
+    train_batch_norm=False,
 ):
     """Decides what happens to each graph variable.
 
@@ -156,6 +227,8 @@ def make_plan(
       skip_mismatched: skip and report a variable whose shapes differ instead of failing.
       fine_tune: train restored variables too (default: freeze them).
       lr_mults: (scope, multiplier) pairs applied last; 0 freezes.
+      train_batch_norm: restored BatchNorm layers that train also update their moving
+        statistics (see the module docstring); fresh ones always do.
 
     Returns:
       A RestorePlan.
@@ -263,11 +336,14 @@ def make_plan(
         for scope, multiplier in lr_mults:
             if in_scope(name, scope):
                 row["lr_mult"] = float(multiplier)
+        if not info.trainable:
+            row["lr_mult"] = 0.0
         rows.append(PlanRow(name=name, shape=tuple(info.shape), **row))
+    rows = _mark_updated_statistics(rows, train_batch_norm)
 
     plan = RestorePlan(
         checkpoint=checkpoint,
-        rows=tuple(rows),
+        rows=rows,
         unused=tuple(by_checkpoint_name[name] for name in model_names if name not in {row.source for row in rows}),
         ignored_non_model=len(all_checkpoint_names) - len(model_names),
     )

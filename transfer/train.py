@@ -1,0 +1,458 @@
+"""A transfer run from start to end: the library behind train_transfer.py.
+
+The phases, in order (docs/ARCHITECTURE.md): validate the flags; load and split the data;
+read the transfer source; make the restore plan (from a graph built and thrown away);
+check a resume; build the graph (transfer.graph); restore and prove the restore; train;
+prove the frozen variables did not move; evaluate the best epoch on test; write metrics.
+"""
+
+import os
+import shutil
+import time
+
+import numpy as np
+import tensorflow as tf
+
+from models import networks
+from runtime import cli, onednn, rundir
+from runtime.checkpoints import Checkpointer
+from runtime.errors import UserError, disk_full_reason, one_line
+from runtime.paths import DirAlias, shown
+from runtime.session import session_config, set_process_threads
+from runtime.summaries import SummaryWriter, confusion_image, scalars
+from runtime.training import finite_or_none, train_loop
+from transfer import checkpoint as ckpt
+from transfer import graph as transfer_graph
+from transfer import labelled
+from transfer.features import CACHE_BATCH
+from transfer.flags import parse_transfer_flags
+from transfer.plan import MOVING_STATISTICS, make_plan
+from transfer.selection import PRESETS
+
+v1 = tf.compat.v1
+
+EVAL_BATCH = 1000
+# A resumed run must have been started with the same values of these.
+RESUME_KEYS = (
+    "checkpoint",
+    "network",
+    "image_size",
+    "restore",
+    "restore_exclude",
+    "map",
+    "skip_mismatched",
+    "fine_tune",
+    "lr_mult",
+    "train_batch_norm",
+    "dataset",
+    "data_source",
+    "data_identity",
+    "labels_per_class",
+    "validation_size",
+    "validation_percent",
+    "test_percent",
+    "batch_size",
+    "seed",
+    "dropout",
+    "shift",
+)
+
+
+def restore_scopes(args, network):
+    """The --restore and --restore-exclude flags for this network, with `backbone` resolved.
+
+    Returns:
+      (restore, exclude, maps, lr_mults) as make_plan takes them.
+
+    Raises:
+      UserError: a preset of the digit classifier's for another network, or a bad value.
+    """
+    preset = args.restore.strip()
+    if network.name != networks.DEFAULT and preset in PRESETS and preset not in ("all", "none"):
+        raise UserError(
+            f"--restore {preset} is the digit classifier's preset; for {network.name} use backbone, all, none "
+            "or a comma list of scopes"
+        )
+    if preset != "backbone":
+        return parse_transfer_flags(args)
+    args_copy = _with(args, restore="all")
+    _, exclude, maps, lr_mults = parse_transfer_flags(args_copy)
+    # Everything below the head: the network's top scopes (its outer scope, or for the
+    # digit classifier its encoder), the head's scopes left out.
+    if network.scope:
+        return (network.scope,), (*exclude, *network.head_scopes), maps, lr_mults
+    return network.block_scopes, exclude, maps, lr_mults
+
+
+def _with(args, **changes):
+    copy = type(args)(**vars(args))
+    for key, value in changes.items():
+        setattr(copy, key, value)
+    return copy
+
+
+def validate(args):
+    """Checks every flag value that argparse cannot, before data or graphs are touched.
+
+    Returns:
+      (network, InputSpec it is fed, the parsed transfer flags).
+    """
+    if not 0.0 <= args.dropout < 1.0:
+        raise UserError(f"--dropout must be in [0, 1), got {args.dropout}")
+    network = networks.get(args.network)
+    if args.image_size is not None and network.name == networks.DEFAULT:
+        raise UserError("--image-size is for the ImageNet networks; the digit classifier takes 28x28")
+    if args.image_size is not None and network.name == "vgg_16" and args.image_size < 224:
+        raise UserError(f"--image-size {args.image_size}: vgg_16 needs at least 224 (fc6 is a 7x7 VALID convolution)")
+    return network, transfer_graph.input_spec(network, args.image_size), restore_scopes(args, network)
+
+
+def make_run_plan(args, network, data, spec, flags):
+    """Reads the transfer source and decides what happens to every variable."""
+    restore, exclude, maps, lr_mults = flags
+    source_prefix, source_variables = None, []
+    if restore != ():
+        source_prefix = ckpt.resolve_checkpoint(args.checkpoint)
+        ckpt.refuse_writing_into(source_prefix, args.model_dir)
+        source_variables = ckpt.read_variables(source_prefix)
+    plan = make_plan(
+        transfer_graph.variables_of(network, data.num_classes, data.spec, spec),
+        source_variables,
+        restore,
+        source_prefix,
+        exclude=exclude,
+        maps=maps,
+        skip_mismatched=args.skip_mismatched,
+        fine_tune=args.fine_tune,
+        lr_mults=lr_mults,
+        train_batch_norm=args.train_batch_norm,
+    )
+    return plan
+
+
+def run_config(args, network, spec, plan, data, use_cache):
+    return dict(
+        vars(args),
+        model="transfer",
+        network=network.name,
+        image_size=None if network.name == networks.DEFAULT else spec.height,
+        checkpoint=plan.checkpoint,
+        data_source=data.source_kind,
+        data_identity=data.identity,
+        onednn=onednn.state(),
+        data=data.description,
+        class_names=list(data.class_names),
+        num_train=len(data.train),
+        num_validation=len(data.validation),
+        cache_features_used=use_cache,
+    )
+
+
+def scores(logits, labels):
+    """Accuracy, mean softmax cross-entropy (in float64) and predictions of logits [N, K]."""
+    outputs = np.asarray(logits, np.float64)
+    if not len(outputs):
+        return float("nan"), float("nan"), np.zeros([0], np.int64)
+    shifted = outputs - outputs.max(axis=1, keepdims=True)
+    log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    predictions = outputs.argmax(axis=1)
+    return (
+        float(np.mean(predictions == labels)),
+        float(-np.mean(log_probs[np.arange(len(labels)), labels])),
+        predictions,
+    )
+
+
+class Evaluator:
+    """Accuracy and loss of a split: over cached features when the run has them, else the full pass."""
+
+    def __init__(self, sess, graph, data, spec, feature_store=None):
+        self.sess, self.graph, self.data, self.spec = sess, graph, data, spec
+        self.feature_store = feature_store
+        self._features = {}
+
+    def features(self, name, examples):
+        """The network's features [N, units] of a split, computed once (or read from the disk cache)."""
+        if name not in self._features:
+
+            def compute(subset):
+                return transfer_graph.run_in_batches(
+                    self.sess,
+                    self.graph.features,
+                    self.graph.images,
+                    subset.batches(self.data.spec, CACHE_BATCH),
+                    {self.graph.is_training: False},
+                )
+
+            if self.feature_store is None:
+                self._features[name] = compute(examples).astype(np.float32, copy=False)
+            else:
+                self._features[name] = self.feature_store.features(name, examples, compute)
+        return self._features[name]
+
+    def __call__(self, name, examples):
+        feed = {self.graph.is_training: False}
+        if self.graph.use_cache:
+            batches = _chunks(self.features(name, examples), EVAL_BATCH)
+            logits = transfer_graph.run_in_batches(
+                self.sess, self.graph.head_logits, self.graph.head_features, batches, feed
+            )
+        else:
+            batches = examples.batches(self.data.spec, EVAL_BATCH)
+            logits = transfer_graph.run_in_batches(self.sess, self.graph.logits, self.graph.images, batches, feed)
+        return scores(logits, examples.labels)
+
+
+def _chunks(array, size):
+    return (array[start : start + size] for start in range(0, len(array), size))
+
+
+def restore_source(sess, plan, restore_saver, model_variables, source_values):
+    """Restores the plan's variables and proves each equals the checkpoint exactly."""
+    ckpt.restore(sess, restore_saver, plan.checkpoint)
+    count, worst = ckpt.max_abs_diff(sess, plan.restored, model_variables, source_values)
+    if worst != 0.0:
+        raise UserError(f"restore check failed: restored values differ from {plan.checkpoint} by up to {worst:g}")
+    print(f"restored {count} variables from {plan.checkpoint}; each equals the checkpoint exactly")
+
+
+def start_input(sess, graph, evaluator, data, args, start_step, total_steps):
+    """Initialises the training pipeline that the graph trains on (images, or cached features)."""
+    stream = _stream(len(data.train), args, start_step, total_steps)
+    if graph.use_cache:
+        began = time.monotonic()
+        features = evaluator.features("train", data.train)
+        print(f"features of {len(features)} training images ready in {time.monotonic() - began:.1f} s")
+        graph.feature_input.initialize(sess, features, data.train.labels, stream)
+    elif data.in_files:
+        graph.image_input.initialize(sess, data.train.files, data.train.labels, stream)
+    else:
+        graph.image_input.initialize(sess, data.train.images, data.train.labels, stream)
+
+
+def _stream(num_examples, args, start_step, total_steps):
+    from data import pipeline
+
+    return pipeline.index_stream(num_examples, args.batch_size, args.seed, start_step, total_steps)
+
+
+class BestEpoch:
+    """The best epoch by validation accuracy, kept in <model_dir>/best (weights and best.json)."""
+
+    def __init__(self, model_dir, variables, resumed):
+        self.path = os.path.join(model_dir, "best")
+        self.saver = v1.train.Saver(variables, max_to_keep=1, save_relative_paths=True, name="best_saver")
+        if not resumed:  # a best epoch left by a run that never saved a checkpoint is not this run's
+            shutil.rmtree(self.path, ignore_errors=True)
+        self.record = rundir.read_json(os.path.join(self.path, "best.json")) or {
+            "epoch": 0,
+            "val_accuracy": -1.0,
+            "step": 0,
+        }
+        self._alias = None
+
+    def offer(self, sess, epoch, step, val_accuracy):
+        if val_accuracy <= self.record["val_accuracy"]:
+            return
+        self.record.update(epoch=epoch, step=step, val_accuracy=val_accuracy)
+        os.makedirs(self.path, exist_ok=True)
+        self._alias = self._alias or DirAlias(self.path)
+        try:
+            self.saver.save(sess, self._alias.join("model.ckpt"))
+        except (tf.errors.OpError, OSError, RuntimeError) as error:
+            raise UserError(
+                f"cannot save the best epoch in {shown(self.path)}: {disk_full_reason(error) or one_line(error)}"
+            ) from None
+        rundir.write_json(os.path.join(self.path, "best.json"), self.record)
+
+    def restore(self, sess):
+        """Loads the best epoch's weights, if there is one; returns whether it did."""
+        if self.record["val_accuracy"] < 0:
+            return False
+        with DirAlias(self.path) as alias:
+            self.saver.restore(sess, alias.join("model.ckpt"))
+        print(f"evaluating the best epoch by validation accuracy: epoch {self.record['epoch']}")
+        return True
+
+
+def run(args, feature_store_factory=None):
+    """A whole transfer run (see the module docstring for the phases).
+
+    Args:
+      args: the parsed flags of train_transfer.py.
+      feature_store_factory: builds the disk feature store from (args, network, spec,
+        plan, source values); None keeps features in memory only.
+    """
+    network, spec, flags = validate(args)
+    data = labelled.load(args, spec)
+    print(
+        f"classes: {data.num_classes}; labelled training examples: {len(data.train)}; "
+        f"validation: {len(data.validation)}; test: {len(data.test)}"
+    )
+    plan = make_run_plan(args, network, data, spec, flags)
+    print(plan.format())
+    if flags[0] != () and not plan.restored:
+        print(
+            f"warning: this plan restores nothing from {shown(plan.checkpoint)}: the run trains from scratch; "
+            "pass --restore none to say so"
+        )
+    if args.dry_run:
+        return None
+    use_cache, why = transfer_graph.cache_decision(plan, network, args.shift, args.cache_features)
+    print(f"feature cache: {'on' if use_cache else 'off'} ({why})")
+    steps_per_epoch = cli.steps_per_epoch(len(data.train), args.batch_size, "labelled training examples")
+    config = dict(run_config(args, network, spec, plan, data, use_cache), total_steps=args.epochs * steps_per_epoch)
+    resuming = rundir.check_resume(args.model_dir, config, RESUME_KEYS) is not None
+
+    set_process_threads(args.intra_op_threads, args.inter_op_threads)
+    with tf.Graph().as_default():
+        v1.set_random_seed(args.seed)
+        graph = transfer_graph.build(network, plan, data, spec, args, use_cache)
+        print(
+            f"training {len(graph.trainable)} variables "
+            f"({sum(int(np.prod(v.shape)) for v in graph.trainable):,} weights); "
+            f"{'head on cached features' if use_cache else 'full forward pass every step'}"
+        )
+        source_values = (
+            ckpt.read_values(plan.checkpoint, [row.source for row in plan.restored]) if plan.restored else {}
+        )
+        store = feature_store_factory(args, network, spec, plan, source_values) if feature_store_factory else None
+        result = _train_and_test(args, network, plan, data, spec, graph, config, resuming, source_values, store)
+    metrics = dict(
+        result,
+        restore=args.restore,
+        network=network.name,
+        checkpoint=plan.checkpoint,
+        dataset=data.name,
+        data_source=data.source_kind,
+        labels_per_class=args.labels_per_class,
+        num_train=len(data.train),
+        num_validation=len(data.validation),
+        num_test=len(data.test),
+        num_bad_files=data.description.get("num_bad_files", 0),
+        cache_features=use_cache,
+    )
+    if resuming:
+        rundir.write_config(args.model_dir, config)
+    rundir.write_json(os.path.join(args.model_dir, "metrics.json"), metrics)
+    print(f"test accuracy: {metrics['test_accuracy']:.4f} ({len(data.test)} images)")
+    print(f"metrics: {os.path.join(args.model_dir, 'metrics.json')}")
+    return metrics
+
+
+def _summaries(graph, plan):
+    train_summary = v1.summary.merge(
+        [v1.summary.scalar("losses/train", graph.loss), v1.summary.scalar("accuracy/train_batch", graph.batch_accuracy)]
+    )
+    histogram_summary = v1.summary.merge(
+        [v1.summary.histogram(f"weights/{var.op.name}", var) for var in graph.model_variables]
+    )
+    plan_summary = v1.summary.text("restore_plan", tf.constant(plan.markdown()))
+    return train_summary, histogram_summary, plan_summary
+
+
+def _write_run_files(model_dir, config, plan, data, resuming):
+    if not resuming:  # a resumed run's config.json is rewritten only once it has trained
+        rundir.write_config(model_dir, config)
+    rundir.write_json(os.path.join(model_dir, "restore_plan.json"), plan.to_json())
+    path = os.path.join(model_dir, "labels.txt")
+    with open(f"{path}.tmp", "w", encoding="utf-8") as stream:
+        stream.write("".join(f"{name}\n" for name in data.class_names))
+    os.replace(f"{path}.tmp", path)
+
+
+def _train_and_test(args, network, plan, data, spec, graph, config, resuming, source_values, store):
+    model_dir = args.model_dir
+    train_summary, histogram_summary, plan_summary = _summaries(graph, plan)
+    restore_saver = ckpt.restore_saver(plan, graph.model_variables)
+    checkpointer = Checkpointer(model_dir, max_to_keep=args.keep_checkpoints)
+    init = v1.global_variables_initializer()
+    conf = session_config(args.gpu_memory_fraction, args.allow_growth, args.intra_op_threads, args.inter_op_threads)
+    with v1.Session(config=conf) as sess:
+        resumed = checkpointer.restore_latest(sess)
+        if resumed:
+            print(f"resumed from {resumed}: its weights win; the transfer source is not restored again")
+        else:
+            sess.run(init)
+            if restore_saver is not None:
+                restore_source(sess, plan, restore_saver, graph.model_variables, source_values)
+        start_step = int(sess.run(graph.global_step))
+        total_steps = cli.check_steps(start_step, config["total_steps"])
+        _write_run_files(model_dir, config, plan, data, resuming)
+        writer = SummaryWriter(model_dir, graph=sess.graph if start_step == 0 else None)
+        if start_step == 0:
+            writer.add_summary(sess.run(plan_summary), 0)
+        evaluate = Evaluator(sess, graph, data, spec, store)
+        start_input(sess, graph, evaluate, data, args, start_step, total_steps)
+        best = BestEpoch(model_dir, graph.model_variables, resumed)
+        # Tiny labelled sets make epochs of one step: keep the histograms to about 100 per run.
+        histogram_every = max(1, args.epochs // 100)
+
+        def on_epoch_end(epoch, step):
+            summary = {}
+            if len(data.validation):
+                val_accuracy, val_loss, _ = evaluate("validation", data.validation)
+                summary = {"accuracy/val": val_accuracy, "losses/val": val_loss}
+                best.offer(sess, epoch, step, val_accuracy)
+                print(
+                    f"epoch {epoch}: val accuracy {val_accuracy:.4f}, val loss {val_loss:.4f} "
+                    f"(best: epoch {best.record['epoch']}, {best.record['val_accuracy']:.4f})"
+                )
+            writer.add_summary(scalars(summary), step)
+            if epoch % histogram_every == 0 or step == total_steps:
+                writer.add_summary(sess.run(histogram_summary), step)
+            writer.flush()
+
+        began = time.monotonic()
+        result = train_loop(
+            sess,
+            graph.train_op,
+            graph.loss,
+            start_step,
+            total_steps,
+            config["total_steps"] // args.epochs,
+            args.batch_size,
+            checkpointer,
+            save_every=args.save_every,
+            writer=writer,
+            summary_op=train_summary,
+            summary_every=args.summary_every,
+            on_epoch_end=on_epoch_end,
+        )
+        count, worst = frozen_check(sess, plan, graph, source_values)
+        best.restore(sess)
+        test_accuracy, test_loss, predictions = evaluate("test", data.test)
+        writer.add_summary(scalars({"accuracy/test": test_accuracy, "losses/test": test_loss}), result.final_step)
+        writer.add_summary(
+            confusion_image("confusion_matrix/test", data.test.labels, predictions, data.num_classes),
+            result.final_step,
+        )
+        writer.close()
+    return {
+        "val_accuracy": best.record["val_accuracy"] if best.record["val_accuracy"] >= 0 else None,
+        "best_epoch": best.record["epoch"] or None,
+        "test_accuracy": test_accuracy,
+        "test_loss": finite_or_none(test_loss),
+        "frozen_check_variables": count,
+        "frozen_check_max_abs_diff": worst if count else None,
+        "frozen_check_moving_statistics": _statistics(plan.frozen_restored),
+        "global_step": result.final_step,
+        "train_images_per_sec": round(result.images_per_sec, 1),
+        "wall_seconds": round(time.monotonic() - began, 1),
+    }
+
+
+def _statistics(rows):
+    return sum(row.name.endswith(MOVING_STATISTICS) for row in rows)
+
+
+def frozen_check(sess, plan, graph, source_values):
+    """Proves every frozen restored variable (moving statistics included) still equals the checkpoint."""
+    count, worst = ckpt.max_abs_diff(sess, plan.frozen_restored, graph.model_variables, source_values)
+    if count:
+        statistics = _statistics(plan.frozen_restored)
+        of_which = f" ({statistics} of them BatchNorm moving statistics)" if statistics else ""
+        print(f"frozen check: {count} variables{of_which}, max |diff| = {worst:g}")
+        if worst != 0.0:
+            raise UserError(f"frozen check failed: a frozen variable moved by up to {worst:g}")
+    return count, worst
