@@ -127,7 +127,7 @@ def load_model(model_dir):
     return loaded, loaded.signatures[SIGNATURE], names
 
 
-def export_on_the_fly(run_dir, scratch):
+def export_on_the_fly(run_dir, scratch, network=None):
     """Exports a training run into ``scratch`` by running the exporter in a child process.
 
     The exporter is the toolkit's (python -m transfer.export); it runs in its own process,
@@ -147,7 +147,8 @@ def export_on_the_fly(run_dir, scratch):
     output = os.path.join(scratch, "export")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [EXPORTER_ROOT, os.environ.get("PYTHONPATH")])))
     done = subprocess.run(
-        [sys.executable, "-m", "transfer.export", "--model-dir", os.path.abspath(run_dir), "--output", output],
+        [sys.executable, "-m", "transfer.export", "--model-dir", os.path.abspath(run_dir), "--output", output]
+        + (["--network", network] if network else []),
         cwd=EXPORTER_ROOT,
         env=env,
         capture_output=True,
@@ -208,7 +209,20 @@ def parse_args(argv=None):
     parser.add_argument(
         "--model", default="exported", help="an export from python -m transfer.export (default: %(default)s)"
     )
-    parser.add_argument("--top-k", type=int, default=3, help="classes shown per image (default: %(default)s)")
+    parser.add_argument(
+        "--checkpoint",
+        default=None,
+        help="instead of --model: a checkpoint dir, such as an ImageNet network converted by transfer.convert, "
+        "exported on the fly (needs the toolkit beside predict.py)",
+    )
+    parser.add_argument(
+        "--network",
+        default=None,
+        help="with --checkpoint: the registry network it holds (default: what the dir records)",
+    )
+    parser.add_argument(
+        "--top-k", type=int, default=None, help="classes shown per image (default: 3, or all when the model has fewer)"
+    )
     parser.add_argument("--json", action="store_true", help="one JSON document on stdout")
     return parser.parse_args(argv)
 
@@ -223,21 +237,32 @@ def main(argv=None):
 
 def _run(args, stack):
     try:
-        if args.top_k < 1:
+        if args.top_k is not None and args.top_k < 1:
             raise PredictError(f"--top-k must be at least 1, got {args.top_k}")
         files = expand_paths(args.paths)
         with _stderr_to_devnull():
             import tensorflow as tf
         tf.get_logger().setLevel("ERROR")
-        model_dir = args.model
-        if not os.path.exists(os.path.join(model_dir, "saved_model.pb")) and os.path.exists(
-            os.path.join(model_dir, "config.json")
+        if args.network and not args.checkpoint:
+            raise PredictError("--network goes with --checkpoint DIR (an export knows its network)")
+        model_dir = args.checkpoint or args.model
+        if args.checkpoint and not os.path.isdir(args.checkpoint):
+            raise PredictError(f"--checkpoint {args.checkpoint} is not a directory")
+        if args.checkpoint or (
+            not os.path.exists(os.path.join(model_dir, "saved_model.pb"))
+            and os.path.exists(os.path.join(model_dir, "config.json"))
         ):
             scratch = stack.enter_context(tempfile.TemporaryDirectory(prefix="predict-export-"))
-            model_dir = export_on_the_fly(model_dir, scratch)
-            print(f"exported the run {args.model} on the fly (python -m transfer.export keeps one)", file=sys.stderr)
+            model_dir = export_on_the_fly(model_dir, scratch, args.network)
+            what = f"the checkpoint {args.checkpoint}" if args.checkpoint else f"the run {args.model}"
+            print(
+                f"exported {what} on the fly (python -m transfer.export keeps one)",
+                file=sys.stderr,
+            )
         _, function, names = load_model(model_dir)
         num_classes = int(function.structured_outputs["probabilities"].shape[-1])
+        if args.top_k is None:
+            args.top_k = min(3, num_classes)
         if args.top_k > num_classes:
             raise PredictError(f"--top-k {args.top_k} is more than the model's {num_classes} classes")
         if names is not None and len(names) != num_classes:

