@@ -5,6 +5,7 @@ import errno
 import hashlib
 import os
 import shutil
+import signal
 import tempfile
 import threading
 
@@ -204,7 +205,7 @@ def test_an_entry_copied_under_another_model_key_is_stale(tmp_path):
     assert cache.lookup(keys[:1])[1].tolist() == [True]
 
 
-@pytest.mark.parametrize("damage", ["flip payload byte", "flip header byte", "flip digest byte", "truncate", "empty"])
+@pytest.mark.parametrize("damage", ["flip payload byte", "flip header byte", "flip checksum byte", "truncate", "empty"])
 def test_a_damaged_entry_is_a_miss_and_is_rewritten(tmp_path, damage):
     cache, _ = _cache(tmp_path / "cache")
     keys, features = fc.array_keys(_images(3)), _features(3)
@@ -216,7 +217,7 @@ def test_a_damaged_entry_is_a_miss_and_is_rewritten(tmp_path, damage):
         data[fc.HEADER_BYTES + 9] ^= 0x40
     elif damage == "flip header byte":
         data[20] ^= 0x01  # inside the model key
-    elif damage == "flip digest byte":
+    elif damage == "flip checksum byte":
         data[fc.HEADER_BYTES - 1] ^= 0x80
     elif damage == "truncate":
         data = data[: ENTRY - 4]
@@ -545,3 +546,25 @@ def test_eviction_never_touches_files_it_did_not_write(tmp_path):
     ours = [name for name in _entries(tmp_path / "cache") if name.startswith(cache.key + os.sep)]
     ours = [name for name in ours if name.split(os.sep)[1] != wrong_shard and name.split(os.sep)[2].islower()]
     assert sorted(ours) == sorted(os.path.join(cache.key, key[:2], key + ".f32") for key in keys[9:12])
+
+
+def test_a_fifo_named_like_an_entry_is_a_miss_not_a_hang(tmp_path):
+    cache, _ = _cache(tmp_path / "cache")
+    keys, features = fc.array_keys(_images(2)), _features(2)
+    cache.store(keys, features)
+    os.remove(_entry_path(cache, keys[1]))
+    os.mkfifo(_entry_path(cache, keys[1]))
+
+    class Blocked(Exception):
+        pass  # not an OSError, which the cache would take for an unreadable entry
+
+    def blocked(signum, frame):
+        raise Blocked("the lookup blocked on a FIFO")
+
+    previous = signal.signal(signal.SIGALRM, blocked)
+    signal.alarm(10)
+    try:
+        assert cache.lookup(keys)[1].tolist() == [False, True]
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)

@@ -22,17 +22,17 @@ Layout, under the cache directory DIR:
     DIR/<model key>/<2 hex>/<image key>.f32    one entry per image
 
 One small file per image keeps a larger label budget cheap (only its new images are
-computed and written) and lets entries be evicted one by one. An entry is a 92-byte
-header (magic, units, the model key, the image key, a blake2b digest of header and
-payload) and then `units` little-endian float32 values. Every read checks the size, the
-magic, both keys, the units and the digest; an entry that fails any check (corrupt,
+computed and written) and lets entries be evicted one by one. An entry is an 80-byte
+header (magic, units, the model key, the image key, a CRC-32 of header and payload) and
+then `units` little-endian float32 values. Every read checks the size, the
+magic, both keys, the units and the checksum; an entry that fails any check (corrupt,
 truncated, empty, copied from another model key, written with other units) counts as a
 miss, is recomputed by `get_or_compute` and overwritten, and is never returned.
 
 Writes go to a temporary file in the entry's own folder, renamed over the entry with
 `os.replace`, so an interrupted run (Ctrl-C, a kill) leaves either the old entry or the
 new one, and readers in other processes never see half an entry. Entries are not
-fsynced: after a power loss a damaged entry fails its digest and is recomputed.
+fsynced: after a power loss a damaged entry fails its checksum and is recomputed.
 
 Bound. After a store that takes the cache over `max_bytes` (2 GiB by default) the least
 recently used entries, across every model key, are deleted until it is back under 90%
@@ -68,6 +68,7 @@ import secrets
 import stat
 import struct
 import time
+import zlib
 
 import numpy as np
 
@@ -87,9 +88,9 @@ TOUCH_AFTER_SECONDS = 3600
 STALE_TEMP_SECONDS = 3600
 
 _MAGIC = b"CAEFEAT\x01"
-_HEADER = struct.Struct("<8sI32s32s")  # magic, units, model key, image key; then the digest
-_DIGEST_BYTES = 16
-HEADER_BYTES = _HEADER.size + _DIGEST_BYTES
+_HEADER = struct.Struct("<8sI32s32s")  # magic, units, model key, image key; then the checksum
+_CHECKSUM = struct.Struct("<I")
+HEADER_BYTES = _HEADER.size + _CHECKSUM.size
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _SHARD = re.compile(r"[0-9a-f]{2}")
@@ -370,12 +371,13 @@ class FeatureCache:
         return keys
 
     def _entry_path(self, image_key):
-        return os.path.join(self._key_dir, image_key[:2], image_key + ".f32")
+        return f"{self._key_dir}{os.sep}{image_key[:2]}{os.sep}{image_key}.f32"
 
-    def _read(self, image_key, out):
+    def _read(self, image_key, out, touch_before):
         """Fills out with the entry's features; returns "hit", "absent" or "invalid"."""
         try:
-            fd = os.open(self._entry_path(image_key), os.O_RDONLY | os.O_NOFOLLOW)
+            # Not a link (the cache writes none), and never blocking on a FIFO named like an entry.
+            fd = os.open(self._entry_path(image_key), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
         except FileNotFoundError:
             return "absent"
         except OSError:
@@ -390,12 +392,12 @@ class FeatureCache:
             magic, units, model, image = _HEADER.unpack_from(data)
             if magic != _MAGIC or units != self.units or model != self._key_raw or image != bytes.fromhex(image_key):
                 return "invalid"
-            digest = hashlib.blake2b(data[: _HEADER.size], digest_size=_DIGEST_BYTES)
-            digest.update(data[HEADER_BYTES:])
-            if digest.digest() != data[_HEADER.size : HEADER_BYTES]:
+            view = memoryview(data)
+            checksum = zlib.crc32(view[HEADER_BYTES:], zlib.crc32(view[: _HEADER.size]))
+            if _CHECKSUM.unpack_from(data, _HEADER.size)[0] != checksum:
                 return "invalid"
             out[:] = np.frombuffer(data, "<f4", self.units, HEADER_BYTES)
-            if time.time() - info.st_mtime > TOUCH_AFTER_SECONDS:
+            if info.st_mtime < touch_before:
                 try:
                     os.utime(fd)
                 except OSError:
@@ -412,8 +414,9 @@ class FeatureCache:
         invalid = 0
         # A fresh cache or a new model key: one stat instead of a failed open per image.
         if keys and os.path.isdir(self._key_dir):
+            touch_before = time.time() - TOUCH_AFTER_SECONDS
             for index, image_key in enumerate(keys):
-                outcome = self._read(image_key, features[index])
+                outcome = self._read(image_key, features[index], touch_before)
                 if outcome == "hit":
                     missing[index] = False
                 elif outcome == "invalid":
@@ -444,9 +447,7 @@ class FeatureCache:
     def _entry_bytes_for(self, image_key, vector):
         header = _HEADER.pack(_MAGIC, self.units, self._key_raw, bytes.fromhex(image_key))
         payload = vector.tobytes()
-        digest = hashlib.blake2b(header, digest_size=_DIGEST_BYTES)
-        digest.update(payload)
-        return header + digest.digest() + payload
+        return header + _CHECKSUM.pack(zlib.crc32(payload, zlib.crc32(header))) + payload
 
     def _ensure_shard(self, shard):
         if shard in self._known_shards:
