@@ -177,6 +177,27 @@ def test_get_or_compute_computes_only_the_missing_and_stores_them(tmp_path):
     assert got.tobytes() == features.tobytes()
 
 
+def test_get_or_compute_stores_chunk_by_chunk_so_an_interrupted_run_keeps_its_progress(tmp_path):
+    cache, _ = _cache(tmp_path / "cache")
+    keys, features = fc.array_keys(_images(7)), _features(7)
+    cache.store(keys[1:2], features[1:2])
+    asked = []
+
+    def compute(indices):
+        asked.append(indices.tolist())
+        if len(asked) == 3:
+            raise KeyboardInterrupt
+        return features[indices]
+
+    with pytest.raises(KeyboardInterrupt):
+        cache.get_or_compute(keys, compute, chunk_size=2)
+    assert asked == [[0, 2], [3, 4], [5, 6]]
+    assert cache.lookup(keys)[1].tolist() == [False, False, False, False, False, True, True]
+    got, hits, misses = cache.get_or_compute(keys, lambda i: asked.append(i.tolist()) or features[i], chunk_size=2)
+    assert asked[-1] == [5, 6] and len(asked) == 4 and (hits, misses) == (5, 2)
+    assert got.tobytes() == features.tobytes()
+
+
 def test_another_model_key_or_units_misses(tmp_path):
     cache, _ = _cache(tmp_path / "cache")
     keys = fc.array_keys(_images(4))
@@ -504,7 +525,13 @@ def test_a_call_larger_than_the_limit_caches_what_fits_with_a_warning(tmp_path):
     keys, features = fc.array_keys(_images(5)), _features(5)
     assert cache.store(keys, features) == 3
     assert len(_entries(tmp_path / "cache")) == 3
-    assert len(lines) == 1 and "holds 3 entries of 6 floats, fewer than this call's 5; 2 are not cached" in lines[0]
+    assert len(lines) == 1
+    assert "holds 3 entries of 6 floats, fewer than this call's 5; the rest are computed but not cached" in lines[0]
+    # Chunk by chunk, a call's earlier chunks count against the limit too; still one warning.
+    again, lines = _cache(tmp_path / "again", max_bytes=3 * ENTRY + 5)
+    got, hits, misses = again.get_or_compute(keys, lambda i: features[i], chunk_size=2)
+    assert got.tobytes() == features.tobytes() and (hits, misses) == (0, 5)
+    assert len(_entries(tmp_path / "again")) == 3 and len(lines) == 1
 
 
 def test_eviction_never_touches_files_it_did_not_write(tmp_path):
