@@ -24,8 +24,8 @@ Layout, under the cache directory DIR:
 One small file per image keeps a larger label budget cheap (only its new images are
 computed and written) and lets entries be evicted one by one. An entry is an 80-byte
 header (magic, units, the model key, the image key, a CRC-32 of header and payload) and
-then `units` little-endian float32 values. Every read checks the size, the
-magic, both keys, the units and the checksum; an entry that fails any check (corrupt,
+then `units` little-endian float32 values. Every read checks the size, the magic, both
+keys, the units and the checksum; an entry that fails any check (corrupt,
 truncated, empty, copied from another model key, written with other units) counts as a
 miss, is recomputed by `get_or_compute` and overwritten, and is never returned.
 
@@ -39,9 +39,10 @@ recently used entries, across every model key, are deleted until it is back unde
 of the limit; a hit refreshes an entry's mtime when it is more than an hour old (so that
 a warm run does not rewrite 20,000 inodes). Entries of the current call (a `store`, or a
 `get_or_compute` with its hits and earlier chunks) are never evicted; when they alone
-would exceed the limit only as many as fit are written, with one warning. The cache deletes only files whose names it gives its own
-entries (and its temporary files more than an hour old), in folders named the way it
-names them; anything else inside DIR is neither counted nor touched.
+would exceed the limit only as many as fit are written, with one warning. The cache
+deletes only files named the way it names its entries (and its own temporary files more
+than an hour old), in folders named the way it names them; anything else inside DIR is
+neither counted nor touched.
 
 Safety. Deleting DIR, or any part of it, at any time only turns hits into misses. An
 existing DIR that is not empty and lacks the marker is refused with a UserError, so a
@@ -51,16 +52,16 @@ write logs one warning, and later stores are skipped. One FeatureCache object is
 for one thread; any number of processes may share DIR.
 
 Cost. A hit is one small file opened, read and checked: tens of microseconds. That
-saves a lot for an ImageNet backbone (milliseconds an image on a CPU) and nothing for a
-frozen part that is cheaper than a file read, such as the CAE's two convolutions on
-28x28 digits; `python -m bench.feature_cache --networks cae,mobilenet_v1` measures both.
+saves nearly all of an ImageNet backbone's time (milliseconds an image on a CPU) and
+little or nothing for a frozen part about as cheap as a file read, such as the CAE's two
+convolutions on 28x28 digits; `python -m bench.feature_cache --networks cae,mobilenet_v1` measures both.
 A first run pays for one file creation per image on top of the computation.
 
 Typical use:
 
-    key = model_key(frozen_values, "cae", [28, 28, 1], "idx-uint8/255", "conv2/Relu:0")
-    cache = FeatureCache("feature-cache", key, units=1568)
-    features, hits, misses = cache.get_or_compute(array_keys(images), compute)
+    key = model_key(frozen_values, "mobilenet_v1", [224, 224, 3], "folder-rgb-224 v1", "features:0")
+    cache = FeatureCache("feature-cache", key, units=1024)
+    features, hits, misses = cache.get_or_compute(file_keys(paths), compute)  # compute(indices)
     print(cache.stats())   # feature cache: 4500 hits, 0 misses
 """
 
