@@ -110,6 +110,11 @@ def test_model_key_does_not_depend_on_byte_order():
     assert _key(variables=swapped) == _key()
 
 
+def test_model_key_refuses_values_without_stable_bytes():
+    with pytest.raises(ValueError, match="dtype object"):
+        _key(variables={"conv1/kernel": np.array([{"not": "numbers"}], dtype=object)})
+
+
 def test_file_keys_are_the_sha256_of_the_bytes_and_name_an_unreadable_file(tmp_path):
     first, second, same = tmp_path / "a.png", tmp_path / "b.png", tmp_path / "moved.png"
     first.write_bytes(b"\x89PNG first" * 1000)
@@ -250,7 +255,7 @@ def test_a_damaged_entry_is_a_miss_and_is_rewritten(tmp_path, damage):
     fresh, _ = _cache(tmp_path / "cache")
     got, missing = fresh.lookup(keys)
     assert missing.tolist() == [False, True, False]
-    assert not got[1].any() and fresh.stats().invalid == 1
+    assert not got[1].any() and str(fresh.stats()) == "feature cache: 2 hits, 1 misses (1 corrupt or stale)"
     recomputed = []
     got, hits, misses = fresh.get_or_compute(keys, lambda i: recomputed.append(i.tolist()) or features[i])
     assert recomputed == [[1]] and (hits, misses) == (2, 1)
@@ -595,3 +600,19 @@ def test_a_fifo_named_like_an_entry_is_a_miss_not_a_hang(tmp_path):
     finally:
         signal.alarm(0)
         signal.signal(signal.SIGALRM, previous)
+
+
+def test_an_eviction_that_cannot_delete_warns_once_and_the_run_goes_on(tmp_path, monkeypatch):
+    cache, lines = _cache(tmp_path / "cache", max_bytes=4 * ENTRY)
+    keys, features = fc.array_keys(_images(8)), _features(8)
+    cache.store(keys[:4], features[:4])
+
+    def read_only(path, *args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system", path)
+
+    monkeypatch.setattr(os, "unlink", read_only)
+    got, hits, misses = cache.get_or_compute(keys[4:], lambda i: features[4:][i], chunk_size=2)
+    assert got.tobytes() == features[4:].tobytes() and (hits, misses) == (0, 4)
+    assert len(lines) == 1 and "cannot be written (read-only file system)" in lines[0]
+    assert cache.stats().evicted == 0 and cache.stats().stored == 4 + 2  # the second chunk was not written
+    assert cache.lookup(keys)[1].tolist() == [False] * 6 + [True] * 2

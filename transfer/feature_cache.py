@@ -232,7 +232,7 @@ class CacheStats:
     def __str__(self):
         text = f"feature cache: {self.hits} hits, {self.misses} misses"
         if self.invalid:
-            text += f" ({self.invalid} of them corrupt or stale entries)"
+            text += f" ({self.invalid} corrupt or stale)"
         if self.evicted:
             text += f", {self.evicted} old entries evicted"
         return text
