@@ -108,10 +108,9 @@ def _median_seconds(fn, repeats=3):
 
 def _network_rates(names, root):
     """{name: (images/s through the frozen part, warm-lookup entries/s at its width)}."""
-    from runtime import onednn
+    from runtime import quiet
 
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    onednn.choose()
+    quiet.import_tensorflow(log=print)  # the oneDNN choice, set before TensorFlow loads, in one line
     import tensorflow as tf
 
     from models import cae, mobilenet_v1
