@@ -73,6 +73,19 @@ def parse_args(argv=None):
         help="train the head on features computed once; "
         "auto: whenever everything below the head is frozen (default: %(default)s)",
     )
+    group.add_argument(
+        "--feature-cache",
+        metavar="DIR",
+        default=None,
+        help="keep the frozen layers' features on disk in DIR, keyed by the checkpoint's content, the network, "
+        "its preprocessing and each image's content, so a later run skips the frozen layers (default: off)",
+    )
+    group.add_argument(
+        "--feature-cache-max-mb",
+        type=cli.positive_int,
+        default=2048,
+        help="size bound of --feature-cache; the least recently used entries go first (default: %(default)s)",
+    )
 
     group = parser.add_argument_group("training")
     group.add_argument(

@@ -386,6 +386,12 @@ FOLDER_CASES = [
         "must be from 32",
         "--image-size",
     ),
+    Case(
+        "feature_cache_in_a_foreign_dir",
+        "tl",
+        lambda w, p: [*_tl()(w, p), "--feature-cache", w.data["good"]],
+        r"feature cache \S*good is a non-empty directory without cae-transfer-feature-cache\.json",
+    ),
     # Export and predict.
     Case(
         "export_network_differs_from_the_run",

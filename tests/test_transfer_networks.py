@@ -8,6 +8,7 @@ exported and served.
 
 import json
 import os
+import re
 import shutil
 
 import numpy as np
@@ -229,3 +230,32 @@ def test_efficientnet_backbone_end_to_end_then_exported(efficientnet, photo_fold
             v1.train.Saver().restore(sess, str(tmp_path / "run" / "best" / "model.ckpt"))
             ours = sess.run(probabilities, {images: pixels})
     np.testing.assert_allclose(served["probabilities"].numpy(), ours, atol=1e-5)
+
+
+def test_the_disk_feature_cache_serves_a_second_run_and_recomputes_a_damaged_entry(zoo, digit_folder, tmp_path):
+    cache = tmp_path / "cache"
+    flags = ["--data-dir", digit_folder, "--checkpoint", zoo, *MOBILENET_FLAGS, "--feature-cache", cache]
+    first = _transfer(*flags, "--labels-per-class", "10", model_dir=tmp_path / "first")
+    assert "train: 0 hits, 100 misses" in first.out
+    entries = sorted(cache.glob("*/*/*.f32"))
+    assert len(entries) == 100 + first.metrics["num_validation"] + first.metrics["num_test"]
+    damaged = bytearray(entries[0].read_bytes())
+    damaged[-1] ^= 0x01
+    entries[0].write_bytes(bytes(damaged))
+    # Another head on the same frozen backbone: a larger label budget, another learning rate.
+    second = _transfer(*flags, "--labels-per-class", "20", "--learning-rate", "3e-3", model_dir=tmp_path / "second")
+    lines = [line for line in second.out.splitlines() if line.startswith("feature cache ")]
+    hits_and_misses = [tuple(int(n) for n in re.findall(r"(\d+) (?:hits|misses)", line)) for line in lines]
+    assert sum(misses for _, misses in hits_and_misses) == 100 + 1  # the new images, and the damaged entry
+    assert entries[0].read_bytes() != bytes(damaged)  # rewritten
+    # Without the cache the same run computes the same features (up to float rounding: the
+    # cache computes the missing images in batches of their own).
+    plain = _transfer(*flags[:-2], "--labels-per-class", "20", "--learning-rate", "3e-3", model_dir=tmp_path / "plain")
+    assert abs(plain.metrics["test_accuracy"] - second.metrics["test_accuracy"]) <= 0.02
+    name = "MobilenetV1/Logits/Conv2d_1c_1x1/weights"
+    np.testing.assert_allclose(
+        read_checkpoint(latest_prefix(tmp_path / "second"))[name],
+        read_checkpoint(latest_prefix(tmp_path / "plain"))[name],
+        rtol=1e-4,
+        atol=1e-5,
+    )

@@ -24,6 +24,7 @@ from runtime.training import finite_or_none, train_loop
 from transfer import checkpoint as ckpt
 from transfer import graph as transfer_graph
 from transfer import labelled
+from transfer.feature_store import make_feature_store
 from transfer.features import CACHE_BATCH
 from transfer.flags import parse_transfer_flags
 from transfer.plan import MOVING_STATISTICS, make_plan
@@ -187,7 +188,7 @@ class Evaluator:
             if self.feature_store is None:
                 self._features[name] = compute(examples).astype(np.float32, copy=False)
             else:
-                self._features[name] = self.feature_store.features(name, examples, compute)
+                self._features[name] = self.feature_store.features(self.sess, self.graph, name, examples, compute)
         return self._features[name]
 
     def __call__(self, name, examples):
@@ -275,15 +276,17 @@ class BestEpoch:
         return True
 
 
-def run(args, feature_store_factory=None):
+def run(args):
     """A whole transfer run (see the module docstring for the phases).
 
     Args:
       args: the parsed flags of train_transfer.py.
-      feature_store_factory: builds the disk feature store from (args, network, spec,
-        plan, source values); None keeps features in memory only.
+
+    Returns:
+      The metrics written to metrics.json, or None for --dry-run.
     """
     network, spec, flags = validate(args)
+    store = make_feature_store(args, network, spec)
     data = labelled.load(args, spec)
     print(
         f"classes: {data.num_classes}; labelled training examples: {len(data.train)}; "
@@ -316,7 +319,6 @@ def run(args, feature_store_factory=None):
         source_values = (
             ckpt.read_values(plan.checkpoint, [row.source for row in plan.restored]) if plan.restored else {}
         )
-        store = feature_store_factory(args, network, spec, plan, source_values) if feature_store_factory else None
         result = _train_and_test(args, network, plan, data, spec, graph, config, resuming, source_values, store)
     metrics = dict(
         result,
