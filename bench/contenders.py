@@ -18,21 +18,22 @@ training run.
 import collections
 import math
 import time
+import types
 
 import numpy as np
 import tensorflow as tf
 
-import train_transfer
 from bench import flops
-from data import pipeline
+from data import image_folder, names, pipeline
+from models import networks
 from models.cae import ENCODER_SCOPES, ENCODER_UNITS, build_autoencoder, reconstruction_loss
-from models.classifier import build_classifier, head
+from models.classifier import build_classifier
 from models.scopes import HEAD_SCOPES
 from runtime.session import session_config
 from runtime.training import train_loop
-from transfer.checkpoint import graph_variables
-from transfer.features import FeatureBatchInput, compute_features
-from transfer.plan import make_plan
+from transfer import graph as transfer_graph
+from transfer import labelled
+from transfer.plan import VariableInfo, make_plan
 from transfer.selection import in_any_scope
 
 v1 = tf.compat.v1
@@ -162,13 +163,13 @@ class OursAutoencoder(_TrainLoopContender):
 
 
 class OursTransfer(_TrainLoopContender):
-    """The classifier step wired as train_transfer.run wires it for `--restore conv`.
+    """The classifier step of `train_transfer.py --restore conv`, built by transfer.graph.build.
 
-    conv1 and conv2 are frozen by the restore plan (restored from a stand-in
-    "checkpoint" with the graph's own names; the weights stay random, which does not
-    change the speed) and the train op comes from train_transfer.build_train_op. With
-    `cached`, the head trains on conv features computed once (FeatureBatchInput), as
-    `--cache-features auto` does; without, every step runs the frozen encoder.
+    The graph, the plan and the train op are the script's own (transfer.graph is what
+    transfer.train.run calls); conv1 and conv2 are frozen by a plan made against a
+    stand-in "checkpoint" with the graph's own names (the weights stay random, which does
+    not change the speed). With `cached`, the head trains on conv features computed
+    once, as `--cache-features auto` does; without, every step runs the frozen encoder.
     """
 
     def __init__(self, name, dataset, batch_size, inter, intra, cached):
@@ -179,42 +180,49 @@ class OursTransfer(_TrainLoopContender):
         self.graph = tf.Graph()
         with self.graph.as_default():
             v1.set_random_seed(SEED)
-            self.image_input = pipeline.BatchInput(self.batch_size)
-            self.feature_input = FeatureBatchInput(self.batch_size, ENCODER_UNITS)
-            self.images = v1.placeholder_with_default(self.image_input.images, [None, 28, 28, 1], name="images")
-            is_training = v1.placeholder_with_default(True, [], name="is_training")
-            self.end_points = build_classifier(self.images, NUM_CLASSES, 0.0, is_training)
-            model_variables = v1.get_collection(v1.GraphKeys.MODEL_VARIABLES)
-            flops.check_kernels(flops.CLASSIFIER_LAYERS, model_variables)
-            infos = graph_variables(model_variables)
-            plan = make_plan(infos, infos, ENCODER_SCOPES, checkpoint="(benchmark stand-in)")
-            if any(row.trainable for row in plan.rows if in_any_scope(row.name, ENCODER_SCOPES)):
-                raise AssertionError("the benchmark's plan should freeze conv1 and conv2")
-            with v1.variable_scope(v1.get_variable_scope(), reuse=True):
-                cached_head = head(self.feature_input.features, NUM_CLASSES, 0.0, is_training)
-            if self.cached:
-                logits, labels = cached_head["logits"], self.feature_input.labels
-            else:
-                logits, labels = self.end_points["logits"], self.image_input.labels
-            self.loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits))
-            global_step = v1.train.get_or_create_global_step()
-            self.train_op, _ = train_transfer.build_train_op(
-                self.loss, plan, model_variables, LEARNING_RATE, global_step
-            )
+            self.built = build_transfer_graph(self.dataset, self.batch_size, self.cached)
+            flops.check_kernels(flops.CLASSIFIER_LAYERS, self.built.model_variables)
+            self.loss, self.train_op = self.built.loss, self.built.train_op
             self.init = v1.global_variables_initializer()
 
     def _after_init(self):
         if self.cached:
             # Computed once per contender, outside every timed window, as the script does before training.
-            self.features = compute_features(
-                self.sess, self.images, self.end_points["features"], pipeline.to_float_images(self.dataset.train_images)
+            batches = labelled.Examples(self.dataset.train_labels, images=self.dataset.train_images).batches(None, 500)
+            self.features = transfer_graph.run_in_batches(
+                self.sess, self.built.features, self.built.images, batches, {self.built.is_training: False}
             )
 
     def _start_input(self, stream):
+        labels = self.dataset.train_labels.astype(np.int64)
         if self.cached:
-            self.feature_input.initialize(self.sess, self.features, self.dataset.train_labels.astype(np.int64), stream)
+            self.built.feature_input.initialize(self.sess, self.features, labels, stream)
         else:
-            self.image_input.initialize(self.sess, self.dataset.train_images, self.dataset.train_labels, stream)
+            self.built.image_input.initialize(self.sess, self.dataset.train_images, labels, stream)
+
+
+def build_transfer_graph(dataset, batch_size, cached):
+    """The graph train_transfer.py builds for `--restore conv` on `dataset`, into the default graph."""
+    network = networks.get(networks.DEFAULT)
+    spec = transfer_graph.input_spec(network)
+    empty = labelled.Examples(np.zeros([0], np.int64), images=dataset.train_images[:0])
+    data = labelled.LabelledData(
+        name=dataset.name,
+        source_kind=dataset.source_kind,
+        identity="",
+        class_names=names.DIGITS,
+        spec=image_folder.MNIST_INPUT,
+        train=labelled.Examples(dataset.train_labels.astype(np.int64), images=dataset.train_images),
+        validation=empty,
+        test=empty,
+        description={},
+    )
+    graph_infos = transfer_graph.variables_of(network, data.num_classes, data.spec, spec)
+    stand_in = [VariableInfo(info.name, info.shape, info.dtype) for info in graph_infos]
+    plan = make_plan(graph_infos, stand_in, ENCODER_SCOPES, checkpoint="(benchmark stand-in)")
+    args = types.SimpleNamespace(batch_size=batch_size, shift=0, seed=SEED, dropout=0.0, learning_rate=LEARNING_RATE)
+    use_cache, _ = transfer_graph.cache_decision(plan, network, 0, "on" if cached else "off")
+    return transfer_graph.build(network, plan, data, spec, args, use_cache)
 
 
 class _TextbookContender(_NothingToReserve):

@@ -231,6 +231,15 @@ def _list_class(class_dir):
     return images, ignored
 
 
+def class_names(root):
+    """The class names of an image folder, from its listing alone (nothing is decoded)."""
+    root = os.path.expanduser(os.fspath(root))
+    top = _class_dirs(root)
+    if "train" in top and "test" in top:
+        return tuple(_class_dirs(os.path.join(root, "train")))
+    return tuple(top)
+
+
 def is_image_folder(path):
     """Tells an image folder from a folder of IDX files.
 

@@ -8,12 +8,17 @@ budget, the classifier on the same labelled subset in each mode:
                      that the restored weights, not the freezing, make the difference)
   transfer-frozen    conv1/conv2 restored from the autoencoder and frozen
   transfer-finetune  conv1/conv2 restored and trained at 0.1x the learning rate
+  imagenet-frozen    an ImageNet network's backbone (--network, --network-checkpoint, e.g.
+                     EfficientNet-Lite0 converted by transfer.convert) restored and frozen,
+                     a new head trained on its features (kept in --feature-cache)
 
 Writes results.csv, results.md (mean and standard deviation per cell, paired per-seed
 differences against scratch), accuracy.png, and an HParams experiment for TensorBoard.
 Finished cells are skipped, so an interrupted experiment resumes where it stopped.
 
     python -m experiments.label_budget --sample
+    python -m experiments.label_budget --data-dir PHOTOS --modes scratch,transfer-frozen,imagenet-frozen \
+        --network-checkpoint checkpoints/efficientnet_lite0 --image-size 64
     tensorboard --logdir checkpoints/experiments --host 127.0.0.1
 """
 
@@ -29,6 +34,8 @@ import numpy as np
 
 import train_autoencoder
 import train_transfer
+from data import image_folder
+from models import networks
 from runtime import cli, rundir
 from runtime.errors import UserError
 from runtime.lock import ModelDirLock
@@ -38,7 +45,9 @@ MODES = {
     "random-frozen": ["--restore", "none", "--lr-mult", "conv1=0", "--lr-mult", "conv2=0"],
     "transfer-frozen": ["--restore", "conv"],
     "transfer-finetune": ["--restore", "conv", "--fine-tune", "--lr-mult", "conv1=0.1", "--lr-mult", "conv2=0.1"],
+    "imagenet-frozen": ["--restore", "backbone"],  # with --network, --image-size and the network's checkpoint
 }
+IMAGENET_MODES = ("imagenet-frozen",)
 FIELDS = (
     "dataset",
     "ae_dataset",
@@ -78,7 +87,25 @@ def parse_args(argv=None):
     parser.add_argument(
         "--dataset", choices=cli.DATASETS, default="mnist", help="the classifier's data set (default: %(default)s)"
     )
-    parser.add_argument("--data-dir", help="IDX files of the classifier's data set")
+    parser.add_argument("--data-dir", help="IDX files or an image folder of the classifier's data set")
+    parser.add_argument(
+        "--network",
+        choices=[name for name in networks.NAMES if name != networks.DEFAULT],
+        default="efficientnet_lite0",
+        help="the ImageNet network of the imagenet-* modes (default: %(default)s)",
+    )
+    parser.add_argument("--network-checkpoint", help="its checkpoint (needed by the imagenet-* modes)")
+    parser.add_argument(
+        "--image-size",
+        type=cli.bounded_int(32, 1024),
+        default=None,
+        help="the ImageNet network's input side (default: its own, 224)",
+    )
+    parser.add_argument(
+        "--feature-cache",
+        default=None,
+        help="disk feature cache of the imagenet-* modes (default: OUT_DIR/feature-cache)",
+    )
     parser.add_argument(
         "--ae-dataset",
         choices=cli.DATASETS,
@@ -149,11 +176,11 @@ def run_quietly(script, argv, log_path):
     return rundir.read_json(os.path.join(args.model_dir, "metrics.json"))
 
 
-def epochs_for(budget, batch_size, min_steps):
+def epochs_for(budget, batch_size, min_steps, num_classes=NUM_CLASSES):
     """Epochs that give at least min_steps steps (and 30 epochs); 30 for 'all', which is never small."""
     if budget is None:
         return 30
-    steps_per_epoch = max(budget * NUM_CLASSES // batch_size, 1)
+    steps_per_epoch = max(budget * num_classes // batch_size, 1)
     return max(30, math.ceil(min_steps / steps_per_epoch))
 
 
@@ -202,7 +229,7 @@ def run_cell(seed, budget, mode, checkpoint, args):
             "--seed",
             str(seed),
             "--epochs",
-            str(epochs_for(budget, args.batch_size, args.min_steps)),
+            str(epochs_for(budget, args.batch_size, args.min_steps, args.num_classes)),
             "--batch-size",
             str(args.batch_size),
             "--validation-size",
@@ -219,6 +246,10 @@ def run_cell(seed, budget, mode, checkpoint, args):
         ]
         if budget is not None:
             argv += ["--labels-per-class", str(budget)]
+        if mode in IMAGENET_MODES:
+            argv[argv.index("--checkpoint") + 1] = args.network_checkpoint
+            argv += ["--network", args.network, "--feature-cache", args.feature_cache]
+            argv += ["--image-size", str(args.image_size)] if args.image_size else []
         metrics = run_quietly(
             train_transfer, argv + data_flags(args.dataset, args.data_dir, args.sample), model_dir + ".log"
         )
@@ -314,7 +345,7 @@ def summarise(rows, modes, budgets):
     return "\n".join(lines) + "\n"
 
 
-def plot(rows, modes, path):
+def plot(rows, modes, path, num_classes=NUM_CLASSES):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -325,7 +356,7 @@ def plot(rows, modes, path):
         points = {}
         for row in rows:
             if row["mode"] == mode:
-                points.setdefault(row["num_train"] // NUM_CLASSES, []).append(row["test_accuracy"] * 100)
+                points.setdefault(row["num_train"] // num_classes, []).append(row["test_accuracy"] * 100)
         xs = sorted(points)
         axes.errorbar(
             xs,
@@ -351,6 +382,11 @@ def run(args):
     unknown = [mode for mode in modes if mode not in MODES]
     if unknown:
         raise UserError(f"unknown mode(s) {', '.join(unknown)}; choose from {', '.join(MODES)}")
+    if any(mode in IMAGENET_MODES for mode in modes) and not args.network_checkpoint:
+        raise UserError("the imagenet-frozen mode needs --network-checkpoint (e.g. a transfer.convert output)")
+    args.feature_cache = args.feature_cache or os.path.join(args.out_dir, "feature-cache")
+    folder = args.data_dir and image_folder.is_image_folder(args.data_dir)
+    args.num_classes = len(image_folder.class_names(args.data_dir)) if folder else NUM_CLASSES
     os.makedirs(args.out_dir, exist_ok=True)
     write_experiment(args.out_dir, modes)
     rows, total, done = [], len(budgets) * len(modes) * args.seeds, 0
@@ -362,7 +398,9 @@ def run(args):
                 metrics = run_cell(seed, budget, mode, checkpoint, args)
                 done += 1
                 row = {
-                    "dataset": args.dataset,
+                    "dataset": f"folder:{os.path.basename(os.path.normpath(args.data_dir))}"
+                    if folder
+                    else args.dataset,
                     "ae_dataset": args.ae_dataset or args.dataset,
                     "labels_per_class": str(budget) if budget else "all",
                     "num_train": metrics["num_train"],
@@ -387,7 +425,7 @@ def run(args):
     table = summarise(rows, modes, budgets)
     with open(os.path.join(args.out_dir, "results.md"), "w", encoding="utf-8") as stream:
         stream.write(table)
-    plot(rows, modes, os.path.join(args.out_dir, "accuracy.png"))
+    plot(rows, modes, os.path.join(args.out_dir, "accuracy.png"), args.num_classes)
     print(table)
     print(f"wrote results.csv, results.md and accuracy.png in {args.out_dir}")
 
