@@ -24,7 +24,6 @@ import argparse  # noqa: E402
 
 import tensorflow as tf  # noqa: E402
 
-from models import networks  # noqa: E402
 from runtime import cli  # noqa: E402
 from transfer import train  # noqa: E402
 from transfer.flags import add_transfer_flags  # noqa: E402
@@ -45,26 +44,7 @@ def parse_args(argv=None):
         default=os.path.join("checkpoints", "autoencoder"),
         help="the transfer source: a model dir (its newest checkpoint) or a checkpoint prefix (default: %(default)s)",
     )
-    group.add_argument(
-        "--network",
-        choices=networks.NAMES,
-        default=networks.DEFAULT,
-        help="the classifier's network: cae is the digit classifier over the autoencoder's encoder; the others "
-        "take ImageNet checkpoints by TF-Slim's (or the EfficientNet-Lite release's) names (default: %(default)s)",
-    )
-    group.add_argument(
-        "--image-size",
-        type=cli.bounded_int(32, 1024),
-        default=None,
-        help="side of the square input of an ImageNet network (default: its own, 224); smaller is faster",
-    )
     add_transfer_flags(group)
-    group.add_argument(
-        "--train-batch-norm",
-        action="store_true",
-        help="in restored BatchNorm layers that train (--fine-tune, --lr-mult), normalise with batch statistics "
-        "and update the moving statistics; default: keep the checkpoint's statistics (inference mode)",
-    )
     group.add_argument("--dry-run", action="store_true", help="print the restore plan and exit without training")
     group.add_argument(
         "--cache-features",

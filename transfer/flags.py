@@ -1,11 +1,14 @@
 """The flags that choose what is restored and what trains: one definition for every command."""
 
+from models import networks
+from runtime import cli
 from runtime.errors import UserError
 from transfer.selection import PRESETS, parse_pair, parse_scopes
 
 
 def add_transfer_flags(group):
-    """Adds --restore, --restore-exclude, --map, --skip-mismatched, --fine-tune and --lr-mult.
+    """Adds --network, --image-size, --restore, --restore-exclude, --map, --skip-mismatched,
+    --fine-tune, --lr-mult and --train-batch-norm.
 
     Args:
       group: an argparse parser or argument group.
@@ -14,10 +17,23 @@ def add_transfer_flags(group):
       The group.
     """
     group.add_argument(
+        "--network",
+        choices=networks.NAMES,
+        default=networks.DEFAULT,
+        help="the classifier's network: cae is the digit classifier over the autoencoder's encoder; the others "
+        "take ImageNet checkpoints by TF-Slim's (or the EfficientNet-Lite release's) names (default: %(default)s)",
+    )
+    group.add_argument(
+        "--image-size",
+        type=cli.bounded_int(32, 1024),
+        default=None,
+        help="side of the square input of an ImageNet network (default: its own, 224); smaller is faster",
+    )
+    group.add_argument(
         "--restore",
         default="conv",
-        help=f"what to restore: a preset ({', '.join(PRESETS)}) or a comma list of scopes such as conv1,conv2 "
-        "(default: %(default)s)",
+        help=f"what to restore: a preset ({', '.join(PRESETS)}; backbone: everything but the network's head) "
+        "or a comma list of scopes such as conv1,conv2 (default: %(default)s)",
     )
     group.add_argument("--restore-exclude", default="", help="comma list of scopes to leave out of --restore")
     group.add_argument(
@@ -41,6 +57,12 @@ def add_transfer_flags(group):
         default=[],
         metavar="SCOPE=F",
         help="scale SCOPE's learning rate by F; F=0 freezes it (repeatable; applied after --fine-tune)",
+    )
+    group.add_argument(
+        "--train-batch-norm",
+        action="store_true",
+        help="in restored BatchNorm layers that train (--fine-tune, --lr-mult), normalise with batch statistics "
+        "and update the moving statistics; default: keep the checkpoint's statistics (inference mode)",
     )
     return group
 

@@ -32,13 +32,16 @@ import sys  # noqa: E402
 
 import tensorflow as tf  # noqa: E402
 
-from models.classifier import build_classifier  # noqa: E402
+from data import image_folder  # noqa: E402
+from models import networks  # noqa: E402
 from models.scopes import AUTOENCODER_SCOPES, HEAD_SCOPES  # noqa: E402
 from runtime import cli  # noqa: E402
 from runtime.errors import CheckpointError  # noqa: E402
 from runtime.paths import shown  # noqa: E402
 from transfer import checkpoint as ckpt  # noqa: E402
-from transfer.flags import add_transfer_flags, parse_transfer_flags  # noqa: E402
+from transfer import graph as transfer_graph  # noqa: E402
+from transfer import train  # noqa: E402
+from transfer.flags import add_transfer_flags  # noqa: E402
 from transfer.plan import make_plan  # noqa: E402
 from transfer.selection import NON_MODEL, model_variable_names  # noqa: E402
 
@@ -49,7 +52,6 @@ v1 = tf.compat.v1
 SCOPE_ORDER = AUTOENCODER_SCOPES + HEAD_SCOPES
 LEAF_ORDER = ("kernel", "bias")
 # The dests of add_transfer_flags: given without --plan they would be silently ignored.
-TRANSFER_DESTS = ("restore", "restore_exclude", "map", "skip_mismatched", "fine_tune", "lr_mult")
 
 
 def make_parser():
@@ -70,15 +72,27 @@ def make_parser():
         help="print the restore plan against the classifier (conv1, conv2, fc1, logits) for the flags below, "
         "as train_transfer.py --dry-run would",
     )
-    add_transfer_flags(parser.add_argument_group("transfer (with --plan; as in train_transfer.py)"))
+    group = add_transfer_flags(parser.add_argument_group("transfer (with --plan; as in train_transfer.py)"))
+    group.add_argument(
+        "--num-classes",
+        type=cli.positive_int,
+        default=10,
+        help="classes of the new head in the plan (train_transfer.py takes them from the data) (default: %(default)s)",
+    )
     return parser
+
+
+def transfer_dests(parser):
+    """The dests of the transfer group's flags: what only means something with --plan."""
+    group = next(g for g in parser._action_groups if g.title.startswith("transfer"))
+    return [action.dest for action in group._group_actions]
 
 
 def parse_args(argv=None):
     parser = make_parser()
     args = parser.parse_args(argv)
     if not args.plan:
-        given = [dest for dest in TRANSFER_DESTS if getattr(args, dest) != parser.get_default(dest)]
+        given = [dest for dest in transfer_dests(parser) if getattr(args, dest) != parser.get_default(dest)]
         if given:
             flags = ", ".join("--" + dest.replace("_", "-") for dest in given)
             parser.error(f"{flags} only mean something with --plan")
@@ -234,25 +248,23 @@ def classifier_plan(prefix, checkpoint_variables, args):
     Raises:
       UserError: for flags that do not parse or do not fit the graph or the checkpoint.
     """
-    restore, exclude, maps, lr_mults = parse_transfer_flags(args)
+    network, spec, (restore, exclude, maps, lr_mults) = train.network_and_flags(args)
     if restore == ():
         # As in train_transfer.py: restoring nothing reads no checkpoint.
         prefix, checkpoint_variables = None, []
-    with tf.Graph().as_default():
-        images = v1.placeholder(tf.float32, [None, 28, 28, 1], name="images")
-        build_classifier(images)
-        model_variables = v1.get_collection(v1.GraphKeys.MODEL_VARIABLES)
-        return make_plan(
-            ckpt.graph_variables(model_variables),
-            checkpoint_variables,
-            restore,
-            prefix,
-            exclude=exclude,
-            maps=maps,
-            skip_mismatched=args.skip_mismatched,
-            fine_tune=args.fine_tune,
-            lr_mults=lr_mults,
-        )
+    data_spec = image_folder.MNIST_INPUT if network.name == networks.DEFAULT else spec
+    return make_plan(
+        transfer_graph.variables_of(network, args.num_classes, data_spec, spec),
+        checkpoint_variables,
+        restore,
+        prefix,
+        exclude=exclude,
+        maps=maps,
+        skip_mismatched=args.skip_mismatched,
+        fine_tune=args.fine_tune,
+        lr_mults=lr_mults,
+        train_batch_norm=args.train_batch_norm,
+    )
 
 
 def run(args):

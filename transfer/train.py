@@ -100,6 +100,15 @@ def validate(args):
     """
     if not 0.0 <= args.dropout < 1.0:
         raise UserError(f"--dropout must be in [0, 1), got {args.dropout}")
+    return network_and_flags(args)
+
+
+def network_and_flags(args):
+    """The --network, --image-size and restore flags, checked (train_transfer.py and inspect --plan).
+
+    Returns:
+      (network, InputSpec it is fed, the parsed transfer flags).
+    """
     network = networks.get(args.network)
     if args.image_size is not None and network.name == networks.DEFAULT:
         raise UserError("--image-size is for the ImageNet networks; the digit classifier takes 28x28")
