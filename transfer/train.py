@@ -33,6 +33,9 @@ from transfer.selection import PRESETS
 v1 = tf.compat.v1
 
 EVAL_BATCH = 1000
+# Decoded validation and test images are kept in memory up to this size (bytes of
+# float32 pixels), so that an image folder is not decoded again every epoch.
+DECODED_EVAL_BYTES = 256 * 2**20
 # A resumed run must have been started with the same values of these.
 RESUME_KEYS = (
     "checkpoint",
@@ -180,6 +183,7 @@ class Evaluator:
         self.sess, self.graph, self.data, self.spec = sess, graph, data, spec
         self.feature_store = feature_store
         self._features = {}
+        self._decoded = {}
 
     def features(self, name, examples):
         """The network's features [N, units] of a split, computed once (or read from the disk cache)."""
@@ -208,9 +212,19 @@ class Evaluator:
                 self.sess, self.graph.head_logits, self.graph.head_features, batches, feed
             )
         else:
-            batches = examples.batches(self.data.spec, EVAL_BATCH)
+            batches = self._batches(name, examples)
             logits = transfer_graph.run_in_batches(self.sess, self.graph.logits, self.graph.images, batches, feed)
         return scores(logits, examples.labels)
+
+    def _batches(self, name, examples):
+        spec = self.data.spec
+        if examples.images is not None or len(examples) * spec.height * spec.width * spec.channels * 4 > (
+            DECODED_EVAL_BYTES
+        ):
+            return examples.batches(spec, EVAL_BATCH)
+        if name not in self._decoded:
+            self._decoded[name] = list(examples.batches(spec, EVAL_BATCH))
+        return self._decoded[name]
 
 
 def _chunks(array, size):
