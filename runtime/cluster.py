@@ -713,7 +713,8 @@ def launch(script_argv, num_ps=1, num_workers=2, host="127.0.0.1", grace=30.0, o
     is stopped; when the chief ends, the others get `grace` seconds to end on their own.
 
     Returns:
-      The chief's exit status (128 + n for a signal, as a shell reports it).
+      The chief's exit status (128 + n for a signal, as a shell reports it); when another
+      task failed first and the launcher stopped the chief, that task's status.
     """
     out = sys.stdout if out is None else out
     spec = local_cluster(num_ps, num_workers, host)
@@ -735,11 +736,14 @@ def launch(script_argv, num_ps=1, num_workers=2, host="127.0.0.1", grace=30.0, o
         chief = next(task for task in tasks if task.job == "worker" and task.index == 0)
         chief_done_at = None
         stopping = False
+        first_failure = None
         while any(task.process.poll() is None for task in tasks):
             time.sleep(0.1)
             failed = [t for t in tasks if t.process.poll() not in (None, 0)]
             if failed and not stopping and not received:
                 stopping = True
+                if chief.process.poll() is None:  # the chief is stopped by us: the failure is the status
+                    first_failure = _status(failed[0].process.returncode)
                 names = ", ".join(f"{t.job} {t.index} (exit {_status(t.process.returncode)})" for t in failed)
                 out.write(f"[cluster] {names} failed: stopping every task\n")
                 for task in tasks:
@@ -756,7 +760,7 @@ def launch(script_argv, num_ps=1, num_workers=2, host="127.0.0.1", grace=30.0, o
                         task.signal(signal.SIGKILL)
         for task in tasks:
             task.reader.join(timeout=5)
-        return _status(chief.process.returncode)
+        return first_failure if first_failure is not None else _status(chief.process.returncode)
     finally:
         for task in tasks:
             task.signal(signal.SIGKILL)
