@@ -499,7 +499,15 @@ class TrainStep:
         if self._sync is None or not self.task.is_chief:
             return
         tf = _tf()
-        self._coordinator = tf.train.Coordinator()
+
+        class QuietCoordinator(tf.train.Coordinator):
+            # The aggregation thread still blocks on the ps when the run ends; the error it
+            # gets once the ps is gone is expected, not worth a traceback.
+            def request_stop(self, ex=None):
+                if not self.should_stop():
+                    super().request_stop(ex)
+
+        self._coordinator = QuietCoordinator()
         self._queue_runner.create_threads(sess, coord=self._coordinator, daemon=True, start=True)
         sess.run(self._init_tokens)
 

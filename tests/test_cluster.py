@@ -280,3 +280,26 @@ def test_launcher_stops_every_task_when_one_fails(tmp_path):
     assert "[worker 0] error: --batch-size 100000 is larger than the 4500 training images" in result.stdout
     assert "failed: stopping every task" in result.stdout
     assert not (tmp_path / "ae").exists()
+
+
+@pytest.mark.slow
+def test_sync_replicas_end_at_the_requested_step(tmp_path):
+    model_dir = tmp_path / "ae"
+    result = subprocess.run(
+        [sys.executable, "-m", "runtime.cluster", "--ps", "1", "--workers", "2", "--grace", "20", "--"]
+        + ["train_autoencoder.py", *TRAIN, "--batch-size", "32", "--sync-replicas", "--model-dir", str(model_dir)],
+        cwd=REPO,
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    steps = SAMPLE_TRAIN // 32
+    assert result.returncode == 0, result.stdout[-3000:]
+    own = {int(worker): int(count) for worker, final, count in OWN_STEPS.findall(result.stdout) if int(final) == steps}
+    assert set(own) == {0, 1}
+    # One global step takes a gradient from each worker (a few stale ones are dropped).
+    assert sum(own.values()) >= 2 * steps - 2
+    assert "Traceback" not in result.stdout
+    assert int(read_checkpoint(latest_prefix(model_dir))["global_step"]) == steps
+    assert json.loads((model_dir / "config.json").read_text())["cluster"]["sync_replicas"] is True
