@@ -475,7 +475,6 @@ class TrainStep:
         self._read_step = global_step.read_value() if hasattr(global_step, "read_value") else global_step
         self._sync = sync_optimizer
         self._coordinator = None
-        graph = v1.get_default_graph()
         self.ready_op = v1.report_uninitialized_variables(v1.global_variables())
         if sync_optimizer is not None:
             self.local_init_op = sync_optimizer.chief_init_op if task.is_chief else sync_optimizer.local_step_init_op
@@ -491,7 +490,6 @@ class TrainStep:
                 for i in range(len(task.spec["ps"]))
             ]
         )
-        self._graph = graph
         self.server = None
 
     def after_session(self, sess):
@@ -525,7 +523,7 @@ class TrainStep:
                 return None
             raise
         except (tf.errors.UnavailableError, tf.errors.AbortedError, tf.errors.DeadlineExceededError) as error:
-            raise self._lost(error) from None
+            raise self.lost_error(error) from None
         step, counted = int(values[-2]), bool(values[-1])
         self.own_steps += counted
         return values[: len(fetches)], step, counted
@@ -552,7 +550,8 @@ class TrainStep:
         except tf.errors.OpError:
             pass  # a ps already gone has nothing left to wait for
 
-    def _lost(self, error):
+    def lost_error(self, error):
+        """A UserError for a connection error, naming each ps task whose port no longer answers."""
         from runtime.errors import one_line
 
         gone = [f"ps {i} at {address}" for i, address in enumerate(self.task.spec["ps"]) if not _reachable(address)]
@@ -644,7 +643,7 @@ def create_session(task, step, config, init_fn):
             f"the model after {task.timeout:g} s; start it or raise --cluster-timeout"
         ) from None
     except (tf.errors.UnavailableError, tf.errors.AbortedError) as error:
-        raise step._lost(error) from None
+        raise step.lost_error(error) from None
     step.after_session(sess)
     return sess
 

@@ -303,3 +303,33 @@ def test_sync_replicas_end_at_the_requested_step(tmp_path):
     assert "Traceback" not in result.stdout
     assert int(read_checkpoint(latest_prefix(model_dir))["global_step"]) == steps
     assert json.loads((model_dir / "config.json").read_text())["cluster"]["sync_replicas"] is True
+
+
+@pytest.mark.slow
+def test_killed_chief_resumes_and_the_run_ends_at_the_requested_step(tmp_path):
+    spec = cluster.local_cluster(1, 2)
+    model_dir = tmp_path / "ae"
+    argv = [*TRAIN, "--model-dir", str(model_dir), "--cluster-timeout", "60"]
+    processes = {name: _start(spec, *name, argv) for name in (("ps", 0), ("worker", 0), ("worker", 1))}
+    try:
+        deadline = time.monotonic() + 180
+        # Named by the step the chief saw when it crossed 100: other workers may have moved it further.
+        while not list(model_dir.glob("model.ckpt-*.index")):
+            assert time.monotonic() < deadline and processes["worker", 0].poll() is None, "no checkpoint by step 100"
+            time.sleep(0.05)
+        processes["worker", 0].send_signal(signal.SIGKILL)
+        processes["worker", 0].wait(timeout=30)
+        processes["worker", 0] = _start(spec, "worker", 0, argv)
+        outputs = {name: process.communicate(timeout=300)[0] for name, process in processes.items()}
+    finally:
+        for process in processes.values():
+            if process.poll() is None:
+                process.kill()
+    codes = {name: process.returncode for name, process in processes.items()}
+    assert codes == {("ps", 0): 0, ("worker", 0): 0, ("worker", 1): 0}, outputs
+    resumed = re.search(r"resumed from \S+model\.ckpt-(\d+) at step (\d+)", outputs["worker", 0])
+    # Rolled back to its checkpoint: the step stored there, which other workers may have moved
+    # a few steps past the one in its name while it was written.
+    assert resumed and STEPS > int(resumed.group(2)) >= int(resumed.group(1)) >= 100
+    assert f"done: step {STEPS}" in outputs["worker", 0]
+    assert int(read_checkpoint(latest_prefix(model_dir))["global_step"]) == STEPS
