@@ -555,8 +555,8 @@ class TrainStep:
         from runtime.errors import one_line
 
         gone = [f"ps {i} at {address}" for i, address in enumerate(self.task.spec["ps"]) if not _reachable(address)]
-        if gone:
-            return UserError(f"{self.task.name}: lost {', '.join(gone)} ({one_line(error)[:160]})")
+        if gone:  # TensorFlow's own text for this is a page of gRPC detail: the name says it all
+            return UserError(f"{self.task.name}: lost {', '.join(gone)}, which no longer accepts connections")
         return UserError(f"{self.task.name}: the cluster stopped answering ({one_line(error)[:200]})")
 
 
