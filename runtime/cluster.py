@@ -452,8 +452,11 @@ class TrainStep:
 
     Asynchronous mode takes a ticket on the shared global step for every step
     (`assign_add`), applies the gradients only while the ticket is within total_steps
-    (beyond it the learning rate is 0) and gives the ticket back then, so concurrent
-    workers never push the global step past the requested total. Synchronous mode wraps
+    (beyond it the learning rate is 0) and gives the ticket back then, so the global step
+    settles at exactly the requested total however many workers race for the last steps.
+    The ticket is read after the add, not atomically with it: two racing workers may both
+    see a ticket past the end and both give it back, and then both try again, as they see
+    the global step still below the total. Synchronous mode wraps
     the optimizer in SyncReplicasOptimizer: one global step per gradient from every worker.
 
     Attributes:
