@@ -16,6 +16,7 @@ if __name__ == "__main__":
 import_tensorflow(log=print)  # before anything imports it: keeps TensorFlow's start-up lines off the terminal
 
 import argparse  # noqa: E402
+import contextlib  # noqa: E402
 import time  # noqa: E402
 
 import tensorflow as tf  # noqa: E402
@@ -23,7 +24,7 @@ import tensorflow as tf  # noqa: E402
 from data import pipeline, sources  # noqa: E402
 from data.augment import gaussian_noise  # noqa: E402
 from models.cae import RECONSTRUCTION_LOSSES, build_autoencoder, reconstruction_loss  # noqa: E402
-from runtime import cli, onednn, rundir  # noqa: E402
+from runtime import cli, cluster, onednn, rundir  # noqa: E402
 from runtime.checkpoints import Checkpointer  # noqa: E402
 from runtime.errors import UserError  # noqa: E402
 from runtime.paths import shown  # noqa: E402
@@ -74,6 +75,7 @@ def parse_args(argv=None):
     )
     cli.add_data_flags(parser)
     cli.add_runtime_flags(parser, os.path.join("checkpoints", "autoencoder"))
+    cluster.add_cluster_flags(parser)
     return parser.parse_args(argv)
 
 
@@ -90,12 +92,17 @@ def evaluate(sess, images_ph, losses, images, extra_feed):
 def run(args):
     if not 0.0 <= args.noise < float("inf"):
         raise UserError(f"--noise must be 0 or a positive standard deviation, got {args.noise}")
+    task = cluster.from_args(args)
+    if task is not None and task.is_ps:
+        cluster.serve(task)
+        return
+    chief = task is None or task.is_chief
     model_dir = args.model_dir
     dataset = sources.load_requested(args.dataset, args.data_dir, args.sample)
     steps_per_epoch = cli.steps_per_epoch(dataset.num_train, args.batch_size, "training images")
     total_steps = args.epochs * steps_per_epoch
     config = dict(
-        vars(args),
+        {key: value for key, value in vars(args).items() if key not in cluster.FLAG_DESTS},
         model="autoencoder",
         data_source=dataset.source_kind,
         data_identity=dataset.identity(),
@@ -103,11 +110,13 @@ def run(args):
         data=dataset.describe(),
         total_steps=total_steps,
     )
-    resuming = rundir.check_resume(model_dir, config, RESUME_KEYS) is not None
+    if task is not None:
+        config["cluster"] = task.describe()
+    resuming = chief and rundir.check_resume(model_dir, config, RESUME_KEYS) is not None
 
     test_images = pipeline.to_float_images(dataset.test_images)
     set_process_threads(args.intra_op_threads, args.inter_op_threads)
-    with tf.Graph().as_default():
+    with tf.Graph().as_default(), v1.device(cluster.device_function(task)) if task else contextlib.nullcontext():
         v1.set_random_seed(args.seed)
         batch = pipeline.BatchInput(args.batch_size)
         images = v1.placeholder_with_default(batch.images, [None, 28, 28, 1], name="images")
@@ -119,8 +128,20 @@ def run(args):
         eval_losses = {kind: reconstruction_loss(images, end_points, kind) for kind in RECONSTRUCTION_LOSSES}
         global_step = v1.train.get_or_create_global_step()
         model_variables = v1.get_collection(v1.GraphKeys.MODEL_VARIABLES)
-        optimizer = v1.train.AdamOptimizer(args.learning_rate)
-        train_op = optimizer.minimize(loss, global_step=global_step, var_list=model_variables)
+        if task is None:
+            optimizer = v1.train.AdamOptimizer(args.learning_rate)
+            train_op = optimizer.minimize(loss, global_step=global_step, var_list=model_variables)
+            step = None
+        else:
+            step = cluster.train_op(
+                task,
+                loss,
+                model_variables,
+                global_step,
+                total_steps,
+                lambda gate: v1.train.AdamOptimizer(args.learning_rate * gate),
+            )
+            train_op = step.op
 
         train_summary = v1.summary.merge([v1.summary.scalar("losses/train", loss)])
         preview = tf.concat([images, end_points["reconstruction"]], axis=2)
@@ -131,33 +152,52 @@ def run(args):
             ]
             + [v1.summary.histogram(f"weights/{variable.op.name}", variable) for variable in model_variables]
         )
-        checkpointer = Checkpointer(model_dir, max_to_keep=args.keep_checkpoints)
+        checkpointer = Checkpointer(model_dir, max_to_keep=args.keep_checkpoints) if chief else None
         init = v1.global_variables_initializer()
         clean = {noise: 0.0}  # evaluation always sees clean input
 
-        with v1.Session(
-            config=session_config(
-                args.gpu_memory_fraction, args.allow_growth, args.intra_op_threads, args.inter_op_threads
-            )
-        ) as sess:
-            restored = checkpointer.restore_latest(sess)
-            if restored is None:
+        settings = session_config(
+            args.gpu_memory_fraction, args.allow_growth, args.intra_op_threads, args.inter_op_threads
+        )
+        initialised = {}
+
+        def restore_or_initialise(sess):
+            initialised["restored"] = checkpointer.restore_latest(sess)
+            if initialised["restored"] is None:
                 sess.run(init)
+
+        with (
+            v1.Session(config=settings)
+            if task is None
+            else cluster.create_session(task, step, settings, restore_or_initialise)
+        ) as sess:
+            if task is None:
+                restore_or_initialise(sess)
+            restored = initialised.get("restored")
             start_step = int(sess.run(global_step))
             total_steps = cli.check_steps(start_step, total_steps)
-            print(
-                f"resumed from {shown(restored)} at step {start_step}"
-                if restored
-                else "starting from freshly initialised variables"
-            )
-            if not resuming:  # a resumed run's config.json is rewritten only once it has trained
+            if not chief:
+                print(f"{task.name}: joined the cluster at global step {start_step}")
+            else:
+                print(
+                    f"resumed from {shown(restored)} at step {start_step}"
+                    if restored
+                    else "starting from freshly initialised variables"
+                )
+            if chief and not resuming:  # a resumed run's config.json is rewritten only once it has trained
                 rundir.write_config(model_dir, config)
-            writer = SummaryWriter(model_dir, graph=sess.graph if start_step == 0 else None)
+            writer = SummaryWriter(model_dir, graph=sess.graph if start_step == 0 else None) if chief else None
+            # In a cluster each worker reads its own order, long enough for any share of the steps.
+            stream_end = (
+                total_steps if task is None else total_steps + (total_steps - start_step + 1) * task.num_replicas
+            )
             batch.initialize(
                 sess,
                 dataset.train_images,
                 dataset.train_labels,
-                pipeline.index_stream(dataset.num_train, args.batch_size, args.seed, start_step, total_steps),
+                pipeline.index_stream(
+                    dataset.num_train, args.batch_size, cluster.replica_seed(args.seed, task), start_step, stream_end
+                ),
             )
 
             def on_epoch_end(epoch, step):
@@ -183,8 +223,16 @@ def run(args):
                 writer=writer,
                 summary_op=train_summary,
                 summary_every=args.summary_every,
-                on_epoch_end=on_epoch_end,
+                on_epoch_end=on_epoch_end if chief else None,
+                cluster_step=step,
             )
+            if not chief:
+                step.finish(sess)
+                print(
+                    f"{task.name}: done at global step {result.final_step}, {result.own_steps} steps of its own, "
+                    f"{result.images_per_sec:,.0f} images/s"
+                )
+                return
             per_pixel = evaluate(sess, images, eval_losses, test_images, clean)
             count = min(PROJECTOR_POINTS, dataset.num_test)
             codes = sess.run(end_points["latent"], {images: test_images[:count], **clean})
@@ -192,6 +240,8 @@ def run(args):
                 model_dir, codes, dataset.test_labels[:count], dataset.test_images[:count]
             )
             writer.close()
+            if step is not None:
+                step.finish(sess)  # last: the ps tasks stay up until the chief has read what it needs
 
     metrics = {
         "dataset": dataset.name,
@@ -207,6 +257,8 @@ def run(args):
         "wall_seconds": round(time.monotonic() - began, 1),
         "checkpoint": result.last_checkpoint or restored,
     }
+    if task is not None:
+        metrics.update(cluster=task.describe(), own_steps=result.own_steps)
     if resuming:
         rundir.write_config(model_dir, config)
     rundir.write_json(os.path.join(model_dir, "metrics.json"), metrics)
@@ -214,13 +266,15 @@ def run(args):
         f"done: step {result.final_step}, eval bce per pixel {per_pixel['bce']:.5f}, "
         f"{result.images_per_sec:,.0f} images/s"
     )
+    if task is not None:
+        print(f"{task.name}: done at global step {result.final_step}, {result.own_steps} steps of its own")
     print(f"checkpoint: {metrics['checkpoint']}")
     print(f"projector:  {projector_config}")
     print(f"view with:  tensorboard --logdir {os.path.dirname(os.path.abspath(model_dir))} --host 127.0.0.1")
 
 
 def main(argv=None):
-    return cli.main(run, parse_args, argv, kind="autoencoder")
+    return cli.main(run, parse_args, argv, kind=lambda args: "autoencoder" if cluster.owns_model_dir(args) else None)
 
 
 if __name__ == "__main__":

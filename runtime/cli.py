@@ -193,7 +193,8 @@ def main(run, parse_args, argv=None, kind=None):
     With `kind` ("autoencoder" or "transfer") the model dir is checked first (runtime.rundir:
     a foreign folder is refused before anything is written there), created if missing,
     locked for the run, and cleared of what interrupted saves left. A model dir this call
-    created is removed again when the run fails having written nothing.
+    created is removed again when the run fails having written nothing. `kind` may also be a
+    function of the parsed args that returns one of these or None.
 
     User errors, and a full disk wherever it strikes, become one line on stderr and exit
     status 2; a run stopped by a signal exits with 128 + the signal's number, as a shell expects.
@@ -201,6 +202,8 @@ def main(run, parse_args, argv=None, kind=None):
     args = parse_args(argv)
     created = False
     try:
+        if callable(kind):  # a function of the flags: a cluster's non-chief tasks own no model dir
+            kind = kind(args)
         if kind is None or getattr(args, "dry_run", False):
             run(args)
             return 0

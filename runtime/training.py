@@ -32,6 +32,7 @@ class LoopResult:
     final_step: int
     images_per_sec: float
     last_checkpoint: str | None
+    own_steps: int | None = None  # in a cluster: the steps this task ran that counted
 
 
 class _StopOnSignal:
@@ -92,11 +93,14 @@ def train_loop(
     on_epoch_end=None,
     log=print,
     progress_every_secs=5.0,
+    cluster_step=None,
 ):
     """Runs `train_op` from start_step to total_steps.
 
     Each run of train_op must advance the graph's global step by exactly one; the loop
-    keeps the count in Python, so it never has to read the variable back.
+    keeps the count in Python, so it never has to read the variable back. In a cluster
+    (`cluster_step`) other workers advance it too: each step then reports the global step
+    it reached, and saves, summaries and epoch ends happen when that crosses their boundary.
 
     Args:
       sess: the session, with variables initialised or restored and input started.
@@ -114,6 +118,8 @@ def train_loop(
       on_epoch_end: called as on_epoch_end(epoch, step) after each whole epoch.
       log: function that prints one line.
       progress_every_secs: seconds between progress lines.
+      cluster_step: a `runtime.cluster.TrainStep` for a task of a cluster, else None.
+        Without a checkpointer (a non-chief worker) nothing is saved.
 
     Returns:
       A LoopResult; its last_checkpoint is None when no step was left to run.
@@ -137,9 +143,16 @@ def train_loop(
             )
             fetches = [train_op, loss, summary_op] if want_summary else [train_op, loss]
             began = time.monotonic()
-            values = sess.run(fetches)
+            previous = step
+            if cluster_step is None:
+                values = sess.run(fetches)
+                step += 1
+            else:
+                ran = cluster_step.run(sess, fetches)
+                if ran is None:  # the cluster ended the run (sync mode: the chief closed its queue)
+                    break
+                values, step, _ = ran
             train_seconds += time.monotonic() - began
-            step += 1
             loss_value = float(values[1])
             if not math.isfinite(loss_value):
                 raise TrainingDiverged(
@@ -148,7 +161,7 @@ def train_loop(
                 )
             if want_summary:
                 writer.add_summary(values[2], step)
-            done = step - start_step
+            done = step - start_step if cluster_step is None else cluster_step.own_steps
             now = time.monotonic()
             if now - last_progress >= progress_every_secs or step == total_steps:
                 last_progress = now
@@ -159,11 +172,13 @@ def train_loop(
                     f"step {step}/{total_steps}  loss {loss_value:.4f}  "
                     f"{rate:,.0f} images/s  ETA {format_duration(eta)}"
                 )
-            if step % steps_per_epoch == 0 and on_epoch_end is not None:
+            if step // steps_per_epoch > previous // steps_per_epoch and on_epoch_end is not None:
                 on_epoch_end(step // steps_per_epoch, step)
-            if save_every and step % save_every == 0:
+            if save_every and step // save_every > previous // save_every and checkpointer is not None:
                 last_saved, saved_step = checkpointer.save(sess, step), step
-        if step > start_step and saved_step != step:
+        if cluster_step is not None:
+            step = cluster_step.settle(sess, step)  # tickets other workers still give back: the final step
+        if step > start_step and saved_step != step and checkpointer is not None:
             last_saved = checkpointer.save(sess, step)
     if stop.signum is not None:
         if writer is not None:
@@ -174,8 +189,9 @@ def train_loop(
             "run the same command again to resume"
         )
         raise Interrupted(stop.signum)
-    rate = (step - start_step) * batch_size / train_seconds if train_seconds else 0.0
-    return LoopResult(start_step, step, rate, last_saved)
+    own = step - start_step if cluster_step is None else cluster_step.own_steps
+    rate = own * batch_size / train_seconds if train_seconds else 0.0
+    return LoopResult(start_step, step, rate, last_saved, None if cluster_step is None else own)
 
 
 def finite_or_none(value):

@@ -1,0 +1,354 @@
+"""Tests for runtime.cluster: where a cluster comes from (TF_CONFIG, flags) and its errors,
+then real clusters on 127.0.0.1 running train_autoencoder.py: the launcher with 1 ps and
+2 workers, a worker killed and restarted mid-run, a missing ps, a failing task.
+"""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from conftest import AE_VARIABLES, REPO, SAMPLE_TRAIN, latest_prefix, read_checkpoint
+
+import train_autoencoder
+from models.cae import build_autoencoder
+from runtime import cluster
+from runtime.errors import UserError
+
+v1 = tf.compat.v1
+
+BATCH = 16
+STEPS = SAMPLE_TRAIN // BATCH  # one epoch: 281 global steps
+TRAIN = ["--sample", "--epochs", "1", "--batch-size", str(BATCH), "--save-every", "100", "--summary-every", "50"]
+SPEC = {"ps": ["127.0.0.1:2222"], "worker": ["127.0.0.1:2223", "127.0.0.1:2224"]}
+OWN_STEPS = re.compile(r"^\[worker (\d)\] worker \d: done at global step (\d+), (\d+) steps of its own", re.M)
+
+
+def _task(env_config=None, argv=()):
+    args = train_autoencoder.parse_args(list(argv))
+    environ = {} if env_config is None else {cluster.ENV: env_config}
+    return cluster.from_args(args, environ)
+
+
+def _config(job, index, spec=None):
+    return cluster.tf_config(spec or SPEC, job, index)
+
+
+# --- where a cluster comes from ------------------------------------------------------------------
+
+
+def test_no_cluster_is_a_local_run():
+    assert _task() is None
+    assert _task("  ") is None  # an empty TF_CONFIG counts as none, as in TensorFlow
+
+
+def test_tf_config_task():
+    task = _task(_config("worker", 1))
+    assert (task.job, task.index, task.is_chief, task.is_ps) == ("worker", 1, False, False)
+    assert task.spec == {job: tuple(hosts) for job, hosts in SPEC.items()}
+    assert task.target == "grpc://localhost:2224"
+    assert task.replica_index == 1 and task.num_replicas == 2
+    assert _task(_config("worker", 0)).is_chief
+    assert _task(_config("ps", 0)).is_ps
+
+
+def test_a_chief_job_is_the_chief_and_worker_0_is_not():
+    spec = dict(SPEC, chief=["127.0.0.1:2225"])
+    assert _task(_config("chief", 0, spec)).is_chief
+    assert not _task(_config("worker", 0, spec)).is_chief
+    assert _task(_config("chief", 0, spec)).replicas == [("chief", 0), ("worker", 0), ("worker", 1)]
+
+
+def test_classic_flags_equal_tf_config():
+    flags = ["--ps-hosts", "127.0.0.1:2222", "--worker-hosts", "127.0.0.1:2223,127.0.0.1:2224", "--job-name", "worker"]
+    by_flags = _task(argv=[*flags, "--task-index", "1"])
+    assert by_flags == _task(_config("worker", 1))
+    assert _task(argv=flags).index == 0  # --task-index defaults to 0
+    assert _task(_config("worker", 1), [*flags, "--task-index", "1"]) == by_flags  # both given, agreeing
+
+
+@pytest.mark.parametrize(
+    "env_config, argv, message",
+    [
+        ("{not json", [], "TF_CONFIG is not valid JSON"),
+        ('["ps"]', [], "must be a JSON object"),
+        (json.dumps({"task": {"type": "worker", "index": 0}}), [], "has no 'cluster' object"),
+        (json.dumps({"cluster": SPEC}), [], "has no 'task' object"),
+        (_config("evaluator", 0), [], "unknown job 'evaluator'"),
+        (_config("worker", 2), [], "task index 2 is out of range for job 'worker', which has 2 tasks (0..1)"),
+        (_config("worker", 0, {"ps": ["127.0.0.1"], "worker": ["h:1"]}), [], "'127.0.0.1' is not host:port"),
+        (_config("worker", 0, {"ps": ["a:70000"], "worker": ["h:1"]}), [], "port 70000 of a:70000 is outside"),
+        (_config("worker", 0, {"worker": ["h:1"]}), [], "the cluster has no ps task"),
+        (_config("worker", 0, {"ps": ["h:1"], "worker": ["h:1"]}), [], "h:1 is given to both ps 0 and worker 0"),
+        (
+            _config("worker", 1),
+            ["--ps-hosts", "127.0.0.1:2222", "--worker-hosts", "127.0.0.1:2223,127.0.0.1:2224", "--job-name", "ps"],
+            "TF_CONFIG (worker 1 of 1 ps, 2 worker) and the cluster flags (ps 0 of 1 ps, 2 worker) disagree",
+        ),
+        (None, ["--job-name", "worker"], "also needs --ps-hosts and --worker-hosts"),
+        (
+            None,
+            ["--ps-hosts", "a:1", "--worker-hosts", "b:2", "--job-name", "chief"],
+            "--job-name must be ps or worker",
+        ),
+        (None, ["--ps-hosts", "a:1", "--worker-hosts", "b", "--job-name", "worker"], "--worker-hosts: 'b' is not"),
+        (None, ["--sync-replicas"], "--sync-replicas needs a cluster"),
+        (_config("worker", 0), ["--cluster-timeout", "0"], "--cluster-timeout must be a positive number"),
+    ],
+)
+def test_bad_clusters_are_one_line(env_config, argv, message):
+    with pytest.raises(UserError) as caught:
+        _task(env_config, argv)
+    assert message in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+def test_device_function_puts_variables_on_ps():
+    task = _task(_config("worker", 1))
+    with tf.Graph().as_default(), v1.device(cluster.device_function(task)):
+        images = v1.placeholder(tf.float32, [None, 28, 28, 1])
+        build_autoencoder(images, 20)
+        variables = v1.global_variables()
+        assert {var.op.name: var.shape.as_list() for var in variables} == AE_VARIABLES  # names are the API
+        assert {var.device for var in variables} == {"/job:ps/task:0"}
+        assert images.device == "/job:worker/task:1"
+
+
+def test_task_config_filters_devices():
+    task = _task(_config("worker", 1))
+    assert list(cluster.task_config(task).device_filters) == ["/job:ps/task:0", "/job:worker/task:1"]
+
+
+# --- real clusters on 127.0.0.1 ------------------------------------------------------------------
+
+
+def _env(config):
+    env = dict(os.environ, PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1")
+    env[cluster.ENV] = config
+    return env
+
+
+def _start(spec, job, index, argv, **kwargs):
+    return subprocess.Popen(
+        [sys.executable, str(REPO / "train_autoencoder.py"), *argv],
+        cwd=REPO,
+        env=_env(cluster.tf_config(spec, job, index)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        **kwargs,
+    )
+
+
+@pytest.fixture(scope="module")
+def launched(tmp_path_factory):
+    model_dir = tmp_path_factory.mktemp("cluster") / "ae"
+    result = subprocess.run(
+        [sys.executable, "-m", "runtime.cluster", "--ps", "1", "--workers", "2", "--grace", "20", "--"]
+        + ["train_autoencoder.py", *TRAIN, "--model-dir", str(model_dir), "--cluster-timeout", "60"],
+        cwd=REPO,
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    return result, model_dir
+
+
+def test_launcher_trains_one_global_step(launched):
+    result, model_dir = launched
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    own = {int(worker): (int(final), int(steps)) for worker, final, steps in OWN_STEPS.findall(result.stdout)}
+    assert set(own) == {0, 1}
+    assert all(final == STEPS for final, _ in own.values()), result.stdout[-3000:]
+    assert all(steps > 0 for _, steps in own.values())  # both workers advanced the shared step
+    assert sum(steps for _, steps in own.values()) == STEPS
+    assert "[ps 0] ps 0: every training task is done; exiting" in result.stdout
+    assert re.search(r"^\[worker 1\] worker 1: joined the cluster at global step \d+$", result.stdout, re.M)
+
+
+def test_only_the_chief_writes(launched):
+    result, model_dir = launched
+    metrics = json.loads((model_dir / "metrics.json").read_text())
+    assert metrics["global_step"] == STEPS and metrics["cluster"]["spec"]["worker"]
+    assert metrics["own_steps"] > 0
+    config = json.loads((model_dir / "config.json").read_text())
+    assert config["cluster"]["sync_replicas"] is False and "ps_hosts" not in config
+    assert len(list(model_dir.glob("events.out.tfevents.*"))) == 1
+
+
+def test_chief_checkpoint_restores_locally(launched):
+    _, model_dir = launched
+    prefix = latest_prefix(model_dir)
+    assert prefix.endswith(f"model.ckpt-{STEPS}")
+    stored = read_checkpoint(prefix)
+    assert int(stored["global_step"]) == STEPS  # exactly the requested step, not one more
+    with tf.Graph().as_default():
+        build_autoencoder(v1.placeholder(tf.float32, [None, 28, 28, 1]), 20)
+        saver = v1.train.Saver(v1.global_variables())
+        with v1.Session() as sess:
+            saver.restore(sess, prefix)
+            values = sess.run({var.op.name: var for var in v1.global_variables()})
+    assert set(values) == set(AE_VARIABLES)
+    for name, value in values.items():
+        np.testing.assert_array_equal(value, stored[name])
+
+
+def test_chief_checkpoint_is_a_transfer_source(launched, tmp_path):
+    _, model_dir = launched
+    result = subprocess.run(
+        [sys.executable, "train_transfer.py", "--checkpoint", str(model_dir), "--restore", "conv", "--dry-run"],
+        cwd=REPO,
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    plan = [line.split() for line in result.stdout.splitlines() if line.strip().startswith("conv")]
+    assert {row[0] for row in plan if "restored" in row} == {"conv1/kernel", "conv1/bias", "conv2/kernel", "conv2/bias"}
+
+
+def _wait_for_line(process, pattern, lines, timeout=120):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        if re.search(pattern, line):
+            return line
+    raise AssertionError(f"no line matching {pattern!r}:\n{''.join(lines)[-2000:]}")
+
+
+def test_killed_worker_rejoins_and_the_run_ends_at_the_requested_step(tmp_path):
+    spec = cluster.local_cluster(1, 2)
+    model_dir = tmp_path / "ae"
+    argv = [*TRAIN, "--model-dir", str(model_dir), "--cluster-timeout", "60"]
+    processes = {name: _start(spec, *name, argv) for name in (("ps", 0), ("worker", 0), ("worker", 1))}
+    try:
+        seen = []
+        _wait_for_line(processes["worker", 1], r"joined the cluster at global step", seen)
+        _wait_for_line(processes["worker", 1], r"step \d+/", seen)  # it trains
+        processes["worker", 1].send_signal(signal.SIGKILL)
+        processes["worker", 1].wait(timeout=30)
+        processes["worker", 1] = _start(spec, "worker", 1, argv)
+        outputs = {name: process.communicate(timeout=300)[0] for name, process in processes.items()}
+    finally:
+        for process in processes.values():
+            if process.poll() is None:
+                process.kill()
+    codes = {name: process.returncode for name, process in processes.items()}
+    assert codes == {("ps", 0): 0, ("worker", 0): 0, ("worker", 1): 0}, outputs
+    rejoined = re.search(r"worker 1: joined the cluster at global step (\d+)", outputs["worker", 1])
+    assert rejoined and 0 < int(rejoined.group(1)) <= STEPS
+    assert f"done at global step {STEPS}" in outputs["worker", 1]
+    assert f"done: step {STEPS}" in outputs["worker", 0]
+    assert int(read_checkpoint(latest_prefix(model_dir))["global_step"]) == STEPS
+    assert latest_prefix(model_dir).endswith(f"model.ckpt-{STEPS}")
+
+
+def test_missing_ps_is_a_clear_error(tmp_path):
+    spec = cluster.local_cluster(1, 1)  # nothing listens on the ps port
+    began = time.monotonic()
+    process = _start(spec, "worker", 0, [*TRAIN, "--model-dir", str(tmp_path / "ae"), "--cluster-timeout", "3"])
+    out = process.communicate(timeout=120)[0]
+    assert process.returncode == 2, out
+    assert f"error: worker 0: cannot reach ps 0 at {spec['ps'][0]} after 3 s" in out
+    assert "Traceback" not in out
+    assert time.monotonic() - began < 120  # bounded: the wait gave up instead of hanging
+
+
+def test_launcher_stops_every_task_when_one_fails(tmp_path):
+    # The workers refuse the flags; the ps, which does not read them, is stopped by the launcher.
+    result = subprocess.run(
+        [sys.executable, "-m", "runtime.cluster", "--ps", "1", "--workers", "1", "--"]
+        + ["train_autoencoder.py", "--sample", "--batch-size", "100000", "--model-dir", str(tmp_path / "ae")],
+        cwd=REPO,
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert result.returncode == 2, result.stdout[-2000:]
+    assert "[worker 0] error: --batch-size 100000 is larger than the 4500 training images" in result.stdout
+    assert "failed: stopping every task" in result.stdout
+    assert not (tmp_path / "ae").exists()
+
+
+@pytest.mark.slow
+def test_sync_replicas_end_at_the_requested_step(tmp_path):
+    model_dir = tmp_path / "ae"
+    result = subprocess.run(
+        [sys.executable, "-m", "runtime.cluster", "--ps", "1", "--workers", "2", "--grace", "20", "--"]
+        + ["train_autoencoder.py", *TRAIN, "--batch-size", "32", "--sync-replicas", "--model-dir", str(model_dir)],
+        cwd=REPO,
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    steps = SAMPLE_TRAIN // 32
+    assert result.returncode == 0, result.stdout[-3000:]
+    own = {int(worker): int(count) for worker, final, count in OWN_STEPS.findall(result.stdout) if int(final) == steps}
+    assert set(own) == {0, 1}
+    # One global step takes a gradient from each worker (a few stale ones are dropped).
+    assert sum(own.values()) >= 2 * steps - 2
+    assert "Traceback" not in result.stdout
+    assert int(read_checkpoint(latest_prefix(model_dir))["global_step"]) == steps
+    assert json.loads((model_dir / "config.json").read_text())["cluster"]["sync_replicas"] is True
+
+
+@pytest.mark.slow
+def test_killed_chief_resumes_and_the_run_ends_at_the_requested_step(tmp_path):
+    spec = cluster.local_cluster(1, 2)
+    model_dir = tmp_path / "ae"
+    argv = [*TRAIN, "--model-dir", str(model_dir), "--cluster-timeout", "60"]
+    processes = {name: _start(spec, *name, argv) for name in (("ps", 0), ("worker", 0), ("worker", 1))}
+    try:
+        deadline = time.monotonic() + 180
+        # Named by the step the chief saw when it crossed 100: other workers may have moved it further.
+        while not list(model_dir.glob("model.ckpt-*.index")):
+            assert time.monotonic() < deadline and processes["worker", 0].poll() is None, "no checkpoint by step 100"
+            time.sleep(0.05)
+        processes["worker", 0].send_signal(signal.SIGKILL)
+        processes["worker", 0].wait(timeout=30)
+        processes["worker", 0] = _start(spec, "worker", 0, argv)
+        outputs = {name: process.communicate(timeout=300)[0] for name, process in processes.items()}
+    finally:
+        for process in processes.values():
+            if process.poll() is None:
+                process.kill()
+    codes = {name: process.returncode for name, process in processes.items()}
+    assert codes == {("ps", 0): 0, ("worker", 0): 0, ("worker", 1): 0}, outputs
+    resumed = re.search(r"resumed from \S+model\.ckpt-(\d+) at step (\d+)", outputs["worker", 0])
+    # Rolled back to its checkpoint: the step stored there, which other workers may have moved
+    # a few steps past the one in its name while it was written.
+    assert resumed and STEPS > int(resumed.group(2)) >= int(resumed.group(1)) >= 100
+    assert f"done: step {STEPS}" in outputs["worker", 0]
+    assert int(read_checkpoint(latest_prefix(model_dir))["global_step"]) == STEPS
+
+
+@pytest.mark.slow
+def test_ps_lost_mid_run_is_a_clear_error(tmp_path):
+    spec = cluster.local_cluster(1, 1)
+    argv = [*TRAIN, "--epochs", "3", "--model-dir", str(tmp_path / "ae"), "--cluster-timeout", "10"]
+    ps = _start(spec, "ps", 0, argv)
+    worker = _start(spec, "worker", 0, argv)
+    try:
+        _wait_for_line(worker, r"step \d+/", [])
+        ps.kill()
+        out = worker.communicate(timeout=120)[0]  # bounded: TensorFlow's session close gives up after 30 s
+    finally:
+        for process in (ps, worker):
+            if process.poll() is None:
+                process.kill()
+    assert worker.returncode == 2, out
+    assert f"error: worker 0: lost ps 0 at {spec['ps'][0]}, which no longer accepts connections" in out
+    assert "Traceback" not in out
