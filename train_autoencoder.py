@@ -21,7 +21,7 @@ import time  # noqa: E402
 
 import tensorflow as tf  # noqa: E402
 
-from data import pipeline, sources  # noqa: E402
+from data import image_folder, pipeline  # noqa: E402
 from data.augment import gaussian_noise  # noqa: E402
 from models.cae import RECONSTRUCTION_LOSSES, build_autoencoder, reconstruction_loss  # noqa: E402
 from runtime import cli, cluster, onednn, rundir  # noqa: E402
@@ -31,6 +31,7 @@ from runtime.paths import shown  # noqa: E402
 from runtime.session import session_config, set_process_threads  # noqa: E402
 from runtime.summaries import SummaryWriter, scalars, write_projector  # noqa: E402
 from runtime.training import finite_or_none, train_loop  # noqa: E402
+from transfer import labelled  # noqa: E402
 
 v1 = tf.compat.v1
 tf.get_logger().setLevel("ERROR")  # TF's Python deprecation notices are not the user's concern
@@ -40,7 +41,17 @@ EVAL_BATCH = 500
 PREVIEW_IMAGES = 8
 PROJECTOR_POINTS = 2000
 # A run with different values here cannot continue another run's checkpoints.
-RESUME_KEYS = ("dataset", "latent_size", "loss", "batch_size", "seed", "data_source", "data_identity", "noise")
+RESUME_KEYS = (
+    "dataset",
+    "latent_size",
+    "loss",
+    "batch_size",
+    "seed",
+    "data_source",
+    "data_identity",
+    "noise",
+    "test_percent",
+)
 
 
 def parse_args(argv=None):
@@ -74,6 +85,13 @@ def parse_args(argv=None):
         "the loss compares with the clean image (default: %(default)s)",
     )
     cli.add_data_flags(parser)
+    parser.add_argument(
+        "--test-percent",
+        type=cli.percent,
+        default=10.0,
+        help="image folder without train/ and test/ subfolders: share of each class held out to evaluate, by a "
+        "hash of each file's path in its class folder; labels are never used (default: %(default)s)",
+    )
     cli.add_runtime_flags(parser, os.path.join("checkpoints", "autoencoder"))
     cluster.add_cluster_flags(parser)
     return parser.parse_args(argv)
@@ -98,16 +116,16 @@ def run(args):
         return
     chief = task is None or task.is_chief
     model_dir = args.model_dir
-    dataset = sources.load_requested(args.dataset, args.data_dir, args.sample)
+    dataset = labelled.load_for_autoencoder(args)
     steps_per_epoch = cli.steps_per_epoch(dataset.num_train, args.batch_size, "training images")
     total_steps = args.epochs * steps_per_epoch
     config = dict(
         {key: value for key, value in vars(args).items() if key not in cluster.FLAG_DESTS},
         model="autoencoder",
         data_source=dataset.source_kind,
-        data_identity=dataset.identity(),
+        data_identity=dataset.identity,
         onednn=onednn.state(),
-        data=dataset.describe(),
+        data=dataset.description,
         total_steps=total_steps,
     )
     if task is not None:
@@ -118,7 +136,9 @@ def run(args):
     set_process_threads(args.intra_op_threads, args.inter_op_threads)
     with tf.Graph().as_default(), v1.device(cluster.device_function(task)) if task else contextlib.nullcontext():
         v1.set_random_seed(args.seed)
-        batch = pipeline.BatchInput(args.batch_size)
+        files = dataset.train.files is not None
+        batch = image_folder.FileBatches(args.batch_size, image_folder.MNIST_INPUT) if files else None
+        batch = batch or pipeline.BatchInput(args.batch_size)
         images = v1.placeholder_with_default(batch.images, [None, 28, 28, 1], name="images")
         noise = v1.placeholder_with_default(args.noise, [], name="noise_stddev")
         end_points = build_autoencoder(
@@ -193,8 +213,8 @@ def run(args):
             )
             batch.initialize(
                 sess,
-                dataset.train_images,
-                dataset.train_labels,
+                dataset.train.files if files else dataset.train.images,
+                dataset.train.labels,
                 pipeline.index_stream(
                     dataset.num_train, args.batch_size, cluster.replica_seed(args.seed, task), start_step, stream_end
                 ),

@@ -259,3 +259,20 @@ def test_the_disk_feature_cache_serves_a_second_run_and_recomputes_a_damaged_ent
         rtol=1e-4,
         atol=1e-5,
     )
+
+
+def test_the_autoencoder_trains_on_an_image_folder_and_feeds_a_transfer(digit_folder, tmp_path):
+    import train_autoencoder
+
+    run = invoke(train_autoencoder.main, ["--data-dir", digit_folder, "--epochs", "1", "--model-dir", tmp_path / "ae"])
+    assert run.code == 0, run.err
+    metrics = json.loads((tmp_path / "ae" / "metrics.json").read_text())
+    config = json.loads((tmp_path / "ae" / "config.json").read_text())
+    assert metrics["num_train"] == 1000 and metrics["num_test"] == 100
+    assert metrics["data_source"] == "image-folder" and config["data"]["layout"] == "subfolders"
+    assert 0 < metrics["eval_bce_per_pixel"] < 0.7  # an untrained decoder's sigmoid(0) scores about 0.69
+    transfer = _transfer(
+        "--data-dir", digit_folder, "--checkpoint", tmp_path / "ae", "--restore", "conv", "--epochs", "1",
+        model_dir=tmp_path / "tl",
+    )  # fmt: skip
+    assert transfer.metrics["frozen_check_max_abs_diff"] == 0.0
