@@ -39,10 +39,8 @@ from runtime import cli  # noqa: E402
 from runtime.errors import CheckpointError  # noqa: E402
 from runtime.paths import shown  # noqa: E402
 from transfer import checkpoint as ckpt  # noqa: E402
-from transfer import graph as transfer_graph  # noqa: E402
 from transfer import train  # noqa: E402
 from transfer.flags import add_transfer_flags  # noqa: E402
-from transfer.plan import make_plan  # noqa: E402
 from transfer.selection import NON_MODEL, model_variable_names  # noqa: E402
 
 v1 = tf.compat.v1
@@ -248,23 +246,12 @@ def classifier_plan(prefix, checkpoint_variables, args):
     Raises:
       UserError: for flags that do not parse or do not fit the graph or the checkpoint.
     """
-    network, spec, (restore, exclude, maps, lr_mults) = train.network_and_flags(args)
-    if restore == ():
+    network, spec, flags = train.network_and_flags(args)
+    if flags[0] == ():
         # As in train_transfer.py: restoring nothing reads no checkpoint.
         prefix, checkpoint_variables = None, []
     data_spec = image_folder.MNIST_INPUT if network.name == networks.DEFAULT else spec
-    return make_plan(
-        transfer_graph.variables_of(network, args.num_classes, data_spec, spec),
-        checkpoint_variables,
-        restore,
-        prefix,
-        exclude=exclude,
-        maps=maps,
-        skip_mismatched=args.skip_mismatched,
-        fine_tune=args.fine_tune,
-        lr_mults=lr_mults,
-        train_batch_norm=args.train_batch_norm,
-    )
+    return train.plan_against(args, network, args.num_classes, data_spec, spec, flags, prefix, checkpoint_variables)
 
 
 def run(args):

@@ -128,8 +128,17 @@ def make_run_plan(args, network, data, spec, flags):
         source_prefix = ckpt.resolve_checkpoint(args.checkpoint)
         ckpt.refuse_writing_into(source_prefix, args.model_dir)
         source_variables = ckpt.read_variables(source_prefix)
-    plan = make_plan(
-        transfer_graph.variables_of(network, data.num_classes, data.spec, spec),
+    return plan_against(args, network, data.num_classes, data.spec, spec, flags, source_prefix, source_variables)
+
+
+def plan_against(args, network, num_classes, data_spec, spec, flags, source_prefix, source_variables):
+    """The plan for this network's classifier of num_classes against a checkpoint's variables.
+
+    What train_transfer.py and `transfer.inspect --plan` both print.
+    """
+    restore, exclude, maps, lr_mults = flags
+    return make_plan(
+        transfer_graph.variables_of(network, num_classes, data_spec, spec),
         source_variables,
         restore,
         source_prefix,
@@ -140,7 +149,6 @@ def make_run_plan(args, network, data, spec, flags):
         lr_mults=lr_mults,
         train_batch_norm=args.train_batch_norm,
     )
-    return plan
 
 
 def run_config(args, network, spec, plan, data, use_cache):
