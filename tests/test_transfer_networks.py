@@ -145,7 +145,7 @@ def _fine_tune_top(zoo, folder, model_dir, *extra):
     flags = [
         *MOBILENET_FLAGS, "--fine-tune", "--lr-mult", "MobilenetV1=0",
         "--lr-mult", "MobilenetV1/Conv2d_13_pointwise=0.1", "--lr-mult", "MobilenetV1/Logits=1",
-        "--labels-per-class", "20", *extra,
+        "--labels-per-class", "8", *extra,
     ]  # fmt: skip
     run = _transfer("--data-dir", folder, "--checkpoint", zoo, *flags, model_dir=model_dir)
     return run, read_checkpoint(latest_prefix(model_dir))
