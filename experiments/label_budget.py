@@ -102,6 +102,18 @@ def parse_args(argv=None):
         help="the ImageNet network's input side (default: its own, 224)",
     )
     parser.add_argument(
+        "--validation-percent",
+        type=cli.percent,
+        default=10.0,
+        help="image folder: share of each class for validation (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--test-percent",
+        type=cli.percent,
+        default=10.0,
+        help="image folder without train/ and test/: share of each class for test (default: %(default)s)",
+    )
+    parser.add_argument(
         "--feature-cache",
         default=None,
         help="disk feature cache of the imagenet-* modes (default: OUT_DIR/feature-cache)",
@@ -246,6 +258,7 @@ def run_cell(seed, budget, mode, checkpoint, args):
         ]
         if budget is not None:
             argv += ["--labels-per-class", str(budget)]
+        argv += ["--validation-percent", str(args.validation_percent), "--test-percent", str(args.test_percent)]
         if mode in IMAGENET_MODES:
             argv[argv.index("--checkpoint") + 1] = args.network_checkpoint
             argv += ["--network", args.network, "--feature-cache", args.feature_cache]
