@@ -24,7 +24,7 @@ import argparse  # noqa: E402
 
 import tensorflow as tf  # noqa: E402
 
-from runtime import cli  # noqa: E402
+from runtime import cli, cluster  # noqa: E402
 from transfer import train  # noqa: E402
 from transfer.flags import add_transfer_flags  # noqa: E402
 
@@ -125,6 +125,7 @@ def parse_args(argv=None):
     )
     cli.add_data_flags(parser)
     cli.add_runtime_flags(parser, os.path.join("checkpoints", "transfer"))
+    cluster.add_cluster_flags(parser)
     return parser.parse_args(argv)
 
 
@@ -133,7 +134,7 @@ def run(args):
 
 
 def main(argv=None):
-    return cli.main(run, parse_args, argv, kind="transfer")
+    return cli.main(run, parse_args, argv, kind=lambda args: "transfer" if cluster.owns_model_dir(args) else None)
 
 
 if __name__ == "__main__":
