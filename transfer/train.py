@@ -461,7 +461,7 @@ def check_first_read(sess, task, plan, fetches, source_values):
             f"{task.name}: its first read of the restored variables differs from {shown(plan.checkpoint)} "
             f"by up to {worst:g}: the restore did not reach it"
         )
-    which = "restored" if step == 0 else "frozen restored"
+    which = "restored" if len(rows) == len(plan.restored) else "frozen restored"
     print(f"{task.name}: first read of {len(rows)} {which} variables equals the checkpoint (global step {step})")
 
 
