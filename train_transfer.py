@@ -10,6 +10,7 @@ checkpoint bit for bit. The run itself is transfer.train.run.
     python train_transfer.py --restore conv --dry-run
     python train_transfer.py --network efficientnet_lite0 --checkpoint checkpoints/efficientnet_lite0 \
         --restore backbone --data-dir my_photos --image-size 128
+    python -m runtime.cluster --ps 1 --workers 2 -- train_transfer.py --restore conv   # docs/CLUSTER.md
 """
 
 import os
