@@ -468,3 +468,54 @@ def test_fine_tuned_transfer_cluster_resumes_without_the_source(launched, tmp_pa
     assert {"conv2/kernel/Adam_x0.1", "fc1/kernel/Adam"} <= set(stored) and "conv1/kernel/Adam" not in stored
     np.testing.assert_array_equal(stored["conv1/kernel"], source["conv1/kernel"])
     assert not np.array_equal(stored["conv2/kernel"], source["conv2/kernel"])
+
+
+class _Groups:
+    """The one thing LearningRateGroups asks of a plan: {multiplier: variable names}."""
+
+    def __init__(self, groups):
+        self._groups = groups
+
+    def lr_groups(self):
+        return self._groups
+
+
+def test_learning_rate_groups_gate_every_group():
+    from transfer.graph import LearningRateGroups
+
+    with tf.Graph().as_default():
+        a = v1.get_variable("a", initializer=tf.ones([3]))
+        b = v1.get_variable("b", initializer=tf.ones([3]))
+        step = v1.train.get_or_create_global_step()
+        gate = v1.placeholder(tf.float32, [])
+        loss = tf.reduce_sum(a * 2.0) + tf.reduce_sum(b * 3.0)
+        optimizer = LearningRateGroups(_Groups({1.0: ["a"], 0.1: ["b"]}), [a, b], 0.01, gate)
+        assert [var.op.name for var in optimizer.var_list] == ["a", "b"]  # the larger rate first
+        grads = optimizer.compute_gradients(loss, var_list=optimizer.var_list)  # as SyncReplicasOptimizer asks
+        train = optimizer.apply_gradients(grads, step)
+        slots = {var.op.name for var in v1.global_variables()} - {"a", "b", "global_step"}
+        assert {"a/Adam", "a/Adam_1", "b/Adam_x0.1", "b/Adam_x0.1_1"} <= slots
+        with v1.Session() as sess:
+            sess.run(v1.global_variables_initializer())
+            sess.run(train, {gate: 0.0})  # a cluster step past the end: counted nowhere, nothing moves
+            np.testing.assert_array_equal(sess.run(a), np.ones(3))
+            np.testing.assert_array_equal(sess.run(b), np.ones(3))
+            sess.run(train, {gate: 1.0})
+            moved_a, moved_b = 1.0 - sess.run(a), 1.0 - sess.run(b)
+            assert int(sess.run(step)) == 2
+    # Adam's steps are about the learning rate whatever the gradient's scale: 0.01 and 0.001.
+    np.testing.assert_allclose(moved_a, 0.01, rtol=0.05)
+    np.testing.assert_allclose(moved_b, 0.001, rtol=0.05)
+
+
+def test_a_ps_task_of_a_dry_run_does_not_serve(monkeypatch, tmp_path):
+    # No worker of a dry run ever says it is done: a ps that served would wait for ever.
+    def serve(task):
+        raise AssertionError(f"{task.name} served a dry run")
+
+    monkeypatch.setattr(cluster, "serve", serve)
+    monkeypatch.setenv(cluster.ENV, _config("ps", 0))
+    model_dir = tmp_path / "never"
+    run = invoke(train_transfer.main, ["--sample", "--dry-run", "--restore", "none", "--model-dir", model_dir])
+    assert run.code == 0, run.err
+    assert not model_dir.exists()
