@@ -519,3 +519,28 @@ def test_a_ps_task_of_a_dry_run_does_not_serve(monkeypatch, tmp_path):
     run = invoke(train_transfer.main, ["--sample", "--dry-run", "--restore", "none", "--model-dir", model_dir])
     assert run.code == 0, run.err
     assert not model_dir.exists()
+
+
+def test_first_read_check_names_the_worker_whose_restore_did_not_arrive(capsys):
+    from types import SimpleNamespace
+
+    from transfer.train import check_first_read, first_read
+
+    task = _task(_config("worker", 1))
+    row = SimpleNamespace(name="conv1/kernel", source="encoder/conv1/kernel")
+    plan = SimpleNamespace(restored=[row], frozen_restored=[row], checkpoint="/runs/ae/model.ckpt-70")
+    with tf.Graph().as_default():
+        kernel = v1.get_variable("conv1/kernel", initializer=tf.fill([2, 2], 0.25))
+        graph = SimpleNamespace(model_variables=[kernel], global_step=v1.train.get_or_create_global_step())
+        fetches = first_read(plan, graph)
+        with v1.Session() as sess:
+            sess.run(v1.global_variables_initializer())
+            check_first_read(sess, task, plan, fetches, {"encoder/conv1/kernel": np.full([2, 2], 0.25, np.float32)})
+            with pytest.raises(UserError) as caught:
+                check_first_read(sess, task, plan, fetches, {"encoder/conv1/kernel": np.zeros([2, 2], np.float32)})
+    out = capsys.readouterr().out
+    assert "worker 1: first read of 1 restored variables equals the checkpoint (global step 0)" in out
+    assert str(caught.value) == (
+        "worker 1: its first read of the restored variables differs from /runs/ae/model.ckpt-70 by up to 0.25: "
+        "the restore did not reach it"
+    )
