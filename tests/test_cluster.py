@@ -15,13 +15,22 @@ import time
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import AE_VARIABLES, CONV_NAMES, REPO, SAMPLE_TRAIN, invoke, latest_prefix, read_checkpoint
+from conftest import (
+    AE_VARIABLES,
+    CONV_NAMES,
+    REPO,
+    SAMPLE_TRAIN,
+    invoke,
+    latest_prefix,
+    read_checkpoint,
+    write_checkpoint,
+)
 
 import train_autoencoder
 import train_transfer
 from models.cae import build_autoencoder
 from runtime import cluster
-from runtime.errors import UserError
+from runtime.errors import CheckpointError, UserError
 
 v1 = tf.compat.v1
 
@@ -544,3 +553,25 @@ def test_first_read_check_names_the_worker_whose_restore_did_not_arrive(capsys):
         "worker 1: its first read of the restored variables differs from /runs/ae/model.ckpt-70 by up to 0.25: "
         "the restore did not reach it"
     )
+
+
+def test_a_source_the_ps_cannot_read_is_named(tmp_path):
+    from types import SimpleNamespace
+
+    from transfer.train import init_from_source, initialise_from_source
+
+    prefix = write_checkpoint(tmp_path / "ae" / "model.ckpt-1", {"conv1/bias": np.arange(4)})
+    plan = SimpleNamespace(checkpoint=prefix, restore_names=lambda: {"conv1/bias": "conv1/bias"})
+    with tf.Graph().as_default():
+        bias = v1.get_variable("conv1/bias", initializer=tf.zeros([4]))
+        init_from_source(plan, [bias])  # reads the names and shapes here, in the worker
+        init = v1.global_variables_initializer()
+        with v1.Session() as sess:
+            initialise_from_source(sess, init, plan)
+            np.testing.assert_array_equal(sess.run(bias), np.arange(4))  # restored by the init op itself
+            for data in (tmp_path / "ae").glob("model.ckpt-1.data-*"):
+                data.unlink()  # what a ps host that does not share the path sees
+            with pytest.raises(CheckpointError) as caught:
+                initialise_from_source(sess, init, plan)
+    assert str(caught.value).startswith(f"the ps tasks cannot read the transfer source {prefix} (")
+    assert "\n" not in str(caught.value)

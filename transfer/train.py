@@ -17,7 +17,7 @@ import tensorflow as tf
 from models import networks
 from runtime import cli, cluster, onednn, rundir
 from runtime.checkpoints import Checkpointer
-from runtime.errors import UserError, disk_full_reason, one_line
+from runtime.errors import CheckpointError, UserError, disk_full_reason, one_line
 from runtime.paths import DirAlias, needs_alias, shown
 from runtime.session import session_config, set_process_threads
 from runtime.summaries import SummaryWriter, confusion_image, scalars
@@ -424,6 +424,21 @@ def init_from_source(plan, variables):
     v1.train.init_from_checkpoint(prefix, {source: by_name[name] for source, name in plan.restore_names().items()})
 
 
+def initialise_from_source(sess, init, plan):
+    """Runs a cluster run's init op, in which the ps tasks read the transfer source.
+
+    Raises:
+      CheckpointError: when the ps tasks cannot read it (a path they do not share), named.
+    """
+    try:
+        sess.run(init)
+    except (tf.errors.NotFoundError, tf.errors.DataLossError, tf.errors.PermissionDeniedError) as error:
+        raise CheckpointError(
+            f"the ps tasks cannot read the transfer source {shown(plan.checkpoint)} ({one_line(error)[:200]}); "
+            "in a cluster they open it themselves: give a path that names the same files on their hosts"
+        ) from None
+
+
 def first_read(plan, graph):
     """Ops that read the restored variables, then the global step (a worker's check of its first read).
 
@@ -503,7 +518,7 @@ def _train_and_test(args, network, plan, data, spec, graph, config, resuming, so
     def restore_or_initialise(sess):  # a cluster's chief, inside SessionManager.prepare_session
         state["resumed"] = checkpointer.restore_latest(sess)
         if state["resumed"] is None:
-            sess.run(init)  # the transfer source's restore is part of init (init_from_source)
+            initialise_from_source(sess, init, plan)  # the restore is part of init (init_from_source)
 
     with (
         v1.Session(config=conf)
