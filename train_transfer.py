@@ -10,6 +10,7 @@ checkpoint bit for bit. The run itself is transfer.train.run.
     python train_transfer.py --restore conv --dry-run
     python train_transfer.py --network efficientnet_lite0 --checkpoint checkpoints/efficientnet_lite0 \
         --restore backbone --data-dir my_photos --image-size 128
+    python -m runtime.cluster --ps 1 --workers 2 -- train_transfer.py --restore conv   # docs/CLUSTER.md
 """
 
 import os
@@ -24,7 +25,7 @@ import argparse  # noqa: E402
 
 import tensorflow as tf  # noqa: E402
 
-from runtime import cli  # noqa: E402
+from runtime import cli, cluster  # noqa: E402
 from transfer import train  # noqa: E402
 from transfer.flags import add_transfer_flags  # noqa: E402
 
@@ -125,6 +126,7 @@ def parse_args(argv=None):
     )
     cli.add_data_flags(parser)
     cli.add_runtime_flags(parser, os.path.join("checkpoints", "transfer"))
+    cluster.add_cluster_flags(parser)
     return parser.parse_args(argv)
 
 
@@ -133,7 +135,7 @@ def run(args):
 
 
 def main(argv=None):
-    return cli.main(run, parse_args, argv, kind="transfer")
+    return cli.main(run, parse_args, argv, kind=lambda args: "transfer" if cluster.owns_model_dir(args) else None)
 
 
 if __name__ == "__main__":

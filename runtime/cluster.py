@@ -11,7 +11,8 @@ A cluster comes from the `TF_CONFIG` environment variable or from the classic fl
 (`--ps-hosts`, `--worker-hosts`, `--job-name`, `--task-index`); with neither, `from_args`
 returns None and a script runs as a single local process.
 
-What a training script calls, in order (train_autoencoder.py is the worked example):
+What a training script calls, in order (train_autoencoder.py is the worked example;
+transfer/train.py adds a partial restore and a check of each worker's first read):
 
 1. `from_args(args)` -> a `ClusterTask` or None; `serve(task)` for a ps task, which returns
    once every worker said it is done.

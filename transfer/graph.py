@@ -95,31 +95,82 @@ def cache_decision(plan, network, shift, cache_flag):
     return False, reason
 
 
-def build_train_op(loss, plan, variables, learning_rate, global_step, extra_updates=()):
-    """One Adam per learning-rate multiplier over exactly the plan's trainable variables.
+def trainable_in_groups(plan, variables):
+    """The plan's trainable variables, grouped by learning-rate multiplier (largest first).
+
+    Returns:
+      [(multiplier, [variables])], the order every optimizer of the run applies them in.
+    """
+    by_name = {var.op.name: var for var in variables}
+    return [(mult, [by_name[name] for name in names]) for mult, names in sorted(plan.lr_groups().items(), reverse=True)]
+
+
+class LearningRateGroups(v1.train.Optimizer):
+    """One Adam per learning-rate multiplier, behind the one optimizer interface.
 
     Adam is invariant to the scale of gradients, so a smaller rate for a scope needs an
     optimizer of its own, not scaled gradients. The default group keeps the name Adam,
     so its slots are `<var>/Adam` and `<var>/Adam_1` as in classic TF1 checkpoints.
+    Being a `tf.compat.v1.train.Optimizer`, it can be handed to runtime.cluster.train_op
+    and wrapped by SyncReplicasOptimizer like a single Adam.
+    """
+
+    def __init__(self, plan, variables, learning_rate, gate=None, extra_updates=()):
+        """Makes the group optimizers (no ops yet: they are made by apply_gradients).
+
+        Args:
+          plan: the RestorePlan, whose lr_groups say which variable trains at which rate.
+          variables: the graph's model variables.
+          learning_rate: the base rate (a float).
+          gate: None, or a float32 scalar every group's rate is multiplied by (a cluster
+            step past the end uses 0).
+          extra_updates: ops to run with every update (BatchNorm's moving averages).
+        """
+        super().__init__(use_locking=False, name="LearningRateGroups")
+        self.groups = trainable_in_groups(plan, variables)
+        self.var_list = [var for _, group in self.groups for var in group]
+        self._extra_updates = list(extra_updates)
+        self._optimizers = [
+            v1.train.AdamOptimizer(
+                learning_rate * mult if gate is None else learning_rate * mult * gate,
+                name="Adam" if mult == 1.0 else f"Adam_x{mult:g}",
+            )
+            for mult, _ in self.groups
+        ]
+
+    def apply_gradients(self, grads_and_vars, global_step=None, name=None):
+        """Applies each group's gradients with its own Adam; increments global_step once after all.
+
+        Args:
+          grads_and_vars: (gradient, variable) pairs over exactly `var_list`, in any order.
+          global_step: incremented by one once every update ran, or None.
+          name: the name of the returned op.
+
+        Returns:
+          The assign_add of global_step (named `name`, by default "train_op"), or a group of the updates.
+        """
+        by_name = {var.op.name: grad for grad, var in grads_and_vars}
+        updates = list(self._extra_updates)
+        for optimizer, (_, group) in zip(self._optimizers, self.groups):
+            updates.append(optimizer.apply_gradients([(by_name[var.op.name], var) for var in group]))
+        with tf.control_dependencies(updates):
+            if global_step is None:
+                return tf.group(*updates, name=name or "apply")
+            return v1.assign_add(global_step, 1, name=name or "train_op")
+
+
+def build_train_op(loss, plan, variables, learning_rate, global_step, extra_updates=()):
+    """One Adam per learning-rate multiplier over exactly the plan's trainable variables.
+
     `extra_updates` (BatchNorm's moving-average updates) run with every step.
 
     Returns:
       (train op that increments global_step, the trained variables).
     """
-    by_name = {var.op.name: var for var in variables}
-    groups = [
-        (mult, [by_name[name] for name in names]) for mult, names in sorted(plan.lr_groups().items(), reverse=True)
-    ]
-    trainable = [var for _, group in groups for var in group]
+    optimizer = LearningRateGroups(plan, variables, learning_rate, extra_updates=extra_updates)
+    trainable = optimizer.var_list
     gradients = tf.gradients(loss, trainable)
-    updates, offset = list(extra_updates), 0
-    for mult, group in groups:
-        name = "Adam" if mult == 1.0 else f"Adam_x{mult:g}"
-        optimizer = v1.train.AdamOptimizer(learning_rate * mult, name=name)
-        updates.append(optimizer.apply_gradients(list(zip(gradients[offset : offset + len(group)], group))))
-        offset += len(group)
-    with tf.control_dependencies(updates):
-        return v1.assign_add(global_step, 1, name="train_op"), trainable
+    return optimizer.apply_gradients(list(zip(gradients, trainable)), global_step), trainable
 
 
 @dataclasses.dataclass(frozen=True)
@@ -139,6 +190,7 @@ class TransferGraph:
       model_variables: every model variable, in graph order.
       image_input, feature_input: the two training pipelines; one is initialised.
       use_cache: which path trains.
+      cluster_step: in a cluster, the runtime.cluster.TrainStep whose op is train_op; else None.
     """
 
     images: tf.Tensor
@@ -156,9 +208,10 @@ class TransferGraph:
     image_input: object
     feature_input: FeatureBatchInput
     use_cache: bool
+    cluster_step: object = None
 
 
-def build(network, plan, data, spec, args, use_cache):
+def build(network, plan, data, spec, args, use_cache, task=None, total_steps=None):
     """Builds the transfer classifier's training graph into the default graph.
 
     Args:
@@ -168,6 +221,9 @@ def build(network, plan, data, spec, args, use_cache):
       spec: the network's InputSpec.
       args: parsed flags: batch_size, shift, seed, dropout, learning_rate.
       use_cache: train the head on cached features (see :func:`cache_decision`).
+      task: a runtime.cluster.ClusterTask, or None for a local run; in a cluster, call
+        this under `tf.compat.v1.device(cluster.device_function(task))`.
+      total_steps: the global step a cluster run ends at (only with task).
 
     Returns:
       A :class:`TransferGraph`.
@@ -201,7 +257,22 @@ def build(network, plan, data, spec, args, use_cache):
     )
     global_step = v1.train.get_or_create_global_step()
     updates = () if use_cache else tuple(end_points["batch_norm_updates"].values())
-    train_op, trainable = build_train_op(loss, plan, model_variables, args.learning_rate, global_step, updates)
+    cluster_step = None
+    if task is None:
+        train_op, trainable = build_train_op(loss, plan, model_variables, args.learning_rate, global_step, updates)
+    else:
+        from runtime import cluster
+
+        trainable = [var for _, group in trainable_in_groups(plan, model_variables) for var in group]
+        cluster_step = cluster.train_op(
+            task,
+            loss,
+            trainable,
+            global_step,
+            total_steps,
+            lambda gate: LearningRateGroups(plan, model_variables, args.learning_rate, gate, updates),
+        )
+        train_op = cluster_step.op
     return TransferGraph(
         images=images,
         is_training=is_training,
@@ -218,6 +289,7 @@ def build(network, plan, data, spec, args, use_cache):
         image_input=image_input,
         feature_input=feature_input,
         use_cache=use_cache,
+        cluster_step=cluster_step,
     )
 
 

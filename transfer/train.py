@@ -6,6 +6,7 @@ check a resume; build the graph (transfer.graph); restore and prove the restore;
 prove the frozen variables did not move; evaluate the best epoch on test; write metrics.
 """
 
+import contextlib
 import os
 import shutil
 import time
@@ -14,10 +15,10 @@ import numpy as np
 import tensorflow as tf
 
 from models import networks
-from runtime import cli, onednn, rundir
+from runtime import cli, cluster, onednn, rundir
 from runtime.checkpoints import Checkpointer
-from runtime.errors import UserError, disk_full_reason, one_line
-from runtime.paths import DirAlias, shown
+from runtime.errors import CheckpointError, UserError, disk_full_reason, one_line
+from runtime.paths import DirAlias, needs_alias, shown
 from runtime.session import session_config, set_process_threads
 from runtime.summaries import SummaryWriter, confusion_image, scalars
 from runtime.training import finite_or_none, train_loop
@@ -153,7 +154,7 @@ def plan_against(args, network, num_classes, data_spec, spec, flags, source_pref
 
 def run_config(args, network, spec, plan, data, use_cache):
     return dict(
-        vars(args),
+        {key: value for key, value in vars(args).items() if key not in cluster.FLAG_DESTS},
         model="transfer",
         network=network.name,
         image_size=None if network.name == networks.DEFAULT else spec.height,
@@ -248,13 +249,19 @@ def restore_source(sess, plan, restore_saver, model_variables, source_values):
     print(f"restored {count} variables from {plan.checkpoint}; each equals the checkpoint exactly")
 
 
-def start_input(sess, graph, evaluator, data, args, start_step, total_steps):
-    """Initialises the training pipeline that the graph trains on (images, or cached features)."""
-    stream = _stream(len(data.train), args, start_step, total_steps)
+def start_input(sess, graph, evaluator, data, args, start_step, total_steps, task=None):
+    """Initialises the training pipeline that the graph trains on (images, or cached features).
+
+    In a cluster each task reads its own order (cluster.replica_seed), long enough for any
+    share of the remaining steps, and computes its own cached features.
+    """
+    end = total_steps if task is None else total_steps + (total_steps - start_step + 1) * task.num_replicas
+    stream = _stream(len(data.train), args.batch_size, cluster.replica_seed(args.seed, task), start_step, end)
     if graph.use_cache:
         began = time.monotonic()
         features = evaluator.features("train", data.train)
-        print(f"features of {len(features)} training images ready in {time.monotonic() - began:.1f} s")
+        who = "" if task is None else f"{task.name}: "
+        print(f"{who}features of {len(features)} training images ready in {time.monotonic() - began:.1f} s")
         graph.feature_input.initialize(sess, features, data.train.labels, stream)
     elif data.in_files:
         graph.image_input.initialize(sess, data.train.files, data.train.labels, stream)
@@ -262,10 +269,10 @@ def start_input(sess, graph, evaluator, data, args, start_step, total_steps):
         graph.image_input.initialize(sess, data.train.images, data.train.labels, stream)
 
 
-def _stream(num_examples, args, start_step, total_steps):
+def _stream(num_examples, batch_size, seed, start_step, end_step):
     from data import pipeline
 
-    return pipeline.index_stream(num_examples, args.batch_size, args.seed, start_step, total_steps)
+    return pipeline.index_stream(num_examples, batch_size, seed, start_step, end_step)
 
 
 class BestEpoch:
@@ -310,39 +317,56 @@ class BestEpoch:
 def run(args):
     """A whole transfer run (see the module docstring for the phases).
 
+    In a cluster (TF_CONFIG or the cluster flags; docs/CLUSTER.md) a ps task serves the
+    variables and returns; every worker makes the plan and builds the graph under the
+    replica device setter, the restore happens inside the init op (so each worker's first
+    read already sees it, which each one checks), and only the chief prints the plan,
+    evaluates, keeps best/ and writes the run's files.
+
     Args:
       args: the parsed flags of train_transfer.py.
 
     Returns:
-      The metrics written to metrics.json, or None for --dry-run.
+      The metrics written to metrics.json, or None for --dry-run, a ps task or a non-chief worker.
     """
+    task = cluster.from_args(args)
+    if task is not None and task.is_ps:
+        if not args.dry_run:  # a dry run trains nothing: no worker would ever say it is done
+            cluster.serve(task)
+        return None
+    chief = task is None or task.is_chief
+    say = print if chief else _silent  # the other workers compute what the chief shows
     network, spec, flags = validate(args)
-    store = make_feature_store(args, network, spec)
+    store = make_feature_store(args, network, spec) if chief else None
+    if store is None and args.feature_cache and not chief:
+        print(f"{task.name}: --feature-cache is the chief's; this worker computes its features in memory")
     data = labelled.load(args, spec)
-    print(
+    say(
         f"classes: {data.num_classes}; labelled training examples: {len(data.train)}; "
         f"validation: {len(data.validation)}; test: {len(data.test)}"
     )
     plan = make_run_plan(args, network, data, spec, flags)
-    print(plan.format())
+    say(plan.format())
     if flags[0] != () and not plan.restored:
-        print(
+        say(
             f"warning: this plan restores nothing from {shown(plan.checkpoint)}: the run trains from scratch; "
             "pass --restore none to say so"
         )
     if args.dry_run:
         return None
     use_cache, why = transfer_graph.cache_decision(plan, network, args.shift, args.cache_features)
-    print(f"feature cache: {'on' if use_cache else 'off'} ({why})")
+    say(f"feature cache: {'on' if use_cache else 'off'} ({why})")
     steps_per_epoch = cli.steps_per_epoch(len(data.train), args.batch_size, "labelled training examples")
     config = dict(run_config(args, network, spec, plan, data, use_cache), total_steps=args.epochs * steps_per_epoch)
-    resuming = rundir.check_resume(args.model_dir, config, RESUME_KEYS) is not None
+    if task is not None:
+        config["cluster"] = task.describe()
+    resuming = chief and rundir.check_resume(args.model_dir, config, RESUME_KEYS) is not None
 
     set_process_threads(args.intra_op_threads, args.inter_op_threads)
-    with tf.Graph().as_default():
+    with tf.Graph().as_default(), v1.device(cluster.device_function(task)) if task else contextlib.nullcontext():
         v1.set_random_seed(args.seed)
-        graph = transfer_graph.build(network, plan, data, spec, args, use_cache)
-        print(
+        graph = transfer_graph.build(network, plan, data, spec, args, use_cache, task, config["total_steps"])
+        say(
             f"training {len(graph.trainable)} variables "
             f"({sum(int(np.prod(v.shape)) for v in graph.trainable):,} weights); "
             f"{'head on cached features' if use_cache else 'full forward pass every step'}"
@@ -350,7 +374,9 @@ def run(args):
         source_values = (
             ckpt.read_values(plan.checkpoint, [row.source for row in plan.restored]) if plan.restored else {}
         )
-        result = _train_and_test(args, network, plan, data, spec, graph, config, resuming, source_values, store)
+        result = _train_and_test(args, network, plan, data, spec, graph, config, resuming, source_values, store, task)
+    if result is None:
+        return None
     metrics = dict(
         result,
         restore=args.restore,
@@ -365,12 +391,101 @@ def run(args):
         num_bad_files=data.description.get("num_bad_files", 0),
         cache_features=use_cache,
     )
+    if task is not None:
+        metrics.update(cluster=task.describe(), own_steps=graph.cluster_step.own_steps)
     if resuming:
         rundir.write_config(args.model_dir, config)
     rundir.write_json(os.path.join(args.model_dir, "metrics.json"), metrics)
     print(f"test accuracy: {metrics['test_accuracy']:.4f} ({len(data.test)} images)")
+    if task is not None:
+        print(f"{task.name}: done at global step {metrics['global_step']}, {metrics['own_steps']} steps of its own")
     print(f"metrics: {os.path.join(args.model_dir, 'metrics.json')}")
     return metrics
+
+
+def _silent(*args, **kwargs):
+    pass
+
+
+def init_from_source(plan, variables):
+    """Makes the plan's restore part of the variables' initialisers (a cluster's restore).
+
+    `tf.compat.v1.train.init_from_checkpoint` rewrites each restored variable's initialiser
+    into a read of the checkpoint, so the restore runs inside the init op on the ps task
+    that holds the variable: every worker waits for that op, so none can train on random
+    weights (a restore after the init op, as the local run does, races with them). The
+    ps task opens the checkpoint itself, so the path must be the same for it.
+
+    Call before `global_variables_initializer()`.
+
+    Raises:
+      UserError: when the checkpoint path is one TensorFlow would misread; only the
+        local run can go through an alias of it.
+    """
+    prefix = os.path.abspath(plan.checkpoint)
+    if needs_alias(prefix):
+        raise UserError(
+            f"{shown(prefix)}: in a cluster the ps task reads the transfer source itself and TensorFlow cannot "
+            "read a path with [ ] * ? or non-UTF-8 bytes; rename or copy it"
+        )
+    by_name = {var.op.name: var for var in variables}
+    v1.train.init_from_checkpoint(prefix, {source: by_name[name] for source, name in plan.restore_names().items()})
+
+
+def initialise_from_source(sess, init, plan):
+    """Runs a cluster run's init op, in which the ps tasks read the transfer source.
+
+    Raises:
+      CheckpointError: when the ps tasks cannot read it (a path they do not share), named.
+    """
+    try:
+        sess.run(init)
+    except (tf.errors.NotFoundError, tf.errors.DataLossError, tf.errors.PermissionDeniedError) as error:
+        raise CheckpointError(
+            f"the ps tasks cannot read the transfer source {shown(plan.checkpoint)} ({one_line(error)[:200]}); "
+            "in a cluster they open it themselves: give a path that names the same files on their hosts"
+        ) from None
+
+
+def first_read(plan, graph):
+    """Ops that read the restored variables, then the global step (a worker's check of its first read).
+
+    Returns:
+      (restored variables' values, global step read after them), as fetches.
+    """
+    by_name = {var.op.name: var for var in graph.model_variables}
+    reads = [tf.identity(by_name[row.name]) for row in plan.restored]
+    with tf.control_dependencies(reads):
+        step = tf.identity(graph.global_step.read_value())
+    return reads, step
+
+
+def check_first_read(sess, task, plan, fetches, source_values):
+    """Proves the worker's first read of the restored variables equals the transfer source.
+
+    The variables are read before the global step: a step of 0 then means no update had
+    begun, so every restored variable must equal the checkpoint; a worker that joins later
+    compares the frozen ones (the fine-tuned ones have been trained since).
+
+    Raises:
+      UserError: naming the worker and the largest difference when a value differs.
+    """
+    reads, step_op = fetches
+    values, step = sess.run([reads, step_op])
+    rows = plan.restored if step == 0 else plan.frozen_restored
+    worst = 0.0
+    by_row = dict(zip([row.name for row in plan.restored], values))
+    for row in rows:
+        if not np.array_equal(by_row[row.name], source_values[row.source]):
+            difference = np.abs(by_row[row.name].astype(np.float64) - source_values[row.source])
+            worst = max(worst, float(np.nan_to_num(difference, nan=np.inf).max()))
+    if worst != 0.0:
+        raise UserError(
+            f"{task.name}: its first read of the restored variables differs from {shown(plan.checkpoint)} "
+            f"by up to {worst:g}: the restore did not reach it"
+        )
+    which = "restored" if len(rows) == len(plan.restored) else "frozen restored"
+    print(f"{task.name}: first read of {len(rows)} {which} variables equals the checkpoint (global step {step})")
 
 
 def _summaries(graph, plan):
@@ -394,30 +509,59 @@ def _write_run_files(model_dir, config, plan, data, resuming):
     os.replace(f"{path}.tmp", path)
 
 
-def _train_and_test(args, network, plan, data, spec, graph, config, resuming, source_values, store):
+def _train_and_test(args, network, plan, data, spec, graph, config, resuming, source_values, store, task=None):
     model_dir = args.model_dir
+    chief = task is None or task.is_chief
     train_summary, histogram_summary, plan_summary = _summaries(graph, plan)
-    restore_saver = ckpt.restore_saver(plan, graph.model_variables)
-    checkpointer = Checkpointer(model_dir, max_to_keep=args.keep_checkpoints)
+    if task is None:
+        restore_saver = ckpt.restore_saver(plan, graph.model_variables)
+    elif plan.restored:
+        init_from_source(plan, graph.model_variables)
+        read_fetches = first_read(plan, graph)
+    checkpointer = Checkpointer(model_dir, max_to_keep=args.keep_checkpoints) if chief else None
     init = v1.global_variables_initializer()
     conf = session_config(args.gpu_memory_fraction, args.allow_growth, args.intra_op_threads, args.inter_op_threads)
-    with v1.Session(config=conf) as sess:
-        resumed = checkpointer.restore_latest(sess)
-        if resumed:
-            print(f"resumed from {resumed}: its weights win; the transfer source is not restored again")
+    state = {}
+
+    def restore_or_initialise(sess):  # a cluster's chief, inside SessionManager.prepare_session
+        state["resumed"] = checkpointer.restore_latest(sess)
+        if state["resumed"] is None:
+            initialise_from_source(sess, init, plan)  # the restore is part of init (init_from_source)
+
+    with (
+        v1.Session(config=conf)
+        if task is None
+        else cluster.create_session(task, graph.cluster_step, conf, restore_or_initialise)
+    ) as sess:
+        if task is None:
+            resumed = checkpointer.restore_latest(sess)
+            if resumed:
+                print(f"resumed from {resumed}: its weights win; the transfer source is not restored again")
+            else:
+                sess.run(init)
+                if restore_saver is not None:
+                    restore_source(sess, plan, restore_saver, graph.model_variables, source_values)
         else:
-            sess.run(init)
-            if restore_saver is not None:
-                restore_source(sess, plan, restore_saver, graph.model_variables, source_values)
+            resumed = state.get("resumed")
+            if resumed:
+                print(f"resumed from {resumed}: its weights win; the transfer source is not restored again")
+            elif chief and plan.restored:
+                print(f"initialised; {len(plan.restored)} variables restored from {plan.checkpoint} inside the init op")
+            if plan.restored:
+                check_first_read(sess, task, plan, read_fetches, source_values)
         start_step = int(sess.run(graph.global_step))
         total_steps = cli.check_steps(start_step, config["total_steps"])
-        _write_run_files(model_dir, config, plan, data, resuming)
-        writer = SummaryWriter(model_dir, graph=sess.graph if start_step == 0 else None)
-        if start_step == 0:
-            writer.add_summary(sess.run(plan_summary), 0)
+        if not chief:
+            print(f"{task.name}: joined the cluster at global step {start_step}")
+        writer = None
+        if chief:
+            _write_run_files(model_dir, config, plan, data, resuming)
+            writer = SummaryWriter(model_dir, graph=sess.graph if start_step == 0 else None)
+            if start_step == 0:
+                writer.add_summary(sess.run(plan_summary), 0)
         evaluate = Evaluator(sess, graph, data, spec, store)
-        start_input(sess, graph, evaluate, data, args, start_step, total_steps)
-        best = BestEpoch(model_dir, graph.model_variables, resumed)
+        start_input(sess, graph, evaluate, data, args, start_step, total_steps, task)
+        best = BestEpoch(model_dir, graph.model_variables, resumed) if chief else None
         # Tiny labelled sets make epochs of one step: keep the histograms to about 100 per run.
         histogram_every = max(1, args.epochs // 100)
 
@@ -450,8 +594,17 @@ def _train_and_test(args, network, plan, data, spec, graph, config, resuming, so
             writer=writer,
             summary_op=train_summary,
             summary_every=args.summary_every,
-            on_epoch_end=on_epoch_end,
+            on_epoch_end=on_epoch_end if chief else None,
+            cluster_step=graph.cluster_step,
         )
+        if not chief:
+            graph.cluster_step.finish(sess)
+            print(
+                f"{task.name}: done at global step {result.final_step}, {result.own_steps} steps of its own, "
+                f"{result.images_per_sec:,.0f} images/s"
+            )
+            return None
+        # In a cluster the session reads the ps tasks' values: the check covers what every worker trained.
         count, worst = frozen_check(sess, plan, graph, source_values)
         best.restore(sess)
         test_accuracy, test_loss, predictions = evaluate("test", data.test)
@@ -461,6 +614,8 @@ def _train_and_test(args, network, plan, data, spec, graph, config, resuming, so
             result.final_step,
         )
         writer.close()
+        if task is not None:
+            graph.cluster_step.finish(sess)  # last: the ps tasks stay up until the chief has read what it needs
     return {
         "val_accuracy": best.record["val_accuracy"] if best.record["val_accuracy"] >= 0 else None,
         "best_epoch": best.record["epoch"] or None,
