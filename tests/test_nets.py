@@ -505,16 +505,25 @@ def _run_slim(*args):
 
 
 def _randomise(sess, seed):
-    """Seeded values for biases and BatchNorm variables, as slim_reference.randomise does."""
+    """Seeded values for biases and BatchNorm variables, as slim_reference.randomise does.
+
+    What Variable.load does, for all of them in one session.run: one run per variable
+    costs ~50 ms each in resnet_v1_50's graph (267 of them).
+    """
     rng = np.random.default_rng(seed)
+    feeds = {}
     for variable in v1.global_variables():
         name, shape = variable.op.name, variable.shape.as_list()
         if name.endswith("moving_variance"):
-            variable.load(rng.uniform(2.0, 4.0, shape).astype(np.float32), sess)
+            value = rng.uniform(2.0, 4.0, shape)
         elif name.endswith("gamma"):
-            variable.load(rng.uniform(0.3, 0.6, shape).astype(np.float32), sess)
+            value = rng.uniform(0.3, 0.6, shape)
         elif name.endswith(("beta", "moving_mean", "biases")):
-            variable.load(rng.normal(0.0, 0.1, shape).astype(np.float32), sess)
+            value = rng.normal(0.0, 0.1, shape)
+        else:
+            continue
+        feeds[variable] = value.astype(np.float32)
+    sess.run([variable.initializer for variable in feeds], {v.initializer.inputs[1]: x for v, x in feeds.items()})
 
 
 def _ours(name, inputs, checkpoint=None, save_to=None, seed=SEED):

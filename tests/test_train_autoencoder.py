@@ -211,12 +211,13 @@ def test_resume_with_other_latent_size_is_refused(ae_copy):
     assert (ae_copy / "config.json").read_text() == config_before
 
 
-def test_resume_with_fewer_epochs_is_reported_not_crashed(tmp_path):
-    # --batch-size 2250: two steps per epoch, so both runs are cheap.
+def test_resume_with_fewer_epochs_is_reported_not_crashed(small_mnist, tmp_path):
+    # 60 digits in batches of 30: two steps per epoch, so both runs are cheap.
     flags = [
-        "--sample",
+        "--data-dir",
+        small_mnist,
         "--batch-size",
-        "2250",
+        "30",
         "--save-every",
         "0",
         "--summary-every",
