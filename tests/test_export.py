@@ -333,9 +333,12 @@ def test_predict_refusals(exported, run, sample, tmp_path, monkeypatch, argv, ex
     assert re.search(expected, err.getvalue()), err.getvalue()
 
 
-def test_predict_exports_a_run_dir_on_the_fly(exported, run, sample, tmp_path):
+def test_predict_exports_a_run_dir_on_the_fly(exported, run, sample, tmp_path, monkeypatch):
     import predict
 
+    # A temporary dir of this test's own: another process's scratch exports are not ours to judge.
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
     paths = _digit_pngs(str(tmp_path / "digits"), sample, count=3)
     answers = []
     for model in (run[0], exported):
