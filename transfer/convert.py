@@ -34,13 +34,14 @@ from models import efficientnet_lite
 from models.networks import get as get_network
 from runtime import cli
 from runtime.errors import CheckpointError, UserError
+from transfer.export import CONVERSION_FILE as REPORT_NAME
 from transfer.torch_legacy import read_state_dict
 
 v1 = tf.compat.v1
 
 NETWORK = "efficientnet_lite0"
 CHECKPOINT_NAME = "model.ckpt"
-REPORT_NAME = "conversion.json"
+
 COUNTER_SUFFIX = ".num_batches_tracked"
 _BATCH_NORM = (
     ("weight", "gamma"),

@@ -218,8 +218,8 @@ def load_for_autoencoder(args, log=print):
             test_images=dataset.test_images,
             test_labels=dataset.test_labels.astype(np.int64),
         )
-    folder_args = dataclasses.replace(
-        _FolderFlags(), data_dir=args.data_dir, sample=args.sample, test_percent=args.test_percent, seed=args.seed
+    folder_args = _FolderFlags(
+        data_dir=args.data_dir, sample=args.sample, test_percent=args.test_percent, seed=args.seed
     )
     data = _load_folder(folder_args, image_folder.MNIST_INPUT, log)
     test = image_folder.read_images(data.test.files, image_folder.MNIST_INPUT)

@@ -22,12 +22,12 @@ from runtime import rundir
 from runtime.errors import CheckpointError, DataError, UserError, one_line
 from runtime.summaries import encode_png
 from transfer import checkpoint as ckpt
+from transfer.export import CONVERSION_FILE  # what transfer.convert writes beside its checkpoint
 
 v1 = tf.compat.v1
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 PIXEL_MAX = 255.0
-CONVERSION_FILE = "conversion.json"  # what transfer.convert writes beside its checkpoint
 SKIMAGE_PREFIX = "skimage:"
 # Photographs inside scikit-image's wheel (nothing is downloaded); other names are refused.
 SKIMAGE_IMAGES = ("astronaut", "chelsea", "coffee", "rocket")
