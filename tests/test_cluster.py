@@ -245,8 +245,9 @@ def test_killed_worker_rejoins_and_the_run_ends_at_the_requested_step(tmp_path):
     processes = {name: _start(spec, *name, argv) for name in (("ps", 0), ("worker", 0), ("worker", 1))}
     try:
         seen = []
+        # Killed as soon as it is in the training loop: a progress line comes only every 5 s,
+        # and on a fast machine the worker's whole share of the run takes less than that.
         _wait_for_line(processes["worker", 1], r"joined the cluster at global step", seen)
-        _wait_for_line(processes["worker", 1], r"step \d+/", seen)  # it trains
         processes["worker", 1].send_signal(signal.SIGKILL)
         processes["worker", 1].wait(timeout=30)
         processes["worker", 1] = _start(spec, "worker", 1, argv)
