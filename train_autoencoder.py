@@ -160,6 +160,7 @@ def run(args):
                 global_step,
                 total_steps,
                 lambda gate: v1.train.AdamOptimizer(args.learning_rate * gate),
+                hold_every=steps_per_epoch,
             )
             train_op = step.op
 

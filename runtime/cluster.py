@@ -51,6 +51,8 @@ JOBS = ("chief", "worker", "ps")
 DEFAULT_TIMEOUT = 60.0
 # Seconds between a waiting worker's readiness checks (SessionManager's default is 30).
 RECOVERY_WAIT_SECS = 0.5
+HOLD_POLL_SECS = 0.02  # how often a worker held at an epoch boundary reads the limit
+HOLD_NOTICE_SECS = 10.0  # a worker held longer than this says what it waits for
 # The argparse destinations of the flags add_cluster_flags adds; a local run leaves them out of config.json.
 FLAG_DESTS = ("ps_hosts", "worker_hosts", "job_name", "task_index", "sync_replicas", "cluster_timeout")
 _ADDRESS = re.compile(r"^(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):(?P<port>[0-9]{1,5})$")
@@ -457,8 +459,18 @@ class TrainStep:
     settles at exactly the requested total however many workers race for the last steps.
     The ticket is read after the add, not atomically with it: two racing workers may both
     see a ticket past the end and both give it back, and then both try again, as they see
-    the global step still below the total. Synchronous mode wraps
-    the optimizer in SyncReplicasOptimizer: one global step per gradient from every worker.
+    the global step still below the total.
+
+    With `hold_every` (the steps of an epoch) the end that counts is a shared limit on
+    the ps, raised by the chief one epoch at a time: the workers stop at each epoch
+    boundary until the chief has evaluated it, so the chief evaluates (and keeps as best)
+    exactly the weights of that step, and every epoch, instead of weights that other
+    workers change while it reads them. The limit is no checkpoint variable: the chief
+    sets it from the global step whenever it creates its session (a resumed run too).
+
+    Synchronous mode wraps the optimizer in SyncReplicasOptimizer: one global step per
+    gradient from every worker (no hold: the other workers' gradients still make steps
+    while the chief evaluates).
 
     Attributes:
       task: the ClusterTask.
@@ -467,7 +479,7 @@ class TrainStep:
       own_steps: steps of this worker that counted.
     """
 
-    def __init__(self, task, op, fetches, global_step, total_steps, sync_optimizer=None):
+    def __init__(self, task, op, fetches, global_step, total_steps, sync_optimizer=None, limit=None, hold_every=None):
         tf = _tf()
         v1 = tf.compat.v1
         self.task = task
@@ -479,7 +491,9 @@ class TrainStep:
         self._read_step = global_step.read_value() if hasattr(global_step, "read_value") else global_step
         self._sync = sync_optimizer
         self._coordinator = None
-        self.ready_op = v1.report_uninitialized_variables(v1.global_variables())
+        self._limit_var, self._hold_every, self._limit = limit, hold_every, total_steps
+        held = [] if limit is None else [limit]
+        self.ready_op = v1.report_uninitialized_variables(v1.global_variables() + held)
         if sync_optimizer is not None:
             self.local_init_op = sync_optimizer.chief_init_op if task.is_chief else sync_optimizer.local_step_init_op
             self.ready_for_local_init_op = sync_optimizer.ready_for_local_init_op
@@ -487,6 +501,12 @@ class TrainStep:
             self._init_tokens = sync_optimizer.get_init_tokens_op() if task.is_chief else None
         else:
             self.local_init_op = v1.local_variables_initializer()
+            if limit is not None:
+                self._read_limit = limit.read_value()
+                if task.is_chief:  # after the restore or the initialisation: from the step the run is at
+                    self.local_init_op = tf.group(self.local_init_op, limit.initializer)
+                    self._raise_limit = v1.placeholder(limit.dtype.base_dtype, [])
+                    self._assign_limit = limit.assign(self._raise_limit)
             self.ready_for_local_init_op = None
         self._done = tf.group(
             *[
@@ -497,7 +517,9 @@ class TrainStep:
         self.server = None
 
     def after_session(self, sess):
-        """Starts the sync machinery on the chief; call once the session exists."""
+        """Starts the sync machinery on the chief and reads the limit; call once the session exists."""
+        if self._limit_var is not None:
+            self._limit = int(sess.run(self._read_limit))
         if self._sync is None or not self.task.is_chief:
             return
         tf = _tf()
@@ -530,15 +552,41 @@ class TrainStep:
             raise self.lost_error(error) from None
         step, counted = int(values[-2]), bool(values[-1])
         self.own_steps += counted
+        if self._limit_var is not None and (not counted or step >= self._limit) and step < self.total_steps:
+            step = self._hold(sess, step)
         return values[: len(fetches)], step, counted
+
+    def _hold(self, sess, step):
+        """At an epoch boundary: the chief's global step once the other workers' tickets are
+        back; another worker's once the chief has raised the limit past it."""
+        if self.task.is_chief:
+            return self.settle(sess, step, self._limit)
+        began, said = time.monotonic(), False
+        while True:
+            limit = int(sess.run(self._read_limit))
+            if limit > self._limit or limit >= self.total_steps:
+                self._limit = limit
+                return self.global_step(sess)
+            if not said and time.monotonic() - began > HOLD_NOTICE_SECS:
+                print(f"{self.task.name}: waiting at step {limit} for the chief to evaluate the epoch")
+                said = True
+            time.sleep(HOLD_POLL_SECS)
+
+    def after_step(self, sess, step):
+        """On the chief, once an epoch's evaluation and saves are done: lets the workers into the next epoch."""
+        if self._limit_var is None or not self.task.is_chief or step < self._limit or self._limit >= self.total_steps:
+            return
+        self._limit = min(self._limit + self._hold_every, self.total_steps)
+        sess.run(self._assign_limit, {self._raise_limit: self._limit})
 
     def global_step(self, sess):
         return int(sess.run(self._read_step))
 
-    def settle(self, sess, step):
+    def settle(self, sess, step, end=None):
         """The global step once tickets still given back by other workers have come in (at most a few seconds)."""
+        end = self.total_steps if end is None else end
         deadline = time.monotonic() + min(self.task.timeout, 10.0)
-        while step > self.total_steps and time.monotonic() < deadline:
+        while step > end and time.monotonic() < deadline:
             time.sleep(0.05)
             step = self.global_step(sess)
         return step
@@ -564,7 +612,7 @@ class TrainStep:
         return UserError(f"{self.task.name}: the cluster stopped answering ({one_line(error)[:200]})")
 
 
-def train_op(task, loss, var_list, global_step, total_steps, make_optimizer):
+def train_op(task, loss, var_list, global_step, total_steps, make_optimizer, hold_every=None):
     """Builds the cluster train op; call under `tf.compat.v1.device(device_function(task))`.
 
     Args:
@@ -576,6 +624,8 @@ def train_op(task, loss, var_list, global_step, total_steps, make_optimizer):
       make_optimizer: make_optimizer(gate) returns a tf.compat.v1 optimizer whose learning
         rate is multiplied by `gate`, a float32 scalar that is 1 or 0 (asynchronous mode
         uses 0 for a step past the end); synchronous mode passes 1.0.
+      hold_every: in asynchronous mode, the steps of an epoch, for a run whose chief
+        evaluates at each epoch's end: the workers wait there until it has (TrainStep).
 
     Returns:
       A TrainStep.
@@ -594,15 +644,22 @@ def train_op(task, loss, var_list, global_step, total_steps, make_optimizer):
         with tf.control_dependencies([op]):
             fetches = [tf.identity(global_step.read_value()), tf.constant(True)]
         return TrainStep(task, op, fetches, global_step, total_steps, sync_optimizer=optimizer)
+    dtype = global_step.dtype.base_dtype
+    limit = None
+    if hold_every:
+        first_end = tf.minimum((global_step.read_value() // hold_every + 1) * hold_every, total_steps)
+        limit = v1.Variable(first_end, trainable=False, collections=[], name="cluster/epoch_limit", dtype=dtype)
     grads = tf.gradients(loss, var_list)
     with tf.control_dependencies([g for g in grads if g is not None]):
         ticket = global_step.assign_add(1)  # the ticket is taken once the gradients are ready
-    counted = ticket <= total_steps
+    counted = ticket <= (total_steps if limit is None else limit.read_value())
     optimizer = make_optimizer(tf.cast(counted, tf.float32))
     apply = optimizer.apply_gradients(zip(grads, var_list))
     with tf.control_dependencies([apply]):
-        step_after = global_step.assign_sub(tf.cast(tf.logical_not(counted), global_step.dtype.base_dtype))
-    return TrainStep(task, step_after.op, [step_after, counted], global_step, total_steps)
+        step_after = global_step.assign_sub(tf.cast(tf.logical_not(counted), dtype))
+    return TrainStep(
+        task, step_after.op, [step_after, counted], global_step, total_steps, limit=limit, hold_every=hold_every
+    )
 
 
 def create_session(task, step, config, init_fn):

@@ -176,6 +176,8 @@ def train_loop(
                 on_epoch_end(step // steps_per_epoch, step)
             if save_every and step // save_every > previous // save_every and checkpointer is not None:
                 last_saved, saved_step = checkpointer.save(sess, step), step
+            if cluster_step is not None:
+                cluster_step.after_step(sess, step)  # the chief lets the workers past an epoch it has evaluated
         if cluster_step is not None:
             step = cluster_step.settle(sess, step)  # tickets other workers still give back: the final step
         if step > start_step and saved_step != step and checkpointer is not None:

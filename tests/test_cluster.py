@@ -23,6 +23,7 @@ from conftest import (
     invoke,
     latest_prefix,
     read_checkpoint,
+    read_events,
     write_checkpoint,
 )
 
@@ -420,6 +421,20 @@ def test_transfer_cluster_restores_before_every_worker_s_first_step(transfer_lau
     assert metrics["frozen_check_max_abs_diff"] == 0.0 and metrics["frozen_check_variables"] == 4
     assert metrics["global_step"] == TRANSFER_STEPS and metrics["cache_features"] is True
     assert metrics["cluster"]["spec"]["worker"] and metrics["own_steps"] > 0
+
+
+def test_transfer_cluster_chief_evaluates_every_epoch_at_its_boundary(transfer_launched):
+    # The workers wait at each epoch's last step until the chief has evaluated it: every epoch
+    # is evaluated, at exactly its step, on weights no other worker changes while it reads them.
+    result, model_dir, _, _, _ = transfer_launched
+    assert result.returncode == 0, result.stdout[-3000:]
+    per_epoch = TRANSFER_STEPS // 10
+    evaluated = re.findall(r"^\[worker 0\] epoch (\d+): val accuracy", result.stdout, re.M)
+    assert evaluated == [str(epoch) for epoch in range(1, 11)]
+    events = [event for event in read_events(model_dir) if any(v.tag == "accuracy/val" for v in event.summary.value)]
+    assert [event.step for event in events] == [per_epoch * epoch for epoch in range(1, 11)]
+    best = json.loads((model_dir / "best" / "best.json").read_text())
+    assert best["step"] == per_epoch * best["epoch"]
 
 
 def test_transfer_cluster_writes_what_a_local_run_writes(transfer_launched):

@@ -271,6 +271,7 @@ def build(network, plan, data, spec, args, use_cache, task=None, total_steps=Non
             global_step,
             total_steps,
             lambda gate: LearningRateGroups(plan, model_variables, args.learning_rate, gate, updates),
+            hold_every=total_steps // args.epochs,
         )
         train_op = cluster_step.op
     return TransferGraph(
