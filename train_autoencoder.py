@@ -159,7 +159,7 @@ def run(args):
                 model_variables,
                 global_step,
                 total_steps,
-                lambda gate: v1.train.AdamOptimizer(args.learning_rate * gate),
+                lambda: v1.train.AdamOptimizer(args.learning_rate),
                 hold_every=steps_per_epoch,
             )
             train_op = step.op

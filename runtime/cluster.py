@@ -17,7 +17,7 @@ transfer/train.py adds a partial restore and a check of each worker's first read
 1. `from_args(args)` -> a `ClusterTask` or None; `serve(task)` for a ps task, which returns
    once every worker said it is done.
 2. Build the graph under `tf.compat.v1.device(device_function(task))`; make the train op
-   with `train_op(task, loss, var_list, global_step, total_steps, make_optimizer, sync)`.
+   with `train_op(task, loss, var_list, global_step, total_steps, make_optimizer, hold_every)`.
    A partial restore must happen inside the init op (`tf.compat.v1.train.init_from_checkpoint`),
    so that every worker sees the restored values before its first step.
 3. `create_session(task, step, config, init_fn)` -> a session: the chief runs init_fn (restore
@@ -33,6 +33,7 @@ trusted network only.
 """
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -455,7 +456,7 @@ class TrainStep:
 
     Asynchronous mode takes a ticket on the shared global step for every step
     (`assign_add`), applies the gradients only while the ticket is within total_steps
-    (beyond it the learning rate is 0) and gives the ticket back then, so the global step
+    (beyond it nothing is applied) and gives the ticket back then, so the global step
     settles at exactly the requested total however many workers race for the last steps.
     The ticket is read after the add, not atomically with it: two racing workers may both
     see a ticket past the end and both give it back, and then both try again, as they see
@@ -612,6 +613,28 @@ class TrainStep:
         return UserError(f"{self.task.name}: the cluster stopped answering ({one_line(error)[:200]})")
 
 
+@contextlib.contextmanager
+def connection_errors(step):
+    """Turns a lost connection anywhere in a cluster session's life (a step, an evaluation,
+    a save, the wait at an epoch boundary, the close) into the one-line error of
+    TrainStep.lost_error; with step None (a local run) it does nothing.
+
+    Args:
+      step: the TrainStep of the task, or None.
+
+    Raises:
+      UserError: the connection to a ps task was lost.
+    """
+    if step is None:
+        yield
+        return
+    tf = _tf()
+    try:
+        yield
+    except (tf.errors.UnavailableError, tf.errors.AbortedError, tf.errors.DeadlineExceededError) as error:
+        raise step.lost_error(error) from None
+
+
 def train_op(task, loss, var_list, global_step, total_steps, make_optimizer, hold_every=None):
     """Builds the cluster train op; call under `tf.compat.v1.device(device_function(task))`.
 
@@ -621,9 +644,7 @@ def train_op(task, loss, var_list, global_step, total_steps, make_optimizer, hol
       var_list: the variables to train.
       global_step: the global step variable.
       total_steps: the global step at which the run ends.
-      make_optimizer: make_optimizer(gate) returns a tf.compat.v1 optimizer whose learning
-        rate is multiplied by `gate`, a float32 scalar that is 1 or 0 (asynchronous mode
-        uses 0 for a step past the end); synchronous mode passes 1.0.
+      make_optimizer: make_optimizer() returns the tf.compat.v1 optimizer of the run.
       hold_every: in asynchronous mode, the steps of an epoch, for a run whose chief
         evaluates at each epoch's end: the workers wait there until it has (TrainStep).
 
@@ -635,7 +656,7 @@ def train_op(task, loss, var_list, global_step, total_steps, make_optimizer, hol
     var_list = list(var_list)
     if task.sync:
         optimizer = v1.train.SyncReplicasOptimizer(
-            make_optimizer(tf.constant(1.0)),
+            make_optimizer(),
             replicas_to_aggregate=task.num_replicas,
             total_num_replicas=task.num_replicas,
         )
@@ -653,10 +674,16 @@ def train_op(task, loss, var_list, global_step, total_steps, make_optimizer, hol
     with tf.control_dependencies([g for g in grads if g is not None]):
         ticket = global_step.assign_add(1)  # the ticket is taken once the gradients are ready
     counted = ticket <= (total_steps if limit is None else limit.read_value())
-    optimizer = make_optimizer(tf.cast(counted, tf.float32))
-    apply = optimizer.apply_gradients(zip(grads, var_list))
-    with tf.control_dependencies([apply]):
-        step_after = global_step.assign_sub(tf.cast(tf.logical_not(counted), dtype))
+    optimizer = make_optimizer()
+
+    def apply():
+        with tf.control_dependencies([optimizer.apply_gradients(zip(grads, var_list))]):
+            return tf.constant(0, dtype)
+
+    # A ticket that does not count changes nothing, Adam's moments and the BatchNorm
+    # statistics included (a zero learning rate would still move those), and is given back.
+    give_back = tf.cond(counted, apply, lambda: tf.constant(1, dtype))
+    step_after = global_step.assign_sub(give_back)
     return TrainStep(
         task, step_after.op, [step_after, counted], global_step, total_steps, limit=limit, hold_every=hold_every
     )

@@ -32,6 +32,7 @@ import train_transfer
 from models.cae import build_autoencoder
 from runtime import cluster
 from runtime.errors import CheckpointError, UserError
+from transfer.graph import LearningRateGroups
 
 v1 = tf.compat.v1
 
@@ -146,9 +147,9 @@ def _env(config):
     return env
 
 
-def _start(spec, job, index, argv, **kwargs):
+def _start(spec, job, index, argv, script="train_autoencoder.py", **kwargs):
     return subprocess.Popen(
-        [sys.executable, str(REPO / "train_autoencoder.py"), *argv],
+        [sys.executable, str(REPO / script), *argv],
         cwd=REPO,
         env=_env(cluster.tf_config(spec, job, index)),
         stdout=subprocess.PIPE,
@@ -437,6 +438,28 @@ def test_transfer_cluster_chief_evaluates_every_epoch_at_its_boundary(transfer_l
     assert best["step"] == per_epoch * best["epoch"]
 
 
+def test_ps_lost_while_the_chief_evaluates_is_a_clear_error_on_every_worker(launched, tmp_path):
+    # Killed right after the chief's first evaluation: the chief is at its epoch boundary and
+    # the other worker waits there for it, two places outside a training step.
+    _, ae_dir = launched
+    spec = cluster.local_cluster(1, 2)
+    argv = [*TRANSFER, "--checkpoint", str(ae_dir), "--model-dir", str(tmp_path / "t"), "--cluster-timeout", "10"]
+    tasks = {name: _start(spec, *name, argv, script="train_transfer.py") for name in (("ps", 0), ("worker", 0))}
+    tasks["worker", 1] = _start(spec, "worker", 1, argv, script="train_transfer.py")
+    try:
+        _wait_for_line(tasks["worker", 0], r"^epoch 1: val accuracy", [])
+        tasks["ps", 0].kill()
+        outputs = {name: tasks[name].communicate(timeout=120)[0] for name in (("worker", 0), ("worker", 1))}
+    finally:
+        for process in tasks.values():
+            if process.poll() is None:
+                process.kill()
+    for (_, index), out in outputs.items():
+        assert tasks["worker", index].returncode == 2, out
+        assert f"error: worker {index}: lost ps 0 at {spec['ps'][0]}, which no longer accepts connections" in out
+        assert "Traceback" not in out
+
+
 def test_transfer_cluster_writes_what_a_local_run_writes(transfer_launched):
     result, model_dir, local, local_dir, source = transfer_launched
     assert result.returncode == 0 and local.code == 0, local.err
@@ -505,16 +528,13 @@ class _Groups:
         return self._groups
 
 
-def test_learning_rate_groups_gate_every_group():
-    from transfer.graph import LearningRateGroups
-
+def test_learning_rate_groups_train_each_group_at_its_rate():
     with tf.Graph().as_default():
         a = v1.get_variable("a", initializer=tf.ones([3]))
         b = v1.get_variable("b", initializer=tf.ones([3]))
         step = v1.train.get_or_create_global_step()
-        gate = v1.placeholder(tf.float32, [])
         loss = tf.reduce_sum(a * 2.0) + tf.reduce_sum(b * 3.0)
-        optimizer = LearningRateGroups(_Groups({1.0: ["a"], 0.1: ["b"]}), [a, b], 0.01, gate)
+        optimizer = LearningRateGroups(_Groups({1.0: ["a"], 0.1: ["b"]}), [a, b], 0.01)
         assert [var.op.name for var in optimizer.var_list] == ["a", "b"]  # the larger rate first
         grads = optimizer.compute_gradients(loss, var_list=optimizer.var_list)  # as SyncReplicasOptimizer asks
         train = optimizer.apply_gradients(grads, step)
@@ -522,15 +542,50 @@ def test_learning_rate_groups_gate_every_group():
         assert {"a/Adam", "a/Adam_1", "b/Adam_x0.1", "b/Adam_x0.1_1"} <= slots
         with v1.Session() as sess:
             sess.run(v1.global_variables_initializer())
-            sess.run(train, {gate: 0.0})  # a cluster step past the end: counted nowhere, nothing moves
-            np.testing.assert_array_equal(sess.run(a), np.ones(3))
-            np.testing.assert_array_equal(sess.run(b), np.ones(3))
-            sess.run(train, {gate: 1.0})
+            sess.run(train)
             moved_a, moved_b = 1.0 - sess.run(a), 1.0 - sess.run(b)
-            assert int(sess.run(step)) == 2
+            assert int(sess.run(step)) == 1
     # Adam's steps are about the learning rate whatever the gradient's scale: 0.01 and 0.001.
     np.testing.assert_allclose(moved_a, 0.01, rtol=0.05)
     np.testing.assert_allclose(moved_b, 0.001, rtol=0.05)
+
+
+def test_a_ticket_past_the_limit_changes_no_variable_and_is_given_back():
+    # A chief's asynchronous train op with an epoch limit of 2, over in-process servers.
+    spec = cluster.local_cluster(1, 1)
+    task = _task(_config("worker", 0, spec))
+    cluster.start_server(_task(_config("ps", 0, spec)))
+    server = cluster.start_server(task)
+    with tf.Graph().as_default(), v1.device(cluster.device_function(task)):
+        w = v1.get_variable("w", initializer=tf.ones([3]))
+        mean = v1.get_variable("moving_mean", initializer=tf.zeros([3]), trainable=False)
+        step = v1.train.get_or_create_global_step()
+        update = mean.assign_add(tf.ones([3]))  # stands for BatchNorm's moving statistics
+        step_op = cluster.train_op(
+            task,
+            tf.reduce_sum(w * w),
+            [w],
+            step,
+            total_steps=4,
+            make_optimizer=lambda: LearningRateGroups(_Groups({1.0: ["w"]}), [w], 0.1, extra_updates=[update]),
+            hold_every=2,
+        )
+        with v1.Session(server.target, config=cluster.task_config(task)) as sess:
+            sess.run(v1.global_variables_initializer())
+            sess.run(step_op.local_init_op)  # the limit, from the initialised global step
+            state = lambda: sess.run({var.op.name: var for var in v1.global_variables()})  # noqa: E731
+            for expected in (1, 2):
+                assert sess.run(step_op.fetches + [step_op.op])[:2] == [expected, True]
+            before = state()
+            assert sess.run(step_op.fetches + [step_op.op])[:2] == [2, False]  # ticket 3 > limit 2
+            after = state()
+    assert set(after) == set(before) and {"w/Adam", "w/Adam_1", "beta1_power"} <= set(after)
+    for name, value in before.items():  # the weights, Adam's moments and its powers
+        if name != "moving_mean":
+            np.testing.assert_array_equal(after[name], value, err_msg=name)
+    assert not np.array_equal(before["w"], np.ones(3))
+    # Updates made outside the optimizer run with every step, counted or not (docs/CLUSTER.md).
+    assert before["moving_mean"].tolist() == [2.0] * 3 and after["moving_mean"].tolist() == [3.0] * 3
 
 
 def test_a_ps_task_of_a_dry_run_does_not_serve(monkeypatch, tmp_path):

@@ -115,15 +115,13 @@ class LearningRateGroups(v1.train.Optimizer):
     and wrapped by SyncReplicasOptimizer like a single Adam.
     """
 
-    def __init__(self, plan, variables, learning_rate, gate=None, extra_updates=()):
+    def __init__(self, plan, variables, learning_rate, extra_updates=()):
         """Makes the group optimizers (no ops yet: they are made by apply_gradients).
 
         Args:
           plan: the RestorePlan, whose lr_groups say which variable trains at which rate.
           variables: the graph's model variables.
           learning_rate: the base rate (a float).
-          gate: None, or a float32 scalar every group's rate is multiplied by (a cluster
-            step past the end uses 0).
           extra_updates: ops to run with every update (BatchNorm's moving averages).
         """
         super().__init__(use_locking=False, name="LearningRateGroups")
@@ -132,7 +130,7 @@ class LearningRateGroups(v1.train.Optimizer):
         self._extra_updates = list(extra_updates)
         self._optimizers = [
             v1.train.AdamOptimizer(
-                learning_rate * mult if gate is None else learning_rate * mult * gate,
+                learning_rate * mult,
                 name="Adam" if mult == 1.0 else f"Adam_x{mult:g}",
             )
             for mult, _ in self.groups
@@ -270,7 +268,7 @@ def build(network, plan, data, spec, args, use_cache, task=None, total_steps=Non
             trainable,
             global_step,
             total_steps,
-            lambda gate: LearningRateGroups(plan, model_variables, args.learning_rate, gate, updates),
+            lambda: LearningRateGroups(plan, model_variables, args.learning_rate, extra_updates=updates),
             hold_every=total_steps // args.epochs,
         )
         train_op = cluster_step.op

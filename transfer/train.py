@@ -529,10 +529,11 @@ def _train_and_test(args, network, plan, data, spec, graph, config, resuming, so
             initialise_from_source(sess, init, plan)  # the restore is part of init (init_from_source)
 
     with (
+        cluster.connection_errors(graph.cluster_step),
         v1.Session(config=conf)
         if task is None
-        else cluster.create_session(task, graph.cluster_step, conf, restore_or_initialise)
-    ) as sess:
+        else cluster.create_session(task, graph.cluster_step, conf, restore_or_initialise) as sess,
+    ):
         if task is None:
             resumed = checkpointer.restore_latest(sess)
             if resumed:
