@@ -43,24 +43,24 @@ def bounded_int(low, high):
     return parse
 
 
-def positive_int(text):
-    """argparse type: an integer from 1 to MAX_COUNT."""
-    value = _parse(text, int, "an integer")
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
-    if value > MAX_COUNT:
-        raise argparse.ArgumentTypeError(f"must be at most {MAX_COUNT:,}, got {text}")
-    return value
+def _count_from(low):
+    """argparse type: an integer from low to MAX_COUNT."""
+
+    def parse(text):
+        value = _parse(text, int, "an integer")
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be {low} or more, got {value}")
+        if value > MAX_COUNT:
+            raise argparse.ArgumentTypeError(f"must be at most {MAX_COUNT:,}, got {text}")
+        return value
+
+    return parse
 
 
-def non_negative_int(text):
-    """argparse type: an integer from 0 to MAX_COUNT."""
-    value = _parse(text, int, "an integer")
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
-    if value > MAX_COUNT:
-        raise argparse.ArgumentTypeError(f"must be at most {MAX_COUNT:,}, got {text}")
-    return value
+positive_int = _count_from(1)
+positive_int.__doc__ = "argparse type: an integer from 1 to MAX_COUNT."
+non_negative_int = _count_from(0)
+non_negative_int.__doc__ = "argparse type: an integer from 0 to MAX_COUNT."
 
 
 def positive_float(text):
