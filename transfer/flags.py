@@ -1,74 +1,183 @@
-"""The flags that choose what is restored and what trains: one definition for every command."""
+"""The transfer run's config: its flags as runtime.options records, and their validation.
+
+TRANSFER_OPTIONS choose what is restored and what trains; train_transfer.py and
+`transfer.inspect --plan` both take them. TRAIN_TRANSFER is the whole of
+train_transfer.py: its parser, the flag values in config.json, the resume keys
+(transfer.train.RESUME_KEYS), the argv experiments build, and `validate`, the one check
+of every flag value that can be made before data or graphs are touched.
+"""
+
+import os
 
 from models import networks
-from runtime import cli
+from runtime import cli, cluster
 from runtime.errors import UserError
+from runtime.options import Flags, Foreign, Group, Option
+from transfer import graph as transfer_graph
 from transfer.selection import PRESETS, parse_pair, parse_scopes
 
-
-def add_transfer_flags(group):
-    """Adds --network, --image-size, --restore, --restore-exclude, --map, --skip-mismatched,
-    --fine-tune, --lr-mult and --train-batch-norm.
-
-    Args:
-      group: an argparse parser or argument group.
-
-    Returns:
-      The group.
-    """
-    group.add_argument(
+TRANSFER_OPTIONS = (
+    Option(
         "--network",
         choices=networks.NAMES,
         default=networks.DEFAULT,
+        resume=True,
         help="the classifier's network: cae is the digit classifier over the autoencoder's encoder; the others "
         "take ImageNet checkpoints by TF-Slim's (or the EfficientNet-Lite release's) names (default: %(default)s)",
-    )
-    group.add_argument(
+    ),
+    Option(
         "--image-size",
         type=cli.bounded_int(32, 1024),
-        default=None,
+        resume=True,
         help="side of the square input of an ImageNet network (default: its own, 224); smaller is faster",
-    )
-    group.add_argument(
+    ),
+    Option(
         "--restore",
         default="conv",
+        resume=True,
         help=f"what to restore: a preset ({', '.join(PRESETS)}; backbone: everything but the network's head) "
         "or a comma list of scopes such as conv1,conv2 (default: %(default)s)",
-    )
-    group.add_argument("--restore-exclude", default="", help="comma list of scopes to leave out of --restore")
-    group.add_argument(
+    ),
+    Option("--restore-exclude", default="", resume=True, help="comma list of scopes to leave out of --restore"),
+    Option(
         "--map",
         action="append",
-        default=[],
         metavar="SRC=DST",
+        resume=True,
         help="restore checkpoint scope SRC into graph scope DST, e.g. encoder/conv1=conv1 (repeatable)",
-    )
-    group.add_argument(
+    ),
+    Option(
         "--skip-mismatched",
         action="store_true",
+        resume=True,
         help="initialise variables whose shapes differ from the checkpoint instead of failing, and report them",
-    )
-    group.add_argument(
-        "--fine-tune", action="store_true", help="train the restored variables too (default: freeze them)"
-    )
-    group.add_argument(
+    ),
+    Option(
+        "--fine-tune",
+        action="store_true",
+        resume=True,
+        help="train the restored variables too (default: freeze them)",
+    ),
+    Option(
         "--lr-mult",
         action="append",
-        default=[],
         metavar="SCOPE=F",
+        resume=True,
         help="scale SCOPE's learning rate by F; F=0 freezes it (repeatable; applied after --fine-tune)",
-    )
-    group.add_argument(
+    ),
+    Option(
         "--train-batch-norm",
         action="store_true",
+        resume=True,
         help="in restored BatchNorm layers that train (--fine-tune, --lr-mult), normalise with batch statistics "
         "and update the moving statistics; default: keep the checkpoint's statistics (inference mode)",
-    )
-    return group
+    ),
+)
+
+
+def _dropout_rate(rate):
+    return None if 0.0 <= rate < 1.0 else f"must be in [0, 1), got {rate}"
+
+
+SOURCE_OPTIONS = (
+    Option(
+        "--checkpoint",
+        default=os.path.join("checkpoints", "autoencoder"),
+        resume=True,
+        help="the transfer source: a model dir (its newest checkpoint) or a checkpoint prefix (default: %(default)s)",
+    ),
+    *TRANSFER_OPTIONS,
+    Option("--dry-run", action="store_true", help="print the restore plan and exit without training"),
+    Option(
+        "--cache-features",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="train the head on features computed once; "
+        "auto: whenever everything below the head is frozen (default: %(default)s)",
+    ),
+    Option(
+        "--feature-cache",
+        metavar="DIR",
+        help="keep the frozen layers' features on disk in DIR, keyed by the checkpoint's content, the network, "
+        "its preprocessing and each image's content, so a later run skips the frozen layers (default: off)",
+    ),
+    Option(
+        "--feature-cache-max-mb",
+        type=cli.positive_int,
+        default=2048,
+        help="size bound of --feature-cache; the least recently used entries go first (default: %(default)s)",
+    ),
+)
+
+TRAINING_OPTIONS = (
+    Option(
+        "--labels-per-class",
+        type=cli.positive_int,
+        resume=True,
+        help="labelled training examples per class, a balanced seeded subset (default: all)",
+    ),
+    Option(
+        "--validation-size",
+        type=cli.non_negative_int,
+        default=500,
+        resume=True,
+        help="IDX data: training examples held out to pick the best epoch; "
+        "the test set is never used for that (default: %(default)s)",
+    ),
+    Option(
+        "--validation-percent",
+        type=cli.percent,
+        default=10.0,
+        resume=True,
+        help="image folder: share of each class held out to pick the best epoch, by a hash of each file's path "
+        "in its class folder (default: %(default)s)",
+    ),
+    Option(
+        "--test-percent",
+        type=cli.percent,
+        default=10.0,
+        resume=True,
+        help="image folder without train/ and test/ subfolders: share of each class kept for test "
+        "(default: %(default)s)",
+    ),
+    Option(
+        "--min-per-class",
+        type=cli.positive_int,
+        default=1,
+        help="image folder: fewest usable training images a class may have (default: %(default)s)",
+    ),
+    Option(
+        "--epochs", type=cli.positive_int, default=30, help="passes over the labelled examples (default: %(default)s)"
+    ),
+    Option(
+        "--batch-size",
+        type=cli.positive_int,
+        default=64,
+        resume=True,
+        help="examples per step (default: %(default)s)",
+    ),
+    Option("--learning-rate", type=cli.learning_rate, default=1e-3, help="Adam learning rate (default: %(default)s)"),
+    Option(
+        "--dropout",
+        type=float,
+        default=0.0,
+        resume=True,
+        check=_dropout_rate,
+        help="dropout rate on fc1 while training, in [0, 1) (default: %(default)s)",
+    ),
+    Option(
+        "--shift",
+        type=cli.non_negative_int,
+        default=0,
+        resume=True,
+        help="shift each training image by up to this many pixels at random; "
+        "turns the feature cache off (default: %(default)s)",
+    ),
+)
 
 
 def parse_transfer_flags(args):
-    """Reads the flags that add_transfer_flags defined; raises before any graph is built.
+    """Reads the TRANSFER_OPTIONS restore flags; raises before any graph is built.
 
     Returns:
       (restore, exclude, maps, lr_mults) as make_plan takes them.
@@ -97,3 +206,72 @@ def parse_transfer_flags(args):
     if restore == () and (maps or exclude):
         raise UserError("--map and --restore-exclude need something to restore; --restore none restores nothing")
     return restore, exclude, maps, lr_mults
+
+
+def restore_scopes(args, network):
+    """The --restore and --restore-exclude flags for this network, with `backbone` resolved.
+
+    Returns:
+      (restore, exclude, maps, lr_mults) as make_plan takes them.
+
+    Raises:
+      UserError: a preset of the digit classifier's for another network, or a bad value.
+    """
+    preset = args.restore.strip()
+    if network.name != networks.DEFAULT and preset in PRESETS and preset not in ("all", "none"):
+        raise UserError(
+            f"--restore {preset} is the digit classifier's preset; for {network.name} use backbone, all, none "
+            "or a comma list of scopes"
+        )
+    if preset != "backbone":
+        return parse_transfer_flags(args)
+    args_copy = type(args)(**vars(args))
+    args_copy.restore = "all"
+    _, exclude, maps, lr_mults = parse_transfer_flags(args_copy)
+    # Everything below the head: the network's top scopes (its outer scope, or for the
+    # digit classifier its encoder), the head's scopes left out.
+    if network.scope:
+        return (network.scope,), (*exclude, *network.head_scopes), maps, lr_mults
+    return network.block_scopes, exclude, maps, lr_mults
+
+
+def network_and_flags(args):
+    """The --network, --image-size and restore flags, checked (train_transfer.py and inspect --plan).
+
+    Returns:
+      (network, InputSpec it is fed, the parsed transfer flags).
+
+    Raises:
+      UserError: for an image size the network cannot take, or a restore flag that does not parse.
+    """
+    network = networks.get(args.network)
+    if args.image_size is not None and network.name == networks.DEFAULT:
+        raise UserError("--image-size is for the ImageNet networks; the digit classifier takes 28x28")
+    if args.image_size is not None and network.name == "vgg_16" and args.image_size < 224:
+        raise UserError(f"--image-size {args.image_size}: vgg_16 needs at least 224 (fc6 is a 7x7 VALID convolution)")
+    return network, transfer_graph.input_spec(network, args.image_size), restore_scopes(args, network)
+
+
+TRAIN_TRANSFER = Flags(
+    Group("transfer", SOURCE_OPTIONS),
+    Group("training", TRAINING_OPTIONS),
+    cli.DATA_OPTIONS,
+    cli.runtime_options(os.path.join("checkpoints", "transfer")),
+    Foreign(cluster.add_cluster_flags, cluster.FLAG_DESTS),
+    validators=(network_and_flags,),
+    # Not flags: where the data came from and its fingerprint (transfer.labelled).
+    resume_extra=("data_source", "data_identity"),
+)
+
+
+def validate(args):
+    """Checks every flag value of a transfer run that argparse cannot, before data or graphs are touched.
+
+    Returns:
+      (network, InputSpec it is fed, the parsed transfer flags).
+
+    Raises:
+      UserError: naming the first offending value.
+    """
+    ((network, spec, flags),) = TRAIN_TRANSFER.validate(args)
+    return network, spec, flags

@@ -24,7 +24,6 @@ if __name__ == "__main__":
     guard_startup()
 import_tensorflow()
 
-import argparse  # noqa: E402
 import glob  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
@@ -35,12 +34,13 @@ import tensorflow as tf  # noqa: E402
 from data import image_folder  # noqa: E402
 from models import networks  # noqa: E402
 from models.scopes import AUTOENCODER_SCOPES, HEAD_SCOPES  # noqa: E402
-from runtime import cli  # noqa: E402
+from runtime import cli, options  # noqa: E402
 from runtime.errors import CheckpointError  # noqa: E402
+from runtime.options import Flags, Group, Option  # noqa: E402
 from runtime.paths import shown  # noqa: E402
 from transfer import checkpoint as ckpt  # noqa: E402
 from transfer import train  # noqa: E402
-from transfer.flags import add_transfer_flags  # noqa: E402
+from transfer.flags import TRANSFER_OPTIONS, network_and_flags  # noqa: E402
 from transfer.selection import NON_MODEL, model_variable_names  # noqa: E402
 
 v1 = tf.compat.v1
@@ -49,51 +49,52 @@ v1 = tf.compat.v1
 # which reads better than the alphabetical order a checkpoint index keeps.
 SCOPE_ORDER = AUTOENCODER_SCOPES + HEAD_SCOPES
 LEAF_ORDER = ("kernel", "bias")
-# The dests of add_transfer_flags: given without --plan they would be silently ignored.
-
-
-def make_parser():
-    parser = argparse.ArgumentParser(
-        prog="python -m transfer.inspect",
-        description="List a checkpoint's model variables by scope, its optimizer slots and counters apart, "
-        "and its size on disk; or, with --plan, print the restore plan train_transfer.py would follow.",
-    )
-    parser.add_argument(
-        "checkpoint",
-        metavar="CKPT",
-        help="a model dir (its newest checkpoint), a checkpoint prefix such as model.ckpt-3500, or one of its files",
-    )
-    parser.add_argument("--json", action="store_true", help="print the same facts as one JSON object instead of text")
-    parser.add_argument(
-        "--plan",
-        action="store_true",
-        help="print the restore plan against the classifier (conv1, conv2, fc1, logits) for the flags below, "
-        "as train_transfer.py --dry-run would",
-    )
-    group = add_transfer_flags(parser.add_argument_group("transfer (with --plan; as in train_transfer.py)"))
-    group.add_argument(
+# The flags of the plan, as train_transfer.py has them (transfer.flags): given without
+# --plan they would be silently ignored, so parse_args refuses them.
+PLAN_OPTIONS = (
+    *TRANSFER_OPTIONS,
+    Option(
         "--num-classes",
         type=cli.positive_int,
         default=10,
         help="classes of the new head in the plan (train_transfer.py takes them from the data) (default: %(default)s)",
+    ),
+)
+INSPECT = Flags(
+    (
+        Option(
+            "checkpoint",
+            metavar="CKPT",
+            help="a model dir (its newest checkpoint), a checkpoint prefix such as model.ckpt-3500, "
+            "or one of its files",
+        ),
+        Option("--json", action="store_true", help="print the same facts as one JSON object instead of text"),
+        Option(
+            "--plan",
+            action="store_true",
+            help="print the restore plan against the classifier (conv1, conv2, fc1, logits) for the flags below, "
+            "as train_transfer.py --dry-run would",
+        ),
+    ),
+    Group("transfer (with --plan; as in train_transfer.py)", PLAN_OPTIONS),
+)
+
+
+def make_parser():
+    return INSPECT.parser(
+        prog="python -m transfer.inspect",
+        description="List a checkpoint's model variables by scope, its optimizer slots and counters apart, "
+        "and its size on disk; or, with --plan, print the restore plan train_transfer.py would follow.",
     )
-    return parser
-
-
-def transfer_dests(parser):
-    """The dests of the transfer group's flags: what only means something with --plan."""
-    group = next(g for g in parser._action_groups if g.title.startswith("transfer"))
-    return [action.dest for action in group._group_actions]
 
 
 def parse_args(argv=None):
     parser = make_parser()
     args = parser.parse_args(argv)
     if not args.plan:
-        given = [dest for dest in transfer_dests(parser) if getattr(args, dest) != parser.get_default(dest)]
+        given = options.given(PLAN_OPTIONS, args)
         if given:
-            flags = ", ".join("--" + dest.replace("_", "-") for dest in given)
-            parser.error(f"{flags} only mean something with --plan")
+            parser.error(f"{', '.join(option.flag for option in given)} only mean something with --plan")
     return args
 
 
@@ -246,7 +247,7 @@ def classifier_plan(prefix, checkpoint_variables, args):
     Raises:
       UserError: for flags that do not parse or do not fit the graph or the checkpoint.
     """
-    network, spec, flags = train.network_and_flags(args)
+    network, spec, flags = network_and_flags(args)
     if flags[0] == ():
         # As in train_transfer.py: restoring nothing reads no checkpoint.
         prefix, checkpoint_variables = None, []

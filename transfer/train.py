@@ -27,9 +27,8 @@ from transfer import graph as transfer_graph
 from transfer import labelled
 from transfer.feature_store import make_feature_store
 from transfer.features import CACHE_BATCH
-from transfer.flags import parse_transfer_flags
+from transfer.flags import TRAIN_TRANSFER, validate
 from transfer.plan import MOVING_STATISTICS, make_plan
-from transfer.selection import PRESETS
 
 v1 = tf.compat.v1
 
@@ -37,88 +36,8 @@ EVAL_BATCH = 1000
 # Decoded validation and test images are kept in memory up to this size (bytes of
 # float32 pixels), so that an image folder is not decoded again every epoch.
 DECODED_EVAL_BYTES = 256 * 2**20
-# A resumed run must have been started with the same values of these.
-RESUME_KEYS = (
-    "checkpoint",
-    "network",
-    "image_size",
-    "restore",
-    "restore_exclude",
-    "map",
-    "skip_mismatched",
-    "fine_tune",
-    "lr_mult",
-    "train_batch_norm",
-    "dataset",
-    "data_source",
-    "data_identity",
-    "labels_per_class",
-    "validation_size",
-    "validation_percent",
-    "test_percent",
-    "batch_size",
-    "seed",
-    "dropout",
-    "shift",
-)
-
-
-def restore_scopes(args, network):
-    """The --restore and --restore-exclude flags for this network, with `backbone` resolved.
-
-    Returns:
-      (restore, exclude, maps, lr_mults) as make_plan takes them.
-
-    Raises:
-      UserError: a preset of the digit classifier's for another network, or a bad value.
-    """
-    preset = args.restore.strip()
-    if network.name != networks.DEFAULT and preset in PRESETS and preset not in ("all", "none"):
-        raise UserError(
-            f"--restore {preset} is the digit classifier's preset; for {network.name} use backbone, all, none "
-            "or a comma list of scopes"
-        )
-    if preset != "backbone":
-        return parse_transfer_flags(args)
-    args_copy = _with(args, restore="all")
-    _, exclude, maps, lr_mults = parse_transfer_flags(args_copy)
-    # Everything below the head: the network's top scopes (its outer scope, or for the
-    # digit classifier its encoder), the head's scopes left out.
-    if network.scope:
-        return (network.scope,), (*exclude, *network.head_scopes), maps, lr_mults
-    return network.block_scopes, exclude, maps, lr_mults
-
-
-def _with(args, **changes):
-    copy = type(args)(**vars(args))
-    for key, value in changes.items():
-        setattr(copy, key, value)
-    return copy
-
-
-def validate(args):
-    """Checks every flag value that argparse cannot, before data or graphs are touched.
-
-    Returns:
-      (network, InputSpec it is fed, the parsed transfer flags).
-    """
-    if not 0.0 <= args.dropout < 1.0:
-        raise UserError(f"--dropout must be in [0, 1), got {args.dropout}")
-    return network_and_flags(args)
-
-
-def network_and_flags(args):
-    """The --network, --image-size and restore flags, checked (train_transfer.py and inspect --plan).
-
-    Returns:
-      (network, InputSpec it is fed, the parsed transfer flags).
-    """
-    network = networks.get(args.network)
-    if args.image_size is not None and network.name == networks.DEFAULT:
-        raise UserError("--image-size is for the ImageNet networks; the digit classifier takes 28x28")
-    if args.image_size is not None and network.name == "vgg_16" and args.image_size < 224:
-        raise UserError(f"--image-size {args.image_size}: vgg_16 needs at least 224 (fc6 is a 7x7 VALID convolution)")
-    return network, transfer_graph.input_spec(network, args.image_size), restore_scopes(args, network)
+# A resumed run must have been started with the same values of these (the flags marked `resume`).
+RESUME_KEYS = TRAIN_TRANSFER.resume_keys
 
 
 def make_run_plan(args, network, data, spec, flags):
@@ -154,7 +73,7 @@ def plan_against(args, network, num_classes, data_spec, spec, flags, source_pref
 
 def run_config(args, network, spec, plan, data, use_cache):
     return dict(
-        {key: value for key, value in vars(args).items() if key not in cluster.FLAG_DESTS},
+        TRAIN_TRANSFER.config_values(args),
         model="transfer",
         network=network.name,
         image_size=None if network.name == networks.DEFAULT else spec.height,
