@@ -55,7 +55,7 @@ Outcome.__doc__ = (
 
 
 @dataclasses.dataclass(frozen=True)
-class Run:
+class RunState:
     """What the phases before the graph settled.
 
     Attributes:
@@ -355,7 +355,7 @@ def run(args):
     config = run_config(args, dataset, args.epochs * steps_per_epoch, task)
     resuming = check_resume(args.model_dir, config, chief)
     test_images = pipeline.to_float_images(dataset.test_images)
-    state = Run(args, task, dataset, test_images, steps_per_epoch, config, resuming)
+    state = RunState(args, task, dataset, test_images, steps_per_epoch, config, resuming)
     set_process_threads(args.intra_op_threads, args.inter_op_threads)
     with tf.Graph().as_default(), v1.device(cluster.device_function(task)) if task else contextlib.nullcontext():
         graph = build(args, dataset, task, state.total_steps)
