@@ -23,6 +23,7 @@ import types
 import numpy as np
 import tensorflow as tf
 
+from autoencoder import graph as ae_graph
 from bench import flops
 from data import image_folder, names, pipeline
 from models import networks
@@ -139,27 +140,36 @@ class _NothingToReserve:
 
 
 class OursAutoencoder(_TrainLoopContender):
-    """The autoencoder step wired as train_autoencoder.run wires it (BatchInput, Adam, session_config)."""
+    """The autoencoder step of `train_autoencoder.py` at its default flags, built by autoencoder.graph.build.
+
+    The graph and the train op are the script's own (autoencoder.graph is what
+    autoencoder.train.run calls), fed by its BatchInput and run with session_config.
+    `transpose_implementation` is the one way it may differ (bench.experiments times the other).
+    """
+
+    transpose_implementation = "subpixel"
 
     def _build(self):
         self.graph = tf.Graph()
         with self.graph.as_default():
             v1.set_random_seed(SEED)
-            self.input = pipeline.BatchInput(self.batch_size)
-            images = v1.placeholder_with_default(self.input.images, [None, 28, 28, 1], name="images")
-            end_points = build_autoencoder(images)
-            self.loss = reconstruction_loss(images, end_points, "bce")
-            global_step = v1.train.get_or_create_global_step()
-            model_variables = v1.get_collection(v1.GraphKeys.MODEL_VARIABLES)
+            self.built = build_autoencoder_graph(self.batch_size, self.transpose_implementation)
+            model_variables = self.built.model_variables
             flops.check_kernels(flops.AUTOENCODER_LAYERS, model_variables)
-            self.train_op = v1.train.AdamOptimizer(LEARNING_RATE).minimize(
-                loss=self.loss, global_step=global_step, var_list=model_variables
-            )
+            self.loss, self.train_op = self.built.loss, self.built.train_op
             self.num_weights = sum(int(np.prod(var.shape)) for var in model_variables)
             self.init = v1.global_variables_initializer()
 
     def _start_input(self, stream):
-        self.input.initialize(self.sess, self.dataset.train_images, self.dataset.train_labels, stream)
+        self.built.batch_input.initialize(self.sess, self.dataset.train_images, self.dataset.train_labels, stream)
+
+
+def build_autoencoder_graph(batch_size, transpose_implementation="subpixel"):
+    """The graph train_autoencoder.py builds at its default flags on IDX arrays, into the default graph."""
+    args = types.SimpleNamespace(
+        batch_size=batch_size, noise=0.0, seed=SEED, latent_size=20, loss="bce", learning_rate=LEARNING_RATE
+    )
+    return ae_graph.build(args, in_files=False, transpose_implementation=transpose_implementation)
 
 
 class OursTransfer(_TrainLoopContender):

@@ -1,0 +1,1 @@
+"""The autoencoder's training graph (autoencoder.graph) and its run (autoencoder.train)."""

@@ -1,0 +1,367 @@
+"""An autoencoder run from start to end: the library behind train_autoencoder.py.
+
+The phases, in order (docs/ARCHITECTURE.md): validate the flags; load the data; check a
+resume; build the graph (autoencoder.graph); restore the newest checkpoint or initialise;
+train, evaluating the held-out images after every epoch; evaluate them once more and
+write the projector; write metrics.
+
+In a cluster (TF_CONFIG or the cluster flags; docs/CLUSTER.md) a ps task serves the
+variables and returns; every worker builds the graph under the replica device setter and
+trains its share; only the chief restores or initialises, evaluates and writes the run's files.
+"""
+
+import collections
+import contextlib
+import dataclasses
+import os
+import time
+
+import tensorflow as tf
+
+from autoencoder import graph as ae_graph
+from data import pipeline
+from runtime import cli, cluster, onednn, rundir
+from runtime.checkpoints import Checkpointer
+from runtime.errors import UserError
+from runtime.paths import shown
+from runtime.session import session_config, set_process_threads
+from runtime.summaries import SummaryWriter, scalars, write_projector
+from runtime.training import finite_or_none, train_loop
+from transfer import labelled
+
+v1 = tf.compat.v1
+
+PIXELS = 28 * 28
+EVAL_BATCH = 500
+PROJECTOR_POINTS = 2000
+# A run with different values here cannot continue another run's checkpoints.
+RESUME_KEYS = (
+    "dataset",
+    "latent_size",
+    "loss",
+    "batch_size",
+    "seed",
+    "data_source",
+    "data_identity",
+    "noise",
+    "test_percent",
+)
+
+Outcome = collections.namedtuple("Outcome", "result began per_pixel projector_config restored")
+Outcome.__doc__ = (
+    "What the chief's session ends with: the TrainResult, the time.monotonic() training began at, the final "
+    "per-pixel losses, the projector config's path and the checkpoint restored at the start (or None)."
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class RunState:
+    """What the phases before the graph settled.
+
+    Attributes:
+      args: the parsed flags of train_autoencoder.py.
+      task: the runtime.cluster.ClusterTask, or None for a local run.
+      dataset: the transfer.labelled.AutoencoderData.
+      test_images: the held-out images as floats in [0, 1], [N, 28, 28, 1].
+      steps_per_epoch: training steps in one pass over the training images.
+      config: what config.json holds.
+      resuming: whether the chief continues a run in the model dir.
+    """
+
+    args: object
+    task: object
+    dataset: object
+    test_images: object
+    steps_per_epoch: int
+    config: dict
+    resuming: bool
+
+    @property
+    def chief(self):
+        return self.task is None or self.task.is_chief
+
+    @property
+    def total_steps(self):
+        return self.config["total_steps"]
+
+
+def validate(args):
+    """Checks the flag values argparse cannot, before data or graphs are touched.
+
+    Raises:
+      UserError: naming the offending value.
+    """
+    if not 0.0 <= args.noise < float("inf"):
+        raise UserError(f"--noise must be 0 or a positive standard deviation, got {args.noise}")
+
+
+def load_data(args):
+    """The run's images and the steps an epoch takes.
+
+    Returns:
+      (transfer.labelled.AutoencoderData, steps per epoch).
+
+    Raises:
+      UserError: unreadable data, or a batch larger than the training images.
+    """
+    dataset = labelled.load_for_autoencoder(args)
+    return dataset, cli.steps_per_epoch(dataset.num_train, args.batch_size, "training images")
+
+
+def run_config(args, dataset, total_steps, task):
+    """What config.json holds: the flags (the cluster's aside), the data's identity, the step count."""
+    config = dict(
+        {key: value for key, value in vars(args).items() if key not in cluster.FLAG_DESTS},
+        model="autoencoder",
+        data_source=dataset.source_kind,
+        data_identity=dataset.identity,
+        onednn=onednn.state(),
+        data=dataset.description,
+        total_steps=total_steps,
+    )
+    if task is not None:
+        config["cluster"] = task.describe()
+    return config
+
+
+def check_resume(model_dir, config, chief):
+    """Whether the chief continues a run in model_dir (the other workers never do).
+
+    Raises:
+      UserError: when model_dir holds a run made with other RESUME_KEYS values.
+    """
+    return chief and rundir.check_resume(model_dir, config, RESUME_KEYS) is not None
+
+
+def build(args, dataset, task=None, total_steps=None):
+    """The run's graph, seeded by --seed, into the default graph (autoencoder.graph.build).
+
+    Returns:
+      An autoencoder.graph.AutoencoderGraph.
+    """
+    v1.set_random_seed(args.seed)
+    return ae_graph.build(args, dataset.train.files is not None, task, total_steps)
+
+
+def open_session(args, graph, task, init_fn):
+    """A local session, or a cluster task's session once the chief has run init_fn."""
+    settings = session_config(args.gpu_memory_fraction, args.allow_growth, args.intra_op_threads, args.inter_op_threads)
+    if task is None:
+        return v1.Session(config=settings)
+    return cluster.create_session(task, graph.cluster_step, settings, init_fn)
+
+
+def restore_or_initialise(sess, checkpointer, init):
+    """Restores the newest checkpoint that reads back, else runs init; returns its prefix or None."""
+    restored = checkpointer.restore_latest(sess)
+    if restored is None:
+        sess.run(init)
+    return restored
+
+
+def begin(sess, state, graph, restored):
+    """Says where the run starts, writes a new run's config.json and starts the input.
+
+    Returns:
+      (the global step training starts at, the step it ends at, the chief's SummaryWriter or None).
+    """
+    args, task = state.args, state.task
+    start_step = int(sess.run(graph.global_step))
+    total_steps = cli.check_steps(start_step, state.total_steps)
+    if not state.chief:
+        print(f"{task.name}: joined the cluster at global step {start_step}")
+    else:
+        print(
+            f"resumed from {shown(restored)} at step {start_step}"
+            if restored
+            else "starting from freshly initialised variables"
+        )
+    if state.chief and not state.resuming:  # a resumed run's config.json is rewritten only once it has trained
+        rundir.write_config(args.model_dir, state.config)
+    writer = SummaryWriter(args.model_dir, graph=sess.graph if start_step == 0 else None) if state.chief else None
+    # In a cluster each worker reads its own order, long enough for any share of the steps.
+    stream_end = total_steps if task is None else total_steps + (total_steps - start_step + 1) * task.num_replicas
+    train = state.dataset.train
+    graph.batch_input.initialize(
+        sess,
+        train.files if train.files is not None else train.images,
+        train.labels,
+        pipeline.index_stream(
+            state.dataset.num_train, args.batch_size, cluster.replica_seed(args.seed, task), start_step, stream_end
+        ),
+    )
+    return start_step, total_steps, writer
+
+
+def evaluate(sess, graph, images):
+    """Per-pixel means of every eval loss over a float image array, in batches, on clean input.
+
+    Returns:
+      {kind: mean loss per pixel} for every kind of graph.eval_losses.
+    """
+    totals = dict.fromkeys(graph.eval_losses, 0.0)
+    for start in range(0, len(images), EVAL_BATCH):
+        chunk = images[start : start + EVAL_BATCH]
+        for name, value in sess.run(graph.eval_losses, {graph.images: chunk, graph.noise: 0.0}).items():
+            totals[name] += value * len(chunk)
+    return {name: total / len(images) / PIXELS for name, total in totals.items()}
+
+
+def train(sess, state, graph, checkpointer, writer, start_step, total_steps):
+    """Trains to total_steps; the chief evaluates and writes the epoch summaries after every epoch.
+
+    Returns:
+      (runtime.training.TrainResult, the time.monotonic() training began at).
+    """
+    args, test_images = state.args, state.test_images
+
+    def on_epoch_end(epoch, step):
+        per_pixel = evaluate(sess, graph, test_images)
+        writer.add_summary(scalars({f"eval/{kind}_per_pixel": value for kind, value in per_pixel.items()}), step)
+        clean = {graph.images: test_images[:EVAL_BATCH], graph.noise: 0.0}
+        writer.add_summary(sess.run(graph.epoch_summary, clean), step)
+        writer.flush()
+        print(f"epoch {epoch}: eval bce per pixel {per_pixel['bce']:.5f}, l2 per pixel {per_pixel['l2']:.5f}")
+
+    began = time.monotonic()
+    result = train_loop(
+        sess,
+        graph.train_op,
+        graph.loss,
+        start_step,
+        total_steps,
+        state.steps_per_epoch,
+        args.batch_size,
+        checkpointer,
+        save_every=args.save_every,
+        writer=writer,
+        summary_op=graph.train_summary,
+        summary_every=args.summary_every,
+        on_epoch_end=on_epoch_end if state.chief else None,
+        cluster_step=graph.cluster_step,
+    )
+    return result, began
+
+
+def final_evaluation(sess, state, graph):
+    """The held-out images' per-pixel losses, and the projector of their codes.
+
+    Returns:
+      (per-pixel losses, the path of projector_config.pbtxt).
+    """
+    dataset = state.dataset
+    per_pixel = evaluate(sess, graph, state.test_images)
+    count = min(PROJECTOR_POINTS, dataset.num_test)
+    codes = sess.run(graph.end_points["latent"], {graph.images: state.test_images[:count], graph.noise: 0.0})
+    projector_config = write_projector(
+        state.args.model_dir, codes, dataset.test_labels[:count], dataset.test_images[:count]
+    )
+    return per_pixel, projector_config
+
+
+def train_and_evaluate(state, graph):
+    """The session's phases: restore or initialise, train, and on the chief evaluate.
+
+    Returns:
+      An :data:`Outcome` on the chief; None on the other workers, once their share is done.
+    """
+    args, task = state.args, state.task
+    checkpointer = Checkpointer(args.model_dir, max_to_keep=args.keep_checkpoints) if state.chief else None
+    init = v1.global_variables_initializer()
+    restored = {}
+
+    def init_fn(sess):  # a cluster's chief runs it inside SessionManager.prepare_session
+        restored["prefix"] = restore_or_initialise(sess, checkpointer, init)
+
+    with cluster.connection_errors(graph.cluster_step), open_session(args, graph, task, init_fn) as sess:
+        if task is None:
+            init_fn(sess)
+        start_step, total_steps, writer = begin(sess, state, graph, restored.get("prefix"))
+        result, began = train(sess, state, graph, checkpointer, writer, start_step, total_steps)
+        if not state.chief:
+            graph.cluster_step.finish(sess)
+            print(
+                f"{task.name}: done at global step {result.final_step}, {result.own_steps} steps of its own, "
+                f"{result.images_per_sec:,.0f} images/s"
+            )
+            return None
+        per_pixel, projector_config = final_evaluation(sess, state, graph)
+        writer.close()
+        if graph.cluster_step is not None:
+            graph.cluster_step.finish(sess)  # last: the ps tasks stay up until the chief has read what it needs
+    return Outcome(result, began, per_pixel, projector_config, restored.get("prefix"))
+
+
+def write_metrics(state, outcome):
+    """Writes metrics.json (and a resumed run's config.json, now that it has trained); returns the metrics."""
+    dataset, result, per_pixel = state.dataset, outcome.result, outcome.per_pixel
+    metrics = {
+        "dataset": dataset.name,
+        "data_source": dataset.source_kind,
+        "num_train": dataset.num_train,
+        "num_test": dataset.num_test,
+        "global_step": result.final_step,
+        "epochs": state.args.epochs,
+        "loss": state.args.loss,
+        "eval_bce_per_pixel": finite_or_none(per_pixel["bce"]),
+        "eval_l2_per_pixel": finite_or_none(per_pixel["l2"]),
+        "train_images_per_sec": round(result.images_per_sec, 1),
+        "wall_seconds": round(time.monotonic() - outcome.began, 1),
+        "checkpoint": result.last_checkpoint or outcome.restored,
+    }
+    if state.task is not None:
+        metrics.update(cluster=state.task.describe(), own_steps=result.own_steps)
+    model_dir = state.args.model_dir
+    if state.resuming:
+        rundir.write_config(model_dir, state.config)
+    rundir.write_json(os.path.join(model_dir, "metrics.json"), metrics)
+    return metrics
+
+
+def report(state, metrics, outcome):
+    """The run's last lines: where it ended, its checkpoint and projector, how to view it."""
+    result, task = outcome.result, state.task
+    print(
+        f"done: step {result.final_step}, eval bce per pixel {outcome.per_pixel['bce']:.5f}, "
+        f"{result.images_per_sec:,.0f} images/s"
+    )
+    if task is not None:
+        print(f"{task.name}: done at global step {result.final_step}, {result.own_steps} steps of its own")
+    print(f"checkpoint: {metrics['checkpoint']}")
+    print(f"projector:  {outcome.projector_config}")
+    model_dir = state.args.model_dir
+    print(f"view with:  tensorboard --logdir {os.path.dirname(os.path.abspath(model_dir))} --host 127.0.0.1")
+
+
+def run(args):
+    """A whole autoencoder run (see the module docstring for the phases).
+
+    Args:
+      args: the parsed flags of train_autoencoder.py.
+
+    Returns:
+      The metrics written to metrics.json, or None for a ps task or a non-chief worker.
+
+    Raises:
+      UserError: a bad flag value, unreadable data, a run in --model-dir made with other settings.
+    """
+    validate(args)
+    task = cluster.from_args(args)
+    if task is not None and task.is_ps:
+        cluster.serve(task)
+        return None
+    chief = task is None or task.is_chief
+    dataset, steps_per_epoch = load_data(args)
+    config = run_config(args, dataset, args.epochs * steps_per_epoch, task)
+    resuming = check_resume(args.model_dir, config, chief)
+    test_images = pipeline.to_float_images(dataset.test_images)
+    state = RunState(args, task, dataset, test_images, steps_per_epoch, config, resuming)
+    set_process_threads(args.intra_op_threads, args.inter_op_threads)
+    with tf.Graph().as_default(), v1.device(cluster.device_function(task)) if task else contextlib.nullcontext():
+        graph = build(args, dataset, task, state.total_steps)
+        outcome = train_and_evaluate(state, graph)
+    if outcome is None:
+        return None
+    metrics = write_metrics(state, outcome)
+    report(state, metrics, outcome)
+    return metrics
