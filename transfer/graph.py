@@ -255,23 +255,7 @@ def build(network, plan, data, spec, args, use_cache, task=None, total_steps=Non
     )
     global_step = v1.train.get_or_create_global_step()
     updates = () if use_cache else tuple(end_points["batch_norm_updates"].values())
-    cluster_step = None
-    if task is None:
-        train_op, trainable = build_train_op(loss, plan, model_variables, args.learning_rate, global_step, updates)
-    else:
-        from runtime import cluster
-
-        trainable = [var for _, group in trainable_in_groups(plan, model_variables) for var in group]
-        cluster_step = cluster.train_op(
-            task,
-            loss,
-            trainable,
-            global_step,
-            total_steps,
-            lambda: LearningRateGroups(plan, model_variables, args.learning_rate, extra_updates=updates),
-            hold_every=total_steps // args.epochs,
-        )
-        train_op = cluster_step.op
+    train_op, trainable, cluster_step = _train_step(loss, plan, model_variables, args, updates, task, total_steps)
     return TransferGraph(
         images=images,
         is_training=is_training,
@@ -290,6 +274,27 @@ def build(network, plan, data, spec, args, use_cache, task=None, total_steps=Non
         use_cache=use_cache,
         cluster_step=cluster_step,
     )
+
+
+def _train_step(loss, plan, model_variables, args, updates, task, total_steps):
+    """(train op, the variables it trains, the cluster's TrainStep or None)."""
+    global_step = v1.train.get_or_create_global_step()
+    if task is None:
+        train_op, trainable = build_train_op(loss, plan, model_variables, args.learning_rate, global_step, updates)
+        return train_op, trainable, None
+    from runtime import cluster
+
+    trainable = [var for _, group in trainable_in_groups(plan, model_variables) for var in group]
+    cluster_step = cluster.train_op(
+        task,
+        loss,
+        trainable,
+        global_step,
+        total_steps,
+        lambda: LearningRateGroups(plan, model_variables, args.learning_rate, extra_updates=updates),
+        hold_every=total_steps // args.epochs,
+    )
+    return cluster_step.op, trainable, cluster_step
 
 
 def _check_against_plan(plan, model_variables):

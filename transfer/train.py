@@ -296,6 +296,11 @@ def run(args):
         result = _train_and_test(args, network, plan, data, spec, graph, config, resuming, source_values, store, task)
     if result is None:
         return None
+    return _write_metrics(args, network, plan, data, use_cache, config, resuming, result, task)
+
+
+def _write_metrics(args, network, plan, data, use_cache, config, resuming, result, task):
+    """The chief's metrics.json (and a resumed run's config.json, now that it has trained)."""
     metrics = dict(
         result,
         restore=args.restore,
@@ -311,7 +316,7 @@ def run(args):
         cache_features=use_cache,
     )
     if task is not None:
-        metrics.update(cluster=task.describe(), own_steps=graph.cluster_step.own_steps)
+        metrics.update(cluster=task.describe(), own_steps=metrics.pop("own_steps"))
     if resuming:
         rundir.write_config(args.model_dir, config)
     rundir.write_json(os.path.join(args.model_dir, "metrics.json"), metrics)
@@ -428,16 +433,18 @@ def _write_run_files(model_dir, config, plan, data, resuming):
     os.replace(f"{path}.tmp", path)
 
 
-def _train_and_test(args, network, plan, data, spec, graph, config, resuming, source_values, store, task=None):
-    model_dir = args.model_dir
+@contextlib.contextmanager
+def _session(args, plan, graph, source_values, task):
+    """The run's session with the variables restored (resume), or initialised and the
+    source restored; yields (sess, the checkpoint resumed from or None, the Checkpointer
+    or None on a worker that is not the chief)."""
     chief = task is None or task.is_chief
-    train_summary, histogram_summary, plan_summary = _summaries(graph, plan)
     if task is None:
         restore_saver = ckpt.restore_saver(plan, graph.model_variables)
     elif plan.restored:
         init_from_source(plan, graph.model_variables)
         read_fetches = first_read(plan, graph)
-    checkpointer = Checkpointer(model_dir, max_to_keep=args.keep_checkpoints) if chief else None
+    checkpointer = Checkpointer(args.model_dir, max_to_keep=args.keep_checkpoints) if chief else None
     init = v1.global_variables_initializer()
     conf = session_config(args.gpu_memory_fraction, args.allow_growth, args.intra_op_threads, args.inter_op_threads)
     state = {}
@@ -454,52 +461,82 @@ def _train_and_test(args, network, plan, data, spec, graph, config, resuming, so
         else cluster.create_session(task, graph.cluster_step, conf, restore_or_initialise) as sess,
     ):
         if task is None:
-            resumed = checkpointer.restore_latest(sess)
-            if resumed:
-                print(f"resumed from {resumed}: its weights win; the transfer source is not restored again")
-            else:
+            state["resumed"] = checkpointer.restore_latest(sess)
+            if state["resumed"] is None:
                 sess.run(init)
                 if restore_saver is not None:
                     restore_source(sess, plan, restore_saver, graph.model_variables, source_values)
-        else:
-            resumed = state.get("resumed")
-            if resumed:
-                print(f"resumed from {resumed}: its weights win; the transfer source is not restored again")
-            elif chief and plan.restored:
-                print(f"initialised; {len(plan.restored)} variables restored from {plan.checkpoint} inside the init op")
-            if plan.restored:
-                check_first_read(sess, task, plan, read_fetches, source_values)
+        resumed = state.get("resumed")
+        if resumed:
+            print(f"resumed from {resumed}: its weights win; the transfer source is not restored again")
+        elif task is not None and chief and plan.restored:
+            print(f"initialised; {len(plan.restored)} variables restored from {plan.checkpoint} inside the init op")
+        if task is not None and plan.restored:
+            check_first_read(sess, task, plan, read_fetches, source_values)
+        yield sess, resumed, checkpointer
+
+
+def _epoch_end(sess, evaluate, data, best, writer, histogram_summary, histogram_every, total_steps):
+    """The chief's on_epoch_end: validation, best/, summaries."""
+
+    def on_epoch_end(epoch, step):
+        summary = {}
+        if len(data.validation):
+            val_accuracy, val_loss, _ = evaluate("validation", data.validation)
+            summary = {"accuracy/val": val_accuracy, "losses/val": val_loss}
+            best.offer(sess, epoch, step, val_accuracy)
+            print(
+                f"epoch {epoch}: val accuracy {val_accuracy:.4f}, val loss {val_loss:.4f} "
+                f"(best: epoch {best.record['epoch']}, {best.record['val_accuracy']:.4f})"
+            )
+        writer.add_summary(scalars(summary), step)
+        if epoch % histogram_every == 0 or step == total_steps:
+            writer.add_summary(sess.run(histogram_summary), step)
+        writer.flush()
+
+    return on_epoch_end
+
+
+def _test(sess, plan, graph, data, evaluate, best, writer, step, source_values):
+    """The chief's last phase: the frozen check, the best epoch's weights, the test set."""
+    # In a cluster the session reads the ps tasks' values: the check covers what every worker trained.
+    count, worst = frozen_check(sess, plan, graph, source_values)
+    best.restore(sess)
+    test_accuracy, test_loss, predictions = evaluate("test", data.test)
+    writer.add_summary(scalars({"accuracy/test": test_accuracy, "losses/test": test_loss}), step)
+    writer.add_summary(confusion_image("confusion_matrix/test", data.test.labels, predictions, data.num_classes), step)
+    writer.close()
+    return {
+        "val_accuracy": best.record["val_accuracy"] if best.record["val_accuracy"] >= 0 else None,
+        "best_epoch": best.record["epoch"] or None,
+        "test_accuracy": test_accuracy,
+        "test_loss": finite_or_none(test_loss),
+        "frozen_check_variables": count,
+        "frozen_check_max_abs_diff": worst if count else None,
+        "frozen_check_moving_statistics": _statistics(plan.frozen_restored),
+    }
+
+
+def _train_and_test(args, network, plan, data, spec, graph, config, resuming, source_values, store, task=None):
+    chief = task is None or task.is_chief
+    train_summary, histogram_summary, plan_summary = _summaries(graph, plan)
+    with _session(args, plan, graph, source_values, task) as (sess, resumed, checkpointer):
         start_step = int(sess.run(graph.global_step))
         total_steps = cli.check_steps(start_step, config["total_steps"])
-        if not chief:
-            print(f"{task.name}: joined the cluster at global step {start_step}")
-        writer = None
+        writer = on_epoch_end = None
+        evaluate = Evaluator(sess, graph, data, spec, store)
         if chief:
-            _write_run_files(model_dir, config, plan, data, resuming)
-            writer = SummaryWriter(model_dir, graph=sess.graph if start_step == 0 else None)
+            _write_run_files(args.model_dir, config, plan, data, resuming)
+            writer = SummaryWriter(args.model_dir, graph=sess.graph if start_step == 0 else None)
             if start_step == 0:
                 writer.add_summary(sess.run(plan_summary), 0)
-        evaluate = Evaluator(sess, graph, data, spec, store)
+            best = BestEpoch(args.model_dir, graph.model_variables, resumed)
+            # Tiny labelled sets make epochs of one step: keep the histograms to about 100 per run.
+            every = max(1, args.epochs // 100)
+            on_epoch_end = _epoch_end(sess, evaluate, data, best, writer, histogram_summary, every, total_steps)
+        else:
+            print(f"{task.name}: joined the cluster at global step {start_step}")
         start_input(sess, graph, evaluate, data, args, start_step, total_steps, task)
-        best = BestEpoch(model_dir, graph.model_variables, resumed) if chief else None
-        # Tiny labelled sets make epochs of one step: keep the histograms to about 100 per run.
-        histogram_every = max(1, args.epochs // 100)
-
-        def on_epoch_end(epoch, step):
-            summary = {}
-            if len(data.validation):
-                val_accuracy, val_loss, _ = evaluate("validation", data.validation)
-                summary = {"accuracy/val": val_accuracy, "losses/val": val_loss}
-                best.offer(sess, epoch, step, val_accuracy)
-                print(
-                    f"epoch {epoch}: val accuracy {val_accuracy:.4f}, val loss {val_loss:.4f} "
-                    f"(best: epoch {best.record['epoch']}, {best.record['val_accuracy']:.4f})"
-                )
-            writer.add_summary(scalars(summary), step)
-            if epoch % histogram_every == 0 or step == total_steps:
-                writer.add_summary(sess.run(histogram_summary), step)
-            writer.flush()
-
         began = time.monotonic()
         result = train_loop(
             sess,
@@ -514,40 +551,28 @@ def _train_and_test(args, network, plan, data, spec, graph, config, resuming, so
             writer=writer,
             summary_op=train_summary,
             summary_every=args.summary_every,
-            on_epoch_end=on_epoch_end if chief else None,
+            on_epoch_end=on_epoch_end,
             cluster_step=graph.cluster_step,
         )
-        if not chief:
-            graph.cluster_step.finish(sess)
-            print(
-                f"{task.name}: done at global step {result.final_step}, {result.own_steps} steps of its own, "
-                f"{result.images_per_sec:,.0f} images/s"
-            )
-            return None
-        # In a cluster the session reads the ps tasks' values: the check covers what every worker trained.
-        count, worst = frozen_check(sess, plan, graph, source_values)
-        best.restore(sess)
-        test_accuracy, test_loss, predictions = evaluate("test", data.test)
-        writer.add_summary(scalars({"accuracy/test": test_accuracy, "losses/test": test_loss}), result.final_step)
-        writer.add_summary(
-            confusion_image("confusion_matrix/test", data.test.labels, predictions, data.num_classes),
-            result.final_step,
+        metrics = (
+            _test(sess, plan, graph, data, evaluate, best, writer, result.final_step, source_values) if chief else None
         )
-        writer.close()
         if task is not None:
-            graph.cluster_step.finish(sess)  # last: the ps tasks stay up until the chief has read what it needs
-    return {
-        "val_accuracy": best.record["val_accuracy"] if best.record["val_accuracy"] >= 0 else None,
-        "best_epoch": best.record["epoch"] or None,
-        "test_accuracy": test_accuracy,
-        "test_loss": finite_or_none(test_loss),
-        "frozen_check_variables": count,
-        "frozen_check_max_abs_diff": worst if count else None,
-        "frozen_check_moving_statistics": _statistics(plan.frozen_restored),
-        "global_step": result.final_step,
-        "train_images_per_sec": round(result.images_per_sec, 1),
-        "wall_seconds": round(time.monotonic() - began, 1),
-    }
+            graph.cluster_step.finish(sess)  # the chief's last: the ps tasks stay up until it has read what it needs
+    if not chief:
+        print(
+            f"{task.name}: done at global step {result.final_step}, {result.own_steps} steps of its own, "
+            f"{result.images_per_sec:,.0f} images/s"
+        )
+        return None
+    metrics.update(
+        global_step=result.final_step,
+        train_images_per_sec=round(result.images_per_sec, 1),
+        wall_seconds=round(time.monotonic() - began, 1),
+    )
+    if task is not None:
+        metrics["own_steps"] = result.own_steps
+    return metrics
 
 
 def _statistics(rows):
