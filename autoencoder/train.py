@@ -19,10 +19,10 @@ import time
 import tensorflow as tf
 
 from autoencoder import graph as ae_graph
+from autoencoder.flags import AUTOENCODER
 from data import pipeline
 from runtime import cli, cluster, onednn, rundir
 from runtime.checkpoints import Checkpointer
-from runtime.errors import UserError
 from runtime.paths import shown
 from runtime.session import session_config, set_process_threads
 from runtime.summaries import SummaryWriter, scalars, write_projector
@@ -35,17 +35,7 @@ PIXELS = 28 * 28
 EVAL_BATCH = 500
 PROJECTOR_POINTS = 2000
 # A run with different values here cannot continue another run's checkpoints.
-RESUME_KEYS = (
-    "dataset",
-    "latent_size",
-    "loss",
-    "batch_size",
-    "seed",
-    "data_source",
-    "data_identity",
-    "noise",
-    "test_percent",
-)
+RESUME_KEYS = AUTOENCODER.resume_keys
 
 Outcome = collections.namedtuple("Outcome", "result began per_pixel projector_config restored")
 Outcome.__doc__ = (
@@ -91,8 +81,7 @@ def validate(args):
     Raises:
       UserError: naming the offending value.
     """
-    if not 0.0 <= args.noise < float("inf"):
-        raise UserError(f"--noise must be 0 or a positive standard deviation, got {args.noise}")
+    AUTOENCODER.validate(args)
 
 
 def load_data(args):
@@ -111,7 +100,7 @@ def load_data(args):
 def run_config(args, dataset, total_steps, task):
     """What config.json holds: the flags (the cluster's aside), the data's identity, the step count."""
     config = dict(
-        {key: value for key, value in vars(args).items() if key not in cluster.FLAG_DESTS},
+        AUTOENCODER.config_values(args),
         model="autoencoder",
         data_source=dataset.source_kind,
         data_identity=dataset.identity,

@@ -98,8 +98,9 @@ def top5(export_dir, paths):
 
 def run(args):
     import_tensorflow()
-    import train_transfer
-    from transfer import convert, export
+    from runtime import cli
+    from transfer import convert, export, train
+    from transfer.flags import TRAIN_TRANSFER
 
     checkpoint = os.path.join(args.out_dir, "efficientnet_lite0")
     if not os.path.isdir(checkpoint):
@@ -118,7 +119,7 @@ def run(args):
         "--feature-cache", os.path.join(args.out_dir, "feature_cache"),
         "--model-dir", os.path.join(args.out_dir, "faces"),
     ]  # fmt: skip
-    return train_transfer.main(argv)
+    return cli.main(train.run, TRAIN_TRANSFER.parse, argv, kind=lambda _: "transfer")  # as train_transfer.py does
 
 
 def main(argv=None):

@@ -31,14 +31,15 @@ import time
 
 import numpy as np
 
-import train_autoencoder
-import train_transfer
+from autoencoder import train as autoencoder_run
+from autoencoder.flags import AUTOENCODER
 from data import image_folder
 from models import networks
 from runtime import cli, rundir
 from runtime.errors import UserError
 from runtime.lock import ModelDirLock
 from runtime.options import Flags, Option
+from transfer import train as transfer_run
 from transfer.flags import TRAIN_TRANSFER
 
 # Each mode's transfer flags, by dest (transfer.flags.TRAIN_TRANSFER makes the argv).
@@ -166,12 +167,13 @@ def data_flags(dataset, data_dir, sample):
     return DATA.argv(dataset=dataset, data_dir=data_dir)
 
 
-def run_quietly(script, argv, log_path):
-    """Runs a script's run(args) in this process with its output going to a log file."""
-    args = script.parse_args(argv)
+def run_quietly(flags, run, argv, log_path):
+    """Parses argv by a run config (runtime.options.Flags) and runs run(args) in this process,
+    its output going to a log file."""
+    args = flags.parse(argv)
     os.makedirs(args.model_dir, exist_ok=True)
     with ModelDirLock(args.model_dir), open(log_path, "a", encoding="utf-8") as log, contextlib.redirect_stdout(log):
-        script.run(args)
+        run(args)
     return rundir.read_json(os.path.join(args.model_dir, "metrics.json"))
 
 
@@ -190,22 +192,14 @@ def autoencoder_for(seed, args):
     model_dir = os.path.join(args.out_dir, f"autoencoder-seed{seed}")
     if rundir.read_json(os.path.join(model_dir, "metrics.json")) is None:
         began = time.monotonic()
-        argv = [
-            "--model-dir",
-            model_dir,
-            "--seed",
-            str(seed),
-            "--epochs",
-            str(args.ae_epochs),
-            "--noise",
-            str(args.ae_noise),
-            "--summary-every",
-            "0",
-            "--save-every",
-            "0",
-        ]
+        argv = AUTOENCODER.argv(
+            model_dir=model_dir, seed=seed, epochs=args.ae_epochs, noise=args.ae_noise, summary_every=0, save_every=0
+        )
         metrics = run_quietly(
-            train_autoencoder, argv + data_flags(ae_dataset, args.ae_data_dir, args.sample), model_dir + ".log"
+            AUTOENCODER,
+            autoencoder_run.run,
+            argv + data_flags(ae_dataset, args.ae_data_dir, args.sample),
+            model_dir + ".log",
         )
         print(
             f"autoencoder seed {seed}: eval bce per pixel {metrics['eval_bce_per_pixel']:.5f} "
@@ -249,7 +243,7 @@ def run_cell(seed, budget, mode, checkpoint, args):
     metrics = rundir.read_json(os.path.join(model_dir, "metrics.json"))
     if metrics is None:
         argv = cell_argv(seed, budget, mode, checkpoint, model_dir, args)
-        metrics = run_quietly(train_transfer, argv, model_dir + ".log")
+        metrics = run_quietly(TRAIN_TRANSFER, transfer_run.run, argv, model_dir + ".log")
         write_hparams(model_dir, mode, budget, seed, args)
     return metrics
 

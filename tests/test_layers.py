@@ -107,3 +107,12 @@ def test_there_is_no_import_cycle():
         if state[module] == 0:
             visit(module, [module])
     assert not cycles, cycles
+
+
+def test_no_module_imports_an_entry_script():
+    # bench/ and experiments/ build and run through the libraries the scripts call, so they
+    # measure and run exactly what a user does (transfer.train, autoencoder.train).
+    importers = [
+        f"{module} imports {name}" for module, names in import_graph().items() for name in names if name in ENTRY
+    ]
+    assert not importers, importers
