@@ -19,7 +19,7 @@ from conftest import REPO, invoke
 import train_transfer
 from models.cae import build_autoencoder, reconstruction_loss
 from transfer import inspect
-from transfer.checkpoint import read_variables
+from transfer.source import read_variables
 
 v1 = tf.compat.v1
 

@@ -352,7 +352,7 @@ def test_a_state_file_pointing_outside_its_dir_is_refused(finished, tmp_path):
 
 def test_a_transfer_run_never_writes_into_its_source(tmp_path, finished):
     from runtime.errors import UserError
-    from transfer.checkpoint import refuse_writing_into
+    from transfer.source import refuse_writing_into
 
     with pytest.raises(UserError, match="never writes there"):
         refuse_writing_into(str(finished / "model.ckpt-4"), str(finished))

@@ -27,7 +27,7 @@ from conftest import (
 )
 
 import train_transfer
-from transfer import checkpoint as ckpt_module
+from transfer import source as ckpt_module
 
 LABELS_PER_CLASS = 10
 # 100 labelled examples, 100 held out, 2 epochs of one 64-example step each: about a second a run.

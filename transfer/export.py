@@ -89,7 +89,7 @@ def class_names_of(model_dir, config, num_classes):
 
 
 def _checkpoint_of(model_dir, which):
-    from transfer import checkpoint as ckpt
+    from transfer import source as ckpt
 
     best = os.path.join(model_dir, "best", "model.ckpt")
     # A run without a validation split keeps no best/: its newest checkpoint is its result.
@@ -135,7 +135,7 @@ def _build_and_save(export_dir, prefix, names, network, spec):
     import tensorflow as tf
 
     from data import image_folder
-    from transfer import checkpoint as ckpt
+    from transfer import source as ckpt
     from transfer.graph import inference_logits
 
     v1 = tf.compat.v1
@@ -270,7 +270,7 @@ def export(model_dir, output, tflite=False, force=False, checkpoint="best", netw
     import_tensorflow()
     import tensorflow as tf
 
-    from transfer import checkpoint as ckpt
+    from transfer import source as ckpt
     from transfer.graph import input_spec
 
     tf.get_logger().setLevel("ERROR")

@@ -22,7 +22,7 @@ import tensorflow as tf
 from data import image_folder, pipeline
 from data.augment import random_shift
 from models import networks
-from transfer import checkpoint as ckpt
+from transfer import source as ckpt
 from transfer.features import FeatureBatchInput
 from transfer.plan import MOVING_STATISTICS
 

@@ -38,7 +38,7 @@ from runtime import cli, options  # noqa: E402
 from runtime.errors import CheckpointError  # noqa: E402
 from runtime.options import Flags, Group, Option  # noqa: E402
 from runtime.paths import shown  # noqa: E402
-from transfer import checkpoint as ckpt  # noqa: E402
+from transfer import source as ckpt  # noqa: E402
 from transfer import train  # noqa: E402
 from transfer.flags import TRANSFER_OPTIONS, network_and_flags  # noqa: E402
 from transfer.selection import NON_MODEL, model_variable_names  # noqa: E402
@@ -150,7 +150,7 @@ def summarize(prefix, variables):
 
     Args:
       prefix: the checkpoint prefix.
-      variables: VariableInfo of everything it holds (transfer.checkpoint.read_variables).
+      variables: VariableInfo of everything it holds (transfer.source.read_variables).
 
     Returns:
       A dict: checkpoint, scopes (each with its variables and parameter count, in

@@ -22,9 +22,9 @@ from runtime.paths import DirAlias, needs_alias, shown
 from runtime.session import session_config, set_process_threads
 from runtime.summaries import SummaryWriter, confusion_image, scalars
 from runtime.training import finite_or_none, train_loop
-from transfer import checkpoint as ckpt
 from transfer import graph as transfer_graph
 from transfer import labelled
+from transfer import source as ckpt
 from transfer.feature_store import make_feature_store
 from transfer.features import CACHE_BATCH
 from transfer.flags import TRAIN_TRANSFER, validate

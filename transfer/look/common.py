@@ -21,7 +21,7 @@ from models.scopes import CLASSIFIER_SCOPES
 from runtime import rundir
 from runtime.errors import CheckpointError, DataError, UserError, one_line
 from runtime.summaries import encode_png
-from transfer import checkpoint as ckpt
+from transfer import source as ckpt
 from transfer.export import CONVERSION_FILE  # what transfer.convert writes beside its checkpoint
 
 v1 = tf.compat.v1

@@ -1,4 +1,4 @@
-"""Reading a transfer source checkpoint, restoring part of it, and proving what stayed frozen."""
+"""The transfer source: reading its checkpoint, restoring part of it, and proving what stayed frozen."""
 
 import os
 
