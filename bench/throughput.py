@@ -510,11 +510,13 @@ def xla_lines(results):
     for role in ("ours+xla-auto", "ours+xla-scope"):
         xla = results.key("ae", role, "0/0")
         pairs += [(xla, results.key("ae", "ours", "0/0")), (xla, best_keras)]
+    pairs = [(ours, theirs) for ours, theirs in pairs if ours in results.rates and theirs in results.rates]
+    width = max((len(f"{ours} / {theirs}") for ours, theirs in pairs), default=0)
     for ours, theirs in pairs:
-        if ours not in results.rates or theirs not in results.rates:
-            continue
         ratio = results.ratio(ours, theirs)
-        lines.append(f"  {ours} / {theirs}  {ratio['median']:5.2f}x  [{ratio['min']:.2f}..{ratio['max']:.2f}]")
+        lines.append(
+            f"  {ours + ' / ' + theirs:<{width}}  {ratio['median']:5.2f}x  [{ratio['min']:.2f}..{ratio['max']:.2f}]"
+        )
         report[f"{ours} / {theirs}"] = {name: round(value, 3) for name, value in ratio.items()}
     lines.append(f"  fastest Keras configuration: {best_keras}")
     report["fastest_keras"] = best_keras
