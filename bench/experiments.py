@@ -94,16 +94,18 @@ def mark_for_xla(graph, scope="xla_step"):
     """Puts jit_scope's attributes on the model's forward, loss and gradient ops of `graph`.
 
     What `with tf.xla.experimental.jit_scope():` around the model build, the loss and
-    the optimizer's gradient computation does. Ops under a top-level name in _NOT_SCOPED
-    (input pipeline, Adam, initialisers) are left as they are. One `_XlaScope` for all:
-    TensorFlow may put them in one cluster.
+    the optimizer's gradient computation does, except that the variables' initialisers
+    stay out, as do ops under a top-level name in _NOT_SCOPED (input pipeline, Adam,
+    global initialiser). One `_XlaScope` for all: TensorFlow may put them in one cluster.
 
     Returns:
       The number of ops marked.
     """
     marked = 0
     for op in graph.get_operations():
-        if op.name.split("/", 1)[0] in _NOT_SCOPED:
+        # Initialisers stay out too: XLA's random numbers are not TensorFlow's, and the
+        # compiled step is to start from the same weights as the plain one.
+        if op.name.split("/", 1)[0] in _NOT_SCOPED or "/Initializer/" in op.name:
             continue
         op._set_attr("_XlaCompile", attr_value_pb2.AttrValue(b=True))
         op._set_attr("_XlaScope", attr_value_pb2.AttrValue(s=scope.encode()))
