@@ -19,7 +19,7 @@ xla: our autoencoder step, the same graph and variables, compiled by XLA through
     once the graph is built (jit_scope itself needs the graph it marks to be the default
     one at entry, and the graph is made inside the contender's build); the input
     pipeline and Adam's updates stay outside, as a jit_scope around the model would
-    leave them.
+    leave them, and so do the variables' initialisers (XLA's random numbers differ).
   Both check after warming up that the step really runs `_XlaRun` nodes, so the
   experiment never times an uncompiled step under an XLA label. Beside them, Keras fit
   with `jit_compile=True` (`ae/keras-fit-jit`, in both oneDNN workers): Keras 3 leaves
