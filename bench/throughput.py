@@ -48,7 +48,7 @@ FULL = {"rounds": 5, "seconds": 3.0}
 QUICK = {"rounds": 2, "seconds": 0.8}
 DEFAULT_THREADS = "0/0,1/2"
 GROUPS = ("ae", "transfer")
-EXPERIMENTS = ("transpose",)
+EXPERIMENTS = ("transpose", "xla")
 TEXTBOOK_BATCH = 10
 PROFILE_STEPS = 15
 PROFILE_TOP = 10
@@ -78,6 +78,10 @@ RATIOS = (
     (("ae", "ours", "*"), ("ae", "keras", None)),
     (("ae", "ours", "*"), ("ae", "textbook", None)),
     (("ae", "ours+transpose", "0/0"), ("ae", "ours", "0/0")),
+    (("ae", "ours+xla-auto", "0/0"), ("ae", "ours", "0/0")),
+    (("ae", "ours+xla-scope", "0/0"), ("ae", "ours", "0/0")),
+    (("ae", "ours+xla-auto", "0/0"), ("ae", "keras", None)),
+    (("ae", "ours+xla-scope", "0/0"), ("ae", "keras", None)),
     (("ae", "keras", None), ("ae", "textbook", None)),
     (("transfer", "ours-uncached", "*"), ("transfer", "keras", None)),
     (("transfer", "ours-cached", "*"), ("transfer", "keras", None)),
@@ -239,6 +243,24 @@ def make_entries(dataset, args, flops, workers):
                     flops["autoencoder"],
                 )
             )
+        if "xla" in args.experiment:
+            from bench import experiments
+
+            # Before any session of this process runs: TensorFlow reads the flags once.
+            experiments.enable_cpu_auto_clustering()
+            for role, kind in (
+                ("ours+xla-auto", experiments.XlaAutoencoder),
+                ("ours+xla-scope", experiments.XlaScopeAutoencoder),
+            ):
+                entries.append(
+                    ours(
+                        "ae",
+                        role,
+                        lambda key, a, b, kind=kind: kind(key, dataset, args.batch_size, a, b),
+                        "0/0",
+                        flops["autoencoder"],
+                    )
+                )
         if args.onednn_sweep:
             entries += remote(
                 "ae/ours@0/0",
@@ -255,6 +277,11 @@ def make_entries(dataset, args, flops, workers):
             "ae/textbook@b10", "ae", "textbook", "ae/textbook", flops["autoencoder"], batch_size=TEXTBOOK_BATCH
         )
         entries += remote("ae/keras-fit", "ae", "keras", "ae/keras", flops["autoencoder"], batch_size=args.batch_size)
+        if "xla" in args.experiment:
+            # The same role as Keras fit: the targets take the fastest Keras configuration, jit or not.
+            entries += remote(
+                "ae/keras-fit-jit", "ae", "keras", "ae/keras-jit", flops["autoencoder"], batch_size=args.batch_size
+            )
     if "transfer" in args.only:
         for cached, role, per_image in (
             (False, "ours-uncached", flops["transfer_uncached"]),
@@ -451,16 +478,18 @@ def peer_lines(results, default_onednn):
         f"oneDNN settings (worker processes; TensorFlow's default on this CPU is {'on' if default_onednn else 'off'})"
     ]
     report = {}
-    roles = dict.fromkeys(
-        (entry.group, entry.role, entry.threads) for entry in results.entries if entry.onednn is not None
+    # By contender name: one role can have several configurations (Keras fit with and without jit).
+    names = dict.fromkeys(
+        (entry.key.rsplit("[", 1)[0], entry.group, entry.role, entry.threads)
+        for entry in results.entries
+        if entry.onednn is not None
     )
-    for group, role, threads in roles:
-        on, off = results.key(group, role, threads, True), results.key(group, role, threads, False)
-        if on is None or off is None:
+    for name, group, role, threads in names:
+        on, off = (f"{name}[{ONEDNN_LABEL[enabled]}]" for enabled in (True, False))
+        if on not in results.rates or off not in results.rates:
             continue
         ratio = results.ratio(on, off)
         best = results.fastest(group, role, threads)
-        name = on.rsplit("[", 1)[0]
         lines.append(
             f"  {name:<30} on / off {ratio['median']:5.2f}x  [{ratio['min']:.2f}..{ratio['max']:.2f}]  fastest: {best}"
         )
@@ -469,6 +498,28 @@ def peer_lines(results, default_onednn):
             "fastest": best,
             "default": on if default_onednn else off,
         }
+    return lines, report
+
+
+def xla_lines(results):
+    """--experiment xla: each XLA form against its plain form and the best peer; returns (lines, json)."""
+    lines = ["XLA (bench/experiments.py): compiled / not, per-round ratio [min..max]"]
+    report = {}
+    pairs = [(f"ae/keras-fit-jit[{label}]", f"ae/keras-fit[{label}]") for label in ONEDNN_LABEL.values()]
+    best_keras = results.fastest("ae", "keras")
+    for role in ("ours+xla-auto", "ours+xla-scope"):
+        xla = results.key("ae", role, "0/0")
+        pairs += [(xla, results.key("ae", "ours", "0/0")), (xla, best_keras)]
+    pairs = [(ours, theirs) for ours, theirs in pairs if ours in results.rates and theirs in results.rates]
+    width = max((len(f"{ours} / {theirs}") for ours, theirs in pairs), default=0)
+    for ours, theirs in pairs:
+        ratio = results.ratio(ours, theirs)
+        lines.append(
+            f"  {ours + ' / ' + theirs:<{width}}  {ratio['median']:5.2f}x  [{ratio['min']:.2f}..{ratio['max']:.2f}]"
+        )
+        report[f"{ours} / {theirs}"] = {name: round(value, 3) for name, value in ratio.items()}
+    lines.append(f"  fastest Keras configuration: {best_keras}")
+    report["fastest_keras"] = best_keras
     return lines, report
 
 
@@ -674,6 +725,10 @@ def run(args):
     lines, report["onednn_settings"] = peer_lines(results, default_onednn)
     say()
     say(lines)
+    if "xla" in args.experiment:
+        lines, report["xla"] = xla_lines(results)
+        say()
+        say(lines)
     lines, report["targets"] = target_lines(results, fastest)
     say()
     say(lines)

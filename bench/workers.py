@@ -163,6 +163,10 @@ def _make(kind, name, options, dataset):
         return c.TextbookAutoencoder(name, dataset, batch)
     if kind == "ae/keras":
         return c.KerasAutoencoder(name, dataset, batch)
+    if kind == "ae/keras-jit":
+        from bench.experiments import KerasJitAutoencoder
+
+        return KerasJitAutoencoder(name, dataset, batch)
     if kind == "transfer/textbook":
         return c.TextbookTransfer(name, dataset, batch)
     if kind == "transfer/keras":
