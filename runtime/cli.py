@@ -120,6 +120,30 @@ DATA_OPTIONS = (
 )
 
 
+def training_options(epochs, epoch_of, batch_of):
+    """--epochs, --batch-size and --learning-rate, as both scripts take them.
+
+    Args:
+      epochs: the default of --epochs.
+      epoch_of: what one epoch passes over, for --epochs' help ("the training images").
+      batch_of: what one step's batch holds, for --batch-size's help ("images").
+
+    Returns:
+      The three Option records, in --help order.
+    """
+    return (
+        Option("--epochs", type=positive_int, default=epochs, help=f"passes over {epoch_of} (default: %(default)s)"),
+        Option(
+            "--batch-size",
+            type=positive_int,
+            default=64,
+            resume=True,
+            help=f"{batch_of} per step (default: %(default)s)",
+        ),
+        Option("--learning-rate", type=learning_rate, default=1e-3, help="Adam learning rate (default: %(default)s)"),
+    )
+
+
 def runtime_options(default_model_dir):
     """The model dir, seed, checkpoint, summary and session-config flags both scripts take."""
     return (
