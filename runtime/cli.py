@@ -4,7 +4,7 @@ import argparse
 import os
 import sys
 
-from runtime import rundir
+from runtime import cluster, rundir
 from runtime.checkpoints import remove_orphans
 from runtime.errors import Stopped, UserError, disk_full_reason, one_line
 from runtime.lock import ModelDirLock
@@ -274,3 +274,12 @@ def main(run, parse_args, argv=None, kind=None):
     if created:
         rundir.remove_if_untouched(args.model_dir)
     return code
+
+
+def script_main(run, parse_args, kind, argv=None):
+    """`main` for a training script whose runs are of `kind` ("autoencoder" or "transfer").
+
+    In a cluster only the task that owns the model dir (runtime.cluster.owns_model_dir)
+    checks, creates and locks it; the other tasks run without one.
+    """
+    return main(run, parse_args, argv, kind=lambda args: kind if cluster.owns_model_dir(args) else None)
