@@ -9,7 +9,7 @@ itself is autoencoder.train.run.
     python -m runtime.cluster --ps 1 --workers 2 -- train_autoencoder.py   # docs/CLUSTER.md
 """
 
-from runtime.quiet import exit_now, guard_startup, import_tensorflow
+from runtime.quiet import exit_on_failure, guard_startup, import_tensorflow
 
 if __name__ == "__main__":
     guard_startup()  # from here on Ctrl-C or SIGTERM ends the process with one line, even during the imports
@@ -19,16 +19,14 @@ import tensorflow as tf  # noqa: E402
 
 from autoencoder.flags import parse_args  # noqa: E402
 from autoencoder.train import run  # noqa: E402
-from runtime import cli, cluster  # noqa: E402
+from runtime import cli  # noqa: E402
 
 tf.get_logger().setLevel("ERROR")  # TF's Python deprecation notices are not the user's concern
 
 
 def main(argv=None):
-    return cli.main(run, parse_args, argv, kind=lambda args: "autoencoder" if cluster.owns_model_dir(args) else None)
+    return cli.script_main(run, parse_args, "autoencoder", argv)
 
 
 if __name__ == "__main__":
-    code = main()
-    if code:
-        exit_now(code)  # an error or a signal: TensorFlow's threads may still run (runtime.quiet.exit_now)
+    exit_on_failure(main())

@@ -13,7 +13,7 @@ checkpoint bit for bit. The run itself is transfer.train.run.
     python -m runtime.cluster --ps 1 --workers 2 -- train_transfer.py --restore conv   # docs/CLUSTER.md
 """
 
-from runtime.quiet import exit_now, guard_startup, import_tensorflow
+from runtime.quiet import exit_on_failure, guard_startup, import_tensorflow
 
 if __name__ == "__main__":
     guard_startup()  # from here on Ctrl-C or SIGTERM ends the process with one line, even during the imports
@@ -21,7 +21,7 @@ import_tensorflow(log=print)  # before anything imports it: keeps TensorFlow's s
 
 import tensorflow as tf  # noqa: E402
 
-from runtime import cli, cluster  # noqa: E402
+from runtime import cli  # noqa: E402
 from transfer import train  # noqa: E402
 from transfer.flags import TRAIN_TRANSFER  # noqa: E402
 
@@ -44,10 +44,8 @@ def run(args):
 
 
 def main(argv=None):
-    return cli.main(run, parse_args, argv, kind=lambda args: "transfer" if cluster.owns_model_dir(args) else None)
+    return cli.script_main(run, parse_args, "transfer", argv)
 
 
 if __name__ == "__main__":
-    code = main()
-    if code:
-        exit_now(code)  # an error or a signal: TensorFlow's threads may still run (runtime.quiet.exit_now)
+    exit_on_failure(main())

@@ -23,19 +23,7 @@ def _noise_check(value):
 
 AUTOENCODER = Flags(
     (
-        Option(
-            "--epochs", type=cli.positive_int, default=50, help="passes over the training images (default: %(default)s)"
-        ),
-        Option(
-            "--batch-size",
-            type=cli.positive_int,
-            default=64,
-            resume=True,
-            help="images per step (default: %(default)s)",
-        ),
-        Option(
-            "--learning-rate", type=cli.learning_rate, default=1e-3, help="Adam learning rate (default: %(default)s)"
-        ),
+        *cli.training_options(50, "the training images", "images"),
         Option(
             "--latent-size",
             type=cli.positive_int,

@@ -26,7 +26,7 @@ from runtime.checkpoints import Checkpointer
 from runtime.paths import shown
 from runtime.session import session_config, set_process_threads
 from runtime.summaries import SummaryWriter, scalars, write_projector
-from runtime.training import finite_or_none, train_loop
+from runtime.training import finite_or_none, train_graph
 from transfer import labelled
 
 v1 = tf.compat.v1
@@ -213,21 +213,10 @@ def train(sess, state, graph, checkpointer, writer, start_step, total_steps):
         print(f"epoch {epoch}: eval bce per pixel {per_pixel['bce']:.5f}, l2 per pixel {per_pixel['l2']:.5f}")
 
     began = time.monotonic()
-    result = train_loop(
-        sess,
-        graph.train_op,
-        graph.loss,
-        start_step,
-        total_steps,
-        state.steps_per_epoch,
-        args.batch_size,
-        checkpointer,
-        save_every=args.save_every,
-        writer=writer,
-        summary_op=graph.train_summary,
-        summary_every=args.summary_every,
-        on_epoch_end=on_epoch_end if state.chief else None,
-        cluster_step=graph.cluster_step,
+    epoch_end = on_epoch_end if state.chief else None
+    per_epoch = state.steps_per_epoch
+    result = train_graph(
+        sess, graph, args, checkpointer, start_step, total_steps, per_epoch, writer, graph.train_summary, epoch_end
     )
     return result, began
 

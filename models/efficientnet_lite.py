@@ -142,9 +142,7 @@ def efficientnet_lite0(images, num_classes=NUM_CLASSES, is_training=False, dropo
             if num_classes is None:
                 return net, end_points
             logits = _logits(net, num_classes, is_training, dropout_keep_prob)
-        end_points["logits"] = logits
-        end_points["predictions"] = tf.nn.softmax(logits, name="predictions")
-        return logits, end_points
+        return net_ops.with_predictions(logits, end_points, "logits", "predictions")
 
 
 def _logits(net, num_classes, is_training, dropout_keep_prob):

@@ -105,9 +105,7 @@ def mobilenet_v1(images, num_classes=NUM_CLASSES, is_training=False, dropout_kee
             if num_classes is None:
                 return end_points["features"], end_points
             logits = _logits(net, num_classes, is_training, dropout_keep_prob)
-        end_points["Logits"] = logits
-        end_points["Predictions"] = tf.nn.softmax(logits, name="Predictions")
-        return logits, end_points
+        return net_ops.with_predictions(logits, end_points, "Logits", "Predictions")
 
 
 def _logits(net, num_classes, is_training, dropout_keep_prob):

@@ -164,3 +164,20 @@ def dropout(inputs, keep_prob, is_training, name):
 def global_average_pool(inputs, name="pool"):
     """The mean over height and width, kept as [batch, 1, 1, channels]."""
     return tf.reduce_mean(inputs, axis=[1, 2], keepdims=True, name=name)
+
+
+def with_predictions(logits, end_points, logits_name, predictions_name):
+    """Records a builder's logits and their softmax under its end-point names.
+
+    Args:
+      logits: the [batch, classes] logits.
+      end_points: the builder's end-point dict, extended in place.
+      logits_name: the end point of the logits ("logits", TF-Slim's "Logits").
+      predictions_name: the end point, and the op name, of the softmax.
+
+    Returns:
+      (logits, end_points), what the builder returns.
+    """
+    end_points[logits_name] = logits
+    end_points[predictions_name] = tf.nn.softmax(logits, name=predictions_name)
+    return logits, end_points

@@ -102,9 +102,7 @@ def resnet_v1_50(images, num_classes=1000, is_training=False, scope=SCOPE):
         if num_classes is None:
             return end_points["features"], end_points
         logits = _logits(net, num_classes)
-        end_points[f"{outer.name}/logits"] = logits
-        end_points["predictions"] = tf.nn.softmax(logits, name="predictions")
-        return logits, end_points
+        return net_ops.with_predictions(logits, end_points, f"{outer.name}/logits", "predictions")
 
 
 def _logits(net, num_classes):

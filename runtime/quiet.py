@@ -37,6 +37,16 @@ def exit_now(code):
     os._exit(code)
 
 
+def exit_on_failure(code):
+    """Ends an entry point that returned a non-zero `code` at once (exit_now); returns on 0.
+
+    An error or a signal may leave TensorFlow's threads running, which interpreter
+    shutdown would abort on; a clean run shuts down as usual.
+    """
+    if code:
+        exit_now(code)
+
+
 def _excepthook(kind, value, traceback):
     if isinstance(value, (Stopped, KeyboardInterrupt)):
         signum = getattr(value, "signum", signal.SIGINT)

@@ -117,16 +117,32 @@ def check_owner(path, kind):
     return config
 
 
-def make_model_dir(path):
-    """Creates the model dir (never wipes it) and checks it is writable; returns whether it was created."""
+def make_dir(path, what):
+    """Creates a directory a command writes into (never wipes it) and checks it is writable.
+
+    Args:
+      path: the directory.
+      what: its name in the error line ("model dir", "output dir").
+
+    Returns:
+      Whether this call created it.
+
+    Raises:
+      UserError: when it cannot be created or is not writable.
+    """
     created = not os.path.exists(path)
     try:
         os.makedirs(path, exist_ok=True)
     except OSError as error:
-        raise UserError(f"cannot create model dir {shown(path)}: {disk_full_reason(error) or error.strerror}") from None
+        raise UserError(f"cannot create {what} {shown(path)}: {disk_full_reason(error) or error.strerror}") from None
     if not os.access(path, os.W_OK | os.X_OK):
-        raise UserError(f"model dir {shown(path)} is not writable")
+        raise UserError(f"{what} {shown(path)} is not writable")
     return created
+
+
+def make_model_dir(path):
+    """Creates the model dir (never wipes it) and checks it is writable; returns whether it was created."""
+    return make_dir(path, "model dir")
 
 
 def remove_if_untouched(path):

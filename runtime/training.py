@@ -200,3 +200,36 @@ def finite_or_none(value):
     """A float for JSON, with NaN and inf as None."""
     value = float(value)
     return value if np.isfinite(value) else None
+
+
+def train_graph(
+    sess, graph, args, checkpointer, start_step, total_steps, steps_per_epoch, writer, summary_op, on_epoch_end
+):
+    """`train_loop` over a run's graph, with the run's own flags.
+
+    Args:
+      sess, checkpointer, start_step, total_steps, steps_per_epoch, writer, summary_op,
+        on_epoch_end: as `train_loop` takes them.
+      graph: the structure autoencoder.graph.build or transfer.graph.build returns: its
+        train_op, loss and cluster_step are trained.
+      args: the parsed flags: --batch-size, --save-every and --summary-every are read.
+
+    Returns:
+      train_loop's LoopResult.
+    """
+    return train_loop(
+        sess,
+        graph.train_op,
+        graph.loss,
+        start_step,
+        total_steps,
+        steps_per_epoch,
+        args.batch_size,
+        checkpointer,
+        save_every=args.save_every,
+        writer=writer,
+        summary_op=summary_op,
+        summary_every=args.summary_every,
+        on_epoch_end=on_epoch_end,
+        cluster_step=graph.cluster_step,
+    )

@@ -146,17 +146,7 @@ TRAINING_OPTIONS = (
         default=1,
         help="image folder: fewest usable training images a class may have (default: %(default)s)",
     ),
-    Option(
-        "--epochs", type=cli.positive_int, default=30, help="passes over the labelled examples (default: %(default)s)"
-    ),
-    Option(
-        "--batch-size",
-        type=cli.positive_int,
-        default=64,
-        resume=True,
-        help="examples per step (default: %(default)s)",
-    ),
-    Option("--learning-rate", type=cli.learning_rate, default=1e-3, help="Adam learning rate (default: %(default)s)"),
+    *cli.training_options(30, "the labelled examples", "examples"),
     Option(
         "--dropout",
         type=float,

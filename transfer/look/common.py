@@ -494,12 +494,7 @@ def prepare_out_dir(path, names, overwrite):
     Raises:
       UserError: when the dir cannot be made, or holds one of the names and overwrite is off.
     """
-    try:
-        os.makedirs(path, exist_ok=True)
-    except OSError as error:
-        raise UserError(f"cannot create output dir {path}: {error.strerror}") from None
-    if not os.access(path, os.W_OK | os.X_OK):
-        raise UserError(f"output dir {path} is not writable")
+    rundir.make_dir(path, "output dir")
     present = [name for name in names if os.path.exists(os.path.join(path, name))]
     if present and not overwrite:
         raise UserError(f"{path} already holds {present[0]} from an earlier run; pass --overwrite or another --out-dir")
