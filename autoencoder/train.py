@@ -137,7 +137,7 @@ def open_session(args, graph, task, init_fn):
     settings = session_config(args.gpu_memory_fraction, args.allow_growth, args.intra_op_threads, args.inter_op_threads)
     if task is None:
         return v1.Session(config=settings)
-    return cluster.session(task, graph.cluster_step, settings, init_fn)
+    return cluster.create_session(task, graph.cluster_step, settings, init_fn)
 
 
 def restore_or_initialise(sess, checkpointer, init):
@@ -251,7 +251,7 @@ def train_and_evaluate(state, graph):
     def init_fn(sess):  # a cluster's chief runs it inside SessionManager.prepare_session
         restored["prefix"] = restore_or_initialise(sess, checkpointer, init)
 
-    with open_session(args, graph, task, init_fn) as sess:
+    with cluster.connection_errors(graph.cluster_step), open_session(args, graph, task, init_fn) as sess:
         if task is None:
             init_fn(sess)
         start_step, total_steps, writer = begin(sess, state, graph, restored.get("prefix"))

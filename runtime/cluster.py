@@ -20,7 +20,7 @@ transfer/train.py adds a partial restore and a check of each worker's first read
    with `train_op(task, loss, var_list, global_step, total_steps, make_optimizer, hold_every)`.
    A partial restore must happen inside the init op (`tf.compat.v1.train.init_from_checkpoint`),
    so that every worker sees the restored values before its first step.
-3. `with session(task, step, config, init_fn) as sess`: the chief runs init_fn (restore
+3. `create_session(task, step, config, init_fn)` -> a session: the chief runs init_fn (restore
    or initialise), the others wait (bounded) until the model is ready.
 4. `train_loop(..., cluster_step=step)` and, at the end, `step.finish(sess)`, which stops
    the sync machinery and tells the ps tasks this worker is done.
@@ -59,10 +59,6 @@ FLAG_DESTS = ("ps_hosts", "worker_hosts", "job_name", "task_index", "sync_replic
 _ADDRESS = re.compile(r"^(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):(?P<port>[0-9]{1,5})$")
 _DONE_QUEUE = "cae_transfer_done_{}"
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-
-class TaskLost(UserError):
-    """A task of the cluster stopped answering (the message names it)."""
 
 
 @dataclass(frozen=True)
@@ -613,35 +609,30 @@ class TrainStep:
 
         gone = [f"ps {i} at {address}" for i, address in enumerate(self.task.spec["ps"]) if not _reachable(address)]
         if gone:  # TensorFlow's own text for this is a page of gRPC detail: the name says it all
-            return TaskLost(f"{self.task.name}: lost {', '.join(gone)}, which no longer accepts connections")
-        return TaskLost(f"{self.task.name}: the cluster stopped answering ({one_line(error)[:200]})")
+            return UserError(f"{self.task.name}: lost {', '.join(gone)}, which no longer accepts connections")
+        return UserError(f"{self.task.name}: the cluster stopped answering ({one_line(error)[:200]})")
 
 
 @contextlib.contextmanager
-def session(task, step, config, init_fn):
-    """`create_session` as a context: the session, closed at the end of the block.
+def connection_errors(step):
+    """Turns a lost connection anywhere in a cluster session's life (a step, an evaluation,
+    a save, the wait at an epoch boundary, the close) into the one-line error of
+    TrainStep.lost_error; with step None (a local run) it does nothing.
 
-    A lost connection anywhere in the block (a step, an evaluation, a save, the wait at an
-    epoch boundary) ends it with the one-line error of TrainStep.lost_error, and then the
-    session is left unclosed: closing a session whose ps is gone waits about 30 s on gRPC
-    for nothing, as the process is about to end.
+    Args:
+      step: the TrainStep of the task, or None.
 
     Raises:
-      TaskLost: the connection to a ps task was lost.
-      UserError: as create_session raises it.
+      UserError: the connection to a ps task was lost.
     """
+    if step is None:
+        yield
+        return
     tf = _tf()
-    sess = create_session(task, step, config, init_fn)
     try:
-        yield sess
-    except TaskLost:
-        raise
+        yield
     except (tf.errors.UnavailableError, tf.errors.AbortedError, tf.errors.DeadlineExceededError) as error:
         raise step.lost_error(error) from None
-    except BaseException:
-        sess.close()
-        raise
-    sess.close()
 
 
 def train_op(task, loss, var_list, global_step, total_steps, make_optimizer, hold_every=None):

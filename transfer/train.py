@@ -455,9 +455,10 @@ def _session(args, plan, graph, source_values, task):
             initialise_from_source(sess, init, plan)  # the restore is part of init (init_from_source)
 
     with (
+        cluster.connection_errors(graph.cluster_step),
         v1.Session(config=conf)
         if task is None
-        else cluster.session(task, graph.cluster_step, conf, restore_or_initialise) as sess,
+        else cluster.create_session(task, graph.cluster_step, conf, restore_or_initialise) as sess,
     ):
         if task is None:
             state["resumed"] = checkpointer.restore_latest(sess)
