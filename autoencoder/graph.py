@@ -83,19 +83,13 @@ def build(args, in_files, task=None, total_steps=None, transpose_implementation=
     eval_losses = {kind: reconstruction_loss(images, end_points, kind) for kind in RECONSTRUCTION_LOSSES}
     global_step = v1.train.get_or_create_global_step()
     model_variables = v1.get_collection(v1.GraphKeys.MODEL_VARIABLES)
+    optimizer = v1.train.AdamOptimizer(args.learning_rate)
     if task is None:
-        optimizer = v1.train.AdamOptimizer(args.learning_rate)
         train_op = optimizer.minimize(loss, global_step=global_step, var_list=model_variables)
         cluster_step = None
     else:
         cluster_step = cluster.train_op(
-            task,
-            loss,
-            model_variables,
-            global_step,
-            total_steps,
-            lambda: v1.train.AdamOptimizer(args.learning_rate),
-            hold_every=total_steps // args.epochs,
+            task, loss, model_variables, global_step, total_steps, optimizer, hold_every=total_steps // args.epochs
         )
         train_op = cluster_step.op
     train_summary, epoch_summary = _summaries(images, end_points, loss, model_variables)

@@ -17,7 +17,7 @@ transfer/train.py adds a partial restore and a check of each worker's first read
 1. `from_args(args)` -> a `ClusterTask` or None; `serve(task)` for a ps task, which returns
    once every worker said it is done.
 2. Build the graph under `tf.compat.v1.device(device_function(task))`; make the train op
-   with `train_op(task, loss, var_list, global_step, total_steps, make_optimizer, hold_every)`.
+   with `train_op(task, loss, var_list, global_step, total_steps, optimizer, hold_every)`.
    A partial restore must happen inside the init op (`tf.compat.v1.train.init_from_checkpoint`),
    so that every worker sees the restored values before its first step.
 3. `create_session(task, step, config, init_fn)` -> a session: the chief runs init_fn (restore
@@ -635,7 +635,7 @@ def connection_errors(step):
         raise step.lost_error(error) from None
 
 
-def train_op(task, loss, var_list, global_step, total_steps, make_optimizer, hold_every=None):
+def train_op(task, loss, var_list, global_step, total_steps, optimizer, hold_every=None):
     """Builds the cluster train op; call under `tf.compat.v1.device(device_function(task))`.
 
     Args:
@@ -644,7 +644,7 @@ def train_op(task, loss, var_list, global_step, total_steps, make_optimizer, hol
       var_list: the variables to train.
       global_step: the global step variable.
       total_steps: the global step at which the run ends.
-      make_optimizer: make_optimizer() returns the tf.compat.v1 optimizer of the run.
+      optimizer: the tf.compat.v1 optimizer of the run (no ops made yet).
       hold_every: in asynchronous mode, the steps of an epoch, for a run whose chief
         evaluates at each epoch's end: the workers wait there until it has (TrainStep).
 
@@ -656,7 +656,7 @@ def train_op(task, loss, var_list, global_step, total_steps, make_optimizer, hol
     var_list = list(var_list)
     if task.sync:
         optimizer = v1.train.SyncReplicasOptimizer(
-            make_optimizer(),
+            optimizer,
             replicas_to_aggregate=task.num_replicas,
             total_num_replicas=task.num_replicas,
         )
@@ -674,7 +674,6 @@ def train_op(task, loss, var_list, global_step, total_steps, make_optimizer, hol
     with tf.control_dependencies([g for g in grads if g is not None]):
         ticket = global_step.assign_add(1)  # the ticket is taken once the gradients are ready
     counted = ticket <= (total_steps if limit is None else limit.read_value())
-    optimizer = make_optimizer()
 
     def apply():
         with tf.control_dependencies([optimizer.apply_gradients(zip(grads, var_list))]):

@@ -548,7 +548,7 @@ def test_a_ticket_past_the_limit_changes_no_variable_and_is_given_back():
             [w],
             step,
             total_steps=4,
-            make_optimizer=lambda: LearningRateGroups(_Groups({1.0: ["w"]}), [w], 0.1, extra_updates=[update]),
+            optimizer=LearningRateGroups(_Groups({1.0: ["w"]}), [w], 0.1, extra_updates=[update]),
             hold_every=2,
         )
         with v1.Session(server.target, config=cluster.task_config(task)) as sess:

@@ -284,17 +284,11 @@ def _train_step(loss, plan, model_variables, args, updates, task, total_steps):
         return train_op, trainable, None
     from runtime import cluster
 
-    trainable = [var for _, group in trainable_in_groups(plan, model_variables) for var in group]
+    optimizer = LearningRateGroups(plan, model_variables, args.learning_rate, extra_updates=updates)
     cluster_step = cluster.train_op(
-        task,
-        loss,
-        trainable,
-        global_step,
-        total_steps,
-        lambda: LearningRateGroups(plan, model_variables, args.learning_rate, extra_updates=updates),
-        hold_every=total_steps // args.epochs,
+        task, loss, optimizer.var_list, global_step, total_steps, optimizer, hold_every=total_steps // args.epochs
     )
-    return cluster_step.op, trainable, cluster_step
+    return cluster_step.op, optimizer.var_list, cluster_step
 
 
 def _check_against_plan(plan, model_variables):
