@@ -9,7 +9,7 @@ import os
 
 from models.cae import RECONSTRUCTION_LOSSES
 from runtime import cli, cluster
-from runtime.options import Flags, Foreign, Option
+from runtime.options import Flags, Option
 
 DESCRIPTION = (
     "Train the convolutional autoencoder (conv1, conv2, latent_var, z_matrix, dconv1, dconv2) on MNIST images, "
@@ -58,7 +58,7 @@ AUTOENCODER = Flags(
         ),
         *cli.runtime_options(os.path.join("checkpoints", "autoencoder")),
     ),
-    Foreign(cluster.add_cluster_flags, cluster.FLAG_DESTS),
+    cluster.CLUSTER_FLAGS,
     resume_extra=("data_source", "data_identity"),
 )
 

@@ -46,6 +46,7 @@ import time
 from dataclasses import dataclass
 
 from runtime.errors import UserError
+from runtime.options import Flags, Group, Option
 
 ENV = "TF_CONFIG"
 JOBS = ("chief", "worker", "ps")
@@ -54,8 +55,6 @@ DEFAULT_TIMEOUT = 60.0
 RECOVERY_WAIT_SECS = 0.5
 HOLD_POLL_SECS = 0.02  # how often a worker held at an epoch boundary reads the limit
 HOLD_NOTICE_SECS = 10.0  # a worker held longer than this says what it waits for
-# The argparse destinations of the flags add_cluster_flags adds; a local run leaves them out of config.json.
-FLAG_DESTS = ("ps_hosts", "worker_hosts", "job_name", "task_index", "sync_replicas", "cluster_timeout")
 _ADDRESS = re.compile(r"^(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):(?P<port>[0-9]{1,5})$")
 _DONE_QUEUE = "cae_transfer_done_{}"
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -128,30 +127,39 @@ class ClusterTask:
 # --- where a cluster comes from --------------------------------------------------------------
 
 
-def add_cluster_flags(parser):
-    """Adds the classic cluster flags, --sync-replicas and --cluster-timeout to an argparse parser."""
-    group = parser.add_argument_group(
-        "cluster",
-        "run as one task of a TensorFlow cluster (parameter servers and workers); the TF_CONFIG environment "
-        "variable does the same; without either the run is one local process",
-    )
-    group.add_argument("--ps-hosts", help="comma-separated host:port of the parameter-server tasks")
-    group.add_argument("--worker-hosts", help="comma-separated host:port of the worker tasks; worker 0 is the chief")
-    group.add_argument("--job-name", help="this task's job: ps or worker")
-    group.add_argument("--task-index", type=int, help="this task's index within its job (default: 0)")
-    group.add_argument(
-        "--sync-replicas",
-        action="store_true",
-        help="aggregate one gradient from every worker per step (SyncReplicasOptimizer) instead of "
-        "asynchronous updates",
-    )
-    group.add_argument(
-        "--cluster-timeout",
-        type=float,
-        default=DEFAULT_TIMEOUT,
-        help="seconds a task waits for a parameter server or for the chief before it stops with an error "
-        "(default: %(default)s)",
-    )
+# --ps-hosts ... --cluster-timeout: how a script becomes one task of a cluster. Not saved in
+# config.json: the same run may go on as a local process or in another cluster.
+CLUSTER_FLAGS = Group(
+    "cluster",
+    (
+        Option("--ps-hosts", config=False, help="comma-separated host:port of the parameter-server tasks"),
+        Option(
+            "--worker-hosts",
+            config=False,
+            help="comma-separated host:port of the worker tasks; worker 0 is the chief",
+        ),
+        Option("--job-name", config=False, help="this task's job: ps or worker"),
+        Option("--task-index", type=int, config=False, help="this task's index within its job (default: 0)"),
+        Option(
+            "--sync-replicas",
+            action="store_true",
+            config=False,
+            help="aggregate one gradient from every worker per step (SyncReplicasOptimizer) instead of "
+            "asynchronous updates",
+        ),
+        Option(
+            "--cluster-timeout",
+            type=float,
+            default=DEFAULT_TIMEOUT,
+            config=False,
+            help="seconds a task waits for a parameter server or for the chief before it stops with an error "
+            "(default: %(default)s)",
+        ),
+    ),
+    description="run as one task of a TensorFlow cluster (parameter servers and workers); the TF_CONFIG "
+    "environment variable does the same; without either the run is one local process",
+)
+FLAG_DESTS = tuple(option.dest for option in CLUSTER_FLAGS.options)
 
 
 def parse_address(text, where):
@@ -262,7 +270,7 @@ def from_args(args, environ=None):
     When both are given they must describe the same cluster and task.
 
     Args:
-      args: parsed flags from a parser that went through `add_cluster_flags`.
+      args: parsed flags from a parser that has CLUSTER_FLAGS.
       environ: the environment to read TF_CONFIG from (default: os.environ).
 
     Returns:
@@ -866,23 +874,27 @@ def _status(returncode):
     return 128 - returncode if returncode < 0 else returncode
 
 
+LAUNCHER = Flags(
+    (
+        Option("--ps", type=int, default=1, help="parameter-server tasks (default: %(default)s)"),
+        Option("--workers", type=int, default=2, help="worker tasks; worker 0 is the chief (default: %(default)s)"),
+        Option(
+            "--grace",
+            type=float,
+            default=30.0,
+            help="seconds the other tasks may run on after the chief ended (default: %(default)s)",
+        ),
+        Option("script", nargs=argparse.REMAINDER, help="-- then the script and its flags"),
+    )
+)
+
+
 def main(argv=None):
-    parser = argparse.ArgumentParser(
+    parser = LAUNCHER.parser(
         prog="python -m runtime.cluster",
         description="Run a training script as a TensorFlow cluster on this machine (loopback ports): "
         "python -m runtime.cluster --ps 1 --workers 2 -- train_autoencoder.py ARGS...",
     )
-    parser.add_argument("--ps", type=int, default=1, help="parameter-server tasks (default: %(default)s)")
-    parser.add_argument(
-        "--workers", type=int, default=2, help="worker tasks; worker 0 is the chief (default: %(default)s)"
-    )
-    parser.add_argument(
-        "--grace",
-        type=float,
-        default=30.0,
-        help="seconds the other tasks may run on after the chief ended (default: %(default)s)",
-    )
-    parser.add_argument("script", nargs=argparse.REMAINDER, help="-- then the script and its flags")
     args = parser.parse_args(argv)
     script = args.script[1:] if args.script[:1] == ["--"] else args.script
     if not script:

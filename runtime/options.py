@@ -33,6 +33,9 @@ class Option:
       choices: the values allowed, as argparse checks them.
       action: None (takes a value), "store_true" or "append" (repeatable).
       metavar: the value's name in --help.
+      nargs: argparse's nargs, for a positional argument that may be left out ("?") or takes
+        the rest of the command line (argparse.REMAINDER).
+      dest_name: the attribute of the parsed args when it is not the one the flag spells.
       resume: a resumed run must have been started with the same value (the resume check).
       config: the value is saved in config.json.
       check: a function of the parsed value that returns None when it is fine, else the
@@ -47,6 +50,8 @@ class Option:
     choices: tuple | None = None
     action: str | None = None
     metavar: str | None = None
+    nargs: str | None = None
+    dest_name: str | None = None
     resume: bool = False
     config: bool = True
     check: Callable[[Any], str | None] | None = None
@@ -58,7 +63,7 @@ class Option:
     @property
     def dest(self):
         """The attribute of the parsed args (and the config.json key): "--batch-size" -> "batch_size"."""
-        return self.flag.lstrip("-").replace("-", "_")
+        return self.dest_name or self.flag.lstrip("-").replace("-", "_")
 
     @property
     def parsed_default(self):
@@ -75,11 +80,13 @@ class Option:
 
     def add_to(self, parser):
         """Adds the flag to an argparse parser or argument group."""
-        fields = {"help": self.help, "metavar": self.metavar, "choices": self.choices}
+        fields = {"help": self.help, "metavar": self.metavar, "choices": self.choices, "nargs": self.nargs}
         if self.action == "store_true":
             fields = {"help": self.help}
         else:
             fields.update(type=self.type, default=self.parsed_default)
+        if self.dest_name and self.flag.startswith("-"):
+            fields["dest"] = self.dest_name
         kwargs = {key: value for key, value in fields.items() if value is not None}
         if self.action:
             kwargs["action"] = self.action
@@ -110,29 +117,12 @@ class Group:
         return target
 
 
-@dataclasses.dataclass(frozen=True)
-class Foreign:
-    """Flags that another module adds with a function of its own (runtime.cluster.add_cluster_flags).
-
-    Attributes:
-      add: add(parser) adds them.
-      dests: their dests, which are left out of config.json (and never resume keys).
-    """
-
-    add: Callable
-    dests: tuple
-
-    def add_to(self, parser):
-        self.add(parser)
-        return parser
-
-
 class Flags:
     """A script's run config: its flags in --help order and the checks over the whole config.
 
     Args:
-      *parts: Group, Foreign, or a tuple of Options (among the parser's own options), in
-        the order --help lists them.
+      *parts: Group, or a tuple of Options (among the parser's own options), in the order
+        --help lists them.
       validators: functions of the parsed args run by `validate`, after every option's own
         check: for checks that read several flags. They raise UserError.
       resume_extra: config.json keys that no flag sets (the data's identity, say) and a
@@ -143,11 +133,8 @@ class Flags:
         self.parts = tuple(Group(None, part) if isinstance(part, tuple) else part for part in parts)
         self.validators = tuple(validators)
         self.resume_extra = tuple(resume_extra)
-        self.options = tuple(option for part in self.parts if isinstance(part, Group) for option in part.options)
+        self.options = tuple(option for part in self.parts for option in part.options)
         dests = [option.dest for option in self.options]
-        for part in self.parts:
-            if isinstance(part, Foreign):
-                dests += part.dests
         repeated = sorted({dest for dest in dests if dests.count(dest) > 1})
         if repeated:
             raise ValueError(f"flags defined twice: {', '.join(repeated)}")

@@ -6,15 +6,11 @@ import pytest
 
 from runtime import cli
 from runtime.errors import UserError
-from runtime.options import Flags, Foreign, Group, Option, given
+from runtime.options import Flags, Group, Option, given
 
 
 def _rate(value):
     return None if 0.0 <= value < 1.0 else f"must be in [0, 1), got {value}"
-
-
-def _add_foreign(parser):
-    parser.add_argument("--host")
 
 
 def _no_more_than_epochs(args):
@@ -39,7 +35,7 @@ def _flags():
             Option("--tag", action="append", metavar="K=V", help="repeatable"),
             Option("--out", default="out", config=False, help="where"),
         ),
-        Foreign(_add_foreign, ("host",)),
+        Group("network", (Option("--host", config=False, help="host:port"),), "where to connect"),
         validators=(_no_more_than_epochs,),
         resume_extra=("data_identity",),
     )
@@ -84,11 +80,30 @@ def test_a_repeatable_flags_default_is_not_shared_between_parses():
     assert flags.option("tag").default is None
 
 
+def test_a_positional_may_be_left_out_and_a_flag_may_name_its_dest():
+    flags = Flags(
+        (
+            Option("model", nargs="?", default="runs/a", metavar="MODEL", help="a run"),
+            Option("--range", dest_name="value_range", choices=("clip", "sigmoid"), default="clip", help="how"),
+        )
+    )
+    assert vars(flags.parse([])) == {"model": "runs/a", "value_range": "clip"}
+    assert vars(flags.parse(["runs/b", "--range", "sigmoid"])) == {"model": "runs/b", "value_range": "sigmoid"}
+    assert flags.option("value_range").to_argv("sigmoid") == ["--range", "sigmoid"]
+    assert "MODEL" in flags.parser(prog="tool").format_help()
+
+
+def test_a_positional_may_take_the_rest_of_the_command_line():
+    flags = Flags((Option("--ps", type=int, default=1), Option("script", nargs=argparse.REMAINDER, help="rest")))
+    args = flags.parse(["--ps", "2", "--", "train.py", "--ps", "9"])
+    assert (args.ps, args.script) == (2, ["--", "train.py", "--ps", "9"])
+
+
 def test_resume_keys_are_the_marked_flags_then_the_extra_keys():
     assert _flags().resume_keys == ("epochs", "rate", "data_identity")
 
 
-def test_config_values_leave_out_unmarked_and_foreign_flags():
+def test_config_values_leave_out_the_flags_marked_config_false():
     args = _flags().parse(["--host", "h:1", "--out", "o", "--warmup", "1"])
     assert _flags().config_values(args) == {
         "epochs": 3,
@@ -156,6 +171,6 @@ def test_a_flag_defined_twice_or_an_unknown_action_is_refused():
     with pytest.raises(ValueError, match="flags defined twice: seed"):
         Flags((Option("--seed"),), Group("again", (Option("--seed"),)))
     with pytest.raises(ValueError, match="flags defined twice: host"):
-        Flags((Option("--host"),), Foreign(_add_foreign, ("host",)))
+        Flags((Option("--host"),), Group("network", (Option("--host"),)))
     with pytest.raises(ValueError, match="action"):
         Option("--count", action="count")

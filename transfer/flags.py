@@ -12,7 +12,7 @@ import os
 from models import networks
 from runtime import cli, cluster
 from runtime.errors import UserError
-from runtime.options import Flags, Foreign, Group, Option
+from runtime.options import Flags, Group, Option
 from transfer import graph as transfer_graph
 from transfer.selection import PRESETS, parse_pair, parse_scopes
 
@@ -247,7 +247,7 @@ TRAIN_TRANSFER = Flags(
     Group("training", TRAINING_OPTIONS),
     cli.DATA_OPTIONS,
     cli.runtime_options(os.path.join("checkpoints", "transfer")),
-    Foreign(cluster.add_cluster_flags, cluster.FLAG_DESTS),
+    cluster.CLUSTER_FLAGS,
     validators=(network_and_flags,),
     # Not flags: where the data came from and its fingerprint (transfer.labelled).
     resume_extra=("data_source", "data_identity"),

@@ -29,6 +29,7 @@ import tensorflow as tf
 
 from models import networks
 from runtime import cli
+from runtime.options import Option
 from runtime.session import set_process_threads
 from transfer.look import adversarial, features, ideal
 
@@ -42,47 +43,42 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"error: {self.prog}: {message}\n")
 
 
-def _add_common(parser):
-    parser.add_argument(
+COMMON = (
+    Option(
         "model",
         metavar="MODEL",
         nargs="?",
         default=os.path.join("checkpoints", "transfer"),
         help="a train_transfer.py model dir or a checkpoint prefix (default: %(default)s)",
-    )
-    parser.add_argument(
+    ),
+    Option(
         "--network",
         choices=networks.NAMES,
-        default=None,
         help="the network the checkpoint holds (default: the digit classifier, or what conversion.json names)",
-    )
-    parser.add_argument("--out-dir", default=None, help="where results go (default: MODEL/look/<command>)")
-    parser.add_argument(
-        "--overwrite", action="store_true", help="replace the results of an earlier run in the output dir"
-    )
-    parser.add_argument(
-        "--seed", type=cli.non_negative_int, default=0, help="seed for noise and splits (default: %(default)s)"
-    )
-    parser.add_argument(
+    ),
+    Option("--out-dir", help="where results go (default: MODEL/look/<command>)"),
+    Option("--overwrite", action="store_true", help="replace the results of an earlier run in the output dir"),
+    Option("--seed", type=cli.non_negative_int, default=0, help="seed for noise and splits (default: %(default)s)"),
+    Option(
         "--intra-op-threads", type=cli.non_negative_int, default=0, help="threads inside one op (0: TensorFlow chooses)"
-    )
-    parser.add_argument(
+    ),
+    Option(
         "--inter-op-threads", type=cli.non_negative_int, default=0, help="ops run concurrently (0: TensorFlow chooses)"
-    )
-
-
-def _add_data(parser):
-    cli.add_data_flags(parser)
-    # None means: the data set the run trained on, read from its config.json.
-    parser.set_defaults(dataset=None)
+    ),
+)
+# The test images' data set: by default the one the run trained on, read from its config.json.
+DATA = (
+    cli.DATA_OPTIONS[0].but(default=None, help="data set of the test images (default: the one the run trained on)"),
+    *cli.DATA_OPTIONS[1:],
+)
 
 
 def parse_args(argv=None):
     parser = OneLineParser(prog="python -m transfer.look", description=__doc__.split("\n", 1)[0])
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    ideal.add_parser(subparsers, _add_common)
-    adversarial.add_parser(subparsers, lambda sub: (_add_common(sub), _add_data(sub)))
-    features.add_parser(subparsers, lambda sub: (_add_common(sub), _add_data(sub)))
+    ideal.add_parser(subparsers, COMMON)
+    adversarial.add_parser(subparsers, COMMON + DATA)
+    features.add_parser(subparsers, COMMON + DATA)
     return parser.parse_args(argv)
 
 

@@ -17,6 +17,7 @@ import tensorflow as tf
 
 from runtime import cli, rundir
 from runtime.errors import UserError
+from runtime.options import Flags, Option
 from runtime.session import session_config
 from transfer.look import common
 
@@ -201,7 +202,38 @@ def summarise(originals, adversarial, before, after, classes, targeted):
     }, success
 
 
-def add_parser(subparsers, add_common):
+OPTIONS = (
+    Option(
+        "--images",
+        default=None,
+        help="an image file or a folder of them instead of the test set (unlabelled: "
+        "untargeted attacks move away from the network's own answer)",
+    ),
+    Option(
+        "--target",
+        default="none",
+        help="a class name, all (every wrong class for each image) or none (untargeted; default: %(default)s)",
+    ),
+    Option(
+        "--epsilon",
+        default="16",
+        help="L-infinity budget(s) in pixel units (0, 255], comma list (default: %(default)s)",
+    ),
+    Option("--attacks", default="fgsm,pgd", help="comma list of fgsm, pgd (default: %(default)s)"),
+    Option("--steps", type=cli.positive_int, default=20, help="PGD steps (default: %(default)s)"),
+    Option("--step-size", type=float, default=None, help="PGD step in pixel units (default: 2.5 * epsilon / steps)"),
+    Option("--limit", type=cli.positive_int, default=None, help="attack only the first N images"),
+    Option("--batch-size", type=cli.positive_int, default=500, help="pairs per session run (default: %(default)s)"),
+    Option(
+        "--examples",
+        type=cli.non_negative_int,
+        default=6,
+        help="example pairs drawn per attack and epsilon (default: %(default)s)",
+    ),
+)
+
+
+def add_parser(subparsers, common):
     parser = subparsers.add_parser(
         "adversarial",
         help="FGSM and iterative (PGD) attacks under an L-infinity budget",
@@ -209,38 +241,7 @@ def add_parser(subparsers, add_common):
         "under an L-infinity budget in pixel units, targeted or untargeted; report success rates, perturbation "
         "sizes and top-5.",
     )
-    add_common(parser)
-    parser.add_argument(
-        "--images",
-        default=None,
-        help="an image file or a folder of them instead of the test set (unlabelled: "
-        "untargeted attacks move away from the network's own answer)",
-    )
-    parser.add_argument(
-        "--target",
-        default="none",
-        help="a class name, all (every wrong class for each image) or none (untargeted; default: %(default)s)",
-    )
-    parser.add_argument(
-        "--epsilon",
-        default="16",
-        help="L-infinity budget(s) in pixel units (0, 255], comma list (default: %(default)s)",
-    )
-    parser.add_argument("--attacks", default="fgsm,pgd", help="comma list of fgsm, pgd (default: %(default)s)")
-    parser.add_argument("--steps", type=cli.positive_int, default=20, help="PGD steps (default: %(default)s)")
-    parser.add_argument(
-        "--step-size", type=float, default=None, help="PGD step in pixel units (default: 2.5 * epsilon / steps)"
-    )
-    parser.add_argument("--limit", type=cli.positive_int, default=None, help="attack only the first N images")
-    parser.add_argument(
-        "--batch-size", type=cli.positive_int, default=500, help="pairs per session run (default: %(default)s)"
-    )
-    parser.add_argument(
-        "--examples",
-        type=cli.non_negative_int,
-        default=6,
-        help="example pairs drawn per attack and epsilon (default: %(default)s)",
-    )
+    Flags(common, OPTIONS).add_to(parser)
     parser.set_defaults(run=run)
 
 

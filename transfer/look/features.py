@@ -18,6 +18,7 @@ import tensorflow as tf
 
 from runtime import cli, rundir
 from runtime.errors import UserError
+from runtime.options import Flags, Option
 from runtime.session import session_config
 from runtime.summaries import scalars, write_projector
 from transfer.look import common
@@ -140,7 +141,25 @@ def compute(sess, images_ph, tensors, images):
     return {name: np.concatenate(parts[name]).astype(np.float32) for name in names}
 
 
-def add_parser(subparsers, add_common):
+OPTIONS = (
+    Option(
+        "--probe-train",
+        type=cli.positive_int,
+        default=5000,
+        help="training images whose features fit the probes (a seeded subset; default: %(default)s)",
+    ),
+    Option("--knn", type=cli.positive_int, default=5, help="neighbours in the kNN vote (default: %(default)s)"),
+    Option(
+        "--projector-images",
+        type=cli.positive_int,
+        default=1000,
+        help="test images exported to the projector (default: %(default)s)",
+    ),
+    Option("--limit", type=cli.positive_int, default=None, help="use only the first N test images"),
+)
+
+
+def add_parser(subparsers, common):
     parser = subparsers.add_parser(
         "features",
         help="first-layer filters, end-point features in the Embedding Projector, kNN and linear-probe accuracies",
@@ -148,23 +167,7 @@ def add_parser(subparsers, add_common):
         "TensorBoard's Embedding Projector; score a kNN vote and a linear probe per end point (fit on training "
         "features, scored on the test set).",
     )
-    add_common(parser)
-    parser.add_argument(
-        "--probe-train",
-        type=cli.positive_int,
-        default=5000,
-        help="training images whose features fit the probes (a seeded subset; default: %(default)s)",
-    )
-    parser.add_argument(
-        "--knn", type=cli.positive_int, default=5, help="neighbours in the kNN vote (default: %(default)s)"
-    )
-    parser.add_argument(
-        "--projector-images",
-        type=cli.positive_int,
-        default=1000,
-        help="test images exported to the projector (default: %(default)s)",
-    )
-    parser.add_argument("--limit", type=cli.positive_int, default=None, help="use only the first N test images")
+    Flags(common, OPTIONS).add_to(parser)
     parser.set_defaults(run=run)
 
 

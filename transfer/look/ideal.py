@@ -17,6 +17,7 @@ import tensorflow as tf
 
 from runtime import cli, rundir
 from runtime.errors import UserError
+from runtime.options import Flags, Option
 from runtime.session import session_config
 from runtime.summaries import scalars
 from transfer.look import common
@@ -181,7 +182,67 @@ def optimise(sess, graph, classes, steps, target_probability=0.99, writer=None, 
     return images, results
 
 
-def add_parser(subparsers, add_common):
+OPTIONS = (
+    Option(
+        "--classes",
+        default=None,
+        help="comma list of class names or indices, or all (default: all digits; tabby,zebra for ImageNet)",
+    ),
+    Option("--objective", choices=OBJECTIVES, default="logprob", help="what to maximise (default: %(default)s)"),
+    Option("--tv-weight", type=float, default=0.002, help="total-variation weight, >= 0 (default: %(default)s)"),
+    Option(
+        "--l2-weight",
+        type=float,
+        default=0.0,
+        help="weight of the squared L2 norm of the image (a pull towards black), >= 0 (default: %(default)s)",
+    ),
+    Option(
+        "--range",
+        dest_name="value_range",
+        choices=RANGES,
+        default="clip",
+        help="keep pixels in [0, 1] by clipping after each step or through a sigmoid (default: %(default)s)",
+    ),
+    Option("--steps", type=cli.positive_int, default=300, help="Adam steps (default: %(default)s)"),
+    Option("--learning-rate", type=cli.positive_float, default=0.05, help="Adam learning rate (default: %(default)s)"),
+    Option(
+        "--start",
+        default=None,
+        help="start from this image file (28x28 grayscale for the digits) or skimage:NAME instead of noise",
+    ),
+    Option(
+        "--noise",
+        type=float,
+        default=0.25,
+        help="amplitude of the starting noise around mid-grey, in [0, 0.5] (default: %(default)s)",
+    ),
+    Option(
+        "--target-probability",
+        type=float,
+        default=0.99,
+        help="record the step where each image first reaches this probability (default: %(default)s)",
+    ),
+    Option(
+        "--jitter",
+        type=cli.non_negative_int,
+        default=0,
+        help="roll the image the loss sees by up to N pixels each step (0: off; default: %(default)s)",
+    ),
+    Option(
+        "--baseline",
+        action="store_true",
+        help="also run the same optimisation with the TV weight at 0, from the same start, and report both",
+    ),
+    Option(
+        "--summary-every",
+        type=cli.non_negative_int,
+        default=25,
+        help="steps between TensorBoard images (default: %(default)s)",
+    ),
+)
+
+
+def add_parser(subparsers, common):
     parser = subparsers.add_parser(
         "ideal",
         help="optimise an input image per class until the network is sure of it",
@@ -189,69 +250,7 @@ def add_parser(subparsers, add_common):
         "the class's log-probability or logit, with a total-variation penalty. Writes ideal.png, ideal.json and "
         "TensorBoard images.",
     )
-    add_common(parser)
-    parser.add_argument(
-        "--classes",
-        default=None,
-        help="comma list of class names or indices, or all (default: all digits; tabby,zebra for ImageNet)",
-    )
-    parser.add_argument(
-        "--objective", choices=OBJECTIVES, default="logprob", help="what to maximise (default: %(default)s)"
-    )
-    parser.add_argument(
-        "--tv-weight", type=float, default=0.002, help="total-variation weight, >= 0 (default: %(default)s)"
-    )
-    parser.add_argument(
-        "--l2-weight",
-        type=float,
-        default=0.0,
-        help="weight of the squared L2 norm of the image (a pull towards black), >= 0 (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--range",
-        dest="value_range",
-        choices=RANGES,
-        default="clip",
-        help="keep pixels in [0, 1] by clipping after each step or through a sigmoid (default: %(default)s)",
-    )
-    parser.add_argument("--steps", type=cli.positive_int, default=300, help="Adam steps (default: %(default)s)")
-    parser.add_argument(
-        "--learning-rate", type=cli.positive_float, default=0.05, help="Adam learning rate (default: %(default)s)"
-    )
-    parser.add_argument(
-        "--start",
-        default=None,
-        help="start from this image file (28x28 grayscale for the digits) or skimage:NAME instead of noise",
-    )
-    parser.add_argument(
-        "--noise",
-        type=float,
-        default=0.25,
-        help="amplitude of the starting noise around mid-grey, in [0, 0.5] (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--target-probability",
-        type=float,
-        default=0.99,
-        help="record the step where each image first reaches this probability (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--jitter",
-        type=cli.non_negative_int,
-        default=0,
-        help="roll the image the loss sees by up to N pixels each step (0: off; default: %(default)s)",
-    )
-    parser.add_argument(
-        "--baseline",
-        action="store_true",
-        help="also run the same optimisation with the TV weight at 0, from the same start, and report both",
-    )
-    parser.add_argument(
-        "--summary-every",
-        type=cli.non_negative_int,
-        default=25,
-        help="steps between TensorBoard images (default: %(default)s)",
-    )
+    Flags(common, OPTIONS).add_to(parser)
     parser.set_defaults(run=run)
 
 
