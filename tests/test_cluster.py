@@ -569,6 +569,13 @@ def test_a_ticket_past_the_limit_changes_no_variable_and_is_given_back():
     assert before["moving_mean"].tolist() == [2.0] * 3 and after["moving_mean"].tolist() == [3.0] * 3
 
 
+@pytest.mark.parametrize(("given", "kept"), [(None, "true"), ("false", "false"), ("use_caller", "use_caller")])
+def test_cluster_tasks_fail_fast_unless_the_user_chose(given, kept):
+    environ = {} if given is None else {cluster.FAIL_FAST_ENV: given}
+    cluster.fail_fast(environ)
+    assert environ == {cluster.FAIL_FAST_ENV: kept}
+
+
 def test_a_ps_task_of_a_dry_run_does_not_serve(monkeypatch, tmp_path):
     # No worker of a dry run ever says it is done: a ps that served would wait for ever.
     def serve(task):
