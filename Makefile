@@ -29,8 +29,10 @@ demo: install
 imagenet-demo: install
 	$(BIN)/python -m experiments.imagenet_demo
 
-# Lint and format checks first (ruff, configured in pyproject.toml), then the tests.
+# Lint and format checks first (ruff, configured in pyproject.toml), then the tests, in two
+# worker processes (pytest-xdist) that take whole files, so a module's fixtures run once.
+# Most tests wait on processes they start or on TensorFlow's import, which use one core.
 test: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n 2 --dist loadfile $(PYTEST_ARGS)
