@@ -315,7 +315,7 @@ def _check_maps_match(sides):
 
 
 def _select(sides, restore, exclude):
-    """The graph names to restore, in graph order: --restore's scopes (None: all the checkpoint holds) less exclude."""
+    """The graph names to restore: those in --restore's scopes (None: all the checkpoint holds), less exclude's."""
     graph_names = sides.graph_names
     if restore is None:
         selected = [name for name in graph_names if sides.source_name(name) in sides.by_checkpoint_name]
