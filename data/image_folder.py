@@ -568,6 +568,29 @@ def scan(root, validation_percent=10.0, test_percent=10.0, min_per_class=1):
         ``train/``/``test/`` layout whose splits have different classes.
     """
     root = os.path.abspath(os.path.expanduser(os.fspath(root)))
+    _check_arguments(root, validation_percent, test_percent, min_per_class)
+    layout, dirs = _layout(root, validation_percent, test_percent)
+    listing, ignored = _gather(root, dirs)
+    class_names = _class_names_of(root, layout, dirs, listing)
+    entries = _entries(root, listing, class_names, dirs, validation_percent, test_percent)
+    bad_of, renamed = _check_files(entries)
+    usable = _usable(root, entries, bad_of, class_names)
+    result = FolderScan(
+        root=root,
+        layout=layout,
+        class_names=class_names,
+        splits=_splits(usable),
+        bad=tuple(bad_of.values()),
+        renamed=renamed,
+        ignored=tuple(ignored),
+        validation_percent=float(validation_percent),
+        test_percent=float(test_percent),
+    )
+    _check_counts(result, min_per_class, has_validation_dir="validation" in dirs)
+    return result
+
+
+def _check_arguments(root, validation_percent, test_percent, min_per_class):
     if not os.path.isdir(root):
         raise DataError(f"image folder {root} " + ("is not a directory" if os.path.exists(root) else "does not exist"))
     for flag, value in (("--validation-percent", validation_percent), ("--test-percent", test_percent)):
@@ -576,29 +599,33 @@ def scan(root, validation_percent=10.0, test_percent=10.0, min_per_class=1):
     if min_per_class < 1:
         raise DataError(f"the minimum number of images per class must be at least 1, got {min_per_class}")
 
+
+def _layout(root, validation_percent, test_percent):
+    """Returns the layout ("subfolders" or "hash") and {split dir key: folder} to list."""
     top = _class_dirs(root)
-    if "train" in top and "test" in top:
-        layout = "subfolders"
-        val_dirs = [d for d in VALIDATION_DIR_NAMES if d in top]
-        if len(val_dirs) > 1:
-            raise DataError(f"image folder {root} has both val/ and validation/: keep one")
-        extra = sorted(set(top) - {"train", "test", *val_dirs})
-        if extra:
-            raise DataError(
-                f"image folder {root} has train/ and test/, and also {', '.join(d + '/' for d in extra)}: "
-                "with train/ and test/, only val/ or validation/ may sit beside them"
-            )
-        dirs = {"train": os.path.join(root, "train"), "test": os.path.join(root, "test")}
-        if val_dirs:
-            dirs["validation"] = os.path.join(root, val_dirs[0])
-    else:
+    if "train" not in top or "test" not in top:
         if test_percent + validation_percent >= 100:
             raise DataError(
                 f"--validation-percent {validation_percent} and --test-percent {test_percent} leave nothing to train on"
             )
-        layout, dirs = "hash", {"all": root}
-    listing, ignored = _gather(root, dirs)
+        return "hash", {"all": root}
+    val_dirs = [d for d in VALIDATION_DIR_NAMES if d in top]
+    if len(val_dirs) > 1:
+        raise DataError(f"image folder {root} has both val/ and validation/: keep one")
+    extra = sorted(set(top) - {"train", "test", *val_dirs})
+    if extra:
+        raise DataError(
+            f"image folder {root} has train/ and test/, and also {', '.join(d + '/' for d in extra)}: "
+            "with train/ and test/, only val/ or validation/ may sit beside them"
+        )
+    dirs = {"train": os.path.join(root, "train"), "test": os.path.join(root, "test")}
+    if val_dirs:
+        dirs["validation"] = os.path.join(root, val_dirs[0])
+    return "subfolders", dirs
 
+
+def _class_names_of(root, layout, dirs, listing):
+    """Returns the sorted class names; with train/ and test/, every split folder must hold the same."""
     class_names = tuple(sorted(listing["train" if layout == "subfolders" else "all"]))
     if layout == "subfolders":
         for key, per_class in listing.items():
@@ -620,8 +647,11 @@ def scan(root, validation_percent=10.0, test_percent=10.0, min_per_class=1):
     if len(class_names) < 2:
         found = f"only {class_names[0]!r}" if class_names else "none"
         raise DataError(f"image folder {root} needs at least 2 class subfolders, found {found}")
+    return class_names
 
-    # Every file with its (split, class) assignment, in a fixed order.
+
+def _entries(root, listing, class_names, dirs, validation_percent, test_percent):
+    """Returns every image file as (split, label, path), in a fixed order (split folder, class, relative path)."""
     entries = []
     for key, per_class in listing.items():
         for label, name in enumerate(class_names):
@@ -637,7 +667,14 @@ def scan(root, validation_percent=10.0, test_percent=10.0, min_per_class=1):
         raise DataError(
             f"image folder {root} holds no image files ({', '.join(IMAGE_EXTENSIONS)}) in its class folders"
         )
+    return entries
 
+
+def _check_files(entries):
+    """Returns {entry index: BadFile} of the files that cannot be used, in index order, and the renamed files.
+
+    Files are prechecked by their first bytes; the ones that pass are decoded by :func:`_find_bad`.
+    """
     reasons, renamed = {}, []
     for i, (_, _, path) in enumerate(entries):
         reason, content = _precheck(path)
@@ -649,15 +686,23 @@ def scan(root, validation_percent=10.0, test_percent=10.0, min_per_class=1):
     for j, reason in _find_bad([entries[i][2] for i in candidates]).items():
         reasons[candidates[j]] = reason
     bad_of = {i: BadFile(entries[i][2], reasons[i]) for i in sorted(reasons)}
-    bad = tuple(bad_of.values())
-    renamed = tuple(r for r in renamed if r.path not in {b.path for b in bad})
+    bad_paths = {b.path for b in bad_of.values()}
+    return bad_of, tuple(r for r in renamed if r.path not in bad_paths)
 
-    if len(reasons) == len(entries):
+
+def _usable(root, entries, bad_of, class_names):
+    """Returns the entries that decode.
+
+    Raises:
+      DataError: no file decodes, or every file of a class is bad.
+    """
+    if len(bad_of) == len(entries):
+        first = next(iter(bad_of.values()))
         raise DataError(
             f"image folder {root}: none of its {len(entries)} image files can be decoded "
-            f"(first: {bad[0].path}: {bad[0].reason})"
+            f"(first: {first.path}: {first.reason})"
         )
-    usable = [e for i, e in enumerate(entries) if i not in reasons]
+    usable = [e for i, e in enumerate(entries) if i not in bad_of]
     for label, name in enumerate(class_names):
         total = sum(1 for e in entries if e[1] == label)
         if total and not any(e[1] == label for e in usable):
@@ -666,29 +711,32 @@ def scan(root, validation_percent=10.0, test_percent=10.0, min_per_class=1):
                 f"image folder {root}: every one of the {total} image files of class {name!r} "
                 f"is bad (first: {first.path}: {first.reason})"
             )
+    return usable
 
+
+def _splits(usable):
     splits = {}
     for split in SPLITS:
         chosen = [(label, path) for s, label, path in usable if s == split]
         splits[split] = Split(tuple(p for _, p in chosen), np.array([label for label, _ in chosen], np.int64))
-    result = FolderScan(
-        root, layout, class_names, splits, bad, renamed, tuple(ignored), float(validation_percent), float(test_percent)
-    )
+    return splits
 
+
+def _check_counts(result, min_per_class, has_validation_dir):
+    """Every class has at least min_per_class training images and one image in each split that should have some."""
     expected = {
         "train": min_per_class,
-        "validation": 1 if (validation_percent > 0 or "validation" in dirs) else 0,
-        "test": 1 if (layout == "subfolders" or test_percent > 0) else 0,
+        "validation": 1 if (result.validation_percent > 0 or has_validation_dir) else 0,
+        "test": 1 if (result.layout == "subfolders" or result.test_percent > 0) else 0,
     }
     for name, per_split in result.counts().items():
         for split, need in expected.items():
             if per_split[split] < need:
                 counts = ", ".join(f"{s} {per_split[s]}" for s in SPLITS)
                 hint = "add images to it" + (
-                    "" if layout == "subfolders" or split == "train" else f" or lower --{split}-percent"
+                    "" if result.layout == "subfolders" or split == "train" else f" or lower --{split}-percent"
                 )
                 raise DataError(
-                    f"image folder {root}: class {name!r} has {per_split[split]} usable images in {split} "
+                    f"image folder {result.root}: class {name!r} has {per_split[split]} usable images in {split} "
                     f"({counts}), needs at least {need}: {hint}"
                 )
-    return result

@@ -237,36 +237,92 @@ def make_plan(
       PlanError: for a scope or map that matches nothing, a variable the checkpoint
         lacks, a shape or dtype difference (unless skipped), or nothing to train.
     """
-    maps = [(source.strip("/"), target.strip("/")) for source, target in maps]
-    graph_names = [info.name for info in graph_variables]
-    by_graph_name = {info.name: info for info in graph_variables}
-    all_checkpoint_names = [info.name for info in checkpoint_variables]
-    model_names = model_variable_names(all_checkpoint_names)
-    by_checkpoint_name = {info.name: info for info in checkpoint_variables if info.name in set(model_names)}
-    where = checkpoint or "the checkpoint"
+    sides = _Sides.of(graph_variables, checkpoint_variables, maps, checkpoint)
+    _check_maps_match(sides)
+    selected = _select(sides, restore, exclude)
+    _check_lr_mult_scopes(sides, lr_mults)
+    _check_map_targets_selected(sides, selected)
+    _check_checkpoint_holds(sides, selected)
+    skipped = _shape_differences(sides, graph_variables, selected, skip_mismatched)
+    rows = _rows(sides, graph_variables, selected, skipped, fine_tune, lr_mults)
+    rows = _mark_updated_statistics(rows, train_batch_norm)
+    sources = {row.source for row in rows}
+    plan = RestorePlan(
+        checkpoint=checkpoint,
+        rows=rows,
+        unused=tuple(sides.by_checkpoint_name[name] for name in sides.model_names if name not in sources),
+        ignored_non_model=sides.ignored_non_model,
+    )
+    _check_something_trains(plan)
+    return plan
 
-    for source, target in maps:
+
+@dataclasses.dataclass(frozen=True)
+class _Sides:
+    """The two sides a plan matches: the graph's variable names and the checkpoint's, joined by --map.
+
+    Attributes:
+      graph_names: the graph's model variable names, in graph order.
+      model_names: the checkpoint's model variable names (no optimizer slots or counters), sorted.
+      by_checkpoint_name: {checkpoint model variable name: VariableInfo}.
+      ignored_non_model: how many checkpoint variables are optimizer slots or counters.
+      maps: (checkpoint scope, graph scope) pairs, without leading or trailing "/".
+      where: the checkpoint as messages name it.
+    """
+
+    graph_names: list
+    model_names: list
+    by_checkpoint_name: dict
+    ignored_non_model: int
+    maps: list
+    where: str
+
+    @classmethod
+    def of(cls, graph_variables, checkpoint_variables, maps, checkpoint):
+        all_checkpoint_names = [info.name for info in checkpoint_variables]
+        model_names = model_variable_names(all_checkpoint_names)
+        model_set = set(model_names)
+        return cls(
+            graph_names=[info.name for info in graph_variables],
+            model_names=model_names,
+            by_checkpoint_name={info.name: info for info in checkpoint_variables if info.name in model_set},
+            ignored_non_model=len(all_checkpoint_names) - len(model_names),
+            maps=[(source.strip("/"), target.strip("/")) for source, target in maps],
+            where=checkpoint or "the checkpoint",
+        )
+
+    def source_name(self, name):
+        """The checkpoint name graph variable `name` restores from: the first --map whose target holds it."""
+        for source, target in self.maps:
+            if in_scope(name, target):
+                return source + name[len(target) :]
+        return name
+
+
+def _check_maps_match(sides):
+    """Each --map names a scope of the graph (its target) and one of the checkpoint (its source)."""
+    graph_names, model_names = sides.graph_names, sides.model_names
+    for source, target in sides.maps:
         if not any(in_scope(name, target) for name in graph_names):
             raise PlanError(
                 f"--map {source}={target}: the graph has no scope {target!r}; graph scopes: {_scopes(graph_names)}"
             )
         if not any(in_scope(name, source) for name in model_names):
             raise PlanError(
-                f"--map {source}={target}: {where} has no scope {source!r}; checkpoint scopes: {_scopes(model_names)}"
+                f"--map {source}={target}: {sides.where} has no scope {source!r}; "
+                f"checkpoint scopes: {_scopes(model_names)}"
             )
 
-    def source_name(name):
-        for source, target in maps:
-            if in_scope(name, target):
-                return source + name[len(target) :]
-        return name
 
+def _select(sides, restore, exclude):
+    """The graph names to restore: those in --restore's scopes (None: all the checkpoint holds), less exclude's."""
+    graph_names = sides.graph_names
     if restore is None:
-        selected = [name for name in graph_names if source_name(name) in by_checkpoint_name]
+        selected = [name for name in graph_names if sides.source_name(name) in sides.by_checkpoint_name]
         if not selected:
             raise PlanError(
-                f"--restore all: no graph variable is in {where}; graph scopes: {_scopes(graph_names)}; "
-                f"checkpoint scopes: {_scopes(model_names)}"
+                f"--restore all: no graph variable is in {sides.where}; graph scopes: {_scopes(graph_names)}; "
+                f"checkpoint scopes: {_scopes(sides.model_names)}"
             )
     else:
         selected = []
@@ -281,11 +337,19 @@ def make_plan(
                 f"--restore-exclude {scope!r} matches none of the variables selected to restore ({_scopes(selected)})"
             )
         selected = [name for name in selected if not in_scope(name, scope)]
+    return selected
+
+
+def _check_lr_mult_scopes(sides, lr_mults):
+    graph_names = sides.graph_names
     for scope, _ in lr_mults:
         if not any(in_scope(name, scope) for name in graph_names):
             raise PlanError(f"--lr-mult {scope!r} matches no graph variable; graph scopes: {_scopes(graph_names)}")
 
-    for source, target in maps:
+
+def _check_map_targets_selected(sides, selected):
+    """Each --map target is among the selection, and no checkpoint variable is restored into two."""
+    for source, target in sides.maps:
         if not any(in_scope(name, target) for name in selected):
             raise PlanError(
                 f"--map {source}={target}: {target!r} is not among the variables selected to restore "
@@ -293,40 +357,55 @@ def make_plan(
             )
     targets = {}
     for name in selected:
-        targets.setdefault(source_name(name), []).append(name)
+        targets.setdefault(sides.source_name(name), []).append(name)
     for source, names in targets.items():
         if len(names) > 1:
             raise PlanError(
                 f"{source} would be restored into {' and '.join(names)}; give each checkpoint variable one --map target"
             )
 
-    missing = [(name, source_name(name)) for name in selected if source_name(name) not in by_checkpoint_name]
+
+def _check_checkpoint_holds(sides, selected):
+    pairs = [(name, sides.source_name(name)) for name in selected]
+    missing = [(name, source) for name, source in pairs if source not in sides.by_checkpoint_name]
     if missing:
         wanted = ", ".join(source if source == name else f"{source} (for {name})" for name, source in missing)
-        raise PlanError(f"{where} lacks {wanted}; checkpoint scopes: {_scopes(model_names)}")
+        raise PlanError(f"{sides.where} lacks {wanted}; checkpoint scopes: {_scopes(sides.model_names)}")
 
+
+def _shape_differences(sides, graph_variables, selected, skip_mismatched):
+    """Returns {graph name: why} of the selected variables whose shape differs from the checkpoint's.
+
+    Raises:
+      PlanError: a dtype difference, or a shape difference unless skip_mismatched.
+    """
+    by_graph_name = {info.name: info for info in graph_variables}
     skipped, mismatched = {}, []
     for name in selected:
-        ours, theirs = by_graph_name[name], by_checkpoint_name[source_name(name)]
+        ours, theirs = by_graph_name[name], sides.by_checkpoint_name[sides.source_name(name)]
         if ours.dtype != theirs.dtype:
-            raise PlanError(f"{theirs.name} is {theirs.dtype} in {where} but {name} is {ours.dtype} in the graph")
+            raise PlanError(f"{theirs.name} is {theirs.dtype} in {sides.where} but {name} is {ours.dtype} in the graph")
         if tuple(ours.shape) != tuple(theirs.shape):
             why = f"shape {_shape(theirs.shape)} in checkpoint, {_shape(ours.shape)} in graph"
             skipped[name] = why
             mismatched.append(f"{name}: {why}")
     if mismatched and not skip_mismatched:
         raise PlanError(
-            f"shape mismatch between {where} and the graph: {'; '.join(mismatched)} (pass --skip-mismatched to "
+            f"shape mismatch between {sides.where} and the graph: {'; '.join(mismatched)} (pass --skip-mismatched to "
             "initialise these instead)"
         )
+    return skipped
 
+
+def _rows(sides, graph_variables, selected, skipped, fine_tune, lr_mults):
+    """One PlanRow per graph variable: skipped, restored (frozen unless fine_tune) or initialised, then lr_mults."""
     rows = []
     for info in graph_variables:
         name = info.name
         if name in skipped:
             row = dict(source=None, action="skipped", reason=skipped[name], lr_mult=1.0)
         elif name in selected:
-            source = source_name(name)
+            source = sides.source_name(name)
             restored_mult = 1.0 if fine_tune else 0.0
             row = dict(
                 source=source, action="restored", reason="" if source == name else "mapped", lr_mult=restored_mult
@@ -339,17 +418,12 @@ def make_plan(
         if not info.trainable:
             row["lr_mult"] = 0.0
         rows.append(PlanRow(name=name, shape=tuple(info.shape), **row))
-    rows = _mark_updated_statistics(rows, train_batch_norm)
+    return rows
 
-    plan = RestorePlan(
-        checkpoint=checkpoint,
-        rows=rows,
-        unused=tuple(by_checkpoint_name[name] for name in model_names if name not in {row.source for row in rows}),
-        ignored_non_model=len(all_checkpoint_names) - len(model_names),
-    )
+
+def _check_something_trains(plan):
     if not plan.lr_groups():
         raise PlanError(
             "nothing left to train: every variable is frozen; restore fewer scopes, or use --fine-tune or --lr-mult "
             "SCOPE=F with F > 0"
         )
-    return plan
