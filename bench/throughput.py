@@ -202,133 +202,124 @@ def make_entries(dataset, args, flops, workers):
     Args:
       workers: {oneDNN on (bool): bench.workers.Worker}, the processes of the peers.
     """
-    from bench import contenders as c
-    from bench.workers import RemoteContender
+    make = _Entries(dataset, args, flops, workers)
+    entries = []
+    if "ae" in args.only:
+        entries += make.autoencoder()
+    if "transfer" in args.only:
+        entries += make.transfer()
+    return entries + make.peak()
 
-    def ours(group, role, make, threads, per_image):
+
+class _Entries:
+    """Makes the Entry records of one group of contenders: ours in this process, the peers in the workers."""
+
+    def __init__(self, dataset, args, flops, workers):
+        self.dataset, self.args, self.flops, self.workers = dataset, args, flops, workers
+
+    def ours(self, group, role, make, threads, per_image):
+        """Our contender `make(key, inter, intra)` at the session threads "INTER/INTRA"."""
         inter, intra = (int(part) for part in threads.split("/"))
         key = f"{group}/{role}@{threads}"
         return Entry(key, group, role, threads, make(key, inter, intra), per_image, None)
 
-    def remote(name, group, role, kind, per_image, threads=None, **options):
+    def remote(self, name, group, role, kind, per_image, threads=None, **options):
+        """The contender `kind` in each worker, oneDNN on first."""
+        from bench.workers import RemoteContender
+
         entries = []
-        for enabled, worker in sorted(workers.items(), reverse=True):
+        for enabled, worker in sorted(self.workers.items(), reverse=True):
             key = f"{name}[{ONEDNN_LABEL[enabled]}]"
             entries.append(
                 Entry(key, group, role, threads, RemoteContender(worker, key, kind, **options), per_image, enabled)
             )
         return entries
 
-    entries = []
-    if "ae" in args.only:
-        for threads in args.threads:
-            entries.append(
-                ours(
-                    "ae",
-                    "ours",
-                    lambda key, a, b: c.OursAutoencoder(key, dataset, args.batch_size, a, b),
-                    threads,
-                    flops["autoencoder"],
-                )
+    def autoencoder(self):
+        from bench import contenders as c
+
+        args, dataset, per_image = self.args, self.dataset, self.flops["autoencoder"]
+        entries = [
+            self.ours(
+                "ae",
+                "ours",
+                lambda key, a, b: c.OursAutoencoder(key, dataset, args.batch_size, a, b),
+                threads,
+                per_image,
             )
+            for threads in args.threads
+        ]
+        entries += self._experiments(per_image)
+        if args.onednn_sweep:
+            options = dict(batch_size=args.batch_size, inter=0, intra=0)
+            entries += self.remote("ae/ours@0/0", "ae", "ours", "ae/ours", per_image, "0/0", **options)
+        entries += self.remote("ae/textbook@b10", "ae", "textbook", "ae/textbook", per_image, batch_size=TEXTBOOK_BATCH)
+        entries += self.remote("ae/keras-fit", "ae", "keras", "ae/keras", per_image, batch_size=args.batch_size)
+        if "xla" in args.experiment:
+            # The same role as Keras fit: the targets take the fastest Keras configuration, jit or not.
+            entries += self.remote(
+                "ae/keras-fit-jit", "ae", "keras", "ae/keras-jit", per_image, batch_size=args.batch_size
+            )
+        return entries
+
+    def _experiments(self, per_image):
+        """Our autoencoder step in the alternative forms --experiment asks for (bench/experiments.py)."""
+        args, dataset = self.args, self.dataset
+        kinds = []
         if "transpose" in args.experiment:
             from bench.experiments import TransposeAutoencoder
 
-            entries.append(
-                ours(
-                    "ae",
-                    "ours+transpose",
-                    lambda key, a, b: TransposeAutoencoder(key, dataset, args.batch_size, a, b),
-                    "0/0",
-                    flops["autoencoder"],
-                )
-            )
+            kinds.append(("ours+transpose", TransposeAutoencoder))
         if "xla" in args.experiment:
             from bench import experiments
 
             # Before any session of this process runs: TensorFlow reads the flags once.
             experiments.enable_cpu_auto_clustering()
-            for role, kind in (
+            kinds += [
                 ("ours+xla-auto", experiments.XlaAutoencoder),
                 ("ours+xla-scope", experiments.XlaScopeAutoencoder),
-            ):
-                entries.append(
-                    ours(
-                        "ae",
-                        role,
-                        lambda key, a, b, kind=kind: kind(key, dataset, args.batch_size, a, b),
-                        "0/0",
-                        flops["autoencoder"],
-                    )
-                )
-        if args.onednn_sweep:
-            entries += remote(
-                "ae/ours@0/0",
-                "ae",
-                "ours",
-                "ae/ours",
-                flops["autoencoder"],
-                "0/0",
-                batch_size=args.batch_size,
-                inter=0,
-                intra=0,
+            ]
+        return [
+            self.ours(
+                "ae", role, lambda key, a, b, kind=kind: kind(key, dataset, args.batch_size, a, b), "0/0", per_image
             )
-        entries += remote(
-            "ae/textbook@b10", "ae", "textbook", "ae/textbook", flops["autoencoder"], batch_size=TEXTBOOK_BATCH
-        )
-        entries += remote("ae/keras-fit", "ae", "keras", "ae/keras", flops["autoencoder"], batch_size=args.batch_size)
-        if "xla" in args.experiment:
-            # The same role as Keras fit: the targets take the fastest Keras configuration, jit or not.
-            entries += remote(
-                "ae/keras-fit-jit", "ae", "keras", "ae/keras-jit", flops["autoencoder"], batch_size=args.batch_size
-            )
-    if "transfer" in args.only:
+            for role, kind in kinds
+        ]
+
+    def transfer(self):
+        from bench import contenders as c
+
+        args, dataset, flops = self.args, self.dataset, self.flops
+        entries = []
         for cached, role, per_image in (
             (False, "ours-uncached", flops["transfer_uncached"]),
             (True, "ours-cached", flops["transfer_cached"]),
         ):
             for threads in args.threads:
-                entries.append(
-                    ours(
-                        "transfer",
-                        role,
-                        lambda key, a, b: c.OursTransfer(key, dataset, args.batch_size, a, b, cached),
-                        threads,
-                        per_image,
-                    )
-                )
-        entries += remote(
-            "transfer/textbook@b10",
-            "transfer",
-            "textbook",
-            "transfer/textbook",
-            flops["transfer_uncached"],
-            batch_size=TEXTBOOK_BATCH,
+
+                def make(key, a, b, cached=cached):
+                    return c.OursTransfer(key, dataset, args.batch_size, a, b, cached)
+
+                entries.append(self.ours("transfer", role, make, threads, per_image))
+        per_image = flops["transfer_uncached"]
+        entries += self.remote(
+            "transfer/textbook@b10", "transfer", "textbook", "transfer/textbook", per_image, batch_size=TEXTBOOK_BATCH
         )
-        entries += remote(
-            "transfer/keras-fit-frozen",
-            "transfer",
-            "keras",
-            "transfer/keras",
-            flops["transfer_uncached"],
-            batch_size=args.batch_size,
+        entries += self.remote(
+            "transfer/keras-fit-frozen", "transfer", "keras", "transfer/keras", per_image, batch_size=args.batch_size
         )
-    entries.append(
-        Entry(
-            "peak/matmul-session",
-            "peak",
-            "session",
-            None,
-            c.MatmulSession("peak/matmul-session", args.matmul_size),
-            1,
-            None,
-        )
-    )
-    entries.append(
-        Entry("peak/matmul-eager", "peak", "eager", None, c.MatmulEager("peak/matmul-eager", args.matmul_size), 1, None)
-    )
-    entries += remote("peak/matmul-session", "peak", "session", "peak/session", 1, size=args.matmul_size)
-    return entries
+        return entries
+
+    def peak(self):
+        from bench import contenders as c
+
+        size = self.args.matmul_size
+        return [
+            Entry(
+                "peak/matmul-session", "peak", "session", None, c.MatmulSession("peak/matmul-session", size), 1, None
+            ),
+            Entry("peak/matmul-eager", "peak", "eager", None, c.MatmulEager("peak/matmul-eager", size), 1, None),
+        ] + self.remote("peak/matmul-session", "peak", "session", "peak/session", 1, size=size)
 
 
 def calibrate(contender, seconds):
@@ -630,52 +621,91 @@ def run(args):
       take seconds each (see the end of this module).
     """
     began = time.monotonic()
-    from bench.workers import Worker
-
-    # The workers first: their TensorFlow imports overlap ours. One runs TensorFlow's
-    # default for this CPU (variable removed), the other the opposite setting, once the
-    # first has said which that is.
-    default_worker = Worker("tensorflow-default", None, USER_ENVIRON)
-    import keras
+    workers, default_onednn = _start_workers()
     import tensorflow as tf
 
-    from bench.flops import REFERENCE_AUTOENCODER_MFLOP, step_flops
+    from bench.flops import step_flops
     from data.sources import load_sample
 
     tf.get_logger().setLevel("ERROR")
     onednn = onednn_choice.state()
+    now = datetime.datetime.now().astimezone()
+    flops = step_flops()
+    say(_header(args, now, onednn, default_onednn, flops))
+    dataset = load_sample()
+    say(f"data: {dataset.num_train} training digits from {dataset.source}")
+
+    entries = make_entries(dataset, args, flops, workers)
+    steps = _prepare(entries, args)
+    setup_seconds = time.monotonic() - began
+    say(f"built, warmed up and calibrated {len(entries)} contenders in {setup_seconds:.0f} s; timing...")
+    results = _time_rounds(entries, steps, args, began)
+    report = _report_sections(results, args, default_onednn)
+
+    total_seconds = time.monotonic() - began
+    say()
+    say(f"total {total_seconds:.0f} s (set-up {setup_seconds:.0f} s); load average at end {load_average()}")
+    report.update(_run_facts(args, now, onednn, default_onednn, flops, results, dataset))
+    report.update(load_average_end=load_average(), wall_seconds=round(total_seconds, 1))
+    say("BENCH_JSON " + json.dumps(report, sort_keys=True, separators=(",", ":")))
+    for worker in workers.values():
+        worker.close()
+    return report, entries
+
+
+def _start_workers():
+    """The two peer processes, {oneDNN on (bool): Worker}, and TensorFlow's default setting on this CPU.
+
+    The workers start first, so that their TensorFlow imports overlap ours. One runs
+    TensorFlow's default for this CPU (variable removed), the other the opposite
+    setting, once the first has said which that is.
+    """
+    from bench.workers import Worker
+
+    default_worker = Worker("tensorflow-default", None, USER_ENVIRON)
+    import tensorflow  # noqa: F401  (imported while the first worker imports its own)
+
     default_onednn = default_worker.start()["onednn"]
     other_worker = Worker("opposite", "0" if default_onednn else "1", USER_ENVIRON)
     workers = {default_onednn: default_worker, other_worker.start()["onednn"]: other_worker}
     if len(workers) != 2:
         raise RuntimeError("the two workers ended up with the same oneDNN setting")
-    now = datetime.datetime.now().astimezone()
-    flops = step_flops()
-    ae_mflop = flops["autoencoder"] / 1e6
-    say(
-        [
-            f"cae-transfer throughput benchmark, {now:%Y-%m-%d %H:%M %Z}",
-            f"TensorFlow {tf.__version__}, Keras {keras.__version__}, Python {platform.python_version()}",
-            f"CPU: {os.cpu_count()} x {onednn['cpu_model']} ({' '.join(onednn['vector_extensions'])}); load average at "
-            f"start {load_average()}",
-            f"our steps (this process): oneDNN {'on' if onednn['onednn_enabled'] else 'OFF'}; "
-            f"{onednn_choice.describe(onednn)}",
-            f"peers: in two worker processes, oneDNN {'on' if default_onednn else 'off'} (TensorFlow's default here) "
-            f"and {'off' if default_onednn else 'on'}",
-            f"batch {args.batch_size} (textbook loop: {TEXTBOOK_BATCH}); "
-            f"{args.rounds} rounds of ~{args.seconds:g} s per contender; "
-            f"our session thread variants INTER/INTRA (0 = TensorFlow's default): {', '.join(args.threads)}",
-            f"FLOPs per image, forward + backward, 2 per multiply-add (bench/flops.py): autoencoder {ae_mflop:.3f} M "
-            f"({'agrees' if abs(ae_mflop - REFERENCE_AUTOENCODER_MFLOP) < 0.01 else 'DIFFERS'} "
-            f"with the reference {REFERENCE_AUTOENCODER_MFLOP} M); "
-            f"transfer with conv frozen {flops['transfer_uncached'] / 1e6:.3f} M; head on cached features "
-            f"{flops['transfer_cached'] / 1e6:.3f} M",
-        ]
-    )
-    dataset = load_sample()
-    say(f"data: {dataset.num_train} training digits from {dataset.source}")
+    return workers, default_onednn
 
-    entries = make_entries(dataset, args, flops, workers)
+
+def _header(args, now, onednn, default_onednn, flops):
+    """The lines that say what runs where: versions, CPU, oneDNN settings, batch, rounds, FLOPs."""
+    import keras
+    import tensorflow as tf
+
+    from bench.flops import REFERENCE_AUTOENCODER_MFLOP
+
+    ae_mflop = flops["autoencoder"] / 1e6
+    agrees = "agrees" if abs(ae_mflop - REFERENCE_AUTOENCODER_MFLOP) < 0.01 else "DIFFERS"
+    return [
+        f"cae-transfer throughput benchmark, {now:%Y-%m-%d %H:%M %Z}",
+        f"TensorFlow {tf.__version__}, Keras {keras.__version__}, Python {platform.python_version()}",
+        f"CPU: {os.cpu_count()} x {onednn['cpu_model']} ({' '.join(onednn['vector_extensions'])}); load average at "
+        f"start {load_average()}",
+        f"our steps (this process): oneDNN {'on' if onednn['onednn_enabled'] else 'OFF'}; "
+        f"{onednn_choice.describe(onednn)}",
+        f"peers: in two worker processes, oneDNN {'on' if default_onednn else 'off'} (TensorFlow's default here) "
+        f"and {'off' if default_onednn else 'on'}",
+        f"batch {args.batch_size} (textbook loop: {TEXTBOOK_BATCH}); "
+        f"{args.rounds} rounds of ~{args.seconds:g} s per contender; "
+        f"our session thread variants INTER/INTRA (0 = TensorFlow's default): {', '.join(args.threads)}",
+        f"FLOPs per image, forward + backward, 2 per multiply-add (bench/flops.py): autoencoder {ae_mflop:.3f} M "
+        f"({agrees} with the reference {REFERENCE_AUTOENCODER_MFLOP} M); "
+        f"transfer with conv frozen {flops['transfer_uncached'] / 1e6:.3f} M; head on cached features "
+        f"{flops['transfer_cached'] / 1e6:.3f} M",
+    ]
+
+
+def _prepare(entries, args):
+    """Builds, warms up and calibrates every contender; returns {key: steps per window}.
+
+    Also says how many weights ours and the Keras peers train, which must agree.
+    """
     for entry in entries:
         if entry.onednn is not None:
             entry.contender.prepare()  # the workers build while this process does
@@ -695,9 +725,11 @@ def run(args):
     if "transfer" in args.only:
         for key in (key for key in by_key if key.startswith("transfer/keras-fit-frozen")):
             say(f"{key}: {by_key[key].num_trainable:,} trainable weights (fc1 and logits)")
-    setup_seconds = time.monotonic() - began
-    say(f"built, warmed up and calibrated {len(entries)} contenders in {setup_seconds:.0f} s; timing...")
+    return steps
 
+
+def _time_rounds(entries, steps, args, began):
+    """The timed rounds: each contender in turn, one window each, `args.rounds` times; returns the Results."""
     results = Results(entries)
     for round_index in range(args.rounds):
         for entry in entries:
@@ -710,7 +742,11 @@ def run(args):
             f"  round {round_index + 1}/{args.rounds} done at {time.monotonic() - began:.0f} s, load average "
             f"{load_average()}"
         )
+    return results
 
+
+def _report_sections(results, args, default_onednn):
+    """Prints the tables (contenders, ratios, threads, oneDNN, XLA, targets, profile); returns their JSON parts."""
     report = {}
     for section, (lines, part) in (
         ("contenders", table(results, args.rounds)),
@@ -722,25 +758,25 @@ def run(args):
     lines, report["threads"], fastest = thread_lines(results, args.threads)
     say()
     say(lines)
-    lines, report["onednn_settings"] = peer_lines(results, default_onednn)
-    say()
-    say(lines)
+    sections = [("onednn_settings", lambda: peer_lines(results, default_onednn))]
     if "xla" in args.experiment:
-        lines, report["xla"] = xla_lines(results)
-        say()
-        say(lines)
-    lines, report["targets"] = target_lines(results, fastest)
-    say()
-    say(lines)
+        sections.append(("xla", lambda: xla_lines(results)))
+    sections.append(("targets", lambda: target_lines(results, fastest)))
     if args.profile:
-        lines, report["profile"] = profile_lines(results)
+        sections.append(("profile", lambda: profile_lines(results)))
+    for section, make in sections:
+        lines, report[section] = make()
         say()
         say(lines)
+    return report
 
-    total_seconds = time.monotonic() - began
-    say()
-    say(f"total {total_seconds:.0f} s (set-up {setup_seconds:.0f} s); load average at end {load_average()}")
-    report.update(
+
+def _run_facts(args, now, onednn, default_onednn, flops, results, dataset):
+    """What the JSON line records about the run beside its results: when, versions, CPU, settings, data."""
+    import keras
+    import tensorflow as tf
+
+    return dict(
         date=now.isoformat(timespec="seconds"),
         tensorflow=tf.__version__,
         keras=keras.__version__,
@@ -757,13 +793,7 @@ def run(args):
         flops_per_image=flops,
         data=dataset.describe(),
         experiments=args.experiment,
-        load_average_end=load_average(),
-        wall_seconds=round(total_seconds, 1),
     )
-    say("BENCH_JSON " + json.dumps(report, sort_keys=True, separators=(",", ":")))
-    for worker in workers.values():
-        worker.close()
-    return report, entries
 
 
 def main(argv=None):
