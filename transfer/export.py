@@ -33,6 +33,7 @@ import json
 import os
 import shutil
 import sys
+from dataclasses import dataclass
 
 from data.names import BY_DATASET, DIGITS
 from runtime.errors import CheckpointError, UserError, one_line
@@ -236,6 +237,20 @@ def _num_classes(prefix, network, stored):
     return int(stored[head[-1]][-1])
 
 
+@dataclass(frozen=True)
+class _Origin:
+    """What an export is made from: the run, its checkpoint and what the card says of them."""
+
+    model_dir: str
+    config: dict
+    network: object
+    prefix: str
+    is_best: bool
+    names: list
+    metrics: dict
+    spec: object
+
+
 def export(model_dir, output, tflite=False, force=False, checkpoint="best", network_name=None):
     """Exports a train_transfer.py run, or an ImageNet checkpoint converted by transfer.convert.
 
@@ -257,6 +272,15 @@ def export(model_dir, output, tflite=False, force=False, checkpoint="best", netw
       UserError: a run dir that is not a classifier run, a missing or damaged
         checkpoint, class names that do not fit, an output that exists or overlaps the run.
     """
+    model_dir = _check_model_dir(model_dir, checkpoint)
+    config, network = _run_of(model_dir, network_name)
+    output = _check_output(os.path.expanduser(output), model_dir, force)
+    origin = _origin_of(model_dir, config, network, checkpoint)  # TensorFlow starts only here
+    return _write_in_place(output, origin, tflite)
+
+
+def _check_model_dir(model_dir, checkpoint):
+    """The absolute --model-dir, once it and --checkpoint are valid."""
     if checkpoint not in _CHECKPOINT_CHOICES:
         raise UserError(f"--checkpoint must be one of {', '.join(_CHECKPOINT_CHOICES)}, got {checkpoint!r}")
     model_dir = os.path.abspath(os.path.expanduser(model_dir))
@@ -264,9 +288,12 @@ def export(model_dir, output, tflite=False, force=False, checkpoint="best", netw
         raise UserError(
             f"--model-dir {model_dir} " + ("is not a directory" if os.path.exists(model_dir) else "does not exist")
         )
-    config, network = _run_of(model_dir, network_name)
-    output = _check_output(os.path.expanduser(output), model_dir, force)
-    # TensorFlow only now: the mistakes above are reported without its seconds of start-up.
+    return model_dir
+
+
+def _origin_of(model_dir, config, network, checkpoint):
+    """Starts TensorFlow, picks the checkpoint and reads its classes, the run's metrics and the network's input."""
+    # TensorFlow only now: the mistakes checked before are reported without its seconds of start-up.
     import_tensorflow()
     import tensorflow as tf
 
@@ -285,59 +312,19 @@ def export(model_dir, output, tflite=False, force=False, checkpoint="best", netw
         names = class_names_of(model_dir, config, num_classes)
     metrics = _read_json(os.path.join(model_dir, "metrics.json"), required=False) or {}
     spec = input_spec(network, config.get("image_size"))
+    return _Origin(model_dir, config, network, prefix, is_best, names, metrics, spec)
 
+
+def _write_in_place(output, origin, tflite):
+    """Writes the export into a temporary sibling of output and renames it into place.
+
+    Returns:
+      The model card.
+    """
     tmp = f"{output}.{os.getpid()}.part"
     old = f"{output}.{os.getpid()}.old"
     try:
-        variables = _build_and_save(tmp, prefix, names, network, spec)
-        with open(os.path.join(tmp, "labels.txt"), "w", encoding="utf-8") as stream:
-            stream.write("".join(name + "\n" for name in names))
-        if tflite:
-            _to_tflite(tmp, os.path.join(tmp, "model.tflite"))
-        card = {
-            "format": CARD_FORMAT,
-            "network": {
-                "name": network.name,
-                "layers": _LAYERS.get(network.name, f"{network.name} (models/networks.py), head of {len(names)}"),
-                "variables": {name: shape for name, shape in variables},
-            },
-            "source_checkpoint": {
-                "path": prefix,
-                "kind": "best validation epoch" if is_best else "newest step checkpoint",
-                "sha256": _sha256_of_checkpoint(prefix),
-                "run": model_dir,
-                "transfer_source": config.get("checkpoint"),
-                "restore": config.get("restore"),
-            },
-            "classes": names,
-            "data": config.get("data"),
-            "metrics": {
-                "test_accuracy": metrics.get("test_accuracy") if is_best or metrics.get("best_epoch") is None else None,
-                "val_accuracy": metrics.get("val_accuracy"),
-                "num_test": metrics.get("num_test"),
-                "best_epoch": metrics.get("best_epoch"),
-            },
-            "preprocessing": _preprocessing(network, spec),
-            "signatures": {
-                SERVING_KEY: {"inputs": {"images": "uint8 [N, H, W, C], C in 1..4"}, "outputs": _OUTPUTS},
-                ENCODED_KEY: {
-                    "inputs": {"encoded": "string [N], JPEG/PNG/GIF/BMP/WebP file bytes"},
-                    "outputs": _OUTPUTS,
-                },
-                FIXED_KEY: {
-                    "inputs": {"images": f"uint8 [N, {spec.height}, {spec.width}, {spec.channels}]"},
-                    "outputs": _OUTPUTS,
-                },
-            },
-            "tflite": f"model.tflite, from {FIXED_KEY}: uint8 [N, {spec.height}, {spec.width}, {spec.channels}]"
-            if tflite
-            else None,
-            "exported_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-            "tensorflow": tf.__version__,
-        }
-        with open(os.path.join(tmp, "model_card.json"), "w", encoding="utf-8") as stream:
-            json.dump(card, stream, indent=2)
-            stream.write("\n")
+        card = _write_export(tmp, origin, tflite)
         if os.path.lexists(output):
             os.rename(output, old)
         os.rename(tmp, output)
@@ -347,6 +334,76 @@ def export(model_dir, output, tflite=False, force=False, checkpoint="best", netw
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.rmtree(old, ignore_errors=True)
     return card
+
+
+def _write_export(export_dir, origin, tflite):
+    """Writes the SavedModel, labels.txt, model.tflite (with tflite) and model_card.json; returns the card."""
+    names = origin.names
+    variables = _build_and_save(export_dir, origin.prefix, names, origin.network, origin.spec)
+    with open(os.path.join(export_dir, "labels.txt"), "w", encoding="utf-8") as stream:
+        stream.write("".join(name + "\n" for name in names))
+    if tflite:
+        _to_tflite(export_dir, os.path.join(export_dir, "model.tflite"))
+    card = _model_card(origin, variables, tflite)
+    with open(os.path.join(export_dir, "model_card.json"), "w", encoding="utf-8") as stream:
+        json.dump(card, stream, indent=2)
+        stream.write("\n")
+    return card
+
+
+def _model_card(origin, variables, tflite):
+    """The model card of an export whose SavedModel holds `variables` [(name, shape)]."""
+    import tensorflow as tf
+
+    network, names, spec, metrics, config = origin.network, origin.names, origin.spec, origin.metrics, origin.config
+    return {
+        "format": CARD_FORMAT,
+        "network": {
+            "name": network.name,
+            "layers": _LAYERS.get(network.name, f"{network.name} (models/networks.py), head of {len(names)}"),
+            "variables": {name: shape for name, shape in variables},
+        },
+        "source_checkpoint": {
+            "path": origin.prefix,
+            "kind": "best validation epoch" if origin.is_best else "newest step checkpoint",
+            "sha256": _sha256_of_checkpoint(origin.prefix),
+            "run": origin.model_dir,
+            "transfer_source": config.get("checkpoint"),
+            "restore": config.get("restore"),
+        },
+        "classes": names,
+        "data": config.get("data"),
+        "metrics": {
+            "test_accuracy": metrics.get("test_accuracy")
+            if origin.is_best or metrics.get("best_epoch") is None
+            else None,
+            "val_accuracy": metrics.get("val_accuracy"),
+            "num_test": metrics.get("num_test"),
+            "best_epoch": metrics.get("best_epoch"),
+        },
+        "preprocessing": _preprocessing(network, spec),
+        "signatures": _signatures(spec),
+        "tflite": f"model.tflite, from {FIXED_KEY}: uint8 [N, {spec.height}, {spec.width}, {spec.channels}]"
+        if tflite
+        else None,
+        "exported_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "tensorflow": tf.__version__,
+    }
+
+
+def _signatures(spec):
+    """The model card's description of the three signatures' inputs and outputs."""
+    return {
+        SERVING_KEY: {"inputs": {"images": "uint8 [N, H, W, C], C in 1..4"}, "outputs": _OUTPUTS},
+        ENCODED_KEY: {
+            "inputs": {"encoded": "string [N], JPEG/PNG/GIF/BMP/WebP file bytes"},
+            "outputs": _OUTPUTS,
+        },
+        FIXED_KEY: {
+            "inputs": {"images": f"uint8 [N, {spec.height}, {spec.width}, {spec.channels}]"},
+            "outputs": _OUTPUTS,
+        },
+    }
 
 
 _LAYERS = {"cae": "conv1 (5x5/2, 16, relu), conv2 (5x5/2, 32, relu), fc1 (1568->200, relu), logits"}

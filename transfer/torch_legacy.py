@@ -172,100 +172,149 @@ class _Machine:
 
     def run(self, ops):
         """Evaluates opcodes up to STOP and returns the pickled value."""
+        handlers = self._HANDLERS
         for opcode, arg, _ in ops:
             name = opcode.name
-            stack = self.stack
-            if name in ("PROTO", "FRAME"):
-                continue
             if name == "STOP":
                 value = self._pop()
-                if stack:
+                if self.stack:
                     _refuse(self.path, "a pickle that leaves values behind")
                 return value
-            if name == "MARK":
-                stack.append(_MARK)
-            elif name in _LITERALS:
-                stack.append(arg)
-            elif name in ("BINSTRING", "SHORT_BINSTRING", "STRING"):
-                stack.append(arg if isinstance(arg, str) else arg.decode("latin-1"))
-            elif name == "NONE":
-                stack.append(None)
-            elif name in ("NEWTRUE", "NEWFALSE"):
-                stack.append(name == "NEWTRUE")
-            elif name == "EMPTY_TUPLE":
-                stack.append(())
-            elif name in ("TUPLE1", "TUPLE2", "TUPLE3"):
-                count = int(name[-1])
-                items = [self._pop() for _ in range(count)][::-1]
-                stack.append(tuple(items))
-            elif name == "TUPLE":
-                stack.append(tuple(self._pop_mark()))
-            elif name == "EMPTY_LIST":
-                stack.append([])
-            elif name == "EMPTY_DICT":
-                stack.append({})
-            elif name == "LIST":
-                stack.append(self._pop_mark())
-            elif name == "DICT":
-                items = self._pop_mark()
-                if len(items) % 2 or not all(isinstance(key, (str, int)) for key in items[::2]):
-                    _refuse(self.path, "a malformed DICT")
-                stack.append(dict(zip(items[::2], items[1::2])))
-            elif name in ("APPEND", "APPENDS"):
-                items = [self._pop()] if name == "APPEND" else self._pop_mark()
-                target = self._pop()
-                if not isinstance(target, list):
-                    _refuse(self.path, f"{name} on a {type(target).__name__}")
-                target.extend(items)
-                stack.append(target)
-            elif name in ("SETITEM", "SETITEMS"):
-                if name == "SETITEM":
-                    value = self._pop()
-                    items = [self._pop(), value]
-                else:
-                    items = self._pop_mark()
-                target = self._pop()
-                if not isinstance(target, dict) or len(items) % 2:
-                    _refuse(self.path, f"{name} on a {type(target).__name__}")
-                for key, value in zip(items[::2], items[1::2]):
-                    if not isinstance(key, (str, int)):
-                        _refuse(self.path, f"a dict key of type {type(key).__name__}")
-                    target[key] = value
-                stack.append(target)
-            elif name in ("BINPUT", "LONG_BINPUT", "PUT"):
-                if not stack:
-                    _refuse(self.path, "a memo put on an empty stack")
-                self.memo[arg] = stack[-1]
-            elif name == "MEMOIZE":
-                if not stack:
-                    _refuse(self.path, "a memo put on an empty stack")
-                self.memo[len(self.memo)] = stack[-1]
-            elif name in ("BINGET", "LONG_BINGET", "GET"):
-                if arg not in self.memo:
-                    _refuse(self.path, f"a memo get of unknown slot {arg}")
-                stack.append(self.memo[arg])
-            elif name == "GLOBAL":
-                module, _, attribute = arg.partition(" ")
-                stack.append(self._global(module, attribute))
-            elif name == "STACK_GLOBAL":
-                attribute, module = self._pop(), self._pop()
-                if not (isinstance(module, str) and isinstance(attribute, str)):
-                    _refuse(self.path, "a STACK_GLOBAL without string names")
-                stack.append(self._global(module, attribute))
-            elif name == "BINPERSID":
-                stack.append(self._persistent(self._pop()))
-            elif name == "REDUCE":
-                args = self._pop()
-                stack.append(self._reduce(self._pop(), args))
-            elif name == "BUILD":
-                state = self._pop()
-                target = stack[-1] if stack else None
-                # An OrderedDict's instance dict: state_dict's `_metadata` (module versions).
-                if not (isinstance(target, _StateDict) and isinstance(state, dict)):
-                    _refuse(self.path, f"BUILD on a {type(target).__name__}")
-            else:
+            handler = handlers.get(name)
+            if handler is None:
                 _refuse(self.path, f"its pickle uses the opcode {name}")
+            handler(self, name, arg)
         _refuse(self.path, "a pickle without STOP")
+
+    # The opcode handlers, each called as handler(self, opcode name, its argument).
+
+    def _skip(self, name, arg):
+        pass
+
+    def _push_mark(self, name, arg):
+        self.stack.append(_MARK)
+
+    def _push_arg(self, name, arg):
+        self.stack.append(arg)
+
+    def _push_text(self, name, arg):
+        self.stack.append(arg if isinstance(arg, str) else arg.decode("latin-1"))
+
+    def _push_none(self, name, arg):
+        self.stack.append(None)
+
+    def _push_bool(self, name, arg):
+        self.stack.append(name == "NEWTRUE")
+
+    def _push_empty_tuple(self, name, arg):
+        self.stack.append(())
+
+    def _push_empty_list(self, name, arg):
+        self.stack.append([])
+
+    def _push_empty_dict(self, name, arg):
+        self.stack.append({})
+
+    def _tuple_of_top(self, name, arg):
+        count = int(name[-1])
+        items = [self._pop() for _ in range(count)][::-1]
+        self.stack.append(tuple(items))
+
+    def _tuple_of_marked(self, name, arg):
+        self.stack.append(tuple(self._pop_mark()))
+
+    def _list_of_marked(self, name, arg):
+        self.stack.append(self._pop_mark())
+
+    def _dict_of_marked(self, name, arg):
+        items = self._pop_mark()
+        if len(items) % 2 or not all(isinstance(key, (str, int)) for key in items[::2]):
+            _refuse(self.path, "a malformed DICT")
+        self.stack.append(dict(zip(items[::2], items[1::2])))
+
+    def _append(self, name, arg):
+        items = [self._pop()] if name == "APPEND" else self._pop_mark()
+        target = self._pop()
+        if not isinstance(target, list):
+            _refuse(self.path, f"{name} on a {type(target).__name__}")
+        target.extend(items)
+        self.stack.append(target)
+
+    def _set_items(self, name, arg):
+        if name == "SETITEM":
+            value = self._pop()
+            items = [self._pop(), value]
+        else:
+            items = self._pop_mark()
+        target = self._pop()
+        if not isinstance(target, dict) or len(items) % 2:
+            _refuse(self.path, f"{name} on a {type(target).__name__}")
+        for key, value in zip(items[::2], items[1::2]):
+            if not isinstance(key, (str, int)):
+                _refuse(self.path, f"a dict key of type {type(key).__name__}")
+            target[key] = value
+        self.stack.append(target)
+
+    def _memo_put(self, name, arg):
+        if not self.stack:
+            _refuse(self.path, "a memo put on an empty stack")
+        self.memo[len(self.memo) if name == "MEMOIZE" else arg] = self.stack[-1]
+
+    def _memo_get(self, name, arg):
+        if arg not in self.memo:
+            _refuse(self.path, f"a memo get of unknown slot {arg}")
+        self.stack.append(self.memo[arg])
+
+    def _push_global(self, name, arg):
+        module, _, attribute = arg.partition(" ")
+        self.stack.append(self._global(module, attribute))
+
+    def _push_stack_global(self, name, arg):
+        attribute, module = self._pop(), self._pop()
+        if not (isinstance(module, str) and isinstance(attribute, str)):
+            _refuse(self.path, "a STACK_GLOBAL without string names")
+        self.stack.append(self._global(module, attribute))
+
+    def _push_persistent(self, name, arg):
+        self.stack.append(self._persistent(self._pop()))
+
+    def _push_reduced(self, name, arg):
+        args = self._pop()
+        self.stack.append(self._reduce(self._pop(), args))
+
+    def _build(self, name, arg):
+        state = self._pop()
+        target = self.stack[-1] if self.stack else None
+        # An OrderedDict's instance dict: state_dict's `_metadata` (module versions).
+        if not (isinstance(target, _StateDict) and isinstance(state, dict)):
+            _refuse(self.path, f"BUILD on a {type(target).__name__}")
+
+    # Every opcode this reader evaluates; any other stops the read (a class body, so its
+    # values are the plain functions above, called with the machine).
+    _HANDLERS = {
+        **dict.fromkeys(("PROTO", "FRAME"), _skip),
+        "MARK": _push_mark,
+        **dict.fromkeys(_LITERALS, _push_arg),
+        **dict.fromkeys(("BINSTRING", "SHORT_BINSTRING", "STRING"), _push_text),
+        "NONE": _push_none,
+        **dict.fromkeys(("NEWTRUE", "NEWFALSE"), _push_bool),
+        "EMPTY_TUPLE": _push_empty_tuple,
+        **dict.fromkeys(("TUPLE1", "TUPLE2", "TUPLE3"), _tuple_of_top),
+        "TUPLE": _tuple_of_marked,
+        "EMPTY_LIST": _push_empty_list,
+        "EMPTY_DICT": _push_empty_dict,
+        "LIST": _list_of_marked,
+        "DICT": _dict_of_marked,
+        **dict.fromkeys(("APPEND", "APPENDS"), _append),
+        **dict.fromkeys(("SETITEM", "SETITEMS"), _set_items),
+        **dict.fromkeys(("BINPUT", "LONG_BINPUT", "PUT", "MEMOIZE"), _memo_put),
+        **dict.fromkeys(("BINGET", "LONG_BINGET", "GET"), _memo_get),
+        "GLOBAL": _push_global,
+        "STACK_GLOBAL": _push_stack_global,
+        "BINPERSID": _push_persistent,
+        "REDUCE": _push_reduced,
+        "BUILD": _build,
+    }
 
 
 def _pickle(stream, machine, path, what):
@@ -317,6 +366,18 @@ def read_state_dict(path):
         PyTorch file, names anything beyond what a tensor state_dict needs, or holds
         something other than a flat dict of tensors.
     """
+    stream = io.BytesIO(_read_pickled_file(path))
+    storages = {}
+    _check_header(stream, storages, path)
+    state = _pickle(stream, _Machine(path, storages), path, "object")
+    keys = _pickle(stream, _Machine(path, storages), path, "storage keys")
+    _check_contents(state, keys, storages, path)
+    _read_storages(stream, keys, storages, path)
+    return collections.OrderedDict((name, _materialise(tensor, path, name)) for name, tensor in state.items())
+
+
+def _read_pickled_file(path):
+    """The bytes of the file, once they look like a legacy file (a binary pickle, not a zip)."""
     try:
         with open(path, "rb") as f:
             data = f.read()
@@ -329,8 +390,11 @@ def read_state_dict(path):
         )
     if not data.startswith(b"\x80"):
         raise CheckpointError(f"{path} is not a legacy PyTorch file (it does not start with a binary pickle)")
-    stream = io.BytesIO(data)
-    storages = {}
+    return data
+
+
+def _check_header(stream, storages, path):
+    """Reads the first three pickles: the magic number, the protocol version, the system info."""
     magic = _pickle(stream, _Machine(path, storages), path, "magic number")
     if magic != MAGIC_NUMBER:
         raise CheckpointError(f"{path} is not a legacy PyTorch file (no torch magic number at its start)")
@@ -340,8 +404,10 @@ def read_state_dict(path):
     sys_info = _pickle(stream, _Machine(path, storages), path, "system info")
     if not isinstance(sys_info, dict) or sys_info.get("little_endian") is not True:
         raise CheckpointError(f"{path} was not written on a little-endian machine (or lacks its system info)")
-    state = _pickle(stream, _Machine(path, storages), path, "object")
-    keys = _pickle(stream, _Machine(path, storages), path, "storage keys")
+
+
+def _check_contents(state, keys, storages, path):
+    """Checks the object is a flat dict of tensors and the key list covers every storage it uses."""
     if not (isinstance(keys, list) and all(isinstance(key, str) for key in keys)):
         raise CheckpointError(f"{path} is not a legacy PyTorch file: its storage key list is malformed")
     if not isinstance(state, dict):
@@ -354,6 +420,10 @@ def read_state_dict(path):
     missing = set(storages) - set(keys)
     if missing:
         raise CheckpointError(f"{path} is truncated or malformed: storage {min(missing)} has no data")
+
+
+def _read_storages(stream, keys, storages, path):
+    """Reads each storage's element count and raw bytes, in the order of the key list."""
     for key in keys:
         storage = storages.get(key)
         if storage is None:
@@ -365,7 +435,6 @@ def read_state_dict(path):
             )
         raw = _read_exact(stream, numel * storage.dtype.itemsize, path, f"storage {key}")
         storage.array = np.frombuffer(raw, dtype=storage.dtype)
-    return collections.OrderedDict((name, _materialise(tensor, path, name)) for name, tensor in state.items())
 
 
 def _kind(value):
