@@ -9,16 +9,16 @@ perturbation stays as small as the steps allow. Both run in the graph, over batc
 (image, target) pairs; the network's variables are never assigned.
 """
 
+import dataclasses
 import os
 import time
 
 import numpy as np
 import tensorflow as tf
 
-from runtime import cli, rundir
+from runtime import cli
 from runtime.errors import UserError
 from runtime.options import Flags, Option
-from runtime.session import session_config
 from transfer.look import common
 
 v1 = tf.compat.v1
@@ -255,133 +255,203 @@ def _parse_target(text, network):
     return common.parse_classes(text, network)[0]
 
 
-def run(args):
+def _validate(args):
+    """The epsilons and attacks the flags ask for, checked before anything is opened.
+
+    Returns:
+      (epsilons in pixel units, attack names).
+
+    Raises:
+      UserError: for a bad --epsilon, --attacks or --step-size.
+    """
     epsilons = parse_epsilons(args.epsilon)
     attacks = parse_attacks(args.attacks)
     if args.step_size is not None and not 0.0 < args.step_size <= common.PIXEL_MAX:
         raise UserError(f"--step-size must be in (0, 255] pixel units, got {args.step_size}")
-    model, network, values = common.open_model(args.model, args.network)
-    target = _parse_target(args.target, network)
+    return epsilons, attacks
+
+
+def _given_images(args, network):
+    """The --images files as (images, labels None, file names); None when the test set is attacked.
+
+    Raises:
+      UserError: when there are no --images and the network has no test set here.
+      DataError: for a bad image (see common.read_images).
+    """
     if not args.images and not network.test_set:
         raise UserError(
             f"the {network.name} has no test set here: pass --images FILE, a folder of images, "
             f"or {common.SKIMAGE_PREFIX}NAME ({', '.join(common.SKIMAGE_IMAGES)})"
         )
-    names = network.class_names
-    if args.images:
-        images, files = common.read_images(args.images, network)
-        labels = None
-    out_dir = common.prepare_out_dir(
-        args.out_dir or os.path.join(model.run_dir, "look", "adversarial"), RESULT_FILES, args.overwrite
-    )
     if not args.images:
-        dataset = common.load_data(args, model.config)
-        images, labels = common.to_unit(dataset.test_images), dataset.test_labels.astype(np.int64)
-        files = None
+        return None
+    images, files = common.read_images(args.images, network)
+    return images, None, files
+
+
+def _test_images(args, model):
+    """The test set as (images in [0, 1], labels, file names None)."""
+    dataset = common.load_data(args, model.config)
+    return common.to_unit(dataset.test_images), dataset.test_labels.astype(np.int64), None
+
+
+def _limit(args, inputs):
+    """(images, labels, files) cut to the first --limit images."""
+    images, labels, files = inputs
     if args.limit:
         images, labels = images[: args.limit], None if labels is None else labels[: args.limit]
         files = None if files is None else files[: args.limit]
-    print(f"network: {network.name} from {model.prefix}")
+    return images, labels, files
 
-    with tf.Graph().as_default():
-        graph = build_graph(network, targeted=target is not None)
-        restorer = common.Restorer(network, model.prefix, values)
-        with v1.Session(
-            config=session_config(intra_op_threads=args.intra_op_threads, inter_op_threads=args.inter_op_threads)
-        ) as sess:
-            restorer.restore(sess)
-            clean = probabilities_of(sess, graph, images, args.batch_size)
-            references = labels if labels is not None else clean.argmax(axis=1)
-            image_index, classes, skipped = make_pairs(references, target, network.num_classes)
-            if not len(classes):
-                raise UserError(f"nothing to attack: every image already is class {names[target]}")
-            what = (
-                "untargeted"
-                if target is None
-                else ("every wrong target" if target == "all" else f"target {names[target]}")
-            )
-            print(
-                f"attacking {len(image_index)} pairs ({len(images)} images, {what}); clean accuracy "
-                + (
-                    f"{np.mean(clean.argmax(axis=1) == labels):.4f}"
-                    if labels is not None
-                    else "n/a (unlabelled images)"
-                )
-                + (f"; {skipped} image(s) already of the target class skipped" if skipped else "")
-            )
-            originals, before = images[image_index], clean[image_index]
-            shown = (
-                np.unique(np.linspace(0, len(classes) - 1, min(args.examples, len(classes))).round().astype(int))
-                if args.examples
-                else []
-            )
 
-            results, began = [], time.monotonic()
-            for name in attacks:
-                for epsilon in epsilons:
-                    step_size = (
-                        args.step_size if args.step_size is not None else 2.5 * epsilon / args.steps
-                    ) / common.PIXEL_MAX
-                    started = time.monotonic()
-                    adversarial = attack(
-                        sess,
-                        graph,
-                        name,
-                        originals,
-                        classes,
-                        epsilon / common.PIXEL_MAX,
-                        args.steps,
-                        step_size,
-                        args.batch_size,
-                    )
-                    after = probabilities_of(sess, graph, adversarial, args.batch_size)
-                    summary, success = summarise(originals, adversarial, before, after, classes, target is not None)
-                    summary.update(attack=name, epsilon=epsilon, seconds=round(time.monotonic() - started, 2))
-                    if name == "pgd":
-                        summary.update(steps=args.steps, step_size=round(step_size * common.PIXEL_MAX, 4))
-                    summary["examples"] = [
-                        {
-                            "image": files[image_index[p]] if files else int(image_index[p]),
-                            "label": None if labels is None else names[labels[image_index[p]]],
-                            ("target" if target is not None else "moved_from"): names[classes[p]],
-                            "success": bool(success[p]),
-                            "top5_before": common.top_k(before[p], names),
-                            "top5_after": common.top_k(after[p], names),
-                        }
-                        for p in shown
-                    ]
-                    results.append(summary)
-                    if len(shown):
-                        _figure(
-                            os.path.join(out_dir, f"adversarial_{name}_eps{epsilon:g}.png"),
-                            originals,
-                            adversarial,
-                            before,
-                            after,
-                            classes,
-                            shown,
-                            epsilon,
-                            names,
-                            target is not None,
-                            None if labels is None else labels[image_index],
-                        )
-                    print(_row(summary))
-            seconds = time.monotonic() - began
-            restorer.check(sess)
+@dataclasses.dataclass(frozen=True)
+class _Plan:
+    """The (image, class) pairs one run attacks, and what the report and the figures say of them.
 
-    payload = {
-        "checkpoint": model.prefix,
-        "network": network.name,
+    Attributes:
+      index: the image index of each pair [P].
+      classes: each pair's target (targeted) or reference class (untargeted) [P].
+      originals: each pair's image, float32 [P, ...] in [0, 1].
+      before: the network's probabilities for those images [P, classes].
+      shown: the pairs drawn as examples.
+      skipped: images left out because they already are the target class.
+      target: None (untargeted), "all" or a class index.
+      names: the network's class names.
+      labels: each image's label [N], or None for unlabelled image files.
+      files: each image's file name [N], or None for the test set.
+      image_count: N, the images attacked.
+      clean_accuracy: the network's accuracy on the images as they are, or None without labels.
+    """
+
+    index: np.ndarray
+    classes: np.ndarray
+    originals: np.ndarray
+    before: np.ndarray
+    shown: object
+    skipped: int
+    target: object
+    names: tuple
+    labels: object
+    files: object
+    image_count: int
+    clean_accuracy: object
+
+    @property
+    def targeted(self):
+        return self.target is not None
+
+
+def _plan(args, sess, graph, inputs, target, names):
+    """The pairs to attack, from the labels or else the network's own answers on the clean images.
+
+    Raises:
+      UserError: when every image already is the target class.
+    """
+    images, labels, files = inputs
+    clean = probabilities_of(sess, graph, images, args.batch_size)
+    references = labels if labels is not None else clean.argmax(axis=1)
+    index, classes, skipped = make_pairs(references, target, len(names))
+    if not len(classes):
+        raise UserError(f"nothing to attack: every image already is class {names[target]}")
+    shown = (
+        np.unique(np.linspace(0, len(classes) - 1, min(args.examples, len(classes))).round().astype(int))
+        if args.examples
+        else []
+    )
+    return _Plan(
+        index=index,
+        classes=classes,
+        originals=images[index],
+        before=clean[index],
+        shown=shown,
+        skipped=skipped,
+        target=target,
+        names=names,
+        labels=labels,
+        files=files,
+        image_count=len(images),
+        clean_accuracy=None if labels is None else float(np.mean(clean.argmax(axis=1) == labels)),
+    )
+
+
+def _print_plan(plan):
+    if plan.target is None:
+        what = "untargeted"
+    else:
+        what = "every wrong target" if plan.target == "all" else f"target {plan.names[plan.target]}"
+    print(
+        f"attacking {len(plan.index)} pairs ({plan.image_count} images, {what}); clean accuracy "
+        + ("n/a (unlabelled images)" if plan.clean_accuracy is None else f"{plan.clean_accuracy:.4f}")
+        + (f"; {plan.skipped} image(s) already of the target class skipped" if plan.skipped else "")
+    )
+
+
+def _attack_at(sess, graph, args, plan, name, epsilon, out_dir):
+    """Runs one attack at one epsilon over the plan's pairs; draws its figure and prints its row.
+
+    Returns:
+      The attack's summary (see summarise), with its settings, time and examples.
+    """
+    step_size = (args.step_size if args.step_size is not None else 2.5 * epsilon / args.steps) / common.PIXEL_MAX
+    started = time.monotonic()
+    adversarial = attack(
+        sess,
+        graph,
+        name,
+        plan.originals,
+        plan.classes,
+        epsilon / common.PIXEL_MAX,
+        args.steps,
+        step_size,
+        args.batch_size,
+    )
+    after = probabilities_of(sess, graph, adversarial, args.batch_size)
+    summary, success = summarise(plan.originals, adversarial, plan.before, after, plan.classes, plan.targeted)
+    summary.update(attack=name, epsilon=epsilon, seconds=round(time.monotonic() - started, 2))
+    if name == "pgd":
+        summary.update(steps=args.steps, step_size=round(step_size * common.PIXEL_MAX, 4))
+    summary["examples"] = _examples(plan, success, after)
+    if len(plan.shown):
+        _figure(os.path.join(out_dir, f"adversarial_{name}_eps{epsilon:g}.png"), plan, adversarial, after, epsilon)
+    print(_row(summary))
+    return summary
+
+
+def _examples(plan, success, after):
+    """The shown pairs as the results list them: image, label, class, success and top-5 before and after."""
+    names, files, labels = plan.names, plan.files, plan.labels
+    return [
+        {
+            "image": files[plan.index[p]] if files else int(plan.index[p]),
+            "label": None if labels is None else names[labels[plan.index[p]]],
+            ("target" if plan.targeted else "moved_from"): names[plan.classes[p]],
+            "success": bool(success[p]),
+            "top5_before": common.top_k(plan.before[p], names),
+            "top5_after": common.top_k(after[p], names),
+        }
+        for p in plan.shown
+    ]
+
+
+def _results(args, plan, seconds, results):
+    """The fields of adversarial.json beside the checkpoint and the network."""
+    if plan.target is None:
+        target = "none"
+    else:
+        target = "all" if plan.target == "all" else plan.names[plan.target]
+    return {
         "inputs": args.images or "test set",
-        "images": len(images),
-        "target": "none" if target is None else ("all" if target == "all" else names[target]),
-        "skipped_already_target": skipped,
-        "clean_accuracy": None if labels is None else float(np.mean(clean.argmax(axis=1) == labels)),
+        "images": plan.image_count,
+        "target": target,
+        "skipped_already_target": plan.skipped,
+        "clean_accuracy": plan.clean_accuracy,
         "units": "epsilon, L2 and L-infinity in pixel units 0..255; sizes over the successful pairs",
         "seconds": round(seconds, 2),
         "results": results,
     }
-    rundir.write_json(os.path.join(out_dir, "adversarial.json"), payload)
+
+
+def _print_examples(args, results):
     # A few files given: every attack's examples; the test set: the first attack's.
     for entry in results if args.images else results[:1]:
         for example in entry["examples"][:3]:
@@ -389,7 +459,34 @@ def run(args):
                 f"  example {example['image']}: before {example['top5_before']}, after {entry['attack']} eps "
                 f"{entry['epsilon']:g}: {example['top5_after']}"
             )
-    print(f"wrote {os.path.join(out_dir, 'adversarial.json')} and the example figures in {seconds:.1f} s")
+
+
+def run(args):
+    """The adversarial command: validate, open the model, read the images, attack, write and report.
+
+    Raises:
+      UserError: for a bad flag, model, image or data set (see the helpers).
+    """
+    epsilons, attacks = _validate(args)
+    model, network, values = common.open_model(args.model, args.network)
+    target = _parse_target(args.target, network)
+    given = _given_images(args, network)
+    out_dir = common.command_out_dir(args, model, "adversarial", RESULT_FILES)
+    inputs = _limit(args, given if given is not None else _test_images(args, model))
+    common.report_network(model, network)
+    with tf.Graph().as_default():
+        graph = build_graph(network, targeted=target is not None)
+        with common.restored_session(args, network, model.prefix, values) as sess:
+            plan = _plan(args, sess, graph, inputs, target, network.class_names)
+            _print_plan(plan)
+            began = time.monotonic()
+            results = [
+                _attack_at(sess, graph, args, plan, name, epsilon, out_dir) for name in attacks for epsilon in epsilons
+            ]
+            seconds = time.monotonic() - began
+    path = common.write_results(out_dir, "adversarial.json", model, network, _results(args, plan, seconds, results))
+    _print_examples(args, results)
+    print(f"wrote {path} and the example figures in {seconds:.1f} s")
 
 
 def _row(summary):
@@ -404,14 +501,16 @@ def _row(summary):
     )
 
 
-def _figure(path, originals, adversarial, before, after, classes, shown, epsilon, names, targeted, labels):
-    """Rows of original | perturbation (amplified to the full grey range at +-epsilon) | result."""
+def _figure(path, plan, adversarial, after, epsilon):
+    """Rows of original | perturbation (amplified to the full grey range at +-epsilon) | result, per shown pair."""
+    names, originals, before, classes = plan.names, plan.originals, plan.before, plan.classes
+    labels = None if plan.labels is None else plan.labels[plan.index]
     rows, titles, ranges = [], [], []
     bound = epsilon / common.PIXEL_MAX
-    for p in shown:
+    for p in plan.shown:
         first, second = int(before[p].argmax()), int(after[p].argmax())
         rows.append([common.display(image) for image in (originals[p], adversarial[p] - originals[p], adversarial[p])])
-        aim = f"target {names[classes[p]]}" if targeted else f"away from {names[classes[p]]}"
+        aim = f"target {names[classes[p]]}" if plan.targeted else f"away from {names[classes[p]]}"
         label = "" if labels is None else f"label {names[labels[p]]}, "
         titles.append(
             [
@@ -421,4 +520,4 @@ def _figure(path, originals, adversarial, before, after, classes, shown, epsilon
             ]
         )
         ranges.append([(0.0, 1.0), (-bound, bound), (0.0, 1.0)])
-    common.save_figure(path, rows, titles, value_ranges=ranges, cell=max(1.3, originals.shape[1] / 100 + 0.3))
+    common.save_figure(path, rows, titles, value_ranges=ranges, cell=common.figure_cell(originals.shape[1]))

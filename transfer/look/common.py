@@ -8,6 +8,7 @@ its own preprocessing inside `build`, so epsilons and sizes in pixel units mean 
 for all of them.
 """
 
+import contextlib
 import dataclasses
 import os
 
@@ -20,6 +21,7 @@ from models.classifier import build_classifier
 from models.scopes import CLASSIFIER_SCOPES
 from runtime import rundir
 from runtime.errors import CheckpointError, DataError, UserError, one_line
+from runtime.session import session_config
 from runtime.summaries import encode_png
 from transfer import source as ckpt
 from transfer.export import CONVERSION_FILE  # what transfer.convert writes beside its checkpoint
@@ -318,6 +320,38 @@ class Restorer:
         log(f"network check: {count} variables equal {self.prefix} bit for bit")
 
 
+@contextlib.contextmanager
+def restored_session(args, network, prefix, values, initialise=False):
+    """A session over the current graph with the network restored, checked bit for bit when the block ends.
+
+    Call inside the graph, after the network is built. The check runs only when the block
+    ends without an error.
+
+    Args:
+      args: the parsed flags (--intra-op-threads, --inter-op-threads).
+      network: the Network.
+      prefix: the checkpoint prefix.
+      values: the checkpoint's values from open_model.
+      initialise: run the global variables' initializer before the restore, for a graph
+        that holds variables of its own (an optimised input, its optimizer's slots).
+
+    Yields:
+      The session.
+
+    Raises:
+      UserError: when a network variable moved (see Restorer.check).
+    """
+    restorer = Restorer(network, prefix, values)
+    init = v1.global_variables_initializer() if initialise else None
+    config = session_config(intra_op_threads=args.intra_op_threads, inter_op_threads=args.inter_op_threads)
+    with v1.Session(config=config) as sess:
+        if init is not None:
+            sess.run(init)
+        restorer.restore(sess)
+        yield sess
+        restorer.check(sess)
+
+
 # --- classes, images, data ---------------------------------------------------------------
 
 
@@ -499,6 +533,48 @@ def prepare_out_dir(path, names, overwrite):
     if present and not overwrite:
         raise UserError(f"{path} already holds {present[0]} from an earlier run; pass --overwrite or another --out-dir")
     return path
+
+
+def command_out_dir(args, model, command, names):
+    """A command's output dir, made ready: --out-dir, else MODEL/look/<command>.
+
+    Args:
+      args: the parsed flags (--out-dir, --overwrite).
+      model: the Model from open_model.
+      command: the command's name, the folder under MODEL/look/.
+      names: file names the command writes there.
+
+    Returns:
+      The output dir.
+
+    Raises:
+      UserError: see prepare_out_dir.
+    """
+    return prepare_out_dir(args.out_dir or os.path.join(model.run_dir, "look", command), names, args.overwrite)
+
+
+def report_network(model, network):
+    """Prints which network a command looks at, and from which checkpoint."""
+    print(f"network: {network.name} from {model.prefix}")
+
+
+def write_results(out_dir, name, model, network, fields):
+    """Writes a command's results JSON: the checkpoint and network it looked at, then its own fields.
+
+    Returns:
+      The path of the file written.
+
+    Raises:
+      UserError: when the file cannot be written.
+    """
+    path = os.path.join(out_dir, name)
+    rundir.write_json(path, {"checkpoint": model.prefix, "network": network.name, **fields})
+    return path
+
+
+def figure_cell(height):
+    """The size in inches of one figure cell for images of this height: ImageNet-sized ones at about their own size."""
+    return max(1.3, height / 100 + 0.3)
 
 
 def display(image):

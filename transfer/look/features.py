@@ -10,16 +10,16 @@ on features of training images and scored on the test images. The raw pixels are
 reference row.
 """
 
+import dataclasses
 import os
 import time
 
 import numpy as np
 import tensorflow as tf
 
-from runtime import cli, rundir
+from runtime import cli
 from runtime.errors import UserError
 from runtime.options import Flags, Option
-from runtime.session import session_config
 from runtime.summaries import scalars, write_projector
 from transfer.look import common
 
@@ -171,101 +171,156 @@ def add_parser(subparsers, common):
     parser.set_defaults(run=run)
 
 
-def run(args):
-    model, network, values = common.open_model(args.model, args.network)
-    if not network.test_set:
-        raise UserError(f"features needs a labelled test set, and the {network.name} has none here")
-    out_dir = common.prepare_out_dir(
-        args.out_dir or os.path.join(model.run_dir, "look", "features"), RESULT_FILES, args.overwrite
-    )
+@dataclasses.dataclass(frozen=True)
+class _ProbeData:
+    """The images the probes fit on and are scored on, uint8 as the data set holds them, with their labels.
+
+    Attributes:
+      dataset: the data.sources.Dataset they come from.
+      train_images, train_labels: the seeded subset of training images the probes fit on.
+      test_images, test_labels: the test images (the first --limit) the probes are scored on.
+    """
+
+    dataset: object
+    train_images: np.ndarray
+    train_labels: np.ndarray
+    test_images: np.ndarray
+    test_labels: np.ndarray
+
+
+def _probe_data(args, model):
+    """The test images and a seeded subset of --probe-train training images.
+
+    Raises:
+      UserError: when --knn asks for more neighbours than there are training images.
+    """
     dataset = common.load_data(args, model.config)
-    test_images, test_labels = dataset.test_images[: args.limit], dataset.test_labels[: args.limit].astype(np.int64)
     rng = np.random.default_rng(args.seed)
     chosen = np.sort(rng.permutation(dataset.num_train)[: args.probe_train])
-    train_images, train_labels = dataset.train_images[chosen], dataset.train_labels[chosen].astype(np.int64)
     if args.knn > len(chosen):
         raise UserError(f"--knn {args.knn} is more than the {len(chosen)} training images the probes fit on")
-    print(f"network: {network.name} from {model.prefix}")
+    return _ProbeData(
+        dataset=dataset,
+        train_images=dataset.train_images[chosen],
+        train_labels=dataset.train_labels[chosen].astype(np.int64),
+        test_images=dataset.test_images[: args.limit],
+        test_labels=dataset.test_labels[: args.limit].astype(np.int64),
+    )
 
-    with tf.Graph().as_default():
-        images_ph = v1.placeholder(tf.float32, [None, *network.image_shape], name="look/images")
-        end_points = network.build(images_ph)
-        restorer = common.Restorer(network, model.prefix, values)
-        tensors = {INPUT_END_POINT: images_ph, **{name: end_points[name] for name in network.end_points}}
-        with v1.Session(
-            config=session_config(intra_op_threads=args.intra_op_threads, inter_op_threads=args.inter_op_threads)
-        ) as sess:
-            restorer.restore(sess)
-            began = time.monotonic()
-            train_features = compute(sess, images_ph, tensors, common.to_unit(train_images))
-            test_features = compute(sess, images_ph, tensors, common.to_unit(test_images))
-            restorer.check(sess)
 
-    kernel = values[network.first_layer]
+def _end_points(network):
+    """Builds the network into the current graph over an input placeholder.
+
+    Returns:
+      (the placeholder, {name: tensor} of the input and then the network's end points).
+    """
+    images_ph = v1.placeholder(tf.float32, [None, *network.image_shape], name="look/images")
+    end_points = network.build(images_ph)
+    return images_ph, {INPUT_END_POINT: images_ph, **{name: end_points[name] for name in network.end_points}}
+
+
+def _write_summary(directory, summary):
+    """Writes one summary at step 0 into a new events file in the directory."""
+    with tf.Graph().as_default():  # FileWriter refuses to work outside a graph
+        writer = v1.summary.FileWriter(directory)
+        writer.add_summary(summary, 0)
+        writer.close()
+
+
+def _draw_filters(out_dir, network, kernel):
+    """Draws the first layer's filters into filters.png and as a TensorBoard image; returns the PNG's path."""
     tiles = filter_grid(kernel)
     columns = min(8, len(tiles))
     rows = [list(tiles[start : start + columns]) for start in range(0, len(tiles), columns)]
     titles = [[f"{start + i}" for i in range(len(row))] for start, row in zip(range(0, len(tiles), columns), rows)]
-    common.save_figure(os.path.join(out_dir, "filters.png"), rows, titles, cell=0.9)
-    with tf.Graph().as_default():  # FileWriter refuses to work outside a graph
-        writer = v1.summary.FileWriter(out_dir)
-        writer.add_summary(
-            common.image_summary(
-                f"filters/{network.first_layer}", np.kron(common.tile(tiles, columns), np.ones((8, 8)))
-            ),
-            0,
-        )
-        writer.close()
+    path = os.path.join(out_dir, "filters.png")
+    common.save_figure(path, rows, titles, cell=0.9)
+    enlarged = np.kron(common.tile(tiles, columns), np.ones((8, 8)))
+    _write_summary(out_dir, common.image_summary(f"filters/{network.first_layer}", enlarged))
+    return path
 
-    shown = min(args.projector_images, len(test_labels))
-    table = []
-    for name in tensors:
-        started = time.monotonic()
-        knn = knn_accuracy(
-            train_features[name], train_labels, test_features[name], test_labels, args.knn, network.num_classes
-        )
-        linear, penalty = linear_probe_accuracy(
-            train_features[name], train_labels, test_features[name], test_labels, network.num_classes, args.seed
-        )
-        entry = {
-            "end_point": name,
-            "dims": int(train_features[name].shape[1]),
-            "knn_accuracy": round(knn, 6),
-            "linear_probe_accuracy": round(linear, 6),
-            "ridge_penalty": penalty,
-            "seconds": round(time.monotonic() - started, 2),
-        }
-        if name != INPUT_END_POINT:
-            run_dir = os.path.join(out_dir, name)
-            os.makedirs(run_dir, exist_ok=True)
-            entry["projector"] = write_projector(
-                run_dir, test_features[name][:shown], test_labels[:shown], test_images[:shown], name=name
-            )
-            # An events file makes the folder a run, which is where TensorBoard looks for a projector config.
-            with tf.Graph().as_default():
-                run_writer = v1.summary.FileWriter(run_dir)
-                run_writer.add_summary(scalars({"probe/knn_accuracy": knn, "probe/linear_accuracy": linear}), 0)
-                run_writer.close()
-        table.append(entry)
-        print(
-            f"{name:>8}  {entry['dims']:>5} dims  kNN (k={args.knn}) {knn:.4f}  linear probe {linear:.4f}  (ridge "
-            f"{penalty:g})"
-        )
 
-    payload = {
-        "checkpoint": model.prefix,
-        "network": network.name,
-        "data": dataset.describe(),
-        "probe_train_images": len(train_labels),
-        "test_images": len(test_labels),
+def _export_to_projector(out_dir, name, features, data, count, scores):
+    """Writes one end point's projector run: the first count test images' features, and the probes' scores.
+
+    Returns:
+      What runtime.summaries.write_projector returns.
+    """
+    shown = min(count, len(data.test_labels))
+    run_dir = os.path.join(out_dir, name)
+    os.makedirs(run_dir, exist_ok=True)
+    projector = write_projector(
+        run_dir, features[:shown], data.test_labels[:shown], data.test_images[:shown], name=name
+    )
+    # An events file makes the folder a run, which is where TensorBoard looks for a projector config.
+    _write_summary(run_dir, scalars(scores))
+    return projector
+
+
+def _score(args, out_dir, network, name, train, test, data):
+    """Scores one end point's features with the kNN vote and the linear probe; exports them; prints its row.
+
+    Returns:
+      The end point's entry in features.json.
+    """
+    started = time.monotonic()
+    knn = knn_accuracy(train, data.train_labels, test, data.test_labels, args.knn, network.num_classes)
+    linear, penalty = linear_probe_accuracy(
+        train, data.train_labels, test, data.test_labels, network.num_classes, args.seed
+    )
+    entry = {
+        "end_point": name,
+        "dims": int(train.shape[1]),
+        "knn_accuracy": round(knn, 6),
+        "linear_probe_accuracy": round(linear, 6),
+        "ridge_penalty": penalty,
+        "seconds": round(time.monotonic() - started, 2),
+    }
+    if name != INPUT_END_POINT:
+        scores = {"probe/knn_accuracy": knn, "probe/linear_accuracy": linear}
+        entry["projector"] = _export_to_projector(out_dir, name, test, data, args.projector_images, scores)
+    print(
+        f"{name:>8}  {entry['dims']:>5} dims  kNN (k={args.knn}) {knn:.4f}  linear probe {linear:.4f}  (ridge "
+        f"{penalty:g})"
+    )
+    return entry
+
+
+def _results(args, data, table, seconds):
+    """The fields of features.json beside the checkpoint and the network."""
+    return {
+        "data": data.dataset.describe(),
+        "probe_train_images": len(data.train_labels),
+        "test_images": len(data.test_labels),
         "knn_k": args.knn,
         "probe": "ridge regression on one-hot targets over standardised features; penalty picked on 20% of the "
         "training features",
-        "seconds": round(time.monotonic() - began, 2),
+        "seconds": round(seconds, 2),
         "end_points": table,
     }
-    rundir.write_json(os.path.join(out_dir, "features.json"), payload)
-    print(
-        f"wrote {os.path.join(out_dir, 'filters.png')}, {os.path.join(out_dir, 'features.json')} and projector runs "
-        f"under {out_dir}"
+
+
+def run(args):
+    """The features command: open the model, read the data, compute the features, draw, probe, write and report.
+
+    Raises:
+      UserError: for a bad flag, model or data set, or a network without a labelled test set.
+    """
+    model, network, values = common.open_model(args.model, args.network)
+    if not network.test_set:
+        raise UserError(f"features needs a labelled test set, and the {network.name} has none here")
+    out_dir = common.command_out_dir(args, model, "features", RESULT_FILES)
+    data = _probe_data(args, model)
+    common.report_network(model, network)
+    with tf.Graph().as_default():
+        images_ph, tensors = _end_points(network)
+        with common.restored_session(args, network, model.prefix, values) as sess:
+            began = time.monotonic()
+            train_features = compute(sess, images_ph, tensors, common.to_unit(data.train_images))
+            test_features = compute(sess, images_ph, tensors, common.to_unit(data.test_images))
+    filters_path = _draw_filters(out_dir, network, values[network.first_layer])
+    table = [_score(args, out_dir, network, name, train_features[name], test_features[name], data) for name in tensors]
+    path = common.write_results(
+        out_dir, "features.json", model, network, _results(args, data, table, time.monotonic() - began)
     )
+    print(f"wrote {filters_path}, {path} and projector runs under {out_dir}")

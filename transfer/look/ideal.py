@@ -15,10 +15,9 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from runtime import cli, rundir
+from runtime import cli
 from runtime.errors import UserError
 from runtime.options import Flags, Option
-from runtime.session import session_config
 from runtime.summaries import scalars
 from transfer.look import common
 
@@ -74,35 +73,17 @@ def build_graph(
       A dict: input (the variable), images [K, ...] in [0, 1], probabilities [K, classes],
       objective [K], total_variation [K], loss, step (train op, followed by the clip).
     """
-    if value_range == "sigmoid":
-        unconstrained = np.clip(start, _SIGMOID_MARGIN, 1.0 - _SIGMOID_MARGIN)
-        initial = np.log(unconstrained) - np.log1p(-unconstrained)
-    else:
-        initial = start
-    variable = v1.get_variable(INPUT_NAME, initializer=tf.constant(initial, tf.float32), use_resource=True)
+    variable = v1.get_variable(
+        INPUT_NAME, initializer=tf.constant(_initial_value(start, value_range), tf.float32), use_resource=True
+    )
     images = tf.sigmoid(variable) if value_range == "sigmoid" else variable
     logits = network.build(images)["logits"]
-    chosen = tf.stack([tf.range(len(classes)), tf.constant(classes, tf.int32)], axis=1)
-
-    def objective_of(class_logits):
-        return tf.gather_nd(tf.nn.log_softmax(class_logits) if objective == "logprob" else class_logits, chosen)
-
-    target = objective_of(logits)
-    if jitter:
-        shift = tf.random.uniform([2], -jitter, jitter + 1, dtype=tf.int32)
-        with v1.variable_scope(v1.get_variable_scope(), reuse=True):
-            optimised = objective_of(network.build(tf.roll(images, shift, axis=[1, 2]))["logits"])
-    else:
-        optimised = target
+    target, optimised = _objectives(network, images, logits, classes, objective, jitter)
     total_variation = tf.image.total_variation(images)
     loss = tf.reduce_sum(-optimised + tf.constant(tv_weights, tf.float32) * total_variation)
     if l2_weight:
         loss += l2_weight * tf.reduce_sum(tf.square(images))
-    optimizer = v1.train.AdamOptimizer(learning_rate, name="look_adam")
-    update = optimizer.minimize(loss, var_list=[variable])
-    if value_range == "clip":
-        with tf.control_dependencies([update]):
-            update = variable.assign(tf.clip_by_value(variable, 0.0, 1.0)).op
+    step = _train_step(loss, variable, learning_rate, value_range)
     return {
         "input": variable,
         "images": images,
@@ -110,8 +91,45 @@ def build_graph(
         "objective": target,
         "total_variation": total_variation,
         "loss": loss,
-        "step": update,
+        "step": step,
     }
+
+
+def _initial_value(start, value_range):
+    """The input variable's starting value: the start images, or for "sigmoid" their inverse sigmoid."""
+    if value_range != "sigmoid":
+        return start
+    unconstrained = np.clip(start, _SIGMOID_MARGIN, 1.0 - _SIGMOID_MARGIN)
+    return np.log(unconstrained) - np.log1p(-unconstrained)
+
+
+def _objectives(network, images, logits, classes, objective, jitter):
+    """Each image's objective as reported (of the image as it is) and as optimised (of the rolled image).
+
+    Returns:
+      (reported [K], optimised [K]); one tensor twice when jitter is 0.
+    """
+    chosen = tf.stack([tf.range(len(classes)), tf.constant(classes, tf.int32)], axis=1)
+
+    def objective_of(class_logits):
+        return tf.gather_nd(tf.nn.log_softmax(class_logits) if objective == "logprob" else class_logits, chosen)
+
+    target = objective_of(logits)
+    if not jitter:
+        return target, target
+    shift = tf.random.uniform([2], -jitter, jitter + 1, dtype=tf.int32)
+    with v1.variable_scope(v1.get_variable_scope(), reuse=True):
+        return target, objective_of(network.build(tf.roll(images, shift, axis=[1, 2]))["logits"])
+
+
+def _train_step(loss, variable, learning_rate, value_range):
+    """An Adam step on the input alone, followed for "clip" by clipping the input back into [0, 1]."""
+    optimizer = v1.train.AdamOptimizer(learning_rate, name="look_adam")
+    update = optimizer.minimize(loss, var_list=[variable])
+    if value_range == "clip":
+        with tf.control_dependencies([update]):
+            update = variable.assign(tf.clip_by_value(variable, 0.0, 1.0)).op
+    return update
 
 
 def optimise(sess, graph, classes, steps, target_probability=0.99, writer=None, summary_every=0, log=print):
@@ -133,6 +151,35 @@ def optimise(sess, graph, classes, steps, target_probability=0.99, writer=None, 
     """
     rows = np.arange(len(classes))
     first_at_target = [None] * len(classes)
+    record = _recorder(sess, graph, classes, writer)
+    record(0)
+    report_every = max(1, steps // 5)
+    for step in range(1, steps + 1):
+        probabilities, _ = sess.run([graph["probabilities"], graph["step"]])
+        # These probabilities are of the image before this step's update, i.e. after step - 1.
+        _note_reached(first_at_target, probabilities[rows, classes], target_probability, step - 1)
+        if writer is not None and summary_every and step % summary_every == 0 and step != steps:
+            record(step)
+        if step % report_every == 0:
+            log(f"step {step}/{steps}: mean class probability {probabilities[rows, classes].mean():.4f}")
+    probabilities = record(steps)
+    images, objective, tv = sess.run([graph["images"], graph["objective"], graph["total_variation"]])
+    _note_reached(first_at_target, probabilities[rows, classes], target_probability, steps)
+    results = [
+        {
+            "probability": float(probabilities[index, classes[index]]),
+            "objective": float(objective[index]),
+            "total_variation": float(tv[index]),
+            "first_step_at_target": first_at_target[index],
+        }
+        for index in range(len(classes))
+    ]
+    return images, results
+
+
+def _recorder(sess, graph, classes, writer):
+    """A function record(step): fetches the images' probabilities and, given a writer, writes their summaries."""
+    rows = np.arange(len(classes))
     fetches = [graph["images"], graph["probabilities"], graph["total_variation"]]
 
     def record(step):
@@ -153,33 +200,14 @@ def optimise(sess, graph, classes, steps, target_probability=0.99, writer=None, 
             )
         return probabilities
 
-    record(0)
-    report_every = max(1, steps // 5)
-    for step in range(1, steps + 1):
-        probabilities, _ = sess.run([graph["probabilities"], graph["step"]])
-        # These probabilities are of the image before this step's update, i.e. after step - 1.
-        for index, probability in enumerate(probabilities[rows, classes]):
-            if first_at_target[index] is None and probability >= target_probability:
-                first_at_target[index] = step - 1
-        if writer is not None and summary_every and step % summary_every == 0 and step != steps:
-            record(step)
-        if step % report_every == 0:
-            log(f"step {step}/{steps}: mean class probability {probabilities[rows, classes].mean():.4f}")
-    probabilities = record(steps)
-    images, objective, tv = sess.run([graph["images"], graph["objective"], graph["total_variation"]])
-    for index, probability in enumerate(probabilities[rows, classes]):
+    return record
+
+
+def _note_reached(first_at_target, probabilities, target_probability, step):
+    """Records the step for every image that reaches the target probability for the first time."""
+    for index, probability in enumerate(probabilities):
         if first_at_target[index] is None and probability >= target_probability:
-            first_at_target[index] = steps
-    results = [
-        {
-            "probability": float(probabilities[index, classes[index]]),
-            "objective": float(objective[index]),
-            "total_variation": float(tv[index]),
-            "first_step_at_target": first_at_target[index],
-        }
-        for index in range(len(classes))
-    ]
-    return images, results
+            first_at_target[index] = step
 
 
 OPTIONS = (
@@ -264,15 +292,12 @@ def _validate(args):
         raise UserError(f"--target-probability must be in (0, 1], got {args.target_probability}")
 
 
-def run(args):
-    _validate(args)
-    model, network, values = common.open_model(args.model, args.network)
-    classes = common.parse_classes(args.classes, network)
-    start_image = common.read_image_or_photo(args.start, network) if args.start else None
-    out_dir = common.prepare_out_dir(
-        args.out_dir or os.path.join(model.run_dir, "look", "ideal"), RESULT_FILES, args.overwrite
-    )
+def _arms(args, network, classes, start_image):
+    """The images to optimise: one per class, and with --baseline one more per class at TV weight 0.
 
+    Returns:
+      (class index per image, TV weight per image, starting images float32 [K, *image_shape]).
+    """
     arms = [("tv", args.tv_weight)] + ([("tv0", 0.0)] if args.baseline else [])
     image_classes = [index for _ in arms for index in classes]
     tv_weights = [weight for _, weight in arms for _ in classes]
@@ -280,13 +305,107 @@ def run(args):
     start = np.concatenate(
         [initial_images(network.image_shape, len(classes), args.seed, args.noise, start_image)] * len(arms)
     )
-    print(f"network: {network.name} from {model.prefix}")
+    return image_classes, tv_weights, start
+
+
+def _print_plan(args, classes):
     print(
         f"optimising {len(classes)} class image(s){' and their TV-0 baselines' if args.baseline else ''}: "
         f"{args.objective}, TV weight {args.tv_weight:g}, {args.value_range}, {args.steps} Adam steps at "
         f"{args.learning_rate:g}"
     )
 
+
+def _optimise_with_summaries(sess, graph, args, image_classes, out_dir):
+    """optimise, with its TensorBoard images written to the output dir; returns (images, results, seconds)."""
+    writer = v1.summary.FileWriter(out_dir)
+    began = time.monotonic()
+    images, results = optimise(
+        sess, graph, image_classes, args.steps, args.target_probability, writer, args.summary_every
+    )
+    seconds = time.monotonic() - began
+    writer.close()
+    return images, results, seconds
+
+
+def _per_class(args, names, classes, results):
+    """One entry per class for ideal.json: its result, and with --baseline its TV-0 result and the TV ratio."""
+    per_class = []
+    for position, index in enumerate(classes):
+        entry = {"class": names[index], "index": index, "steps": args.steps, **results[position]}
+        if args.baseline:
+            baseline = results[len(classes) + position]
+            entry["baseline_tv0"] = baseline
+            entry["tv_ratio"] = (
+                entry["total_variation"] / baseline["total_variation"] if baseline["total_variation"] else None
+            )
+        per_class.append(entry)
+    return per_class
+
+
+def _results(args, per_class, seconds):
+    """The fields of ideal.json beside the checkpoint and the network."""
+    return {
+        "objective": args.objective,
+        "tv_weight": args.tv_weight,
+        "l2_weight": args.l2_weight,
+        "jitter": args.jitter,
+        "range": args.value_range,
+        "learning_rate": args.learning_rate,
+        "steps": args.steps,
+        "start": args.start or f"noise 0.5 +- {args.noise:g}, seed {args.seed}",
+        "target_probability": args.target_probability,
+        "seconds": round(seconds, 2),
+        "classes": per_class,
+    }
+
+
+def _save_figure(out_dir, args, network, classes, images, results):
+    """Draws ideal.png: a row of the class images, with --baseline a row of their TV-0 twins; returns its path."""
+    names = network.class_names
+    arms = [(f"TV weight {args.tv_weight:g}", 0)] + ([("TV weight 0", len(classes))] if args.baseline else [])
+    rows, titles, labels = [], [], []
+    for label, first in arms:
+        rows.append([common.display(image) for image in images[first : first + len(classes)]])
+        titles.append(
+            [
+                f"{names[i]}: p={r['probability']:.3f}\nTV {r['total_variation']:.1f}"
+                for i, r in zip(classes, results[first:])
+            ]
+        )
+        labels.append(label)
+    path = os.path.join(out_dir, "ideal.png")
+    common.save_figure(path, rows, titles, labels, cell=common.figure_cell(network.image_shape[0]))
+    return path
+
+
+def _print_table(args, per_class):
+    print(
+        f"{'class':>6}  {'probability':>11}  {'TV':>8}"
+        + (f"  {'p (TV 0)':>9}  {'TV (TV 0)':>9}  {'ratio':>6}" if args.baseline else "")
+    )
+    for entry in per_class:
+        line = f"{entry['class']:>6}  {entry['probability']:>11.4f}  {entry['total_variation']:>8.2f}"
+        if args.baseline:
+            base = entry["baseline_tv0"]
+            line += f"  {base['probability']:>9.4f}  {base['total_variation']:>9.2f}  {entry['tv_ratio']:>6.3f}"
+        print(line)
+
+
+def run(args):
+    """The ideal command: validate, open the model, optimise an image per class, write the results and report them.
+
+    Raises:
+      UserError: for a bad flag, model, class or start image (see the helpers).
+    """
+    _validate(args)
+    model, network, values = common.open_model(args.model, args.network)
+    classes = common.parse_classes(args.classes, network)
+    start_image = common.read_image_or_photo(args.start, network) if args.start else None
+    out_dir = common.command_out_dir(args, model, "ideal", RESULT_FILES)
+    image_classes, tv_weights, start = _arms(args, network, classes, start_image)
+    common.report_network(model, network)
+    _print_plan(args, classes)
     with tf.Graph().as_default():
         v1.set_random_seed(args.seed)
         graph = build_graph(
@@ -300,78 +419,10 @@ def run(args):
             args.l2_weight,
             args.jitter,
         )
-        restorer = common.Restorer(network, model.prefix, values)
-        init = v1.global_variables_initializer()
-        with v1.Session(
-            config=session_config(intra_op_threads=args.intra_op_threads, inter_op_threads=args.inter_op_threads)
-        ) as sess:
-            sess.run(init)
-            restorer.restore(sess)
-            writer = v1.summary.FileWriter(out_dir)
-            began = time.monotonic()
-            images, results = optimise(
-                sess, graph, image_classes, args.steps, args.target_probability, writer, args.summary_every
-            )
-            seconds = time.monotonic() - began
-            writer.close()
-            restorer.check(sess)
-
-    names = network.class_names
-    per_class = []
-    for position, index in enumerate(classes):
-        entry = {"class": names[index], "index": index, "steps": args.steps, **results[position]}
-        if args.baseline:
-            baseline = results[len(classes) + position]
-            entry["baseline_tv0"] = baseline
-            entry["tv_ratio"] = (
-                entry["total_variation"] / baseline["total_variation"] if baseline["total_variation"] else None
-            )
-        per_class.append(entry)
-    payload = {
-        "checkpoint": model.prefix,
-        "network": network.name,
-        "objective": args.objective,
-        "tv_weight": args.tv_weight,
-        "l2_weight": args.l2_weight,
-        "jitter": args.jitter,
-        "range": args.value_range,
-        "learning_rate": args.learning_rate,
-        "steps": args.steps,
-        "start": args.start or f"noise 0.5 +- {args.noise:g}, seed {args.seed}",
-        "target_probability": args.target_probability,
-        "seconds": round(seconds, 2),
-        "classes": per_class,
-    }
-    rundir.write_json(os.path.join(out_dir, "ideal.json"), payload)
-
-    rows = [[common.display(image) for image in images[: len(classes)]]]
-    titles = [
-        [f"{names[i]}: p={r['probability']:.3f}\nTV {r['total_variation']:.1f}" for i, r in zip(classes, results)]
-    ]
-    labels = [f"TV weight {args.tv_weight:g}"]
-    if args.baseline:
-        rows.append([common.display(image) for image in images[len(classes) :]])
-        titles.append(
-            [
-                f"{names[i]}: p={r['probability']:.3f}\nTV {r['total_variation']:.1f}"
-                for i, r in zip(classes, results[len(classes) :])
-            ]
-        )
-        labels.append("TV weight 0")
-    cell = max(1.3, network.image_shape[0] / 100 + 0.3)  # ImageNet-sized images at about their own size
-    common.save_figure(os.path.join(out_dir, "ideal.png"), rows, titles, labels, cell=cell)
-
-    print(
-        f"{'class':>6}  {'probability':>11}  {'TV':>8}"
-        + (f"  {'p (TV 0)':>9}  {'TV (TV 0)':>9}  {'ratio':>6}" if args.baseline else "")
-    )
-    for entry in per_class:
-        line = f"{entry['class']:>6}  {entry['probability']:>11.4f}  {entry['total_variation']:>8.2f}"
-        if args.baseline:
-            base = entry["baseline_tv0"]
-            line += f"  {base['probability']:>9.4f}  {base['total_variation']:>9.2f}  {entry['tv_ratio']:>6.3f}"
-        print(line)
-    print(
-        f"wrote {os.path.join(out_dir, 'ideal.png')}, {os.path.join(out_dir, 'ideal.json')} and TensorBoard images in "
-        f"{seconds:.1f} s"
-    )
+        with common.restored_session(args, network, model.prefix, values, initialise=True) as sess:
+            images, results, seconds = _optimise_with_summaries(sess, graph, args, image_classes, out_dir)
+    per_class = _per_class(args, network.class_names, classes, results)
+    json_path = common.write_results(out_dir, "ideal.json", model, network, _results(args, per_class, seconds))
+    figure_path = _save_figure(out_dir, args, network, classes, images, results)
+    _print_table(args, per_class)
+    print(f"wrote {figure_path}, {json_path} and TensorBoard images in {seconds:.1f} s")
