@@ -29,7 +29,7 @@ import tensorflow as tf
 
 from models import networks
 from runtime import cli
-from runtime.options import Option
+from runtime.options import Flags, Option
 from runtime.session import set_process_threads
 from transfer.look import adversarial, features, ideal
 
@@ -73,12 +73,17 @@ DATA = (
 )
 
 
+# Each command is a module with NAME, HELP, DESCRIPTION, OPTIONS and run(args); beside it, the shared flags it takes.
+COMMANDS = ((ideal, COMMON), (adversarial, COMMON + DATA), (features, COMMON + DATA))
+
+
 def parse_args(argv=None):
     parser = OneLineParser(prog="python -m transfer.look", description=__doc__.split("\n", 1)[0])
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    ideal.add_parser(subparsers, COMMON)
-    adversarial.add_parser(subparsers, COMMON + DATA)
-    features.add_parser(subparsers, COMMON + DATA)
+    for command, shared in COMMANDS:
+        sub = subparsers.add_parser(command.NAME, help=command.HELP, description=command.DESCRIPTION)
+        Flags(shared, command.OPTIONS).add_to(sub)
+        sub.set_defaults(run=command.run)
     return parser.parse_args(argv)
 
 

@@ -18,8 +18,17 @@ import tensorflow as tf
 
 from runtime import cli
 from runtime.errors import UserError
-from runtime.options import Flags, Option
+from runtime.options import Option
 from transfer.look import common
+
+# The command as `python -m transfer.look` lists it; its flags are OPTIONS below.
+NAME = "adversarial"
+HELP = "FGSM and iterative (PGD) attacks under an L-infinity budget"
+DESCRIPTION = (
+    "Attack the test set (or image files) with FGSM and an iterative projected-gradient attack "
+    "under an L-infinity budget in pixel units, targeted or untargeted; report success rates, perturbation "
+    "sizes and top-5."
+)
 
 v1 = tf.compat.v1
 
@@ -231,18 +240,6 @@ OPTIONS = (
         help="example pairs drawn per attack and epsilon (default: %(default)s)",
     ),
 )
-
-
-def add_parser(subparsers, common):
-    parser = subparsers.add_parser(
-        "adversarial",
-        help="FGSM and iterative (PGD) attacks under an L-infinity budget",
-        description="Attack the test set (or image files) with FGSM and an iterative projected-gradient attack "
-        "under an L-infinity budget in pixel units, targeted or untargeted; report success rates, perturbation "
-        "sizes and top-5.",
-    )
-    Flags(common, OPTIONS).add_to(parser)
-    parser.set_defaults(run=run)
 
 
 def _parse_target(text, network):

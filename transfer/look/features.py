@@ -19,9 +19,18 @@ import tensorflow as tf
 
 from runtime import cli
 from runtime.errors import UserError
-from runtime.options import Flags, Option
+from runtime.options import Option
 from runtime.summaries import scalars, write_projector
 from transfer.look import common
+
+# The command as `python -m transfer.look` lists it; its flags are OPTIONS below.
+NAME = "features"
+HELP = "first-layer filters, end-point features in the Embedding Projector, kNN and linear-probe accuracies"
+DESCRIPTION = (
+    "Draw the first layer's filters; export the test images' features at each end point to "
+    "TensorBoard's Embedding Projector; score a kNN vote and a linear probe per end point (fit on training "
+    "features, scored on the test set)."
+)
 
 v1 = tf.compat.v1
 
@@ -157,18 +166,6 @@ OPTIONS = (
     ),
     Option("--limit", type=cli.positive_int, default=None, help="use only the first N test images"),
 )
-
-
-def add_parser(subparsers, common):
-    parser = subparsers.add_parser(
-        "features",
-        help="first-layer filters, end-point features in the Embedding Projector, kNN and linear-probe accuracies",
-        description="Draw the first layer's filters; export the test images' features at each end point to "
-        "TensorBoard's Embedding Projector; score a kNN vote and a linear probe per end point (fit on training "
-        "features, scored on the test set).",
-    )
-    Flags(common, OPTIONS).add_to(parser)
-    parser.set_defaults(run=run)
 
 
 @dataclasses.dataclass(frozen=True)

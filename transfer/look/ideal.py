@@ -17,9 +17,18 @@ import tensorflow as tf
 
 from runtime import cli
 from runtime.errors import UserError
-from runtime.options import Flags, Option
+from runtime.options import Option
 from runtime.summaries import scalars
 from transfer.look import common
+
+# The command as `python -m transfer.look` lists it; its flags are OPTIONS below.
+NAME = "ideal"
+HELP = "optimise an input image per class until the network is sure of it"
+DESCRIPTION = (
+    "Optimise one input image per class (a graph variable; the network frozen) with Adam to maximise "
+    "the class's log-probability or logit, with a total-variation penalty. Writes ideal.png, ideal.json and "
+    "TensorBoard images."
+)
 
 v1 = tf.compat.v1
 
@@ -268,18 +277,6 @@ OPTIONS = (
         help="steps between TensorBoard images (default: %(default)s)",
     ),
 )
-
-
-def add_parser(subparsers, common):
-    parser = subparsers.add_parser(
-        "ideal",
-        help="optimise an input image per class until the network is sure of it",
-        description="Optimise one input image per class (a graph variable; the network frozen) with Adam to maximise "
-        "the class's log-probability or logit, with a total-variation penalty. Writes ideal.png, ideal.json and "
-        "TensorBoard images.",
-    )
-    Flags(common, OPTIONS).add_to(parser)
-    parser.set_defaults(run=run)
 
 
 def _validate(args):
