@@ -576,7 +576,11 @@ class TrainStep:
             raise self.lost_error(error) from None
         step, counted = int(values[-2]), bool(values[-1])
         self.own_steps += counted
-        if self._limit_var is not None and (not counted or step >= self._limit) and step < self.total_steps:
+        if not counted and step > self.total_steps:
+            # Past the end, another worker's refused ticket may still be out: the step this one
+            # reached is the total, once that ticket is back (else the last epoch ends at total + 1).
+            step = self.settle(sess, step)
+        elif self._limit_var is not None and (not counted or step >= self._limit) and step < self.total_steps:
             step = self._hold(sess, step)
         return values[: len(fetches)], step, counted
 

@@ -10,6 +10,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -567,6 +568,33 @@ def test_a_ticket_past_the_limit_changes_no_variable_and_is_given_back():
     assert not np.array_equal(before["w"], np.ones(3))
     # Updates made outside the optimizer run with every step, counted or not (docs/CLUSTER.md).
     assert before["moving_mean"].tolist() == [2.0] * 3 and after["moving_mean"].tolist() == [3.0] * 3
+
+
+def test_a_refused_ticket_at_the_end_reports_the_total_once_the_others_are_back():
+    # The chief's ticket past the end while another worker's refused ticket is still out: the
+    # step it reports is the total, not total + 1 (its last epoch's evaluation is logged there).
+    spec = cluster.local_cluster(1, 1)
+    task = _task(_config("worker", 0, spec))
+    cluster.start_server(_task(_config("ps", 0, spec)))
+    server = cluster.start_server(task)
+    with tf.Graph().as_default(), v1.device(cluster.device_function(task)):
+        w = v1.get_variable("w", initializer=tf.ones([3]))
+        step = v1.train.get_or_create_global_step()
+        loss = tf.reduce_sum(w * w)
+        optimizer = LearningRateGroups(_Groups({1.0: ["w"]}), [w], 0.1)
+        step_op = cluster.train_op(task, loss, [w], step, total_steps=2, optimizer=optimizer)
+        other_takes, other_gives_back = step.assign_add(1), step.assign_sub(1)
+        with v1.Session(server.target, config=cluster.task_config(task)) as sess:
+            sess.run(v1.global_variables_initializer())
+            assert [step_op.run(sess, [loss])[1:] for _ in range(2)] == [(1, True), (2, True)]
+            sess.run(other_takes)  # another worker's ticket 3, refused, not yet given back
+            timer = threading.Timer(0.3, lambda: sess.run(other_gives_back))
+            timer.start()
+            try:
+                _, reached, counted = step_op.run(sess, [loss])
+            finally:
+                timer.join()
+    assert (reached, counted) == (2, False)
 
 
 @pytest.mark.parametrize(("given", "kept"), [(None, "true"), ("false", "false"), ("use_caller", "use_caller")])
