@@ -850,10 +850,8 @@ def launch(script_argv, num_ps=1, num_workers=2, host="127.0.0.1", grace=30.0, o
 
     previous = {signum: signal.signal(signum, forward) for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
-        for job in ("ps", "worker"):
-            for index in range(len(spec[job])):
-                env = dict(os.environ, **{ENV: tf_config(spec, job, index), "PYTHONUNBUFFERED": "1"})
-                tasks.append(_Task(job, index, [python, *script_argv], env, out))
+        for job, index, env in _task_environments(spec):  # one by one: a signal reaches those started
+            tasks.append(_Task(job, index, [python, *script_argv], env, out))
         chief = next(task for task in tasks if task.job == "worker" and task.index == 0)
         chief_done_at = None
         stopping = False
@@ -887,6 +885,13 @@ def launch(script_argv, num_ps=1, num_workers=2, host="127.0.0.1", grace=30.0, o
             task.signal(signal.SIGKILL)
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+
+
+def _task_environments(spec):
+    """(job, index, environment) of every task of `spec`, ps first: this process's environment and its TF_CONFIG."""
+    for job in ("ps", "worker"):
+        for index in range(len(spec[job])):
+            yield job, index, dict(os.environ, **{ENV: tf_config(spec, job, index), "PYTHONUNBUFFERED": "1"})
 
 
 def _status(returncode):

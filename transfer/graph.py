@@ -226,16 +226,7 @@ def build(network, plan, data, spec, args, use_cache, task=None, total_steps=Non
     Returns:
       A :class:`TransferGraph`.
     """
-    data_spec = data.spec
-    if data.in_files:
-        image_input = image_folder.FileBatches(args.batch_size, data_spec)
-    else:
-        image_input = pipeline.BatchInput(args.batch_size)
-    feature_input = FeatureBatchInput(args.batch_size, network.feature_units)
-    shifted = random_shift(image_input.images, args.shift, seed=args.seed)
-    images = v1.placeholder_with_default(
-        shifted, [None, data_spec.height, data_spec.width, data_spec.channels], "images"
-    )
+    image_input, feature_input, images = _inputs(network, data, args)
     is_training = v1.placeholder_with_default(True, [], name="is_training")
     training_scopes = plan.batch_norm_training_scopes()
     features, logits, end_points = _logits(
@@ -274,6 +265,26 @@ def build(network, plan, data, spec, args, use_cache, task=None, total_steps=Non
         use_cache=use_cache,
         cluster_step=cluster_step,
     )
+
+
+def _inputs(network, data, args):
+    """The two input pipelines (images from arrays or files, cached features) and the images placeholder.
+
+    Returns:
+      (image_input, feature_input, images): `images` defaults to the image pipeline's
+      batch, randomly shifted by up to args.shift pixels; evaluation feeds it.
+    """
+    data_spec = data.spec
+    if data.in_files:
+        image_input = image_folder.FileBatches(args.batch_size, data_spec)
+    else:
+        image_input = pipeline.BatchInput(args.batch_size)
+    feature_input = FeatureBatchInput(args.batch_size, network.feature_units)
+    shifted = random_shift(image_input.images, args.shift, seed=args.seed)
+    images = v1.placeholder_with_default(
+        shifted, [None, data_spec.height, data_spec.width, data_spec.channels], "images"
+    )
+    return image_input, feature_input, images
 
 
 def _train_step(loss, plan, model_variables, args, updates, task, total_steps):

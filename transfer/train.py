@@ -265,12 +265,7 @@ def run(args):
         f"validation: {len(data.validation)}; test: {len(data.test)}"
     )
     plan = make_run_plan(args, network, data, spec, flags)
-    say(plan.format())
-    if flags[0] != () and not plan.restored:
-        say(
-            f"warning: this plan restores nothing from {shown(plan.checkpoint)}: the run trains from scratch; "
-            "pass --restore none to say so"
-        )
+    _say_plan(say, plan, flags)
     if args.dry_run:
         return None
     use_cache, why = transfer_graph.cache_decision(plan, network, args.shift, args.cache_features)
@@ -297,6 +292,16 @@ def run(args):
     if result is None:
         return None
     return _write_metrics(args, network, plan, data, use_cache, config, resuming, result, task)
+
+
+def _say_plan(say, plan, flags):
+    """Shows the restore plan's table, and a warning when a selection restores nothing."""
+    say(plan.format())
+    if flags[0] != () and not plan.restored:
+        say(
+            f"warning: this plan restores nothing from {shown(plan.checkpoint)}: the run trains from scratch; "
+            "pass --restore none to say so"
+        )
 
 
 def _write_metrics(args, network, plan, data, use_cache, config, resuming, result, task):
