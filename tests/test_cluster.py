@@ -532,12 +532,17 @@ def test_learning_rate_groups_train_each_group_at_its_rate():
     np.testing.assert_allclose(moved_b, 0.001, rtol=0.05)
 
 
-def test_a_ticket_past_the_limit_changes_no_variable_and_is_given_back():
-    # A chief's asynchronous train op with an epoch limit of 2, over in-process servers.
+def _in_process_chief():
+    """Worker 0 of a 1 ps + 1 worker cluster, both servers in this process: (task, its server)."""
     spec = cluster.local_cluster(1, 1)
     task = _task(_config("worker", 0, spec))
     cluster.start_server(_task(_config("ps", 0, spec)))
-    server = cluster.start_server(task)
+    return task, cluster.start_server(task)
+
+
+def test_a_ticket_past_the_limit_changes_no_variable_and_is_given_back():
+    # A chief's asynchronous train op with an epoch limit of 2, over in-process servers.
+    task, server = _in_process_chief()
     with tf.Graph().as_default(), v1.device(cluster.device_function(task)):
         w = v1.get_variable("w", initializer=tf.ones([3]))
         mean = v1.get_variable("moving_mean", initializer=tf.zeros([3]), trainable=False)
@@ -573,10 +578,7 @@ def test_a_ticket_past_the_limit_changes_no_variable_and_is_given_back():
 def test_a_refused_ticket_at_the_end_reports_the_total_once_the_others_are_back():
     # The chief's ticket past the end while another worker's refused ticket is still out: the
     # step it reports is the total, not total + 1 (its last epoch's evaluation is logged there).
-    spec = cluster.local_cluster(1, 1)
-    task = _task(_config("worker", 0, spec))
-    cluster.start_server(_task(_config("ps", 0, spec)))
-    server = cluster.start_server(task)
+    task, server = _in_process_chief()
     with tf.Graph().as_default(), v1.device(cluster.device_function(task)):
         w = v1.get_variable("w", initializer=tf.ones([3]))
         step = v1.train.get_or_create_global_step()
