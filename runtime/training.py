@@ -5,7 +5,7 @@ import os
 import signal
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -129,58 +129,12 @@ def train_loop(
       TrainingDiverged: when the loss is NaN or inf; nothing is saved, so the last
         good checkpoint stays the latest.
     """
-    loop = _Loop(**locals())  # the arguments above, by name: _Loop's fields are these parameters
+    step = start_step
+    last_saved, saved_step = None, None
+    train_seconds = 0.0
+    last_progress = time.monotonic()
+    num_epochs = math.ceil(total_steps / steps_per_epoch)
     with _StopOnSignal() as stop:
-        loop.run_steps(stop)
-        loop.settle_and_save()
-    if stop.signum is not None:
-        loop.report_stop(stop.signum)
-        raise Interrupted(stop.signum)
-    return loop.result()
-
-
-@dataclass
-class _Loop:
-    """One call of `train_loop`: its arguments, and where the steps got to."""
-
-    sess: object
-    train_op: object
-    loss: object
-    start_step: int
-    total_steps: int
-    steps_per_epoch: int
-    batch_size: int
-    checkpointer: object
-    save_every: int
-    writer: object
-    summary_op: object
-    summary_every: int
-    on_epoch_end: object
-    log: object
-    progress_every_secs: float
-    cluster_step: object
-    num_epochs: int = field(init=False)
-    step: int = field(init=False)
-    train_seconds: float = field(default=0.0, init=False)  # in sess.run (or the cluster's step) only
-    last_saved: str | None = field(default=None, init=False)
-    saved_step: int | None = field(default=None, init=False)
-
-    def __post_init__(self):
-        self.step = self.start_step
-        self.num_epochs = math.ceil(self.total_steps / self.steps_per_epoch)
-
-    def run_steps(self, stop):
-        """Trains till total_steps, a stop signal or the end of the cluster's run.
-
-        This is the path of every training step: what it reads is in locals, and only a
-        progress line, an epoch end or a save calls out of it.
-        """
-        sess, train_op, loss, cluster_step = self.sess, self.train_op, self.loss, self.cluster_step
-        writer, summary_op, summary_every = self.writer, self.summary_op, self.summary_every
-        total_steps, steps_per_epoch, on_epoch_end = self.total_steps, self.steps_per_epoch, self.on_epoch_end
-        checkpointer, save_every, progress_every_secs = self.checkpointer, self.save_every, self.progress_every_secs
-        step, train_seconds, last_saved, saved_step = self.step, self.train_seconds, self.last_saved, self.saved_step
-        last_progress = time.monotonic()
         while step < total_steps and stop.signum is None:
             want_summary = (
                 writer is not None and summary_op is not None and summary_every and (step + 1) % summary_every == 0
@@ -208,53 +162,40 @@ class _Loop:
             now = time.monotonic()
             if now - last_progress >= progress_every_secs or step == total_steps:
                 last_progress = now
-                self._log_progress(step, loss_value, train_seconds)
+                done = step - start_step if cluster_step is None else cluster_step.own_steps
+                rate = _images_per_second(done, batch_size, train_seconds)
+                eta = (total_steps - step) * batch_size / rate if rate else 0.0
+                log(
+                    f"epoch {min(step // steps_per_epoch + 1, num_epochs)}/{num_epochs}  "
+                    f"step {step}/{total_steps}  loss {loss_value:.4f}  "
+                    f"{rate:,.0f} images/s  ETA {format_duration(eta)}"
+                )
             if step // steps_per_epoch > previous // steps_per_epoch and on_epoch_end is not None:
                 on_epoch_end(step // steps_per_epoch, step)
             if save_every and step // save_every > previous // save_every and checkpointer is not None:
                 last_saved, saved_step = checkpointer.save(sess, step), step
             if cluster_step is not None:
                 cluster_step.after_step(sess, step)  # the chief lets the workers past an epoch it has evaluated
-        self.step, self.train_seconds, self.last_saved, self.saved_step = step, train_seconds, last_saved, saved_step
-
-    def _own_steps(self, step):
-        """The steps this call ran till step (in a cluster: this task's that counted)."""
-        return step - self.start_step if self.cluster_step is None else self.cluster_step.own_steps
-
-    def _log_progress(self, step, loss_value, train_seconds):
-        """Logs one progress line: epoch, step, loss, throughput and the time left."""
-        rate = self._own_steps(step) * self.batch_size / train_seconds if train_seconds else 0.0
-        eta = (self.total_steps - step) * self.batch_size / rate if rate else 0.0
-        self.log(
-            f"epoch {min(step // self.steps_per_epoch + 1, self.num_epochs)}/{self.num_epochs}  "
-            f"step {step}/{self.total_steps}  loss {loss_value:.4f}  "
-            f"{rate:,.0f} images/s  ETA {format_duration(eta)}"
-        )
-
-    def settle_and_save(self):
-        """Takes the cluster's final step and saves it, unless the steps saved it already."""
-        if self.cluster_step is not None:
-            # Tickets other workers still give back: the final step.
-            self.step = self.cluster_step.settle(self.sess, self.step)
-        step = self.step
-        if step > self.start_step and self.saved_step != step and self.checkpointer is not None:
-            self.last_saved = self.checkpointer.save(self.sess, step)
-
-    def report_stop(self, signum):
-        """Flushes the summaries and says where a signal stopped the run and what it saved."""
-        if self.writer is not None:
-            self.writer.flush()
-        saved = f"saved {self.last_saved}" if self.last_saved else "nothing new to save"
-        self.log(
-            f"{signal.Signals(signum).name}: stopped at step {self.step}/{self.total_steps}, {saved}; "
+        if cluster_step is not None:
+            step = cluster_step.settle(sess, step)  # tickets other workers still give back: the final step
+        if step > start_step and saved_step != step and checkpointer is not None:
+            last_saved = checkpointer.save(sess, step)
+    if stop.signum is not None:
+        if writer is not None:
+            writer.flush()
+        saved = f"saved {last_saved}" if last_saved else "nothing new to save"
+        log(
+            f"{signal.Signals(stop.signum).name}: stopped at step {step}/{total_steps}, {saved}; "
             "run the same command again to resume"
         )
+        raise Interrupted(stop.signum)
+    own = step - start_step if cluster_step is None else cluster_step.own_steps
+    rate = _images_per_second(own, batch_size, train_seconds)
+    return LoopResult(start_step, step, rate, last_saved, None if cluster_step is None else own)
 
-    def result(self):
-        """The LoopResult of the call, once its steps are done and saved."""
-        own = self._own_steps(self.step)
-        rate = own * self.batch_size / self.train_seconds if self.train_seconds else 0.0
-        return LoopResult(self.start_step, self.step, rate, self.last_saved, None if self.cluster_step is None else own)
+
+def _images_per_second(steps, batch_size, seconds):
+    return steps * batch_size / seconds if seconds else 0.0
 
 
 def finite_or_none(value):
