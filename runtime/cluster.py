@@ -576,9 +576,10 @@ class TrainStep:
             raise self.lost_error(error) from None
         step, counted = int(values[-2]), bool(values[-1])
         self.own_steps += counted
-        if not counted and step > self.total_steps:
-            # Past the end, another worker's refused ticket may still be out: the step this one
-            # reached is the total, once that ticket is back (else the last epoch ends at total + 1).
+        if step > self.total_steps:
+            # Another worker's refused ticket is still out, whether this worker's own ticket was
+            # refused too or counted and read after that one: the step this worker reached is the
+            # total, once that ticket is back (else the last epoch ends at total + 1).
             step = self.settle(sess, step)
         elif self._limit_var is not None and (not counted or step >= self._limit) and step < self.total_steps:
             step = self._hold(sess, step)

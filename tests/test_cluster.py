@@ -599,6 +599,46 @@ def test_a_refused_ticket_at_the_end_reports_the_total_once_the_others_are_back(
     assert (reached, counted) == (2, False)
 
 
+class _ReadAfterAnotherTicket:
+    """A chief's session whose next step reads the global step just after another worker took a
+    ticket past the end: the interleaving of two tasks that one process cannot make happen."""
+
+    def __init__(self, sess, other_takes):
+        self.sess, self.other_takes, self.pending = sess, other_takes, True
+
+    def run(self, fetches, *args, **kwargs):
+        values = self.sess.run(fetches, *args, **kwargs)
+        if self.pending and isinstance(fetches, list):
+            self.pending = False
+            self.sess.run(self.other_takes)
+            values[-2] += 1  # this step's own ticket counted; its read comes after the other one
+        return values
+
+
+def test_a_counted_ticket_read_after_a_refused_one_reports_the_total():
+    # The chief's last ticket counts, but another worker's ticket past the end lands before the
+    # chief reads the global step: the step it reports is still the total once that one is back.
+    task, server = _in_process_chief()
+    with tf.Graph().as_default(), v1.device(cluster.device_function(task)):
+        w = v1.get_variable("w", initializer=tf.ones([3]))
+        step = v1.train.get_or_create_global_step()
+        loss = tf.reduce_sum(w * w)
+        optimizer = LearningRateGroups(_Groups({1.0: ["w"]}), [w], 0.1)
+        step_op = cluster.train_op(task, loss, [w], step, total_steps=2, optimizer=optimizer)
+        other_takes, other_gives_back = step.assign_add(1), step.assign_sub(1)
+        with v1.Session(server.target, config=cluster.task_config(task)) as sess:
+            sess.run(v1.global_variables_initializer())
+            assert step_op.run(sess, [loss])[1:] == (1, True)
+            timer = threading.Timer(0.3, lambda: sess.run(other_gives_back))
+            timer.start()
+            try:
+                _, reached, counted = step_op.run(_ReadAfterAnotherTicket(sess, other_takes), [loss])
+            finally:
+                timer.join()
+            final = sess.run(step)
+    assert (reached, counted, final) == (2, True, 2)
+
+
 @pytest.mark.parametrize(("given", "kept"), [(None, "true"), ("false", "false"), ("use_caller", "use_caller")])
 def test_cluster_tasks_fail_fast_unless_the_user_chose(given, kept):
     environ = {} if given is None else {cluster.FAIL_FAST_ENV: given}
