@@ -118,14 +118,16 @@ def subpixel_kernel_indices(kernel_size, filters, in_channels):
     return indices
 
 
-def subpixel_transpose(inputs, kernel):
-    """`tf.nn.conv2d_transpose(inputs, kernel, 2x the size, stride 2, SAME)` as a sub-pixel convolution.
+def subpixel_transpose(inputs, kernel, bias, relu=False):
+    """`tf.nn.conv2d_transpose(inputs, kernel, 2x the size, stride 2, SAME)` plus `bias` (then a
+    relu, if asked) as a sub-pixel convolution.
 
     The four output phases become four groups of output channels of one stride-1
     convolution over a small window, and depth_to_space interleaves them. On oneDNN the
     stride-2 backward-data kernel behind conv2d_transpose is the slowest op of the
     autoencoder step (dconv2, 16 channels to 1, most of all); the stride-1 forward
-    convolution is not.
+    convolution is not. The bias (tiled to the four phases) and the relu come before the
+    interleaving, right after the convolution, where grappler fuses them into it.
 
     The gradient is the one TensorFlow registers for conv2d_transpose (a stride-2 conv
     for the inputs, Conv2DBackpropFilter for the kernel), given explicitly: autodiff
@@ -134,6 +136,8 @@ def subpixel_transpose(inputs, kernel):
     Args:
       inputs: float32 [batch, height, width, in_channels].
       kernel: float32 [k, k, filters, in_channels], the transposed-conv kernel.
+      bias: float32 [filters].
+      relu: whether a relu follows the bias.
 
     Returns:
       float32 [batch, 2 * height, 2 * width, filters].
@@ -143,20 +147,26 @@ def subpixel_transpose(inputs, kernel):
     strides = [1, 2, 2, 1]
 
     @tf.custom_gradient
-    def transpose(inputs, kernel):
+    def transpose(inputs, kernel, bias):
         # One gather (its gradient one segment sum), not slices per phase: on kernels
         # this small every extra op costs more than its arithmetic.
         flat = tf.concat([tf.reshape(kernel, [-1]), tf.zeros([1], kernel.dtype)], axis=0)
         net = tf.nn.conv2d(inputs, tf.gather(flat, indices), strides=1, padding="SAME")
+        net = tf.nn.bias_add(net, tf.tile(bias, [4]))  # channel (2a + b) * filters + c has bias c
+        outputs = tf.nn.depth_to_space(tf.nn.relu(net) if relu else net, 2)
 
         def gradient(upstream):
+            if relu:  # an output above zero is a pre-activation above zero
+                upstream = tf.raw_ops.ReluGrad(gradients=upstream, features=outputs)
             d_inputs = tf.nn.conv2d(upstream, kernel, strides=strides, padding="SAME")
             d_kernel = v1.nn.conv2d_backprop_filter(upstream, tf.shape(kernel), inputs, strides=strides, padding="SAME")
-            return d_inputs, d_kernel
+            # A plain sum: as fast as BiasAddGrad over dconv1's 16 channels (0.35 against 0.41 ms
+            # at batch 256), much faster over dconv2's one (0.5 against 3.6 ms).
+            return d_inputs, d_kernel, tf.reduce_sum(upstream, [0, 1, 2])
 
-        return tf.nn.depth_to_space(net, 2), gradient
+        return outputs, gradient
 
-    return transpose(inputs, tf.convert_to_tensor(kernel))
+    return transpose(inputs, tf.convert_to_tensor(kernel), tf.convert_to_tensor(bias))
 
 
 def conv2d_transpose(
@@ -193,10 +203,12 @@ def conv2d_transpose(
     with v1.variable_scope(scope):
         kernel, bias = _weights([kernel_size, kernel_size, filters, in_channels], filters, trainable)
         if implementation == "subpixel" and strides == 2:
-            net = subpixel_transpose(inputs, kernel)
-        else:
-            output_shape = tf.stack([tf.shape(inputs)[0], out_height, out_width, filters])
-            net = tf.nn.conv2d_transpose(inputs, kernel, output_shape, strides=[1, strides, strides, 1], padding="SAME")
+            fused_relu = activation is tf.nn.relu
+            net = subpixel_transpose(inputs, kernel, bias, relu=fused_relu)
+            net.set_shape([inputs.shape[0], out_height, out_width, filters])
+            return net if fused_relu else _activate(net, activation)
+        output_shape = tf.stack([tf.shape(inputs)[0], out_height, out_width, filters])
+        net = tf.nn.conv2d_transpose(inputs, kernel, output_shape, strides=[1, strides, strides, 1], padding="SAME")
         net.set_shape([inputs.shape[0], out_height, out_width, filters])
         return _activate(tf.nn.bias_add(net, bias), activation)
 

@@ -18,14 +18,14 @@ SEED = 20261201
 TOLERANCE = 1e-5
 
 
-def _layer_outputs_and_gradients(in_shape, filters, kernel_size, seed):
+def _layer_outputs_and_gradients(in_shape, filters, kernel_size, seed, activation=tf.nn.relu):
     """Output, input gradient and kernel gradient of both implementations, on shared weights."""
     rng = np.random.default_rng(seed)
     results = {}
     with tf.Graph().as_default():
         inputs = tf.constant(rng.uniform(-1, 1, in_shape).astype(np.float32))
         outputs = {
-            name: layers.conv2d_transpose(inputs, filters, kernel_size, 2, name, tf.nn.relu, implementation=name)
+            name: layers.conv2d_transpose(inputs, filters, kernel_size, 2, name, activation, implementation=name)
             for name in layers.TRANSPOSE_IMPLEMENTATIONS
         }
         variables = {var.op.name: var for var in v1.global_variables()}
@@ -65,6 +65,17 @@ def test_outputs_and_gradients_equal_conv2d_transpose(in_shape, filters, kernel_
     assert np.abs(transpose["output"]).max() > 0.1  # the relu did not zero everything
     for key in ("output", "d_inputs", "d_kernel", "d_bias"):
         np.testing.assert_allclose(subpixel[key], transpose[key], rtol=TOLERANCE, atol=TOLERANCE, err_msg=key)
+
+
+@pytest.mark.parametrize("activation", [None, tf.nn.sigmoid], ids=["none", "sigmoid"])
+def test_without_the_fused_relu_outputs_and_gradients_equal_conv2d_transpose(activation):
+    # The relu is fused before the interleaving; other activations come after it, and none
+    # (dconv2, the logits) leaves the tiled bias alone.
+    results = _layer_outputs_and_gradients((3, 14, 14, 16), 2, 5, SEED + 1, activation)
+    for key in ("output", "d_inputs", "d_kernel", "d_bias"):
+        np.testing.assert_allclose(
+            results["subpixel"][key], results["transpose"][key], rtol=TOLERANCE, atol=TOLERANCE, err_msg=key
+        )
 
 
 def test_the_subpixel_graph_has_no_backward_data_convolution():
