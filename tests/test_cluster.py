@@ -4,6 +4,7 @@ then real clusters on 127.0.0.1 running train_autoencoder.py: the launcher with 
 train_transfer.py on 1 ps and 2 workers from the cluster's autoencoder checkpoint.
 """
 
+import contextlib
 import json
 import os
 import re
@@ -12,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+import types
 
 import numpy as np
 import pytest
@@ -575,9 +577,10 @@ def test_a_ticket_past_the_limit_changes_no_variable_and_is_given_back():
     assert before["moving_mean"].tolist() == [2.0] * 3 and after["moving_mean"].tolist() == [3.0] * 3
 
 
-def test_a_refused_ticket_at_the_end_reports_the_total_once_the_others_are_back():
-    # The chief's ticket past the end while another worker's refused ticket is still out: the
-    # step it reports is the total, not total + 1 (its last epoch's evaluation is logged there).
+@contextlib.contextmanager
+def _chief_of_a_two_step_run():
+    """The chief's asynchronous step of a run of 2 global steps, over in-process servers, with
+    another worker's ticket to take and give back by hand; yields them as a namespace."""
     task, server = _in_process_chief()
     with tf.Graph().as_default(), v1.device(cluster.device_function(task)):
         w = v1.get_variable("w", initializer=tf.ones([3]))
@@ -588,14 +591,33 @@ def test_a_refused_ticket_at_the_end_reports_the_total_once_the_others_are_back(
         other_takes, other_gives_back = step.assign_add(1), step.assign_sub(1)
         with v1.Session(server.target, config=cluster.task_config(task)) as sess:
             sess.run(v1.global_variables_initializer())
-            assert [step_op.run(sess, [loss])[1:] for _ in range(2)] == [(1, True), (2, True)]
-            sess.run(other_takes)  # another worker's ticket 3, refused, not yet given back
-            timer = threading.Timer(0.3, lambda: sess.run(other_gives_back))
-            timer.start()
-            try:
-                _, reached, counted = step_op.run(sess, [loss])
-            finally:
-                timer.join()
+            yield types.SimpleNamespace(
+                sess=sess,
+                step=step,
+                loss=loss,
+                step_op=step_op,
+                other_takes=other_takes,
+                other_gives_back=other_gives_back,
+            )
+
+
+def _step_while_the_other_ticket_comes_back(chief, sess):
+    """One step of the chief through `sess`, the other worker's ticket given back 0.3 s into it."""
+    timer = threading.Timer(0.3, lambda: chief.sess.run(chief.other_gives_back))
+    timer.start()
+    try:
+        return chief.step_op.run(sess, [chief.loss])
+    finally:
+        timer.join()
+
+
+def test_a_refused_ticket_at_the_end_reports_the_total_once_the_others_are_back():
+    # The chief's ticket past the end while another worker's refused ticket is still out: the
+    # step it reports is the total, not total + 1 (its last epoch's evaluation is logged there).
+    with _chief_of_a_two_step_run() as chief:
+        assert [chief.step_op.run(chief.sess, [chief.loss])[1:] for _ in range(2)] == [(1, True), (2, True)]
+        chief.sess.run(chief.other_takes)  # another worker's ticket 3, refused, not yet given back
+        _, reached, counted = _step_while_the_other_ticket_comes_back(chief, chief.sess)
     assert (reached, counted) == (2, False)
 
 
@@ -618,24 +640,11 @@ class _ReadAfterAnotherTicket:
 def test_a_counted_ticket_read_after_a_refused_one_reports_the_total():
     # The chief's last ticket counts, but another worker's ticket past the end lands before the
     # chief reads the global step: the step it reports is still the total once that one is back.
-    task, server = _in_process_chief()
-    with tf.Graph().as_default(), v1.device(cluster.device_function(task)):
-        w = v1.get_variable("w", initializer=tf.ones([3]))
-        step = v1.train.get_or_create_global_step()
-        loss = tf.reduce_sum(w * w)
-        optimizer = LearningRateGroups(_Groups({1.0: ["w"]}), [w], 0.1)
-        step_op = cluster.train_op(task, loss, [w], step, total_steps=2, optimizer=optimizer)
-        other_takes, other_gives_back = step.assign_add(1), step.assign_sub(1)
-        with v1.Session(server.target, config=cluster.task_config(task)) as sess:
-            sess.run(v1.global_variables_initializer())
-            assert step_op.run(sess, [loss])[1:] == (1, True)
-            timer = threading.Timer(0.3, lambda: sess.run(other_gives_back))
-            timer.start()
-            try:
-                _, reached, counted = step_op.run(_ReadAfterAnotherTicket(sess, other_takes), [loss])
-            finally:
-                timer.join()
-            final = sess.run(step)
+    with _chief_of_a_two_step_run() as chief:
+        assert chief.step_op.run(chief.sess, [chief.loss])[1:] == (1, True)
+        late_read = _ReadAfterAnotherTicket(chief.sess, chief.other_takes)
+        _, reached, counted = _step_while_the_other_ticket_comes_back(chief, late_read)
+        final = chief.sess.run(chief.step)
     assert (reached, counted, final) == (2, True, 2)
 
 
