@@ -160,7 +160,6 @@ CLUSTER_FLAGS = Group(
     description="run as one task of a TensorFlow cluster (parameter servers and workers); the TF_CONFIG "
     "environment variable does the same; without either the run is one local process",
 )
-FLAG_DESTS = tuple(option.dest for option in CLUSTER_FLAGS.options)
 
 
 def parse_address(text, where):
