@@ -663,7 +663,7 @@ def _start_workers():
     from bench.workers import Worker
 
     default_worker = Worker("tensorflow-default", None, USER_ENVIRON)
-    import tensorflow  # noqa: F401  (imported while the first worker imports its own)
+    import keras  # noqa: F401  (seconds of import, made while the first worker starts; _header uses it)
 
     default_onednn = default_worker.start()["onednn"]
     other_worker = Worker("opposite", "0" if default_onednn else "1", USER_ENVIRON)
