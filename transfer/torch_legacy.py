@@ -86,6 +86,8 @@ class _Mark:
 
 
 _MARK = _Mark()
+# What the opcodes that take no argument push (immutable values, shared safely).
+_CONSTANTS = {"MARK": _MARK, "NONE": None, "NEWTRUE": True, "NEWFALSE": False, "EMPTY_TUPLE": ()}
 
 
 def _refuse(path, what):
@@ -191,29 +193,17 @@ class _Machine:
     def _skip(self, name, arg):
         pass
 
-    def _push_mark(self, name, arg):
-        self.stack.append(_MARK)
-
     def _push_arg(self, name, arg):
         self.stack.append(arg)
 
     def _push_text(self, name, arg):
         self.stack.append(arg if isinstance(arg, str) else arg.decode("latin-1"))
 
-    def _push_none(self, name, arg):
-        self.stack.append(None)
+    def _push_constant(self, name, arg):
+        self.stack.append(_CONSTANTS[name])
 
-    def _push_bool(self, name, arg):
-        self.stack.append(name == "NEWTRUE")
-
-    def _push_empty_tuple(self, name, arg):
-        self.stack.append(())
-
-    def _push_empty_list(self, name, arg):
-        self.stack.append([])
-
-    def _push_empty_dict(self, name, arg):
-        self.stack.append({})
+    def _push_empty(self, name, arg):
+        self.stack.append([] if name == "EMPTY_LIST" else {})  # a new one each time: APPEND and SETITEM fill it
 
     def _tuple_of_top(self, name, arg):
         count = int(name[-1])
@@ -293,16 +283,12 @@ class _Machine:
     # values are the plain functions above, called with the machine).
     _HANDLERS = {
         **dict.fromkeys(("PROTO", "FRAME"), _skip),
-        "MARK": _push_mark,
         **dict.fromkeys(_LITERALS, _push_arg),
         **dict.fromkeys(("BINSTRING", "SHORT_BINSTRING", "STRING"), _push_text),
-        "NONE": _push_none,
-        **dict.fromkeys(("NEWTRUE", "NEWFALSE"), _push_bool),
-        "EMPTY_TUPLE": _push_empty_tuple,
+        **dict.fromkeys(("MARK", "NONE", "NEWTRUE", "NEWFALSE", "EMPTY_TUPLE"), _push_constant),
+        **dict.fromkeys(("EMPTY_LIST", "EMPTY_DICT"), _push_empty),
         **dict.fromkeys(("TUPLE1", "TUPLE2", "TUPLE3"), _tuple_of_top),
         "TUPLE": _tuple_of_marked,
-        "EMPTY_LIST": _push_empty_list,
-        "EMPTY_DICT": _push_empty_dict,
         "LIST": _list_of_marked,
         "DICT": _dict_of_marked,
         **dict.fromkeys(("APPEND", "APPENDS"), _append),
