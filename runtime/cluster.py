@@ -482,7 +482,9 @@ class TrainStep:
     settles at exactly the requested total however many workers race for the last steps.
     The ticket is read after the add, not atomically with it: two racing workers may both
     see a ticket past the end and both give it back, and then both try again, as they see
-    the global step still below the total.
+    the global step still below the total. Likewise the global step a worker reads after
+    its own step can include another worker's ticket past the end, refused and not yet
+    given back: `run` waits for it to come back before it reports the step.
 
     With `hold_every` (the steps of an epoch) the end that counts is a shared limit on
     the ps, raised by the chief one epoch at a time: the workers stop at each epoch
