@@ -1,4 +1,4 @@
-"""FLOPs per image of the training steps, counted from the architecture (SPEC.md).
+"""FLOPs per image of the training steps, counted from the architecture (docs/ARCHITECTURE.md, "Variable names").
 
 Only multiply-adds are counted, 2 FLOPs each; bias adds, activations, the loss and the
 optimizer update add well under 3% and are left out, as in the usual convention.

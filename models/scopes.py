@@ -1,4 +1,5 @@
-"""Scope names of the two models: part of the checkpoint format (SPEC.md), kept free of TensorFlow imports."""
+"""Scope names of the two models: part of the checkpoint format (docs/ARCHITECTURE.md,
+"Variable names"), kept free of TensorFlow imports."""
 
 ENCODER_SCOPES = ("conv1", "conv2")
 DECODER_SCOPES = ("latent_var", "z_matrix", "dconv1", "dconv2")

@@ -35,7 +35,7 @@ AE_LATENT = 20
 # The autoencoder run every test shares: one epoch, one checkpoint at the end.
 AE_FLAGS = ["--sample", "--epochs", "1", "--batch-size", str(AE_BATCH), "--save-every", "0", "--summary-every", "10"]
 
-# SPEC.md "Architecture facts", in creation order.
+# docs/ARCHITECTURE.md "Variable names", in creation order.
 AE_VARIABLES = {
     "conv1/kernel": [5, 5, 1, 16],
     "conv1/bias": [16],

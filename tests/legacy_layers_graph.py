@@ -58,7 +58,7 @@ def build_encoder(tf, layers, images):
 
 
 def build_cae(tf, layers, images, latent_size=20):
-    """The SPEC's autoencoder in textbook tf.layers code; returns the reconstruction."""
+    """The autoencoder of docs/ARCHITECTURE.md in textbook tf.layers code; returns the reconstruction."""
     features = build_encoder(tf, layers, images)
     latent = layers.dense(features, latent_size, name="latent_var")
     z_matrix = layers.dense(latent, ENCODER_UNITS, activation=tf.nn.relu, name="z_matrix")
@@ -68,7 +68,7 @@ def build_cae(tf, layers, images, latent_size=20):
 
 
 def build_classifier(tf, layers, images, num_classes=10):
-    """The SPEC's classifier in textbook tf.layers code; returns the logits."""
+    """The classifier of docs/ARCHITECTURE.md in textbook tf.layers code; returns the logits."""
     features = build_encoder(tf, layers, images)
     fc1 = layers.dense(features, 200, activation=tf.nn.relu, name="fc1")
     return layers.dense(fc1, num_classes, name="logits")

@@ -1,7 +1,7 @@
 """Tests for `python -m transfer.inspect`: the checkpoint inventory and the --plan view.
 
 Checkpoints are made here, in a fresh graph each, with one Adam step so that slots and
-counters exist: the real autoencoder (names and shapes of SPEC.md) and a tiny one whose
+counters exist: the real autoencoder (names and shapes of docs/ARCHITECTURE.md) and a tiny one whose
 names probe the grouping (`conv1` beside `conv10`, a nested scope, a bare name).
 """
 

@@ -24,7 +24,7 @@ v1 = tf.compat.v1
 SEED = 20240611
 LEGACY_SCRIPT = Path(__file__).with_name("legacy_layers_graph.py")
 
-# SPEC.md "Architecture facts", in creation order.
+# docs/ARCHITECTURE.md "Variable names", in creation order.
 CAE_VARIABLES = [
     ("conv1/kernel", [5, 5, 1, 16]),
     ("conv1/bias", [16]),
