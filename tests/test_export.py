@@ -191,7 +191,7 @@ def _run_export(argv):
 @pytest.mark.parametrize(
     "case, expected",
     [
-        ("output_exists", "already exists: pass --force"),
+        ("output_exists", "already exists and is not an earlier export"),
         ("force_on_a_non_export", "is not an earlier export"),
         ("output_is_the_run", "would overlap the run"),
         ("missing_model_dir", "does not exist"),
