@@ -18,8 +18,8 @@ before TensorFlow is imported.
 import os
 import sys
 
-from runtime.outputs import Staged, check
 from runtime.errors import UserError
+from runtime.outputs import Staged, check
 from runtime.quiet import Parser, exit_on_failure, guard_startup, import_tensorflow
 
 KIND = "image-folder"

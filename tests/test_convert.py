@@ -11,6 +11,8 @@ import json
 import os
 import pickle
 import struct
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
@@ -407,3 +409,18 @@ def test_a_head_of_another_shape_is_refused_naming_the_entry(tmp_path, capsys):
         "EfficientNet-Lite0 has [1000, 1280]"
     )
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_a_successful_conversion_prints_no_tensorflow_line(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "transfer.convert", _wheel_weights(), "--output", str(tmp_path / "out")],
+        env=dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent.parent)),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    assert done.stdout.startswith("converted 247 tensors") and done.stdout.count("\n") == 1
+    assert sorted(os.listdir(tmp_path)) == ["out"]
