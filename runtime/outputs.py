@@ -93,9 +93,9 @@ def check(path, kind, force, flag="--output"):
     try:
         if not os.listdir(path):
             return path  # an empty folder: nothing in it to lose
+        foreign = foreign_entry(path, kind)
     except OSError as error:
         raise UserError(f"cannot read {label}: {one_line(error)}") from None
-    foreign = foreign_entry(path, kind)
     if foreign is not None:
         if force:
             raise UserError(f"{label} is not {_what(kind)}: {foreign}{refused}")
@@ -156,7 +156,7 @@ def _read_marker(path):
     try:
         if not stat.S_ISREG(os.lstat(path).st_mode):
             return None
-        with open(path, encoding="utf-8") as stream:
+        with open(path, encoding="utf-8", errors="surrogateescape") as stream:
             marker = json.load(stream)
     except (OSError, ValueError):
         return None
