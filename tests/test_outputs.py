@@ -470,3 +470,30 @@ def test_a_successful_make_image_folder_prints_nothing_on_stderr(tmp_path):
     assert done.returncode == 0 and done.stderr == ""
     assert done.stdout.startswith("wrote 5000 PNGs from ") and done.stdout.count("\n") == 1
     assert sorted(os.listdir(tmp_path)) == ["OUT"]
+
+
+@pytest.mark.slow
+def test_make_image_folder_killed_mid_write_leaves_nothing_the_next_run_does_not_remove(tmp_path):
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    out = tmp_path / "OUT"
+    argv = [sys.executable, "-m", "data.make_image_folder", str(out), "--no-split"]
+    for written in (1, 700):  # PNGs in the staging folder when SIGKILL arrives
+        process = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            for _ in range(6000):  # polls, a tenth of a second apart: generous for a loaded machine
+                staging = [name for name in os.listdir(tmp_path) if name.startswith(".OUT.staging-")]
+                if staging and sum(len(files) for _, _, files in os.walk(tmp_path / staging[0])) >= written:
+                    break
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    process.wait(timeout=0.1)
+                assert process.returncode is None, "finished before it could be killed"
+            process.kill()
+        finally:
+            process.wait()
+        # One left behind, not one more per killed run: each run removes what the one before left.
+        assert len([name for name in os.listdir(tmp_path) if name.startswith(".OUT.staging-")]) == 1
+        assert not out.exists()
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    assert done.stdout.startswith(f"removed 1 folder(s) beside {out} left by interrupted runs: .OUT.staging-")
+    assert sorted(os.listdir(tmp_path)) == ["OUT"]
