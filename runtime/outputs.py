@@ -298,7 +298,7 @@ class Staged:
     """
 
     def __init__(self, path, kind, force=False, flag="--output", log=print):
-        self.path = os.path.abspath(os.fspath(path))
+        self.path = os.path.abspath(os.path.expanduser(os.fspath(path)))
         self.kind, self.force, self.flag, self.log = kind, force, flag, log
         self.folder = None
         self._fd = None
@@ -322,10 +322,10 @@ class Staged:
                 raise UserError(self._cannot(error)) from None
             try:
                 fd = _lock(folder)
+                if fd is not None and os.fstat(fd).st_ino == os.lstat(folder).st_ino:
+                    return folder, fd
             except FileNotFoundError:
-                continue  # a cleaner took it between mkdir and lock: it was not ours yet
-            if fd is not None and os.fstat(fd).st_ino == os.lstat(folder).st_ino:
-                return folder, fd
+                fd = None  # a cleaner took it between mkdir and lock: it was not ours yet
             if fd is not None:
                 os.close(fd)
 
