@@ -102,6 +102,7 @@ def run(args):
     from transfer import convert, export, train
     from transfer.flags import TRAIN_TRANSFER
 
+    os.makedirs(args.out_dir, exist_ok=True)  # the converter writes only into a folder whose parent exists
     checkpoint = os.path.join(args.out_dir, "efficientnet_lite0")
     if not os.path.isdir(checkpoint):
         convert.convert(weights_file(), checkpoint)

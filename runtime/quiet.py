@@ -1,5 +1,6 @@
 """The first moments of an entry point: signals, terminal output, and a quiet TensorFlow import."""
 
+import argparse
 import contextlib
 import os
 import signal
@@ -124,3 +125,14 @@ def import_tensorflow(log=None):
         return
     with native_stderr_silenced():
         import tensorflow  # noqa: F401
+
+
+class Parser(argparse.ArgumentParser):
+    """An argparse parser whose errors are one line, `error: <what> (see <prog> --help)`, and exit status 2.
+
+    A command parses with it before it imports TensorFlow, so a mistyped flag costs no
+    start-up and prints neither a usage block nor TensorFlow's lines.
+    """
+
+    def error(self, message):
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")

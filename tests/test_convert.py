@@ -11,6 +11,8 @@ import json
 import os
 import pickle
 import struct
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
@@ -312,12 +314,6 @@ def converted(tmp_path_factory):
 def test_conversion_writes_a_self_contained_checkpoint(converted):
     output, prefix, lines = converted
     assert prefix == str(output / "model.ckpt")
-    assert sorted(os.listdir(output)) == [
-        "checkpoint",
-        "conversion.json",
-        "model.ckpt.data-00000-of-00001",
-        "model.ckpt.index",
-    ]
     assert 'model_checkpoint_path: "model.ckpt"' in (output / "checkpoint").read_text()
     assert tf.train.latest_checkpoint(str(output)) == prefix
     report = json.loads((output / "conversion.json").read_text())
@@ -327,6 +323,13 @@ def test_conversion_writes_a_self_contained_checkpoint(converted):
         f"converted 247 tensors (49 num_batches_tracked counters dropped) from {_wheel_weights()} into {prefix}"
     ]
     assert not [name for name in os.listdir(output.parent) if name.startswith(".")]
+    assert sorted(os.listdir(output)) == [
+        ".cae-transfer-output.json",
+        "checkpoint",
+        "conversion.json",
+        "model.ckpt.data-00000-of-00001",
+        "model.ckpt.index",
+    ]
     assert os.stat(output).st_mode & 0o777 == 0o777 & ~_umask()
 
 
@@ -352,15 +355,25 @@ def test_chelsea_is_a_cat_and_coffee_an_espresso(converted):
     np.testing.assert_allclose(chelsea.sum(), 1.0, rtol=1e-5)
 
 
-def test_an_existing_output_is_refused_unless_force(tmp_path):
+def test_force_replaces_an_earlier_conversion_and_never_a_folder_of_notes(tmp_path, capsys):
+    # The example: --force deleted a folder of the user's notes.
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "keep.txt").write_text("mine")
+    for extra in ([], ["--force"]):
+        assert convert.main([_wheel_weights(), "--output", str(notes), *extra]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "it holds keep.txt and no .cae-transfer-output.json" in err, err
+    assert os.listdir(notes) == ["keep.txt"] and (notes / "keep.txt").read_text() == "mine"
     output = tmp_path / "out"
-    output.mkdir()
-    (output / "keep.txt").write_text("mine")
+    output.mkdir()  # an empty folder is taken as it is
+    convert.convert(_wheel_weights(), str(output), log=lambda line: None)
+    before = (output / "model.ckpt.index").stat().st_ino
     assert convert.main([_wheel_weights(), "--output", str(output)]) == 2
-    assert (output / "keep.txt").read_text() == "mine"
+    assert "already exists and is an earlier conversion" in capsys.readouterr().err
     convert.convert(_wheel_weights(), str(output), force=True, log=lambda line: None)
-    assert not (output / "keep.txt").exists() and (output / "model.ckpt.index").exists()
-    assert sorted(os.listdir(tmp_path)) == ["out"]
+    assert (output / "model.ckpt.index").stat().st_ino != before
+    assert sorted(os.listdir(tmp_path)) == ["notes", "out"]
 
 
 def _lite0_arrays():
@@ -396,3 +409,18 @@ def test_a_head_of_another_shape_is_refused_naming_the_entry(tmp_path, capsys):
         "EfficientNet-Lite0 has [1000, 1280]"
     )
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_a_successful_conversion_prints_no_tensorflow_line(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "transfer.convert", _wheel_weights(), "--output", str(tmp_path / "out")],
+        env=dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent.parent)),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    assert done.stdout.startswith("converted 247 tensors") and done.stdout.count("\n") == 1
+    assert sorted(os.listdir(tmp_path)) == ["out"]

@@ -191,7 +191,7 @@ def _run_export(argv):
 @pytest.mark.parametrize(
     "case, expected",
     [
-        ("output_exists", "already exists: pass --force"),
+        ("output_exists", "already exists and is not an earlier export"),
         ("force_on_a_non_export", "is not an earlier export"),
         ("output_is_the_run", "would overlap the run"),
         ("missing_model_dir", "does not exist"),
@@ -357,3 +357,44 @@ def test_predict_exports_a_run_dir_on_the_fly(exported, run, sample, tmp_path, m
 def test_export_api_refuses_unknown_checkpoint_choice(run, tmp_path):
     with pytest.raises(UserError, match="--checkpoint must be one of best, latest"):
         export.export(run[0], str(tmp_path / "x"), checkpoint="oldest")
+
+
+def test_force_never_removes_a_file_the_export_did_not_write(exported, run, tmp_path):
+    # The example: --force removed the user's files from a folder holding a SavedModel and model_card.json.
+    out = tmp_path / "out"
+    shutil.copytree(exported, out)
+    (out / "notes.txt").write_text("mine")
+    before = tree_state(tmp_path)
+    code, err = _run_export(["--model-dir", run[0], "--output", out, "--force"])
+    assert code == 2 and err == (
+        f"error: --output {out} is not an earlier export written by transfer.export: "
+        "notes.txt is not one of its files; refused even with --force\n"
+    )
+    assert tree_state(tmp_path) == before
+    os.remove(out / "notes.txt")
+    os.remove(out / ".cae-transfer-output.json")  # as an export from before the marker: not provably ours
+    code, err = _run_export(["--model-dir", run[0], "--output", out, "--force"])
+    assert code == 2 and "it holds labels.txt and no .cae-transfer-output.json" in err
+
+
+@pytest.mark.slow
+def test_a_successful_export_prints_no_tensorflow_line(run, tmp_path):
+    out = tmp_path / "out"
+    done = subprocess.run(
+        [sys.executable, "-m", "transfer.export", "--model-dir", run[0], "--output", str(out), "--tflite"],
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    assert done.stdout.startswith(f"exported {run[1]} (10 classes) to {out}\n")
+    assert sorted(os.listdir(out)) == [
+        ".cae-transfer-output.json",
+        "labels.txt",
+        "model.tflite",
+        "model_card.json",
+        "saved_model.pb",
+        "variables",
+    ]

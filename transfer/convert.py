@@ -14,31 +14,30 @@ weight/bias/running_mean/running_var -> gamma/beta/moving_mean/moving_variance; 
 
 DIR receives `model.ckpt` (a step-free prefix), a `checkpoint` state file with a
 relative path, and `conversion.json` (source, its sha256, what was converted). It is
-written into a temporary dir beside DIR, read back and compared bit for bit, then
-renamed into place; an existing DIR is refused unless --force.
+written into a staging folder beside DIR, read back and compared bit for bit, then
+swapped into place (runtime.outputs). DIR must be new or empty; --force replaces an
+earlier conversion, never a folder holding anything else.
+
+The flags, DIR and SRC are checked, and SRC read, before TensorFlow is imported: a
+mistake costs no start-up and prints one line.
 """
 
-import argparse
 import collections
 import hashlib
 import json
 import os
-import shutil
 import sys
-import tempfile
 
 import numpy as np
-import tensorflow as tf
 
-from models import efficientnet_lite
-from models.networks import get as get_network
-from runtime import cli
+from runtime import outputs
 from runtime.errors import CheckpointError, UserError
+from runtime.paths import DirAlias
+from runtime.quiet import Parser, exit_on_failure, guard_startup, import_tensorflow
 from transfer.export import CONVERSION_FILE as REPORT_NAME
 from transfer.torch_legacy import read_state_dict
 
-v1 = tf.compat.v1
-
+KIND = "conversion"
 NETWORK = "efficientnet_lite0"
 CHECKPOINT_NAME = "model.ckpt"
 
@@ -62,6 +61,8 @@ def name_map():
       An ordered dict {torch name: (TF variable name, layout)} with layout one of
       "conv" (OIHW), "depthwise" ([C, 1, k, k]), "dense" ([out, in]) or "vector".
     """
+    from models import efficientnet_lite
+
     scope = efficientnet_lite.SCOPE
     rows = [("_conv_stem.weight", f"{scope}/stem/conv2d/kernel", "conv")]
     rows += _batch_norm("_bn0", f"{scope}/stem/tpu_batch_normalization")
@@ -102,6 +103,11 @@ def _examples(names, limit=3):
 
 def build_variables():
     """Builds our efficientnet_lite0 into the current graph; returns its model variables."""
+    import tensorflow as tf
+
+    from models.networks import get as get_network
+
+    v1 = tf.compat.v1
     network = get_network(NETWORK)
     images = v1.placeholder(tf.float32, network.input_shape(), name="images")
     network.build(images, num_classes=network.num_classes)
@@ -111,6 +117,8 @@ def build_variables():
 def graph_shapes(variables=None):
     """{variable name: shape} of the given variables, or of efficientnet_lite0 built in a graph of its own."""
     if variables is None:
+        import tensorflow as tf
+
         with tf.Graph().as_default():
             return graph_shapes(build_variables())
     return collections.OrderedDict((v.op.name, v.shape.as_list()) for v in variables)
@@ -192,6 +200,9 @@ def write_checkpoint(values, directory, variables):
     Returns:
       The checkpoint prefix.
     """
+    import tensorflow as tf
+
+    v1 = tf.compat.v1
     feeds, assigns = {}, []
     for variable in variables:
         placeholder = v1.placeholder(tf.float32, variable.shape)
@@ -205,6 +216,8 @@ def write_checkpoint(values, directory, variables):
 
 def verify_checkpoint(prefix, values):
     """Reads the checkpoint back; raises CheckpointError unless every value is bit-identical."""
+    import tensorflow as tf
+
     reader = tf.train.load_checkpoint(prefix)
     stored = reader.get_variable_to_shape_map()
     if set(stored) != set(values):
@@ -227,45 +240,37 @@ def convert(source, output, force=False, log=print):
 
     Args:
       source: the PyTorch state_dict file.
-      output: the model dir to create.
-      force: replace an existing output dir (it is removed only after the new one is
-        complete and verified).
+      output: the folder to create: new, empty, or with force an earlier conversion
+        (runtime.outputs); it is replaced only once the new one is complete and verified.
+      force: replace an earlier conversion at output.
       log: where progress lines go.
 
     Returns:
       The checkpoint prefix inside output.
 
     Raises:
-      UserError: for an existing output without force, or an output we cannot create.
+      UserError: for an output this command may not write (runtime.outputs.check).
       CheckpointError: for a source that is not an EfficientNet-Lite0 state_dict.
     """
-    output = os.path.abspath(output)
-    if os.path.lexists(output) and not force:
-        raise UserError(f"--output {output} already exists; pass --force to replace it")
-    if os.path.lexists(output) and not os.path.isdir(output):
-        raise UserError(f"--output {output} exists and is not a directory")
-    state = read_state_dict(source)
+    output = outputs.check(output, KIND, force)
+    return convert_state(read_state_dict(source), source, output, force, log)
+
+
+def convert_state(state, source, output, force=False, log=print):
+    """`convert` for a state_dict already read from source; output already checked."""
+    import tensorflow as tf
+
     check_names(state, source)  # before building a graph: a wrong file is refused at once
     with tf.Graph().as_default():
         variables = build_variables()
         values, dropped = convert_state_dict(state, source, graph_shapes(variables))
-        return _write(source, output, values, dropped, variables, log)
+        return _write(source, output, values, dropped, variables, force, log)
 
 
-def _write(source, output, values, dropped, variables, log):
-    """Writes the checkpoint dir into a staging dir, verifies it and renames it into place."""
-    parent = os.path.dirname(output)
-    try:
-        os.makedirs(parent, exist_ok=True)
-        staging = tempfile.mkdtemp(prefix=f".{os.path.basename(output)}.tmp-", dir=parent)
-        # mkdtemp makes it private (0700); the model dir gets the permissions a mkdir would.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(staging, 0o777 & ~umask)
-    except OSError as error:
-        raise UserError(f"cannot create --output {output}: {error.strerror}") from None
-    try:
-        prefix = write_checkpoint(values, staging, variables)
+def _write(source, output, values, dropped, variables, force, log):
+    """Writes the checkpoint dir into a staging folder, verifies it and swaps it into place."""
+    with outputs.Staged(output, KIND, force, log=log) as folder, DirAlias(folder) as alias:
+        prefix = write_checkpoint(values, alias.tf, variables)
         verify_checkpoint(prefix, values)
         report = {
             "network": NETWORK,
@@ -276,19 +281,8 @@ def _write(source, output, values, dropped, variables, log):
             "dropped_counters": len(dropped),
             "layouts": "conv OIHW->HWIO, depthwise [C,1,k,k]->[k,k,C,1], dense [out,in]->[in,out]",
         }
-        with open(os.path.join(staging, REPORT_NAME), "w") as f:
+        with open(os.path.join(folder, REPORT_NAME), "w") as f:
             json.dump(report, f, indent=1)
-        retired = None
-        if os.path.lexists(output):
-            retired = tempfile.mkdtemp(prefix=f".{os.path.basename(output)}.old-", dir=parent)
-            os.rename(output, os.path.join(retired, "previous"))
-        os.rename(staging, output)
-        staging = None
-        if retired is not None:
-            shutil.rmtree(retired)
-    finally:
-        if staging is not None:
-            shutil.rmtree(staging, ignore_errors=True)
     log(
         f"converted {len(values)} tensors ({len(dropped)} num_batches_tracked counters dropped) "
         f"from {source} into {os.path.join(output, CHECKPOINT_NAME)}"
@@ -297,24 +291,34 @@ def _write(source, output, values, dropped, variables, log):
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="python -m transfer.convert",
         description="Convert EfficientNet-Lite0 PyTorch weights (legacy .pth) into a TF1 checkpoint, without torch.",
     )
     parser.add_argument("source", help="the PyTorch state_dict file (legacy, non-zip serialisation)")
-    parser.add_argument("--output", required=True, help="model dir to create for the checkpoint")
-    parser.add_argument("--force", action="store_true", help="replace an existing --output")
+    parser.add_argument("--output", required=True, help="folder to create for the checkpoint (new or empty)")
+    parser.add_argument("--force", action="store_true", help="replace an earlier conversion at --output")
     return parser.parse_args(argv)
 
 
-def run(args):
-    convert(args.source, args.output, force=args.force)
-
-
 def main(argv=None):
-    """Runs the converter; a user error becomes one line on stderr and exit status 2."""
-    return cli.main(run, parse_args, argv)
+    """Runs the converter; a user error becomes one line on stderr and exit status 2.
+
+    The output and the source are checked (the source read) before TensorFlow is imported.
+    """
+    args = parse_args(argv)
+    try:
+        output = outputs.check(args.output, KIND, args.force)
+        state = read_state_dict(args.source)
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    import_tensorflow()
+    from runtime import cli
+
+    return cli.main(lambda _: convert_state(state, args.source, output, args.force), lambda _: args)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    guard_startup()
+    exit_on_failure(main())

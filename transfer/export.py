@@ -20,25 +20,28 @@ classes, data, test accuracy, preprocessing, signatures) and, with ``--tflite``,
 model.tflite converted from the SavedModel's fixed_size signature: TFLite's builtin ops
 have no antialiased resize, so a TFLite user resizes to the network's input first.
 
-The export is written into a temporary sibling of --output and renamed into place: a
-reader never sees half an export. An existing --output is refused; --force replaces it,
-but only when it is an earlier export (it holds saved_model.pb and model_card.json), never
-any other directory.
+The export is written into a staging sibling of --output and swapped into place
+(runtime.outputs): a reader never sees half an export. --output must be new or empty;
+--force replaces an earlier export (its .cae-transfer-output.json lists every file, and
+nothing else is there), never any other folder.
+
+The flags, --model-dir and --output are checked before TensorFlow is imported: a mistake
+costs no start-up and prints one line.
 """
 
-import argparse
 import datetime
 import hashlib
 import json
 import os
-import shutil
 import sys
 from dataclasses import dataclass
 
 from data.names import BY_DATASET, DIGITS
+from runtime import outputs
 from runtime.errors import CheckpointError, UserError, one_line
-from runtime.quiet import import_tensorflow
+from runtime.quiet import Parser, exit_on_failure, guard_startup, import_tensorflow, native_stderr_silenced
 
+KIND = "export"
 CONVERSION_FILE = "conversion.json"  # what transfer.convert writes beside its checkpoint
 SERVING_KEY = "serving_default"
 ENCODED_KEY = "predict_encoded"
@@ -110,25 +113,12 @@ def _sha256_of_checkpoint(prefix):
 
 
 def _check_output(output, model_dir, force):
-    output = os.path.abspath(output)
+    """The absolute --output, once it is apart from the run and this command may write it (runtime.outputs)."""
+    output = os.path.abspath(os.path.expanduser(output))
     model_dir = os.path.abspath(model_dir)
     if output == model_dir or model_dir.startswith(output + os.sep) or output.startswith(model_dir + os.sep + "best"):
         raise UserError(f"--output {output} would overlap the run in {model_dir}: export somewhere else")
-    if os.path.lexists(output):
-        if not force:
-            raise UserError(f"--output {output} already exists: pass --force to replace an earlier export")
-        if not (
-            os.path.isdir(output)
-            and all(os.path.exists(os.path.join(output, n)) for n in ("saved_model.pb", "model_card.json"))
-        ):
-            raise UserError(
-                f"--output {output} exists and is not an earlier export (no saved_model.pb and model_card.json): "
-                "refused even with --force"
-            )
-    parent = os.path.dirname(output)
-    if not os.path.isdir(parent):
-        raise UserError(f"--output {output}: its parent directory {parent} does not exist")
-    return output
+    return outputs.check(output, KIND, force)
 
 
 def _build_and_save(export_dir, prefix, names, network, spec):
@@ -196,7 +186,8 @@ def _to_tflite(export_dir, path):
 
     converter = tf.lite.TFLiteConverter.from_saved_model(export_dir, signature_keys=[FIXED_KEY])
     try:
-        flatbuffer = converter.convert()
+        with native_stderr_silenced():  # the converter's C++ side reports every pass on stderr
+            flatbuffer = converter.convert()
     except Exception as error:  # noqa: BLE001 (its ConverterError is not public API; every kind means "cannot convert")
         raise UserError(f"TFLite conversion of {export_dir} failed: {one_line(error)}") from None
     with open(path, "wb") as stream:
@@ -204,9 +195,10 @@ def _to_tflite(export_dir, path):
 
 
 def _run_of(model_dir, network_name):
-    """(config, network) of a run dir, or of a transfer.convert output (conversion.json, no config.json)."""
-    from models import networks
+    """(config, network name) of a run dir, or of a transfer.convert output (conversion.json, no config.json).
 
+    Reads JSON only: the network is looked up in the registry once TensorFlow is imported.
+    """
     config_path = os.path.join(model_dir, "config.json")
     conversion = os.path.join(model_dir, CONVERSION_FILE)
     if not os.path.exists(config_path) and os.path.exists(conversion):
@@ -221,11 +213,17 @@ def _run_of(model_dir, network_name):
             raise UserError(
                 f"{model_dir} holds a {kind or 'non-classifier'} run, not a train_transfer.py run: nothing to export"
             )
-    name = network_name or config.get("network") or networks.DEFAULT
     if network_name and config.get("network") and config["network"] != network_name:
         raise UserError(f"--network {network_name}: {model_dir} was trained as {config['network']}")
+    return config, network_name or config.get("network")
+
+
+def _network(name):
+    """The registry network of that name (the default one for None)."""
+    from models import networks
+
     try:
-        return config, networks.get(name)
+        return networks.get(name or networks.DEFAULT)
     except ValueError as error:
         raise UserError(str(error)) from None
 
@@ -251,7 +249,7 @@ class _Origin:
     spec: object
 
 
-def export(model_dir, output, tflite=False, force=False, checkpoint="best", network_name=None):
+def export(model_dir, output, tflite=False, force=False, checkpoint="best", network_name=None, log=print):
     """Exports a train_transfer.py run, or an ImageNet checkpoint converted by transfer.convert.
 
     Args:
@@ -264,6 +262,7 @@ def export(model_dir, output, tflite=False, force=False, checkpoint="best", netw
         or "latest" (the newest step checkpoint).
       network_name: the registry network; by default the run's (config.json) or the
         conversion's.
+      log: where the line about folders left by killed exports goes.
 
     Returns:
       The model card (a dict), as written to model_card.json.
@@ -272,11 +271,22 @@ def export(model_dir, output, tflite=False, force=False, checkpoint="best", netw
       UserError: a run dir that is not a classifier run, a missing or damaged
         checkpoint, class names that do not fit, an output that exists or overlaps the run.
     """
+    model_dir, config, name, output = check_arguments(model_dir, output, force, checkpoint, network_name)
+    origin = _origin_of(model_dir, config, name, checkpoint)  # TensorFlow starts only here
+    with outputs.Staged(output, KIND, force, log=log) as folder:
+        return _write_export(folder, origin, tflite)
+
+
+def check_arguments(model_dir, output, force=False, checkpoint="best", network_name=None):
+    """Everything export checks before TensorFlow: (model_dir, config, network name, output).
+
+    Raises:
+      UserError: as `export` does for its arguments.
+    """
     model_dir = _check_model_dir(model_dir, checkpoint)
-    config, network = _run_of(model_dir, network_name)
-    output = _check_output(os.path.expanduser(output), model_dir, force)
-    origin = _origin_of(model_dir, config, network, checkpoint)  # TensorFlow starts only here
-    return _write_in_place(output, origin, tflite)
+    output = _check_output(output, model_dir, force)
+    config, name = _run_of(model_dir, network_name)
+    return model_dir, config, name, output
 
 
 def _check_model_dir(model_dir, checkpoint):
@@ -291,7 +301,7 @@ def _check_model_dir(model_dir, checkpoint):
     return model_dir
 
 
-def _origin_of(model_dir, config, network, checkpoint):
+def _origin_of(model_dir, config, network_name, checkpoint):
     """Starts TensorFlow, picks the checkpoint and reads its classes, the run's metrics and the network's input."""
     # TensorFlow only now: the mistakes checked before are reported without its seconds of start-up.
     import_tensorflow()
@@ -301,6 +311,7 @@ def _origin_of(model_dir, config, network, checkpoint):
     from transfer.graph import input_spec
 
     tf.get_logger().setLevel("ERROR")
+    network = _network(network_name)
     prefix, is_best = _checkpoint_of(model_dir, checkpoint)
     stored = {info.name: info.shape for info in ckpt.read_variables(prefix)}
     num_classes = _num_classes(prefix, network, stored)
@@ -313,27 +324,6 @@ def _origin_of(model_dir, config, network, checkpoint):
     metrics = _read_json(os.path.join(model_dir, "metrics.json"), required=False) or {}
     spec = input_spec(network, config.get("image_size"))
     return _Origin(model_dir, config, network, prefix, is_best, names, metrics, spec)
-
-
-def _write_in_place(output, origin, tflite):
-    """Writes the export into a temporary sibling of output and renames it into place.
-
-    Returns:
-      The model card.
-    """
-    tmp = f"{output}.{os.getpid()}.part"
-    old = f"{output}.{os.getpid()}.old"
-    try:
-        card = _write_export(tmp, origin, tflite)
-        if os.path.lexists(output):
-            os.rename(output, old)
-        os.rename(tmp, output)
-    except OSError as error:
-        raise UserError(f"cannot write the export {output}: {one_line(error)}") from None
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.rmtree(old, ignore_errors=True)
-    return card
 
 
 def _write_export(export_dir, origin, tflite):
@@ -437,7 +427,7 @@ _OUTPUTS = {
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m transfer.export", description=__doc__.split("\n\n")[0])
+    parser = Parser(prog="python -m transfer.export", description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--model-dir",
         required=True,
@@ -448,7 +438,7 @@ def parse_args(argv=None):
         default=None,
         help="the registry network (default: the run's, or the conversion's); needed for a bare checkpoint dir",
     )
-    parser.add_argument("--output", required=True, help="directory to create for the SavedModel")
+    parser.add_argument("--output", required=True, help="folder to create for the SavedModel (new or empty)")
     parser.add_argument("--tflite", action="store_true", help="also write model.tflite")
     parser.add_argument("--force", action="store_true", help="replace an earlier export at --output")
     parser.add_argument(
@@ -461,6 +451,7 @@ def parse_args(argv=None):
 
 
 def main(argv=None):
+    """Runs the exporter; a user error becomes one line on stderr and exit status 2."""
     args = parse_args(argv)
     try:
         card = export(args.model_dir, args.output, args.tflite, args.force, args.checkpoint, args.network)
@@ -480,4 +471,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    guard_startup()
+    exit_on_failure(main())

@@ -18,10 +18,12 @@ A missing or unreadable checkpoint, or flags that do not fit it, end with one li
 
 import os
 
-from runtime.quiet import guard_startup, import_tensorflow
+from runtime.quiet import Parser, guard_startup, import_tensorflow
 
 if __name__ == "__main__":
     guard_startup()
+# Silently, before the flags are parsed: the plan's flags come from transfer.flags and the
+# network registry, whose modules import TensorFlow.
 import_tensorflow()
 
 import glob  # noqa: E402
@@ -81,11 +83,12 @@ INSPECT = Flags(
 
 
 def make_parser():
-    return INSPECT.parser(
+    parser = Parser(
         prog="python -m transfer.inspect",
         description="List a checkpoint's model variables by scope, its optimizer slots and counters apart, "
         "and its size on disk; or, with --plan, print the restore plan train_transfer.py would follow.",
     )
+    return INSPECT.add_to(parser)
 
 
 def parse_args(argv=None):
