@@ -22,6 +22,7 @@ The scans run in-process; decoding (tf.data, tested in test_image_folder.py and 
 end-to-end runs at the bottom) is replaced by "every PNG decodes", which they all do.
 """
 
+import glob
 import io
 import json
 import os
@@ -230,6 +231,13 @@ def test_links_and_names_follow_one_rule_in_the_scan_labels_and_predict(tmp_path
             listed, links = predict.expand_paths([os.fsdecode(os.path.join(folder.root, name))])
             assert _real_paths(listed) == folder.files[name], (seed, name)
             assert {os.fsencode(link) for link in links} <= folder.folder_links
+            # and its "**" glob (which ended only after 2^40 paths on a folder with two cycles)
+            pattern = glob.escape(os.fsdecode(os.path.join(folder.root, name))) + "/**/*.png"
+            try:
+                globbed = predict.expand_paths([pattern])[0]
+            except predict.PredictError:  # only .PNG names
+                globbed = []
+            assert set(globbed) == {p for p in listed if p.endswith(".png") and os.path.isfile(p)}, (seed, name)
         assert {os.fsencode(link) for link in scan.folder_links} == folder.folder_links, seed
         assert len(scan.duplicates) == folder.seconds, seed
         assert all(line.isprintable() for line in scan.report_lines()), seed
