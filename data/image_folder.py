@@ -686,7 +686,7 @@ def scan(root, validation_percent=10.0, test_percent=10.0, min_per_class=1):
     _check_arguments(root, validation_percent, test_percent, min_per_class)
     layout, dirs = _layout(root, validation_percent, test_percent)
     listing, ignored, folder_links = _gather(root, dirs)
-    class_names = _class_names_of(root, layout, dirs, listing)
+    class_names = _class_names_of(root, layout, dirs, listing, folder_links)
     entries = _entries(root, listing, class_names, dirs, validation_percent, test_percent)
     entries, duplicates = _one_name_per_file(root, entries, class_names)
     bad_of, renamed, digests = _check_files(entries)
@@ -763,7 +763,7 @@ def class_name_problem(name):
     return None
 
 
-def _class_names_of(root, layout, dirs, listing):
+def _class_names_of(root, layout, dirs, listing, folder_links):
     """Returns the sorted class names; with train/ and test/, every split folder must hold the same."""
     for key, per_class in listing.items():
         for name in per_class:
@@ -794,7 +794,10 @@ def _class_names_of(root, layout, dirs, listing):
                 )
     if len(class_names) < 2:
         found = f"only {class_names[0]!r}" if class_names else "none"
-        raise DataError(f"image folder {shown(root)} needs at least 2 class subfolders, found {found}")
+        # Class folders that are links were skipped: say so, or "found none" would be a riddle.
+        top = [link for link in folder_links if os.path.dirname(link) in {root, *dirs.values()}]
+        skipped = f" ({len(top)} links to folders not followed: {', '.join(map(_link_shown, top[:3]))})" if top else ""
+        raise DataError(f"image folder {shown(root)} needs at least 2 class subfolders, found {found}{skipped}")
     return class_names
 
 

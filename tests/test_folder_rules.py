@@ -469,3 +469,17 @@ def test_autoencoder_and_transfer_runs_refuse_to_resume_on_a_rewritten_file(tmp_
     errors = _error_lines(refused.err)
     assert refused.code == 2 and len(errors) == 1, refused.err
     assert "data_sha256: train/bee/7\\xff train.png changed" in errors[0], errors
+
+
+def test_class_folders_that_are_links_are_named_when_too_few_classes_remain(tmp_path):
+    _odd_folder(tmp_path / "elsewhere")
+    (tmp_path / "data").mkdir()
+    for name in ("ant", "bee"):
+        os.symlink(tmp_path / "elsewhere" / name, tmp_path / "data" / name)
+    with pytest.raises(UserError) as refused:
+        imf.scan(tmp_path / "data", validation_percent=0, test_percent=0)
+    assert str(refused.value) == (
+        f"image folder {tmp_path}/data needs at least 2 class subfolders, found none (2 links to folders not "
+        f"followed: {tmp_path}/data/ant (-> {tmp_path}/elsewhere/ant), "
+        f"{tmp_path}/data/bee (-> {tmp_path}/elsewhere/bee))"
+    )
