@@ -4,9 +4,12 @@
     python predict.py img.png --model exported --top-k 3 --json
 
 PATH may be a file, a folder (its image files, recursively; names starting with "."
-skipped) or a glob. --model is a directory written by `python -m transfer.export`
-(default: exported). The images are decoded and preprocessed inside the model (its
-predict_encoded signature), exactly as the exported card says.
+skipped) or a glob. Below a PATH, links to files are followed and links to folders never
+are (each is named in a warning), as in training's scan of an image folder
+(data/image_folder.py), so a link cycle cannot hang a walk or a "**" glob. --model is a
+directory written by `python -m transfer.export` (default: exported). The images are
+decoded and preprocessed inside the model (its predict_encoded signature), exactly as the
+exported card says.
 
 This script needs TensorFlow and the standard library only: it imports nothing from the
 training code, so it runs wherever the export is copied. A file that cannot be read or
@@ -16,6 +19,7 @@ classified, and the exit status is then 2.
 
 import argparse
 import contextlib
+import fnmatch
 import glob
 import json
 import os
@@ -62,36 +66,100 @@ def _first_line(error):
     return text.split(" [Op:")[0][:300]
 
 
+def shown(path):
+    """A path as one printable line: bytes that are not UTF-8 and unprintable characters escaped."""
+    text = os.fsencode(path).decode("utf-8", "backslashreplace")
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
+def _folders_and_files(directory, hidden=False):
+    """Sorted entries of a directory (hidden ones too if asked): (folders to enter, other paths, links to folders)."""
+    folders, files, links = [], [], []
+    try:
+        entries = sorted((e for e in os.scandir(directory or os.curdir) if hidden or e.name[:1] != "."), key=_name)
+    except OSError:
+        return folders, files, links
+    for entry in entries:
+        path = os.path.join(directory, entry.name)
+        if entry.is_dir(follow_symlinks=False):
+            folders.append(path)
+        elif entry.is_symlink() and entry.is_dir():
+            links.append(path)
+        else:
+            files.append(path)
+    return folders, files, links
+
+
+def _name(entry):
+    return entry.name
+
+
+def _walk(top, folder_links):
+    """Every visible path below top, depth first in name order, never entering a link to a folder.
+
+    Returns (folders, files); the links to folders met are added to folder_links.
+    """
+    all_folders, all_files, stack = [], [], [top]
+    while stack:
+        folders, files, links = _folders_and_files(stack.pop())
+        all_folders += folders
+        all_files += files
+        folder_links += links
+        stack += reversed(folders)
+    return all_folders, all_files
+
+
+def _glob(pattern, folder_links):
+    """glob.glob(pattern, recursive=True) by the link rule: a wildcard never enters a link to a folder.
+
+    As in glob, a wildcard matches no name starting with "." unless it starts with one.
+    """
+    bases = [os.sep] if pattern.startswith(os.sep) else [""]
+    parts = [part for part in pattern.split(os.sep) if part]
+    for i, part in enumerate(parts):
+        last, found = i == len(parts) - 1, []
+        for base in bases:
+            if not glob.has_magic(part):
+                found.append(os.path.join(base, part))
+            elif part == "**":
+                folders, files = _walk(base, folder_links)
+                found += [base, *folders, *(files if last else [])]
+            else:
+                folders, files, links = _folders_and_files(base, hidden=part.startswith("."))
+                names = folders + (files + links if last else [])
+                found += [p for p in names if fnmatch.fnmatchcase(os.path.basename(p), part)]
+                folder_links += [] if last else [p for p in links if fnmatch.fnmatchcase(os.path.basename(p), part)]
+        bases = found
+    return sorted(p for p in bases if os.path.isfile(p))
+
+
 def expand_paths(patterns):
     """Files, folders and globs to a sorted, duplicate-free list of files.
+
+    Returns:
+      (the files, the links to folders met and not followed).
 
     Raises:
       PredictError: a path that is neither a file, a folder nor a glob matching something.
     """
-    files = []
+    files, folder_links = [], []
     for pattern in patterns:
         if os.path.isdir(pattern):
-            for here, dirnames, filenames in os.walk(pattern):
-                dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-                files += [
-                    os.path.join(here, name)
-                    for name in sorted(filenames)
-                    if not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
-                ]
+            files += [p for p in _walk(pattern, folder_links)[1] if os.path.splitext(p)[1].lower() in IMAGE_EXTENSIONS]
         elif os.path.lexists(pattern):
             files.append(pattern)
         elif glob.has_magic(pattern):
-            matches = sorted(p for p in glob.glob(pattern, recursive=True) if os.path.isfile(p))
+            matches = _glob(pattern, folder_links)
             if not matches:
-                raise PredictError(f"{pattern} matches no file")
+                raise PredictError(f"{shown(pattern)} matches no file")
             files += matches
         else:
-            raise PredictError(f"{pattern} does not exist")
+            raise PredictError(f"{shown(pattern)} does not exist")
     seen = set()
     unique = [f for f in files if not (f in seen or seen.add(f))]
     if not unique:
-        raise PredictError(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) in {', '.join(patterns)}")
-    return unique
+        raise PredictError(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) in {', '.join(map(shown, patterns))}")
+    return unique, folder_links
 
 
 def load_model(model_dir):
@@ -239,7 +307,14 @@ def _run(args, stack):
     try:
         if args.top_k is not None and args.top_k < 1:
             raise PredictError(f"--top-k must be at least 1, got {args.top_k}")
-        files = expand_paths(args.paths)
+        files, folder_links = expand_paths(args.paths)
+        if folder_links:
+            listed = ", ".join(f"{shown(link)} (-> {shown(os.readlink(link))})" for link in folder_links[:3])
+            more = ", ..." if len(folder_links) > 3 else ""
+            print(
+                f"warning: skipped {len(folder_links)} links to folders, which are never followed: {listed}{more}",
+                file=sys.stderr,
+            )
         with _stderr_to_devnull():
             import tensorflow as tf
         tf.get_logger().setLevel("ERROR")
@@ -277,7 +352,7 @@ def _run(args, stack):
     for path, top, error in predict(files, function, args.top_k, names):
         if error is not None:
             failed += 1
-            print(f"error: {path}: {error}", file=sys.stderr)
+            print(f"error: {shown(path)}: {error}", file=sys.stderr)
             records.append({"path": path, "error": error})
             continue
         if args.json:
@@ -285,7 +360,7 @@ def _run(args, stack):
                 {"path": path, "top": [{"class_id": i, "class_name": n, "probability": p} for i, n, p in top]}
             )
         else:
-            print(f"{path}: " + ", ".join(f"{n} ({p:.3f})" for _, n, p in top))
+            print(f"{shown(path)}: " + ", ".join(f"{n} ({p:.3f})" for _, n, p in top))
     if args.json:
         print(json.dumps(records, indent=2))
     return 2 if failed else 0

@@ -59,7 +59,7 @@ AUTOENCODER = Flags(
         *cli.runtime_options(os.path.join("checkpoints", "autoencoder")),
     ),
     cluster.CLUSTER_FLAGS,
-    resume_extra=("data_source", "data_identity"),
+    resume_extra=("data_source", "data_identity", "data_sha256"),
 )
 
 

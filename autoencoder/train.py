@@ -104,6 +104,7 @@ def run_config(args, dataset, total_steps, task):
         model="autoencoder",
         data_source=dataset.source_kind,
         data_identity=dataset.identity,
+        data_sha256=dataset.file_digests,
         onednn=onednn.state(),
         data=dataset.description,
         total_steps=total_steps,

@@ -11,6 +11,22 @@ A folder holding ``train/`` and ``test/`` (and optionally ``val/`` or ``validati
 subfolders, each with the same class subfolders, is used as split by the user; its
 validation set, when there is no ``val/``, is carved out of ``train/`` by the same hash.
 
+Links. Below the image folder, a link to a file is followed (the file is used under the
+link's name; a link to nothing is a bad file), and a link to a folder never is: it is listed
+in a warning and skipped, class folders included, so no listing can loop or wander out of
+the folder. The image folder itself may be a link. A file reached under several names (links,
+hard links) is used once, under its first name in listing order; one file in two classes
+stops the scan with one line naming both. predict.py walks a folder by the same rule.
+
+Names. Any file name is used as it is, whatever bytes it holds (tf.data is given the bytes of
+the path); messages show names through runtime.paths.shown, on one printable line. A class
+name must read back from labels.txt (one UTF-8 name per line) exactly, so a class folder
+whose name is not UTF-8, holds a line break or another control character, or is blank, stops
+the scan with one line naming it.
+
+Identity. The scan reads every usable file's bytes once and keeps their sha256: a run
+records them (:meth:`FolderScan.file_digests`), so a resume notices a file rewritten in place.
+
 Bad files never stop a run: :func:`scan` decodes every image once up front (in tf.data,
 in parallel) and returns the files that fail with the reason, to report and skip. Files
 are decoded by their content, not their extension: a BMP named ``.jpg`` is read as the BMP
@@ -36,12 +52,14 @@ side; the module inverts nothing and crops nothing.
 import dataclasses
 import hashlib
 import os
+import unicodedata
 
 import numpy as np
 import tensorflow as tf
 
 from data import idx, pipeline
 from runtime.errors import DataError, one_line
+from runtime.paths import shown
 from runtime.quiet import native_stderr_silenced
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
@@ -95,10 +113,12 @@ class Split:
     Attributes:
       files: tuple of absolute paths, sorted by (class, relative path).
       labels: int64 array [len(files)] of class ids into the scan's class_names.
+      sha256: tuple of the files' sha256 (64 hex digits) as the scan read them.
     """
 
     files: tuple
     labels: np.ndarray
+    sha256: tuple = ()
 
     def __len__(self):
         return len(self.files)
@@ -118,6 +138,8 @@ class FolderScan:
         extension says; they are decoded by content and used.
       ignored: tuple of paths of files not used: without an image extension, or beside the
         class folders rather than in one.
+      folder_links: tuple of paths of links to folders, never followed (see the module docstring).
+      duplicates: tuple of :class:`BadFile` naming files already used under another name.
       validation_percent, test_percent: the split shares asked for (test_percent is unused
         with the "subfolders" layout).
     """
@@ -131,6 +153,8 @@ class FolderScan:
     ignored: tuple
     validation_percent: float
     test_percent: float
+    folder_links: tuple = ()
+    duplicates: tuple = ()
 
     @property
     def num_classes(self):
@@ -158,22 +182,61 @@ class FolderScan:
             "bad_files": [dataclasses.asdict(bad) for bad in self.bad],
             "num_renamed_files": len(self.renamed),
             "num_ignored_files": len(self.ignored),
+            "num_folder_links_skipped": len(self.folder_links),
+            "num_duplicate_names": len(self.duplicates),
         }
+
+    def _relative(self, path):
+        return path[len(self.root) :].lstrip(os.sep).replace(os.sep, "/")
+
+    def identity(self):
+        """`image-folder:<class names>#<hash>` of the class names and each used file's split, label and path.
+
+        Paths are relative to the folder, so a moved folder keeps its identity. The files'
+        contents are not in it: :meth:`file_digests` covers them.
+        """
+        digest = hashlib.sha256()
+        for split in SPLITS:
+            for path, label in zip(self.splits[split].files, self.splits[split].labels):
+                digest.update(f"{split}\0{label}\0".encode() + os.fsencode(self._relative(path)) + b"\n")
+        return f"image-folder:{'|'.join(self.class_names)}#{digest.hexdigest()[:16]}"
+
+    def file_digests(self):
+        """{path relative to the folder ('/' separators): sha256} of every used file, sorted by path.
+
+        JSON keeps any name exactly (bytes that are not UTF-8 are written as \\udcXX escapes
+        and read back as the same surrogates), so config.json can hold it.
+        """
+        pairs = [
+            (self._relative(path), sha)
+            for split in SPLITS
+            for path, sha in zip(self.splits[split].files, self.splits[split].sha256)
+        ]
+        return dict(sorted(pairs))
 
     def report_lines(self):
         """Returns the lines that tell the user what was found and what was skipped, each file once."""
         sizes = ", ".join(f"{name} {len(self.splits[name])}" for name in SPLITS)
-        lines = [f"image folder {self.root}: {self.num_classes} classes, {sizes} ({self.layout} split)"]
+        lines = [f"image folder {shown(self.root)}: {self.num_classes} classes, {sizes} ({self.layout} split)"]
         if self.bad:
             lines.append(f"skipped {len(self.bad)} image files that cannot be decoded:")
-            lines += [f"  {bad.path}: {bad.reason}" for bad in self.bad]
+            lines += [f"  {shown(bad.path)}: {bad.reason}" for bad in self.bad]
         if self.renamed:
             lines.append(f"decoded {len(self.renamed)} files by their content, not their extension:")
-            lines += [f"  {renamed.path}: {renamed.reason}" for renamed in self.renamed]
+            lines += [f"  {shown(renamed.path)}: {renamed.reason}" for renamed in self.renamed]
+        if self.duplicates:
+            lines.append(f"used once {len(self.duplicates)} files that are another name of a file already used:")
+            lines += [f"  {shown(dup.path)}: {dup.reason}" for dup in self.duplicates]
         if self.ignored:
-            shown = ", ".join(self.ignored[:3]) + (", ..." if len(self.ignored) > 3 else "")
+            listed = ", ".join(map(shown, self.ignored[:3])) + (", ..." if len(self.ignored) > 3 else "")
             lines.append(
-                f"ignored {len(self.ignored)} files outside the class folders or without an image extension ({shown})"
+                f"ignored {len(self.ignored)} files outside the class folders or without an image extension ({listed})"
+            )
+        if self.folder_links:
+            listed = ", ".join(_link_shown(link) for link in self.folder_links[:3])
+            more = ", ..." if len(self.folder_links) > 3 else ""
+            lines.append(
+                f"warning: skipped {len(self.folder_links)} links to folders, which are never followed: {listed}{more}"
             )
         few = [f"{name} ({count['train']})" for name, count in self.counts().items() if count["train"] < FEW_IMAGES]
         if few:
@@ -195,7 +258,7 @@ def split_of(relative_path, validation_percent, test_percent):
     Returns:
       "train", "validation" or "test".
     """
-    key = relative_path.replace(os.sep, "/").encode("utf-8")
+    key = os.fsencode(relative_path.replace(os.sep, "/"))
     percentage = (int(hashlib.sha1(key).hexdigest(), 16) % (_MAX_HASH + 1)) * (100.0 / _MAX_HASH)
     if percentage < validation_percent:
         return "validation"
@@ -208,27 +271,73 @@ def _visible(name):
     return not name.startswith(".")
 
 
-def _class_dirs(directory):
+def _is_image_name(name):
+    return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+
+
+def _link_shown(path):
     try:
-        entries = sorted(e.name for e in os.scandir(directory) if _visible(e.name) and e.is_dir())
+        return f"{shown(path)} (-> {shown(os.readlink(path))})"
+    except OSError:
+        return shown(path)
+
+
+def _entries_of(directory):
+    """Returns (visible folders, other visible entries, links to folders) of a directory, each sorted by name.
+
+    The link rule lives here: a folder is entered only when it is not a link; a link to a
+    folder is returned apart, to be reported and skipped; anything else (files, links to
+    files, links to nothing) is a file.
+    """
+    try:
+        entries = sorted((e for e in os.scandir(directory) if _visible(e.name)), key=lambda e: e.name)
     except OSError as e:
-        raise DataError(f"image folder {directory}: cannot list it: {one_line(e)}") from e
-    return entries
+        raise DataError(f"image folder {shown(directory)}: cannot list it: {one_line(e)}") from e
+    folders, files, links = [], [], []
+    for entry in entries:
+        if entry.is_dir(follow_symlinks=False):
+            folders.append(entry.name)
+        elif entry.is_symlink() and entry.is_dir():
+            links.append(entry.path)
+        else:
+            files.append(entry.path)
+    return folders, files, links
+
+
+def _class_dirs(directory):
+    return _entries_of(directory)[0]
+
+
+def _walk(top):
+    """Yields (folder, its files' paths, its links to folders) below top, depth first in name order.
+
+    Never enters a link to a folder (see :func:`_entries_of`), so it ends on any tree. A
+    folder that cannot be listed (no permission) is skipped, as os.walk skips it.
+    """
+    stack = [top]
+    while stack:
+        here = stack.pop()
+        try:
+            folders, files, links = _entries_of(here)
+        except DataError:
+            if here == top:
+                raise
+            continue
+        yield here, files, links
+        stack += [os.path.join(here, name) for name in reversed(folders)]
 
 
 def _list_class(class_dir):
-    """Returns (image files as (relative path, absolute path), ignored paths) below one class folder."""
-    images, ignored = [], []
-    # Symbolic links to folders are not followed: a link back up the tree would loop.
-    for here, dirnames, filenames in os.walk(class_dir, onerror=None):
-        dirnames[:] = sorted(d for d in dirnames if _visible(d))
-        for name in sorted(filter(_visible, filenames)):
-            path = os.path.join(here, name)
-            if os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS:
+    """Returns (image files as (relative path, path), ignored paths, links to folders) below one class folder."""
+    images, ignored, folder_links = [], [], []
+    for _, files, links in _walk(class_dir):
+        folder_links += links
+        for path in files:
+            if _is_image_name(path):
                 images.append((os.path.relpath(path, class_dir).replace(os.sep, "/"), path))
             else:
                 ignored.append(path)
-    return images, ignored
+    return images, ignored, folder_links
 
 
 def class_names(root):
@@ -254,9 +363,8 @@ def is_image_folder(path):
     if not os.path.isdir(path) or idx.find_idx_files(path)[0]:
         return False
     for name in _class_dirs(path):
-        for _, dirnames, filenames in os.walk(os.path.join(path, name)):
-            dirnames[:] = [d for d in dirnames if _visible(d)]
-            if any(_visible(f) and os.path.splitext(f)[1].lower() in IMAGE_EXTENSIONS for f in filenames):
+        for _, files, _ in _walk(os.path.join(path, name)):
+            if any(map(_is_image_name, files)):
                 return True
     return False
 
@@ -272,7 +380,7 @@ def _content_format(path):
 def _precheck(path):
     """Returns (reason it is bad or None, content format or None) without decoding."""
     if os.path.islink(path) and not os.path.exists(path):
-        return f"broken symbolic link (to {os.readlink(path)})", None
+        return f"broken symbolic link (to {shown(os.readlink(path))})", None
     if not os.path.isfile(path):
         return "not a regular file", None
     try:
@@ -360,6 +468,14 @@ def _decode_file(path, spec):
     return preprocess(decode(tf.io.read_file(path)), spec)
 
 
+def _path_bytes(paths):
+    """Paths as an object array of bytes: TensorFlow reads any name given as bytes, while a str
+    with bytes that are not UTF-8 (surrogate escapes) cannot become a string tensor."""
+    array = np.empty(len(paths), dtype=object)
+    array[:] = [os.fsencode(path) for path in paths]
+    return array
+
+
 def make_dataset(files, labels, spec, batch_size=None, num_parallel_calls=tf.data.AUTOTUNE):
     """A tf.data pipeline of decoded, preprocessed images from files, in the files' order.
 
@@ -380,7 +496,7 @@ def make_dataset(files, labels, spec, batch_size=None, num_parallel_calls=tf.dat
     Raises:
       ValueError: files and labels of different lengths.
     """
-    files, labels = list(map(os.fspath, files)), np.asarray(labels, np.int32)
+    files, labels = _path_bytes(files), np.asarray(labels, np.int32)
     if labels.shape != (len(files),):
         raise ValueError(f"expected {len(files)} labels, got shape {labels.shape}")
     dataset = tf.data.Dataset.from_tensor_slices((tf.constant(files, tf.string), labels))
@@ -476,7 +592,7 @@ class FileBatches:
         feed = self._indices.feed(index_stream, len(files))
         feed.update(
             {
-                self._paths_ph: np.array([os.fspath(f) for f in files], dtype=object),
+                self._paths_ph: _path_bytes(files),
                 self._labels_ph: labels.astype(np.int32),
             }
         )
@@ -511,7 +627,7 @@ def _find_bad(paths):
         # The JPEG library prints its complaints straight to the process's stderr; the
         # reasons are reported below, once per file, in our words.
         with tf.compat.v1.Session(graph=graph) as sess, native_stderr_silenced():
-            sess.run(iterator.initializer, {paths_ph: np.array(paths, dtype=object)})
+            sess.run(iterator.initializer, {paths_ph: _path_bytes(paths)})
             while True:
                 try:
                     good[sess.run(next_ids)] = True
@@ -520,31 +636,30 @@ def _find_bad(paths):
             for i in np.flatnonzero(~good):
                 try:
                     # A file that decodes on its own (a read that failed once) is good: keep it.
-                    sess.run(decode_one, {one_path: paths[i]})
+                    sess.run(decode_one, {one_path: os.fsencode(paths[i])})
                 except tf.errors.OpError as e:
                     failures[int(i)] = f"cannot decode: {one_line(e)}"
     return failures
 
 
 def _gather(root, layout_dirs):
-    """Lists the image files of each split folder: {split dir key: {class: [(rel, abs)]}}, ignored."""
-    listing, ignored = {}, []
+    """Lists each split folder: ({split dir key: {class: [(rel, path)]}}, ignored paths, links to folders)."""
+    listing, ignored, folder_links = {}, [], []
     # Files lying beside the class folders belong to no class: listed, so a folder whose
     # images were never sorted into class folders does not look empty for no reason.
-    for directory in {root, *layout_dirs.values()}:
-        ignored += sorted(
-            e.path
-            for e in os.scandir(directory)
-            if _visible(e.name) and not e.is_dir() and (e.is_file() or e.is_symlink())
-        )
+    for directory in sorted({root, *layout_dirs.values()}):
+        _, files, links = _entries_of(directory)
+        ignored += files
+        folder_links += links
     for key, directory in layout_dirs.items():
         per_class = {}
         for name in _class_dirs(directory):
-            files, skipped = _list_class(os.path.join(directory, name))
+            files, skipped, links = _list_class(os.path.join(directory, name))
             per_class[name] = files
             ignored += skipped
+            folder_links += links
         listing[key] = per_class
-    return listing, ignored
+    return listing, ignored, folder_links
 
 
 def scan(root, validation_percent=10.0, test_percent=10.0, min_per_class=1):
@@ -570,21 +685,24 @@ def scan(root, validation_percent=10.0, test_percent=10.0, min_per_class=1):
     root = os.path.abspath(os.path.expanduser(os.fspath(root)))
     _check_arguments(root, validation_percent, test_percent, min_per_class)
     layout, dirs = _layout(root, validation_percent, test_percent)
-    listing, ignored = _gather(root, dirs)
-    class_names = _class_names_of(root, layout, dirs, listing)
+    listing, ignored, folder_links = _gather(root, dirs)
+    class_names = _class_names_of(root, layout, dirs, listing, folder_links)
     entries = _entries(root, listing, class_names, dirs, validation_percent, test_percent)
-    bad_of, renamed = _check_files(entries)
+    entries, duplicates = _one_name_per_file(root, entries, class_names)
+    bad_of, renamed, digests = _check_files(entries)
     usable = _usable(root, entries, bad_of, class_names)
     result = FolderScan(
         root=root,
         layout=layout,
         class_names=class_names,
-        splits=_splits(usable),
+        splits=_splits(usable, digests),
         bad=tuple(bad_of.values()),
         renamed=renamed,
         ignored=tuple(ignored),
         validation_percent=float(validation_percent),
         test_percent=float(test_percent),
+        folder_links=tuple(folder_links),
+        duplicates=duplicates,
     )
     _check_counts(result, min_per_class, has_validation_dir="validation" in dirs)
     return result
@@ -592,7 +710,9 @@ def scan(root, validation_percent=10.0, test_percent=10.0, min_per_class=1):
 
 def _check_arguments(root, validation_percent, test_percent, min_per_class):
     if not os.path.isdir(root):
-        raise DataError(f"image folder {root} " + ("is not a directory" if os.path.exists(root) else "does not exist"))
+        raise DataError(
+            f"image folder {shown(root)} " + ("is not a directory" if os.path.exists(root) else "does not exist")
+        )
     for flag, value in (("--validation-percent", validation_percent), ("--test-percent", test_percent)):
         if not 0 <= value < 100:
             raise DataError(f"{flag} must be in [0, 100), got {value}")
@@ -611,11 +731,11 @@ def _layout(root, validation_percent, test_percent):
         return "hash", {"all": root}
     val_dirs = [d for d in VALIDATION_DIR_NAMES if d in top]
     if len(val_dirs) > 1:
-        raise DataError(f"image folder {root} has both val/ and validation/: keep one")
+        raise DataError(f"image folder {shown(root)} has both val/ and validation/: keep one")
     extra = sorted(set(top) - {"train", "test", *val_dirs})
     if extra:
         raise DataError(
-            f"image folder {root} has train/ and test/, and also {', '.join(d + '/' for d in extra)}: "
+            f"image folder {shown(root)} has train/ and test/, and also {', '.join(shown(d) + '/' for d in extra)}: "
             "with train/ and test/, only val/ or validation/ may sit beside them"
         )
     dirs = {"train": os.path.join(root, "train"), "test": os.path.join(root, "test")}
@@ -624,8 +744,35 @@ def _layout(root, validation_percent, test_percent):
     return "subfolders", dirs
 
 
-def _class_names_of(root, layout, dirs, listing):
+def class_name_problem(name):
+    """Why a folder name cannot be a class name, or None when it can.
+
+    A class name is written to labels.txt, one per line in UTF-8, and must read back the
+    same: bytes that are not UTF-8, a line break or another control character, or a name
+    that is only blanks (a reader skips blank lines) cannot.
+    """
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return "its name is not UTF-8"
+    odd = next((c for c in name if unicodedata.category(c) in ("Cc", "Zl", "Zp")), None)
+    if odd is not None:
+        return f"its name holds the control character {odd.encode('unicode_escape').decode('ascii')}"
+    if not name.strip():
+        return "its name is blank"
+    return None
+
+
+def _class_names_of(root, layout, dirs, listing, folder_links):
     """Returns the sorted class names; with train/ and test/, every split folder must hold the same."""
+    for key, per_class in listing.items():
+        for name in per_class:
+            problem = class_name_problem(name)
+            if problem is not None:
+                raise DataError(
+                    f"image folder {shown(root)}: the class folder {shown(os.path.join(dirs[key], name))} "
+                    f"cannot name a class ({problem}; labels.txt holds one UTF-8 name per line): rename it"
+                )
     class_names = tuple(sorted(listing["train" if layout == "subfolders" else "all"]))
     if layout == "subfolders":
         for key, per_class in listing.items():
@@ -642,11 +789,15 @@ def _class_names_of(root, layout, dirs, listing):
                     )
                 )
                 raise DataError(
-                    f"image folder {root}: {os.path.basename(dirs[key])}/ {detail}; train/ has {', '.join(class_names)}"
+                    f"image folder {shown(root)}: {os.path.basename(dirs[key])}/ {detail}; "
+                    f"train/ has {', '.join(class_names)}"
                 )
     if len(class_names) < 2:
         found = f"only {class_names[0]!r}" if class_names else "none"
-        raise DataError(f"image folder {root} needs at least 2 class subfolders, found {found}")
+        # Class folders that are links were skipped: say so, or "found none" would be a riddle.
+        top = [link for link in folder_links if os.path.dirname(link) in {root, *dirs.values()}]
+        skipped = f" ({len(top)} links to folders not followed: {', '.join(map(_link_shown, top[:3]))})" if top else ""
+        raise DataError(f"image folder {shown(root)} needs at least 2 class subfolders, found {found}{skipped}")
     return class_names
 
 
@@ -665,19 +816,74 @@ def _entries(root, listing, class_names, dirs, validation_percent, test_percent)
                 entries.append((split, label, path))
     if not entries:
         raise DataError(
-            f"image folder {root} holds no image files ({', '.join(IMAGE_EXTENSIONS)}) in its class folders"
+            f"image folder {shown(root)} holds no image files ({', '.join(IMAGE_EXTENSIONS)}) in its class folders"
         )
     return entries
 
 
-def _check_files(entries):
-    """Returns {entry index: BadFile} of the files that cannot be used, in index order, and the renamed files.
+def _one_name_per_file(root, entries, class_names):
+    """Keeps each file once: its first name in listing order; a later name in the same class is a duplicate.
 
-    Files are prechecked by their first bytes; the ones that pass are decoded by :func:`_find_bad`.
+    A file is known by its device and inode, so links and hard links to it are other names.
+    Names that lead to nothing (broken links) are kept, to be reported as bad files.
+
+    Returns:
+      (entries kept, tuple of :class:`BadFile` of the names dropped).
+
+    Raises:
+      DataError: one file under two classes, naming both.
     """
-    reasons, renamed = {}, []
+    first_of, kept, duplicates = {}, [], []
+    for entry in entries:
+        _, label, path = entry
+        try:
+            info = os.stat(path)
+        except OSError:
+            kept.append(entry)
+            continue
+        key = (info.st_dev, info.st_ino)
+        if key not in first_of:
+            first_of[key] = entry
+            kept.append(entry)
+            continue
+        _, first_label, first_path = first_of[key]
+        if first_label != label:
+            raise DataError(
+                f"image folder {shown(root)}: {shown(_below(first_path, root))} (class {class_names[first_label]!r}) "
+                f"and {shown(_below(path, root))} (class {class_names[label]!r}) are the same file (a link or a hard "
+                "link): an image cannot belong to two classes; remove one of them"
+            )
+        duplicates.append(BadFile(path, f"the same file as {shown(_below(first_path, root))}, used once"))
+    return kept, tuple(duplicates)
+
+
+def _below(path, root):
+    return path[len(root) :].lstrip(os.sep)
+
+
+def _sha256_of(path):
+    with open(path, "rb") as stream:
+        return hashlib.file_digest(stream, "sha256").hexdigest()
+
+
+def _check_files(entries):
+    """Prechecks, reads and decodes every file once.
+
+    Files are prechecked by their first bytes; the ones that pass are read whole for their
+    sha256, then decoded by :func:`_find_bad`.
+
+    Returns:
+      ({entry index: BadFile} of the files that cannot be used, in index order; the renamed
+      files; {path: sha256} of the files read).
+    """
+    reasons, renamed, digests = {}, [], {}
     for i, (_, _, path) in enumerate(entries):
         reason, content = _precheck(path)
+        if reason is None:
+            try:
+                digests[path] = _sha256_of(path)
+            except OSError as e:
+                reason = f"cannot read: {one_line(e)}"
         if reason is not None:
             reasons[i] = reason
         elif content != _FORMAT_OF_EXTENSION[os.path.splitext(path)[1].lower()]:
@@ -687,7 +893,7 @@ def _check_files(entries):
         reasons[candidates[j]] = reason
     bad_of = {i: BadFile(entries[i][2], reasons[i]) for i in sorted(reasons)}
     bad_paths = {b.path for b in bad_of.values()}
-    return bad_of, tuple(r for r in renamed if r.path not in bad_paths)
+    return bad_of, tuple(r for r in renamed if r.path not in bad_paths), digests
 
 
 def _usable(root, entries, bad_of, class_names):
@@ -699,8 +905,8 @@ def _usable(root, entries, bad_of, class_names):
     if len(bad_of) == len(entries):
         first = next(iter(bad_of.values()))
         raise DataError(
-            f"image folder {root}: none of its {len(entries)} image files can be decoded "
-            f"(first: {first.path}: {first.reason})"
+            f"image folder {shown(root)}: none of its {len(entries)} image files can be decoded "
+            f"(first: {shown(first.path)}: {first.reason})"
         )
     usable = [e for i, e in enumerate(entries) if i not in bad_of]
     for label, name in enumerate(class_names):
@@ -708,17 +914,21 @@ def _usable(root, entries, bad_of, class_names):
         if total and not any(e[1] == label for e in usable):
             first = next(b for i, b in bad_of.items() if entries[i][1] == label)
             raise DataError(
-                f"image folder {root}: every one of the {total} image files of class {name!r} "
-                f"is bad (first: {first.path}: {first.reason})"
+                f"image folder {shown(root)}: every one of the {total} image files of class {name!r} "
+                f"is bad (first: {shown(first.path)}: {first.reason})"
             )
     return usable
 
 
-def _splits(usable):
+def _splits(usable, digests):
     splits = {}
     for split in SPLITS:
         chosen = [(label, path) for s, label, path in usable if s == split]
-        splits[split] = Split(tuple(p for _, p in chosen), np.array([label for label, _ in chosen], np.int64))
+        splits[split] = Split(
+            tuple(p for _, p in chosen),
+            np.array([label for label, _ in chosen], np.int64),
+            tuple(digests[p] for _, p in chosen),
+        )
     return splits
 
 
@@ -737,6 +947,6 @@ def _check_counts(result, min_per_class, has_validation_dir):
                     "" if result.layout == "subfolders" or split == "train" else f" or lower --{split}-percent"
                 )
                 raise DataError(
-                    f"image folder {result.root}: class {name!r} has {per_split[split]} usable images in {split} "
-                    f"({counts}), needs at least {need}: {hint}"
+                    f"image folder {shown(result.root)}: class {name!r} has {per_split[split]} usable images in "
+                    f"{split} ({counts}), needs at least {need}: {hint}"
                 )

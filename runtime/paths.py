@@ -30,8 +30,16 @@ def needs_alias(path):
 
 
 def shown(path):
-    """The path as text that any terminal can print (undecodable bytes as \\x escapes)."""
-    return os.fsencode(path).decode("utf-8", "backslashreplace")
+    """The path as one line of text that any terminal can print.
+
+    Bytes that are not UTF-8 become \\x escapes, and so do characters that are not
+    printable (newlines, tabs, control and format characters, separators other than a
+    plain space), written as Python writes them in a string: \\n, \\t, \\x1b, \\u202e.
+    """
+    text = os.fsencode(path).decode("utf-8", "backslashreplace")
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
 class DirAlias:

@@ -175,16 +175,34 @@ def check_resume(model_dir, config, keys):
         return None
     # A config.json from before a key was recorded cannot vouch for it: such keys are not compared.
     changed = [
-        f"{key} {previous[key]!r} -> {config[key]!r}"
-        for key in keys
-        if key in previous and previous[key] != config[key]
+        _change(key, previous[key], config[key]) for key in keys if key in previous and previous[key] != config[key]
     ]
     if changed:
         raise UserError(
             f"{shown(model_dir)} holds {_a(config['model'])} run started with other settings ({'; '.join(changed)}); "
-            "pass a new --model-dir, or repeat the original flags to resume it"
+            "pass a new --model-dir, or repeat the original flags and data to resume it"
         )
     return previous
+
+
+def _change(key, before, after):
+    """How one setting changed, in a few words.
+
+    A mapping (the data's files and their sha256) is named by its first entry that differs,
+    in sorted order: one file that is new, gone or rewritten, rather than two whole tables.
+    """
+    if isinstance(before, dict) and isinstance(after, dict):
+        name = min(name for name in before.keys() | after.keys() if before.get(name) != after.get(name))
+        if name not in before:
+            return f"{key}: {shown(name)} is new"
+        if name not in after:
+            return f"{key}: {shown(name)} is gone"
+        return f"{key}: {shown(name)} changed ({str(before[name])[:12]}... -> {str(after[name])[:12]}...)"
+    return f"{key} {_summary(before)} -> {_summary(after)}"
+
+
+def _summary(value):
+    return f"{len(value)} entries" if isinstance(value, dict) else repr(value)
 
 
 def write_config(model_dir, config):

@@ -249,8 +249,8 @@ TRAIN_TRANSFER = Flags(
     cli.runtime_options(os.path.join("checkpoints", "transfer")),
     cluster.CLUSTER_FLAGS,
     validators=(network_and_flags,),
-    # Not flags: where the data came from and its fingerprint (transfer.labelled).
-    resume_extra=("data_source", "data_identity"),
+    # Not flags: where the data came from, its fingerprint and its files' sha256 (transfer.labelled).
+    resume_extra=("data_source", "data_identity", "data_sha256"),
 )
 
 

@@ -13,7 +13,6 @@ subset from its training split, and --validation-size does not apply.
 """
 
 import dataclasses
-import hashlib
 
 import numpy as np
 
@@ -75,6 +74,8 @@ class LabelledData:
         network's spec instead; see :func:`load`).
       train, validation, test: the three :class:`Examples`.
       description: the JSON-ready summary for config.json and metrics.json.
+      file_digests: for an image folder, {path relative to it: sha256} of every file used
+        (data.image_folder.FolderScan.file_digests), what a resume compares; else None.
     """
 
     name: str
@@ -86,6 +87,7 @@ class LabelledData:
     validation: Examples
     test: Examples
     description: dict
+    file_digests: dict | None = None
 
     @property
     def num_classes(self):
@@ -145,20 +147,17 @@ def _load_folder(args, network_spec, log):
         train = train.subset(index)
     if not len(scan.splits["test"]):
         raise UserError(f"image folder {scan.root}: its test split is empty; give --test-percent above 0")
-    digest = hashlib.sha256()
-    for split in image_folder.SPLITS:
-        for path, label in zip(scan.splits[split].files, scan.splits[split].labels):
-            digest.update(f"{split}\0{label}\0{_relative(path, scan.root)}\n".encode())
     return LabelledData(
         name="image_folder",
         source_kind="image-folder",
-        identity=f"image-folder:{'|'.join(scan.class_names)}#{digest.hexdigest()[:16]}",
+        identity=scan.identity(),
         class_names=scan.class_names,
         spec=network_spec,
         train=train,
         validation=_examples(scan.splits["validation"]),
         test=_examples(scan.splits["test"]),
         description=scan.describe(),
+        file_digests=scan.file_digests(),
     )
 
 
@@ -166,17 +165,12 @@ def _examples(split):
     return Examples(split.labels.astype(np.int64), files=split.files)
 
 
-def _relative(path, root):
-    # The identity names files relative to the folder, so a moved folder still resumes.
-    return path[len(root) :].lstrip("/")
-
-
 @dataclasses.dataclass(frozen=True, eq=False)
 class AutoencoderData:
     """What the autoencoder trains and evaluates on: IDX arrays or an image folder's files.
 
     Attributes:
-      name, source_kind, identity, description: as LabelledData's.
+      name, source_kind, identity, description, file_digests: as LabelledData's.
       train: Examples of the training images (labels are carried, never used).
       test_images: uint8 [N, 28, 28] of the evaluation images, decoded once (the
         projector's thumbnails and, scaled, the evaluation input).
@@ -190,6 +184,7 @@ class AutoencoderData:
     train: Examples
     test_images: np.ndarray
     test_labels: np.ndarray
+    file_digests: dict | None = None
 
     @property
     def num_train(self):
@@ -231,6 +226,7 @@ def load_for_autoencoder(args, log=print):
         train=data.train,
         test_images=np.round(test[..., 0] * 255.0).astype(np.uint8),
         test_labels=data.test.labels,
+        file_digests=data.file_digests,
     )
 
 

@@ -80,6 +80,7 @@ def run_config(args, network, spec, plan, data, use_cache):
         checkpoint=plan.checkpoint,
         data_source=data.source_kind,
         data_identity=data.identity,
+        data_sha256=data.file_digests,
         onednn=onednn.state(),
         data=data.description,
         class_names=list(data.class_names),
