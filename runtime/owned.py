@@ -42,7 +42,8 @@ class LinkFound(OSError):
         return f"{shown(self.filename)} is a symbolic link{to}, which this toolkit never makes"
 
 
-def _target(name, dir_fd):
+def link_target(name, dir_fd=None):
+    """What the link name (relative to dir_fd) points to, for messages; None when it cannot be read."""
     try:
         return os.readlink(name, dir_fd=dir_fd)
     except OSError:
@@ -60,7 +61,7 @@ def is_link(name, dir_fd=None):
 def refuse_link(name, dir_fd=None, path=None):
     """Raises LinkFound when name (relative to dir_fd) is a symbolic link; path names it in the message."""
     if is_link(name, dir_fd):
-        raise LinkFound(path or name, _target(name, dir_fd))
+        raise LinkFound(path or name, link_target(name, dir_fd))
 
 
 def open_named(path, listing=False):
@@ -144,11 +145,3 @@ def find_link(root):
         for fd, _ in stack:
             os.close(fd)
     return None
-
-
-def link_target(path):
-    """What the link at path points to, for messages ("?" when it cannot be read)."""
-    try:
-        return os.readlink(path)
-    except OSError:
-        return "?"

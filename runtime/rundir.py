@@ -130,9 +130,10 @@ def _refuse_links(path):
     except OSError as error:
         raise UserError(f"cannot read model dir {shown(path)}: {one_line(error)}") from None
     if link is not None:
+        target = owned.link_target(link)
         raise UserError(
             f"model dir {shown(path)} holds a symbolic link, {shown(os.path.relpath(link, path))} -> "
-            f"{shown(owned.link_target(link))}, which {TOOLKIT} never makes; "
+            f"{'?' if target is None else shown(target)}, which {TOOLKIT} never makes; "
             "remove the link or pass another --model-dir"
         )
 
