@@ -10,6 +10,7 @@ through `runtime.paths`, so a model dir named `run[1]` works like any other.
 import os
 import re
 import shutil
+import stat
 
 import tensorflow as tf
 
@@ -65,6 +66,15 @@ def _delete(path):
             pass
 
 
+def _kind(path):
+    """ "file", "folder" or None (a link, never followed, or anything else) for what is at path."""
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError:
+        return None
+    return "file" if stat.S_ISREG(mode) else "folder" if stat.S_ISDIR(mode) else None
+
+
 def remove_orphans(model_dir):
     """Deletes what interrupted saves and deletions leave behind; returns the paths removed.
 
@@ -72,18 +82,21 @@ def remove_orphans(model_dir):
     Temporary files of a killed write are never read again, and neither are the .data and
     .meta files of a prefix without an index: a save killed before it wrote its index, or
     a deletion killed after it removed the index (`delete_checkpoint` removes it first).
+    Only regular files and folders are orphans: a symbolic link is left alone (and a model
+    dir holding one is refused by runtime.rundir before this runs).
     """
     removed = []
     for name in _names(model_dir):
         path = os.path.join(model_dir, name)
         part = _PART.match(name)
+        kind = _kind(path)
         orphan = (
-            (_TEMPORARY.match(name) and os.path.isfile(path))
-            or (_TEMPORARY_DIR.match(name) and os.path.isdir(path))
+            (_TEMPORARY.match(name) and kind == "file")
+            or (_TEMPORARY_DIR.match(name) and kind == "folder")
             or (
                 part
-                and os.path.isfile(path)
-                and not os.path.exists(os.path.join(model_dir, f"{PREFIX}-{part.group(1)}.index"))
+                and kind == "file"
+                and not os.path.lexists(os.path.join(model_dir, f"{PREFIX}-{part.group(1)}.index"))
             )
         )
         if orphan:

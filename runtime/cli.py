@@ -13,6 +13,8 @@ from runtime.paths import shown
 from runtime.training import Interrupted
 
 DATASETS = ("mnist", "fashion_mnist")
+# The folders a training run writes (the ones its flags name): none may overlap --data-dir.
+OUTPUT_FLAGS = ("--model-dir", "--feature-cache")
 # Upper bounds of numeric flags: far beyond any sensible run, and below the values that
 # overflow TensorFlow's int fields or ask for more memory than a machine has.
 MAX_COUNT = 10**9
@@ -231,11 +233,13 @@ def check_steps(start_step, total_steps, log=print):
 def main(run, parse_args, argv=None, kind=None):
     """Parses flags and calls run(args) in a model dir it may write into.
 
-    With `kind` ("autoencoder" or "transfer") the model dir is checked first (runtime.rundir:
-    a foreign folder is refused before anything is written there), created if missing,
-    locked for the run, and cleared of what interrupted saves left. A model dir this call
-    created is removed again when the run fails having written nothing. `kind` may also be a
-    function of the parsed args that returns one of these or None.
+    With `kind` ("autoencoder" or "transfer") the run's output folders are checked against
+    --data-dir (runtime.rundir.check_apart: neither may hold the other) and the model dir
+    is checked (runtime.rundir: a foreign folder, or one holding a symbolic link, is refused
+    before anything is written there), created if missing, locked for the run, and cleared
+    of what interrupted saves left. A model dir this call created is removed again when the
+    run fails having written nothing. `kind` may also be a function of the parsed args that
+    returns one of these or None.
 
     User errors, and a full disk wherever it strikes, become one line on stderr and exit
     status 2; a run stopped by a signal exits with 128 + the signal's number, as a shell expects.
@@ -245,6 +249,9 @@ def main(run, parse_args, argv=None, kind=None):
     try:
         if callable(kind):  # a function of the flags: a cluster's non-chief tasks own no model dir
             kind = kind(args)
+        if kind is not None:
+            outputs = {flag: getattr(args, flag[2:].replace("-", "_"), None) for flag in OUTPUT_FLAGS}
+            rundir.check_apart(getattr(args, "data_dir", None), outputs)
         if kind is None or getattr(args, "dry_run", False):
             run(args)
             return 0

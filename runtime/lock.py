@@ -1,9 +1,11 @@
 """One run per model dir at a time."""
 
+import errno
 import fcntl
 import os
 
 from runtime.errors import UserError
+from runtime.paths import shown
 
 LOCK_NAME = ".lock"
 
@@ -20,7 +22,17 @@ class ModelDirLock:
         self._file = None
 
     def __enter__(self):
-        handle = open(self.path, "a+", encoding="utf-8")
+        # Never through a link (runtime.owned): the pid written below would truncate its target.
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        except OSError as error:
+            if error.errno == errno.ELOOP:
+                raise UserError(
+                    f"{shown(self.path)} is a symbolic link, which this toolkit never makes; "
+                    "remove it or pass another --model-dir"
+                ) from None
+            raise
+        handle = open(fd, "r+", encoding="utf-8")
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -2,13 +2,16 @@
 
 A model dir belongs to a run when the run created it, when it is empty, or when it holds
 this toolkit's config.json. Anything else is refused before a byte is written there, so
-a mistyped `--model-dir` pointing at a user's folder costs nothing. The config.json saved
-beside the checkpoints is the source of truth for resuming them.
+a mistyped `--model-dir` pointing at a user's folder costs nothing. A model dir holding a
+symbolic link anywhere below it is refused too: this toolkit makes none, and TensorFlow
+would write through it (runtime.owned). The config.json saved beside the checkpoints is
+the source of truth for resuming them.
 """
 
 import json
 import os
 
+from runtime import owned
 from runtime.checkpoints import list_checkpoints
 from runtime.errors import UserError, disk_full_reason, one_line
 from runtime.lock import LOCK_NAME
@@ -83,7 +86,8 @@ def check_owner(path, kind):
       The config.json found there, or None for a missing or empty folder.
 
     Raises:
-      UserError: for a folder that holds anything but this toolkit's run of this kind.
+      UserError: for a folder that holds anything but this toolkit's run of this kind, or
+        that holds a symbolic link anywhere below it (runtime.owned).
     """
     if not os.path.exists(path):
         return None
@@ -94,6 +98,7 @@ def check_owner(path, kind):
     except OSError as error:
         raise UserError(f"cannot read model dir {shown(path)}: {one_line(error)}") from None
     if not entries:
+        _refuse_links(path)  # a lone .lock may be a link too
         return None
     config_path = os.path.join(path, CONFIG)
     if not os.path.lexists(config_path):
@@ -107,6 +112,7 @@ def check_owner(path, kind):
             f"{shown(path)} is not empty ({len(entries)} entries: {listed}) and holds no {TOOLKIT} run; "
             "pass a new or empty --model-dir"
         )
+    _refuse_links(path)  # before config.json is read: it may be the link
     config = read_json(config_path)
     if not is_ours(config):
         raise UserError(f"{shown(config_path)} was not written by {TOOLKIT}; pass another --model-dir")
@@ -115,6 +121,56 @@ def check_owner(path, kind):
             f"{shown(path)} holds {_a(config.get('model'))} run, not {_a(kind)} run; pass another --model-dir"
         )
     return config
+
+
+def _refuse_links(path):
+    """Refuses a model dir with a symbolic link anywhere below it (runtime.owned): a run would write through it."""
+    try:
+        link = owned.find_link(path)
+    except OSError as error:
+        raise UserError(f"cannot read model dir {shown(path)}: {one_line(error)}") from None
+    if link is not None:
+        target = owned.link_target(link)
+        raise UserError(
+            f"model dir {shown(path)} holds a symbolic link, {shown(os.path.relpath(link, path))} -> "
+            f"{'?' if target is None else shown(target)}, which {TOOLKIT} never makes; "
+            "remove the link or pass another --model-dir"
+        )
+
+
+def check_apart(data_dir, outputs):
+    """Refuses an output folder inside the data folder, the same folder, or one holding it.
+
+    A folder written inside an image folder is a class to its next scan (a feature cache
+    made there broke every later run on that folder), and a data folder inside a model
+    dir sits among the names a run writes and deletes (`best/` is replaced by a new run).
+    Paths are compared with their links resolved, before anything is created.
+
+    Args:
+      data_dir: --data-dir, or None.
+      outputs: {flag: path or None} of the folders the run writes, e.g. {"--model-dir": ...}.
+
+    Raises:
+      UserError: naming the flag and both paths.
+    """
+    if not data_dir:
+        return
+    data = os.path.realpath(os.path.expanduser(data_dir))
+    for flag, path in outputs.items():
+        if not path:
+            continue
+        output = os.path.realpath(os.path.expanduser(path))
+        common = os.path.commonpath([data, output])
+        if common == data:
+            raise UserError(
+                f"{flag} {shown(path)} lies inside --data-dir {shown(data_dir)}: a run never writes into the data "
+                f"it reads (a later scan would take it for a class); pass a {flag} outside it"
+            )
+        if common == output:
+            raise UserError(
+                f"--data-dir {shown(data_dir)} lies inside {flag} {shown(path)}, among what runs write and delete; "
+                f"move the data out, or pass another {flag}"
+            )
 
 
 def make_dir(path, what):

@@ -3,7 +3,9 @@
 import contextlib
 import errno
 import hashlib
+import itertools
 import os
+import random
 import shutil
 import signal
 import tempfile
@@ -331,7 +333,7 @@ def test_an_interrupted_write_leaves_no_entry_and_no_temporary(tmp_path, monkeyp
     before = _all_files(tmp_path / "cache")
     real_replace = os.replace
 
-    def interrupted(source, destination):
+    def interrupted(source, destination, **fds):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(os, "replace", interrupted)
@@ -348,7 +350,7 @@ def test_a_full_disk_warns_once_and_the_run_goes_on(tmp_path, monkeypatch):
     cache.store(keys[:2], features[:2])
     before = _all_files(tmp_path / "cache")
 
-    def full(source, destination):
+    def full(source, destination, **fds):
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(os, "replace", full)
@@ -616,3 +618,191 @@ def test_an_eviction_that_cannot_delete_warns_once_and_the_run_goes_on(tmp_path,
     assert len(lines) == 1 and "cannot be written (read-only file system)" in lines[0]
     assert cache.stats().evicted == 0 and cache.stats().stored == 4 + 2  # the second chunk was not written
     assert cache.lookup(keys)[1].tolist() == [False] * 6 + [True] * 2
+
+
+# Links: nothing below the cache directory is reached through a link the cache did not make.
+
+LINK_LEVELS = ("key", "shard", "entry", "temporary", "marker", "stray")
+LINK_TARGETS = ("outside_folder", "outside_file", "dangling", "other_key", "loop", "dot")
+LINK_REQUEST = 8
+
+
+def _tree(root):
+    """{relative path: what is there} of everything below root, links not followed: contents and mtimes of files."""
+    state = {}
+    for top, folders, names in os.walk(root):
+        for name in folders + names:
+            path = os.path.join(top, name)
+            info = os.lstat(path)
+            if os.path.islink(path):
+                state[os.path.relpath(path, root)] = ("link", os.readlink(path))
+            elif os.path.isfile(path):
+                with open(path, "rb") as stream:
+                    state[os.path.relpath(path, root)] = ("file", stream.read(), info.st_mtime_ns)
+            else:
+                state[os.path.relpath(path, root)] = ("folder",)
+    return state
+
+
+class _LinkWorld:
+    """A cache of two model keys with prior entries, user files outside it, and links planted in it."""
+
+    def __init__(self, root, rng):
+        self.rng = rng
+        self.cache = root / "cache"
+        self.outside = root / "outside"
+        (self.outside / "photos").mkdir(parents=True)
+        (self.outside / "notes.txt").write_text("the user's notes")
+        (self.outside / "photos" / "holiday.jpg").write_bytes(b"\xff\xd8\xff the user's photo")
+        self.images = fc.array_keys(_images(16))
+        self.models = [_key(), _key(network="other")]
+        self.truth = {model: _features(16, seed=seed) for seed, model in enumerate(self.models)}
+        for model, first in zip(self.models, (0, 4)):
+            fc.FeatureCache(str(self.cache), model, UNITS, log=None).store(
+                self.images[first : first + 8], self.truth[model][first : first + 8]
+            )
+        self.links = {}  # path: (level, model, image key)
+        self.decoys = 0
+
+    def _decoy(self, model, level, image_key):
+        """A folder outside shaped like the cache, holding valid entries of model with wrong features."""
+        self.decoys += 1
+        decoy = self.outside / f"moved-{self.decoys}"
+        fc.FeatureCache(str(decoy), model, UNITS, log=None).store(self.images, self.truth[model] + 1000)
+        parts = {"key": [model], "shard": [model, image_key[:2]], "entry": [model, image_key[:2], image_key + ".f32"]}
+        return decoy.joinpath(*parts.get(level, [model, image_key[:2], image_key + ".f32"]))
+
+    def _target(self, kind, level, model, image_key, path):
+        other = self.models[1 - self.models.index(model)]
+        if kind == "outside_folder":
+            return self._decoy(model, level, image_key) if level in ("key", "shard") else self.outside / "photos"
+        if kind == "outside_file":
+            if level == "marker":
+                shutil.copy(self.cache / fc.MARKER, self.outside / "marker-copy.json")
+                return self.outside / "marker-copy.json"
+            return self._decoy(model, "entry", image_key) if level == "entry" else self.outside / "notes.txt"
+        if kind == "dangling":
+            return self.outside / "nowhere"
+        if kind == "other_key":  # the same place under the other key
+            inside = path.relative_to(self.cache / model) if path.is_relative_to(self.cache / model) else "."
+            return self.cache / other / inside
+        if kind == "loop":
+            return path.name  # a link to itself
+        return "."  # its own folder: a cycle
+
+    def plant(self, level, kind, model, image_key):
+        """Plants one link; False when a link above its place makes it impossible."""
+        shard = self.cache / model / image_key[:2]
+        path = {
+            "key": self.cache / model,
+            "shard": shard,
+            "entry": shard / (image_key + ".f32"),
+            "temporary": shard / f".{image_key}.f32.4242.0badf00d.0.tmp",
+            "marker": self.cache / fc.MARKER,
+            "stray": self.cache / model / "README",
+        }[level]
+        above = [path.parents[i] for i in range(len(path.relative_to(self.cache).parts) - 1)]
+        if any(folder.is_symlink() for folder in above) or path.is_symlink():
+            return False
+        for folder in reversed(above):
+            folder.mkdir(exist_ok=True)
+        target = self._target(kind, level, model, image_key, path)
+        if path.is_dir():
+            shutil.rmtree(path)
+            self.links = {link: plan for link, plan in self.links.items() if not link.is_relative_to(path)}
+        elif path.exists():
+            path.unlink()
+        os.symlink(target, path)
+        if level == "temporary":
+            os.utime(path, (OLD, OLD), follow_symlinks=False)  # as old as a dead process's leftover
+        self.links[path] = (level, model, image_key)
+        return True
+
+    def on_write_path(self, model, image_key):
+        """The planted links a store of this entry meets."""
+        shard = self.cache / model / image_key[:2]
+        return [path for path in (self.cache / model, shard, shard / (image_key + ".f32")) if path in self.links]
+
+
+def _check_cache_tree(world):
+    """Every regular file in the cache is its marker, its tag, or a valid entry in its own key's shard."""
+    for relative, what in _tree(world.cache).items():
+        if what[0] != "file" or relative in (fc.MARKER, fc.CACHEDIR_TAG):
+            continue
+        model, shard, name = relative.split(os.sep)
+        magic, units, key_raw, image_raw = fc._HEADER.unpack_from(what[1])
+        assert (magic, units, key_raw.hex(), image_raw.hex() + ".f32") == (fc._MAGIC, UNITS, model, name), relative
+        assert name[:2] == shard, relative
+
+
+def _link_situations():
+    """(seed, [(level, target, which model, which image)]): every single link, then seeded mixes of 2-4."""
+    single = [[plan] for plan in itertools.product(LINK_LEVELS, LINK_TARGETS, (0, 1), (3,))]
+    rng = random.Random(19)
+    mixed = [
+        [(rng.choice(LINK_LEVELS[:4] + LINK_LEVELS[5:]), rng.choice(LINK_TARGETS), rng.randrange(2), rng.randrange(16))
+         for _ in range(rng.randint(2, 4))]
+        for _ in range(120)
+    ]  # fmt: skip
+    return list(enumerate(single + mixed))
+
+
+LINK_SITUATIONS = _link_situations()
+# What the property test meets, pinned: situations whose links could all be planted, caches
+# that warned, and caches refused for a linked marker.
+LINK_TRIED, LINK_WARNED, LINK_REFUSED = 192, 144, 24
+
+
+def test_link_situations_cover_every_level_and_target():
+    assert len(LINK_SITUATIONS) == 6 * 6 * 2 + 120
+    planned = {(level, target) for _, plans in LINK_SITUATIONS for level, target, _, _ in plans}
+    assert planned == set(itertools.product(LINK_LEVELS, LINK_TARGETS))
+
+
+def test_a_link_anywhere_in_the_cache_is_never_followed_written_through_or_removed(tmp_path):
+    """The property over LINK_SITUATIONS: stores, lookups and evictions of two model keys, with links planted.
+
+    Outside the cache nothing is created, changed (contents or mtime) or deleted; every
+    link is left as it was; every feature returned is the true one; a store meets a link
+    exactly when one lies on its way, and then says so in one warning naming it; the cache
+    holds only valid entries in their own key's shard.
+    """
+    tried = warned = refused = 0
+    for index, plans in LINK_SITUATIONS:
+        rng = random.Random(index)
+        world = _LinkWorld(tmp_path / str(index), rng)
+        planted = [
+            world.plant(level, kind, world.models[which], world.images[image]) for level, kind, which, image in plans
+        ]
+        if not any(planted):
+            continue
+        tried += 1
+        outside, links = _tree(world.outside), {path: os.readlink(path) for path in world.links}
+        requests = {model: sorted(rng.sample(range(16), LINK_REQUEST)) for model in world.models}
+        for model in world.models:
+            lines = []
+            try:
+                cache = fc.FeatureCache(str(world.cache), model, UNITS, max_bytes=18 * ENTRY, log=lines.append)
+            except UserError as error:
+                assert world.cache / fc.MARKER in world.links, error
+                assert "is a symbolic link" in str(error) and "\n" not in str(error)
+                refused += 1
+                continue
+            request = requests[model]
+            keys = [world.images[i] for i in request]
+            got, _, _ = cache.get_or_compute(keys, lambda i, r=request, m=model: world.truth[m][[r[j] for j in i]])
+            assert got.tobytes() == world.truth[model][request].tobytes(), (index, plans)
+            features, missing = cache.lookup(world.images)
+            hits = ~missing
+            assert features[hits].tobytes() == world.truth[model][hits].tobytes(), (index, plans)
+            in_the_way = [path for key in keys for path in world.on_write_path(model, key)]
+            if in_the_way:
+                assert len(lines) == 1 and "is a symbolic link" in lines[0], (index, plans, lines)
+                assert any(str(path) in lines[0] for path in in_the_way), (lines, in_the_way)
+                warned += 1
+            else:
+                assert lines == [], (index, plans, lines)
+        assert _tree(world.outside) == outside, (index, plans)
+        assert {path: os.readlink(path) for path in world.links} == links, (index, plans)
+        _check_cache_tree(world)
+    assert (tried, warned, refused) == (LINK_TRIED, LINK_WARNED, LINK_REFUSED)

@@ -9,6 +9,7 @@ a full disk, signals at any moment, and the warnings a suspicious input deserves
 """
 
 import hashlib
+import itertools
 import json
 import os
 import re
@@ -176,6 +177,23 @@ STATES = [
         False,
     ),
     ("a_file", lambda f, d: (d.parent.mkdir(exist_ok=True), d.write_text("not a folder")), [], False),
+    (
+        "our_run_with_projector_linked_to_a_foreign_folder",
+        lambda f, d: (
+            _copy_finished(f, d),
+            shutil.rmtree(d / "projector"),
+            _files(d.parent / "photos", ["notes.txt", "embeddings.tsv"]),
+            os.symlink(d.parent / "photos", d / "projector"),
+        ),
+        [],
+        False,
+    ),
+    (
+        "a_lone_lock_linked_to_a_foreign_file",
+        lambda f, d: (d.mkdir(), _files(d.parent, ["diary.txt"]), os.symlink(d.parent / "diary.txt", d / ".lock")),
+        [],
+        False,
+    ),
 ]
 
 
@@ -508,3 +526,198 @@ def test_a_relative_model_dir_writes_a_state_file_that_reads_back(finished, ae_f
     assert 'model_checkpoint_path: "model.ckpt-2"' in (tmp_path / "checkpoints" / "ae" / "checkpoint").read_text()
     run = invoke(train_transfer.main, ["--sample", "--dry-run", "--checkpoint", os.path.join("checkpoints", "ae")])
     assert run.code == 0, run.err
+
+
+# --- links in a model dir, and outputs inside the data --------------------------------------
+
+# Where a link may be planted: what a run writes, reads or deletes (and a user's subfolder).
+LINK_PLACES = [
+    "config.json",
+    "metrics.json",
+    "labels.txt",
+    "restore_plan.json",
+    "checkpoint",
+    "model.ckpt-4.index",
+    "model.ckpt-4.data-00000-of-00001",
+    "model.ckpt-9.meta",
+    "model.ckpt-4.index.tempstate7",
+    "events.out.tfevents.1.host",
+    "projector_config.pbtxt",
+    ".lock",
+    "best",
+    "best/model.ckpt.index",
+    "best/best.json",
+    "projector",
+    "projector/embeddings.tsv",
+    "plugins/projector/config.pbtxt",
+    "notes/deep/link",
+]
+LINK_KINDS = ["outside_folder", "outside_file", "dangling", "itself", "dot", "parent", "sibling"]
+
+
+def _model_dir_with_link(finished, root, kind_of_run, place, kind):
+    """A finished run of kind_of_run at root/run with a link at place; returns (model dir, link path)."""
+    outside = root / "outside"
+    _files(outside, ["notes.txt", "photos/"])
+    model_dir = root / "run"
+    # What check_owner reads is config.json; the other names stand for the run's files.
+    _files(model_dir, [name for name in LINK_PLACES if "/" not in name and "." in name] + ["best/", "projector/"])
+    shutil.copy(finished / "config.json", model_dir)
+    _edit_config(model_dir, model=kind_of_run)
+    link = model_dir / place
+    if link.is_dir():
+        shutil.rmtree(link)
+    elif link.exists():
+        link.unlink()
+    link.parent.mkdir(parents=True, exist_ok=True)
+    target = {
+        "outside_folder": outside / "photos",
+        "outside_file": outside / "notes.txt",
+        "dangling": outside / "nowhere",
+        "itself": link.name,
+        "dot": ".",
+        "parent": "..",
+        "sibling": model_dir / "config.json" if place != "config.json" else model_dir / "metrics.json",
+    }[kind]
+    os.symlink(target, link)
+    return model_dir, link
+
+
+MODEL_DIR_LINKS = list(itertools.product(["autoencoder", "transfer"], LINK_PLACES, LINK_KINDS))
+
+
+def test_a_link_anywhere_in_a_model_dir_is_refused_naming_it(finished, tmp_path):
+    """The rule over every place a run writes, every kind of link and both kinds of run."""
+    from runtime import rundir
+    from runtime.errors import UserError
+    from runtime.paths import shown
+
+    assert len(MODEL_DIR_LINKS) == 2 * 19 * 7
+    for index, (kind_of_run, place, kind) in enumerate(MODEL_DIR_LINKS):
+        root = tmp_path / str(index)
+        model_dir, link = _model_dir_with_link(finished, root, kind_of_run, place, kind)
+        before = _snapshot(root)
+        with pytest.raises(UserError) as refused:
+            rundir.check_owner(str(model_dir), kind_of_run)
+        line = str(refused.value)
+        assert "\n" not in line and f"holds a symbolic link, {shown(place)} -> " in line, (place, kind, line)
+        assert _snapshot(root) == before, (place, kind)
+        os.remove(link)
+        if place == "config.json":
+            shutil.copy(finished / "config.json", link)
+            _edit_config(model_dir, model=kind_of_run)
+        assert rundir.check_owner(str(model_dir), kind_of_run)["model"] == kind_of_run  # the link was the reason
+    # A model dir that is itself a link is the path the user named: followed.
+    os.symlink(model_dir, tmp_path / "latest")
+    assert rundir.check_owner(str(tmp_path / "latest"), kind_of_run)["model"] == kind_of_run
+
+
+def test_a_transfer_run_refuses_a_best_folder_linked_outside_before_writing(finished, tmp_path):
+    """One real run as a separate process: best/ linked to a folder of the user's files."""
+    model_dir, _ = _model_dir_with_link(finished, tmp_path, "transfer", "best", "outside_folder")
+    before = _snapshot(tmp_path)
+    result = subprocess.run(
+        _script("train_transfer.py", "--sample", "--checkpoint", finished, "--epochs", "1", "--model-dir", model_dir),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.splitlines() == [
+        f"error: model dir {model_dir} holds a symbolic link, best -> {tmp_path}/outside/photos, which cae-transfer "
+        "never makes; remove the link or pass another --model-dir"
+    ]
+    assert _snapshot(tmp_path) == before
+
+
+def _overlap_situations():
+    """(data dir, output, whether they overlap) over layouts of two folders, links and spellings."""
+    situations = []
+    for data, output, overlap in [
+        ("data", "data/run", True),
+        ("data", "data/a/b/run", True),
+        ("data", "data", True),
+        ("data", "data/", True),
+        ("data", "data/../data/run", True),
+        ("data", "run", False),
+        ("data", "data-run", False),  # a common prefix is not a parent
+        ("data", "datarun/x", False),
+        ("data", ".", True),  # the data inside the output
+        ("data/inner", "data", True),
+        ("runs/x/data", "runs/x", True),
+        ("runs/x/data", "runs/y", False),
+        ("data", "link-to-data/run", True),  # links resolved
+        ("link-to-data", "data/run", True),
+        ("data", "link-to-runs/run", False),
+    ]:
+        for absolute in (False, True):
+            situations.append((data, output, overlap, absolute))
+    return situations
+
+
+OVERLAP_SITUATIONS = _overlap_situations()
+
+
+def test_outputs_and_the_data_folder_never_hold_each_other(tmp_path, monkeypatch):
+    from runtime import rundir
+    from runtime.errors import UserError
+
+    monkeypatch.chdir(tmp_path)
+    for folder in ("data/a", "data/inner", "runs/x/data", "runs/y"):
+        os.makedirs(folder)
+    os.symlink(tmp_path / "data", "link-to-data")
+    os.symlink(tmp_path / "runs", "link-to-runs")
+    before = _snapshot(tmp_path)
+    assert len(OVERLAP_SITUATIONS) == 30
+    for data, output, overlap, absolute in OVERLAP_SITUATIONS:
+        if absolute:
+            data, output = str(tmp_path / data), str(tmp_path / output)
+        for flag in ("--model-dir", "--feature-cache"):
+            outputs = {"--model-dir": "elsewhere", "--feature-cache": None, flag: output}
+            if overlap:
+                with pytest.raises(UserError, match=re.escape(flag)) as refused:
+                    rundir.check_apart(data, outputs)
+                assert "\n" not in str(refused.value)
+            else:
+                rundir.check_apart(data, outputs)
+        rundir.check_apart(None, {"--model-dir": output})  # no --data-dir: nothing to compare
+    assert _snapshot(tmp_path) == before
+
+
+def test_a_feature_cache_inside_the_image_folder_is_refused_before_anything_is_made(finished, tmp_path):
+    """The issue's example, as a separate process: the cache used to become an empty class for good."""
+    from data import make_image_folder
+    from data.sources import load_sample
+
+    sample = load_sample()
+    subset = Dataset(
+        "mnist", "test", "test", sample.train_images[:40], sample.train_labels[:40], sample.test_images[:10],
+        sample.test_labels[:10],
+    )  # fmt: skip
+    folder = tmp_path / "digits"
+    make_image_folder.write_folder(subset, folder)
+    before = _snapshot(tmp_path)
+    result = subprocess.run(
+        _script(
+            "train_transfer.py",
+            "--data-dir",
+            folder,
+            "--checkpoint",
+            finished,
+            "--feature-cache",
+            folder / "cache",
+            "--model-dir",
+            tmp_path / "run",
+        ),  # fmt: skip
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.splitlines() == [
+        f"error: --feature-cache {folder}/cache lies inside --data-dir {folder}: a run never writes into the data "
+        "it reads (a later scan would take it for a class); pass a --feature-cache outside it"
+    ]
+    assert _snapshot(tmp_path) == before

@@ -44,6 +44,13 @@ deletes only files named the way it names its entries (and its own temporary fil
 than an hour old), in folders named the way it names them; anything else inside DIR is
 neither counted nor touched.
 
+Links. The cache makes no symbolic links and follows none below DIR: each folder is
+opened relative to the one above it with O_NOFOLLOW, and entries are read, written,
+replaced and deleted relative to their shard's descriptor (runtime.owned). A link where a
+key folder, a shard or an entry should be reads as a miss; a store that meets one leaves
+it as it is and turns stores off with one warning naming it; the size bound neither
+counts, follows nor deletes one. DIR itself may be a link: that is the path the user named.
+
 Safety. Deleting DIR, or any part of it, at any time only turns hits into misses. An
 existing DIR that is not empty and lacks the marker is refused with a UserError, so a
 mistyped path never puts cache files among a user's own. A cache that cannot be written
@@ -79,6 +86,7 @@ import zlib
 
 import numpy as np
 
+from runtime import owned
 from runtime.errors import DataError, UserError, disk_full_reason, one_line
 from runtime.paths import shown
 
@@ -211,6 +219,109 @@ def array_keys(images):
     return keys
 
 
+def _listing(folder):
+    """The entries of the folder whose descriptor is given, sorted by name; none when it cannot be listed."""
+    try:
+        with os.scandir(folder) as listing:
+            return sorted(listing, key=lambda entry: entry.name)
+    except OSError:
+        return []  # deleted meanwhile, or unreadable
+
+
+def _subfolders(parent, pattern):
+    """Yields (name, descriptor) of each folder in parent named by pattern, opened for listing; links skipped."""
+    for entry in _listing(parent):
+        if not (pattern.fullmatch(entry.name) and entry.is_dir(follow_symlinks=False)):
+            continue
+        try:
+            fd = owned.open_folder(entry.name, parent, listing=True)
+        except OSError:
+            continue  # deleted, or made a link, since the listing
+        try:
+            yield entry.name, fd
+        finally:
+            os.close(fd)
+
+
+class _Folders:
+    """The folders of one model key during one call, each opened relative to the one above.
+
+    A link at any level is never followed (runtime.owned): reading, it is an absent folder;
+    writing (create=True), it raises owned.LinkFound. Shards are visited one at a time
+    (callers go through their keys in order), so a call holds at most three descriptors:
+    the cache directory, the key folder and one shard.
+    """
+
+    def __init__(self, cache, create):
+        self._cache = cache
+        self._create = create
+        self._fds = []  # root, key folder, shard: as far as they are open
+        self._shard = None
+        self._absent = False  # reading: the root or the key folder is not there
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def close(self):
+        """Closes every descriptor; the next `shard` opens (or makes) the folders again."""
+        while self._fds:
+            os.close(self._fds.pop())
+        self._shard = None
+        self._absent = False
+
+    def shard(self, name):
+        """A descriptor of the shard name, or None when reading and it (or a level above) is absent.
+
+        Raises:
+          owned.LinkFound: when writing, for a link at any level.
+          OSError: when writing and a level cannot be opened or made.
+        """
+        if name == self._shard:
+            return self._fds[2]
+        if len(self._fds) == 3:
+            os.close(self._fds.pop())
+        self._shard = None
+        if self._absent:
+            return None
+        cache = self._cache
+        levels = [(None, cache.directory), (cache.key, os.path.join(cache.directory, cache.key))]
+        levels.append((name, os.path.join(levels[1][1], name)))
+        try:
+            for level in range(len(self._fds), 3):
+                self._fds.append(self._open(*levels[level], self._fds[-1] if self._fds else None))
+        except OSError:
+            if self._create:
+                raise
+            self._absent = len(self._fds) < 2  # a fresh cache or a new key: one failed open, not one per image
+            return None
+        self._shard = name
+        return self._fds[2]
+
+    def _open(self, name, path, parent):
+        if name is None:  # the directory the user named
+            try:
+                return owned.open_named(path)
+            except FileNotFoundError:
+                if not self._create:
+                    raise
+                # Someone deleted the whole cache: make it again, marker first, so it stays ours.
+                self._cache._create_root()
+                return owned.open_named(path)
+        try:
+            return owned.open_folder(name, parent, path=path)
+        except FileNotFoundError:
+            if not self._create:
+                raise
+            try:
+                os.mkdir(name, dir_fd=parent)
+            except FileExistsError:
+                pass
+            return owned.open_folder(name, parent, path=path)
+
+
 @dataclasses.dataclass
 class CacheStats:
     """Counts over the life of one FeatureCache.
@@ -277,11 +388,9 @@ class FeatureCache:
         self.warnings = []
         self._log = log
         self._stats = CacheStats()
-        self._key_dir = os.path.join(self.directory, key)
         self._entry_bytes = HEADER_BYTES + 4 * self.units
         self._key_raw = bytes.fromhex(key)
         self._writable = True
-        self._known_shards = set()
         self._over_capacity = False
         self._usage = None  # bytes in the directory, from the last scan plus what this object wrote since
         self._token = secrets.token_hex(4)
@@ -303,7 +412,10 @@ class FeatureCache:
             raise UserError(f"feature cache {where} cannot be listed: {one_line(error)}") from None
         # A process killed while writing the marker leaves only the marker's temporary file.
         if names is None or all(_MARKER_TEMP.fullmatch(name) for name in names):
-            self._create_root()
+            try:
+                self._create_root()
+            except OSError as error:
+                self._disable(error)
             return
         if MARKER not in names:
             raise UserError(
@@ -312,10 +424,12 @@ class FeatureCache:
             )
         marker = os.path.join(self.directory, MARKER)
         try:
-            with open(marker, encoding="utf-8") as stream:
+            # Not through a link (runtime.owned), and never blocking on a FIFO named like it.
+            with open(os.open(marker, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK), encoding="utf-8") as stream:
                 payload = json.load(stream)
         except (OSError, ValueError) as error:
-            raise UserError(f"feature cache marker {shown(marker)} cannot be read: {one_line(error)}") from None
+            reason = owned.LinkFound(marker, owned.link_target(marker)) if owned.is_link(marker) else error
+            raise UserError(f"feature cache marker {shown(marker)} cannot be read: {one_line(reason)}") from None
         if not isinstance(payload, dict) or payload.get("toolkit") != "cae-transfer":
             raise UserError(f"feature cache marker {shown(marker)} was not written by cae-transfer")
         if payload.get("schema") != SCHEMA:
@@ -325,21 +439,32 @@ class FeatureCache:
             )
 
     def _create_root(self):
-        """Makes the directory with its marker; an unwritable place turns stores off with a warning."""
-        try:
-            os.makedirs(self.directory, exist_ok=True)
-            marker = {"toolkit": "cae-transfer", "kind": "feature cache", "schema": SCHEMA}
-            marker["layout"] = "<model key>/<first 2 hex of image key>/<image key>.f32"
-            # The marker first: once anything else is in the directory, the marker is there to claim it.
-            self._write_atomic(os.path.join(self.directory, MARKER), (json.dumps(marker, indent=2) + "\n").encode())
-            self._write_atomic(os.path.join(self.directory, CACHEDIR_TAG), _TAG_TEXT.encode("utf-8"))
-        except OSError as error:
-            self._disable(error)
+        """Makes the directory with its marker.
 
-    def _write_atomic(self, path, data):
-        folder, name = os.path.split(path)
-        temporary = os.path.join(folder, f".{name}.{os.getpid()}.{self._token}.{next(self._serial)}.tmp")
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        Raises:
+          OSError: when it cannot be made; the caller turns stores off with a warning.
+        """
+        os.makedirs(self.directory, exist_ok=True)
+        marker = {"toolkit": "cae-transfer", "kind": "feature cache", "schema": SCHEMA}
+        marker["layout"] = "<model key>/<first 2 hex of image key>/<image key>.f32"
+        root = owned.open_named(self.directory)
+        try:
+            # The marker first: once anything else is in the directory, the marker is there to claim it.
+            self._write_atomic(root, MARKER, (json.dumps(marker, indent=2) + "\n").encode(), self.directory)
+            self._write_atomic(root, CACHEDIR_TAG, _TAG_TEXT.encode("utf-8"), self.directory)
+        finally:
+            os.close(root)
+
+    def _write_atomic(self, folder, name, data, where):
+        """Writes name in the folder whose descriptor is folder (at path where) through a temporary file.
+
+        Raises:
+          owned.LinkFound: when name is a symbolic link, which is left as it is.
+          OSError: when the file cannot be written; nothing is left behind.
+        """
+        temporary = f".{name}.{os.getpid()}.{self._token}.{next(self._serial)}.tmp"
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = os.open(temporary, flags, 0o644, dir_fd=folder)
         try:
             try:
                 view = memoryview(data)
@@ -347,11 +472,13 @@ class FeatureCache:
                     view = view[os.write(fd, view) :]
             finally:
                 os.close(fd)
-            os.replace(temporary, path)
+            # A link is not replaced either: it is not ours to remove.
+            owned.refuse_link(name, folder, os.path.join(where, name))
+            os.replace(temporary, name, src_dir_fd=folder, dst_dir_fd=folder)
         except BaseException:
             # Ctrl-C included: no half-written file stays behind.
             try:
-                os.unlink(temporary)
+                os.unlink(temporary, dir_fd=folder)
             except OSError:
                 pass
             raise
@@ -380,14 +507,12 @@ class FeatureCache:
                 raise ValueError(f"image key {image_key!r} is not 64 lowercase hex digits")
         return keys
 
-    def _entry_path(self, image_key):
-        return f"{self._key_dir}{os.sep}{image_key[:2]}{os.sep}{image_key}.f32"
-
-    def _read(self, image_key, out, touch_before):
-        """Fills out with the entry's features; returns "hit", "absent" or "invalid"."""
+    def _read(self, shard, image_key, out, touch_before):
+        """Fills out with the entry's features from the shard's descriptor; returns "hit", "absent" or "invalid"."""
         try:
             # Not a link (the cache writes none), and never blocking on a FIFO named like an entry.
-            fd = os.open(self._entry_path(image_key), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+            flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+            fd = os.open(image_key + ".f32", flags, dir_fd=shard)
         except FileNotFoundError:
             return "absent"
         except OSError:
@@ -422,11 +547,13 @@ class FeatureCache:
         features = np.zeros([len(keys), self.units], np.float32)
         missing = np.ones([len(keys)], bool)
         invalid = 0
-        # A fresh cache or a new model key: one stat instead of a failed open per image.
-        if keys and os.path.isdir(self._key_dir):
-            touch_before = time.time() - TOUCH_AFTER_SECONDS
-            for index, image_key in enumerate(keys):
-                outcome = self._read(image_key, features[index], touch_before)
+        touch_before = time.time() - TOUCH_AFTER_SECONDS
+        with _Folders(self, create=False) as folders:
+            for index in sorted(range(len(keys)), key=keys.__getitem__):  # shard by shard
+                shard = folders.shard(keys[index][:2])
+                if shard is None:
+                    continue  # absent, or a link: never followed
+                outcome = self._read(shard, keys[index], features[index], touch_before)
                 if outcome == "hit":
                     missing[index] = False
                 elif outcome == "invalid":
@@ -459,42 +586,15 @@ class FeatureCache:
         payload = vector.tobytes()
         return header + _CHECKSUM.pack(zlib.crc32(payload, zlib.crc32(header))) + payload
 
-    def _ensure_shard(self, shard):
-        if shard in self._known_shards:
-            return
-        path = os.path.join(self._key_dir, shard)
-        try:
-            os.mkdir(path)
-        except FileExistsError:
-            pass
-        except FileNotFoundError:
-            try:
-                os.mkdir(self._key_dir)
-            except FileExistsError:
-                pass
-            except FileNotFoundError:
-                # Someone deleted the whole cache: make it again, marker first, so it stays ours.
-                self._create_root()
-                if not self._writable:
-                    raise
-                os.mkdir(self._key_dir)
-            try:
-                os.mkdir(path)
-            except FileExistsError:
-                pass
-        self._known_shards.add(shard)
-
-    def _write_entry(self, image_key, vector):
-        shard = image_key[:2]
+    def _write_entry(self, folders, image_key, vector):
         data = self._entry_bytes_for(image_key, vector)
-        self._ensure_shard(shard)
+        name, where = image_key + ".f32", os.path.join(self.directory, self.key, image_key[:2])
         try:
-            self._write_atomic(self._entry_path(image_key), data)
+            self._write_atomic(folders.shard(image_key[:2]), name, data, where)
         except FileNotFoundError:
-            # The shard (or all of the cache) was deleted since this object made it.
-            self._known_shards.discard(shard)
-            self._ensure_shard(shard)
-            self._write_atomic(self._entry_path(image_key), data)
+            # The shard (or all of the cache) was deleted since this call opened it: made again.
+            folders.close()
+            self._write_atomic(folders.shard(image_key[:2]), name, data, where)
 
     def _store(self, keys, features, protected=frozenset()):
         """Writes the entries of keys; protected are this call's other entries, kept from eviction too."""
@@ -520,10 +620,11 @@ class FeatureCache:
             unique = dict(itertools.islice(unique.items(), capacity))
         written = 0
         try:
-            for image_key, row in unique.items():
-                self._write_entry(image_key, features[row])
-                written += 1
-        except OSError as error:
+            with _Folders(self, create=True) as folders:
+                for image_key in sorted(unique):  # shard by shard
+                    self._write_entry(folders, image_key, features[unique[image_key]])
+                    written += 1
+        except OSError as error:  # a link met on the way (owned.LinkFound) included
             self._disable(error)
         self._stats.stored += written
         if written:
@@ -589,80 +690,117 @@ class FeatureCache:
     # The size bound.
 
     def _scan(self):
-        """Every file this cache wrote: (path, size, mtime, model key, image key or None for a temporary)."""
+        """Every file this cache wrote: (key, shard, name, size, mtime, image key or None for a temporary).
+
+        Each folder is opened relative to the one above without following a link
+        (runtime.owned): a link anywhere in the cache is neither counted, followed nor deleted.
+        """
         found = []
-
-        def listing(path):
-            try:
-                with os.scandir(path) as entries:
-                    return list(entries)
-            except OSError:
-                return []  # deleted meanwhile, or unreadable: nothing of it is counted or removed
-
-        for key_dir in listing(self.directory):
-            if not (_HEX64.fullmatch(key_dir.name) and key_dir.is_dir(follow_symlinks=False)):
-                continue
-            for shard in listing(key_dir.path):
-                if not (_SHARD.fullmatch(shard.name) and shard.is_dir(follow_symlinks=False)):
-                    continue
-                for entry in listing(shard.path):
-                    match = _ENTRY.fullmatch(entry.name) or _TEMP.fullmatch(entry.name)
-                    if not match or match.group(1)[:2] != shard.name:
-                        continue
-                    try:
-                        info = entry.stat(follow_symlinks=False)
-                    except OSError:
-                        continue
-                    if stat.S_ISREG(info.st_mode):
-                        image_key = match.group(1) if match.re is _ENTRY else None
-                        found.append((entry.path, info.st_size, info.st_mtime, key_dir.name, image_key))
+        try:
+            root = owned.open_named(self.directory, listing=True)
+        except OSError:
+            return found  # deleted meanwhile, or unreadable: nothing of it is counted or removed
+        try:
+            for key, key_fd in _subfolders(root, _HEX64):
+                for shard, shard_fd in _subfolders(key_fd, _SHARD):
+                    for entry in _listing(shard_fd):
+                        match = _ENTRY.fullmatch(entry.name) or _TEMP.fullmatch(entry.name)
+                        if not match or match.group(1)[:2] != shard:
+                            continue
+                        try:
+                            info = entry.stat(follow_symlinks=False)
+                        except OSError:
+                            continue
+                        if stat.S_ISREG(info.st_mode):
+                            image_key = match.group(1) if match.re is _ENTRY else None
+                            found.append((key, shard, entry.name, info.st_size, info.st_mtime, image_key))
+        finally:
+            os.close(root)
         return found
 
     def _scan_usage(self):
-        return sum(size for _, size, _, _, _ in self._scan())
+        return sum(found[3] for found in self._scan())
 
     def _evict(self, protected):
         """Deletes least recently used entries (never the protected ones of this key) to under LOW_WATER."""
         found = self._scan()
-        usage = sum(size for _, size, _, _, _ in found)
+        usage = sum(size for _, _, _, size, _, _ in found)
         target = int(self.max_bytes * LOW_WATER)
         now = time.time()
         candidates = []
-        for path, size, mtime, key, image_key in found:
+        for key, shard, name, size, mtime, image_key in found:
             if image_key is None:
                 if now - mtime > STALE_TEMP_SECONDS:
-                    candidates.append((-1.0, path, size, False))  # a dead process's leftover goes first
+                    candidates.append((-1.0, key, shard, name, size, False))  # a dead process's leftover goes first
             elif not (key == self.key and image_key in protected):
-                candidates.append((mtime, path, size, True))
+                candidates.append((mtime, key, shard, name, size, True))
         candidates.sort()
-        emptied = set()
-        for _, path, size, is_entry in candidates:
-            if usage <= target:
+        victims, left = {}, usage
+        for _, key, shard, name, size, is_entry in candidates:
+            if left <= target:
                 break
-            try:
-                os.unlink(path)
-            except FileNotFoundError:
-                pass  # another process evicted it first
-            except OSError as error:
-                self._disable(error)
-                break
-            usage -= size
-            self._stats.evicted += is_entry
-            emptied.add(os.path.dirname(path))
-        for shard in emptied:
-            # rmdir removes only empty folders, so nothing that is not ours can go with them.
-            for folder in (shard, os.path.dirname(shard)):
-                try:
-                    os.rmdir(folder)
-                except OSError:
-                    break
-        self._known_shards = {s for s in self._known_shards if os.path.join(self._key_dir, s) not in emptied}
-        self._usage = usage
+            victims.setdefault((key, shard), []).append((name, size, is_entry))
+            left -= size
+        try:
+            self._delete(victims, usage)
+        except OSError as error:
+            self._disable(error)
+        usage = self._usage
         if usage > self.max_bytes and self._writable:
             self._warn(
                 f"warning: feature cache {shown(self.directory)} still holds {usage} bytes, over its limit of "
                 f"{self.max_bytes}: the rest belongs to the current call"
             )
+
+    def _delete(self, victims, usage):
+        """Deletes {(key, shard): [(name, size, is_entry)]}, then the folders that emptied.
+
+        Sets self._usage to usage less what is gone, also when it raises.
+
+        Raises:
+          OSError: when a file cannot be deleted.
+        """
+        self._usage = usage
+        try:
+            root = owned.open_named(self.directory)
+        except FileNotFoundError:
+            self._usage = 0  # another process deleted all of it
+            return
+        try:
+            for (key, shard), names in sorted(victims.items()):
+                try:
+                    key_fd = owned.open_folder(key, root)
+                    try:
+                        shard_fd = owned.open_folder(shard, key_fd)
+                    except BaseException:
+                        os.close(key_fd)
+                        raise
+                except FileNotFoundError:
+                    self._usage -= sum(size for _, size, _ in names)  # another process deleted the folder
+                    continue
+                except OSError:
+                    continue  # made a link since the scan (never followed), or unreadable
+                try:
+                    try:
+                        for name, size, is_entry in names:
+                            try:
+                                os.unlink(name, dir_fd=shard_fd)
+                            except FileNotFoundError:
+                                pass  # another process evicted it first
+                            self._usage -= size
+                            self._stats.evicted += is_entry
+                    finally:
+                        os.close(shard_fd)
+                    # rmdir removes only empty folders (and never a link), so nothing that is not ours goes with them.
+                    for name, parent in ((shard, key_fd), (key, root)):
+                        try:
+                            os.rmdir(name, dir_fd=parent)
+                        except OSError:
+                            break
+                finally:
+                    os.close(key_fd)
+        finally:
+            os.close(root)
 
     def stats(self):
         """Counts so far, as CacheStats; str() of it is a line for the run's log."""
