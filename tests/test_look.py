@@ -505,7 +505,7 @@ GOLDEN_RETRIEVER = 207
 
 
 def test_imagenet_class_names_and_synonyms():
-    network = common.network_for({"network": LITE0})
+    network = common.network_of(common.read_run(".", {"model": "converted", "network": LITE0}))
     assert network.name == LITE0 and network.image_shape == (224, 224, 3) and network.num_classes == 1000
     assert network.class_names[281] == "tabby" and network.class_names[GOLDEN_RETRIEVER] == "golden retriever"
     assert common.parse_classes("Tabby Cat", network) == [281]
@@ -515,7 +515,7 @@ def test_imagenet_class_names_and_synonyms():
         common.parse_classes("tabby,tabby cat", network)
     with pytest.raises(UserError, match=r"class 'crane' is ambiguous for the efficientnet_lite0: .*134 \(crane\)"):
         common.parse_classes("crane", network)
-    assert common.network_for({}).name == "digit classifier"
+    assert common.network_of(common.read_run(".", {})).name == "digit classifier"
 
 
 @pytest.fixture(scope="module")
