@@ -832,3 +832,25 @@ def test_issue_19_examples(folder_runs, tmp_path):
     assert done.code == 0, done.err
     result = json.loads((tmp_path / "ideal" / "ideal.json").read_text(encoding="utf-8"))
     assert [entry["class"] for entry in result["classes"]] == run["names"] != [str(digit) for digit in range(10)]
+
+
+LABEL_CASES = {
+    "one class more": ("zebra\na b\nextra\n", "labels.txt names 3 classes, the checkpoint "),
+    "one class less": ("zebra\n", "labels.txt names 1 classes, the checkpoint "),
+    "a class twice": ("zebra\nzebra\n", "labels.txt must name each class once"),
+    "empty": ("", "labels.txt must name each class once"),
+    "not UTF-8": (b"\xff\xfe\n", "cannot read "),
+}
+
+
+@pytest.mark.parametrize("case", sorted(LABEL_CASES))
+def test_labels_that_do_not_fit_the_run_are_refused_in_one_line(case, folder_runs, tmp_path):
+    text, expected = LABEL_CASES[case]
+    model_dir = tmp_path / "run"
+    shutil.copytree(folder_runs[1]["dir"], model_dir, ignore=shutil.ignore_patterns("look"))
+    labels = model_dir / "labels.txt"
+    labels.write_bytes(text if isinstance(text, bytes) else text.encode())
+    for command in COMMAND_ARGS:
+        line = one_error_line(look_main([command, model_dir, "--out-dir", tmp_path / "out"]))
+        assert expected in line, line
+    assert not (tmp_path / "out").exists()

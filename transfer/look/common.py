@@ -168,8 +168,8 @@ def _class_names(run_dir, config):
     path = os.path.join(run_dir, LABELS_FILE)
     try:
         with open(path, encoding="utf-8", newline="\n") as stream:
-            names = tuple(stream.read().split("\n")[:-1])
-        where = path
+            text = stream.read()
+        names, where = tuple(text.removesuffix("\n").split("\n")) if text else (), path
     except FileNotFoundError:
         names, where = None, None
     except (OSError, UnicodeDecodeError) as error:
@@ -419,11 +419,32 @@ def open_model(path, network_name=None):
     """
     model = resolve_model(path)
     run = read_run(model.run_dir, model.config, network_name)
+    _check_class_count(run, model.prefix)
     network = network_of(run)
     with tf.Graph().as_default():
         network.build(v1.placeholder(tf.float32, [None, *network.image_shape]))
         values = check_fits(network, model.prefix, network_variables(network))
     return dataclasses.replace(model, run=run), network, values
+
+
+def _check_class_count(run, prefix):
+    """Refuses class names that do not match the checkpoint's head, naming where they come from.
+
+    Raises:
+      UserError: when the head's bias has another width than the run names classes.
+      CheckpointError: for a missing or damaged checkpoint.
+    """
+    entry = registry.get(run.network)
+    biases = [
+        info
+        for info in ckpt.read_variables(prefix)
+        if entry.is_head_variable(info.name) and info.name.rsplit("/", 1)[-1] in ("bias", "biases")
+    ]
+    if biases and len(biases[-1].shape) == 1 and biases[-1].shape[0] != len(run.class_names):
+        raise UserError(
+            f"{run.classes_from} names {len(run.class_names)} classes, the checkpoint {prefix} has "
+            f"{biases[-1].shape[0]} ({biases[-1].name})"
+        )
 
 
 def first_layer(network):
