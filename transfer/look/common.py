@@ -744,7 +744,7 @@ def _folder_data(run, root, spec, log):
             "with its new place"
         )
     flags = run.folder_flags
-    data = labelled.load(
+    return labelled.load(
         types.SimpleNamespace(
             dataset=None,
             data_dir=root,
@@ -759,7 +759,6 @@ def _folder_data(run, root, spec, log):
         spec,
         log=log,
     )
-    return data
 
 
 def _idx_data(run, name, data_dir, sample, spec, log, check):

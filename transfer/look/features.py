@@ -1,10 +1,10 @@
 """What the layers learned: first-layer filters, and how well each end point separates the classes.
 
-The features of the run's test images at each end point (conv1, conv2 and fc1 for the
-digit classifier, flattened) go to TensorBoard's Embedding Projector, one run per end
+The run's own images (its image folder's splits or its IDX data set; see common.load_data)
+are the data. The features of its test images at each end point (conv1, conv2 and fc1 for
+the digit classifier, flattened) go to TensorBoard's Embedding Projector, one run per end
 point, with the images as sprites and their labels; the projector's t-SNE and PCA views
-then show the clusters. The images are the run's own (its image folder's splits, or its
-IDX data set; see common.load_data). Pictures persuade easily, so each end point also gets two numbers:
+then show the clusters. Pictures persuade easily, so each end point also gets two numbers:
 the accuracy of a k-nearest-neighbour vote and of a linear probe (ridge regression on
 one-hot targets, its penalty picked on a held-out part of the training split), both fit
 on features of training images and scored on the test images. The raw pixels are the
