@@ -680,10 +680,18 @@ def _fake_mobilenet_run(source_run, model_dir, num_classes):
     return model_dir
 
 
+def _described(model_dir, folder):
+    """A run as the tests hold it: its dir, folder, labels.txt names, and the data its config.json records."""
+    data = json.loads((model_dir / "config.json").read_text())["data"]
+    names = (model_dir / "labels.txt").read_text(encoding="utf-8").splitlines()
+    assert sorted(names) == sorted(path.name for path in folder.iterdir())
+    return {"dir": model_dir, "folder": folder, "names": names, **data}
+
+
 @pytest.fixture(scope="module")
 def folder_runs(tmp_path_factory):
-    """Two digit-classifier runs on generated image folders (seeded class names, 1 or 3 channels), and a
-    MobileNet v1 run at 32x32 on the first folder; each with the folder's split sizes as training recorded them."""
+    """Two digit-classifier runs on generated image folders (seeded class names, 1 or 3 channels, 16x16 or
+    28x28 images), each with the folder's split sizes as training recorded them."""
     rng = random.Random(19)
     pixels = np.random.default_rng(19)
     root = tmp_path_factory.mktemp("folder_runs")
@@ -698,15 +706,8 @@ def folder_runs(tmp_path_factory):
         argv += ["--summary-every", "0", "--model-dir", model_dir]
         trained = invoke(train_transfer.main, argv)
         assert trained.code == 0, trained.err
-        runs.append((model_dir, folder))
-    runs.append((_fake_mobilenet_run(runs[0][0], root / "mobilenet", FOLDER_RUNS[0][0]), runs[0][1]))
-    described = []
-    for model_dir, folder in runs:
-        data = json.loads((model_dir / "config.json").read_text())["data"]
-        names = (model_dir / "labels.txt").read_text(encoding="utf-8").splitlines()
-        assert sorted(names) == sorted(path.name for path in folder.iterdir())
-        described.append({"dir": model_dir, "folder": folder, "names": names, **data})
-    return described
+        runs.append(_described(model_dir, folder))
+    return runs
 
 
 def _relabelled(run, directory, rng):
@@ -752,18 +753,36 @@ def _check_reads_the_run(command, run, out):
 
 
 def test_each_command_reads_the_run_it_is_given(folder_runs, tmp_path):
-    """Property: over generated runs (class names, folder channels, image sizes, network) and relabelled
-    copies, every command names the classes labels.txt names and evaluates on the run's own test split."""
+    """Property: over generated runs (class names, folder channels, image sizes) and relabelled copies,
+    every command names the classes labels.txt names and evaluates on the run's own test split."""
     rng = random.Random(5)
-    runs = [*folder_runs, *(_relabelled(run, tmp_path, rng) for run in folder_runs[:2])]
+    runs = [*folder_runs, *(_relabelled(run, tmp_path, rng) for run in folder_runs)]
     situations = list(itertools.product(runs, COMMAND_ARGS))
-    assert len(situations) == 15
+    assert len(situations) == 12
     for number, (run, command) in enumerate(situations):
         out = tmp_path / f"out{number}"
         done = look_main([command, run["dir"], *COMMAND_ARGS[command], "--out-dir", out])
         assert done.code == 0, (run["dir"], command, done.err)
         assert "network check: " in done.out
         _check_reads_the_run(command, run, out)
+
+
+@pytest.mark.slow
+def test_an_imagenet_network_run_reads_its_input_size_and_classes(folder_runs, tmp_path):
+    """A MobileNet v1 run at 32x32 RGB on the grey folder: its input, classes and test split, in all three commands."""
+    run = _described(
+        _fake_mobilenet_run(folder_runs[1]["dir"], tmp_path / "mobilenet", FOLDER_RUNS[1][0]), folder_runs[1]["folder"]
+    )
+    for command in COMMAND_ARGS:
+        out = tmp_path / command
+        done = look_main([command, run["dir"], *COMMAND_ARGS[command], "--out-dir", out])
+        assert done.code == 0, (command, done.err)
+        assert "network: mobilenet_v1 from " in done.out and "network check: 137 variables equal" in done.out
+        _check_reads_the_run(command, run, out)
+    with Image.open(tmp_path / "ideal" / "ideal.png") as figure:
+        assert figure.mode in ("RGB", "RGBA")
+    features_json = json.loads((tmp_path / "features" / "features.json").read_text())
+    assert features_json["end_points"][0]["dims"] == MOBILENET_SIZE * MOBILENET_SIZE * 3
 
 
 def _edited_copy(run, directory, name, edit):
