@@ -6,8 +6,10 @@ through main(argv) on a few classes, few steps and a slice of the test set; the 
 (kNN, the ridge probe, the epsilon ball) is checked against direct computations.
 """
 
+import itertools
 import json
 import os
+import random
 import shutil
 import subprocess
 import sys
@@ -505,7 +507,7 @@ GOLDEN_RETRIEVER = 207
 
 
 def test_imagenet_class_names_and_synonyms():
-    network = common.network_for({"network": LITE0})
+    network = common.network_of(common.read_run(".", {"model": "converted", "network": LITE0}))
     assert network.name == LITE0 and network.image_shape == (224, 224, 3) and network.num_classes == 1000
     assert network.class_names[281] == "tabby" and network.class_names[GOLDEN_RETRIEVER] == "golden retriever"
     assert common.parse_classes("Tabby Cat", network) == [281]
@@ -515,7 +517,7 @@ def test_imagenet_class_names_and_synonyms():
         common.parse_classes("tabby,tabby cat", network)
     with pytest.raises(UserError, match=r"class 'crane' is ambiguous for the efficientnet_lite0: .*134 \(crane\)"):
         common.parse_classes("crane", network)
-    assert common.network_for({}).name == "digit classifier"
+    assert common.network_of(common.read_run(".", {})).name == "digit classifier"
 
 
 @pytest.fixture(scope="module")
@@ -623,4 +625,251 @@ def test_imagenet_user_errors_are_one_line(case, lite0_dir, grey_224, tmp_path):
     run = look_main([arg.format(lite0=lite0_dir, grey=grey_224) for arg in argv] + ["--out-dir", tmp_path / "out"])
     line = one_error_line(run)
     assert expected in line, line
+    assert not (tmp_path / "out").exists()
+
+
+# --- each command reads the run it is given: image-folder runs, their classes and data --------
+
+# Class folder names the generated runs draw from: spaces, accents, other scripts, dots.
+NAME_POOL = (
+    "zebra",
+    "a b",
+    "Ünïcode",
+    "ça va",
+    "数字",
+    "with.dot",
+    "UPPER",
+    "x",
+    "naïve café",
+    "ÅÄÖ",
+    "tab-1",
+    "two  spaces",
+)
+# The generated image folders: (classes, image size, PIL mode, test percent); trained with the digit classifier.
+FOLDER_RUNS = ((3, 16, "RGB", 30.0), (2, 28, "L", 40.0))
+MOBILENET = "mobilenet_v1"
+MOBILENET_SIZE = 32
+
+
+def _write_folder(root, names, size, mode, rng, per_class=20):
+    """An image folder whose classes differ in brightness (so probes can tell them apart), seeded."""
+    for index, name in enumerate(names):
+        (root / name).mkdir(parents=True)
+        level = 40 + 160 * index / max(1, len(names) - 1)
+        for number in range(per_class):
+            shape = (size, size) if mode == "L" else (size, size, 3)
+            pixels = np.clip(level + rng.normal(0, 25, shape), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels, mode).save(root / name / f"{number:02d}.png")
+
+
+def _fake_mobilenet_run(source_run, model_dir, num_classes):
+    """A MobileNet v1 run at 32x32 RGB on the same folder: the trained run's records, random weights (seeded)."""
+    from models import networks
+
+    shutil.copytree(source_run, model_dir, ignore=shutil.ignore_patterns("model.ckpt*", "best", "checkpoint", "look"))
+    config = json.loads((model_dir / "config.json").read_text())
+    config.update(network=MOBILENET, image_size=MOBILENET_SIZE)
+    (model_dir / "config.json").write_text(json.dumps(config))
+    with tf.Graph().as_default():
+        v1.set_random_seed(0)
+        images = v1.placeholder(tf.float32, [None, MOBILENET_SIZE, MOBILENET_SIZE, 3])
+        networks.get(MOBILENET).build(images, num_classes=num_classes, is_training=False)
+        with v1.Session() as sess:
+            sess.run(v1.global_variables_initializer())
+            v1.train.Saver().save(sess, str(model_dir / "model.ckpt"), global_step=1)
+    return model_dir
+
+
+def _described(model_dir, folder):
+    """A run as the tests hold it: its dir, folder, labels.txt names, and the data its config.json records."""
+    data = json.loads((model_dir / "config.json").read_text())["data"]
+    names = (model_dir / "labels.txt").read_text(encoding="utf-8").splitlines()
+    assert sorted(names) == sorted(path.name for path in folder.iterdir())
+    return {"dir": model_dir, "folder": folder, "names": names, **data}
+
+
+@pytest.fixture(scope="module")
+def folder_runs(tmp_path_factory):
+    """Two digit-classifier runs on generated image folders (seeded class names, 1 or 3 channels, 16x16 or
+    28x28 images), each with the folder's split sizes as training recorded them."""
+    rng = random.Random(19)
+    pixels = np.random.default_rng(19)
+    root = tmp_path_factory.mktemp("folder_runs")
+    runs = []
+    for number, (classes, size, mode, test_percent) in enumerate(FOLDER_RUNS):
+        names = rng.sample(NAME_POOL, classes)
+        folder = root / f"folder{number}"
+        _write_folder(folder, names, size, mode, pixels)
+        model_dir = root / f"run{number}"
+        argv = ["--data-dir", folder, "--restore", "none", "--epochs", "1", "--batch-size", "8"]
+        argv += ["--validation-percent", "20", "--test-percent", test_percent, "--save-every", "0"]
+        argv += ["--summary-every", "0", "--model-dir", model_dir]
+        trained = invoke(train_transfer.main, argv)
+        assert trained.code == 0, trained.err
+        runs.append(_described(model_dir, folder))
+    return runs
+
+
+def _relabelled(run, directory, rng):
+    """A copy of the run whose labels.txt names its classes anew (seeded): what look must then call them."""
+    copy = directory / f"{run['dir'].name}_relabelled"
+    shutil.copytree(run["dir"], copy, ignore=shutil.ignore_patterns("look"))
+    names = rng.sample([name for name in NAME_POOL if name not in run["names"]], len(run["names"]))
+    (copy / "labels.txt").write_text("".join(f"{name}\n" for name in names), encoding="utf-8")
+    return {**run, "dir": copy, "names": names}
+
+
+COMMAND_ARGS = {
+    "ideal": ["--steps", "2", "--summary-every", "0"],
+    "adversarial": ["--epsilon", "32", "--attacks", "fgsm", "--examples", "2"],
+    "features": ["--probe-train", "1000", "--projector-images", "5"],
+}
+
+
+def _check_reads_the_run(command, run, out):
+    """What one command wrote, held against the run: its class names, and its data's test split."""
+    result = json.loads((out / f"{command}.json").read_text(encoding="utf-8"))
+    assert result["class_names"] == run["names"] and result["classes_from"] == str(run["dir"] / "labels.txt")
+    if command == "ideal":
+        assert [entry["class"] for entry in result["classes"]] == run["names"]
+        return
+    assert result["data"]["source"] == run["source"] == f"image-folder:{run['folder']}"
+    tested = run["num_test"]
+    assert 0 < tested < 500  # the folder's test split, not the MNIST sample's 500
+    if command == "adversarial":
+        assert result["images"] == tested and result["inputs"] == "test set"
+        assert result["clean_accuracy"] * tested == pytest.approx(round(result["clean_accuracy"] * tested))
+        for example in result["results"][0]["examples"]:
+            assert example["label"] in run["names"] and example["moved_from"] == example["label"]
+            assert {name for name, _ in example["top5_before"]} <= set(run["names"])
+        return
+    assert result["test_images"] == tested and result["data"]["num_test"] == tested
+    assert result["probe_train_images"] == run["num_train"]  # the folder's whole training split
+    for entry in result["end_points"]:
+        for key in ("knn_accuracy", "linear_probe_accuracy"):
+            assert entry[key] * tested == pytest.approx(round(entry[key] * tested), abs=1e-3), entry  # k of N
+    metadata = out / result["end_points"][-1]["end_point"] / "projector" / "metadata.tsv"
+    assert len(metadata.read_text().splitlines()) == min(5, tested)
+
+
+def test_each_command_reads_the_run_it_is_given(folder_runs, tmp_path):
+    """Property: over generated runs (class names, folder channels, image sizes) and relabelled copies,
+    every command names the classes labels.txt names and evaluates on the run's own test split."""
+    rng = random.Random(5)
+    runs = [*folder_runs, *(_relabelled(run, tmp_path, rng) for run in folder_runs)]
+    situations = list(itertools.product(runs, COMMAND_ARGS))
+    assert len(situations) == 12
+    for number, (run, command) in enumerate(situations):
+        out = tmp_path / f"out{number}"
+        done = look_main([command, run["dir"], *COMMAND_ARGS[command], "--out-dir", out])
+        assert done.code == 0, (run["dir"], command, done.err)
+        assert "network check: " in done.out
+        _check_reads_the_run(command, run, out)
+
+
+@pytest.mark.slow
+def test_an_imagenet_network_run_reads_its_input_size_and_classes(folder_runs, tmp_path):
+    """A MobileNet v1 run at 32x32 RGB on the grey folder: its input, classes and test split, in all three commands."""
+    run = _described(
+        _fake_mobilenet_run(folder_runs[1]["dir"], tmp_path / "mobilenet", FOLDER_RUNS[1][0]), folder_runs[1]["folder"]
+    )
+    for command in COMMAND_ARGS:
+        out = tmp_path / command
+        done = look_main([command, run["dir"], *COMMAND_ARGS[command], "--out-dir", out])
+        assert done.code == 0, (command, done.err)
+        assert "network: mobilenet_v1 from " in done.out and "network check: 137 variables equal" in done.out
+        _check_reads_the_run(command, run, out)
+    with Image.open(tmp_path / "ideal" / "ideal.png") as figure:
+        assert figure.mode in ("RGB", "RGBA")
+    features_json = json.loads((tmp_path / "features" / "features.json").read_text())
+    assert features_json["end_points"][0]["dims"] == MOBILENET_SIZE * MOBILENET_SIZE * 3
+
+
+def _edited_copy(run, directory, name, edit):
+    copy = directory / name
+    shutil.copytree(run["dir"], copy, ignore=shutil.ignore_patterns("look"))
+    config = json.loads((copy / "config.json").read_text())
+    edit(config)
+    (copy / "config.json").write_text(json.dumps(config))
+    return copy
+
+
+def test_a_run_whose_data_is_gone_or_changed_is_refused_in_one_line(folder_runs, tmp_path):
+    """The commands that read data refuse a run whose folder moved, changed or is unrecorded; ideal needs none."""
+    run = folder_runs[0]
+    nowhere = tmp_path / "moved away"
+
+    def moved(config):
+        config["data"]["source"] = f"image-folder:{nowhere}"
+
+    def unrecorded(config):
+        del config["data"]["source"]
+
+    changed = tmp_path / "changed folder"
+    shutil.copytree(run["folder"], changed)
+    Image.fromarray(np.zeros((16, 16), np.uint8)).save(changed / run["names"][0] / "new.png")
+
+    def points_at_changed(config):
+        config["data"]["source"] = f"image-folder:{changed}"
+
+    cases = {
+        "moved": (moved, f"trained on the image folder {nowhere}, which does not exist any more; pass --data-dir"),
+        "unrecorded": (unrecorded, "does not say where its image-folder data is (data.source)"),
+        "changed": (points_at_changed, f"image folder {changed} is not the data "),
+    }
+    for case, (edit, expected) in cases.items():
+        model_dir = _edited_copy(run, tmp_path, case, edit)
+        for command in ("features", "adversarial"):
+            out = tmp_path / f"{case}_{command}"
+            line = one_error_line(look_main([command, model_dir, *COMMAND_ARGS[command], "--out-dir", out]))
+            assert expected in line, (case, command, line)
+            assert not out.exists()
+    # ideal reads no data: the moved run still names its classes.
+    model_dir = tmp_path / "moved"
+    done = look_main(["ideal", model_dir, *COMMAND_ARGS["ideal"], "--out-dir", tmp_path / "ideal"])
+    assert done.code == 0, done.err
+    # The folder at its new place, given with --data-dir: the same data, read again.
+    relocated = tmp_path / "new place"
+    shutil.copytree(run["folder"], relocated)
+    argv = ["features", model_dir, *COMMAND_ARGS["features"], "--data-dir", relocated, "--out-dir", tmp_path / "found"]
+    done = look_main(argv)
+    assert done.code == 0, done.err
+    assert json.loads((tmp_path / "found" / "features.json").read_text())["test_images"] == run["num_test"]
+    # Another folder's classes are not the run's.
+    argv = ["adversarial", model_dir, "--data-dir", folder_runs[1]["folder"], "--out-dir", tmp_path / "other"]
+    assert "not the run's" in one_error_line(look_main(argv))
+
+
+def test_issue_19_examples(folder_runs, tmp_path):
+    """`look features` on an image-folder run evaluated on the MNIST sample; `look ideal` named the classes 0..9."""
+    run = folder_runs[0]
+    done = look_main(["features", run["dir"], "--out-dir", tmp_path / "features"])
+    assert done.code == 0, done.err
+    result = json.loads((tmp_path / "features" / "features.json").read_text(encoding="utf-8"))
+    assert result["test_images"] == run["num_test"] != 500 and result["data"]["source"].startswith("image-folder:")
+    done = look_main(["ideal", run["dir"], "--steps", "1", "--out-dir", tmp_path / "ideal"])
+    assert done.code == 0, done.err
+    result = json.loads((tmp_path / "ideal" / "ideal.json").read_text(encoding="utf-8"))
+    assert [entry["class"] for entry in result["classes"]] == run["names"] != [str(digit) for digit in range(10)]
+
+
+LABEL_CASES = {
+    "one class more": ("zebra\na b\nextra\n", "labels.txt names 3 classes, the checkpoint "),
+    "one class less": ("zebra\n", "labels.txt names 1 classes, the checkpoint "),
+    "a class twice": ("zebra\nzebra\n", "labels.txt must name each class once"),
+    "empty": ("", "labels.txt must name each class once"),
+    "not UTF-8": (b"\xff\xfe\n", "cannot read "),
+}
+
+
+@pytest.mark.parametrize("case", sorted(LABEL_CASES))
+def test_labels_that_do_not_fit_the_run_are_refused_in_one_line(case, folder_runs, tmp_path):
+    text, expected = LABEL_CASES[case]
+    model_dir = tmp_path / "run"
+    shutil.copytree(folder_runs[1]["dir"], model_dir, ignore=shutil.ignore_patterns("look"))
+    labels = model_dir / "labels.txt"
+    labels.write_bytes(text if isinstance(text, bytes) else text.encode())
+    for command in COMMAND_ARGS:
+        line = one_error_line(look_main([command, model_dir, "--out-dir", tmp_path / "out"]))
+        assert expected in line, line
     assert not (tmp_path / "out").exists()

@@ -10,10 +10,13 @@
 
 MODEL is a train_transfer.py model dir (its best/ checkpoint, else its newest), a dir that
 transfer.convert wrote (its conversion.json names the network), or a checkpoint prefix
-(`--network` names an ImageNet network for a bare one). Results go to MODEL/look/<command>/
+(`--network` names an ImageNet network for a bare one). Each command takes the run's
+network, input size, channels and class names (labels.txt) from it, and its data: the test
+split of the image folder it trained on, or its IDX data set. Results go to MODEL/look/<command>/
 unless --out-dir says otherwise; earlier results there are kept unless --overwrite. A user mistake (an unknown class, an
 epsilon out of range, an image of the wrong size, a missing or damaged checkpoint, a dir
-that is not a transfer run) ends with one line `error: ...` on stderr and exit status 2.
+that is not a transfer run, a run whose data is no longer where it was) ends with one line
+`error: ...` on stderr and exit status 2.
 """
 
 import os

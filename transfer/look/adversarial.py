@@ -268,14 +268,14 @@ def _validate(args):
     return epsilons, attacks
 
 
-def _given_images(args, network):
-    """The --images files as (images, labels None, file names); None when the test set is attacked.
+def _given_images(args, run, network):
+    """The --images files as (images, labels None, file names); None when the run's test set is attacked.
 
     Raises:
-      UserError: when there are no --images and the network has no test set here.
+      UserError: when there are no --images and the run has no test set (an ImageNet checkpoint).
       DataError: for a bad image (see common.read_images).
     """
-    if not args.images and not network.test_set:
+    if not args.images and run.data_source is None:
         raise UserError(
             f"the {network.name} has no test set here: pass --images FILE, a folder of images, "
             f"or {common.SKIMAGE_PREFIX}NAME ({', '.join(common.SKIMAGE_IMAGES)})"
@@ -286,10 +286,11 @@ def _given_images(args, network):
     return images, None, files
 
 
-def _test_images(args, model):
-    """The test set as (images in [0, 1], labels, file names None)."""
-    dataset = common.load_data(args, model.config)
-    return common.to_unit(dataset.test_images), dataset.test_labels.astype(np.int64), None
+def _test_images(args, model, network):
+    """The run's test set, its first --limit images: ((images in [0, 1], labels, file names None), its description)."""
+    data = common.load_data(args, model.run, network)
+    test = data.test.subset(np.arange(min(args.limit or len(data.test), len(data.test))))
+    return (data.images(test), test.labels, None), data.description
 
 
 def _limit(args, inputs):
@@ -430,14 +431,15 @@ def _examples(plan, success, after):
     ]
 
 
-def _results(args, plan, seconds, results):
-    """The fields of adversarial.json beside the checkpoint and the network."""
+def _results(args, plan, seconds, results, described):
+    """The fields of adversarial.json beside the checkpoint, the network and its classes."""
     if plan.target is None:
         target = "none"
     else:
         target = "all" if plan.target == "all" else plan.names[plan.target]
     return {
         "inputs": args.images or "test set",
+        **({"data": described} if described is not None else {}),
         "images": plan.image_count,
         "target": target,
         "skipped_already_target": plan.skipped,
@@ -467,9 +469,10 @@ def run(args):
     epsilons, attacks = _validate(args)
     model, network, values = common.open_model(args.model, args.network)
     target = _parse_target(args.target, network)
-    given = _given_images(args, network)
+    given = _given_images(args, model.run, network)
+    inputs, described = (given, None) if given is not None else _test_images(args, model, network)
     out_dir = common.command_out_dir(args, model, "adversarial", RESULT_FILES)
-    inputs = _limit(args, given if given is not None else _test_images(args, model))
+    inputs = _limit(args, inputs)
     common.report_network(model, network)
     with tf.Graph().as_default():
         graph = build_graph(network, targeted=target is not None)
@@ -481,7 +484,8 @@ def run(args):
                 _attack_at(sess, graph, args, plan, name, epsilon, out_dir) for name in attacks for epsilon in epsilons
             ]
             seconds = time.monotonic() - began
-    path = common.write_results(out_dir, "adversarial.json", model, network, _results(args, plan, seconds, results))
+    fields = _results(args, plan, seconds, results, described)
+    path = common.write_results(out_dir, "adversarial.json", model, network, fields)
     _print_examples(args, results)
     print(f"wrote {path} and the example figures in {seconds:.1f} s")
 

