@@ -14,6 +14,11 @@ The legacy layout (torch.save with _use_new_zipfile_serialization=False): five p
 in a row (a magic number, the protocol version 1001, a sys-info dict, the object with
 tensors as persistent storage ids, the list of storage keys), then for each key in that
 list a little-endian int64 element count and the storage's raw bytes.
+
+Input is bounded: every tensor's view (offset, sizes, strides) is checked against its
+storage's element count before any storage is read (_check_view), a storage larger than
+what is left of the file is refused before it is read, and the tensors come back as
+read-only views of the storages, so the arrays never take more memory than the file.
 """
 
 import collections
