@@ -14,15 +14,23 @@ exported card says.
 This script needs TensorFlow and the standard library only: it imports nothing from the
 training code, so it runs wherever the export is copied. A file that cannot be read or
 decoded is reported on stderr as one line, `error: PATH: reason`, the others are still
-classified, and the exit status is then 2.
+classified, and the exit status is then 2. Only regular files are opened (a FIFO named
+x.png would block for ever), and an image whose header declares more than 8192 x 8192
+pixels is refused before it is decoded, by the same rule as in training and look (a copy
+of data/image_header.py, below). The arguments, the model folder and its labels.txt are
+checked before TensorFlow is imported, and TensorFlow's start-up lines are kept off the
+terminal unless TF_CPP_MIN_LOG_LEVEL is set to 0 or 1.
 """
 
 import argparse
 import contextlib
 import fnmatch
 import glob
+import io
 import json
 import os
+import stat
+import struct
 import subprocess
 import sys
 import tempfile
@@ -32,6 +40,212 @@ SIGNATURE = "predict_encoded"
 # Where the toolkit lives when predict.py is run from its checkout: the exporter for a run dir.
 EXPORTER_ROOT = os.path.dirname(os.path.abspath(__file__))
 BATCH = 32
+
+
+# --- The pixel bound and regular-file opening: a copy of data/image_header.py ------------
+# predict.py imports nothing of the toolkit, so the rule every decoder of the toolkit applies
+# is copied here, byte for byte from its first constant to its end;
+# tests/test_image_header.py checks that the copy is the same code and gives the same answers.
+
+# The most pixels an image may have: 8192 x 8192, 67.1 megapixels (its decoded RGBA bytes
+# are 256 MiB). A photo from a 100-megapixel camera is over it: scale such images down.
+MAX_PIXELS = 8192 * 8192
+
+_SOF_MARKERS = frozenset((0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF))
+
+
+def _png_size(data):
+    if len(data) < 24 or data[12:16] != b"IHDR":
+        return None
+    return struct.unpack_from(">II", data, 16)
+
+
+def _jpeg_size(data):
+    """The frame header's size; markers are walked as libjpeg does (bytes between segments skipped)."""
+    at, end = 2, len(data)
+    while at < end:
+        if data[at] != 0xFF:
+            at += 1
+            continue
+        while at < end and data[at] == 0xFF:
+            at += 1
+        if at >= end:
+            return None
+        marker = data[at]
+        at += 1
+        if marker in _SOF_MARKERS:
+            if at + 7 > end:
+                return None
+            height, width = struct.unpack_from(">HH", data, at + 3)
+            return width, height
+        if marker in (0xD9, 0xDA):  # the end, or the scan, before any frame header
+            return None
+        if marker == 0x01 or marker == 0x00 or 0xD0 <= marker <= 0xD8:  # markers without a length
+            continue
+        if at + 2 > end:
+            return None
+        at += struct.unpack_from(">H", data, at)[0]
+    return None
+
+
+def _skip_sub_blocks(data, at):
+    end = len(data)
+    while at < end and data[at]:
+        at += data[at] + 1
+    return at + 1
+
+
+def _gif_size(data):
+    """The canvas holding the logical screen and every frame's image descriptor."""
+    if len(data) < 13:
+        return None
+    width, height = struct.unpack_from("<HH", data, 6)
+    flags = data[10]
+    at, end = 13 + (3 << ((flags & 7) + 1) if flags & 0x80 else 0), len(data)
+    while at < end:
+        block = data[at]
+        if block == 0x2C:  # an image descriptor: left, top, width, height, flags
+            if at + 10 > end:
+                break
+            left, top, frame_width, frame_height = struct.unpack_from("<HHHH", data, at + 1)
+            width, height = max(width, left + frame_width), max(height, top + frame_height)
+            flags = data[at + 9]
+            at = _skip_sub_blocks(data, at + 11 + (3 << ((flags & 7) + 1) if flags & 0x80 else 0))
+        elif block == 0x21:  # an extension: its label, then sub-blocks
+            at = _skip_sub_blocks(data, at + 2)
+        else:  # the trailer, or bytes the decoder stops at as well
+            break
+    return width, height
+
+
+def _bmp_size(data):
+    if len(data) < 26:
+        return None
+    (header,) = struct.unpack_from("<I", data, 14)
+    if header == 12:  # OS/2 BITMAPCOREHEADER: 16-bit sizes
+        return struct.unpack_from("<HH", data, 18)
+    width, height = struct.unpack_from("<ii", data, 18)
+    return (width, abs(height)) if width >= 0 else None
+
+
+def _webp_size(data):
+    if len(data) < 30:
+        return None
+    chunk = data[12:16]
+    if chunk == b"VP8 " and data[23:26] == b"\x9d\x01\x2a":
+        width, height = struct.unpack_from("<HH", data, 26)
+        return width & 0x3FFF, height & 0x3FFF
+    if chunk == b"VP8L" and data[20] == 0x2F:
+        (bits,) = struct.unpack_from("<I", data, 21)
+        return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+    if chunk == b"VP8X":
+        width = int.from_bytes(data[24:27], "little") + 1
+        height = int.from_bytes(data[27:30], "little") + 1
+        return width, height
+    return None
+
+
+_FORMATS = (
+    (b"\x89PNG\r\n\x1a\n", "PNG", _png_size),
+    (b"\xff\xd8\xff", "JPEG", _jpeg_size),
+    (b"GIF87a", "GIF", _gif_size),
+    (b"GIF89a", "GIF", _gif_size),
+    (b"BM", "BMP", _bmp_size),
+)
+
+
+def image_size(data):
+    """Reads an encoded image's width and height from its header, decoding nothing.
+
+    Args:
+      data: the file's bytes (only the header is looked at, and for a GIF its block headers).
+
+    Returns:
+      (format, width, height): format is "PNG", "JPEG", "GIF", "BMP" or "WEBP", or None
+      for any other content; width and height are None when the header is cut short or
+      damaged.
+    """
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        name, size = "WEBP", _webp_size(data)
+    else:
+        name, size = next(
+            ((name, read(data)) for magic, name, read in _FORMATS if data[: len(magic)] == magic), (None, None)
+        )
+    return (name, *size) if size else (name, None, None)
+
+
+def too_large(width, height):
+    """The refusal of an image of width x height pixels, or None when it is within MAX_PIXELS."""
+    if width * height <= MAX_PIXELS:
+        return None
+    return (
+        f"{width} x {height} pixels ({width * height / 1e6:.1f} megapixels), more than the "
+        f"{MAX_PIXELS / 1e6:.1f} megapixels an image may have: not decoded; scale it down"
+    )
+
+
+def refusal(data):
+    """Why an encoded image must not be decoded, as a phrase naming its size; None when it may be.
+
+    The one rule: a PNG, JPEG, GIF, BMP or WebP image is decoded only when its header tells
+    its size and that size is at most MAX_PIXELS. Other content is not judged here.
+    """
+    name, width, height = image_size(data)
+    if name is None:
+        return None
+    if width is None:
+        return f"its {name} header is cut short or damaged: its size cannot be read"
+    return too_large(width, height)
+
+
+class NotARegularFile(OSError):
+    """A path that names a FIFO, a socket, a device or a folder where a file is read."""
+
+
+def _kind(mode):
+    kinds = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"), (stat.S_ISDIR, "a folder"))
+    kinds += ((stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
+    return next((kind for test, kind in kinds if test(mode)), "not a file")
+
+
+def open_regular(path):
+    """Opens a file for binary reading only when it is a regular file (a link to one counts).
+
+    The path is checked before it is opened, so no FIFO or device is even opened (opening
+    one can block or act); the open itself does not block, and what was opened is checked
+    again, so a file swapped in between is refused too.
+
+    Raises:
+      NotARegularFile: for a FIFO, socket, device or folder; str() says which.
+      OSError: the path cannot be opened.
+    """
+    mode = os.stat(path).st_mode
+    if not stat.S_ISREG(mode):
+        raise NotARegularFile(f"not a regular file ({_kind(mode)})")
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise NotARegularFile(f"not a regular file ({_kind(mode)})")
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def file_refusal(path):
+    """refusal() of a file (read whole, as its decoder would: a memory map could fault on a
+    file cut short while it is read).
+
+    Raises:
+      OSError: the file cannot be read or is not a regular file (NotARegularFile).
+    """
+    with open_regular(path) as stream:
+        return refusal(stream.read())
+
+
+# --- End of the copy of data/image_header.py -------------------------------------------
 
 
 class PredictError(Exception):
@@ -162,19 +376,54 @@ def expand_paths(patterns):
     return unique, folder_links
 
 
-def load_model(model_dir):
-    """Loads an export; returns (the predict_encoded function, class names).
+def check_model_dir(model_dir):
+    """Tells an export from a training run without TensorFlow: True for a run (config.json, no SavedModel).
 
     Raises:
-      PredictError: not an export (a training run dir, a missing or damaged SavedModel).
+      PredictError: a missing folder, or one that is neither an export nor a run.
     """
     if not os.path.isdir(model_dir):
         raise PredictError(
             f"--model {model_dir} does not exist; export a run with python -m transfer.export --model-dir RUN --output "
             f"{model_dir}"
         )
-    if not os.path.exists(os.path.join(model_dir, "saved_model.pb")):
-        raise PredictError(f"--model {model_dir} holds no saved_model.pb: not an exported model")
+    if os.path.exists(os.path.join(model_dir, "saved_model.pb")):
+        return False
+    if os.path.exists(os.path.join(model_dir, "config.json")):
+        return True
+    raise PredictError(f"--model {model_dir} holds no saved_model.pb: not an exported model")
+
+
+def read_labels(model_dir):
+    """The class names of an export's labels.txt (one a line, UTF-8), or None without one.
+
+    Raises:
+      PredictError: a labels.txt that cannot be read or is not UTF-8 (naming its line).
+    """
+    path = os.path.join(model_dir, "labels.txt")
+    if not os.path.lexists(path):
+        return None
+    try:
+        with open_regular(path) as stream:
+            data = stream.read()
+    except OSError as error:
+        raise PredictError(f"cannot read {path}: {error.strerror or error}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        raise PredictError(
+            f"{path}: line {line} is not UTF-8 (byte 0x{data[error.start]:02x}); it holds one class name a line"
+        ) from None
+    return [line.rstrip("\n") for line in io.StringIO(text, newline=None) if line.strip()]
+
+
+def load_model(model_dir):
+    """Loads an export (checked by check_model_dir); returns (the loaded model, its predict_encoded function).
+
+    Raises:
+      PredictError: a damaged SavedModel, or one without the signature.
+    """
     import tensorflow as tf
 
     try:
@@ -187,12 +436,7 @@ def load_model(model_dir):
         raise PredictError(
             f"the model in {model_dir} has no {SIGNATURE} signature (it has {', '.join(loaded.signatures) or 'none'})"
         )
-    names = None
-    labels = os.path.join(model_dir, "labels.txt")
-    if os.path.exists(labels):
-        with open(labels, encoding="utf-8") as stream:
-            names = [line.rstrip("\n") for line in stream if line.strip()]
-    return loaded, loaded.signatures[SIGNATURE], names
+    return loaded, loaded.signatures[SIGNATURE]
 
 
 def export_on_the_fly(run_dir, scratch, network=None):
@@ -244,12 +488,19 @@ def predict(files, function, top_k, names):
     for start in range(0, len(files), BATCH):
         chunk, contents, results = files[start : start + BATCH], [], {}
         for path in chunk:
+            contents.append(None)
             try:
-                with open(path, "rb") as stream:
-                    contents.append(stream.read())
+                with open_regular(path) as stream:
+                    data = stream.read()
+            except NotARegularFile as error:
+                results[path] = str(error)
+                continue
             except OSError as error:
                 results[path] = f"cannot read: {error.strerror or error}"
-                contents.append(None)
+                continue
+            results[path] = refusal(data)  # the pixel bound, before the model decodes a byte
+            if results[path] is None:
+                contents[-1] = data
         readable = [(p, c) for p, c in zip(chunk, contents) if c is not None]
         try:
             rows = list(_classify(function, [c for _, c in readable])) if readable else []
@@ -305,8 +556,13 @@ def main(argv=None):
 
 def _run(args, stack):
     try:
+        # Every argument is checked before TensorFlow is imported (5-10 s and its log lines).
         if args.top_k is not None and args.top_k < 1:
             raise PredictError(f"--top-k must be at least 1, got {args.top_k}")
+        if args.network and not args.checkpoint:
+            raise PredictError("--network goes with --checkpoint DIR (an export knows its network)")
+        if args.checkpoint and not os.path.isdir(args.checkpoint):
+            raise PredictError(f"--checkpoint {args.checkpoint} is not a directory")
         files, folder_links = expand_paths(args.paths)
         if folder_links:
             listed = ", ".join(f"{shown(link)} (-> {shown(os.readlink(link))})" for link in folder_links[:3])
@@ -315,18 +571,13 @@ def _run(args, stack):
                 f"warning: skipped {len(folder_links)} links to folders, which are never followed: {listed}{more}",
                 file=sys.stderr,
             )
+        model_dir = args.checkpoint or args.model
+        on_the_fly = bool(args.checkpoint) or check_model_dir(model_dir)
+        names = None if on_the_fly else read_labels(model_dir)
         with _stderr_to_devnull():
             import tensorflow as tf
         tf.get_logger().setLevel("ERROR")
-        if args.network and not args.checkpoint:
-            raise PredictError("--network goes with --checkpoint DIR (an export knows its network)")
-        model_dir = args.checkpoint or args.model
-        if args.checkpoint and not os.path.isdir(args.checkpoint):
-            raise PredictError(f"--checkpoint {args.checkpoint} is not a directory")
-        if args.checkpoint or (
-            not os.path.exists(os.path.join(model_dir, "saved_model.pb"))
-            and os.path.exists(os.path.join(model_dir, "config.json"))
-        ):
+        if on_the_fly:
             scratch = stack.enter_context(tempfile.TemporaryDirectory(prefix="predict-export-"))
             model_dir = export_on_the_fly(model_dir, scratch, args.network)
             what = f"the checkpoint {args.checkpoint}" if args.checkpoint else f"the run {args.model}"
@@ -334,7 +585,8 @@ def _run(args, stack):
                 f"exported {what} on the fly (python -m transfer.export keeps one)",
                 file=sys.stderr,
             )
-        _, function, names = load_model(model_dir)
+            names = read_labels(model_dir)
+        _, function = load_model(model_dir)
         num_classes = int(function.structured_outputs["probabilities"].shape[-1])
         if args.top_k is None:
             args.top_k = min(3, num_classes)

@@ -57,7 +57,7 @@ import unicodedata
 import numpy as np
 import tensorflow as tf
 
-from data import idx, pipeline
+from data import idx, image_header, pipeline
 from runtime.errors import DataError, one_line
 from runtime.paths import shown
 from runtime.quiet import native_stderr_silenced
@@ -400,6 +400,10 @@ def decode(contents):
     Args:
       contents: scalar string tensor of the file's bytes.
 
+    Nothing here bounds the size: the files of a folder reach it only after :func:`scan`
+    refused those over data.image_header's pixel bound, and predict.py and look apply the
+    same rule before their decoders.
+
     Returns:
       uint8 tensor [height, width, channels] with the file's own channels (1 to 4).
     """
@@ -599,13 +603,41 @@ class FileBatches:
         sess.run(self.initializer, feed_dict=feed)
 
 
+def _over_the_bound(paths):
+    """Returns {index: reason} of the files that must not be decoded (data.image_header's rule).
+
+    Their headers are read, nothing is decoded: an image of more pixels than
+    image_header.MAX_PIXELS, or whose header does not tell its size, is refused with its
+    size in the reason; a file that is no longer a regular file is refused too.
+    """
+    refused = {}
+    for i, path in enumerate(paths):
+        try:
+            reason = image_header.file_refusal(path)
+        except OSError as e:
+            reason = str(e) if isinstance(e, image_header.NotARegularFile) else f"cannot read: {one_line(e)}"
+        if reason is not None:
+            refused[i] = reason
+    return refused
+
+
 def _find_bad(paths):
     """Decodes every path once; returns {index: reason} for the ones that fail.
 
-    The files are decoded in a parallel tf.data map whose errors are dropped
-    (ignore_errors), which leaves the survivors; only the few failures are decoded
-    again one by one, to learn each one's reason.
+    No file is decoded before its header passed the pixel bound (:func:`_over_the_bound`):
+    the files over it are failures without being decoded. The others are decoded in a
+    parallel tf.data map whose errors are dropped (ignore_errors), which leaves the
+    survivors; only the few failures are decoded again one by one, to learn each one's
+    reason.
     """
+    failures = _over_the_bound(paths)
+    kept = [i for i in range(len(paths)) if i not in failures]
+    failures.update({kept[j]: reason for j, reason in _decode_failures([paths[i] for i in kept]).items()})
+    return dict(sorted(failures.items()))
+
+
+def _decode_failures(paths):
+    """Decodes every path once in tf.data; returns {index: reason} for the ones that fail."""
     if not paths:
         return {}
     with tf.Graph().as_default() as graph:

@@ -10,6 +10,7 @@ import io
 import json
 import os
 import pickle
+import random
 import struct
 import subprocess
 import sys
@@ -26,7 +27,7 @@ from transfer import convert, torch_legacy
 
 v1 = tf.compat.v1
 
-STORAGE_TYPES = {np.dtype("float32"): "FloatStorage", np.dtype("int64"): "LongStorage"}
+STORAGE_TYPES = {dtype: name for name, dtype in torch_legacy.STORAGE_DTYPES.items()}
 
 
 def _wheel_weights():
@@ -249,6 +250,113 @@ def test_a_truncated_file_and_an_out_of_bounds_view_are_refused(tmp_path):
     wide = collections.OrderedDict(w=_Tensor(np.zeros(4, np.float32), "0", size=(4,), stride=(2,)))
     with pytest.raises(CheckpointError, match="tensor w reaches element 6 of a 4-element storage"):
         torch_legacy.read_state_dict(_write(tmp_path / "wide.pth", legacy_bytes(wide)))
+
+
+class _Claimed:
+    """A storage whose id and size field claim more elements than the bytes that follow."""
+
+    def __init__(self, array, claimed):
+        self.array, self.size, self.dtype = array, claimed, array.dtype
+
+    def astype(self, dtype):
+        return self.array.astype(dtype)
+
+
+_HUGE = (10**30, 2**40, 2**63 - 1)
+
+
+def _view_situations(seed=19, count=600):
+    """Random tensors on random storages: (state, storage array, expected array or None, cut)."""
+    rng = random.Random(seed)
+    dtypes = list(torch_legacy.STORAGE_DTYPES.values())
+    situations = []
+    for i in range(count):
+        dtype = rng.choice(dtypes)
+        numel = rng.choice([0, 1, 2, rng.randrange(3, 13)])
+        values = np.array([rng.randrange(0, 2 if dtype == np.bool_ else 100) for _ in range(numel)])
+        storage = values.astype(dtype)
+
+        # Each number is an absurd one (negative, huge) one time in twelve.
+        def pick(*usual):
+            return rng.choice([-1, *_HUGE]) if rng.random() < 1 / 12 else rng.choice(usual)
+
+        ndim = rng.choice([0, 1, 1, 2, 2, 3, 40])
+        size = tuple(pick(0, 1, 1, 2, 3, rng.randrange(1, 8)) for _ in range(ndim))
+        stride = tuple(pick(0, 1, 1, 2, 3, rng.randrange(1, 6)) for _ in range(ndim))
+        offset = pick(0, 0, 1, rng.randrange(0, numel + 3))
+        claimed = rng.random() < 0.05
+        written = _Claimed(storage, 2**60) if claimed else storage
+        tensor = _Tensor(storage, f"s{i}", offset=offset, size=size, stride=stride, storage=written)
+        cut = rng.random() < 0.1
+        situations.append((collections.OrderedDict({f"t{i}": tensor}), storage, _reference(storage, tensor), cut))
+    return situations
+
+
+def _reference(storage, tensor):
+    """What the tensor holds, computed from its storage's values, or None for a view to refuse."""
+    size, stride, offset, numel = tensor.size, tensor.stride, tensor.offset, storage.size
+    if isinstance(tensor.storage, _Claimed) or len(size) > 32 or min((*size, *stride, offset), default=0) < 0:
+        return None
+    elements = int(np.prod([int(e) for e in size], dtype=object)) if size else 1
+    if elements == 0:
+        nonzero = int(np.prod([max(int(e), 1) for e in size], dtype=object)) * storage.itemsize
+        return np.zeros(size, storage.dtype) if offset <= numel and nonzero < 2**63 else None
+    if elements > numel:
+        return None
+    if offset + sum((e - 1) * s for e, s in zip(size, stride)) >= numel:
+        return None
+    strides = [s * storage.itemsize if e > 1 else 0 for e, s in zip(size, stride)]
+    return np.lib.stride_tricks.as_strided(storage[offset:], shape=size, strides=strides).copy()
+
+
+def test_every_view_is_read_exactly_or_refused_in_one_line(tmp_path):
+    """Rule: a tensor's view is checked against its storage's bytes before anything is allocated."""
+    situations = _view_situations()
+    outcomes = collections.Counter()
+    for i, (state, storage, expected, cut) in enumerate(situations):
+        data = legacy_bytes(state)
+        if cut:
+            data = data[: len(data) - 1 - (i % max(1, storage.nbytes + 8))]
+            expected = None
+        path = _write(tmp_path / f"{i}.pth", data)
+        try:
+            got = torch_legacy.read_state_dict(path)
+        except CheckpointError as error:
+            assert expected is None, (i, state, error)
+            assert "\n" not in str(error) and path in str(error), str(error)
+            outcomes["refused"] += 1
+            continue
+        assert expected is not None, (i, state)
+        (name,) = state
+        assert got[name].dtype == expected.dtype and got[name].shape == expected.shape
+        np.testing.assert_array_equal(got[name], expected)
+        outcomes["read"] += 1
+    assert len(situations) == 600
+    # Both outcomes are common enough to mean something.
+    assert outcomes["read"] > 60 and outcomes["refused"] > 300, outcomes
+
+
+def test_the_issue_views_are_refused_naming_the_tensor(tmp_path):
+    one = np.ones(1, np.float32)
+    for size, stride, message in [
+        ((2**40,), (0,), "tensor w is shaped (1099511627776,): 1099511627776 elements, more than its 1-element"),
+        ((0, 10**30), (1, 1), f"tensor w is shaped (0, {10**30}), beyond what an array can describe"),
+        ((3,), (-1,), "tensor w has a negative size, stride or offset"),
+    ]:
+        state = collections.OrderedDict(w=_Tensor(one, "0", size=size, stride=stride))
+        path = _write(tmp_path / "w.pth", legacy_bytes(state))
+        with pytest.raises(CheckpointError) as raised:
+            torch_legacy.read_state_dict(path)
+        assert str(raised.value).startswith(f"{path}: {message}")
+
+
+def test_entries_naming_one_storage_share_its_memory(tmp_path):
+    shared = _Tensor(np.arange(6, dtype=np.float32), "0")
+    state = collections.OrderedDict((f"copy{i}", shared) for i in range(50))
+    got = torch_legacy.read_state_dict(_write(tmp_path / "tied.pth", legacy_bytes(state)))
+    assert len(got) == 50 and all(np.shares_memory(got["copy0"], array) for array in got.values())
+    assert not got["copy0"].flags.writeable
+    np.testing.assert_array_equal(got["copy49"], np.arange(6))
 
 
 # --- 2. The converter ---------------------------------------------------------------------

@@ -7,9 +7,11 @@ import json
 import os
 import re
 import shutil
+import struct
 import subprocess
 import sys
 import tempfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -302,6 +304,10 @@ def test_predict_in_a_fresh_process_with_no_training_code(exported, run, sample,
         (["{digits}", "--model", "{missing}"], "does not exist; export a run with python -m transfer.export"),
         (["{digits}", "--model", "{damaged}"], "cannot load the model in"),
         (["{digits}", "--model", "{digits}"], "holds no saved_model.pb: not an exported model"),
+        (
+            ["{digits}", "--model", "{bad_labels}"],
+            r"bad_labels/labels.txt: line 3 is not UTF-8 \(byte 0xff\); it holds one class name a line$",
+        ),
     ],
 )
 def test_predict_refusals(exported, run, sample, tmp_path, monkeypatch, argv, expected):
@@ -317,6 +323,9 @@ def test_predict_refusals(exported, run, sample, tmp_path, monkeypatch, argv, ex
     damaged = tmp_path / "damaged"
     shutil.copytree(exported, damaged)
     (damaged / "saved_model.pb").write_bytes((damaged / "saved_model.pb").read_bytes()[:5000])
+    bad_labels = tmp_path / "bad_labels"
+    shutil.copytree(exported, bad_labels)
+    (bad_labels / "labels.txt").write_bytes(b"zero\none\ntw\xffo\n" + b"".join(b"%d\n" % i for i in range(3, 10)))
     values = {
         "digits": tmp_path / "digits",
         "run": run[0],
@@ -324,6 +333,7 @@ def test_predict_refusals(exported, run, sample, tmp_path, monkeypatch, argv, ex
         "missing": tmp_path / "missing",
         "damaged": damaged,
         "autoencoder_run": autoencoder_run,
+        "bad_labels": bad_labels,
     }
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
@@ -331,6 +341,73 @@ def test_predict_refusals(exported, run, sample, tmp_path, monkeypatch, argv, ex
     assert code == 2 and out.getvalue() == ""
     assert err.getvalue().count("\n") == 1 and err.getvalue().startswith("error: "), err.getvalue()
     assert re.search(expected, err.getvalue()), err.getvalue()
+
+
+def test_predict_checks_its_arguments_before_importing_tensorflow(exported, sample, tmp_path):
+    """Rule 8: a mistake on the command line is one line at once, with TensorFlow never imported."""
+    digits = tmp_path / "digits"
+    _digit_pngs(str(digits), sample, count=1)
+    bad_labels = tmp_path / "bad_labels"
+    shutil.copytree(exported, bad_labels)
+    (bad_labels / "labels.txt").write_bytes(b"\xff\n")
+    cases = [
+        [str(digits), "--model", str(tmp_path / "missing")],
+        [str(digits), "--model", str(digits)],
+        [str(digits), "--model", exported, "--top-k", "0"],
+        [str(digits), "--model", exported, "--network", "efficientnet-lite0"],
+        [str(digits), "--checkpoint", str(tmp_path / "missing")],
+        [str(tmp_path / "nothing.png"), "--model", exported],
+        [str(digits), "--model", str(bad_labels)],
+    ]
+    script = (
+        "import json, sys, predict\n"
+        "codes = [predict.main(argv) for argv in json.loads(sys.argv[1])]\n"
+        "print(json.dumps([codes, 'tensorflow' in sys.modules]))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, json.dumps(cases)],
+        cwd=REPO,
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert json.loads(done.stdout) == [[2] * len(cases), False], done.stderr
+    lines = done.stderr.splitlines()
+    assert len(lines) == len(cases) and all(line.startswith("error: ") for line in lines), lines
+    assert (
+        lines[-1]
+        == f"error: {bad_labels / 'labels.txt'}: line 1 is not UTF-8 (byte 0xff); it holds one class name a line"
+    )
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+def test_predict_opens_only_regular_files_and_decodes_only_bounded_images(exported, sample, tmp_path):
+    """Rule 7 for predict.py: a FIFO is never opened (it hung), a 16000 x 16000 PNG never decoded."""
+    digits = tmp_path / "digits"
+    good = _digit_pngs(str(digits), sample, count=2)
+    fifo = tmp_path / "x.png"
+    os.mkfifo(fifo)
+    header = (
+        b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + b"IHDR" + struct.pack(">IIBBBBB", 16000, 16000, 8, 0, 0, 0, 0)
+    )
+    huge = tmp_path / "huge.png"
+    huge.write_bytes(header + struct.pack(">I", zlib.crc32(header[12:])) + b"\x00" * 64)
+    done = subprocess.run(
+        [sys.executable, str(REPO / "predict.py"), *good, str(fifo), str(huge), "--model", exported, "--top-k", "1"],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [
+        f"error: {fifo}: not a regular file (a FIFO)",
+        f"error: {huge}: 16000 x 16000 pixels (256.0 megapixels), more than the 67.1 megapixels an image may have: "
+        "not decoded; scale it down",
+    ]
+    assert [line.split(":")[0] for line in done.stdout.splitlines()] == good
 
 
 def test_predict_exports_a_run_dir_on_the_fly(exported, run, sample, tmp_path, monkeypatch):

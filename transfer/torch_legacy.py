@@ -14,6 +14,11 @@ The legacy layout (torch.save with _use_new_zipfile_serialization=False): five p
 in a row (a magic number, the protocol version 1001, a sys-info dict, the object with
 tensors as persistent storage ids, the list of storage keys), then for each key in that
 list a little-endian int64 element count and the storage's raw bytes.
+
+Input is bounded: every tensor's view (offset, sizes, strides) is checked against its
+storage's element count before any storage is read (_check_view), a storage larger than
+what is left of the file is refused before it is read, and the tensors come back as
+read-only views of the storages, so the arrays never take more memory than the file.
 """
 
 import collections
@@ -313,29 +318,79 @@ def _pickle(stream, machine, path, what):
 
 
 def _read_exact(stream, count, path, what):
-    data = stream.read(count)
-    if len(data) != count:
-        raise CheckpointError(f"{path} is truncated: {what} needs {count} bytes, {len(data)} left")
-    return data
+    # Counted before reading: a count the file cannot hold (a storage id claiming 10**30
+    # elements) is refused without asking for that much.
+    left = stream.getbuffer().nbytes - stream.tell()
+    if count > left:
+        raise CheckpointError(f"{path} is truncated: {what} needs {count} bytes, {left} left")
+    return stream.read(count)
 
 
-def _materialise(tensor, path, name):
-    storage = tensor.storage
-    if any(extent < 0 for extent in tensor.size) or any(step < 0 for step in tensor.stride) or tensor.offset < 0:
-        _refuse(path, f"tensor {name} has a negative size, stride or offset")
-    if 0 in tensor.size:
-        return np.zeros(tensor.size, storage.dtype)
-    last = tensor.offset + sum((extent - 1) * step for extent, step in zip(tensor.size, tensor.stride))
+# More dimensions than this are refused: numpy 1.x arrays have at most 32 (2.x: 64).
+_MAX_DIMS = 32
+# The largest byte count numpy can describe, even for an array of no elements.
+_MAX_BYTES = 2**63 - 1
+
+
+def _shown(name):
+    return name if name.isprintable() else repr(name)
+
+
+def _check_view(tensor, path, name):
+    """Refuses a tensor whose view does not lie inside its storage, before anything is allocated.
+
+    The rule, in Python integers (no overflow): extents, strides and the offset are not
+    negative; a tensor with elements holds no more of them than its storage (so no view
+    multiplies memory, whatever its strides) and its last element, offset + sum((extent - 1)
+    * stride), lies inside the storage; the stride of a dimension of extent 0 or 1 is never
+    used, so any value there is accepted (torch writes 0 for an expanded dimension); an
+    empty tensor starts at most at the storage's end and its other extents stay describable
+    (their product, in bytes, below 2**63).
+
+    Raises:
+      CheckpointError: one line naming the tensor.
+    """
+    storage, size, stride, offset = tensor.storage, tensor.size, tensor.stride, tensor.offset
+    shown = f"tensor {_shown(name)}"
+    if len(size) > _MAX_DIMS:
+        raise CheckpointError(f"{path}: {shown} has {len(size)} dimensions, more than the {_MAX_DIMS} allowed")
+    if any(extent < 0 for extent in size) or any(step < 0 for step in stride) or offset < 0:
+        raise CheckpointError(f"{path}: {shown} has a negative size, stride or offset")
+    elements = 1
+    for extent in size:
+        elements *= extent
+    if elements == 0:
+        described = storage.dtype.itemsize
+        for extent in size:
+            described *= max(extent, 1)
+        if described > _MAX_BYTES:
+            raise CheckpointError(f"{path}: {shown} is shaped {size!r:.100}, beyond what an array can describe")
+        if offset > storage.numel:
+            raise CheckpointError(f"{path}: {shown} starts at element {offset} of a {storage.numel}-element storage")
+        return
+    if elements > storage.numel:
+        raise CheckpointError(
+            f"{path}: {shown} is shaped {size!r:.100}: {elements} elements, more than its "
+            f"{storage.numel}-element storage holds"
+        )
+    last = offset + sum((extent - 1) * step for extent, step in zip(size, stride))
     if last >= storage.numel:
-        _refuse(path, f"tensor {name} reaches element {last} of a {storage.numel}-element storage")
+        raise CheckpointError(f"{path}: {shown} reaches element {last} of a {storage.numel}-element storage")
+
+
+def _materialise(tensor):
+    """The tensor as a read-only view of its storage's bytes (checked by _check_view): no copy."""
+    storage = tensor.storage
+    if 0 in tensor.size:
+        return np.zeros(tensor.size, storage.dtype.newbyteorder("="))
     itemsize = storage.dtype.itemsize
     view = np.lib.stride_tricks.as_strided(
         storage.array[tensor.offset :],
         shape=tensor.size,
-        strides=tuple(step * itemsize for step in tensor.stride),
+        strides=tuple(step * itemsize if extent > 1 else 0 for extent, step in zip(tensor.size, tensor.stride)),
         writeable=False,
     )
-    return np.array(view, dtype=storage.dtype.newbyteorder("="))
+    return view if view.dtype.isnative else view.astype(view.dtype.newbyteorder("="))
 
 
 def read_state_dict(path):
@@ -345,12 +400,16 @@ def read_state_dict(path):
       path: the .pth/.pt file.
 
     Returns:
-      An ordered dict {entry name: numpy array}, in the file's order.
+      An ordered dict {entry name: numpy array}, in the file's order. The arrays are
+      read-only views of the storages' bytes (entries sharing a storage share memory), so
+      however many entries a file names, they take no more memory than the file; every
+      view is checked against its storage (_check_view) before a storage is read.
 
     Raises:
       CheckpointError: with one line, for a file that cannot be read, is not a legacy
         PyTorch file, names anything beyond what a tensor state_dict needs, or holds
-        something other than a flat dict of tensors.
+        something other than a flat dict of tensors, or a tensor whose view does not lie
+        inside its storage.
     """
     stream = io.BytesIO(_read_pickled_file(path))
     storages = {}
@@ -358,8 +417,10 @@ def read_state_dict(path):
     state = _pickle(stream, _Machine(path, storages), path, "object")
     keys = _pickle(stream, _Machine(path, storages), path, "storage keys")
     _check_contents(state, keys, storages, path)
+    for name, tensor in state.items():
+        _check_view(tensor, path, name)
     _read_storages(stream, keys, storages, path)
-    return collections.OrderedDict((name, _materialise(tensor, path, name)) for name, tensor in state.items())
+    return collections.OrderedDict((name, _materialise(tensor)) for name, tensor in state.items())
 
 
 def _read_pickled_file(path):

@@ -14,13 +14,14 @@ of them.
 
 import contextlib
 import dataclasses
+import io
 import os
 import types
 
 import numpy as np
 import tensorflow as tf
 
-from data import image_folder, sources
+from data import image_folder, image_header, sources
 from data.names import BY_DATASET
 from models import networks as registry
 from models.scopes import CLASSIFIER_SCOPES
@@ -602,10 +603,26 @@ def read_image(path, network):
     """
     from PIL import Image, UnidentifiedImageError
 
-    if not os.path.isfile(path):
+    if os.path.isdir(path) or not os.path.exists(path):
         raise DataError(f"image {path} {'is a folder, not an image file' if os.path.isdir(path) else 'does not exist'}")
     try:
-        with Image.open(path) as image:
+        # The pixel bound is data.image_header's, as in training and predict.py: its rule
+        # for the formats it reads, its limit on PIL's size for the others (PIL's own
+        # DecompressionBombError, a traceback before, is off while the header is read).
+        with image_header.open_regular(path) as stream:
+            data = stream.read()
+        refused = image_header.refusal(data)
+        if refused:
+            raise DataError(f"{path}: {refused}")
+        limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+        try:
+            opened = Image.open(io.BytesIO(data))
+        finally:
+            Image.MAX_IMAGE_PIXELS = limit
+        with opened as image:
+            refused = image_header.too_large(*image.size)
+            if refused:
+                raise DataError(f"{path}: {refused}")
             image.load()
             mode = image.mode
             if mode == "P":  # a palette stores colours: its channel count is the palette's
@@ -613,7 +630,9 @@ def read_image(path, network):
             elif mode in ("I;16", "I", "F"):
                 raise DataError(f"{path}: {mode} images (16-bit or float) are not supported; save it as 8-bit")
             pixels = np.asarray(image)
-    except (OSError, UnidentifiedImageError, ValueError) as error:
+    except UnidentifiedImageError:
+        raise DataError(f"{path}: not a readable image (cannot identify image file {path!r})") from None
+    except (OSError, ValueError) as error:
         raise DataError(f"{path}: not a readable image ({one_line(error)})") from None
     if pixels.dtype == bool:
         pixels = pixels.astype(np.uint8) * 255
