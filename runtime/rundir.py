@@ -15,9 +15,9 @@ from runtime import owned
 from runtime.checkpoints import list_checkpoints
 from runtime.errors import UserError, disk_full_reason, one_line
 from runtime.lock import LOCK_NAME
+from runtime.outputs import TOOLKIT
 from runtime.paths import shown
 
-TOOLKIT = "cae-transfer"
 SCHEMA = 1
 CONFIG = "config.json"
 KINDS = ("autoencoder", "transfer")

