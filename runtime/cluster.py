@@ -15,7 +15,8 @@ What a training script calls, in order (train_autoencoder.py is the worked examp
 transfer/train.py adds a partial restore and a check of each worker's first read):
 
 1. `from_args(args)` -> a `ClusterTask` or None; `serve(task)` for a ps task, which returns
-   once every worker said it is done.
+   once every worker said it is done (and stops with an error after --ps-idle-timeout
+   seconds without a heartbeat from any).
 2. Build the graph under `tf.compat.v1.device(device_function(task))`; make the train op
    with `train_op(task, loss, var_list, global_step, total_steps, optimizer, hold_every)`.
    A partial restore must happen inside the init op (`tf.compat.v1.train.init_from_checkpoint`),
@@ -26,7 +27,8 @@ transfer/train.py adds a partial restore and a check of each worker's first read
    the sync machinery and tells the ps tasks this worker is done.
 
 The launcher, `python -m runtime.cluster --ps 1 --workers 2 -- train_autoencoder.py ARGS`,
-runs a whole cluster on this machine's loopback interface.
+runs a whole cluster on this machine's loopback interface; no task outlives it, however it
+ends (`launch`).
 
 The gRPC servers have no authentication and listen on all interfaces: run a cluster on a
 trusted network only.
