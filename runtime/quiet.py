@@ -95,9 +95,10 @@ def watch_launcher():
     The launcher hands each task the read end of a pipe (its number in CAE_TRANSFER_LAUNCHER_FD)
     and alone holds the write end, which the kernel closes when the launcher exits, however
     it exits (SIGKILL included). A thread reads the pipe; at its end of file (at once when the
-    launcher died before this call) it says so in one line and sends this process SIGTERM, the
-    usual way to stop with a save, then exits at once after LAUNCHER_GONE_GRACE seconds if it
-    is still running. Does nothing, returning False, outside a launched task.
+    launcher died before this call) it says so in one line, points stdout and stderr, which
+    nobody reads any more, at /dev/null and sends this process SIGTERM, the usual way to stop
+    with a save, then exits at once after LAUNCHER_GONE_GRACE seconds if it is still running.
+    Does nothing, returning False, outside a launched task.
     """
     text = os.environ.pop(LAUNCHER_FD_ENV, "")  # popped: a process this one starts has no such pipe
     if not text.isdigit():
@@ -119,6 +120,11 @@ def _end_with_launcher(fd):
     code = 128 + signal.SIGTERM
     with contextlib.suppress(OSError, ValueError):  # the launcher read our output: the pipe may be broken
         print("the cluster launcher is gone: stopping this task", file=sys.stderr, flush=True)
+    # Nobody reads this task's output any more: the stop's own lines must not fail on the
+    # broken pipe (an error in an error handler, then an interpreter shutdown that waits).
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    for stream in (1, 2):
+        os.dup2(devnull, stream)
     os.kill(os.getpid(), signal.SIGTERM)
     time.sleep(LAUNCHER_GONE_GRACE)
     with contextlib.suppress(OSError, ValueError):
