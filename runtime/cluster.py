@@ -918,8 +918,9 @@ def launch(script_argv, num_ps=1, num_workers=2, host="127.0.0.1", grace=30.0, o
 
     Each task's output is prefixed with its name ("[worker 0] "). SIGINT is forwarded to every
     task, SIGTERM and SIGHUP (the terminal closed) as SIGTERM, with one line; a second signal
-    kills them. When a task fails, every other one is stopped; when the chief ends or the
-    tasks were told to stop, the others get `grace` seconds to end on their own, then are killed.
+    kills them. When a task fails, every other one is stopped. A stop reaches the ps tasks once
+    the training tasks have ended (the chief saves as it stops). When the chief ends or the
+    tasks were told to stop, they get `grace` seconds to end on their own, then are killed.
 
     No task outlives the launcher, however it ends: each holds the read end of a pipe whose
     write end only the launcher holds, and a task's `runtime.quiet.watch_launcher` stops it
@@ -949,11 +950,18 @@ def launch(script_argv, num_ps=1, num_workers=2, host="127.0.0.1", grace=30.0, o
         chief = next((task for task in tasks if task.job == "worker" and task.index == 0), None)
         forwarded = 0  # how many of the received signals were passed on
         stop_at, since = None, None  # when the tasks' grace began, and after what
+        ps_stop = None  # the signal the ps tasks get once no training task runs
         first_failure = None
         while True:
             if forwarded < len(received):
-                stop_at, since = _forward(received, forwarded, tasks, out) or (stop_at, since)
+                if forwarded == 0:
+                    stop_at, since = time.monotonic(), signal.Signals(received[0]).name
+                ps_stop = _forward(received, forwarded, tasks, out) or ps_stop
                 forwarded += 1
+            if ps_stop is not None and not any(t.process.poll() is None for t in tasks if t.job != "ps"):
+                for task in tasks:
+                    task.signal(ps_stop)
+                ps_stop = None
             if not any(task.process.poll() is None for task in tasks):
                 break
             time.sleep(0.1)
@@ -963,8 +971,7 @@ def launch(script_argv, num_ps=1, num_workers=2, host="127.0.0.1", grace=30.0, o
                     first_failure = _status(failed[0].process.returncode)
                 names = ", ".join(f"{t.name} (exit {_status(t.process.returncode)})" for t in failed)
                 _say(out, f"[cluster] {names} failed: stopping every task\n")
-                for task in tasks:
-                    task.signal(signal.SIGTERM)
+                ps_stop = _stop_training(tasks, signal.SIGTERM)
                 stop_at, since = time.monotonic(), "the failure"
             if chief.process.poll() is not None and stop_at is None:
                 stop_at, since = time.monotonic(), "the chief"
@@ -988,22 +995,29 @@ def launch(script_argv, num_ps=1, num_workers=2, host="127.0.0.1", grace=30.0, o
             signal.signal(signum, handler)
 
 
+def _stop_training(tasks, signum):
+    """Sends signum to the training tasks; returns it for the ps tasks, which are to get it once
+    those have ended: a chief that saves as it stops still has its ps to save from."""
+    for task in tasks:
+        if task.job != "ps":
+            task.signal(signum)
+    return signum
+
+
 def _forward(received, forwarded, tasks, out):
-    """Passes the launcher's signal number `forwarded` on to every task: the first one with a
-    line (SIGINT as SIGINT, SIGTERM and SIGHUP as SIGTERM); any later one as SIGKILL, with a
-    line the first time. Returns (now, the first signal's name) for the first one, else None.
+    """Passes the launcher's signal number `forwarded` on: the first one with a line, to the
+    training tasks (SIGINT as SIGINT, SIGTERM and SIGHUP as SIGTERM), returning it for the ps
+    tasks (`_stop_training`); any later one to every task as SIGKILL, with a line the first time.
     """
     name = signal.Signals(received[forwarded]).name
     if forwarded == 0:
         _say(out, f"[cluster] {name}: stopping every task\n")
-        passed_on = signal.SIGINT if received[0] == signal.SIGINT else signal.SIGTERM
-    else:
-        if forwarded == 1:
-            _say(out, f"[cluster] {name} again: killing every task\n")
-        passed_on = signal.SIGKILL
+        return _stop_training(tasks, signal.SIGINT if received[0] == signal.SIGINT else signal.SIGTERM)
+    if forwarded == 1:
+        _say(out, f"[cluster] {name} again: killing every task\n")
     for task in tasks:
-        task.signal(passed_on)
-    return (time.monotonic(), name) if forwarded == 0 else None
+        task.signal(signal.SIGKILL)
+    return None
 
 
 def _task_environments(spec, lease):
