@@ -973,7 +973,7 @@ def launch(script_argv, num_ps=1, num_workers=2, host="127.0.0.1", grace=30.0, o
                 _say(out, f"[cluster] {names} failed: stopping every task\n")
                 ps_stop = _stop_training(tasks, signal.SIGTERM)
                 stop_at, since = time.monotonic(), "the failure"
-            if chief.process.poll() is not None and stop_at is None:
+            if stop_at is None and chief.process.poll() is not None:  # (no chief: a signal came first)
                 stop_at, since = time.monotonic(), "the chief"
             if stop_at is not None and time.monotonic() - stop_at > grace:
                 for task in tasks:

@@ -466,6 +466,75 @@ def test_no_process_of_a_run_outlives_any_kill(tmp_path):
         _kill_and_check(tmp_path, victim, signum, point, delay)
 
 
+# A stand-in task for the launcher's own rules: starts like a training script, says it is up,
+# and on its stop says when it ended (CLOCK_MONOTONIC, the same in every process); a worker
+# takes a moment first, as a chief that saves.
+FAKE_TASK = """
+import json, os, sys, time
+from runtime.quiet import guard_startup
+guard_startup()
+job = json.loads(os.environ["TF_CONFIG"])["task"]["type"]
+print("up", flush=True)
+try:
+    while True:
+        time.sleep(0.05)
+except BaseException as stop:
+    if job == "worker":
+        time.sleep(0.3)
+    print(f"ended by {stop.name} at {time.monotonic_ns()}", flush=True)
+    os._exit(128 + stop.signum)
+"""
+
+
+class _Output:
+    """The launcher's output, kept by line; calls `when(lines)` after each write."""
+
+    def __init__(self, when):
+        self.lines, self.when = [], when
+        self._lock = threading.Lock()
+
+    def write(self, text):
+        with self._lock:
+            self.lines.append(text)
+            lines = list(self.lines)
+        self.when(lines)
+
+    def flush(self):
+        pass
+
+
+LAUNCHER_SIGNAL_SITUATIONS = list(
+    itertools.product([signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ["a task is up", "every task is up"])
+)
+
+
+@pytest.mark.parametrize(("signum", "moment"), LAUNCHER_SIGNAL_SITUATIONS)
+def test_a_signalled_launcher_stops_the_workers_then_the_ps_with_one_line(monkeypatch, signum, moment):
+    assert len(LAUNCHER_SIGNAL_SITUATIONS) == 6
+    marker = f"fake-task-{os.getpid()}-{time.monotonic_ns()}"
+    sent = []
+
+    def when(lines):
+        ups = sum(line.endswith("] up\n") for line in lines)
+        if not sent and ups >= (1 if moment == "a task is up" else 3):
+            sent.append(signum)
+            os.kill(os.getpid(), signum)  # the launcher's handler, in this process, only notes it
+
+    out = _Output(when)
+    monkeypatch.setenv("PYTHONPATH", str(REPO))
+    status = cluster.launch(["-c", FAKE_TASK, marker], num_ps=1, num_workers=2, grace=60, out=out)
+    name = signal.Signals(signum).name
+    passed_on = "SIGINT" if signum == signal.SIGINT else "SIGTERM"
+    assert status == 128 + signum
+    assert [line for line in out.lines if line.startswith("[cluster]")] == [f"[cluster] {name}: stopping every task\n"]
+    ended = {line.split("]")[0][1:]: line for line in out.lines if " ended by " in line}
+    assert all(f"ended by {passed_on} at" in line for line in ended.values()), out.lines
+    at = {task: int(line.rsplit(" ", 1)[1]) for task, line in ended.items()}
+    if "ps 0" in at:  # the ps last: once no worker runs
+        assert all(at["ps 0"] > time for task, time in at.items() if task != "ps 0"), out.lines
+    assert not _run_processes(marker)  # launch returns once every task it started has ended
+
+
 def test_a_ps_that_hears_from_no_worker_stops_with_one_line(tmp_path):
     spec = cluster.local_cluster(1, 2)  # no worker is ever started
     process = _start(spec, "ps", 0, ["--sample", "--model-dir", str(tmp_path / "ae"), "--ps-idle-timeout", "5"])
