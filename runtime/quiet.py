@@ -119,7 +119,8 @@ def _end_with_launcher(fd):
             pass
     code = 128 + signal.SIGTERM
     with contextlib.suppress(OSError, ValueError):  # the launcher read our output: the pipe may be broken
-        print("the cluster launcher is gone: stopping this task", file=sys.stderr, flush=True)
+        sys.stderr.write("the cluster launcher is gone: stopping this task\n")  # one write: no other line splits it
+        sys.stderr.flush()
     # Nobody reads this task's output any more: the stop's own lines must not fail on the
     # broken pipe (an error in an error handler, then an interpreter shutdown that waits).
     devnull = os.open(os.devnull, os.O_WRONLY)

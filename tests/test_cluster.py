@@ -535,6 +535,56 @@ def test_a_signalled_launcher_stops_the_workers_then_the_ps_with_one_line(monkey
     assert not _run_processes(marker)  # launch returns once every task it started has ended
 
 
+# A stand-in launched task: watches its lease from guard_startup on, then waits; with "deaf" it
+# ignores SIGTERM, as a task stuck where no signal handler runs.
+WATCHING_TASK = """
+import signal, sys, time
+from runtime.quiet import guard_startup
+guard_startup()
+if sys.argv[1] == "deaf":
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+print("watching", flush=True)
+try:
+    while True:
+        time.sleep(0.05)
+except BaseException as stop:
+    print(f"stopped by {stop.name}", flush=True)
+    raise
+"""
+
+
+@pytest.mark.parametrize("hearing", ["listens", "deaf"])
+@pytest.mark.parametrize("launcher_gone", ["before the task starts", "while it runs"])
+def test_a_launched_task_ends_when_its_lease_ends(tmp_path, launcher_gone, hearing):
+    from runtime import quiet
+
+    lease, lease_end = os.pipe()
+    if launcher_gone == "before the task starts":
+        os.close(lease_end)  # no race: the end of file is there when the task first looks
+    env = dict(os.environ, PYTHONPATH=str(REPO), **{quiet.LAUNCHER_FD_ENV: str(lease)})
+    task = subprocess.Popen(
+        [sys.executable, "-c", WATCHING_TASK, hearing],
+        env=env,
+        pass_fds=(lease,),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    os.close(lease)
+    try:
+        if launcher_gone == "while it runs":
+            assert task.stdout.readline() == "watching\n"
+            os.close(lease_end)
+        out = task.communicate(timeout=GONE_WITHIN)[0]
+    finally:
+        if task.poll() is None:
+            task.kill()
+    assert task.returncode == 128 + signal.SIGTERM, out
+    assert "the cluster launcher is gone: stopping this task\n" in out
+    # Its later lines go to /dev/null: nobody reads them once the launcher is gone.
+    assert "stopped by" not in out and "Traceback" not in out
+
+
 def test_a_ps_that_hears_from_no_worker_stops_with_one_line(tmp_path):
     spec = cluster.local_cluster(1, 2)  # no worker is ever started
     process = _start(spec, "ps", 0, ["--sample", "--model-dir", str(tmp_path / "ae"), "--ps-idle-timeout", "5"])
