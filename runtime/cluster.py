@@ -15,7 +15,8 @@ What a training script calls, in order (train_autoencoder.py is the worked examp
 transfer/train.py adds a partial restore and a check of each worker's first read):
 
 1. `from_args(args)` -> a `ClusterTask` or None; `serve(task)` for a ps task, which returns
-   once every worker said it is done.
+   once every worker said it is done (and stops with an error after --ps-idle-timeout
+   seconds without a heartbeat from any).
 2. Build the graph under `tf.compat.v1.device(device_function(task))`; make the train op
    with `train_op(task, loss, var_list, global_step, total_steps, optimizer, hold_every)`.
    A partial restore must happen inside the init op (`tf.compat.v1.train.init_from_checkpoint`),
@@ -26,7 +27,8 @@ transfer/train.py adds a partial restore and a check of each worker's first read
    the sync machinery and tells the ps tasks this worker is done.
 
 The launcher, `python -m runtime.cluster --ps 1 --workers 2 -- train_autoencoder.py ARGS`,
-runs a whole cluster on this machine's loopback interface.
+runs a whole cluster on this machine's loopback interface; no task outlives it, however it
+ends (`launch`).
 
 The gRPC servers have no authentication and listen on all interfaces: run a cluster on a
 trusted network only.
@@ -47,11 +49,15 @@ from dataclasses import dataclass
 
 from runtime.errors import UserError
 from runtime.options import Flags, Group, Option
+from runtime.quiet import LAUNCHER_FD_ENV
 
 ENV = "TF_CONFIG"
 FAIL_FAST_ENV = "GRPC_FAIL_FAST"
 JOBS = ("chief", "worker", "ps")
 DEFAULT_TIMEOUT = 60.0
+DEFAULT_PS_IDLE_TIMEOUT = 600.0
+MIN_PS_IDLE_TIMEOUT = 5.0  # ten heartbeats: a late one or two must not stop a ps
+HEARTBEAT_SECS = 0.5  # how often a training task tells every ps it is alive
 # Seconds between a waiting worker's readiness checks (SessionManager's default is 30).
 RECOVERY_WAIT_SECS = 0.5
 HOLD_POLL_SECS = 0.02  # how often a worker held at an epoch boundary reads the limit
@@ -59,6 +65,8 @@ HOLD_NOTICE_SECS = 10.0  # a worker held longer than this says what it waits for
 _ADDRESS = re.compile(r"^(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):(?P<port>[0-9]{1,5})$")
 _DONE_QUEUE = "cae_transfer_done_{}"
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
+# What the launcher stops on; a hang-up (its terminal closed) stops the tasks as SIGTERM does.
+_LAUNCHER_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 @dataclass(frozen=True)
@@ -71,6 +79,8 @@ class ClusterTask:
       index: the task's index within its job.
       sync: aggregate gradients with SyncReplicasOptimizer instead of asynchronous updates.
       timeout: seconds a task waits for another before it gives up with an error.
+      idle_timeout: seconds a ps task serves without hearing from any training task
+        before it stops with an error.
     """
 
     spec: dict
@@ -78,6 +88,7 @@ class ClusterTask:
     index: int
     sync: bool = False
     timeout: float = DEFAULT_TIMEOUT
+    idle_timeout: float = DEFAULT_PS_IDLE_TIMEOUT
 
     @property
     def name(self):
@@ -155,6 +166,15 @@ CLUSTER_FLAGS = Group(
             config=False,
             help="seconds a task waits for a parameter server or for the chief before it stops with an error "
             "(default: %(default)s)",
+        ),
+        Option(
+            "--ps-idle-timeout",
+            type=float,
+            default=DEFAULT_PS_IDLE_TIMEOUT,
+            config=False,
+            help="seconds a ps task serves without hearing from any training task (each says it is alive every "
+            f"{HEARTBEAT_SECS:g} s once its session is up) before it stops with an error; counted from its start "
+            "too (default: %(default)s)",
         ),
     ),
     description="run as one task of a TensorFlow cluster (parameter servers and workers); the TF_CONFIG "
@@ -295,8 +315,20 @@ def from_args(args, environ=None):
         return None
     if not 0 < args.cluster_timeout < float("inf"):
         raise UserError(f"--cluster-timeout must be a positive number of seconds, got {args.cluster_timeout}")
+    if not MIN_PS_IDLE_TIMEOUT <= args.ps_idle_timeout < float("inf"):
+        raise UserError(
+            f"--ps-idle-timeout must be a finite number of seconds, at least {MIN_PS_IDLE_TIMEOUT:g}, "
+            f"got {args.ps_idle_timeout:g}"
+        )
     spec, job, index = chosen
-    return ClusterTask(spec, job, index, sync=bool(args.sync_replicas), timeout=float(args.cluster_timeout))
+    return ClusterTask(
+        spec,
+        job,
+        index,
+        sync=bool(args.sync_replicas),
+        timeout=float(args.cluster_timeout),
+        idle_timeout=float(args.ps_idle_timeout),
+    )
 
 
 def _layout(spec):
@@ -431,10 +463,15 @@ def serve(task, log=print):
     """Runs a ps task until every training task has said it is done (`TrainStep.finish`).
 
     `server.join()` never returns; the ps instead waits on a queue of its own that each
-    worker fills at its end. The wait polls once a second so that SIGINT and SIGTERM stop it.
+    worker fills at its end, and into which each training task also puts a heartbeat every
+    HEARTBEAT_SECS while its session is up. The wait polls once a second so that SIGINT and
+    SIGTERM stop it, and so that a ps which hears nothing for task.idle_timeout seconds (from
+    its start, or from the last token) stops: a ps whose workers all died does not serve on
+    for ever, its unauthenticated port open.
 
     Raises:
-      UserError: when the server cannot start.
+      UserError: when the server cannot start, or when no training task was heard from for
+        task.idle_timeout seconds.
     """
     server = start_server(task)
     log(f"{task.name}: serving variables at {task.address} for {task.num_replicas} training task(s)")
@@ -463,10 +500,19 @@ def _wait_for_done(task, server, received, log):
         options = v1.RunOptions(timeout_in_ms=1000)
         with v1.Session(server.target, config=task_config(task)) as sess:
             finished = 0
+            heard = time.monotonic()
             while finished < task.num_replicas and not received:
                 try:
                     replica = sess.run(dequeue, options=options)
                 except tf.errors.DeadlineExceededError:
+                    if time.monotonic() - heard > task.idle_timeout:
+                        raise UserError(
+                            f"{task.name}: heard from no training task for {task.idle_timeout:g} s; stopping "
+                            "(start the workers within --ps-idle-timeout, or raise it)"
+                        ) from None
+                    continue
+                heard = time.monotonic()
+                if replica < 0:  # a heartbeat
                     continue
                 finished += 1
                 job, index = task.replicas[replica]
@@ -533,18 +579,28 @@ class TrainStep:
                     self._raise_limit = v1.placeholder(limit.dtype.base_dtype, [])
                     self._assign_limit = limit.assign(self._raise_limit)
             self.ready_for_local_init_op = None
-        self._done = tf.group(
-            *[
-                _done_queue(i, task.num_replicas).enqueue(tf.constant(task.replica_index, tf.int32))
-                for i in range(len(task.spec["ps"]))
-            ]
+        # The done token is the replica's index; a heartbeat is a negative one.
+        self._done, self._alive = (
+            tf.group(
+                *[
+                    _done_queue(i, task.num_replicas).enqueue(tf.constant(token, tf.int32))
+                    for i in range(len(task.spec["ps"]))
+                ]
+            )
+            for token in (task.replica_index, -1 - task.replica_index)
         )
+        self._quiet = threading.Event()
+        self._heartbeat = None
         self.server = None
 
     def after_session(self, sess):
-        """Starts the sync machinery on the chief and reads the limit; call once the session exists."""
+        """Starts the heartbeat, the sync machinery on the chief and reads the limit; call once the session exists."""
         if self._limit_var is not None:
             self._limit = int(sess.run(self._read_limit))
+        self._heartbeat = threading.Thread(
+            target=self._beat, args=(sess,), name=f"{self.task.name} heartbeat", daemon=True
+        )
+        self._heartbeat.start()
         if self._sync is None or not self.task.is_chief:
             return
         tf = _tf()
@@ -559,6 +615,18 @@ class TrainStep:
         self._coordinator = QuietCoordinator()
         self._queue_runner.create_threads(sess, coord=self._coordinator, daemon=True, start=True)
         sess.run(self._init_tokens)
+
+    def _beat(self, sess):
+        """Tells every ps this task is alive, every HEARTBEAT_SECS, until `finish` or the session's close."""
+        tf = _tf()
+        options = tf.compat.v1.RunOptions(timeout_in_ms=int(4 * HEARTBEAT_SECS * 1000))
+        while not self._quiet.wait(HEARTBEAT_SECS):
+            try:
+                sess.run(self._alive, options=options)
+            except tf.errors.OpError:
+                continue  # a ps slow or gone: the training steps report a lost one
+            except RuntimeError:  # the session is closed: the run is over
+                return
 
     def run(self, sess, fetches):
         """One step: returns (values of fetches, global step after it, counted) or None once the run is over.
@@ -622,7 +690,10 @@ class TrainStep:
         return step
 
     def finish(self, sess):
-        """Stops the sync queue (chief) and tells every ps task this worker is done."""
+        """Stops the heartbeat and the sync queue (chief) and tells every ps task this worker is done."""
+        self._quiet.set()
+        if self._heartbeat is not None:
+            self._heartbeat.join(timeout=5)
         if self._coordinator is not None:
             self._coordinator.request_stop()
             self._coordinator.join(stop_grace_period_secs=5, ignore_live_threads=True)
@@ -800,8 +871,17 @@ def tf_config(spec, job, index):
     return json.dumps({"cluster": spec, "task": {"type": job, "index": index}})
 
 
+def _say(out, text):
+    """Writes to the launcher's output; a terminal that is gone (SIGHUP) or a closed pipe is no error."""
+    try:
+        out.write(text)
+        out.flush()
+    except (OSError, ValueError):
+        pass
+
+
 class _Task:
-    def __init__(self, job, index, command, env, out):
+    def __init__(self, job, index, command, env, out, lease):
         self.job, self.index = job, index
         self.label = f"[{job} {index}] "
         self.process = subprocess.Popen(
@@ -811,14 +891,19 @@ class _Task:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # our own signals reach it, once: the launcher forwards them
+            pass_fds=(lease,),  # the read end of the lease: it ends when the launcher does (launch)
         )
         self.reader = threading.Thread(target=self._copy, args=(out,), daemon=True)
         self.reader.start()
 
     def _copy(self, out):
+        # Read to the end even when `out` is gone, so that the task never blocks on a full pipe.
         for raw in iter(self.process.stdout.readline, b""):
-            out.write(self.label + raw.decode("utf-8", "backslashreplace"))
-            out.flush()
+            _say(out, self.label + raw.decode("utf-8", "backslashreplace"))
+
+    @property
+    def name(self):
+        return f"{self.job} {self.index}"
 
     def signal(self, signum):
         if self.process.poll() is None:
@@ -831,69 +916,117 @@ class _Task:
 def launch(script_argv, num_ps=1, num_workers=2, host="127.0.0.1", grace=30.0, out=None, python=None):
     """Runs one cluster on this machine: every task a subprocess of script_argv with its TF_CONFIG.
 
-    Each task's output is prefixed with its name ("[worker 0] "). SIGINT and SIGTERM are
-    forwarded to every task (a second one kills them). When a task fails, every other one
-    is stopped; when the chief ends, the others get `grace` seconds to end on their own.
+    Each task's output is prefixed with its name ("[worker 0] "). SIGINT is forwarded to every
+    task, SIGTERM and SIGHUP (the terminal closed) as SIGTERM, with one line; a second signal
+    kills them. When a task fails, every other one is stopped. A stop reaches the ps tasks once
+    the training tasks have ended (the chief saves as it stops). When the chief ends or the
+    tasks were told to stop, they get `grace` seconds to end on their own, then are killed.
+
+    No task outlives the launcher, however it ends: each holds the read end of a pipe whose
+    write end only the launcher holds, and a task's `runtime.quiet.watch_launcher` stops it
+    at that pipe's end of file, which the kernel brings when the launcher exits, by SIGKILL too.
 
     Returns:
-      The chief's exit status (128 + n for a signal, as a shell reports it); when another
-      task failed first and the launcher stopped the chief, that task's status.
+      128 + the signal's number after a signal; else the chief's exit status (128 + n for a
+      signal, as a shell reports it), or, when another task failed first and the launcher
+      stopped the chief, that task's status.
     """
     out = sys.stdout if out is None else out
     spec = local_cluster(num_ps, num_workers, host)
     python = python or sys.executable
     tasks = []
     received = []
-
-    def forward(signum, frame):
-        received.append(signum)
-        for task in tasks:
-            task.signal(signum if len(received) == 1 else signal.SIGKILL)
-
-    previous = {signum: signal.signal(signum, forward) for signum in (signal.SIGINT, signal.SIGTERM)}
+    # The handler only notes the signal; the loop below passes it on, so that a task started
+    # while it arrived is not missed.
+    previous = {signum: signal.signal(signum, lambda n, f: received.append(n)) for signum in _LAUNCHER_SIGNALS}
+    lease, lease_end = os.pipe()  # neither is inherited, but the read end by the tasks it is passed to
     try:
-        for job, index, env in _task_environments(spec):  # one by one: a signal reaches those started
-            tasks.append(_Task(job, index, [python, *script_argv], env, out))
-        chief = next(task for task in tasks if task.job == "worker" and task.index == 0)
-        chief_done_at = None
-        stopping = False
+        for job, index, env in _task_environments(spec, lease):
+            if received:
+                break
+            tasks.append(_Task(job, index, [python, *script_argv], env, out, lease))
+        os.close(lease)
+        lease = None
+        chief = next((task for task in tasks if task.job == "worker" and task.index == 0), None)
+        forwarded = 0  # how many of the received signals were passed on
+        stop_at, since = None, None  # when the tasks' grace began, and after what
+        ps_stop = None  # the signal the ps tasks get once no training task runs
         first_failure = None
-        while any(task.process.poll() is None for task in tasks):
+        while True:
+            if forwarded < len(received):
+                if forwarded == 0:
+                    stop_at, since = time.monotonic(), signal.Signals(received[0]).name
+                ps_stop = _forward(received, forwarded, tasks, out) or ps_stop
+                forwarded += 1
+            if ps_stop is not None and not any(t.process.poll() is None for t in tasks if t.job != "ps"):
+                for task in tasks:
+                    task.signal(ps_stop)
+                ps_stop = None
+            if not any(task.process.poll() is None for task in tasks):
+                break
             time.sleep(0.1)
             failed = [t for t in tasks if t.process.poll() not in (None, 0)]
-            if failed and not stopping and not received:
-                stopping = True
+            if failed and stop_at is None and not received:
                 if chief.process.poll() is None:  # the chief is stopped by us: the failure is the status
                     first_failure = _status(failed[0].process.returncode)
-                names = ", ".join(f"{t.job} {t.index} (exit {_status(t.process.returncode)})" for t in failed)
-                out.write(f"[cluster] {names} failed: stopping every task\n")
-                for task in tasks:
-                    task.signal(signal.SIGTERM)
-                chief_done_at = time.monotonic()
-            if chief.process.poll() is not None and chief_done_at is None:
-                chief_done_at = time.monotonic()
-            if chief_done_at is not None and time.monotonic() - chief_done_at > grace:
+                names = ", ".join(f"{t.name} (exit {_status(t.process.returncode)})" for t in failed)
+                _say(out, f"[cluster] {names} failed: stopping every task\n")
+                ps_stop = _stop_training(tasks, signal.SIGTERM)
+                stop_at, since = time.monotonic(), "the failure"
+            if stop_at is None and chief.process.poll() is not None:  # (no chief: a signal came first)
+                stop_at, since = time.monotonic(), "the chief"
+            if stop_at is not None and time.monotonic() - stop_at > grace:
                 for task in tasks:
                     if task.process.poll() is None:
-                        out.write(
-                            f"[cluster] {task.job} {task.index} still runs {grace:g} s after the chief: killing it\n"
-                        )
+                        _say(out, f"[cluster] {task.name} still runs {grace:g} s after {since}: killing it\n")
                         task.signal(signal.SIGKILL)
         for task in tasks:
             task.reader.join(timeout=5)
+        if received:
+            return 128 + received[0]
         return first_failure if first_failure is not None else _status(chief.process.returncode)
     finally:
         for task in tasks:
             task.signal(signal.SIGKILL)
+        for fd in (lease, lease_end):
+            if fd is not None:
+                os.close(fd)
         for signum, handler in previous.items():
             signal.signal(signum, handler)
 
 
-def _task_environments(spec):
-    """(job, index, environment) of every task of `spec`, ps first: this process's environment and its TF_CONFIG."""
+def _stop_training(tasks, signum):
+    """Sends signum to the training tasks; returns it for the ps tasks, which are to get it once
+    those have ended: a chief that saves as it stops still has its ps to save from."""
+    for task in tasks:
+        if task.job != "ps":
+            task.signal(signum)
+    return signum
+
+
+def _forward(received, forwarded, tasks, out):
+    """Passes the launcher's signal number `forwarded` on: the first one with a line, to the
+    training tasks (SIGINT as SIGINT, SIGTERM and SIGHUP as SIGTERM), returning it for the ps
+    tasks (`_stop_training`); any later one to every task as SIGKILL, with a line the first time.
+    """
+    name = signal.Signals(received[forwarded]).name
+    if forwarded == 0:
+        _say(out, f"[cluster] {name}: stopping every task\n")
+        return _stop_training(tasks, signal.SIGINT if received[0] == signal.SIGINT else signal.SIGTERM)
+    if forwarded == 1:
+        _say(out, f"[cluster] {name} again: killing every task\n")
+    for task in tasks:
+        task.signal(signal.SIGKILL)
+    return None
+
+
+def _task_environments(spec, lease):
+    """(job, index, environment) of every task of `spec`, ps first: this process's environment,
+    its TF_CONFIG and the number of the lease's file descriptor."""
     for job in ("ps", "worker"):
         for index in range(len(spec[job])):
-            yield job, index, dict(os.environ, **{ENV: tf_config(spec, job, index), "PYTHONUNBUFFERED": "1"})
+            extra = {ENV: tf_config(spec, job, index), "PYTHONUNBUFFERED": "1", LAUNCHER_FD_ENV: str(lease)}
+            yield job, index, dict(os.environ, **extra)
 
 
 def _status(returncode):
@@ -908,7 +1041,8 @@ LAUNCHER = Flags(
             "--grace",
             type=float,
             default=30.0,
-            help="seconds the other tasks may run on after the chief ended (default: %(default)s)",
+            help="seconds the other tasks may run on after the chief ended, a task failed or the launcher was "
+            "signalled, before they are killed (default: %(default)s)",
         ),
         Option("script", nargs=argparse.REMAINDER, help="-- then the script and its flags"),
     )
@@ -930,5 +1064,15 @@ def main(argv=None):
     return launch(script, args.ps, args.workers, grace=args.grace)
 
 
+def _exit(status):
+    """Exits with `status`; when the terminal is gone (SIGHUP), without the interpreter's failing last flush."""
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        os._exit(status)
+    sys.exit(status)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    _exit(main())

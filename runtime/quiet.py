@@ -4,14 +4,21 @@ import argparse
 import contextlib
 import os
 import signal
+import stat
 import sys
 import threading
+import time
 
 from runtime import onednn
 from runtime.errors import Stopped
 
 # The oneDNN line is printed once per process, however many entry points run in it.
 _REPORTED = []
+
+# The cluster launcher's lease: the number of a file descriptor, the read end of a pipe
+# whose write end only the launcher holds (runtime.cluster.launch).
+LAUNCHER_FD_ENV = "CAE_TRANSFER_LAUNCHER_FD"
+LAUNCHER_GONE_GRACE = 5.0  # seconds a task whose launcher is gone has to stop before it exits at once
 
 
 _STOPPING = []
@@ -70,7 +77,8 @@ def guard_startup():
     Until the training loop takes them over, both raise `Stopped`, which the entry-point
     wrapper (or, during the imports, the excepthook) turns into one line and exit status
     128 + the signal's number, never a traceback. Terminal output escapes bytes that are
-    not UTF-8 (a path's) instead of failing on them.
+    not UTF-8 (a path's) instead of failing on them. In a task of the cluster launcher it
+    also starts `watch_launcher`, so the task ends with the launcher, even during the imports.
     """
     for stream in (sys.stdout, sys.stderr):
         if hasattr(stream, "reconfigure"):
@@ -79,6 +87,52 @@ def guard_startup():
     signal.signal(signal.SIGTERM, _raise_stopped)
     sys.excepthook = _excepthook
     threading.excepthook = _thread_excepthook
+    watch_launcher()
+
+
+def watch_launcher():
+    """In a task started by the cluster launcher: ends this process when the launcher ends.
+
+    The launcher hands each task the read end of a pipe (its number in CAE_TRANSFER_LAUNCHER_FD)
+    and alone holds the write end, which the kernel closes when the launcher exits, however
+    it exits (SIGKILL included). A thread reads the pipe; at its end of file (at once when the
+    launcher died before this call) it says so in one line, points stdout and stderr, which
+    nobody reads any more, at /dev/null and sends this process SIGTERM, the usual way to stop
+    with a save, then exits at once after LAUNCHER_GONE_GRACE seconds if it is still running.
+    Does nothing, returning False, outside a launched task.
+    """
+    text = os.environ.pop(LAUNCHER_FD_ENV, "")  # popped: a process this one starts has no such pipe
+    if not text.isdigit():
+        return False
+    fd = int(text)
+    try:
+        if not stat.S_ISFIFO(os.fstat(fd).st_mode):
+            return False
+    except OSError:
+        return False
+    threading.Thread(target=_end_with_launcher, args=(fd,), name="launcher-watch", daemon=True).start()
+    return True
+
+
+def _end_with_launcher(fd):
+    with contextlib.suppress(OSError):
+        while os.read(fd, 512):  # the launcher never writes: only the end of file comes
+            pass
+    code = 128 + signal.SIGTERM
+    with contextlib.suppress(OSError, ValueError):  # the launcher read our output: the pipe may be broken
+        sys.stderr.write("the cluster launcher is gone: stopping this task\n")  # one write: no other line splits it
+        sys.stderr.flush()
+    # Nobody reads this task's output any more: the stop's own lines must not fail on the
+    # broken pipe (an error in an error handler, then an interpreter shutdown that waits).
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    for stream in (1, 2):
+        os.dup2(devnull, stream)
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(LAUNCHER_GONE_GRACE)
+    with contextlib.suppress(OSError, ValueError):
+        sys.stdout.flush()
+        sys.stderr.flush()
+    os._exit(code)
 
 
 @contextlib.contextmanager

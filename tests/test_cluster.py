@@ -5,8 +5,10 @@ train_transfer.py on 1 ps and 2 workers from the cluster's autoencoder checkpoin
 """
 
 import contextlib
+import itertools
 import json
 import os
+import random
 import re
 import signal
 import subprocess
@@ -116,6 +118,13 @@ def test_classic_flags_equal_tf_config():
         (None, ["--ps-hosts", "a:1", "--worker-hosts", "b", "--job-name", "worker"], "--worker-hosts: 'b' is not"),
         (None, ["--sync-replicas"], "--sync-replicas needs a cluster"),
         (_config("worker", 0), ["--cluster-timeout", "0"], "--cluster-timeout must be a positive number"),
+        (
+            _config("ps", 0),
+            ["--ps-idle-timeout", "1"],
+            "--ps-idle-timeout must be a finite number of seconds, at least 5, got 1",
+        ),
+        (_config("ps", 0), ["--ps-idle-timeout", "inf"], "--ps-idle-timeout must be a finite number of seconds"),
+        (_config("ps", 0), ["--ps-idle-timeout", "nan"], "--ps-idle-timeout must be a finite number of seconds"),
     ],
 )
 def test_bad_clusters_are_one_line(env_config, argv, message):
@@ -297,6 +306,315 @@ def test_launcher_stops_every_task_when_one_fails(tmp_path):
     assert "[worker 0] error: --batch-size 100000 is larger than the 4500 training images" in result.stdout
     assert "failed: stopping every task" in result.stdout
     assert not (tmp_path / "ae").exists()
+
+
+# --- nothing the launcher starts outlives it ---------------------------------------------------------
+
+KILL_RUN = ["--sample", "--epochs", "5", "--batch-size", str(BATCH), "--save-every", "100"]
+# Where in the run a process is killed: the line of the launcher's output that marks it.
+KILL_POINTS = {
+    "importing": r"^\[(ps|worker) \d\] oneDNN",  # a task is up, no server yet
+    "serving": r"^\[ps 0\] ps 0: serving variables",
+    "training": r"^\[worker 1\] worker 1: joined the cluster",
+}
+GONE_WITHIN = 60  # seconds: generous, for a machine whose cores other jobs hold
+
+
+def _run_processes(marker):
+    """{pid: (job, index) or None for the launcher} of every process whose command line names `marker`."""
+    found = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as file:
+                if marker.encode() not in file.read():
+                    continue
+            with open(f"/proc/{entry}/environ", "rb") as file:
+                environ = dict(item.split(b"=", 1) for item in file.read().split(b"\0") if b"=" in item)
+        except OSError:  # gone meanwhile
+            continue
+        config = environ.get(cluster.ENV.encode())
+        task = json.loads(config)["task"] if config else None
+        found[int(entry)] = (task["type"], task["index"]) if task else None
+    return found
+
+
+class _LaunchedRun:
+    """The launcher on a run whose --model-dir names a folder unique to it; its output collected as it comes."""
+
+    def __init__(self, model_dir):
+        self.marker = model_dir.name
+        self.lines = []
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "runtime.cluster", "--ps", "1", "--workers", "2", "--"]
+            + ["train_autoencoder.py", *KILL_RUN, "--model-dir", str(model_dir)],
+            cwd=REPO,
+            env=dict(os.environ, PYTHONPATH=str(REPO)),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self.reader = threading.Thread(target=lambda: self.lines.extend(self.process.stdout), daemon=True)
+        self.reader.start()
+
+    def wait_for(self, pattern, timeout=180):
+        deadline = time.monotonic() + timeout
+        while not any(re.search(pattern, line) for line in list(self.lines)):
+            assert time.monotonic() < deadline and self.process.poll() is None, "".join(self.lines)[-3000:]
+            time.sleep(0.05)
+
+    def kill(self, victim, signum):
+        """Sends signum to the launcher (victim None) or to the task (job, index)."""
+        if victim is None:
+            self.process.send_signal(signum)
+            return
+        pid = next(pid for pid, task in _run_processes(self.marker).items() if task == victim)
+        os.kill(pid, signum)
+
+    def left_running(self):
+        """The processes of the run still there GONE_WITHIN seconds after the kill at most: polled, not timed."""
+        began = time.monotonic()
+        while _run_processes(self.marker) and time.monotonic() < began + GONE_WITHIN:
+            time.sleep(0.1)
+        self.clean_after = time.monotonic() - began  # reported, never asserted
+        return _run_processes(self.marker)
+
+    def close(self):
+        for pid in _run_processes(self.marker):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(timeout=30)
+        self.reader.join(timeout=10)
+
+    def launcher_lines(self):
+        return [line for line in self.lines if line.startswith("[cluster]")]
+
+
+def _kill_and_check(tmp_path, victim, signum, point, delay):
+    """Kills `victim` (None: the launcher) with signum at `point` of a run, `delay` s after it; checks that
+    nothing of the run is left and that the launcher ended with one line (none after its own SIGKILL).
+
+    The tasks' own output is not judged here: how a task stopped mid-start reports it is the
+    training scripts' rule, not the launcher's."""
+    run = _LaunchedRun(tmp_path / f"ae-{os.getpid()}-{time.monotonic_ns()}")
+    try:
+        run.wait_for(KILL_POINTS[point])
+        time.sleep(delay)
+        run.kill(victim, signum)
+        left = run.left_running()
+        run.reader.join(timeout=30)
+    finally:
+        run.close()
+    situation = f"{signal.Signals(signum).name} to {victim or 'the launcher'} while {point}"
+    assert not left, f"{situation}: still running {left}\n" + "".join(run.lines)[-3000:]
+    lines = run.launcher_lines()
+    if victim is None and signum == signal.SIGKILL:
+        assert run.process.returncode == -signal.SIGKILL and lines == [], situation
+    elif victim is None:
+        assert run.process.returncode == 128 + signum, situation
+        assert lines == [f"[cluster] {signal.Signals(signum).name}: stopping every task\n"], situation
+    else:
+        name = f"{victim[0]} {victim[1]}"
+        assert run.process.returncode != 0, situation
+        assert len(lines) == 1 and re.match(
+            rf"\[cluster\] .*{name} \(exit \d+\).* failed: stopping every task", lines[0]
+        )
+    own = "".join(line for line in run.lines if not re.match(r"\[(ps|worker) \d+\] ", line))
+    assert "Traceback" not in own, f"{situation}: the launcher's own output:\n{own[-3000:]}"
+    print(f"{situation}: nothing left after {run.clean_after:.1f} s")
+    return run
+
+
+@pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGHUP], ids=["SIGKILL", "SIGHUP"])
+def test_no_task_outlives_a_launcher_killed_mid_run(tmp_path, signum):
+    # The issue's case: the launcher dies without passing a signal on (kill -9), or its terminal
+    # closes (SIGHUP); the ps used to serve on for ever.
+    run = _kill_and_check(tmp_path, None, signum, "training", 0.5)
+    if signum == signal.SIGHUP:  # passed on as SIGTERM: the chief stops and saves, then the ps stops
+        out = "".join(run.lines)
+        assert re.search(r"^\[worker 0\] SIGTERM: stopped at step \d+/\d+, (saved|nothing new to save)", out, re.M)
+        assert "[ps 0] interrupted by SIGTERM; the last saved checkpoint is intact\n" in run.lines
+
+
+KILL_SITUATIONS = 8
+
+
+def _kill_situations(seed=19):
+    """Who is killed, by which signal, where in the run and how long after: KILL_SITUATIONS of the
+    3 x 4 x 3 combinations, drawn so that each victim and each signal comes up twice at least."""
+    rng = random.Random(seed)
+    victims = [None, ("worker", 1), ("ps", 0)]
+    signals = [signal.SIGKILL, signal.SIGTERM, signal.SIGHUP, signal.SIGINT]
+    pairs = list(itertools.product(victims, signals))
+    rng.shuffle(pairs)
+    while not all(sum(v == victim for v, _ in pairs[:KILL_SITUATIONS]) >= 2 for victim in victims):
+        rng.shuffle(pairs)
+    return [
+        (victim, signum, rng.choice(sorted(KILL_POINTS)), rng.uniform(0, 0.5))
+        for victim, signum in pairs[:KILL_SITUATIONS]
+    ]
+
+
+def test_no_process_of_a_run_outlives_any_kill(tmp_path):
+    situations = _kill_situations()
+    assert len(situations) == KILL_SITUATIONS
+    assert {s[0] for s in situations} == {None, ("worker", 1), ("ps", 0)}
+    assert {s[1] for s in situations} == {signal.SIGKILL, signal.SIGTERM, signal.SIGHUP, signal.SIGINT}
+    for victim, signum, point, delay in situations:
+        _kill_and_check(tmp_path, victim, signum, point, delay)
+
+
+# A stand-in task for the launcher's own rules: starts like a training script, says it is up,
+# and on its stop says when it ended (CLOCK_MONOTONIC, the same in every process); a worker
+# takes a moment first, as a chief that saves.
+FAKE_TASK = """
+import json, os, sys, time
+from runtime.quiet import guard_startup
+guard_startup()
+job = json.loads(os.environ["TF_CONFIG"])["task"]["type"]
+print("up", flush=True)
+try:
+    while True:
+        time.sleep(0.05)
+except BaseException as stop:
+    if job == "worker":
+        time.sleep(0.3)
+    print(f"ended by {stop.name} at {time.monotonic_ns()}", flush=True)
+    os._exit(128 + stop.signum)
+"""
+
+
+class _Output:
+    """The launcher's output, kept by line; calls `when(lines)` after each write."""
+
+    def __init__(self, when):
+        self.lines, self.when = [], when
+        self._lock = threading.Lock()
+
+    def write(self, text):
+        with self._lock:
+            self.lines.append(text)
+            lines = list(self.lines)
+        self.when(lines)
+
+    def flush(self):
+        pass
+
+
+LAUNCHER_SIGNAL_SITUATIONS = list(
+    itertools.product([signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ["a task is up", "every task is up"])
+)
+
+
+@pytest.mark.parametrize(("signum", "moment"), LAUNCHER_SIGNAL_SITUATIONS)
+def test_a_signalled_launcher_stops_the_workers_then_the_ps_with_one_line(monkeypatch, signum, moment):
+    assert len(LAUNCHER_SIGNAL_SITUATIONS) == 6
+    marker = f"fake-task-{os.getpid()}-{time.monotonic_ns()}"
+    sent = []
+
+    def when(lines):
+        ups = sum(line.endswith("] up\n") for line in lines)
+        if not sent and ups >= (1 if moment == "a task is up" else 3):
+            sent.append(signum)
+            os.kill(os.getpid(), signum)  # the launcher's handler, in this process, only notes it
+
+    out = _Output(when)
+    monkeypatch.setenv("PYTHONPATH", str(REPO))
+    status = cluster.launch(["-c", FAKE_TASK, marker], num_ps=1, num_workers=2, grace=60, out=out)
+    name = signal.Signals(signum).name
+    passed_on = "SIGINT" if signum == signal.SIGINT else "SIGTERM"
+    assert status == 128 + signum
+    assert [line for line in out.lines if line.startswith("[cluster]")] == [f"[cluster] {name}: stopping every task\n"]
+    ended = {line.split("]")[0][1:]: line for line in out.lines if " ended by " in line}
+    assert all(f"ended by {passed_on} at" in line for line in ended.values()), out.lines
+    at = {task: int(line.rsplit(" ", 1)[1]) for task, line in ended.items()}
+    if "ps 0" in at:  # the ps last: once no worker runs
+        assert all(at["ps 0"] > time for task, time in at.items() if task != "ps 0"), out.lines
+    assert not _run_processes(marker)  # launch returns once every task it started has ended
+
+
+# A stand-in launched task: watches its lease from guard_startup on, then waits; with "deaf" it
+# ignores SIGTERM, as a task stuck where no signal handler runs.
+WATCHING_TASK = """
+import signal, sys, time
+from runtime.quiet import guard_startup
+guard_startup()
+if sys.argv[1] == "deaf":
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+print("watching", flush=True)
+try:
+    while True:
+        time.sleep(0.05)
+except BaseException as stop:
+    print(f"stopped by {stop.name}", flush=True)
+    raise
+"""
+
+
+@pytest.mark.parametrize("hearing", ["listens", "deaf"])
+@pytest.mark.parametrize("launcher_gone", ["before the task starts", "while it runs"])
+def test_a_launched_task_ends_when_its_lease_ends(tmp_path, launcher_gone, hearing):
+    from runtime import quiet
+
+    lease, lease_end = os.pipe()
+    if launcher_gone == "before the task starts":
+        os.close(lease_end)  # no race: the end of file is there when the task first looks
+    env = dict(os.environ, PYTHONPATH=str(REPO), **{quiet.LAUNCHER_FD_ENV: str(lease)})
+    task = subprocess.Popen(
+        [sys.executable, "-c", WATCHING_TASK, hearing],
+        env=env,
+        pass_fds=(lease,),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    os.close(lease)
+    try:
+        if launcher_gone == "while it runs":
+            assert task.stdout.readline() == "watching\n"
+            os.close(lease_end)
+        out = task.communicate(timeout=GONE_WITHIN)[0]
+    finally:
+        if task.poll() is None:
+            task.kill()
+    assert task.returncode == 128 + signal.SIGTERM, out
+    assert "the cluster launcher is gone: stopping this task\n" in out
+    # Its later lines go to /dev/null: nobody reads them once the launcher is gone.
+    assert "stopped by" not in out and "Traceback" not in out
+
+
+def test_a_ps_that_hears_from_no_worker_stops_with_one_line(tmp_path):
+    spec = cluster.local_cluster(1, 2)  # no worker is ever started
+    process = _start(spec, "ps", 0, ["--sample", "--model-dir", str(tmp_path / "ae"), "--ps-idle-timeout", "5"])
+    out = process.communicate(timeout=180)[0]
+    assert process.returncode == 2, out
+    assert out.splitlines()[-1] == (
+        "error: ps 0: heard from no training task for 5 s; stopping (start the workers within --ps-idle-timeout, "
+        "or raise it)"
+    )
+    assert "Traceback" not in out
+
+
+def test_a_training_task_tells_every_ps_it_is_alive_until_it_is_done():
+    task, server = _in_process_chief()
+    with tf.Graph().as_default(), v1.device(cluster.device_function(task)):
+        w = v1.get_variable("w", initializer=tf.ones([3]))
+        step = v1.train.get_or_create_global_step()
+        optimizer = LearningRateGroups(_Groups({1.0: ["w"]}), [w], 0.1)
+        step_op = cluster.train_op(task, tf.reduce_sum(w * w), [w], step, total_steps=2, optimizer=optimizer)
+        tokens = cluster._done_queue(0, task.num_replicas).dequeue()
+        wait = v1.RunOptions(timeout_in_ms=GONE_WITHIN * 1000)
+        with v1.Session(server.target, config=cluster.task_config(task)) as sess:
+            sess.run(v1.global_variables_initializer())
+            step_op.after_session(sess)
+            heard = [int(sess.run(tokens, options=wait)) for _ in range(3)]
+            step_op.finish(sess)
+            while heard[-1] < 0:
+                heard.append(int(sess.run(tokens, options=wait)))
+    assert heard[:3] == [-1, -1, -1]  # heartbeats of replica 0, the chief
+    assert heard[-1] == 0  # then its done token
 
 
 @pytest.mark.slow
