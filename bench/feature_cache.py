@@ -113,22 +113,21 @@ def _network_rates(names, root):
     quiet.import_tensorflow(log=print)  # the oneDNN choice, set before TensorFlow loads, in one line
     import tensorflow as tf
 
-    from models import cae, mobilenet_v1
+    from models import networks
 
     v1 = tf.compat.v1
-    specs = {
-        "cae": ((28, 28, 1), 4500, 500, lambda images: cae.encoder(images)["features"]),
-        "mobilenet_v1": ((224, 224, 3), 32, 8, lambda images: mobilenet_v1.mobilenet_v1(images, num_classes=None)[0]),
-    }
     rates = {}
     for name in names:
-        shape, count, batch, build = specs[name]
+        network = networks.get(name)
+        shape = network.input_shape()[1:]
+        # The sample's 4,500 images for a digit-sized input, a few batches of a photo-sized one.
+        count, batch = (4500, 500) if shape[0] * shape[1] <= 32 * 32 else (32, 8)
         rng = np.random.default_rng(0)
         images = rng.random([count, *shape], np.float32)
         with tf.Graph().as_default():
             v1.set_random_seed(0)
             inputs = v1.placeholder(tf.float32, [None, *shape])
-            features = build(inputs)
+            features = network.build(inputs, num_classes=None)[0]
             units = int(features.shape[-1])
             with v1.Session() as sess:
                 sess.run(v1.global_variables_initializer())

@@ -97,7 +97,7 @@ EXPERIMENT = Flags(
         _transfer("data_dir", help="IDX files or an image folder of the classifier's data set"),
         _transfer(
             "network",
-            choices=tuple(name for name in networks.NAMES if name != networks.DEFAULT),
+            choices=tuple(name for name in networks.NAMES if networks.get(name).class_names_file),
             default="efficientnet_lite0",
             help="the ImageNet network of the imagenet-* modes (default: %(default)s)",
         ),

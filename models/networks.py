@@ -5,7 +5,10 @@ same name to a preprocessing function; here one frozen `Network` record carries 
 plus what training, prediction, export and inspection need to know about the network:
 its input size and channels, its class count and the names of its classes, and its head
 scopes (what `--restore backbone` leaves out and what a new head of the user's classes
-replaces). Every entry point asks `get(name)`; nothing else hard-codes a network.
+replaces), and what each command asks of it (the --image-size it takes, the end points
+`look` probes, the layer line of an export's model card). Every entry point asks
+`get(name)`; nothing else hard-codes a network, and tests/test_registry.py fails when a
+module outside models/ decides by a network's name.
 
 Builders share one signature, TF-Slim's:
 `build(images, num_classes=<default>, is_training=False) -> (net, end_points)`, where
@@ -101,6 +104,20 @@ class Network:
         when the classes are the digits 0..num_classes-1.
       crop_fraction: central crop (of the shorter side) taken before resizing to
         image_size in evaluation: 224/256 for the TF-Slim nets and EfficientNet-Lite.
+      title: what messages call the network ("digit classifier"); its name by default.
+      resizable: whether `--image-size` applies (the network takes any square input
+        from min_image_size up), or it takes image_size only.
+      min_image_size: the smallest `--image-size` it takes, and min_size_reason why.
+      restore_presets: the scope presets of transfer.selection beyond all, none and
+        backbone that name this network's scopes (the digit classifier's conv and fc).
+      probe_end_points: the end points `look features` probes, in build order.
+      first_conv: the checkpoint name of the first convolution's kernel [k, k, in, out]
+        (what `look features` draws).
+      layers: the one-line layer description an export's model card gives, or None for
+        a generic one.
+      photo_note: the model card's advice on the photos to feed it.
+      converter: the source format transfer.convert turns into this network's
+        checkpoint, or "" for none.
     """
 
     name: str
@@ -117,6 +134,25 @@ class Network:
     label_offset: int = 0
     class_names_file: str | None = None
     crop_fraction: float = 1.0
+    title: str = ""
+    resizable: bool = True
+    min_image_size: int = 1
+    min_size_reason: str = ""
+    restore_presets: tuple[str, ...] = ()
+    probe_end_points: tuple[str, ...] = ("features",)
+    first_conv: str = ""
+    layers: str | None = None
+    photo_note: str = "no central crop: crop the subject yourself if it fills little of the photo"
+    converter: str = ""
+
+    def __post_init__(self):
+        if not self.title:
+            object.__setattr__(self, "title", self.name)
+
+    @property
+    def variable_scopes(self):
+        """The variable scopes the network owns: its outer scope, or its blocks and head."""
+        return (self.scope,) if self.scope else (*self.block_scopes, *self.head_scopes)
 
     def input_shape(self, batch=None):
         """[batch, height, width, channels] of the builder's input."""
@@ -181,6 +217,13 @@ NETWORKS = {
             feature_units=cae.ENCODER_UNITS,
             head_scopes=HEAD_SCOPES,
             block_scopes=ENCODER_SCOPES,
+            title="digit classifier",
+            resizable=False,
+            restore_presets=("conv", "fc"),
+            probe_end_points=("conv1", "conv2", "fc1"),
+            first_conv="conv1/kernel",
+            layers="conv1 (5x5/2, 16, relu), conv2 (5x5/2, 32, relu), fc1 (1568->200, relu), logits",
+            photo_note="MNIST digits are white on black; invert dark-on-light photos before predicting",
         ),
         Network(
             name="vgg_16",
@@ -196,6 +239,9 @@ NETWORKS = {
             scope=vgg.SCOPE,
             class_names_file=IMAGENET_CLASSES_FILE,
             crop_fraction=_CROP_224_OF_256,
+            min_image_size=224,
+            min_size_reason="fc6 is a 7x7 VALID convolution",
+            first_conv="vgg_16/conv1/conv1_1/weights",
         ),
         Network(
             name="resnet_v1_50",
@@ -211,6 +257,7 @@ NETWORKS = {
             scope=resnet_v1.SCOPE,
             class_names_file=IMAGENET_CLASSES_FILE,
             crop_fraction=_CROP_224_OF_256,
+            first_conv="resnet_v1_50/conv1/weights",
         ),
         Network(
             name="mobilenet_v1",
@@ -227,6 +274,7 @@ NETWORKS = {
             scope=mobilenet_v1.SCOPE,
             class_names_file=IMAGENET_CLASSES_FILE,
             crop_fraction=0.875,
+            first_conv="MobilenetV1/Conv2d_0/weights",
         ),
         Network(
             name="efficientnet_lite0",
@@ -242,11 +290,39 @@ NETWORKS = {
             scope=efficientnet_lite.SCOPE,
             class_names_file=IMAGENET_CLASSES_FILE,
             crop_fraction=_CROP_224_OF_256,
+            probe_end_points=("stem", "block_3", "block_8", "block_15", "features"),
+            first_conv="efficientnet-lite0/stem/conv2d/kernel",
+            converter="efficientnet-lite0-pytorch",
         ),
     )
 }
 NAMES = tuple(NETWORKS)
 DEFAULT = "cae"
+
+
+def register(network):
+    """Adds a network to the registry, before the flags that list NAMES are built.
+
+    Raises:
+      ValueError: for a name the registry already holds.
+    """
+    global NAMES
+    if network.name in NETWORKS:
+        raise ValueError(f"network {network.name!r} is already registered")
+    NETWORKS[network.name] = network
+    NAMES = tuple(NETWORKS)
+
+
+def converted_by(source):
+    """The network whose checkpoint transfer.convert makes from `source` (Network.converter).
+
+    Raises:
+      ValueError: when no network, or more than one, names that source.
+    """
+    found = [network for network in NETWORKS.values() if network.converter == source]
+    if len(found) != 1:
+        raise ValueError(f"{len(found)} networks are converted from {source!r}")
+    return found[0]
 
 
 def get(name):

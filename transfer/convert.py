@@ -38,7 +38,9 @@ from transfer.export import CONVERSION_FILE as REPORT_NAME
 from transfer.torch_legacy import read_state_dict
 
 KIND = "conversion"
-NETWORK = "efficientnet_lite0"
+# What this converter reads; the network it writes is the registry's record that names
+# this source (models.networks.Network.converter), looked up once TensorFlow may load.
+SOURCE = "efficientnet-lite0-pytorch"
 CHECKPOINT_NAME = "model.ckpt"
 
 COUNTER_SUFFIX = ".num_batches_tracked"
@@ -101,14 +103,19 @@ def _examples(names, limit=3):
     return ", ".join(names[:limit]) + (", ..." if len(names) > limit else "")
 
 
+def target_network():
+    """The registry record of the network this converter writes (imports TensorFlow)."""
+    from models import networks
+
+    return networks.converted_by(SOURCE)
+
+
 def build_variables():
     """Builds our efficientnet_lite0 into the current graph; returns its model variables."""
     import tensorflow as tf
 
-    from models.networks import get as get_network
-
     v1 = tf.compat.v1
-    network = get_network(NETWORK)
+    network = target_network()
     images = v1.placeholder(tf.float32, network.input_shape(), name="images")
     network.build(images, num_classes=network.num_classes)
     return v1.get_collection(v1.GraphKeys.MODEL_VARIABLES)
@@ -273,7 +280,7 @@ def _write(source, output, values, dropped, variables, force, log):
         prefix = write_checkpoint(values, alias.tf, variables)
         verify_checkpoint(prefix, values)
         report = {
-            "network": NETWORK,
+            "network": target_network().name,
             "source": os.path.abspath(source),
             "source_sha256": _sha256(source),
             "checkpoint": CHECKPOINT_NAME,

@@ -350,7 +350,7 @@ def _model_card(origin, variables, tflite):
         "format": CARD_FORMAT,
         "network": {
             "name": network.name,
-            "layers": _LAYERS.get(network.name, f"{network.name} (models/networks.py), head of {len(names)}"),
+            "layers": network.layers or f"{network.name} (models/networks.py), head of {len(names)}",
             "variables": {name: shape for name, shape in variables},
         },
         "source_checkpoint": {
@@ -396,9 +396,6 @@ def _signatures(spec):
     }
 
 
-_LAYERS = {"cae": "conv1 (5x5/2, 16, relu), conv2 (5x5/2, 32, relu), fc1 (1568->200, relu), logits"}
-
-
 def _preprocessing(network, spec):
     size = f"{spec.height}x{spec.width}"
     if spec.channels == 1:
@@ -413,9 +410,7 @@ def _preprocessing(network, spec):
         "scale": "pixel / 255, float32 in [0, 1]"
         if network.channels == 1
         else f"pixels in [0, 255], then {network.preprocess.__doc__.strip()}",
-        "note": "MNIST digits are white on black; invert dark-on-light photos before predicting"
-        if network.name == "cae"
-        else "no central crop: crop the subject yourself if it fills little of the photo",
+        "note": network.photo_note,
     }
 
 

@@ -208,9 +208,10 @@ def restore_scopes(args, network):
       UserError: a preset of the digit classifier's for another network, or a bad value.
     """
     preset = args.restore.strip()
-    if network.name != networks.DEFAULT and preset in PRESETS and preset not in ("all", "none"):
+    if preset in PRESETS and preset not in ("all", "none", *network.restore_presets):
+        owners = " or ".join(other.title for other in networks.NETWORKS.values() if preset in other.restore_presets)
         raise UserError(
-            f"--restore {preset} is the digit classifier's preset; for {network.name} use backbone, all, none "
+            f"--restore {preset} is the {owners}'s preset; for {network.name} use backbone, all, none "
             "or a comma list of scopes"
         )
     if preset != "backbone":
@@ -235,10 +236,14 @@ def network_and_flags(args):
       UserError: for an image size the network cannot take, or a restore flag that does not parse.
     """
     network = networks.get(args.network)
-    if args.image_size is not None and network.name == networks.DEFAULT:
-        raise UserError("--image-size is for the ImageNet networks; the digit classifier takes 28x28")
-    if args.image_size is not None and network.name == "vgg_16" and args.image_size < 224:
-        raise UserError(f"--image-size {args.image_size}: vgg_16 needs at least 224 (fc6 is a 7x7 VALID convolution)")
+    if args.image_size is not None and not network.resizable:
+        height, width = network.image_size
+        raise UserError(f"--image-size is for the ImageNet networks; the {network.title} takes {height}x{width}")
+    if args.image_size is not None and args.image_size < network.min_image_size:
+        raise UserError(
+            f"--image-size {args.image_size}: {network.name} needs at least {network.min_image_size} "
+            f"({network.min_size_reason})"
+        )
     return network, transfer_graph.input_spec(network, args.image_size), restore_scopes(args, network)
 
 

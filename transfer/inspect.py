@@ -33,8 +33,6 @@ import sys  # noqa: E402
 
 import tensorflow as tf  # noqa: E402
 
-from data import image_folder  # noqa: E402
-from models import networks  # noqa: E402
 from models.scopes import AUTOENCODER_SCOPES, HEAD_SCOPES  # noqa: E402
 from runtime import cli, options  # noqa: E402
 from runtime.errors import CheckpointError  # noqa: E402
@@ -254,8 +252,8 @@ def classifier_plan(prefix, checkpoint_variables, args):
     if flags[0] == ():
         # As in train_transfer.py: restoring nothing reads no checkpoint.
         prefix, checkpoint_variables = None, []
-    data_spec = image_folder.MNIST_INPUT if network.name == networks.DEFAULT else spec
-    return train.plan_against(args, network, args.num_classes, data_spec, spec, flags, prefix, checkpoint_variables)
+    # The data as the network is fed it (a network of 28x28 grey takes IDX data as it is).
+    return train.plan_against(args, network, args.num_classes, spec, spec, flags, prefix, checkpoint_variables)
 
 
 def run(args):

@@ -14,7 +14,6 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from models import networks
 from runtime import cli, cluster, onednn, rundir
 from runtime.checkpoints import Checkpointer
 from runtime.errors import CheckpointError, UserError, disk_full_reason, one_line
@@ -76,7 +75,7 @@ def run_config(args, network, spec, plan, data, use_cache):
         TRAIN_TRANSFER.config_values(args),
         model="transfer",
         network=network.name,
-        image_size=None if network.name == networks.DEFAULT else spec.height,
+        image_size=spec.height if network.resizable else None,
         checkpoint=plan.checkpoint,
         data_source=data.source_kind,
         data_identity=data.identity,

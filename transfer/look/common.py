@@ -24,7 +24,6 @@ import tensorflow as tf
 from data import image_folder, image_header, sources
 from data.names import BY_DATASET
 from models import networks as registry
-from models.scopes import CLASSIFIER_SCOPES
 from runtime import rundir
 from runtime.errors import CheckpointError, DataError, UserError, one_line
 from runtime.paths import shown
@@ -44,11 +43,6 @@ SKIMAGE_PREFIX = "skimage:"
 SKIMAGE_IMAGES = ("astronaut", "chelsea", "coffee", "rocket")
 LABELS_FILE = "labels.txt"
 IMAGE_FOLDER = "image-folder"
-# The end points `features` probes, by registry name; other networks: their pooled features.
-_PROBED = {
-    registry.DEFAULT: ("conv1", "conv2", "fc1"),
-    "efficientnet_lite0": ("stem", "block_3", "block_8", "block_15", "features"),
-}
 _IMAGENET_DEFAULT_CLASSES = "tabby,zebra"
 
 
@@ -218,6 +212,7 @@ class Network:
       build: function(images) -> dict of end points with "logits"; images float32
         [batch, *image_shape] in [0, 1]. Called once per graph, or again under a reusing
         variable scope.
+      first_conv: the checkpoint name of its first convolution's kernel [k, k, in, out].
       aliases: per class, the names it also answers to (ImageNet's WordNet synonyms), lower case.
       default_classes: what `ideal --classes` means when it is not given.
     """
@@ -228,6 +223,7 @@ class Network:
     end_points: tuple
     scopes: tuple
     build: object
+    first_conv: str
     aliases: tuple = ()
     default_classes: str = "all"
 
@@ -253,11 +249,12 @@ def network_of(run):
         return {**end_points, "logits": logits}
 
     return Network(
-        name="digit classifier" if entry.name == registry.DEFAULT else entry.name,
+        name=entry.title,
         image_shape=run.image_shape,
         class_names=run.class_names,
-        end_points=_PROBED.get(entry.name, ("features",)),
-        scopes=(entry.scope,) if entry.scope else CLASSIFIER_SCOPES,
+        end_points=entry.probe_end_points,
+        scopes=entry.variable_scopes,
+        first_conv=entry.first_conv,
         build=build,
         aliases=run.aliases,
         default_classes=_IMAGENET_DEFAULT_CLASSES if run.aliases else "all",
@@ -449,8 +446,8 @@ def _check_class_count(run, prefix):
 
 
 def first_layer(network):
-    """Checkpoint name of the network's first convolution kernel [k, k, in, out]; call after it is built."""
-    return next(var.op.name for var in network_variables(network) if var.shape.rank == 4)
+    """Checkpoint name of the network's first convolution kernel [k, k, in, out] (its registry record's)."""
+    return network.first_conv
 
 
 class Restorer:
