@@ -232,3 +232,63 @@ def test_every_record_describes_what_the_commands_ask(name):
     assert network.first_conv == first_conv
     assert set(network.probe_end_points) <= set(end_points), sorted(end_points)
     assert all(any(var.startswith(scope + "/") for var in variables) for scope in network.variable_scopes)
+
+
+def _flag_situations():
+    sizes = (None, 32, 223, 224, 225, 512)
+    presets = ("all", "none", "backbone", "conv", "fc", "conv1,fc1")
+    return list(itertools.product(networks.NAMES, sizes, presets))
+
+
+def test_the_image_size_and_preset_checks_read_only_the_record():
+    """network_and_flags over every network x --image-size x --restore: refused exactly as the record says."""
+    from runtime.errors import UserError
+    from transfer import flags
+
+    situations = _flag_situations()
+    assert len(situations) == 6 * 6 * len(networks.NAMES)
+    wrong = []
+    for name, size, preset in situations:
+        network = networks.get(name)
+        argv = ["--network", name, "--restore", preset] + ([] if size is None else ["--image-size", str(size)])
+        if size is not None and not network.resizable:
+            expected = f"--image-size is for the ImageNet networks; the {network.title} takes 28x28"
+        elif size is not None and size < network.min_image_size:
+            expected = (
+                f"--image-size {size}: {name} needs at least {network.min_image_size} ({network.min_size_reason})"
+            )
+        elif preset in ("conv", "fc") and preset not in network.restore_presets:
+            expected = f"--restore {preset} is the digit classifier's preset; for {name} use backbone, all, none "
+        else:
+            expected = None
+        try:
+            got, spec, _ = flags.network_and_flags(flags.TRAIN_TRANSFER.parse(argv))
+            outcome = None if (got, spec.height) == (network, size or network.image_size[0]) else "wrong spec"
+        except UserError as error:
+            outcome = str(error)
+        agrees = outcome is None if expected is None else outcome is not None and outcome.startswith(expected)
+        if not agrees:
+            wrong.append((name, size, preset, outcome))
+    assert not wrong, wrong
+
+
+def test_the_issue_examples_of_the_image_size_check():
+    from runtime.errors import UserError
+    from transfer import flags
+
+    for argv, message in (
+        (
+            ["--network", "vgg_16", "--image-size", "192"],
+            "--image-size 192: vgg_16 needs at least 224 (fc6 is a 7x7 VALID convolution)",
+        ),
+        (["--image-size", "64"], "--image-size is for the ImageNet networks; the digit classifier takes 28x28"),
+    ):
+        with pytest.raises(UserError) as caught:
+            flags.network_and_flags(flags.TRAIN_TRANSFER.parse(argv))
+        assert str(caught.value) == message
+    assert (
+        flags.network_and_flags(
+            flags.TRAIN_TRANSFER.parse(["--network", "vgg_16", "--image-size", "224", "--restore", "backbone"])
+        )[1].height
+        == 224
+    )
