@@ -6,7 +6,7 @@
 PATH may be a file, a folder (its image files, recursively; names starting with "."
 skipped) or a glob. Below a PATH, links to files are followed and links to folders never
 are (each is named in a warning), as in training's scan of an image folder
-(data/image_folder.py), so a link cycle cannot hang a walk or a "**" glob. --model is a
+(data/image_folder/scanning.py), so a link cycle cannot hang a walk or a "**" glob. --model is a
 directory written by `python -m transfer.export` (default: exported). The images are
 decoded and preprocessed inside the model (its predict_encoded signature), exactly as the
 exported card says.

@@ -1,1 +1,1 @@
-"""The autoencoder's training graph (autoencoder.graph) and its run (autoencoder.train)."""
+"""The autoencoder's data (autoencoder.data), training graph (autoencoder.graph) and run (autoencoder.train)."""

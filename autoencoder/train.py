@@ -18,6 +18,7 @@ import time
 
 import tensorflow as tf
 
+from autoencoder import data as ae_data
 from autoencoder import graph as ae_graph
 from autoencoder.flags import AUTOENCODER
 from data import pipeline
@@ -27,7 +28,6 @@ from runtime.paths import shown
 from runtime.session import session_config, set_process_threads
 from runtime.summaries import SummaryWriter, scalars, write_projector
 from runtime.training import finite_or_none, train_graph
-from transfer import labelled
 
 v1 = tf.compat.v1
 
@@ -51,7 +51,7 @@ class RunState:
     Attributes:
       args: the parsed flags of train_autoencoder.py.
       task: the runtime.cluster.ClusterTask, or None for a local run.
-      dataset: the transfer.labelled.AutoencoderData.
+      dataset: the autoencoder.data.AutoencoderData.
       test_images: the held-out images as floats in [0, 1], [N, 28, 28, 1].
       steps_per_epoch: training steps in one pass over the training images.
       config: what config.json holds.
@@ -88,12 +88,12 @@ def load_data(args):
     """The run's images and the steps an epoch takes.
 
     Returns:
-      (transfer.labelled.AutoencoderData, steps per epoch).
+      (autoencoder.data.AutoencoderData, steps per epoch).
 
     Raises:
       UserError: unreadable data, or a batch larger than the training images.
     """
-    dataset = labelled.load_for_autoencoder(args)
+    dataset = ae_data.load_for_autoencoder(args)
     return dataset, cli.steps_per_epoch(dataset.num_train, args.batch_size, "training images")
 
 

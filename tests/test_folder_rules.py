@@ -184,7 +184,7 @@ class Folder:
 
 @pytest.fixture
 def decodes_all(monkeypatch):
-    monkeypatch.setattr(imf, "_find_bad", lambda paths: {})
+    monkeypatch.setattr(imf.scanning, "_find_bad", lambda paths: {})  # what the scan calls
 
 
 def _scan(folder):

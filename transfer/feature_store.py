@@ -15,7 +15,7 @@ import numpy as np
 
 from transfer import feature_cache
 
-# Bump when the pixels reaching the network change for the same file (data/image_folder.py).
+# Bump when the pixels reaching the network change for the same file (data/image_folder/decoding.py).
 PREPROCESSING = "cae-transfer image_folder.preprocess v1"
 
 

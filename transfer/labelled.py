@@ -114,7 +114,7 @@ def load(args, network_spec, log=print):
       DataError, UserError: a source that cannot be read or splits that cannot be made.
     """
     if args.data_dir and image_folder.is_image_folder(args.data_dir):
-        return _load_folder(args, network_spec, log)
+        return load_folder(args, network_spec, log)
     return _load_idx(args, log)
 
 
@@ -135,7 +135,17 @@ def _load_idx(args, log):
     )
 
 
-def _load_folder(args, network_spec, log):
+def load_folder(args, network_spec, log):
+    """The LabelledData of the image folder args.data_dir, its scan reported through log.
+
+    The core that transfer's `load` and the autoencoder's data (autoencoder.data) share.
+
+    Args:
+      args: data_dir, sample, validation_percent, test_percent, min_per_class,
+        labels_per_class and seed.
+      network_spec: the InputSpec the files are decoded to.
+      log: where the scan's report lines go.
+    """
     if args.sample:
         raise UserError("--sample is MNIST's built-in sample; it cannot be combined with an image folder --data-dir")
     scan = image_folder.scan(args.data_dir, args.validation_percent, args.test_percent, args.min_per_class)
@@ -163,81 +173,3 @@ def _load_folder(args, network_spec, log):
 
 def _examples(split):
     return Examples(split.labels.astype(np.int64), files=split.files)
-
-
-@dataclasses.dataclass(frozen=True, eq=False)
-class AutoencoderData:
-    """What the autoencoder trains and evaluates on: IDX arrays or an image folder's files.
-
-    Attributes:
-      name, source_kind, identity, description, file_digests: as LabelledData's.
-      train: Examples of the training images (labels are carried, never used).
-      test_images: uint8 [N, 28, 28] of the evaluation images, decoded once (the
-        projector's thumbnails and, scaled, the evaluation input).
-      test_labels: int64 [N], for the projector's metadata only.
-    """
-
-    name: str
-    source_kind: str
-    identity: str
-    description: dict
-    train: Examples
-    test_images: np.ndarray
-    test_labels: np.ndarray
-    file_digests: dict | None = None
-
-    @property
-    def num_train(self):
-        return len(self.train)
-
-    @property
-    def num_test(self):
-        return len(self.test_labels)
-
-
-def load_for_autoencoder(args, log=print):
-    """The autoencoder's images from --data-dir (IDX or an image folder), --dataset or --sample.
-
-    An image folder is decoded to 28x28 grey (data.image_folder.MNIST_INPUT); its test split
-    (--test-percent, or its test/ subfolder) is the evaluation set and its labels are kept
-    for the projector only.
-    """
-    if not (args.data_dir and image_folder.is_image_folder(args.data_dir)):
-        dataset = sources.load_requested(args.dataset, args.data_dir, args.sample, log=log)
-        return AutoencoderData(
-            name=dataset.name,
-            source_kind=dataset.source_kind,
-            identity=dataset.identity(),
-            description=dataset.describe(),
-            train=Examples(dataset.train_labels.astype(np.int64), images=dataset.train_images),
-            test_images=dataset.test_images,
-            test_labels=dataset.test_labels.astype(np.int64),
-        )
-    folder_args = _FolderFlags(
-        data_dir=args.data_dir, sample=args.sample, test_percent=args.test_percent, seed=args.seed
-    )
-    data = _load_folder(folder_args, image_folder.MNIST_INPUT, log)
-    test = image_folder.read_images(data.test.files, image_folder.MNIST_INPUT)
-    return AutoencoderData(
-        name=data.name,
-        source_kind=data.source_kind,
-        identity=data.identity,
-        description=data.description,
-        train=data.train,
-        test_images=np.round(test[..., 0] * 255.0).astype(np.uint8),
-        test_labels=data.test.labels,
-        file_digests=data.file_digests,
-    )
-
-
-@dataclasses.dataclass(frozen=True)
-class _FolderFlags:
-    """The flags of an image folder the autoencoder does not have: no validation, every label."""
-
-    data_dir: str = None
-    sample: bool = False
-    validation_percent: float = 0.0
-    test_percent: float = 10.0
-    min_per_class: int = 1
-    labels_per_class: int = None
-    seed: int = 0
