@@ -37,7 +37,6 @@ from transfer.graph import to_network_input
 
 v1 = tf.compat.v1
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 PIXEL_MAX = 255.0
 SKIMAGE_PREFIX = "skimage:"
 # Photographs inside scikit-image's wheel (nothing is downloaded); other names are refused.
@@ -671,9 +670,9 @@ def read_images(path, network):
         return skimage_photo(str(path)[len(SKIMAGE_PREFIX) :], network)[np.newaxis], [str(path)]
     path = os.path.expanduser(str(path))
     if os.path.isdir(path):
-        names = sorted(name for name in os.listdir(path) if name.lower().endswith(IMAGE_SUFFIXES))
+        names = sorted(name for name in os.listdir(path) if name.lower().endswith(image_folder.IMAGE_EXTENSIONS))
         if not names:
-            raise DataError(f"{path} holds no image files ({', '.join(IMAGE_SUFFIXES)})")
+            raise DataError(f"{path} holds no image files ({', '.join(image_folder.IMAGE_EXTENSIONS)})")
         files = [os.path.join(path, name) for name in names]
     elif os.path.exists(path):
         files = [path]
