@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from conftest import REPO, invoke, read_checkpoint, read_events, summary_values, write_checkpoint
+from model_variables import CLASSIFIER_VARIABLES
 from PIL import Image
 
 import train_transfer
@@ -27,16 +28,7 @@ from transfer.look import adversarial, common, features, ideal
 
 v1 = tf.compat.v1
 NETWORK = common.digit_classifier()
-NETWORK_NAMES = {
-    "conv1/kernel",
-    "conv1/bias",
-    "conv2/kernel",
-    "conv2/bias",
-    "fc1/kernel",
-    "fc1/bias",
-    "logits/kernel",
-    "logits/bias",
-}
+NETWORK_NAMES = set(CLASSIFIER_VARIABLES)
 
 
 @pytest.fixture(scope="module")
