@@ -34,6 +34,7 @@ from transfer import labelled
 from transfer import source as ckpt
 from transfer.export import CONVERSION_FILE  # what transfer.convert writes beside its checkpoint
 from transfer.graph import to_network_input
+from transfer.selection import in_any_scope
 
 v1 = tf.compat.v1
 
@@ -399,8 +400,7 @@ def check_fits(network, prefix, variables):
 
 def network_variables(network):
     """The current graph's model variables that belong to the network's scopes."""
-    scopes = tuple(scope + "/" for scope in network.scopes)
-    return [var for var in v1.get_collection(v1.GraphKeys.MODEL_VARIABLES) if var.op.name.startswith(scopes)]
+    return [var for var in v1.get_collection(v1.GraphKeys.MODEL_VARIABLES) if in_any_scope(var.op.name, network.scopes)]
 
 
 def open_model(path, network_name=None):
@@ -477,12 +477,7 @@ class Restorer:
     def unchanged(self, sess):
         """(number of variables, max |difference| from the checkpoint); 0.0 means bit-identical."""
         values = sess.run(self.variables)
-        worst = 0.0
-        for var, value in zip(self.variables, values):
-            source = self.values[var.op.name]
-            if not np.array_equal(value, source):
-                worst = max(worst, float(np.nan_to_num(np.abs(value.astype(np.float64) - source), nan=np.inf).max()))
-        return len(values), worst
+        return len(values), ckpt.worst_difference(zip(values, (self.values[var.op.name] for var in self.variables)))
 
     def check(self, sess, log=print):
         """Raises when a network variable differs from the checkpoint; logs the proof otherwise."""
