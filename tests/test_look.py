@@ -22,7 +22,7 @@ from model_variables import CLASSIFIER_VARIABLES
 from PIL import Image
 
 import train_transfer
-from runtime.errors import UserError
+from runtime.errors import CheckpointError, UserError
 from transfer.look import __main__ as look
 from transfer.look import adversarial, common, features, ideal
 
@@ -71,6 +71,29 @@ def one_error_line(run):
 
 
 # --- ideal ---------------------------------------------------------------------------------
+
+
+def test_a_checkpoint_that_does_not_fit_the_network_is_named_by_its_first_misfit(tmp_path):
+    values = {name: np.zeros(shape) for name, shape in CLASSIFIER_VARIABLES.items()}
+    reshaped = write_checkpoint(tmp_path / "reshaped" / "model.ckpt-1", {**values, "fc1/bias": np.zeros(7)})
+    lacking = write_checkpoint(
+        tmp_path / "lacking" / "model.ckpt-1", {name: value for name, value in values.items() if name != "conv2/bias"}
+    )
+    with tf.Graph().as_default():
+        NETWORK.build(v1.placeholder(tf.float32, [None, *NETWORK.image_shape]))
+        variables = common.network_variables(NETWORK)
+        with pytest.raises(CheckpointError) as error:
+            common.check_fits(NETWORK, reshaped, variables)
+        assert str(error.value) == (
+            f"checkpoint {reshaped} does not fit the digit classifier: fc1/bias is [7] there, [200] in the graph"
+        )
+        with pytest.raises(CheckpointError) as error:
+            common.check_fits(NETWORK, lacking, variables)
+        assert str(error.value) == (
+            f"checkpoint {lacking} is not a digit classifier: it lacks conv2/bias [32] "
+            "(its scopes: conv1, conv2, fc1, logits)"
+        )
+        assert set(common.check_fits(NETWORK, write_checkpoint(tmp_path / "fits" / "model.ckpt-1", values), variables))
 
 
 def test_ideal_changes_only_the_input(run_dir):

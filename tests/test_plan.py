@@ -8,11 +8,15 @@ does not silently change what these tests check.
 
 import itertools
 import json
+import random
+import types
 
 import numpy as np
 import pytest
+import tensorflow as tf
 from model_variables import AE_VARIABLES, CLASSIFIER_VARIABLES, CONV_NAMES, DECODER_NAMES, HEAD_NAMES
 
+from runtime.checkpoints import misfits, shape_differences
 from runtime.errors import UserError
 from transfer.plan import PlanError, PlanRow, RestorePlan, VariableInfo, make_plan
 from transfer.selection import (
@@ -842,3 +846,35 @@ def test_worst_difference_is_zero_only_for_bit_identical_pairs():
             expected = float(np.abs(values[which].astype(np.float64) - sources[which]).max())
             assert worst == expected and worst > 0.0, (shape, dtype, change)
     assert len(situations) == 90
+
+
+# --- the shape check -------------------------------------------------------------------
+
+
+def test_misfits_names_every_missing_or_reshaped_variable_in_graph_order():
+    """Each of the classifier's variables held as is, missing, or with one dimension changed."""
+    graph = [
+        types.SimpleNamespace(op=types.SimpleNamespace(name=name), shape=tf.TensorShape(shape))
+        for name, shape in CLASSIFIER_VARIABLES.items()
+    ]
+    rng = random.Random(11)
+    situations = 0
+    for _ in range(200):
+        states = [rng.choice(["fits", "missing", "reshaped"]) for _ in graph]
+        held, expected = {"global_step": []}, []
+        for (name, shape), state in zip(CLASSIFIER_VARIABLES.items(), states):
+            if state == "fits":
+                held[name] = tuple(shape)
+            elif state == "missing":
+                expected.append((name, None, shape))
+            else:
+                other = [*shape[:-1], shape[-1] + 1]
+                held[name] = tuple(other)
+                expected.append((name, other, shape))
+        assert misfits(graph, held) == expected
+        assert shape_differences(graph, held) == [
+            f"{name} is missing" if theirs is None else f"{name} is {theirs}, the graph has {want}"
+            for name, theirs, want in expected
+        ]
+        situations += 1
+    assert situations == 200

@@ -26,6 +26,7 @@ from data.names import BY_DATASET
 from models import networks as registry
 from models.scopes import CLASSIFIER_SCOPES
 from runtime import rundir
+from runtime.checkpoints import misfits
 from runtime.errors import CheckpointError, DataError, UserError, one_line
 from runtime.paths import shown
 from runtime.session import session_config
@@ -382,19 +383,16 @@ def check_fits(network, prefix, variables):
       CheckpointError: naming the first missing or misshaped variable.
     """
     held = {info.name: info.shape for info in ckpt.read_variables(prefix)}
-    for var in variables:
-        name, shape = var.op.name, tuple(var.shape.as_list())
-        if name not in held:
+    for name, theirs, shape in misfits(variables, held)[:1]:
+        if theirs is None:
             scopes = sorted({key.split("/")[0] for key in held if "/" in key})
             raise CheckpointError(
-                f"checkpoint {prefix} is not a {network.name}: it lacks {name} {list(shape)} (its scopes: "
+                f"checkpoint {prefix} is not a {network.name}: it lacks {name} {shape} (its scopes: "
                 f"{', '.join(scopes) or 'none'})"
             )
-        if tuple(held[name]) != shape:
-            raise CheckpointError(
-                f"checkpoint {prefix} does not fit the {network.name}: {name} is {list(held[name])} there, "
-                f"{list(shape)} in the graph"
-            )
+        raise CheckpointError(
+            f"checkpoint {prefix} does not fit the {network.name}: {name} is {theirs} there, {shape} in the graph"
+        )
     return ckpt.read_values(prefix, [var.op.name for var in variables])
 
 
