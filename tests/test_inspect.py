@@ -303,6 +303,7 @@ def test_every_flag_has_help():
     assert "python -m transfer.inspect" in inspect.__doc__
 
 
+@pytest.mark.slow
 def test_module_entry_point(ae_ckpt):
     """One run in its own process (TensorFlow's import is the slow part): the error path,
     where a traceback would most likely leak, through resolve, read, graph and plan."""

@@ -353,6 +353,7 @@ def legacy_export(legacy_runs):
     return legacy_runs[0]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", ["cae", "classifier"])
 def test_legacy_tf_layers_create_exactly_our_variables(legacy_export, model):
     legacy = json.loads((legacy_export / "out" / "variables.json").read_text())[model]
@@ -366,6 +367,7 @@ def test_legacy_tf_layers_create_exactly_our_variables(legacy_export, model):
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", ["cae", "classifier"])
 def test_legacy_tf_layers_checkpoint_restores_into_ours(legacy_export, model):
     out = legacy_export / "out"

@@ -271,6 +271,7 @@ def test_other_data_at_another_path_is_refused_on_resume(tmp_path):
     assert run.code == 2 and "data_identity" in run.err and "data_b" in run.err, run.err
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["run [1]", "run*?", "caf\u00e9 run", os.fsdecode(b"run-\xff\xfe")])
 def test_any_model_dir_name_trains_resumes_and_transfers(name, ae_flags, small_mnist, tmp_path):
     model_dir = str(tmp_path / name)
@@ -441,6 +442,7 @@ def small_disk(tmp_path):
     subprocess.run(["umount", str(mount)], check=False)
 
 
+@pytest.mark.slow
 def test_a_full_disk_is_one_line_and_keeps_config(small_disk, ae_flags):
     model_dir = small_disk / "run"
     result = subprocess.run(
@@ -468,6 +470,7 @@ def _wait_for_line(process, pattern):
     return any(re.match(pattern, line) for line in process.stdout)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("delay", [0.0, 1.5, 4.0])
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_a_signal_at_any_moment_is_one_line(delay, signum, tmp_path):
@@ -494,6 +497,7 @@ def test_a_signal_at_any_moment_is_one_line(delay, signum, tmp_path):
     assert len(err.strip().splitlines()) <= 1, err
 
 
+@pytest.mark.slow
 def test_a_fast_second_ctrl_c_exits_at_once_without_an_abort(tmp_path):
     args = _script(
         "train_autoencoder.py",
@@ -620,6 +624,7 @@ def test_a_link_anywhere_in_a_model_dir_is_refused_naming_it(finished, tmp_path)
     assert rundir.check_owner(str(tmp_path / "latest"), kind_of_run)["model"] == kind_of_run
 
 
+@pytest.mark.slow
 def test_a_transfer_run_refuses_a_best_folder_linked_outside_before_writing(finished, tmp_path):
     """One real run as a separate process: best/ linked to a folder of the user's files."""
     model_dir, _ = _model_dir_with_link(finished, tmp_path, "transfer", "best", "outside_folder")
@@ -693,6 +698,7 @@ def test_outputs_and_the_data_folder_never_hold_each_other(tmp_path, monkeypatch
     assert _snapshot(tmp_path) == before
 
 
+@pytest.mark.slow
 def test_a_feature_cache_inside_the_image_folder_is_refused_before_anything_is_made(finished, tmp_path):
     """The issue's example, as a separate process: the cache used to become an empty class for good."""
     from data import make_image_folder

@@ -344,6 +344,7 @@ def test_map_restores_encoder_scopes_into_conv(tmp_path):
 # --- the feature cache -------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_cached_and_uncached_heads_agree(ae_run, tmp_path):
     # 100 examples in batches of 20: 10 steps, enough for differences to show.
     flags = ["--restore", "conv", "--batch-size", "20", "--dropout", "0", "--seed", "3"]
@@ -517,6 +518,7 @@ def test_error_model_dir_holds_a_run_with_other_restore(ae_run, none_run, tmp_pa
     assert {path: (model_dir / path).read_bytes() for path in dir_files(model_dir) if path != ".lock"} == before
 
 
+@pytest.mark.slow
 def test_errors_in_a_real_process_have_no_traceback(ae_run, ae_copy, tmp_path):
     """Exit status 2 and one `error:` line from the real command line, for three kinds of error."""
     mismatched, _ = _random_encoder(tmp_path, scope_prefix="", conv2_filters=64)
