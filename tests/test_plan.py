@@ -16,6 +16,7 @@ import pytest
 import tensorflow as tf
 from model_variables import AE_VARIABLES, CLASSIFIER_VARIABLES, CONV_NAMES, DECODER_NAMES, HEAD_NAMES
 
+from models import batch_norm
 from runtime.checkpoints import misfits, shape_differences
 from runtime.errors import UserError
 from transfer.plan import PlanError, PlanRow, RestorePlan, VariableInfo, make_plan
@@ -878,3 +879,21 @@ def test_misfits_names_every_missing_or_reshaped_variable_in_graph_order():
         ]
         situations += 1
     assert situations == 200
+
+
+# --- the scope boundary ----------------------------------------------------------------
+
+
+def test_one_scope_boundary_rule_for_selection_and_batch_norm_updates():
+    """Every name and scope of 1-3 parts over pieces that prefix one another, scopes with and without a trailing /."""
+    pieces = ["net", "conv1", "conv10", "conv1_1", "BatchNorm"]
+    paths = ["/".join(parts) for size in (1, 2, 3) for parts in itertools.product(pieces, repeat=size)]
+    updates = {name: index for index, name in enumerate(paths)}
+    situations = 0
+    for scope in paths:
+        for written in (scope, scope + "/"):
+            expected = [name for name in paths if name.split("/")[: scope.count("/") + 1] == scope.split("/")]
+            assert [name for name in paths if in_scope(name, written)] == expected
+            assert batch_norm.update_ops(updates, [written]) == [updates[name] for name in expected]
+            situations += 1
+    assert situations == 2 * len(paths) == 310
