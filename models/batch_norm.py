@@ -24,6 +24,7 @@ up to float rounding, faster on CPU); `batch_norm` is the unfolded layer.
 import tensorflow as tf
 
 from models.net_ops import full_scope, layer_training, model_variable
+from models.scopes import in_any_scope
 
 v1 = tf.compat.v1
 
@@ -155,5 +156,5 @@ def update_ops(updates, scopes=None):
     """
     if scopes is None:
         return list(updates.values())
-    prefixes = tuple(scope.rstrip("/") + "/" for scope in scopes)
-    return [op for name, op in updates.items() if (name + "/").startswith(prefixes)]
+    scopes = tuple(scopes)
+    return [op for name, op in updates.items() if in_any_scope(name, scopes)]

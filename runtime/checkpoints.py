@@ -173,16 +173,27 @@ def checkpoint_shapes(prefix):
         return {name: list(shape) for name, shape in reader.get_variable_to_shape_map().items()}
 
 
-def shape_differences(variables, shapes):
-    """Lines naming each variable whose checkpoint entry is missing or of another shape."""
-    differences = []
+def misfits(variables, shapes):
+    """(name, checkpoint shape or None when missing, graph shape) of each graph variable a checkpoint does not fit.
+
+    The one shape check between graph variables and {name: shape} of a checkpoint, in the
+    variables' order; shapes are lists.
+    """
+    found = []
     for var in variables:
         name, want = var.op.name, var.shape.as_list()
-        if name not in shapes:
-            differences.append(f"{name} is missing")
-        elif shapes[name] != want:
-            differences.append(f"{name} is {shapes[name]}, the graph has {want}")
-    return differences
+        held = shapes.get(name)
+        if held is None or list(held) != want:
+            found.append((name, None if held is None else list(held), want))
+    return found
+
+
+def shape_differences(variables, shapes):
+    """Lines naming each variable whose checkpoint entry is missing or of another shape."""
+    return [
+        f"{name} is missing" if held is None else f"{name} is {held}, the graph has {want}"
+        for name, held, want in misfits(variables, shapes)
+    ]
 
 
 class Checkpointer:

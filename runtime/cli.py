@@ -8,7 +8,7 @@ from runtime import cluster, rundir
 from runtime.checkpoints import remove_orphans
 from runtime.errors import Stopped, UserError, disk_full_reason, one_line
 from runtime.lock import ModelDirLock
-from runtime.options import Group, Option
+from runtime.options import Option
 from runtime.paths import shown
 from runtime.training import Interrupted
 
@@ -18,7 +18,6 @@ OUTPUT_FLAGS = ("--model-dir", "--feature-cache")
 # Upper bounds of numeric flags: far beyond any sensible run, and below the values that
 # overflow TensorFlow's int fields or ask for more memory than a machine has.
 MAX_COUNT = 10**9
-MAX_EPOCHS = 100_000
 MAX_KEEP = 10_000
 MAX_LEARNING_RATE = 100.0
 
@@ -200,16 +199,6 @@ def runtime_options(default_model_dir):
             help="ops run concurrently, at most 4 per CPU (0: TensorFlow chooses; default: %(default)s)",
         ),
     )
-
-
-def add_data_flags(parser):
-    """Adds DATA_OPTIONS (--dataset, --data-dir, --sample) to an argparse parser."""
-    Group(None, DATA_OPTIONS).add_to(parser)
-
-
-def add_runtime_flags(parser, default_model_dir):
-    """Adds runtime_options(default_model_dir) to an argparse parser."""
-    Group(None, runtime_options(default_model_dir)).add_to(parser)
 
 
 def steps_per_epoch(num_examples, batch_size, what):

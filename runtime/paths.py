@@ -91,8 +91,3 @@ class DirAlias:
             os.close(self._fd)
             self._fd = None
             self.tf = self.path
-
-
-def prefix_alias(prefix):
-    """A DirAlias of a checkpoint prefix's directory; `alias.join(os.path.basename(prefix))` is the prefix."""
-    return DirAlias(os.path.dirname(prefix) or ".")

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tensorflow as tf
+from model_variables import AE_LATENT, AE_VARIABLES, CONV_NAMES, HEAD_NAMES  # noqa: F401 (the tests import them from here)
 
 import train_autoencoder
 from runtime.checkpoints import list_checkpoints
@@ -31,27 +32,8 @@ REPO = Path(__file__).resolve().parent.parent
 SAMPLE_TRAIN, SAMPLE_TEST = 4500, 500
 AE_BATCH = 64
 AE_STEPS_PER_EPOCH = SAMPLE_TRAIN // AE_BATCH  # 70
-AE_LATENT = 20
 # The autoencoder run every test shares: one epoch, one checkpoint at the end.
 AE_FLAGS = ["--sample", "--epochs", "1", "--batch-size", str(AE_BATCH), "--save-every", "0", "--summary-every", "10"]
-
-# docs/ARCHITECTURE.md "Variable names", in creation order.
-AE_VARIABLES = {
-    "conv1/kernel": [5, 5, 1, 16],
-    "conv1/bias": [16],
-    "conv2/kernel": [5, 5, 16, 32],
-    "conv2/bias": [32],
-    "latent_var/kernel": [1568, AE_LATENT],
-    "latent_var/bias": [AE_LATENT],
-    "z_matrix/kernel": [AE_LATENT, 1568],
-    "z_matrix/bias": [1568],
-    "dconv1/kernel": [5, 5, 16, 32],
-    "dconv1/bias": [16],
-    "dconv2/kernel": [5, 5, 1, 16],
-    "dconv2/bias": [1],
-}
-CONV_NAMES = ["conv1/kernel", "conv1/bias", "conv2/kernel", "conv2/bias"]
-HEAD_NAMES = ["fc1/kernel", "fc1/bias", "logits/kernel", "logits/bias"]
 
 
 @dataclasses.dataclass

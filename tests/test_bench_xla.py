@@ -1,6 +1,7 @@
 """bench/experiments.py's XLA experiment: it compiles the step it claims to, and the step stays the same."""
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from bench import experiments
@@ -42,6 +43,7 @@ def _one_step(images, xla):
     return dict(zip(names, before)), dict(zip(names, after)), next_loss, marked, compiled
 
 
+@pytest.mark.slow
 def test_marked_step_runs_compiled_and_trains_as_the_plain_step():
     images = np.random.default_rng(0).random((BATCH, 28, 28, 1), dtype=np.float32)
     plain_before, plain_after, plain_loss, _, plain_compiled = _one_step(images, xla=False)

@@ -463,6 +463,7 @@ def test_chelsea_is_a_cat_and_coffee_an_espresso(converted):
     np.testing.assert_allclose(chelsea.sum(), 1.0, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_force_replaces_an_earlier_conversion_and_never_a_folder_of_notes(tmp_path, capsys):
     # The example: --force deleted a folder of the user's notes.
     notes = tmp_path / "notes"

@@ -3,6 +3,7 @@
 import csv
 import os
 
+import pytest
 from conftest import invoke, read_events
 
 from experiments import label_budget
@@ -22,6 +23,7 @@ FLAGS = [
 ]
 
 
+@pytest.mark.slow
 def test_runs_each_cell_writes_the_tables_and_skips_finished_cells(ae_run, tmp_path):
     out_dir = tmp_path / "experiment"
     first = invoke(label_budget.main, [*FLAGS, "--checkpoint", str(ae_run.prefix), "--out-dir", str(out_dir)])

@@ -245,6 +245,7 @@ def _digit_pngs(directory, sample, count=10):
     return paths
 
 
+@pytest.mark.slow
 def test_predict_in_a_fresh_process_with_no_training_code(exported, run, sample, tmp_path):
     _, prefix, _ = run
     # predict.py copied alone into an empty dir, run from there with no PYTHONPATH: an import
@@ -382,6 +383,7 @@ def test_predict_checks_its_arguments_before_importing_tensorflow(exported, samp
     )
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
 def test_predict_opens_only_regular_files_and_decodes_only_bounded_images(exported, sample, tmp_path):
     """Rule 7 for predict.py: a FIFO is never opened (it hung), a 16000 x 16000 PNG never decoded."""
@@ -410,6 +412,7 @@ def test_predict_opens_only_regular_files_and_decodes_only_bounded_images(export
     assert [line.split(":")[0] for line in done.stdout.splitlines()] == good
 
 
+@pytest.mark.slow
 def test_predict_exports_a_run_dir_on_the_fly(exported, run, sample, tmp_path, monkeypatch):
     import predict
 

@@ -202,6 +202,13 @@ def _real_paths(paths):
     return {os.path.realpath(os.fsencode(path)) for path in paths}
 
 
+def test_predict_keeps_the_image_extensions_of_the_scan():
+    # predict.py stands alone beside an export, so it keeps its own copy of the list that
+    # data.image_folder holds for training and look; the two must not drift apart.
+    assert predict.IMAGE_EXTENSIONS == imf.IMAGE_EXTENSIONS
+    assert ".webp" in imf.IMAGE_EXTENSIONS
+
+
 def test_links_and_names_follow_one_rule_in_the_scan_labels_and_predict(tmp_path, decodes_all):
     tried = dict.fromkeys(["scanned", "folder links", "second names", "odd file names"], 0)
     tried.update(dict.fromkeys(["refused: class name", "refused: one class", "refused: two classes"], 0))

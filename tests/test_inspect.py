@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from conftest import REPO, invoke
+from model_variables import AE_VARIABLES, by_scope
 
 import train_transfer
 from models.cae import build_autoencoder, reconstruction_loss
@@ -24,14 +25,7 @@ from transfer.source import read_variables
 v1 = tf.compat.v1
 
 # The autoencoder's model variables by scope, in build order, leaves kernel first.
-AE_SCOPES = {
-    "conv1": {"kernel": [5, 5, 1, 16], "bias": [16]},
-    "conv2": {"kernel": [5, 5, 16, 32], "bias": [32]},
-    "latent_var": {"kernel": [1568, 20], "bias": [20]},
-    "z_matrix": {"kernel": [20, 1568], "bias": [1568]},
-    "dconv1": {"kernel": [5, 5, 16, 32], "bias": [16]},
-    "dconv2": {"kernel": [5, 5, 1, 16], "bias": [1]},
-}
+AE_SCOPES = by_scope(AE_VARIABLES)
 AE_TOTAL = sum(math.prod(shape) for leaves in AE_SCOPES.values() for shape in leaves.values())
 TINY = {
     "conv1/kernel": [5, 5, 1, 16],
@@ -309,6 +303,7 @@ def test_every_flag_has_help():
     assert "python -m transfer.inspect" in inspect.__doc__
 
 
+@pytest.mark.slow
 def test_module_entry_point(ae_ckpt):
     """One run in its own process (TensorFlow's import is the slow part): the error path,
     where a traceback would most likely leak, through resolve, read, graph and plan."""

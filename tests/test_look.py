@@ -18,25 +18,17 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from conftest import REPO, invoke, read_checkpoint, read_events, summary_values, write_checkpoint
+from model_variables import CLASSIFIER_VARIABLES
 from PIL import Image
 
 import train_transfer
-from runtime.errors import UserError
+from runtime.errors import CheckpointError, UserError
 from transfer.look import __main__ as look
 from transfer.look import adversarial, common, features, ideal
 
 v1 = tf.compat.v1
 NETWORK = common.digit_classifier()
-NETWORK_NAMES = {
-    "conv1/kernel",
-    "conv1/bias",
-    "conv2/kernel",
-    "conv2/bias",
-    "fc1/kernel",
-    "fc1/bias",
-    "logits/kernel",
-    "logits/bias",
-}
+NETWORK_NAMES = set(CLASSIFIER_VARIABLES)
 
 
 @pytest.fixture(scope="module")
@@ -79,6 +71,29 @@ def one_error_line(run):
 
 
 # --- ideal ---------------------------------------------------------------------------------
+
+
+def test_a_checkpoint_that_does_not_fit_the_network_is_named_by_its_first_misfit(tmp_path):
+    values = {name: np.zeros(shape) for name, shape in CLASSIFIER_VARIABLES.items()}
+    reshaped = write_checkpoint(tmp_path / "reshaped" / "model.ckpt-1", {**values, "fc1/bias": np.zeros(7)})
+    lacking = write_checkpoint(
+        tmp_path / "lacking" / "model.ckpt-1", {name: value for name, value in values.items() if name != "conv2/bias"}
+    )
+    with tf.Graph().as_default():
+        NETWORK.build(v1.placeholder(tf.float32, [None, *NETWORK.image_shape]))
+        variables = common.network_variables(NETWORK)
+        with pytest.raises(CheckpointError) as error:
+            common.check_fits(NETWORK, reshaped, variables)
+        assert str(error.value) == (
+            f"checkpoint {reshaped} does not fit the digit classifier: fc1/bias is [7] there, [200] in the graph"
+        )
+        with pytest.raises(CheckpointError) as error:
+            common.check_fits(NETWORK, lacking, variables)
+        assert str(error.value) == (
+            f"checkpoint {lacking} is not a digit classifier: it lacks conv2/bias [32] "
+            "(its scopes: conv1, conv2, fc1, logits)"
+        )
+        assert set(common.check_fits(NETWORK, write_checkpoint(tmp_path / "fits" / "model.ckpt-1", values), variables))
 
 
 def test_ideal_changes_only_the_input(run_dir):
@@ -241,6 +256,7 @@ def test_pgd_leaves_a_successful_example_alone(run_dir, sample_digits):
     assert not np.array_equal(moved, originals)
 
 
+@pytest.mark.slow
 def test_adversarial_command_on_the_test_set(run_dir, tmp_path):
     out = tmp_path / "adv"
     run = look_main(
@@ -355,6 +371,7 @@ def test_linear_probe_separates_separable_classes():
     assert accuracy == 1.0 and penalty in features.RIDGE_PENALTIES
 
 
+@pytest.mark.slow
 def test_features_command(run_dir, tmp_path):
     out = tmp_path / "features"
     argv = ["features", run_dir, "--limit", "100", "--probe-train", "400", "--projector-images", "50", "--out-dir", out]
@@ -490,6 +507,7 @@ def test_user_errors_are_one_line(case, run_dir, bad_inputs, tmp_path):
         assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
+@pytest.mark.slow
 def test_a_real_process_prints_one_line(run_dir):
     """From the shell: exit status 2 and one stderr line, without TensorFlow's start-up chatter."""
     command = [sys.executable, "-m", "transfer.look", "adversarial", str(run_dir), "--epsilon", "300"]
@@ -532,6 +550,7 @@ def lite0_dir(tmp_path_factory):
     return output
 
 
+@pytest.mark.slow
 def test_pgd_on_chelsea_moves_only_the_image_within_epsilon(lite0_dir):
     network = common.registry_network(LITE0)
     prefix = str(lite0_dir / "model.ckpt")
@@ -563,6 +582,7 @@ def test_pgd_on_chelsea_moves_only_the_image_within_epsilon(lite0_dir):
     assert after[0, GOLDEN_RETRIEVER] > 10 * clean[0, GOLDEN_RETRIEVER]
 
 
+@pytest.mark.slow
 def test_adversarial_command_on_a_converted_checkpoint(lite0_dir, tmp_path):
     out = tmp_path / "out"
     argv = ["adversarial", lite0_dir, "--images", "skimage:chelsea", "--target", "golden retriever"]
@@ -585,6 +605,7 @@ def test_adversarial_command_on_a_converted_checkpoint(lite0_dir, tmp_path):
         assert figure.mode in ("RGB", "RGBA") and figure.width > 3 * 224
 
 
+@pytest.mark.slow
 def test_ideal_command_on_a_converted_checkpoint_writes_colour_images(lite0_dir, tmp_path):
     out = tmp_path / "out"
     run = look_main(
@@ -619,6 +640,7 @@ IMAGENET_BAD_CASES = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", sorted(IMAGENET_BAD_CASES))
 def test_imagenet_user_errors_are_one_line(case, lite0_dir, grey_224, tmp_path):
     argv, expected = IMAGENET_BAD_CASES[case]
@@ -752,6 +774,7 @@ def _check_reads_the_run(command, run, out):
     assert len(metadata.read_text().splitlines()) == min(5, tested)
 
 
+@pytest.mark.slow
 def test_each_command_reads_the_run_it_is_given(folder_runs, tmp_path):
     """Property: over generated runs (class names, folder channels, image sizes) and relabelled copies,
     every command names the classes labels.txt names and evaluates on the run's own test split."""
@@ -794,6 +817,7 @@ def _edited_copy(run, directory, name, edit):
     return copy
 
 
+@pytest.mark.slow
 def test_a_run_whose_data_is_gone_or_changed_is_refused_in_one_line(folder_runs, tmp_path):
     """The commands that read data refuse a run whose folder moved, changed or is unrecorded; ideal needs none."""
     run = folder_runs[0]
@@ -840,6 +864,7 @@ def test_a_run_whose_data_is_gone_or_changed_is_refused_in_one_line(folder_runs,
     assert "not the run's" in one_error_line(look_main(argv))
 
 
+@pytest.mark.slow
 def test_issue_19_examples(folder_runs, tmp_path):
     """`look features` on an image-folder run evaluated on the MNIST sample; `look ideal` named the classes 0..9."""
     run = folder_runs[0]
@@ -862,6 +887,7 @@ LABEL_CASES = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", sorted(LABEL_CASES))
 def test_labels_that_do_not_fit_the_run_are_refused_in_one_line(case, folder_runs, tmp_path):
     text, expected = LABEL_CASES[case]

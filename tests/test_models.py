@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tensorflow as tf
+from model_variables import AE_VARIABLES, CLASSIFIER_VARIABLES
 
 from models import cae, classifier
 
@@ -24,32 +25,8 @@ v1 = tf.compat.v1
 SEED = 20240611
 LEGACY_SCRIPT = Path(__file__).with_name("legacy_layers_graph.py")
 
-# docs/ARCHITECTURE.md "Variable names", in creation order.
-CAE_VARIABLES = [
-    ("conv1/kernel", [5, 5, 1, 16]),
-    ("conv1/bias", [16]),
-    ("conv2/kernel", [5, 5, 16, 32]),
-    ("conv2/bias", [32]),
-    ("latent_var/kernel", [1568, 20]),
-    ("latent_var/bias", [20]),
-    ("z_matrix/kernel", [20, 1568]),
-    ("z_matrix/bias", [1568]),
-    ("dconv1/kernel", [5, 5, 16, 32]),
-    ("dconv1/bias", [16]),
-    ("dconv2/kernel", [5, 5, 1, 16]),
-    ("dconv2/bias", [1]),
-]
-CLASSIFIER_VARIABLES = [
-    ("conv1/kernel", [5, 5, 1, 16]),
-    ("conv1/bias", [16]),
-    ("conv2/kernel", [5, 5, 16, 32]),
-    ("conv2/bias", [32]),
-    ("fc1/kernel", [1568, 200]),
-    ("fc1/bias", [200]),
-    ("logits/kernel", [200, 10]),
-    ("logits/bias", [10]),
-]
-EXPECTED_VARIABLES = {"cae": CAE_VARIABLES, "classifier": CLASSIFIER_VARIABLES}
+CAE_VARIABLES = list(AE_VARIABLES.items())
+EXPECTED_VARIABLES = {"cae": CAE_VARIABLES, "classifier": list(CLASSIFIER_VARIABLES.items())}
 
 
 def _images(batch, seed=SEED):
@@ -376,6 +353,7 @@ def legacy_export(legacy_runs):
     return legacy_runs[0]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", ["cae", "classifier"])
 def test_legacy_tf_layers_create_exactly_our_variables(legacy_export, model):
     legacy = json.loads((legacy_export / "out" / "variables.json").read_text())[model]
@@ -389,6 +367,7 @@ def test_legacy_tf_layers_create_exactly_our_variables(legacy_export, model):
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", ["cae", "classifier"])
 def test_legacy_tf_layers_checkpoint_restores_into_ours(legacy_export, model):
     out = legacy_export / "out"

@@ -189,6 +189,7 @@ def test_new_head_changes_only_the_head_shapes(name):
     assert all(any(n.startswith(scope + "/") for n, _ in pretrained) for scope in network.block_scopes)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", networks.NAMES)
 def test_head_alone_makes_the_builders_head_variables_and_logits(name):
     """Network.head over the features equals the builder's own head: a cached-features run trains it."""
@@ -294,6 +295,7 @@ def test_class_names():
 
 
 # resnet_v1_50's forward pass is checked against TF-Slim's in section 4.
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["mobilenet_v1", "efficientnet_lite0"])
 def test_small_forward_pass_in_both_modes(name):
     network = networks.get(name)

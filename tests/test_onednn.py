@@ -227,6 +227,7 @@ def _run_state(result):
     return json.loads(lines[-1][len("STATE ") :])
 
 
+@pytest.mark.slow
 def test_entry_point_unset_gets_this_cpus_rule(entry_points):
     decided = _run_state(entry_points["unset"])
     value, _ = onednn.recommended(onednn.read_cpu())
@@ -237,6 +238,7 @@ def test_entry_point_unset_gets_this_cpus_rule(entry_points):
         assert decided["onednn_enabled"] is True  # set before TensorFlow read it
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, enabled", [("0", False), ("1", True)])
 def test_entry_point_keeps_the_users_value(entry_points, name, enabled):
     decided = _run_state(entry_points[name])
@@ -244,12 +246,14 @@ def test_entry_point_keeps_the_users_value(entry_points, name, enabled):
     assert decided["onednn_enabled"] is enabled
 
 
+@pytest.mark.slow
 def test_entry_point_with_garbage_runs_tensorflows_default(entry_points):
     decided = _run_state(entry_points["garbage"])
     assert decided["source"] == "user" and decided["onednn_requested"] is None
     assert decided["onednn_enabled"] is _run_state(entry_points["plain"])["onednn_enabled"]
 
 
+@pytest.mark.slow
 def test_import_tensorflow_can_choose_without_a_word(entry_points):
     code, out, err = entry_points["silent"]
     assert code == 0, err

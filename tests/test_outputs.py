@@ -308,6 +308,7 @@ def _child(out, kind, force, kill_at, exchange):
     return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120, check=False)
 
 
+@pytest.mark.slow
 def test_a_kill_at_any_step_leaves_the_old_or_the_new_output_and_the_next_run_cleans_up(tmp_path):
     tried = 0
     for start, exchange in itertools.product(("absent", "ours"), ("exchange", "no_exchange")):

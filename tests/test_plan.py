@@ -6,10 +6,18 @@ variable tables are literal, as in tests/test_models.py, so that a change in the
 does not silently change what these tests check.
 """
 
+import itertools
 import json
+import random
+import types
 
+import numpy as np
 import pytest
+import tensorflow as tf
+from model_variables import AE_VARIABLES, CLASSIFIER_VARIABLES, CONV_NAMES, DECODER_NAMES, HEAD_NAMES
 
+from models import batch_norm
+from runtime.checkpoints import misfits, shape_differences
 from runtime.errors import UserError
 from transfer.plan import PlanError, PlanRow, RestorePlan, VariableInfo, make_plan
 from transfer.selection import (
@@ -21,36 +29,15 @@ from transfer.selection import (
     parse_scopes,
     top_scopes,
 )
+from transfer.source import worst_difference
 
 F32 = "float32"
 CKPT = "/runs/cae/model.ckpt-1000"
 
-# The classifier's model variables, in graph (creation) order.
-CLASSIFIER = [
-    ("conv1/kernel", (5, 5, 1, 16)),
-    ("conv1/bias", (16,)),
-    ("conv2/kernel", (5, 5, 16, 32)),
-    ("conv2/bias", (32,)),
-    ("fc1/kernel", (1568, 200)),
-    ("fc1/bias", (200,)),
-    ("logits/kernel", (200, 10)),
-    ("logits/bias", (10,)),
-]
-CONV_NAMES = ["conv1/kernel", "conv1/bias", "conv2/kernel", "conv2/bias"]
-HEAD_NAMES = ["fc1/kernel", "fc1/bias", "logits/kernel", "logits/bias"]
-
+# The classifier's model variables, in graph (creation) order, shapes as tuples.
+CLASSIFIER = [(name, tuple(shape)) for name, shape in CLASSIFIER_VARIABLES.items()]
 ENCODER = CLASSIFIER[:4]
-DECODER = [
-    ("latent_var/kernel", (1568, 20)),
-    ("latent_var/bias", (20,)),
-    ("z_matrix/kernel", (20, 1568)),
-    ("z_matrix/bias", (1568,)),
-    ("dconv1/kernel", (5, 5, 16, 32)),
-    ("dconv1/bias", (16,)),
-    ("dconv2/kernel", (5, 5, 1, 16)),
-    ("dconv2/bias", (1,)),
-]
-DECODER_NAMES = [name for name, _ in DECODER]
+DECODER = [(name, tuple(AE_VARIABLES[name])) for name in DECODER_NAMES]
 COUNTERS = ["beta1_power", "beta2_power", "global_step"]
 
 
@@ -832,3 +819,81 @@ def test_fresh_batch_norm_layers_always_train_their_statistics():
     plan = make_plan(BN_GRAPH, (), (), None)
     assert plan.batch_norm_training_scopes() == {"net/conv1/BatchNorm", "net/conv2/BatchNorm"}
     assert plan.frozen_restored == ()
+
+
+# --- bit identity ----------------------------------------------------------------------
+
+
+def test_worst_difference_is_zero_only_for_bit_identical_pairs():
+    """Over shapes x dtypes x what one element of one pair becomes: the largest |difference|, NaN as inf."""
+    rng = np.random.default_rng(7)
+    changes = {"same": None, "+1e-7": 1e-7, "-2.5": -2.5, "nan": np.nan, "inf": np.inf}
+    situations = list(itertools.product([(1,), (3, 4), (2, 2, 3)], [np.float32, np.float64], changes, [0, 1, 2]))
+    for shape, dtype, change, which in situations:
+        sources = [rng.standard_normal(shape).astype(dtype) for _ in range(3)]
+        values = [source.copy() for source in sources]
+        delta = changes[change]
+        if delta is not None:
+            flat = values[which].reshape(-1)
+            flat[rng.integers(flat.size)] += dtype(delta)
+        worst = worst_difference(zip(values, sources))
+        if delta is None:
+            assert worst == 0.0
+        elif np.isnan(delta):
+            assert worst == np.inf
+        elif np.isinf(delta):
+            assert worst == np.finfo(np.float64).max  # nan_to_num's stand-in for inf: never 0.0
+        else:
+            expected = float(np.abs(values[which].astype(np.float64) - sources[which]).max())
+            assert worst == expected and worst > 0.0, (shape, dtype, change)
+    assert len(situations) == 90
+
+
+# --- the shape check -------------------------------------------------------------------
+
+
+def test_misfits_names_every_missing_or_reshaped_variable_in_graph_order():
+    """Each of the classifier's variables held as is, missing, or with one dimension changed."""
+    graph = [
+        types.SimpleNamespace(op=types.SimpleNamespace(name=name), shape=tf.TensorShape(shape))
+        for name, shape in CLASSIFIER_VARIABLES.items()
+    ]
+    rng = random.Random(11)
+    situations = 0
+    for _ in range(200):
+        states = [rng.choice(["fits", "missing", "reshaped"]) for _ in graph]
+        held, expected = {"global_step": []}, []
+        for (name, shape), state in zip(CLASSIFIER_VARIABLES.items(), states):
+            if state == "fits":
+                held[name] = tuple(shape)
+            elif state == "missing":
+                expected.append((name, None, shape))
+            else:
+                other = [*shape[:-1], shape[-1] + 1]
+                held[name] = tuple(other)
+                expected.append((name, other, shape))
+        assert misfits(graph, held) == expected
+        assert shape_differences(graph, held) == [
+            f"{name} is missing" if theirs is None else f"{name} is {theirs}, the graph has {want}"
+            for name, theirs, want in expected
+        ]
+        situations += 1
+    assert situations == 200
+
+
+# --- the scope boundary ----------------------------------------------------------------
+
+
+def test_one_scope_boundary_rule_for_selection_and_batch_norm_updates():
+    """Every name and scope of 1-3 parts over pieces that prefix one another, scopes with and without a trailing /."""
+    pieces = ["net", "conv1", "conv10", "conv1_1", "BatchNorm"]
+    paths = ["/".join(parts) for size in (1, 2, 3) for parts in itertools.product(pieces, repeat=size)]
+    updates = {name: index for index, name in enumerate(paths)}
+    situations = 0
+    for scope in paths:
+        for written in (scope, scope + "/"):
+            expected = [name for name in paths if name.split("/")[: scope.count("/") + 1] == scope.split("/")]
+            assert [name for name in paths if in_scope(name, written)] == expected
+            assert batch_norm.update_ops(updates, [written]) == [updates[name] for name in expected]
+            situations += 1
+    assert situations == 2 * len(paths) == 310

@@ -39,14 +39,21 @@ def _autoencoder_command(model_dir, epochs):
 @pytest.mark.slow
 def test_sigterm_saves_at_a_step_boundary_and_the_rerun_ends_on_the_exact_step(tmp_path):
     model_dir = tmp_path / "ae"
+    # Unbuffered: a piped stdout is otherwise written in blocks, and "epoch 1:" would reach
+    # the test only when the run has ended, too late to interrupt it.
     process = subprocess.Popen(
-        _autoencoder_command(model_dir, 3), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        _autoencoder_command(model_dir, 3),
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     for line in process.stdout:
         if line.startswith("epoch 1:"):  # one epoch done: training is under way
             process.send_signal(signal.SIGTERM)
             break
-    out, err = process.communicate(timeout=120)
+    out, err = process.communicate(timeout=300)
     assert process.returncode == 128 + signal.SIGTERM, err
     assert "SIGTERM: stopped at step" in out
     assert "Traceback" not in err

@@ -329,6 +329,7 @@ def test_restore_from_empty_dir_returns_none(tmp_path):
     assert os.listdir(tmp_path) == []
 
 
+@pytest.mark.slow
 def test_thread_flags_size_the_process_pools_in_a_fresh_process(small_mnist, tmp_path):
     """tf.data starts TensorFlow's intra-op pool before the Session, so the flag must reach it first."""
     code = (

@@ -82,6 +82,7 @@ def test_an_image_folder_trains_the_digit_classifier_and_skips_bad_files(digit_f
     assert run.config["data_identity"].startswith("image-folder:")
 
 
+@pytest.mark.slow
 def test_a_moved_image_folder_keeps_its_identity_and_resumes(digit_folder, ae_run, tmp_path):
     first = tmp_path / "a" / "digits"
     shutil.copytree(digit_folder, first)
@@ -121,6 +122,7 @@ def zoo(tmp_path_factory):
 MOBILENET_FLAGS = ["--network", "mobilenet_v1", "--image-size", "32", "--restore", "backbone", "--epochs", "1"]
 
 
+@pytest.mark.slow
 def test_backbone_restore_freezes_batch_norm_statistics(zoo, digit_folder, tmp_path):
     run = _transfer("--data-dir", digit_folder, "--checkpoint", zoo, *MOBILENET_FLAGS, model_dir=tmp_path / "run")
     plan = json.loads((tmp_path / "run" / "restore_plan.json").read_text())
@@ -151,6 +153,7 @@ def _fine_tune_top(zoo, folder, model_dir, *extra):
     return run, read_checkpoint(latest_prefix(model_dir))
 
 
+@pytest.mark.slow
 def test_fine_tuned_batch_norm_updates_its_statistics_only_when_asked(zoo, digit_folder, tmp_path):
     source = read_checkpoint(zoo)
     top = "MobilenetV1/Conv2d_13_pointwise/BatchNorm/"
@@ -167,6 +170,7 @@ def test_fine_tuned_batch_norm_updates_its_statistics_only_when_asked(zoo, digit
     assert kept.metrics["cache_features"] is False
 
 
+@pytest.mark.slow
 def test_cached_and_full_forward_heads_agree(zoo, digit_folder, tmp_path):
     flags = ["--data-dir", digit_folder, "--checkpoint", zoo, *MOBILENET_FLAGS, "--labels-per-class", "10"]
     cached = _transfer(*flags, "--cache-features", "on", model_dir=tmp_path / "cached")
@@ -202,6 +206,7 @@ def photo_folder(tmp_path_factory):
     return root
 
 
+@pytest.mark.slow
 def test_efficientnet_backbone_end_to_end_then_exported(efficientnet, photo_folder, tmp_path):
     run = _transfer(
         "--data-dir", photo_folder, "--network", "efficientnet_lite0", "--image-size", "64", "--checkpoint",
@@ -232,6 +237,7 @@ def test_efficientnet_backbone_end_to_end_then_exported(efficientnet, photo_fold
     np.testing.assert_allclose(served["probabilities"].numpy(), ours, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_the_disk_feature_cache_serves_a_second_run_and_recomputes_a_damaged_entry(zoo, digit_folder, tmp_path):
     cache = tmp_path / "cache"
     flags = ["--data-dir", digit_folder, "--checkpoint", zoo, *MOBILENET_FLAGS, "--feature-cache", cache]

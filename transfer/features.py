@@ -1,6 +1,5 @@
 """Feature caching: run the frozen encoder once, then train the head on its outputs."""
 
-import numpy as np
 import tensorflow as tf
 
 from data import pipeline
@@ -23,12 +22,3 @@ class FeatureBatchInput(pipeline.IndexedBatches):
     def __init__(self, batch_size, units, name="feature_input"):
         super().__init__(batch_size, tf.float32, [units], name)
         self.features = self.data
-
-
-def compute_features(sess, images_tensor, features_tensor, images, batch_size=CACHE_BATCH):
-    """Runs the encoder over float images [N, 28, 28, 1] in batches; returns float32 [N, units]."""
-    chunks = [
-        sess.run(features_tensor, {images_tensor: images[start : start + batch_size]})
-        for start in range(0, len(images), batch_size)
-    ]
-    return np.concatenate(chunks).astype(np.float32, copy=False)

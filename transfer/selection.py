@@ -7,7 +7,7 @@
 
 import re
 
-from models.scopes import ENCODER_SCOPES, HEAD_SCOPES
+from models.scopes import ENCODER_SCOPES, HEAD_SCOPES, in_any_scope, in_scope  # noqa: F401 (callers import them from here)
 
 PRESETS = {
     "conv": ENCODER_SCOPES,
@@ -18,16 +18,6 @@ PRESETS = {
 # Bookkeeping that optimizers and training loops put in checkpoints: the step counter
 # and Adam's beta powers (a second Adam in one graph makes `beta1_power_1`).
 NON_MODEL = re.compile(r"(^|/)(global_step|beta[12]_power(_\d+)?)$")
-
-
-def in_scope(name, scope):
-    """True when variable `name` is `scope` itself or lies below it (`scope/...`)."""
-    scope = scope.strip("/")
-    return name == scope or name.startswith(scope + "/")
-
-
-def in_any_scope(name, scopes):
-    return any(in_scope(name, scope) for scope in scopes)
 
 
 def top_scopes(names):

@@ -189,9 +189,18 @@ def max_abs_diff(sess, rows, variables, source_values):
         return 0, 0.0
     by_name = {var.op.name: var for var in variables}
     values = sess.run([by_name[row.name] for row in rows])
+    return len(rows), worst_difference(zip(values, (source_values[row.source] for row in rows)))
+
+
+def worst_difference(pairs):
+    """The largest |value - source| over (value, source) array pairs: the one bit-identity rule.
+
+    0.0 only when every pair is bit-identical; a NaN on either side counts as inf, so it
+    never passes (NaN equals nothing, itself included).
+    """
     worst = 0.0
-    for value, row in zip(values, rows):
-        if not np.array_equal(value, source_values[row.source]):
-            difference = np.abs(value.astype(np.float64) - source_values[row.source])
+    for value, source in pairs:
+        if not np.array_equal(value, source):
+            difference = np.abs(np.asarray(value, np.float64) - source)
             worst = max(worst, float(np.nan_to_num(difference, nan=np.inf).max()))
-    return len(rows), worst
+    return worst

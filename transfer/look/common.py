@@ -25,6 +25,7 @@ from data import image_folder, image_header, sources
 from data.names import BY_DATASET
 from models import networks as registry
 from runtime import rundir
+from runtime.checkpoints import misfits
 from runtime.errors import CheckpointError, DataError, UserError, one_line
 from runtime.paths import shown
 from runtime.session import session_config
@@ -33,10 +34,10 @@ from transfer import labelled
 from transfer import source as ckpt
 from transfer.export import CONVERSION_FILE  # what transfer.convert writes beside its checkpoint
 from transfer.graph import to_network_input
+from transfer.selection import in_any_scope
 
 v1 = tf.compat.v1
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 PIXEL_MAX = 255.0
 SKIMAGE_PREFIX = "skimage:"
 # Photographs inside scikit-image's wheel (nothing is downloaded); other names are refused.
@@ -379,26 +380,22 @@ def check_fits(network, prefix, variables):
       CheckpointError: naming the first missing or misshaped variable.
     """
     held = {info.name: info.shape for info in ckpt.read_variables(prefix)}
-    for var in variables:
-        name, shape = var.op.name, tuple(var.shape.as_list())
-        if name not in held:
+    for name, theirs, shape in misfits(variables, held)[:1]:
+        if theirs is None:
             scopes = sorted({key.split("/")[0] for key in held if "/" in key})
             raise CheckpointError(
-                f"checkpoint {prefix} is not a {network.name}: it lacks {name} {list(shape)} (its scopes: "
+                f"checkpoint {prefix} is not a {network.name}: it lacks {name} {shape} (its scopes: "
                 f"{', '.join(scopes) or 'none'})"
             )
-        if tuple(held[name]) != shape:
-            raise CheckpointError(
-                f"checkpoint {prefix} does not fit the {network.name}: {name} is {list(held[name])} there, "
-                f"{list(shape)} in the graph"
-            )
+        raise CheckpointError(
+            f"checkpoint {prefix} does not fit the {network.name}: {name} is {theirs} there, {shape} in the graph"
+        )
     return ckpt.read_values(prefix, [var.op.name for var in variables])
 
 
 def network_variables(network):
     """The current graph's model variables that belong to the network's scopes."""
-    scopes = tuple(scope + "/" for scope in network.scopes)
-    return [var for var in v1.get_collection(v1.GraphKeys.MODEL_VARIABLES) if var.op.name.startswith(scopes)]
+    return [var for var in v1.get_collection(v1.GraphKeys.MODEL_VARIABLES) if in_any_scope(var.op.name, network.scopes)]
 
 
 def open_model(path, network_name=None):
@@ -475,12 +472,7 @@ class Restorer:
     def unchanged(self, sess):
         """(number of variables, max |difference| from the checkpoint); 0.0 means bit-identical."""
         values = sess.run(self.variables)
-        worst = 0.0
-        for var, value in zip(self.variables, values):
-            source = self.values[var.op.name]
-            if not np.array_equal(value, source):
-                worst = max(worst, float(np.nan_to_num(np.abs(value.astype(np.float64) - source), nan=np.inf).max()))
-        return len(values), worst
+        return len(values), ckpt.worst_difference(zip(values, (self.values[var.op.name] for var in self.variables)))
 
     def check(self, sess, log=print):
         """Raises when a network variable differs from the checkpoint; logs the proof otherwise."""
@@ -668,9 +660,9 @@ def read_images(path, network):
         return skimage_photo(str(path)[len(SKIMAGE_PREFIX) :], network)[np.newaxis], [str(path)]
     path = os.path.expanduser(str(path))
     if os.path.isdir(path):
-        names = sorted(name for name in os.listdir(path) if name.lower().endswith(IMAGE_SUFFIXES))
+        names = sorted(name for name in os.listdir(path) if name.lower().endswith(image_folder.IMAGE_EXTENSIONS))
         if not names:
-            raise DataError(f"{path} holds no image files ({', '.join(IMAGE_SUFFIXES)})")
+            raise DataError(f"{path} holds no image files ({', '.join(image_folder.IMAGE_EXTENSIONS)})")
         files = [os.path.join(path, name) for name in names]
     elif os.path.exists(path):
         files = [path]
