@@ -134,17 +134,19 @@ def launch(script_argv, num_ps=1, num_workers=2, host="127.0.0.1", grace=30.0, o
                 for task in tasks:
                     task.signal(ps_stop)
                 ps_stop = None
-            if not any(task.process.poll() is None for task in tasks):
-                break
-            time.sleep(0.1)
+            # A failure is reported before the loop may end: on a loaded machine every task can
+            # have exited between two polls, and the failure must still get its line.
             failed = [t for t in tasks if t.process.poll() not in (None, 0)]
             if failed and stop_at is None and not received:
-                if chief.process.poll() is None:  # the chief is stopped by us: the failure is the status
+                if chief.process.poll() in (None, 0):  # the chief is stopped by us (or done): the failure is the status
                     first_failure = _status(failed[0].process.returncode)
                 names = ", ".join(f"{t.name} (exit {_status(t.process.returncode)})" for t in failed)
                 _say(out, f"[cluster] {names} failed: stopping every task\n")
                 ps_stop = _stop_training(tasks, signal.SIGTERM)
                 stop_at, since = time.monotonic(), "the failure"
+            if not any(task.process.poll() is None for task in tasks):
+                break
+            time.sleep(0.1)
             if stop_at is None and chief.process.poll() is not None:  # (no chief: a signal came first)
                 stop_at, since = time.monotonic(), "the chief"
             if stop_at is not None and time.monotonic() - stop_at > grace:
