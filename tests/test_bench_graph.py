@@ -22,9 +22,9 @@ def _signature(graph):
 
 def _script_graph(argv):
     args = train_transfer.parse_args(argv)
-    network, spec, flags = train.validate(args)
+    network, spec, selection = train.validate(args)
     data = labelled.load(args, spec, log=lambda line: None)
-    plan = train.make_run_plan(args, network, data, spec, flags)
+    plan = train.make_run_plan(network, data, spec, selection, args.checkpoint, args.model_dir)
     use_cache, _ = transfer_graph.cache_decision(plan, network, args.shift, args.cache_features)
     with tf.Graph().as_default() as graph:
         v1.set_random_seed(0)

@@ -40,34 +40,40 @@ DECODED_EVAL_BYTES = 256 * 2**20
 RESUME_KEYS = TRAIN_TRANSFER.resume_keys
 
 
-def make_run_plan(args, network, data, spec, flags):
-    """Reads the transfer source and decides what happens to every variable."""
-    restore, exclude, maps, lr_mults = flags
+def make_run_plan(network, data, spec, selection, checkpoint, model_dir):
+    """Reads the transfer source (unless the selection restores nothing) and decides what happens to every variable.
+
+    Args:
+      network, spec: the network and the InputSpec it is fed.
+      data: the run's transfer.labelled.LabelledData.
+      selection: the transfer.flags.RestoreSelection.
+      checkpoint: the --checkpoint flag.
+      model_dir: the run's directory, which the source must not be inside.
+    """
     source_prefix, source_variables = None, []
-    if restore != ():
-        source_prefix = ckpt.resolve_checkpoint(args.checkpoint)
-        ckpt.refuse_writing_into(source_prefix, args.model_dir)
+    if not selection.restores_nothing:
+        source_prefix = ckpt.resolve_checkpoint(checkpoint)
+        ckpt.refuse_writing_into(source_prefix, model_dir)
         source_variables = ckpt.read_variables(source_prefix)
-    return plan_against(args, network, data.num_classes, data.spec, spec, flags, source_prefix, source_variables)
+    return plan_against(network, data.num_classes, data.spec, spec, selection, source_prefix, source_variables)
 
 
-def plan_against(args, network, num_classes, data_spec, spec, flags, source_prefix, source_variables):
+def plan_against(network, num_classes, data_spec, spec, selection, source_prefix, source_variables):
     """The plan for this network's classifier of num_classes against a checkpoint's variables.
 
     What train_transfer.py and `transfer.inspect --plan` both print.
     """
-    restore, exclude, maps, lr_mults = flags
     return make_plan(
         transfer_graph.variables_of(network, num_classes, data_spec, spec),
         source_variables,
-        restore,
+        selection.restore,
         source_prefix,
-        exclude=exclude,
-        maps=maps,
-        skip_mismatched=args.skip_mismatched,
-        fine_tune=args.fine_tune,
-        lr_mults=lr_mults,
-        train_batch_norm=args.train_batch_norm,
+        exclude=selection.exclude,
+        maps=selection.maps,
+        skip_mismatched=selection.skip_mismatched,
+        fine_tune=selection.fine_tune,
+        lr_mults=selection.lr_mults,
+        train_batch_norm=selection.train_batch_norm,
     )
 
 
@@ -256,7 +262,7 @@ def run(args):
         return None
     chief = task is None or task.is_chief
     say = print if chief else _silent  # the other workers compute what the chief shows
-    network, spec, flags = validate(args)
+    network, spec, selection = validate(args)
     store = make_feature_store(args, network, spec) if chief else None
     if store is None and args.feature_cache and not chief:
         print(f"{task.name}: --feature-cache is the chief's; this worker computes its features in memory")
@@ -265,8 +271,8 @@ def run(args):
         f"classes: {data.num_classes}; labelled training examples: {len(data.train)}; "
         f"validation: {len(data.validation)}; test: {len(data.test)}"
     )
-    plan = make_run_plan(args, network, data, spec, flags)
-    _say_plan(say, plan, flags)
+    plan = make_run_plan(network, data, spec, selection, args.checkpoint, args.model_dir)
+    _say_plan(say, plan, selection)
     if args.dry_run:
         return None
     use_cache, why = transfer_graph.cache_decision(plan, network, args.shift, args.cache_features)
@@ -295,10 +301,10 @@ def run(args):
     return _write_metrics(args, network, plan, data, use_cache, config, resuming, result, task)
 
 
-def _say_plan(say, plan, flags):
+def _say_plan(say, plan, selection):
     """Shows the restore plan's table, and a warning when a selection restores nothing."""
     say(plan.format())
-    if flags[0] != () and not plan.restored:
+    if not selection.restores_nothing and not plan.restored:
         say(
             f"warning: this plan restores nothing from {shown(plan.checkpoint)}: the run trains from scratch; "
             "pass --restore none to say so"
