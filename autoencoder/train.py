@@ -130,7 +130,8 @@ def build(args, dataset, task=None, total_steps=None):
       An autoencoder.graph.AutoencoderGraph.
     """
     v1.set_random_seed(args.seed)
-    return ae_graph.build(args, dataset.train.files is not None, task, total_steps)
+    hyper = AUTOENCODER.record(ae_graph.Hyperparameters, args)
+    return ae_graph.build(hyper, dataset.train.files is not None, task, total_steps)
 
 
 def open_session(args, graph, task, init_fn):

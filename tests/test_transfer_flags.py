@@ -186,6 +186,14 @@ def test_validate_returns_the_network_its_input_and_the_restore_selection():
         selection.restore = ()
 
 
+def test_the_graphs_hyperparameters_are_the_scripts_flags():
+    argv = ["--batch-size", "8", "--learning-rate", "0.5", "--dropout", "0.25", "--shift", "2", "--seed", "3"]
+    hyper = flags.TRAIN_TRANSFER.record(
+        transfer_graph.Hyperparameters, train_transfer.parse_args([*argv, "--epochs", "4"])
+    )
+    assert hyper == transfer_graph.Hyperparameters(8, 0.5, dropout=0.25, shift=2, seed=3, epochs=4)
+
+
 def test_the_restore_selection_names_each_flag_it_parses():
     selection = flags.validate(
         train_transfer.parse_args(

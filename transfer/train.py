@@ -286,7 +286,9 @@ def run(args):
     set_process_threads(args.intra_op_threads, args.inter_op_threads)
     with tf.Graph().as_default(), v1.device(cluster.device_function(task)) if task else contextlib.nullcontext():
         v1.set_random_seed(args.seed)
-        graph = transfer_graph.build(network, plan, data, spec, args, use_cache, task, config["total_steps"])
+        hyper = TRAIN_TRANSFER.record(transfer_graph.Hyperparameters, args)
+        shape = transfer_graph.DataShape.of(data)
+        graph = transfer_graph.build(network, plan, shape, spec, hyper, use_cache, task, config["total_steps"])
         say(
             f"training {len(graph.trainable)} variables "
             f"({sum(int(np.prod(v.shape)) for v in graph.trainable):,} weights); "
