@@ -26,7 +26,7 @@ from runtime.checkpoints import Checkpointer
 from runtime.paths import shown
 from runtime.session import session_config, set_process_threads
 from runtime.summaries import SummaryWriter, scalars, write_projector
-from runtime.training import finite_or_none, train_graph
+from runtime.training import LoopHooks, LoopSettings, Span, finite_or_none, train_graph
 from transfer import labelled
 
 v1 = tf.compat.v1
@@ -216,10 +216,9 @@ def train(sess, state, graph, checkpointer, writer, start_step, total_steps):
 
     began = time.monotonic()
     epoch_end = on_epoch_end if state.chief else None
-    per_epoch = state.steps_per_epoch
-    result = train_graph(
-        sess, graph, args, checkpointer, start_step, total_steps, per_epoch, writer, graph.train_summary, epoch_end
-    )
+    span = Span(start_step, total_steps, state.steps_per_epoch)
+    settings = AUTOENCODER.record(LoopSettings, args)
+    result = train_graph(sess, graph, span, settings, checkpointer, LoopHooks(writer, graph.train_summary, epoch_end))
     return result, began
 
 

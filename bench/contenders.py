@@ -30,7 +30,7 @@ from models.cae import ENCODER_SCOPES, ENCODER_UNITS, build_autoencoder, reconst
 from models.classifier import build_classifier
 from models.scopes import HEAD_SCOPES
 from runtime.session import session_config
-from runtime.training import train_loop
+from runtime.training import LocalStep, LoopHooks, LoopSettings, Span, train_loop
 from transfer import graph as transfer_graph
 from transfer import labelled
 from transfer.plan import VariableInfo, make_plan
@@ -115,15 +115,12 @@ class _TrainLoopContender:
         with _Clock() as clock:
             result = train_loop(
                 self.sess,
-                self.train_op,
+                LocalStep(self.train_op, self.step),
                 self.loss,
-                self.step,
-                self.step + steps,
-                self.steps_per_epoch,
-                self.batch_size,
+                Span(self.step, self.step + steps, self.steps_per_epoch),
+                LoopSettings(self.batch_size),
                 _NoCheckpoints(),
-                log=lambda line: None,
-                progress_every_secs=math.inf,
+                LoopHooks(log=lambda line: None, progress_every_secs=math.inf),
             )
         self.step = result.final_step
         return Sample(steps * self.batch_size, clock.wall, clock.cpu)

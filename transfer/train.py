@@ -21,7 +21,7 @@ from runtime.errors import CheckpointError, UserError, disk_full_reason, one_lin
 from runtime.paths import DirAlias, needs_alias, shown
 from runtime.session import session_config, set_process_threads
 from runtime.summaries import SummaryWriter, confusion_image, scalars
-from runtime.training import finite_or_none, train_graph
+from runtime.training import LoopHooks, LoopSettings, Span, finite_or_none, train_graph
 from transfer import graph as transfer_graph
 from transfer import labelled
 from transfer import source as ckpt
@@ -552,10 +552,9 @@ def _train_and_test(args, network, plan, data, spec, graph, config, resuming, so
             print(f"{task.name}: joined the cluster at global step {start_step}")
         start_input(sess, graph, evaluate, data, args, start_step, total_steps, task)
         began = time.monotonic()
-        per_epoch = config["total_steps"] // args.epochs
-        result = train_graph(
-            sess, graph, args, checkpointer, start_step, total_steps, per_epoch, writer, train_summary, on_epoch_end
-        )
+        span = Span(start_step, total_steps, config["total_steps"] // args.epochs)
+        settings = TRAIN_TRANSFER.record(LoopSettings, args)
+        result = train_graph(sess, graph, span, settings, checkpointer, LoopHooks(writer, train_summary, on_epoch_end))
         metrics = (
             _test(sess, plan, graph, data, evaluate, best, writer, result.final_step, source_values) if chief else None
         )
