@@ -34,7 +34,7 @@ def _script_graph(dataset, *flags):
     args = train_autoencoder.parse_args(["--sample", *flags])
     train.validate(args)
     with tf.Graph().as_default() as graph:
-        train.build(args, dataset)
+        train.build(AUTOENCODER.record(ae_graph.Hyperparameters, args), dataset)
     return graph
 
 
