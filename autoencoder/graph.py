@@ -56,11 +56,34 @@ class AutoencoderGraph:
     cluster_step: object = None
 
 
-def build(args, in_files, task=None, total_steps=None, transpose_implementation="subpixel"):
+@dataclasses.dataclass(frozen=True)
+class Hyperparameters:
+    """The training values the autoencoder's graph is built with (flags of the same names).
+
+    Attributes:
+      batch_size: images per step.
+      learning_rate: Adam's.
+      noise: standard deviation of the Gaussian noise on the training input (0: none).
+      seed: of the noise.
+      latent_size: width of the code latent_var.
+      loss: the training loss, one of models.cae.RECONSTRUCTION_LOSSES.
+      epochs: a cluster holds its workers at each epoch's end (total_steps // epochs).
+    """
+
+    batch_size: int
+    learning_rate: float
+    noise: float = 0.0
+    seed: int = 0
+    latent_size: int = 20
+    loss: str = "bce"
+    epochs: int = 1
+
+
+def build(hyper, in_files, task=None, total_steps=None, transpose_implementation="subpixel"):
     """Builds the autoencoder's training graph into the default graph.
 
     Args:
-      args: the run's values: batch_size, noise, seed, latent_size, loss, learning_rate.
+      hyper: the Hyperparameters.
       in_files: whether the training images are files (an image folder) rather than arrays.
       task: a runtime.cluster.ClusterTask, or None for a local run; in a cluster, call
         this under `tf.compat.v1.device(cluster.device_function(task))`.
@@ -72,24 +95,24 @@ def build(args, in_files, task=None, total_steps=None, transpose_implementation=
       An :class:`AutoencoderGraph`.
     """
     if in_files:
-        batch_input = image_folder.FileBatches(args.batch_size, image_folder.MNIST_INPUT)
+        batch_input = image_folder.FileBatches(hyper.batch_size, image_folder.MNIST_INPUT)
     else:
-        batch_input = pipeline.BatchInput(args.batch_size)
+        batch_input = pipeline.BatchInput(hyper.batch_size)
     images = v1.placeholder_with_default(batch_input.images, [None, *IMAGE_SHAPE], name="images")
-    noise = v1.placeholder_with_default(args.noise, [], name="noise_stddev")
-    inputs = gaussian_noise(images, noise, seed=args.seed) if args.noise else images
-    end_points = build_autoencoder(inputs, args.latent_size, transpose_implementation)
-    loss = reconstruction_loss(images, end_points, args.loss)
+    noise = v1.placeholder_with_default(hyper.noise, [], name="noise_stddev")
+    inputs = gaussian_noise(images, noise, seed=hyper.seed) if hyper.noise else images
+    end_points = build_autoencoder(inputs, hyper.latent_size, transpose_implementation)
+    loss = reconstruction_loss(images, end_points, hyper.loss)
     eval_losses = {kind: reconstruction_loss(images, end_points, kind) for kind in RECONSTRUCTION_LOSSES}
     global_step = v1.train.get_or_create_global_step()
     model_variables = v1.get_collection(v1.GraphKeys.MODEL_VARIABLES)
-    optimizer = v1.train.AdamOptimizer(args.learning_rate)
+    optimizer = v1.train.AdamOptimizer(hyper.learning_rate)
     if task is None:
         train_op = optimizer.minimize(loss, global_step=global_step, var_list=model_variables)
         cluster_step = None
     else:
         cluster_step = cluster.train_op(
-            task, loss, model_variables, global_step, total_steps, optimizer, hold_every=total_steps // args.epochs
+            task, loss, model_variables, global_step, total_steps, optimizer, hold_every=total_steps // hyper.epochs
         )
         train_op = cluster_step.op
     train_summary, epoch_summary = _summaries(images, end_points, loss, model_variables)

@@ -25,9 +25,9 @@ from data import pipeline
 from runtime import cli, cluster, onednn, rundir
 from runtime.checkpoints import Checkpointer
 from runtime.paths import shown
-from runtime.session import session_config, set_process_threads
+from runtime.session import set_process_threads
 from runtime.summaries import SummaryWriter, scalars, write_projector
-from runtime.training import finite_or_none, train_graph
+from runtime.training import LoopHooks, LoopSettings, Span, finite_or_none, train_graph
 
 v1 = tf.compat.v1
 
@@ -36,6 +36,8 @@ EVAL_BATCH = 500
 PROJECTOR_POINTS = 2000
 # A run with different values here cannot continue another run's checkpoints.
 RESUME_KEYS = AUTOENCODER.resume_keys
+# The typed records a run is made with, once, from its flags (RunState's first fields).
+RUN_RECORDS = (cli.RuntimeSettings, ae_graph.Hyperparameters, LoopSettings)
 
 Outcome = collections.namedtuple("Outcome", "result began per_pixel projector_config restored")
 Outcome.__doc__ = (
@@ -49,7 +51,9 @@ class RunState:
     """What the phases before the graph settled.
 
     Attributes:
-      args: the parsed flags of train_autoencoder.py.
+      runtime: the runtime.cli.RuntimeSettings.
+      hyper: the graph's autoencoder.graph.Hyperparameters.
+      loop: the runtime.training.LoopSettings.
       task: the runtime.cluster.ClusterTask, or None for a local run.
       dataset: the autoencoder.data.AutoencoderData.
       test_images: the held-out images as floats in [0, 1], [N, 28, 28, 1].
@@ -58,7 +62,9 @@ class RunState:
       resuming: whether the chief continues a run in the model dir.
     """
 
-    args: object
+    runtime: object
+    hyper: object
+    loop: object
     task: object
     dataset: object
     test_images: object
@@ -123,19 +129,19 @@ def check_resume(model_dir, config, chief):
     return chief and rundir.check_resume(model_dir, config, RESUME_KEYS) is not None
 
 
-def build(args, dataset, task=None, total_steps=None):
+def build(hyper, dataset, task=None, total_steps=None):
     """The run's graph, seeded by --seed, into the default graph (autoencoder.graph.build).
 
     Returns:
       An autoencoder.graph.AutoencoderGraph.
     """
-    v1.set_random_seed(args.seed)
-    return ae_graph.build(args, dataset.train.files is not None, task, total_steps)
+    v1.set_random_seed(hyper.seed)
+    return ae_graph.build(hyper, dataset.train.files is not None, task, total_steps)
 
 
-def open_session(args, graph, task, init_fn):
-    """A local session, or a cluster task's session once the chief has run init_fn."""
-    settings = session_config(args.gpu_memory_fraction, args.allow_growth, args.intra_op_threads, args.inter_op_threads)
+def open_session(runtime, graph, task, init_fn):
+    """A local session, or a cluster task's session once the chief has run init_fn (runtime: RuntimeSettings)."""
+    settings = runtime.session_config()
     if task is None:
         return v1.Session(config=settings)
     return cluster.create_session(task, graph.cluster_step, settings, init_fn)
@@ -155,7 +161,7 @@ def begin(sess, state, graph, restored):
     Returns:
       (the global step training starts at, the step it ends at, the chief's SummaryWriter or None).
     """
-    args, task = state.args, state.task
+    runtime, task = state.runtime, state.task
     start_step = int(sess.run(graph.global_step))
     total_steps = cli.check_steps(start_step, state.total_steps)
     if not state.chief:
@@ -167,8 +173,8 @@ def begin(sess, state, graph, restored):
             else "starting from freshly initialised variables"
         )
     if state.chief and not state.resuming:  # a resumed run's config.json is rewritten only once it has trained
-        rundir.write_config(args.model_dir, state.config)
-    writer = SummaryWriter(args.model_dir, graph=sess.graph if start_step == 0 else None) if state.chief else None
+        rundir.write_config(runtime.model_dir, state.config)
+    writer = SummaryWriter(runtime.model_dir, graph=sess.graph if start_step == 0 else None) if state.chief else None
     # In a cluster each worker reads its own order, long enough for any share of the steps.
     stream_end = total_steps if task is None else total_steps + (total_steps - start_step + 1) * task.num_replicas
     train = state.dataset.train
@@ -177,7 +183,11 @@ def begin(sess, state, graph, restored):
         train.files if train.files is not None else train.images,
         train.labels,
         pipeline.index_stream(
-            state.dataset.num_train, args.batch_size, cluster.replica_seed(args.seed, task), start_step, stream_end
+            state.dataset.num_train,
+            state.hyper.batch_size,
+            cluster.replica_seed(runtime.seed, task),
+            start_step,
+            stream_end,
         ),
     )
     return start_step, total_steps, writer
@@ -203,7 +213,7 @@ def train(sess, state, graph, checkpointer, writer, start_step, total_steps):
     Returns:
       (runtime.training.TrainResult, the time.monotonic() training began at).
     """
-    args, test_images = state.args, state.test_images
+    test_images = state.test_images
 
     def on_epoch_end(epoch, step):
         per_pixel = evaluate(sess, graph, test_images)
@@ -215,10 +225,8 @@ def train(sess, state, graph, checkpointer, writer, start_step, total_steps):
 
     began = time.monotonic()
     epoch_end = on_epoch_end if state.chief else None
-    per_epoch = state.steps_per_epoch
-    result = train_graph(
-        sess, graph, args, checkpointer, start_step, total_steps, per_epoch, writer, graph.train_summary, epoch_end
-    )
+    span = Span(start_step, total_steps, state.steps_per_epoch)
+    result = train_graph(sess, graph, span, state.loop, checkpointer, LoopHooks(writer, graph.train_summary, epoch_end))
     return result, began
 
 
@@ -233,7 +241,7 @@ def final_evaluation(sess, state, graph):
     count = min(PROJECTOR_POINTS, dataset.num_test)
     codes = sess.run(graph.end_points["latent"], {graph.images: state.test_images[:count], graph.noise: 0.0})
     projector_config = write_projector(
-        state.args.model_dir, codes, dataset.test_labels[:count], dataset.test_images[:count]
+        state.runtime.model_dir, codes, dataset.test_labels[:count], dataset.test_images[:count]
     )
     return per_pixel, projector_config
 
@@ -244,15 +252,15 @@ def train_and_evaluate(state, graph):
     Returns:
       An :data:`Outcome` on the chief; None on the other workers, once their share is done.
     """
-    args, task = state.args, state.task
-    checkpointer = Checkpointer(args.model_dir, max_to_keep=args.keep_checkpoints) if state.chief else None
+    runtime, task = state.runtime, state.task
+    checkpointer = Checkpointer(runtime.model_dir, max_to_keep=runtime.keep_checkpoints) if state.chief else None
     init = v1.global_variables_initializer()
     restored = {}
 
     def init_fn(sess):  # a cluster's chief runs it inside SessionManager.prepare_session
         restored["prefix"] = restore_or_initialise(sess, checkpointer, init)
 
-    with cluster.connection_errors(graph.cluster_step), open_session(args, graph, task, init_fn) as sess:
+    with cluster.connection_errors(graph.cluster_step), open_session(runtime, graph, task, init_fn) as sess:
         if task is None:
             init_fn(sess)
         start_step, total_steps, writer = begin(sess, state, graph, restored.get("prefix"))
@@ -280,8 +288,8 @@ def write_metrics(state, outcome):
         "num_train": dataset.num_train,
         "num_test": dataset.num_test,
         "global_step": result.final_step,
-        "epochs": state.args.epochs,
-        "loss": state.args.loss,
+        "epochs": state.hyper.epochs,
+        "loss": state.hyper.loss,
         "eval_bce_per_pixel": finite_or_none(per_pixel["bce"]),
         "eval_l2_per_pixel": finite_or_none(per_pixel["l2"]),
         "train_images_per_sec": round(result.images_per_sec, 1),
@@ -290,7 +298,7 @@ def write_metrics(state, outcome):
     }
     if state.task is not None:
         metrics.update(cluster=state.task.describe(), own_steps=result.own_steps)
-    model_dir = state.args.model_dir
+    model_dir = state.runtime.model_dir
     if state.resuming:
         rundir.write_config(model_dir, state.config)
     rundir.write_json(os.path.join(model_dir, "metrics.json"), metrics)
@@ -308,7 +316,7 @@ def report(state, metrics, outcome):
         print(f"{task.name}: done at global step {result.final_step}, {result.own_steps} steps of its own")
     print(f"checkpoint: {metrics['checkpoint']}")
     print(f"projector:  {outcome.projector_config}")
-    model_dir = state.args.model_dir
+    model_dir = state.runtime.model_dir
     print(f"view with:  tensorboard --logdir {os.path.dirname(os.path.abspath(model_dir))} --host 127.0.0.1")
 
 
@@ -334,10 +342,11 @@ def run(args):
     config = run_config(args, dataset, args.epochs * steps_per_epoch, task)
     resuming = check_resume(args.model_dir, config, chief)
     test_images = pipeline.to_float_images(dataset.test_images)
-    state = RunState(args, task, dataset, test_images, steps_per_epoch, config, resuming)
-    set_process_threads(args.intra_op_threads, args.inter_op_threads)
+    records = (AUTOENCODER.record(record, args) for record in RUN_RECORDS)
+    state = RunState(*records, task, dataset, test_images, steps_per_epoch, config, resuming)
+    set_process_threads(state.runtime.intra_op_threads, state.runtime.inter_op_threads)
     with tf.Graph().as_default(), v1.device(cluster.device_function(task)) if task else contextlib.nullcontext():
-        graph = build(args, dataset, task, state.total_steps)
+        graph = build(state.hyper, dataset, task, state.total_steps)
         outcome = train_and_evaluate(state, graph)
     if outcome is None:
         return None

@@ -18,7 +18,6 @@ training run.
 import collections
 import math
 import time
-import types
 
 import numpy as np
 import tensorflow as tf
@@ -31,7 +30,7 @@ from models.cae import ENCODER_SCOPES, ENCODER_UNITS, build_autoencoder, reconst
 from models.classifier import build_classifier
 from models.scopes import HEAD_SCOPES
 from runtime.session import session_config
-from runtime.training import train_loop
+from runtime.training import LocalStep, LoopHooks, LoopSettings, Span, train_loop
 from transfer import graph as transfer_graph
 from transfer import labelled
 from transfer.plan import VariableInfo, make_plan
@@ -116,15 +115,12 @@ class _TrainLoopContender:
         with _Clock() as clock:
             result = train_loop(
                 self.sess,
-                self.train_op,
+                LocalStep(self.train_op, self.step),
                 self.loss,
-                self.step,
-                self.step + steps,
-                self.steps_per_epoch,
-                self.batch_size,
+                Span(self.step, self.step + steps, self.steps_per_epoch),
+                LoopSettings(self.batch_size),
                 _NoCheckpoints(),
-                log=lambda line: None,
-                progress_every_secs=math.inf,
+                LoopHooks(log=lambda line: None, progress_every_secs=math.inf),
             )
         self.step = result.final_step
         return Sample(steps * self.batch_size, clock.wall, clock.cpu)
@@ -166,10 +162,8 @@ class OursAutoencoder(_TrainLoopContender):
 
 def build_autoencoder_graph(batch_size, transpose_implementation="subpixel"):
     """The graph train_autoencoder.py builds at its default flags on IDX arrays, into the default graph."""
-    args = types.SimpleNamespace(
-        batch_size=batch_size, noise=0.0, seed=SEED, latent_size=20, loss="bce", learning_rate=LEARNING_RATE
-    )
-    return ae_graph.build(args, in_files=False, transpose_implementation=transpose_implementation)
+    hyper = ae_graph.Hyperparameters(batch_size, LEARNING_RATE, seed=SEED)
+    return ae_graph.build(hyper, in_files=False, transpose_implementation=transpose_implementation)
 
 
 class OursTransfer(_TrainLoopContender):
@@ -215,24 +209,13 @@ def build_transfer_graph(dataset, batch_size, cached):
     """The graph train_transfer.py builds for `--restore conv` on `dataset`, into the default graph."""
     network = networks.get(networks.DEFAULT)
     spec = transfer_graph.input_spec(network)
-    empty = labelled.Examples(np.zeros([0], np.int64), images=dataset.train_images[:0])
-    data = labelled.LabelledData(
-        name=dataset.name,
-        source_kind=dataset.source_kind,
-        identity="",
-        class_names=names.DIGITS,
-        spec=image_folder.MNIST_INPUT,
-        train=labelled.Examples(dataset.train_labels.astype(np.int64), images=dataset.train_images),
-        validation=empty,
-        test=empty,
-        description={},
-    )
-    graph_infos = transfer_graph.variables_of(network, data.num_classes, data.spec, spec)
+    shape = transfer_graph.DataShape(image_folder.MNIST_INPUT, len(names.DIGITS))
+    graph_infos = transfer_graph.variables_of(network, shape.num_classes, shape.spec, spec)
     stand_in = [VariableInfo(info.name, info.shape, info.dtype) for info in graph_infos]
     plan = make_plan(graph_infos, stand_in, ENCODER_SCOPES, checkpoint="(benchmark stand-in)")
-    args = types.SimpleNamespace(batch_size=batch_size, shift=0, seed=SEED, dropout=0.0, learning_rate=LEARNING_RATE)
-    use_cache, _ = transfer_graph.cache_decision(plan, network, 0, "on" if cached else "off")
-    return transfer_graph.build(network, plan, data, spec, args, use_cache)
+    hyper = transfer_graph.Hyperparameters(batch_size, LEARNING_RATE, seed=SEED)
+    use_cache, _ = transfer_graph.cache_decision(plan, network, hyper.shift, "on" if cached else "off")
+    return transfer_graph.build(network, plan, shape, spec, hyper, use_cache)
 
 
 class _TextbookContender(_NothingToReserve):

@@ -1,6 +1,7 @@
 """Flags both scripts share (as runtime.options records), their argparse types, and the top-level error handling."""
 
 import argparse
+import dataclasses
 import os
 import sys
 
@@ -10,6 +11,7 @@ from runtime.errors import Stopped, UserError, disk_full_reason, one_line
 from runtime.lock import ModelDirLock
 from runtime.options import Option
 from runtime.paths import shown
+from runtime.session import session_config
 from runtime.training import Interrupted
 
 DATASETS = ("mnist", "fashion_mnist")
@@ -199,6 +201,24 @@ def runtime_options(default_model_dir):
             help="ops run concurrently, at most 4 per CPU (0: TensorFlow chooses; default: %(default)s)",
         ),
     )
+
+
+@dataclasses.dataclass(frozen=True)
+class RuntimeSettings:
+    """The runtime_options a run's session phases read (flags of the same names; save_every and
+    summary_every are runtime.training.LoopSettings'), made once per run by Flags.record."""
+
+    model_dir: str
+    seed: int
+    keep_checkpoints: int
+    gpu_memory_fraction: float | None
+    allow_growth: bool
+    intra_op_threads: int
+    inter_op_threads: int
+
+    def session_config(self):
+        """The session ConfigProto these settings ask for (runtime.session.session_config)."""
+        return session_config(self.gpu_memory_fraction, self.allow_growth, self.intra_op_threads, self.inter_op_threads)
 
 
 def steps_per_epoch(num_examples, batch_size, what):

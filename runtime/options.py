@@ -177,6 +177,21 @@ class Flags:
         """The flag values config.json records: every option marked `config`, by dest."""
         return {option.dest: getattr(args, option.dest) for option in self.options if option.config}
 
+    def record(self, record_type, args):
+        """The parsed flags as a frozen dataclass of `record_type`, made once per run.
+
+        Each field of `record_type` takes the flag whose dest is its name, so library code
+        takes typed values instead of the argparse Namespace.
+
+        Raises:
+          KeyError: for a field that is no flag of this config.
+        """
+        names = [field.name for field in dataclasses.fields(record_type)]
+        unknown = [name for name in names if name not in self._by_dest]
+        if unknown:
+            raise KeyError(f"{record_type.__name__}: no such flags: {', '.join(unknown)}")
+        return record_type(**{name: getattr(args, name) for name in names})
+
     def argv(self, **values):
         """The argv that gives each named flag its value, in the order given (None and False: left out).
 

@@ -5,6 +5,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -77,49 +78,90 @@ def format_duration(seconds):
     return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
-def train_loop(
-    sess,
-    train_op,
-    loss,
-    start_step,
-    total_steps,
-    steps_per_epoch,
-    batch_size,
-    checkpointer,
-    save_every=0,
-    writer=None,
-    summary_op=None,
-    summary_every=0,
-    on_epoch_end=None,
-    log=print,
-    progress_every_secs=5.0,
-    cluster_step=None,
-):
-    """Runs `train_op` from start_step to total_steps.
+@dataclass(frozen=True)
+class Span:
+    """The steps a call to `train_loop` runs: from start_step to total_steps, in epochs of steps_per_epoch."""
 
-    Each run of train_op must advance the graph's global step by exactly one; the loop
-    keeps the count in Python, so it never has to read the variable back. In a cluster
-    (`cluster_step`) other workers advance it too: each step then reports the global step
-    it reached, and saves, summaries and epoch ends happen when that crosses their boundary.
+    start_step: int
+    total_steps: int
+    steps_per_epoch: int
 
-    Args:
-      sess: the session, with variables initialised or restored and input started.
-      train_op: the op that trains one batch.
-      loss: scalar loss tensor, fetched with every step and checked for NaN and inf.
-      start_step: the global step the run starts from (0, or the restored one).
-      total_steps: the step to stop at.
-      steps_per_epoch: steps that make one pass over the training data.
-      batch_size: images per step, for the throughput figure.
-      checkpointer: a `runtime.checkpoints.Checkpointer`.
-      save_every: also save every this many steps; 0 saves only at the end.
+    @property
+    def num_epochs(self):
+        return math.ceil(self.total_steps / self.steps_per_epoch)
+
+
+@dataclass(frozen=True)
+class LoopSettings:
+    """The loop's flags (of the same names): images per step, for the throughput figure;
+    steps between saves (0: only at the end) and between summaries (0: none)."""
+
+    batch_size: int
+    save_every: int = 0
+    summary_every: int = 0
+
+
+@dataclass(frozen=True)
+class LoopHooks:
+    """What the loop reports to.
+
+    Attributes:
       writer: a summary FileWriter, or None.
       summary_op: a merged summary op run every summary_every steps.
-      summary_every: steps between summaries; 0 disables them.
       on_epoch_end: called as on_epoch_end(epoch, step) after each whole epoch.
       log: function that prints one line.
       progress_every_secs: seconds between progress lines.
-      cluster_step: a `runtime.cluster.TrainStep` for a task of a cluster, else None.
-        Without a checkpointer (a non-chief worker) nothing is saved.
+    """
+
+    writer: object = None
+    summary_op: object = None
+    on_epoch_end: Callable | None = None
+    log: Callable = print
+    progress_every_secs: float = 5.0
+
+
+class LocalStep:
+    """A local run's step, behind the interface of runtime.cluster.TrainStep.
+
+    Each run of the train op advances the global step by exactly one, so the step is
+    counted here and never read back; no other worker holds the run or still owes a step.
+    """
+
+    def __init__(self, op, start_step):
+        self.op = op
+        self.own_steps = 0
+        self._step = start_step
+
+    def run(self, sess, fetches):
+        """One step: (values of fetches, global step after it, counted)."""
+        values = sess.run(fetches)
+        self._step += 1
+        self.own_steps += 1
+        return values, self._step, True
+
+    def after_step(self, sess, step):
+        """Nothing to let through: no other worker waits for this one."""
+
+    def settle(self, sess, step):
+        """No step is owed by another worker: the step this one reached."""
+        return step
+
+
+def train_loop(sess, trainer, loss, span, settings, checkpointer, hooks=None):
+    """Runs the trainer's op from span.start_step to span.total_steps.
+
+    The local and the cluster step have one interface (LocalStep, runtime.cluster.TrainStep):
+    each step reports the global step it reached, which in a cluster other workers advance
+    too; saves, summaries and epoch ends happen when that crosses their boundary.
+
+    Args:
+      sess: the session, with variables initialised or restored and input started.
+      trainer: a LocalStep, or a task's runtime.cluster.TrainStep in a cluster.
+      loss: scalar loss tensor, fetched with every step and checked for NaN and inf.
+      span: the Span of steps to run.
+      settings: the LoopSettings.
+      checkpointer: a `runtime.checkpoints.Checkpointer`; None (a non-chief worker) saves nothing.
+      hooks: the LoopHooks (default: none but progress lines printed every 5 s).
 
     Returns:
       A LoopResult; its last_checkpoint is None when no step was left to run.
@@ -129,69 +171,91 @@ def train_loop(
       TrainingDiverged: when the loss is NaN or inf; nothing is saved, so the last
         good checkpoint stays the latest.
     """
-    step = start_step
-    last_saved, saved_step = None, None
-    train_seconds = 0.0
-    last_progress = time.monotonic()
-    num_epochs = math.ceil(total_steps / steps_per_epoch)
-    with _StopOnSignal() as stop:
-        while step < total_steps and stop.signum is None:
-            want_summary = (
-                writer is not None and summary_op is not None and summary_every and (step + 1) % summary_every == 0
-            )
-            fetches = [train_op, loss, summary_op] if want_summary else [train_op, loss]
-            began = time.monotonic()
-            previous = step
-            if cluster_step is None:
-                values = sess.run(fetches)
-                step += 1
-            else:
-                ran = cluster_step.run(sess, fetches)
-                if ran is None:  # the cluster ended the run (sync mode: the chief closed its queue)
+    return _Loop(sess, trainer, loss, span, settings, checkpointer, hooks or LoopHooks()).run()
+
+
+class _Loop:
+    """The state of one `train_loop` call."""
+
+    def __init__(self, sess, trainer, loss, span, settings, checkpointer, hooks):
+        self.sess, self.trainer, self.loss, self.span = sess, trainer, loss, span
+        self.settings, self.checkpointer, self.hooks = settings, checkpointer, hooks
+        self.step = span.start_step
+        self.last_saved, self.saved_step = None, None
+        self.train_seconds = 0.0
+        self.last_progress = time.monotonic()
+
+    def run(self):
+        with _StopOnSignal() as stop:
+            while self.step < self.span.total_steps and stop.signum is None:
+                if not self._one_step():  # the cluster ended the run (sync mode: the chief closed its queue)
                     break
-                values, step, _ = ran
-            train_seconds += time.monotonic() - began
-            loss_value = float(values[1])
-            if not math.isfinite(loss_value):
-                raise TrainingDiverged(
-                    f"loss is {loss_value} at step {step}; stopped without saving "
-                    "(try a lower --learning-rate); the last checkpoint is untouched"
-                )
-            if want_summary:
-                writer.add_summary(values[2], step)
-            now = time.monotonic()
-            if now - last_progress >= progress_every_secs or step == total_steps:
-                last_progress = now
-                done = step - start_step if cluster_step is None else cluster_step.own_steps
-                rate = _images_per_second(done, batch_size, train_seconds)
-                eta = (total_steps - step) * batch_size / rate if rate else 0.0
-                log(
-                    f"epoch {min(step // steps_per_epoch + 1, num_epochs)}/{num_epochs}  "
-                    f"step {step}/{total_steps}  loss {loss_value:.4f}  "
-                    f"{rate:,.0f} images/s  ETA {format_duration(eta)}"
-                )
-            if step // steps_per_epoch > previous // steps_per_epoch and on_epoch_end is not None:
-                on_epoch_end(step // steps_per_epoch, step)
-            if save_every and step // save_every > previous // save_every and checkpointer is not None:
-                last_saved, saved_step = checkpointer.save(sess, step), step
-            if cluster_step is not None:
-                cluster_step.after_step(sess, step)  # the chief lets the workers past an epoch it has evaluated
-        if cluster_step is not None:
-            step = cluster_step.settle(sess, step)  # tickets other workers still give back: the final step
-        if step > start_step and saved_step != step and checkpointer is not None:
-            last_saved = checkpointer.save(sess, step)
-    if stop.signum is not None:
-        if writer is not None:
-            writer.flush()
-        saved = f"saved {last_saved}" if last_saved else "nothing new to save"
-        log(
-            f"{signal.Signals(stop.signum).name}: stopped at step {step}/{total_steps}, {saved}; "
+            self.step = self.trainer.settle(self.sess, self.step)  # tickets other workers still give back
+            if self.step > self.span.start_step and self.saved_step != self.step and self.checkpointer is not None:
+                self.last_saved = self.checkpointer.save(self.sess, self.step)
+        if stop.signum is not None:
+            self._interrupted(stop.signum)
+        rate = _images_per_second(self.trainer.own_steps, self.settings.batch_size, self.train_seconds)
+        own = None if isinstance(self.trainer, LocalStep) else self.trainer.own_steps
+        return LoopResult(self.span.start_step, self.step, rate, self.last_saved, own)
+
+    def _one_step(self):
+        """Runs one step and what follows it; False when the cluster ended the run instead."""
+        hooks, every = self.hooks, self.settings.summary_every
+        want_summary = (
+            hooks.writer is not None and hooks.summary_op is not None and every and (self.step + 1) % every == 0
+        )
+        fetches = [self.trainer.op, self.loss, hooks.summary_op] if want_summary else [self.trainer.op, self.loss]
+        began, previous = time.monotonic(), self.step
+        ran = self.trainer.run(self.sess, fetches)
+        if ran is None:
+            return False
+        values, self.step, _ = ran
+        self.train_seconds += time.monotonic() - began
+        loss_value = float(values[1])
+        if not math.isfinite(loss_value):
+            raise TrainingDiverged(
+                f"loss is {loss_value} at step {self.step}; stopped without saving "
+                "(try a lower --learning-rate); the last checkpoint is untouched"
+            )
+        if want_summary:
+            hooks.writer.add_summary(values[2], self.step)
+        self._progress(loss_value)
+        self._boundaries(previous)
+        return True
+
+    def _progress(self, loss_value):
+        now, span = time.monotonic(), self.span
+        if now - self.last_progress < self.hooks.progress_every_secs and self.step != span.total_steps:
+            return
+        self.last_progress = now
+        batch_size = self.settings.batch_size
+        rate = _images_per_second(self.trainer.own_steps, batch_size, self.train_seconds)
+        eta = (span.total_steps - self.step) * batch_size / rate if rate else 0.0
+        self.hooks.log(
+            f"epoch {min(self.step // span.steps_per_epoch + 1, span.num_epochs)}/{span.num_epochs}  "
+            f"step {self.step}/{span.total_steps}  loss {loss_value:.4f}  "
+            f"{rate:,.0f} images/s  ETA {format_duration(eta)}"
+        )
+
+    def _boundaries(self, previous):
+        """The epoch's end and a save, when the step crossed their boundary; then lets the workers on."""
+        per_epoch, save_every = self.span.steps_per_epoch, self.settings.save_every
+        if self.step // per_epoch > previous // per_epoch and self.hooks.on_epoch_end is not None:
+            self.hooks.on_epoch_end(self.step // per_epoch, self.step)
+        if save_every and self.step // save_every > previous // save_every and self.checkpointer is not None:
+            self.last_saved, self.saved_step = self.checkpointer.save(self.sess, self.step), self.step
+        self.trainer.after_step(self.sess, self.step)  # the chief lets the workers past an epoch it has evaluated
+
+    def _interrupted(self, signum):
+        if self.hooks.writer is not None:
+            self.hooks.writer.flush()
+        saved = f"saved {self.last_saved}" if self.last_saved else "nothing new to save"
+        self.hooks.log(
+            f"{signal.Signals(signum).name}: stopped at step {self.step}/{self.span.total_steps}, {saved}; "
             "run the same command again to resume"
         )
-        raise Interrupted(stop.signum)
-    own = step - start_step if cluster_step is None else cluster_step.own_steps
-    rate = _images_per_second(own, batch_size, train_seconds)
-    return LoopResult(start_step, step, rate, last_saved, None if cluster_step is None else own)
+        raise Interrupted(signum)
 
 
 def _images_per_second(steps, batch_size, seconds):
@@ -204,34 +268,15 @@ def finite_or_none(value):
     return value if np.isfinite(value) else None
 
 
-def train_graph(
-    sess, graph, args, checkpointer, start_step, total_steps, steps_per_epoch, writer, summary_op, on_epoch_end
-):
-    """`train_loop` over a run's graph, with the run's own flags.
+def train_graph(sess, graph, span, settings, checkpointer, hooks=None):
+    """`train_loop` over a run's graph: its train_op (in a cluster its cluster_step) and its loss.
 
     Args:
-      sess, checkpointer, start_step, total_steps, steps_per_epoch, writer, summary_op,
-        on_epoch_end: as `train_loop` takes them.
-      graph: the structure autoencoder.graph.build or transfer.graph.build returns: its
-        train_op, loss and cluster_step are trained.
-      args: the parsed flags: --batch-size, --save-every and --summary-every are read.
+      sess, span, settings, checkpointer, hooks: as `train_loop` takes them.
+      graph: the structure autoencoder.graph.build or transfer.graph.build returns.
 
     Returns:
       train_loop's LoopResult.
     """
-    return train_loop(
-        sess,
-        graph.train_op,
-        graph.loss,
-        start_step,
-        total_steps,
-        steps_per_epoch,
-        args.batch_size,
-        checkpointer,
-        save_every=args.save_every,
-        writer=writer,
-        summary_op=summary_op,
-        summary_every=args.summary_every,
-        on_epoch_end=on_epoch_end,
-        cluster_step=graph.cluster_step,
-    )
+    trainer = graph.cluster_step if graph.cluster_step is not None else LocalStep(graph.train_op, span.start_step)
+    return train_loop(sess, trainer, graph.loss, span, settings, checkpointer, hooks)

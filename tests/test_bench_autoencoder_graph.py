@@ -6,7 +6,9 @@ import pytest
 import tensorflow as tf
 
 import train_autoencoder
+from autoencoder import graph as ae_graph
 from autoencoder import train
+from autoencoder.flags import AUTOENCODER
 from bench.contenders import OursAutoencoder, build_autoencoder_graph
 from bench.experiments import TransposeAutoencoder
 from data import sources
@@ -32,7 +34,7 @@ def _script_graph(dataset, *flags):
     args = train_autoencoder.parse_args(["--sample", *flags])
     train.validate(args)
     with tf.Graph().as_default() as graph:
-        train.build(args, dataset)
+        train.build(AUTOENCODER.record(ae_graph.Hyperparameters, args), dataset)
     return graph
 
 
@@ -62,6 +64,13 @@ def test_the_transpose_experiment_differs_only_in_the_decoder_ops(script):
     # The experiment's contender builds through the same function, with only that changed.
     assert TransposeAutoencoder.transpose_implementation == "transpose"
     assert OursAutoencoder.transpose_implementation == "subpixel"
+
+
+def test_the_graphs_hyperparameters_are_the_scripts_flags():
+    argv = ["--batch-size", "8", "--learning-rate", "0.5", "--noise", "0.25", "--seed", "3", "--latent-size", "4"]
+    args = train_autoencoder.parse_args([*argv, "--loss", "l2", "--epochs", "6"])
+    hyper = AUTOENCODER.record(ae_graph.Hyperparameters, args)
+    assert hyper == ae_graph.Hyperparameters(8, 0.5, noise=0.25, seed=3, latent_size=4, loss="l2", epochs=6)
 
 
 def test_other_flags_make_another_graph(sample, script):

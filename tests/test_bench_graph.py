@@ -8,8 +8,8 @@ import tensorflow as tf
 import train_transfer
 from bench.contenders import build_transfer_graph
 from data import sources
+from transfer import flags, labelled, train
 from transfer import graph as transfer_graph
-from transfer import labelled, train
 
 v1 = tf.compat.v1
 
@@ -22,13 +22,14 @@ def _signature(graph):
 
 def _script_graph(argv):
     args = train_transfer.parse_args(argv)
-    network, spec, flags = train.validate(args)
+    network, spec, selection = train.validate(args)
     data = labelled.load(args, spec, log=lambda line: None)
-    plan = train.make_run_plan(args, network, data, spec, flags)
+    plan = train.make_run_plan(network, data, spec, selection, args.checkpoint, args.model_dir)
     use_cache, _ = transfer_graph.cache_decision(plan, network, args.shift, args.cache_features)
     with tf.Graph().as_default() as graph:
         v1.set_random_seed(0)
-        transfer_graph.build(network, plan, data, spec, args, use_cache)
+        hyper = flags.TRAIN_TRANSFER.record(transfer_graph.Hyperparameters, args)
+        transfer_graph.build(network, plan, transfer_graph.DataShape.of(data), spec, hyper, use_cache)
     return graph, use_cache
 
 

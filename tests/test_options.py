@@ -1,6 +1,8 @@
 """runtime.options: flag records make the parser, the config values, the resume keys, argv and the checks."""
 
 import argparse
+import dataclasses
+import itertools
 
 import pytest
 
@@ -145,6 +147,34 @@ def test_defaults_build_a_config_in_code():
     assert isinstance(args, argparse.Namespace) and (args.epochs, args.verbose, args.warmup) == (9, True, 0)
     with pytest.raises(KeyError, match="epoch"):
         flags.defaults(epoch=9)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Training:
+    epochs: int
+    rate: float
+    verbose: bool
+    tag: list
+
+
+def test_record_takes_each_field_from_the_flag_of_its_name():
+    flags = _flags()
+    cases = list(itertools.product([1, 5], [0.0, 0.25], [False, True], [[], ["a=1", "b=2"]]))
+    for epochs, rate, verbose, tag in cases:
+        args = flags.parse(flags.argv(epochs=epochs, rate=rate, verbose=verbose, tag=tag, mode="b"))
+        assert flags.record(_Training, args) == _Training(epochs, rate, verbose, tag)
+    assert len(cases) == 16
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        flags.record(_Training, flags.parse([])).epochs = 2
+
+
+def test_record_refuses_a_field_that_is_no_flag():
+    @dataclasses.dataclass(frozen=True)
+    class Misspelt:
+        epoch: int
+
+    with pytest.raises(KeyError, match="Misspelt: no such flags: epoch"):
+        _flags().record(Misspelt, _flags().parse([]))
 
 
 def test_given_lists_the_flags_changed_from_their_defaults():

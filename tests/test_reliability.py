@@ -13,7 +13,7 @@ import tensorflow as tf
 import train_autoencoder
 from runtime.checkpoints import Checkpointer, list_checkpoints, remove_orphans
 from runtime.lock import ModelDirLock
-from runtime.training import TrainingDiverged, train_loop
+from runtime.training import LocalStep, LoopHooks, LoopSettings, Span, TrainingDiverged, train_loop
 
 v1 = tf.compat.v1
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -156,5 +156,13 @@ def test_a_nan_loss_stops_the_run_without_saving(tmp_path):
         with v1.Session() as sess:
             sess.run(v1.global_variables_initializer())
             with pytest.raises(TrainingDiverged, match="loss is nan at step 1"):
-                train_loop(sess, train_op, loss, 0, 10, 5, 1, checkpointer, save_every=1, log=lambda line: None)
+                train_loop(
+                    sess,
+                    LocalStep(train_op, 0),
+                    loss,
+                    Span(0, 10, 5),
+                    LoopSettings(1, save_every=1),
+                    checkpointer,
+                    LoopHooks(log=lambda line: None),
+                )
     assert not list_checkpoints(str(tmp_path))

@@ -4,6 +4,7 @@ The resume keys, the flag values in config.json and inspect's plan-only flags ar
 to what they were when each script still listed them by hand.
 """
 
+import dataclasses
 import types
 
 import pytest
@@ -16,6 +17,7 @@ from runtime.errors import UserError
 from transfer import flags, train
 from transfer import graph as transfer_graph
 from transfer import inspect as inspect_module
+from transfer.selection import PRESETS
 
 # transfer.train.RESUME_KEYS as it was typed out by hand, and data_sha256 (an image
 # folder's files by content, so a rewritten file refuses the resume).
@@ -169,12 +171,38 @@ def test_validate_is_the_one_check_before_data(argv, message):
         flags.validate(train_transfer.parse_args(argv))
 
 
-def test_validate_returns_the_network_its_input_and_the_restore_flags():
-    network, spec, (restore, exclude, maps, lr_mults) = flags.validate(
-        train_transfer.parse_args(["--network", "mobilenet_v1", "--image-size", "96", "--restore", "backbone"])
+def test_validate_returns_the_network_its_input_and_the_restore_selection():
+    network, spec, selection = flags.validate(
+        train_transfer.parse_args(
+            ["--network", "mobilenet_v1", "--image-size", "96", "--restore", "backbone", "--fine-tune"]
+        )
     )
-    assert (network.name, spec.height, restore) == ("mobilenet_v1", 96, (network.scope,))
-    assert set(network.head_scopes) <= set(exclude) and maps == [] and lr_mults == []
+    assert (network.name, spec.height, selection.restore) == ("mobilenet_v1", 96, (network.scope,))
+    assert set(network.head_scopes) <= set(selection.exclude)
+    assert (selection.maps, selection.lr_mults) == ((), ())
+    assert (selection.fine_tune, selection.skip_mismatched, selection.train_batch_norm) == (True, False, False)
+    assert not selection.restores_nothing
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        selection.restore = ()
+
+
+def test_the_graphs_hyperparameters_are_the_scripts_flags():
+    argv = ["--batch-size", "8", "--learning-rate", "0.5", "--dropout", "0.25", "--shift", "2", "--seed", "3"]
+    hyper = flags.TRAIN_TRANSFER.record(
+        transfer_graph.Hyperparameters, train_transfer.parse_args([*argv, "--epochs", "4"])
+    )
+    assert hyper == transfer_graph.Hyperparameters(8, 0.5, dropout=0.25, shift=2, seed=3, epochs=4)
+
+
+def test_the_restore_selection_names_each_flag_it_parses():
+    selection = flags.validate(
+        train_transfer.parse_args(
+            ["--restore", "conv", "--restore-exclude", "conv2", "--map", "a=conv1", "--lr-mult", "fc1=0.5"]
+        )
+    )[2]
+    assert selection.restore == PRESETS["conv"] and selection.exclude == ("conv2",)
+    assert (selection.maps, selection.lr_mults) == ((("a", "conv1"),), (("fc1", 0.5),))
+    assert flags.validate(train_transfer.parse_args(["--restore", "none"]))[2].restores_nothing
 
 
 def test_inspects_plan_flags_are_the_transfer_records_and_num_classes():

@@ -7,6 +7,7 @@ train_transfer.py: its parser, the flag values in config.json, the resume keys
 of every flag value that can be made before data or graphs are touched.
 """
 
+import dataclasses
 import os
 
 from models import networks
@@ -166,43 +167,83 @@ TRAINING_OPTIONS = (
 )
 
 
-def parse_transfer_flags(args):
+@dataclasses.dataclass(frozen=True)
+class RestoreSelection:
+    """What a transfer run restores from its source and how it trains it: TRANSFER_OPTIONS, parsed.
+
+    Attributes:
+      restore: graph scopes to restore, () for none, or None for everything the checkpoint holds.
+      exclude: scopes taken out of `restore`.
+      maps: (checkpoint scope, graph scope) pairs.
+      lr_mults: (scope, multiplier) pairs.
+      skip_mismatched, fine_tune, train_batch_norm: the flags of those names.
+    """
+
+    restore: tuple | None
+    exclude: tuple = ()
+    maps: tuple = ()
+    lr_mults: tuple = ()
+    skip_mismatched: bool = False
+    fine_tune: bool = False
+    train_batch_norm: bool = False
+
+    @property
+    def restores_nothing(self):
+        """`--restore none`: the run reads no checkpoint."""
+        return self.restore == ()
+
+
+def _lr_mult(text):
+    scope, value = parse_pair(text, "=", "--lr-mult")
+    try:
+        multiplier = float(value)
+    except ValueError:
+        raise ValueError(f"--lr-mult {text}: {value!r} is not a number") from None
+    if not 0.0 <= multiplier < float("inf"):
+        raise ValueError(f"--lr-mult {text}: the multiplier must be 0 or a positive number")
+    return scope, multiplier
+
+
+def parse_transfer_flags(args, restore_text=None):
     """Reads the TRANSFER_OPTIONS restore flags; raises before any graph is built.
 
+    Args:
+      args: the parsed flags.
+      restore_text: read instead of args.restore when given.
+
     Returns:
-      (restore, exclude, maps, lr_mults) as make_plan takes them.
+      A RestoreSelection.
 
     Raises:
       UserError: for a malformed value.
     """
     try:
-        restore = parse_scopes(args.restore)
+        restore = parse_scopes(args.restore if restore_text is None else restore_text)
         exclude = parse_scopes(args.restore_exclude) if args.restore_exclude.strip() else ()
-        maps = [parse_pair(text, "=", "--map") for text in args.map]
-        lr_mults = []
-        for text in args.lr_mult:
-            scope, value = parse_pair(text, "=", "--lr-mult")
-            try:
-                multiplier = float(value)
-            except ValueError:
-                raise ValueError(f"--lr-mult {text}: {value!r} is not a number") from None
-            if not 0.0 <= multiplier < float("inf"):
-                raise ValueError(f"--lr-mult {text}: the multiplier must be 0 or a positive number")
-            lr_mults.append((scope, multiplier))
+        maps = tuple(parse_pair(text, "=", "--map") for text in args.map)
+        lr_mults = tuple(_lr_mult(text) for text in args.lr_mult)
     except ValueError as error:
         raise UserError(str(error)) from None
     if exclude is None:
         raise UserError("--restore-exclude takes scopes, not 'all'")
     if restore == () and (maps or exclude):
         raise UserError("--map and --restore-exclude need something to restore; --restore none restores nothing")
-    return restore, exclude, maps, lr_mults
+    return RestoreSelection(
+        restore,
+        exclude,
+        maps,
+        lr_mults,
+        skip_mismatched=args.skip_mismatched,
+        fine_tune=args.fine_tune,
+        train_batch_norm=args.train_batch_norm,
+    )
 
 
 def restore_scopes(args, network):
-    """The --restore and --restore-exclude flags for this network, with `backbone` resolved.
+    """The restore flags for this network, with `backbone` resolved.
 
     Returns:
-      (restore, exclude, maps, lr_mults) as make_plan takes them.
+      A RestoreSelection.
 
     Raises:
       UserError: a preset of the digit classifier's for another network, or a bad value.
@@ -216,21 +257,21 @@ def restore_scopes(args, network):
         )
     if preset != "backbone":
         return parse_transfer_flags(args)
-    args_copy = type(args)(**vars(args))
-    args_copy.restore = "all"
-    _, exclude, maps, lr_mults = parse_transfer_flags(args_copy)
+    selection = parse_transfer_flags(args, restore_text="all")
     # Everything below the head: the network's top scopes (its outer scope, or for the
     # digit classifier its encoder), the head's scopes left out.
     if network.scope:
-        return (network.scope,), (*exclude, *network.head_scopes), maps, lr_mults
-    return network.block_scopes, exclude, maps, lr_mults
+        return dataclasses.replace(
+            selection, restore=(network.scope,), exclude=(*selection.exclude, *network.head_scopes)
+        )
+    return dataclasses.replace(selection, restore=network.block_scopes)
 
 
 def network_and_flags(args):
     """The --network, --image-size and restore flags, checked (train_transfer.py and inspect --plan).
 
     Returns:
-      (network, InputSpec it is fed, the parsed transfer flags).
+      (network, InputSpec it is fed, RestoreSelection).
 
     Raises:
       UserError: for an image size the network cannot take, or a restore flag that does not parse.
@@ -263,7 +304,7 @@ def validate(args):
     """Checks every flag value of a transfer run that argparse cannot, before data or graphs are touched.
 
     Returns:
-      (network, InputSpec it is fed, the parsed transfer flags).
+      (network, InputSpec it is fed, RestoreSelection).
 
     Raises:
       UserError: naming the first offending value.

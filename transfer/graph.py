@@ -209,15 +209,56 @@ class TransferGraph:
     cluster_step: object = None
 
 
-def build(network, plan, data, spec, args, use_cache, task=None, total_steps=None):
+@dataclasses.dataclass(frozen=True)
+class Hyperparameters:
+    """The training values the classifier's graph is built with (flags of the same names).
+
+    Attributes:
+      batch_size: images per step.
+      learning_rate: Adam's, before the plan's multipliers.
+      dropout: dropout rate on fc1 while training.
+      shift: training images are shifted by up to this many pixels at random.
+      seed: of the random shift.
+      epochs: a cluster holds its workers at each epoch's end (total_steps // epochs).
+    """
+
+    batch_size: int
+    learning_rate: float
+    dropout: float = 0.0
+    shift: int = 0
+    seed: int = 0
+    epochs: int = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class DataShape:
+    """What the graph needs to know of the labelled data.
+
+    Attributes:
+      spec: the InputSpec of the images as the data gives them.
+      num_classes: the classifier's outputs.
+      in_files: the training images are files (an image folder) rather than arrays.
+    """
+
+    spec: object
+    num_classes: int
+    in_files: bool = False
+
+    @classmethod
+    def of(cls, data):
+        """The shape of a transfer.labelled.LabelledData."""
+        return cls(data.spec, data.num_classes, data.in_files)
+
+
+def build(network, plan, shape, spec, hyper, use_cache, task=None, total_steps=None):
     """Builds the transfer classifier's training graph into the default graph.
 
     Args:
       network: a models.networks.Network.
       plan: the RestorePlan made from :func:`variables_of`'s variables.
-      data: the run's transfer.labelled.LabelledData (its spec and whether it is files).
+      shape: the data's DataShape.
       spec: the network's InputSpec.
-      args: parsed flags: batch_size, shift, seed, dropout, learning_rate.
+      hyper: the Hyperparameters.
       use_cache: train the head on cached features (see :func:`cache_decision`).
       task: a runtime.cluster.ClusterTask, or None for a local run; in a cluster, call
         this under `tf.compat.v1.device(cluster.device_function(task))`.
@@ -226,18 +267,22 @@ def build(network, plan, data, spec, args, use_cache, task=None, total_steps=Non
     Returns:
       A :class:`TransferGraph`.
     """
-    image_input, feature_input, images = _inputs(network, data, args)
+    image_input, feature_input, images = _inputs(network, shape, hyper)
     is_training = v1.placeholder_with_default(True, [], name="is_training")
-    training_scopes = plan.batch_norm_training_scopes()
     features, logits, end_points = _logits(
-        network, to_network_input(network, images, spec), data.num_classes, args.dropout, is_training, training_scopes
+        network,
+        to_network_input(network, images, spec),
+        shape.num_classes,
+        hyper.dropout,
+        is_training,
+        plan.batch_norm_training_scopes(),
     )
     model_variables = v1.get_collection(v1.GraphKeys.MODEL_VARIABLES)
     _check_against_plan(plan, model_variables)
     head_features = v1.placeholder_with_default(feature_input.features, [None, network.feature_units], "head_features")
     with v1.variable_scope(v1.get_variable_scope(), reuse=True):
         head_logits = network.head(
-            head_features, data.num_classes, is_training=is_training, dropout_keep_prob=1.0 - args.dropout
+            head_features, shape.num_classes, is_training=is_training, dropout_keep_prob=1.0 - hyper.dropout
         )
     train_logits, labels = (head_logits, feature_input.labels) if use_cache else (logits, image_input.labels)
     loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=train_logits))
@@ -246,7 +291,7 @@ def build(network, plan, data, spec, args, use_cache, task=None, total_steps=Non
     )
     global_step = v1.train.get_or_create_global_step()
     updates = () if use_cache else tuple(end_points["batch_norm_updates"].values())
-    train_op, trainable, cluster_step = _train_step(loss, plan, model_variables, args, updates, task, total_steps)
+    train_op, trainable, cluster_step = _train_step(loss, plan, model_variables, hyper, updates, task, total_steps)
     return TransferGraph(
         images=images,
         is_training=is_training,
@@ -267,37 +312,37 @@ def build(network, plan, data, spec, args, use_cache, task=None, total_steps=Non
     )
 
 
-def _inputs(network, data, args):
+def _inputs(network, shape, hyper):
     """The two input pipelines (images from arrays or files, cached features) and the images placeholder.
 
     Returns:
       (image_input, feature_input, images): `images` defaults to the image pipeline's
-      batch, randomly shifted by up to args.shift pixels; evaluation feeds it.
+      batch, randomly shifted by up to hyper.shift pixels; evaluation feeds it.
     """
-    data_spec = data.spec
-    if data.in_files:
-        image_input = image_folder.FileBatches(args.batch_size, data_spec)
+    data_spec = shape.spec
+    if shape.in_files:
+        image_input = image_folder.FileBatches(hyper.batch_size, data_spec)
     else:
-        image_input = pipeline.BatchInput(args.batch_size)
-    feature_input = FeatureBatchInput(args.batch_size, network.feature_units)
-    shifted = random_shift(image_input.images, args.shift, seed=args.seed)
+        image_input = pipeline.BatchInput(hyper.batch_size)
+    feature_input = FeatureBatchInput(hyper.batch_size, network.feature_units)
+    shifted = random_shift(image_input.images, hyper.shift, seed=hyper.seed)
     images = v1.placeholder_with_default(
         shifted, [None, data_spec.height, data_spec.width, data_spec.channels], "images"
     )
     return image_input, feature_input, images
 
 
-def _train_step(loss, plan, model_variables, args, updates, task, total_steps):
+def _train_step(loss, plan, model_variables, hyper, updates, task, total_steps):
     """(train op, the variables it trains, the cluster's TrainStep or None)."""
     global_step = v1.train.get_or_create_global_step()
     if task is None:
-        train_op, trainable = build_train_op(loss, plan, model_variables, args.learning_rate, global_step, updates)
+        train_op, trainable = build_train_op(loss, plan, model_variables, hyper.learning_rate, global_step, updates)
         return train_op, trainable, None
     from runtime import cluster
 
-    optimizer = LearningRateGroups(plan, model_variables, args.learning_rate, extra_updates=updates)
+    optimizer = LearningRateGroups(plan, model_variables, hyper.learning_rate, extra_updates=updates)
     cluster_step = cluster.train_op(
-        task, loss, optimizer.var_list, global_step, total_steps, optimizer, hold_every=total_steps // args.epochs
+        task, loss, optimizer.var_list, global_step, total_steps, optimizer, hold_every=total_steps // hyper.epochs
     )
     return cluster_step.op, optimizer.var_list, cluster_step
 

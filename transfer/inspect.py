@@ -248,12 +248,12 @@ def classifier_plan(prefix, checkpoint_variables, args):
     Raises:
       UserError: for flags that do not parse or do not fit the graph or the checkpoint.
     """
-    network, spec, flags = network_and_flags(args)
-    if flags[0] == ():
+    network, spec, selection = network_and_flags(args)
+    if selection.restores_nothing:
         # As in train_transfer.py: restoring nothing reads no checkpoint.
         prefix, checkpoint_variables = None, []
     # The data as the network is fed it (a network of 28x28 grey takes IDX data as it is).
-    return train.plan_against(args, network, args.num_classes, spec, spec, flags, prefix, checkpoint_variables)
+    return train.plan_against(network, args.num_classes, spec, spec, selection, prefix, checkpoint_variables)
 
 
 def run(args):

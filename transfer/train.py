@@ -6,7 +6,9 @@ check a resume; build the graph (transfer.graph); restore and prove the restore;
 prove the frozen variables did not move; evaluate the best epoch on test; write metrics.
 """
 
+import collections
 import contextlib
+import dataclasses
 import os
 import shutil
 import time
@@ -18,9 +20,9 @@ from runtime import cli, cluster, onednn, rundir
 from runtime.checkpoints import Checkpointer
 from runtime.errors import CheckpointError, UserError, disk_full_reason, one_line
 from runtime.paths import DirAlias, needs_alias, shown
-from runtime.session import session_config, set_process_threads
+from runtime.session import set_process_threads
 from runtime.summaries import SummaryWriter, confusion_image, scalars
-from runtime.training import finite_or_none, train_graph
+from runtime.training import LoopHooks, LoopSettings, Span, finite_or_none, train_graph
 from transfer import graph as transfer_graph
 from transfer import labelled
 from transfer import source as ckpt
@@ -37,36 +39,92 @@ EVAL_BATCH = 1000
 DECODED_EVAL_BYTES = 256 * 2**20
 # A resumed run must have been started with the same values of these (the flags marked `resume`).
 RESUME_KEYS = TRAIN_TRANSFER.resume_keys
+# The typed records a run is made with, once, from its flags (TransferRun's first fields).
+RUN_RECORDS = (cli.RuntimeSettings, transfer_graph.Hyperparameters, LoopSettings)
 
 
-def make_run_plan(args, network, data, spec, flags):
-    """Reads the transfer source and decides what happens to every variable."""
-    restore, exclude, maps, lr_mults = flags
+@dataclasses.dataclass(frozen=True)
+class TransferRun:
+    """What the phases before the graph settled (autoencoder.train.RunState is the other run's).
+
+    Attributes:
+      runtime: the runtime.cli.RuntimeSettings.
+      hyper: the graph's transfer.graph.Hyperparameters.
+      loop: the runtime.training.LoopSettings.
+      task: the runtime.cluster.ClusterTask, or None for a local run.
+      network, spec: the network and the InputSpec it is fed.
+      plan: the RestorePlan.
+      data: the transfer.labelled.LabelledData.
+      use_cache: whether the head trains on cached features.
+      config: what config.json holds.
+      resuming: whether the chief continues a run in the model dir.
+      store: the chief's feature store, or None.
+      restore, labels_per_class: the flags, for metrics.json.
+    """
+
+    runtime: object
+    hyper: object
+    loop: object
+    task: object
+    network: object
+    spec: object
+    plan: object
+    data: object
+    use_cache: bool
+    config: dict
+    resuming: bool
+    store: object
+    restore: str
+    labels_per_class: int
+
+    @property
+    def chief(self):
+        return self.task is None or self.task.is_chief
+
+    @property
+    def total_steps(self):
+        return self.config["total_steps"]
+
+    @property
+    def say(self):
+        """print on the chief; the other workers compute what the chief shows."""
+        return print if self.chief else _silent
+
+
+def make_run_plan(network, data, spec, selection, checkpoint, model_dir):
+    """Reads the transfer source (unless the selection restores nothing) and decides what happens to every variable.
+
+    Args:
+      network, spec: the network and the InputSpec it is fed.
+      data: the run's transfer.labelled.LabelledData.
+      selection: the transfer.flags.RestoreSelection.
+      checkpoint: the --checkpoint flag.
+      model_dir: the run's directory, which the source must not be inside.
+    """
     source_prefix, source_variables = None, []
-    if restore != ():
-        source_prefix = ckpt.resolve_checkpoint(args.checkpoint)
-        ckpt.refuse_writing_into(source_prefix, args.model_dir)
+    if not selection.restores_nothing:
+        source_prefix = ckpt.resolve_checkpoint(checkpoint)
+        ckpt.refuse_writing_into(source_prefix, model_dir)
         source_variables = ckpt.read_variables(source_prefix)
-    return plan_against(args, network, data.num_classes, data.spec, spec, flags, source_prefix, source_variables)
+    return plan_against(network, data.num_classes, data.spec, spec, selection, source_prefix, source_variables)
 
 
-def plan_against(args, network, num_classes, data_spec, spec, flags, source_prefix, source_variables):
+def plan_against(network, num_classes, data_spec, spec, selection, source_prefix, source_variables):
     """The plan for this network's classifier of num_classes against a checkpoint's variables.
 
     What train_transfer.py and `transfer.inspect --plan` both print.
     """
-    restore, exclude, maps, lr_mults = flags
     return make_plan(
         transfer_graph.variables_of(network, num_classes, data_spec, spec),
         source_variables,
-        restore,
+        selection.restore,
         source_prefix,
-        exclude=exclude,
-        maps=maps,
-        skip_mismatched=args.skip_mismatched,
-        fine_tune=args.fine_tune,
-        lr_mults=lr_mults,
-        train_batch_norm=args.train_batch_norm,
+        exclude=selection.exclude,
+        maps=selection.maps,
+        skip_mismatched=selection.skip_mismatched,
+        fine_tune=selection.fine_tune,
+        lr_mults=selection.lr_mults,
+        train_batch_norm=selection.train_batch_norm,
     )
 
 
@@ -168,14 +226,16 @@ def restore_source(sess, plan, restore_saver, model_variables, source_values):
     print(f"restored {count} variables from {plan.checkpoint}; each equals the checkpoint exactly")
 
 
-def start_input(sess, graph, evaluator, data, args, start_step, total_steps, task=None):
+def start_input(sess, state, graph, evaluator, span):
     """Initialises the training pipeline that the graph trains on (images, or cached features).
 
     In a cluster each task reads its own order (cluster.replica_seed), long enough for any
     share of the remaining steps, and computes its own cached features.
     """
+    task, data, start_step, total_steps = state.task, state.data, span.start_step, span.total_steps
     end = total_steps if task is None else total_steps + (total_steps - start_step + 1) * task.num_replicas
-    stream = _stream(len(data.train), args.batch_size, cluster.replica_seed(args.seed, task), start_step, end)
+    seed = cluster.replica_seed(state.runtime.seed, task)
+    stream = _stream(len(data.train), state.hyper.batch_size, seed, start_step, end)
     if graph.use_cache:
         began = time.monotonic()
         features = evaluator.features("train", data.train)
@@ -253,9 +313,27 @@ def run(args):
         if not args.dry_run:  # a dry run trains nothing: no worker would ever say it is done
             cluster.serve(task)
         return None
+    state = prepare(args, task)
+    if state is None:
+        return None
+    set_process_threads(state.runtime.intra_op_threads, state.runtime.inter_op_threads)
+    with tf.Graph().as_default(), v1.device(cluster.device_function(task)) if task else contextlib.nullcontext():
+        graph, source_values = _build(state)
+        result = _train_and_test(state, graph, source_values)
+    if result is None:
+        return None
+    return _write_metrics(state, result)
+
+
+def prepare(args, task):
+    """The phases before the graph: flags, data, plan, cache decision, config, resume check.
+
+    Returns:
+      The TransferRun, or None for --dry-run (once the plan is shown).
+    """
     chief = task is None or task.is_chief
-    say = print if chief else _silent  # the other workers compute what the chief shows
-    network, spec, flags = validate(args)
+    say = print if chief else _silent
+    network, spec, selection = validate(args)
     store = make_feature_store(args, network, spec) if chief else None
     if store is None and args.feature_cache and not chief:
         print(f"{task.name}: --feature-cache is the chief's; this worker computes its features in memory")
@@ -264,8 +342,8 @@ def run(args):
         f"classes: {data.num_classes}; labelled training examples: {len(data.train)}; "
         f"validation: {len(data.validation)}; test: {len(data.test)}"
     )
-    plan = make_run_plan(args, network, data, spec, flags)
-    _say_plan(say, plan, flags)
+    plan = make_run_plan(network, data, spec, selection, args.checkpoint, args.model_dir)
+    _say_plan(say, plan, selection)
     if args.dry_run:
         return None
     use_cache, why = transfer_graph.cache_decision(plan, network, args.shift, args.cache_features)
@@ -275,60 +353,75 @@ def run(args):
     if task is not None:
         config["cluster"] = task.describe()
     resuming = chief and rundir.check_resume(args.model_dir, config, RESUME_KEYS) is not None
-
-    set_process_threads(args.intra_op_threads, args.inter_op_threads)
-    with tf.Graph().as_default(), v1.device(cluster.device_function(task)) if task else contextlib.nullcontext():
-        v1.set_random_seed(args.seed)
-        graph = transfer_graph.build(network, plan, data, spec, args, use_cache, task, config["total_steps"])
-        say(
-            f"training {len(graph.trainable)} variables "
-            f"({sum(int(np.prod(v.shape)) for v in graph.trainable):,} weights); "
-            f"{'head on cached features' if use_cache else 'full forward pass every step'}"
-        )
-        source_values = (
-            ckpt.read_values(plan.checkpoint, [row.source for row in plan.restored]) if plan.restored else {}
-        )
-        result = _train_and_test(args, network, plan, data, spec, graph, config, resuming, source_values, store, task)
-    if result is None:
-        return None
-    return _write_metrics(args, network, plan, data, use_cache, config, resuming, result, task)
+    return TransferRun(
+        *(TRAIN_TRANSFER.record(record, args) for record in RUN_RECORDS),
+        task,
+        network,
+        spec,
+        plan,
+        data,
+        use_cache,
+        config,
+        resuming,
+        store,
+        args.restore,
+        args.labels_per_class,
+    )
 
 
-def _say_plan(say, plan, flags):
+def _build(state):
+    """The run's graph, seeded by --seed, into the default graph, and the restored variables' source values."""
+    v1.set_random_seed(state.runtime.seed)
+    shape = transfer_graph.DataShape.of(state.data)
+    graph = transfer_graph.build(
+        state.network, state.plan, shape, state.spec, state.hyper, state.use_cache, state.task, state.total_steps
+    )
+    state.say(
+        f"training {len(graph.trainable)} variables "
+        f"({sum(int(np.prod(v.shape)) for v in graph.trainable):,} weights); "
+        f"{'head on cached features' if state.use_cache else 'full forward pass every step'}"
+    )
+    plan = state.plan
+    source_values = ckpt.read_values(plan.checkpoint, [row.source for row in plan.restored]) if plan.restored else {}
+    return graph, source_values
+
+
+def _say_plan(say, plan, selection):
     """Shows the restore plan's table, and a warning when a selection restores nothing."""
     say(plan.format())
-    if flags[0] != () and not plan.restored:
+    if not selection.restores_nothing and not plan.restored:
         say(
             f"warning: this plan restores nothing from {shown(plan.checkpoint)}: the run trains from scratch; "
             "pass --restore none to say so"
         )
 
 
-def _write_metrics(args, network, plan, data, use_cache, config, resuming, result, task):
+def _write_metrics(state, result):
     """The chief's metrics.json (and a resumed run's config.json, now that it has trained)."""
+    data, task, model_dir = state.data, state.task, state.runtime.model_dir
     metrics = dict(
         result,
-        restore=args.restore,
-        network=network.name,
-        checkpoint=plan.checkpoint,
+        restore=state.restore,
+        network=state.network.name,
+        checkpoint=state.plan.checkpoint,
         dataset=data.name,
         data_source=data.source_kind,
-        labels_per_class=args.labels_per_class,
+        labels_per_class=state.labels_per_class,
         num_train=len(data.train),
         num_validation=len(data.validation),
         num_test=len(data.test),
         num_bad_files=data.description.get("num_bad_files", 0),
-        cache_features=use_cache,
+        cache_features=state.use_cache,
     )
     if task is not None:
         metrics.update(cluster=task.describe(), own_steps=metrics.pop("own_steps"))
-    if resuming:
-        rundir.write_config(args.model_dir, config)
-    rundir.write_json(os.path.join(args.model_dir, "metrics.json"), metrics)
+    if state.resuming:
+        rundir.write_config(model_dir, state.config)
+    rundir.write_json(os.path.join(model_dir, "metrics.json"), metrics)
     print(f"test accuracy: {metrics['test_accuracy']:.4f} ({len(data.test)} images)")
     if task is not None:
         print(f"{task.name}: done at global step {metrics['global_step']}, {metrics['own_steps']} steps of its own")
-    print(f"metrics: {os.path.join(args.model_dir, 'metrics.json')}")
+    print(f"metrics: {os.path.join(model_dir, 'metrics.json')}")
     return metrics
 
 
@@ -428,66 +521,112 @@ def _summaries(graph, plan):
     return train_summary, histogram_summary, plan_summary
 
 
-def _write_run_files(model_dir, config, plan, data, resuming):
-    if not resuming:  # a resumed run's config.json is rewritten only once it has trained
-        rundir.write_config(model_dir, config)
-    rundir.write_json(os.path.join(model_dir, "restore_plan.json"), plan.to_json())
+def _write_run_files(state):
+    model_dir = state.runtime.model_dir
+    if not state.resuming:  # a resumed run's config.json is rewritten only once it has trained
+        rundir.write_config(model_dir, state.config)
+    rundir.write_json(os.path.join(model_dir, "restore_plan.json"), state.plan.to_json())
     path = os.path.join(model_dir, "labels.txt")
     with open(f"{path}.tmp", "w", encoding="utf-8") as stream:
-        stream.write("".join(f"{name}\n" for name in data.class_names))
+        stream.write("".join(f"{name}\n" for name in state.data.class_names))
     os.replace(f"{path}.tmp", path)
 
 
+class _LocalRestore:
+    """A local run's restore strategy: after the init op, the source restored by a Saver and proved equal."""
+
+    def __init__(self, plan, graph, source_values):
+        self.plan, self.graph, self.source_values = plan, graph, source_values
+        self.saver = ckpt.restore_saver(plan, graph.model_variables)
+
+    @contextlib.contextmanager
+    def session(self, conf, checkpointer, init):
+        """Yields (the session, the checkpoint resumed from or None)."""
+        with v1.Session(config=conf) as sess:
+            resumed = checkpointer.restore_latest(sess)
+            if resumed is None:
+                sess.run(init)
+                if self.saver is not None:
+                    restore_source(sess, self.plan, self.saver, self.graph.model_variables, self.source_values)
+            yield sess, resumed
+
+    def check(self, sess, resumed):
+        """Nothing more: restore_source has proved the restore."""
+
+
+class _ClusterRestore:
+    """A cluster's restore strategy: the restore inside the init op (init_from_source), each worker's
+    first read proved equal to the source."""
+
+    def __init__(self, task, plan, graph, source_values):
+        self.task, self.plan, self.graph, self.source_values = task, plan, graph, source_values
+        if plan.restored:
+            init_from_source(plan, graph.model_variables)
+            self.read_fetches = first_read(plan, graph)
+
+    @contextlib.contextmanager
+    def session(self, conf, checkpointer, init):
+        """Yields (the session, the checkpoint the chief resumed from or None)."""
+        state = {}
+
+        def restore_or_initialise(sess):  # the chief's, inside SessionManager.prepare_session
+            state["resumed"] = checkpointer.restore_latest(sess)
+            if state["resumed"] is None:
+                initialise_from_source(sess, init, self.plan)  # the restore is part of init (init_from_source)
+
+        with cluster.create_session(self.task, self.graph.cluster_step, conf, restore_or_initialise) as sess:
+            yield sess, state.get("resumed")
+
+    def check(self, sess, resumed):
+        """The chief says what init restored; every worker checks its first read."""
+        if not resumed and self.task.is_chief and self.plan.restored:
+            restored = len(self.plan.restored)
+            print(f"initialised; {restored} variables restored from {self.plan.checkpoint} inside the init op")
+        if self.plan.restored:
+            check_first_read(sess, self.task, self.plan, self.read_fetches, self.source_values)
+
+
 @contextlib.contextmanager
-def _session(args, plan, graph, source_values, task):
+def _session(state, graph, source_values):
     """The run's session with the variables restored (resume), or initialised and the
     source restored; yields (sess, the checkpoint resumed from or None, the Checkpointer
     or None on a worker that is not the chief)."""
-    chief = task is None or task.is_chief
-    if task is None:
-        restore_saver = ckpt.restore_saver(plan, graph.model_variables)
-    elif plan.restored:
-        init_from_source(plan, graph.model_variables)
-        read_fetches = first_read(plan, graph)
-    checkpointer = Checkpointer(args.model_dir, max_to_keep=args.keep_checkpoints) if chief else None
+    if state.task is None:
+        restore = _LocalRestore(state.plan, graph, source_values)
+    else:
+        restore = _ClusterRestore(state.task, state.plan, graph, source_values)
+    runtime = state.runtime
+    checkpointer = Checkpointer(runtime.model_dir, max_to_keep=runtime.keep_checkpoints) if state.chief else None
     init = v1.global_variables_initializer()
-    conf = session_config(args.gpu_memory_fraction, args.allow_growth, args.intra_op_threads, args.inter_op_threads)
-    state = {}
-
-    def restore_or_initialise(sess):  # a cluster's chief, inside SessionManager.prepare_session
-        state["resumed"] = checkpointer.restore_latest(sess)
-        if state["resumed"] is None:
-            initialise_from_source(sess, init, plan)  # the restore is part of init (init_from_source)
-
     with (
         cluster.connection_errors(graph.cluster_step),
-        v1.Session(config=conf)
-        if task is None
-        else cluster.create_session(task, graph.cluster_step, conf, restore_or_initialise) as sess,
+        restore.session(runtime.session_config(), checkpointer, init) as (sess, resumed),
     ):
-        if task is None:
-            state["resumed"] = checkpointer.restore_latest(sess)
-            if state["resumed"] is None:
-                sess.run(init)
-                if restore_saver is not None:
-                    restore_source(sess, plan, restore_saver, graph.model_variables, source_values)
-        resumed = state.get("resumed")
         if resumed:
             print(f"resumed from {resumed}: its weights win; the transfer source is not restored again")
-        elif task is not None and chief and plan.restored:
-            print(f"initialised; {len(plan.restored)} variables restored from {plan.checkpoint} inside the init op")
-        if task is not None and plan.restored:
-            check_first_read(sess, task, plan, read_fetches, source_values)
+        restore.check(sess, resumed)
         yield sess, resumed, checkpointer
 
 
-def _epoch_end(sess, evaluate, data, best, writer, histogram_summary, histogram_every, total_steps):
-    """The chief's on_epoch_end: validation, best/, summaries."""
+_Chief = collections.namedtuple("_Chief", "evaluate best writer on_epoch_end")
+_Chief.__doc__ = "What only the chief keeps: the Evaluator, the BestEpoch, the SummaryWriter and on_epoch_end."
+
+
+def _chief_begins(sess, state, graph, evaluate, resumed, span, summaries):
+    """The chief's start: the run's files, the summary writer, best/ and its on_epoch_end."""
+    _, histogram_summary, plan_summary = summaries
+    _write_run_files(state)
+    writer = SummaryWriter(state.runtime.model_dir, graph=sess.graph if span.start_step == 0 else None)
+    if span.start_step == 0:
+        writer.add_summary(sess.run(plan_summary), 0)
+    best = BestEpoch(state.runtime.model_dir, graph.model_variables, resumed)
+    # Tiny labelled sets make epochs of one step: keep the histograms to about 100 per run.
+    every = max(1, state.hyper.epochs // 100)
 
     def on_epoch_end(epoch, step):
         summary = {}
-        if len(data.validation):
-            val_accuracy, val_loss, _ = evaluate("validation", data.validation)
+        if len(state.data.validation):
+            val_accuracy, val_loss, _ = evaluate("validation", state.data.validation)
             summary = {"accuracy/val": val_accuracy, "losses/val": val_loss}
             best.offer(sess, epoch, step, val_accuracy)
             print(
@@ -495,19 +634,20 @@ def _epoch_end(sess, evaluate, data, best, writer, histogram_summary, histogram_
                 f"(best: epoch {best.record['epoch']}, {best.record['val_accuracy']:.4f})"
             )
         writer.add_summary(scalars(summary), step)
-        if epoch % histogram_every == 0 or step == total_steps:
+        if epoch % every == 0 or step == span.total_steps:
             writer.add_summary(sess.run(histogram_summary), step)
         writer.flush()
 
-    return on_epoch_end
+    return _Chief(evaluate, best, writer, on_epoch_end)
 
 
-def _test(sess, plan, graph, data, evaluate, best, writer, step, source_values):
+def _test(sess, state, graph, chief, step, source_values):
     """The chief's last phase: the frozen check, the best epoch's weights, the test set."""
     # In a cluster the session reads the ps tasks' values: the check covers what every worker trained.
+    plan, data, best, writer = state.plan, state.data, chief.best, chief.writer
     count, worst = frozen_check(sess, plan, graph, source_values)
     best.restore(sess)
-    test_accuracy, test_loss, predictions = evaluate("test", data.test)
+    test_accuracy, test_loss, predictions = chief.evaluate("test", data.test)
     writer.add_summary(scalars({"accuracy/test": test_accuracy, "losses/test": test_loss}), step)
     writer.add_summary(confusion_image("confusion_matrix/test", data.test.labels, predictions, data.num_classes), step)
     writer.close()
@@ -522,37 +662,28 @@ def _test(sess, plan, graph, data, evaluate, best, writer, step, source_values):
     }
 
 
-def _train_and_test(args, network, plan, data, spec, graph, config, resuming, source_values, store, task=None):
-    chief = task is None or task.is_chief
-    train_summary, histogram_summary, plan_summary = _summaries(graph, plan)
-    with _session(args, plan, graph, source_values, task) as (sess, resumed, checkpointer):
+def _train_and_test(state, graph, source_values):
+    """The session's phases: restore or initialise, train, and on the chief test; the chief's metrics or None."""
+    task = state.task
+    summaries = _summaries(graph, state.plan)
+    with _session(state, graph, source_values) as (sess, resumed, checkpointer):
         start_step = int(sess.run(graph.global_step))
-        total_steps = cli.check_steps(start_step, config["total_steps"])
-        writer = on_epoch_end = None
-        evaluate = Evaluator(sess, graph, data, spec, store)
-        if chief:
-            _write_run_files(args.model_dir, config, plan, data, resuming)
-            writer = SummaryWriter(args.model_dir, graph=sess.graph if start_step == 0 else None)
-            if start_step == 0:
-                writer.add_summary(sess.run(plan_summary), 0)
-            best = BestEpoch(args.model_dir, graph.model_variables, resumed)
-            # Tiny labelled sets make epochs of one step: keep the histograms to about 100 per run.
-            every = max(1, args.epochs // 100)
-            on_epoch_end = _epoch_end(sess, evaluate, data, best, writer, histogram_summary, every, total_steps)
-        else:
+        span = Span(start_step, cli.check_steps(start_step, state.total_steps), state.total_steps // state.hyper.epochs)
+        evaluate = Evaluator(sess, graph, state.data, state.spec, state.store)
+        chief = _chief_begins(sess, state, graph, evaluate, resumed, span, summaries) if state.chief else None
+        if chief is None:
             print(f"{task.name}: joined the cluster at global step {start_step}")
-        start_input(sess, graph, evaluate, data, args, start_step, total_steps, task)
+        start_input(sess, state, graph, evaluate, span)
         began = time.monotonic()
-        per_epoch = config["total_steps"] // args.epochs
-        result = train_graph(
-            sess, graph, args, checkpointer, start_step, total_steps, per_epoch, writer, train_summary, on_epoch_end
-        )
-        metrics = (
-            _test(sess, plan, graph, data, evaluate, best, writer, result.final_step, source_values) if chief else None
-        )
+        if chief is None:
+            hooks = LoopHooks(summary_op=summaries[0])
+        else:
+            hooks = LoopHooks(chief.writer, summaries[0], chief.on_epoch_end)
+        result = train_graph(sess, graph, span, state.loop, checkpointer, hooks)
+        metrics = _test(sess, state, graph, chief, result.final_step, source_values) if chief else None
         if task is not None:
             graph.cluster_step.finish(sess)  # the chief's last: the ps tasks stay up until it has read what it needs
-    if not chief:
+    if chief is None:
         print(
             f"{task.name}: done at global step {result.final_step}, {result.own_steps} steps of its own, "
             f"{result.images_per_sec:,.0f} images/s"

@@ -23,7 +23,8 @@ transfer/train.py adds a partial restore and a check of each worker's first read
    so that every worker sees the restored values before its first step.
 3. `create_session(task, step, config, init_fn)` -> a session: the chief runs init_fn (restore
    or initialise), the others wait (bounded) until the model is ready.
-4. `train_loop(..., cluster_step=step)` and, at the end, `step.finish(sess)`, which stops
+4. `runtime.training.train_loop(sess, step, loss, ...)`, the step standing where a local run
+   passes a `LocalStep`, and, at the end, `step.finish(sess)`, which stops
    the sync machinery and tells the ps tasks this worker is done.
 
 The launcher, `python -m runtime.cluster --ps 1 --workers 2 -- train_autoencoder.py ARGS`,
