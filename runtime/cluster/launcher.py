@@ -134,8 +134,12 @@ def launch(script_argv, num_ps=1, num_workers=2, host="127.0.0.1", grace=30.0, o
                 for task in tasks:
                     task.signal(ps_stop)
                 ps_stop = None
-            # A failure is reported before the loop may end: on a loaded machine every task can
-            # have exited between two polls, and the failure must still get its line.
+            if not any(task.process.poll() is None for task in tasks):
+                # Every task may have exited between two polls on a loaded machine: a failure
+                # nobody reported yet still gets its line (below) before the loop ends.
+                if stop_at is not None or received or all(t.process.returncode == 0 for t in tasks):
+                    break
+            time.sleep(0.1)
             failed = [t for t in tasks if t.process.poll() not in (None, 0)]
             if failed and stop_at is None and not received:
                 if chief.process.poll() in (None, 0):  # the chief is stopped by us (or done): the failure is the status
@@ -144,9 +148,6 @@ def launch(script_argv, num_ps=1, num_workers=2, host="127.0.0.1", grace=30.0, o
                 _say(out, f"[cluster] {names} failed: stopping every task\n")
                 ps_stop = _stop_training(tasks, signal.SIGTERM)
                 stop_at, since = time.monotonic(), "the failure"
-            if not any(task.process.poll() is None for task in tasks):
-                break
-            time.sleep(0.1)
             if stop_at is None and chief.process.poll() is not None:  # (no chief: a signal came first)
                 stop_at, since = time.monotonic(), "the chief"
             if stop_at is not None and time.monotonic() - stop_at > grace:
