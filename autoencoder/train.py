@@ -93,10 +93,11 @@ def load_data(args):
     return dataset, cli.steps_per_epoch(dataset.num_train, args.batch_size, "training images")
 
 
-def run_config(args, dataset, total_steps, task):
-    """What config.json holds: the flags (the cluster's aside), the data's identity, the step count."""
+def run_config(flag_values, dataset, total_steps, task):
+    """What config.json holds: the flags' values (AUTOENCODER.config_values: the cluster's aside),
+    the data's identity, the step count."""
     config = dict(
-        AUTOENCODER.config_values(args),
+        flag_values,
         model="autoencoder",
         data_source=dataset.source_kind,
         data_identity=dataset.identity,
@@ -275,12 +276,12 @@ class AutoencoderHooks:
 
     def prepare(self, args, task):
         """The data, config.json's contents and the resume check: the RunState."""
+        runtime, hyper, loop = (AUTOENCODER.record(record, args) for record in RUN_RECORDS)
         dataset, steps_per_epoch = load_data(args)
-        config = run_config(args, dataset, args.epochs * steps_per_epoch, task)
-        resuming = check_resume(args.model_dir, config, task is None or task.is_chief)
+        config = run_config(AUTOENCODER.config_values(args), dataset, hyper.epochs * steps_per_epoch, task)
+        resuming = check_resume(runtime.model_dir, config, task is None or task.is_chief)
         test_images = pipeline.to_float_images(dataset.test_images)
-        records = (AUTOENCODER.record(record, args) for record in RUN_RECORDS)
-        return RunState(*records, task, dataset, test_images, steps_per_epoch, config, resuming)
+        return RunState(runtime, hyper, loop, task, dataset, test_images, steps_per_epoch, config, resuming)
 
     def build(self, state):
         return lifecycle.Built(build(state.hyper, state.dataset, state.task, state.total_steps))

@@ -358,6 +358,7 @@ def prepare(args, task):
     chief = task is None or task.is_chief
     say = print if chief else _silent
     network, spec, selection = validate(args)
+    runtime, hyper, loop = (TRAIN_TRANSFER.record(record, args) for record in RUN_RECORDS)
     store = make_feature_store(args, network, spec) if chief else None
     if store is None and args.feature_cache and not chief:
         print(f"{task.name}: --feature-cache is the chief's; this worker computes its features in memory")
@@ -366,19 +367,21 @@ def prepare(args, task):
         f"classes: {data.num_classes}; labelled training examples: {len(data.train)}; "
         f"validation: {len(data.validation)}; test: {len(data.test)}"
     )
-    plan = make_run_plan(network, data, spec, selection, args.checkpoint, args.model_dir)
+    plan = make_run_plan(network, data, spec, selection, args.checkpoint, runtime.model_dir)
     _say_plan(say, plan, selection)
     if args.dry_run:
         return None
-    use_cache, why = transfer_graph.cache_decision(plan, network, args.shift, args.cache_features)
+    use_cache, why = transfer_graph.cache_decision(plan, network, hyper.shift, args.cache_features)
     say(f"feature cache: {'on' if use_cache else 'off'} ({why})")
-    steps_per_epoch = cli.steps_per_epoch(len(data.train), args.batch_size, "labelled training examples")
-    config = dict(run_config(args, network, spec, plan, data, use_cache), total_steps=args.epochs * steps_per_epoch)
+    steps_per_epoch = cli.steps_per_epoch(len(data.train), hyper.batch_size, "labelled training examples")
+    config = dict(run_config(args, network, spec, plan, data, use_cache), total_steps=hyper.epochs * steps_per_epoch)
     if task is not None:
         config["cluster"] = task.describe()
-    resuming = chief and rundir.check_resume(args.model_dir, config, RESUME_KEYS) is not None
+    resuming = chief and rundir.check_resume(runtime.model_dir, config, RESUME_KEYS) is not None
     return TransferRun(
-        *(TRAIN_TRANSFER.record(record, args) for record in RUN_RECORDS),
+        runtime,
+        hyper,
+        loop,
         task,
         network,
         spec,
