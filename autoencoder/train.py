@@ -10,8 +10,6 @@ variables and returns; every worker builds the graph under the replica device se
 trains its share; only the chief restores or initialises, evaluates and writes the run's files.
 """
 
-import collections
-import contextlib
 import dataclasses
 import os
 import time
@@ -22,12 +20,10 @@ from autoencoder import data as ae_data
 from autoencoder import graph as ae_graph
 from autoencoder.flags import AUTOENCODER
 from data import pipeline
-from runtime import cli, cluster, onednn, rundir
-from runtime.checkpoints import Checkpointer
+from runtime import cli, cluster, lifecycle, onednn, rundir
 from runtime.paths import shown
-from runtime.session import set_process_threads
 from runtime.summaries import SummaryWriter, scalars, write_projector
-from runtime.training import LoopHooks, LoopSettings, Span, finite_or_none, train_graph
+from runtime.training import LoopHooks, LoopSettings, finite_or_none
 
 v1 = tf.compat.v1
 
@@ -38,12 +34,6 @@ PROJECTOR_POINTS = 2000
 RESUME_KEYS = AUTOENCODER.resume_keys
 # The typed records a run is made with, once, from its flags (RunState's first fields).
 RUN_RECORDS = (cli.RuntimeSettings, ae_graph.Hyperparameters, LoopSettings)
-
-Outcome = collections.namedtuple("Outcome", "result began per_pixel projector_config restored")
-Outcome.__doc__ = (
-    "What the chief's session ends with: the TrainResult, the time.monotonic() training began at, the final "
-    "per-pixel losses, the projector config's path and the checkpoint restored at the start (or None)."
-)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,10 +93,11 @@ def load_data(args):
     return dataset, cli.steps_per_epoch(dataset.num_train, args.batch_size, "training images")
 
 
-def run_config(args, dataset, total_steps, task):
-    """What config.json holds: the flags (the cluster's aside), the data's identity, the step count."""
+def run_config(flag_values, dataset, total_steps, task):
+    """What config.json holds: the flags' values (AUTOENCODER.config_values: the cluster's aside),
+    the data's identity, the step count."""
     config = dict(
-        AUTOENCODER.config_values(args),
+        flag_values,
         model="autoencoder",
         data_source=dataset.source_kind,
         data_identity=dataset.identity,
@@ -139,37 +130,21 @@ def build(hyper, dataset, task=None, total_steps=None):
     return ae_graph.build(hyper, dataset.train.files is not None, task, total_steps)
 
 
-def open_session(runtime, graph, task, init_fn):
-    """A local session, or a cluster task's session once the chief has run init_fn (runtime: RuntimeSettings)."""
-    settings = runtime.session_config()
-    if task is None:
-        return v1.Session(config=settings)
-    return cluster.create_session(task, graph.cluster_step, settings, init_fn)
-
-
-def restore_or_initialise(sess, checkpointer, init):
-    """Restores the newest checkpoint that reads back, else runs init; returns its prefix or None."""
-    restored = checkpointer.restore_latest(sess)
-    if restored is None:
-        sess.run(init)
-    return restored
-
-
-def begin(sess, state, graph, restored):
+def begin(sess, state, graph, resumed, span):
     """Says where the run starts, writes a new run's config.json and starts the input.
 
     Returns:
-      (the global step training starts at, the step it ends at, the chief's SummaryWriter or None).
+      The runtime.lifecycle.Began: the loop's hooks, and on the chief the epoch's and the
+      final evaluation.
     """
     runtime, task = state.runtime, state.task
-    start_step = int(sess.run(graph.global_step))
-    total_steps = cli.check_steps(start_step, state.total_steps)
+    start_step, total_steps = span.start_step, span.total_steps
     if not state.chief:
         print(f"{task.name}: joined the cluster at global step {start_step}")
     else:
         print(
-            f"resumed from {shown(restored)} at step {start_step}"
-            if restored
+            f"resumed from {shown(resumed)} at step {start_step}"
+            if resumed
             else "starting from freshly initialised variables"
         )
     if state.chief and not state.resuming:  # a resumed run's config.json is rewritten only once it has trained
@@ -190,7 +165,16 @@ def begin(sess, state, graph, restored):
             stream_end,
         ),
     )
-    return start_step, total_steps, writer
+    if not state.chief:
+        return lifecycle.Began(LoopHooks(None, graph.train_summary))
+    hooks = LoopHooks(writer, graph.train_summary, _on_epoch_end(sess, state, graph, writer))
+
+    def evaluate_at_end(result):
+        evaluation = final_evaluation(sess, state, graph)
+        writer.close()
+        return evaluation
+
+    return lifecycle.Began(hooks, evaluate_at_end)
 
 
 def evaluate(sess, graph, images):
@@ -207,12 +191,8 @@ def evaluate(sess, graph, images):
     return {name: total / len(images) / PIXELS for name, total in totals.items()}
 
 
-def train(sess, state, graph, checkpointer, writer, start_step, total_steps):
-    """Trains to total_steps; the chief evaluates and writes the epoch summaries after every epoch.
-
-    Returns:
-      (runtime.training.TrainResult, the time.monotonic() training began at).
-    """
+def _on_epoch_end(sess, state, graph, writer):
+    """The chief's epoch end: the held-out images' losses and the epoch summaries."""
     test_images = state.test_images
 
     def on_epoch_end(epoch, step):
@@ -223,11 +203,7 @@ def train(sess, state, graph, checkpointer, writer, start_step, total_steps):
         writer.flush()
         print(f"epoch {epoch}: eval bce per pixel {per_pixel['bce']:.5f}, l2 per pixel {per_pixel['l2']:.5f}")
 
-    began = time.monotonic()
-    epoch_end = on_epoch_end if state.chief else None
-    span = Span(start_step, total_steps, state.steps_per_epoch)
-    result = train_graph(sess, graph, span, state.loop, checkpointer, LoopHooks(writer, graph.train_summary, epoch_end))
-    return result, began
+    return on_epoch_end
 
 
 def final_evaluation(sess, state, graph):
@@ -246,42 +222,10 @@ def final_evaluation(sess, state, graph):
     return per_pixel, projector_config
 
 
-def train_and_evaluate(state, graph):
-    """The session's phases: restore or initialise, train, and on the chief evaluate.
-
-    Returns:
-      An :data:`Outcome` on the chief; None on the other workers, once their share is done.
-    """
-    runtime, task = state.runtime, state.task
-    checkpointer = Checkpointer(runtime.model_dir, max_to_keep=runtime.keep_checkpoints) if state.chief else None
-    init = v1.global_variables_initializer()
-    restored = {}
-
-    def init_fn(sess):  # a cluster's chief runs it inside SessionManager.prepare_session
-        restored["prefix"] = restore_or_initialise(sess, checkpointer, init)
-
-    with cluster.connection_errors(graph.cluster_step), open_session(runtime, graph, task, init_fn) as sess:
-        if task is None:
-            init_fn(sess)
-        start_step, total_steps, writer = begin(sess, state, graph, restored.get("prefix"))
-        result, began = train(sess, state, graph, checkpointer, writer, start_step, total_steps)
-        if not state.chief:
-            graph.cluster_step.finish(sess)
-            print(
-                f"{task.name}: done at global step {result.final_step}, {result.own_steps} steps of its own, "
-                f"{result.images_per_sec:,.0f} images/s"
-            )
-            return None
-        per_pixel, projector_config = final_evaluation(sess, state, graph)
-        writer.close()
-        if graph.cluster_step is not None:
-            graph.cluster_step.finish(sess)  # last: the ps tasks stay up until the chief has read what it needs
-    return Outcome(result, began, per_pixel, projector_config, restored.get("prefix"))
-
-
 def write_metrics(state, outcome):
     """Writes metrics.json (and a resumed run's config.json, now that it has trained); returns the metrics."""
-    dataset, result, per_pixel = state.dataset, outcome.result, outcome.per_pixel
+    dataset, result = state.dataset, outcome.result
+    per_pixel, _ = outcome.evaluation
     metrics = {
         "dataset": dataset.name,
         "data_source": dataset.source_kind,
@@ -294,7 +238,7 @@ def write_metrics(state, outcome):
         "eval_l2_per_pixel": finite_or_none(per_pixel["l2"]),
         "train_images_per_sec": round(result.images_per_sec, 1),
         "wall_seconds": round(time.monotonic() - outcome.began, 1),
-        "checkpoint": result.last_checkpoint or outcome.restored,
+        "checkpoint": result.last_checkpoint or outcome.resumed,
     }
     if state.task is not None:
         metrics.update(cluster=state.task.describe(), own_steps=result.own_steps)
@@ -308,20 +252,55 @@ def write_metrics(state, outcome):
 def report(state, metrics, outcome):
     """The run's last lines: where it ended, its checkpoint and projector, how to view it."""
     result, task = outcome.result, state.task
+    per_pixel, projector_config = outcome.evaluation
     print(
-        f"done: step {result.final_step}, eval bce per pixel {outcome.per_pixel['bce']:.5f}, "
+        f"done: step {result.final_step}, eval bce per pixel {per_pixel['bce']:.5f}, "
         f"{result.images_per_sec:,.0f} images/s"
     )
     if task is not None:
         print(f"{task.name}: done at global step {result.final_step}, {result.own_steps} steps of its own")
     print(f"checkpoint: {metrics['checkpoint']}")
-    print(f"projector:  {outcome.projector_config}")
+    print(f"projector:  {projector_config}")
     model_dir = state.runtime.model_dir
     print(f"view with:  tensorboard --logdir {os.path.dirname(os.path.abspath(model_dir))} --host 127.0.0.1")
 
 
+class AutoencoderHooks:
+    """The autoencoder run's parts of runtime.lifecycle.run."""
+
+    def check_flags(self, args):
+        validate(args)
+
+    def ps_serves(self, args):
+        return True
+
+    def prepare(self, args, task):
+        """The data, config.json's contents and the resume check: the RunState."""
+        runtime, hyper, loop = (AUTOENCODER.record(record, args) for record in RUN_RECORDS)
+        dataset, steps_per_epoch = load_data(args)
+        config = run_config(AUTOENCODER.config_values(args), dataset, hyper.epochs * steps_per_epoch, task)
+        resuming = check_resume(runtime.model_dir, config, task is None or task.is_chief)
+        test_images = pipeline.to_float_images(dataset.test_images)
+        return RunState(runtime, hyper, loop, task, dataset, test_images, steps_per_epoch, config, resuming)
+
+    def build(self, state):
+        return lifecycle.Built(build(state.hyper, state.dataset, state.task, state.total_steps))
+
+    def restore(self, state, built):
+        """Nothing but the init op: the run restores only its own checkpoints."""
+        return lifecycle.Restore()
+
+    def begin(self, sess, state, built, resumed, span):
+        return begin(sess, state, built.graph, resumed, span)
+
+    def finish(self, state, outcome):
+        metrics = write_metrics(state, outcome)
+        report(state, metrics, outcome)
+        return metrics
+
+
 def run(args):
-    """A whole autoencoder run (see the module docstring for the phases).
+    """A whole autoencoder run (see the module docstring for the phases): runtime.lifecycle.run.
 
     Args:
       args: the parsed flags of train_autoencoder.py.
@@ -332,24 +311,4 @@ def run(args):
     Raises:
       UserError: a bad flag value, unreadable data, a run in --model-dir made with other settings.
     """
-    validate(args)
-    task = cluster.from_args(args)
-    if task is not None and task.is_ps:
-        cluster.serve(task)
-        return None
-    chief = task is None or task.is_chief
-    dataset, steps_per_epoch = load_data(args)
-    config = run_config(args, dataset, args.epochs * steps_per_epoch, task)
-    resuming = check_resume(args.model_dir, config, chief)
-    test_images = pipeline.to_float_images(dataset.test_images)
-    records = (AUTOENCODER.record(record, args) for record in RUN_RECORDS)
-    state = RunState(*records, task, dataset, test_images, steps_per_epoch, config, resuming)
-    set_process_threads(state.runtime.intra_op_threads, state.runtime.inter_op_threads)
-    with tf.Graph().as_default(), v1.device(cluster.device_function(task)) if task else contextlib.nullcontext():
-        graph = build(state.hyper, dataset, task, state.total_steps)
-        outcome = train_and_evaluate(state, graph)
-    if outcome is None:
-        return None
-    metrics = write_metrics(state, outcome)
-    report(state, metrics, outcome)
-    return metrics
+    return lifecycle.run(args, AutoencoderHooks())

@@ -4,6 +4,8 @@ state file, max_to_keep across restarts, fallback past a damaged checkpoint).
 """
 
 import argparse
+import contextlib
+import itertools
 import os
 import re
 import shutil
@@ -17,10 +19,11 @@ from conftest import REPO, invoke
 
 import train_autoencoder
 import train_transfer
-from runtime import cli
+from runtime import cli, lifecycle
 from runtime.checkpoints import Checkpointer, checkpoint_step, list_checkpoints
 from runtime.errors import CheckpointError, UserError
 from runtime.session import session_config
+from runtime.training import LoopHooks, LoopSettings
 
 v1 = tf.compat.v1
 
@@ -344,3 +347,161 @@ def test_thread_flags_size_the_process_pools_in_a_fresh_process(small_mnist, tmp
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert result.stdout.splitlines()[-1] == "0 1 1", result.stdout + result.stderr
     assert "warning" not in result.stdout
+
+
+class _Recorder:
+    """A run's hooks for runtime.lifecycle.run over a tiny graph, recording the phases in order."""
+
+    def __init__(self, task, serves, prepared, resumed, model_dir):
+        self.task, self.serves, self.prepared, self.resumed = task, serves, prepared, resumed
+        self.model_dir, self.calls = model_dir, []
+
+    def check_flags(self, args):
+        self.calls.append("check_flags")
+
+    def ps_serves(self, args):
+        self.calls.append("ps_serves")
+        return self.serves
+
+    def prepare(self, args, task):
+        self.calls.append("prepare")
+        if not self.prepared:
+            return None
+        runtime = argparse.Namespace(
+            model_dir=self.model_dir, keep_checkpoints=1, intra_op_threads=0, inter_op_threads=0
+        )
+        runtime.session_config = lambda: None
+        chief = task is None or task.is_chief
+        return argparse.Namespace(
+            runtime=runtime, loop=LoopSettings(batch_size=1), task=task, chief=chief, total_steps=3, steps_per_epoch=1
+        )
+
+    def build(self, state):
+        self.calls.append("build")
+        step = v1.train.get_or_create_global_step()
+        graph = argparse.Namespace(global_step=step, train_op=v1.assign_add(step, 1), loss=tf.constant(0.5))
+        graph.cluster_step = None if state.task is None else _FakeClusterStep(graph, self.calls)
+        return lifecycle.Built(graph)
+
+    def restore(self, state, built):
+        self.calls.append("restore")
+
+        def initialise(sess, init):
+            self.calls.append("initialise")
+            sess.run(init)
+
+        return lifecycle.Restore(initialise, lambda sess, resumed: self.calls.append(("check", resumed)))
+
+    def begin(self, sess, state, built, resumed, span):
+        self.calls.append(("begin", span.start_step, span.total_steps))
+        if not state.chief:
+            return lifecycle.Began(LoopHooks(log=_quiet))
+
+        def evaluate(result):
+            self.calls.append(("evaluate", result.final_step))
+            return "evaluation"
+
+        hooks = LoopHooks(on_epoch_end=lambda epoch, step: self.calls.append(("epoch", epoch)), log=_quiet)
+        return lifecycle.Began(hooks, evaluate)
+
+    def finish(self, state, outcome):
+        self.calls.append(("finish", outcome.evaluation, outcome.resumed))
+        return {"metrics": outcome.result.final_step}
+
+
+def _quiet(line):
+    pass
+
+
+class _FakeClusterStep:
+    """runtime.cluster.TrainStep's interface over a local session (the global step read back)."""
+
+    def __init__(self, graph, calls):
+        self.op, self.graph, self.calls, self.own_steps = graph.train_op, graph, calls, 0
+
+    def run(self, sess, fetches):
+        values = sess.run(fetches)
+        self.own_steps += 1
+        return values, int(sess.run(self.graph.global_step)), True
+
+    def after_step(self, sess, step):
+        pass
+
+    def settle(self, sess, step):
+        return step
+
+    def finish(self, sess):
+        self.calls.append("cluster_finish")
+
+
+class _FakeCheckpointer:
+    """Restores a 'checkpoint' at step 1 when the situation resumes; saves nothing but a name."""
+
+    def __init__(self, resumed):
+        self.resumed = resumed
+
+    def restore_latest(self, sess):
+        if not self.resumed:
+            return None
+        sess.run(v1.global_variables_initializer())
+        sess.run(v1.assign(v1.train.get_global_step(), 1))
+        return "model.ckpt-1"
+
+    def save(self, sess, step):
+        return f"model.ckpt-{step}"
+
+
+def _lifecycle_situations():
+    return list(itertools.product(["local", "ps", "chief", "worker"], [True, False], [True, False], [True, False]))
+
+
+def test_the_lifecycle_runs_every_run_s_phases_in_one_order(monkeypatch, tmp_path, capsys):
+    """runtime.lifecycle.run over every task kind x ps serves x prepare ends the run x resumed:
+    the phases in the one order, the restore strategy initialising only where nothing is resumed
+    (in a cluster, only on the chief), evaluation and metrics only on the chief."""
+    situations = _lifecycle_situations()
+    assert len(situations) == 32
+    served = []
+
+    @contextlib.contextmanager
+    def create_session(task, step, conf, init_fn):
+        with v1.Session() as sess:
+            if task.is_chief:
+                init_fn(sess)
+            else:  # another process's chief initialised the variables
+                sess.run(v1.global_variables_initializer())
+            yield sess
+
+    for kind, serves, prepared, resumed in situations:
+        task = None if kind == "local" else argparse.Namespace(is_ps=kind == "ps", is_chief=kind == "chief", name=kind)
+        hooks = _Recorder(task, serves, prepared, resumed, str(tmp_path))
+        chief = kind in ("local", "chief")
+        monkeypatch.setattr(lifecycle.cluster, "from_args", lambda args, task=task: task)
+        monkeypatch.setattr(lifecycle.cluster, "serve", served.append)
+        monkeypatch.setattr(lifecycle.cluster, "device_function", lambda task: None)
+        monkeypatch.setattr(lifecycle.cluster, "create_session", create_session)
+        monkeypatch.setattr(lifecycle, "set_process_threads", lambda intra, inter: None)
+        monkeypatch.setattr(lifecycle, "Checkpointer", lambda model_dir, max_to_keep: _FakeCheckpointer(resumed))
+        served.clear()
+        result = lifecycle.run(argparse.Namespace(), hooks)
+        situation = (kind, serves, prepared, resumed)
+        if kind == "ps":
+            assert hooks.calls == ["check_flags", "ps_serves"], situation
+            assert served == ([task] if serves else []) and result is None, situation
+            continue
+        if not prepared:
+            assert hooks.calls == ["check_flags", "prepare"] and result is None, situation
+            continue
+        restored = resumed and chief  # only the chief restores; a worker reads what it restored
+        start = 1 if restored else 0
+        expected = ["check_flags", "prepare", "build", "restore"]
+        expected += [] if restored or kind == "worker" else ["initialise"]
+        expected += [("check", "model.ckpt-1" if restored else None), ("begin", start, 3)]
+        expected += [("epoch", epoch) for epoch in range(start + 1, 4)] + [("evaluate", 3)] if chief else []
+        expected += ["cluster_finish"] if task is not None else []
+        expected += [("finish", "evaluation", "model.ckpt-1" if restored else None)] if chief else []
+        assert hooks.calls == expected, situation
+        assert result == ({"metrics": 3} if chief else None), situation
+        assert served == [], situation
+    out = capsys.readouterr().out
+    assert out.count("worker: done at global step 3, 3 steps of its own") == 4  # serves x resumed

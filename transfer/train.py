@@ -7,7 +7,6 @@ prove the frozen variables did not move; evaluate the best epoch on test; write 
 """
 
 import collections
-import contextlib
 import dataclasses
 import os
 import shutil
@@ -16,13 +15,11 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from runtime import cli, cluster, onednn, rundir
-from runtime.checkpoints import Checkpointer
+from runtime import cli, cluster, lifecycle, onednn, rundir
 from runtime.errors import CheckpointError, UserError, disk_full_reason, one_line
 from runtime.paths import DirAlias, needs_alias, shown
-from runtime.session import set_process_threads
 from runtime.summaries import SummaryWriter, confusion_image, scalars
-from runtime.training import LoopHooks, LoopSettings, Span, finite_or_none, train_graph
+from runtime.training import LoopHooks, LoopSettings, finite_or_none
 from transfer import graph as transfer_graph
 from transfer import labelled
 from transfer import source as ckpt
@@ -84,6 +81,10 @@ class TransferRun:
     @property
     def total_steps(self):
         return self.config["total_steps"]
+
+    @property
+    def steps_per_epoch(self):
+        return self.total_steps // self.hyper.epochs
 
     @property
     def say(self):
@@ -294,7 +295,7 @@ class BestEpoch:
 
 
 def run(args):
-    """A whole transfer run (see the module docstring for the phases).
+    """A whole transfer run (see the module docstring for the phases): runtime.lifecycle.run.
 
     In a cluster (TF_CONFIG or the cluster flags; docs/CLUSTER.md) a ps task serves the
     variables and returns; every worker makes the plan and builds the graph under the
@@ -308,21 +309,44 @@ def run(args):
     Returns:
       The metrics written to metrics.json, or None for --dry-run, a ps task or a non-chief worker.
     """
-    task = cluster.from_args(args)
-    if task is not None and task.is_ps:
-        if not args.dry_run:  # a dry run trains nothing: no worker would ever say it is done
-            cluster.serve(task)
-        return None
-    state = prepare(args, task)
-    if state is None:
-        return None
-    set_process_threads(state.runtime.intra_op_threads, state.runtime.inter_op_threads)
-    with tf.Graph().as_default(), v1.device(cluster.device_function(task)) if task else contextlib.nullcontext():
+    return lifecycle.run(args, TransferHooks())
+
+
+class TransferHooks:
+    """The transfer run's parts of runtime.lifecycle.run."""
+
+    def check_flags(self, args):
+        """Nothing before the cluster is read: prepare validates (a ps task serves whatever the flags)."""
+
+    def ps_serves(self, args):
+        return not args.dry_run  # a dry run trains nothing: no worker would ever say it is done
+
+    def prepare(self, args, task):
+        return prepare(args, task)
+
+    def build(self, state):
+        """The graph, with the restored variables' source values and the summaries beside it."""
         graph, source_values = _build(state)
-        result = _train_and_test(state, graph, source_values)
-    if result is None:
-        return None
-    return _write_metrics(state, result)
+        return lifecycle.Built(graph, _Extra(source_values, _summaries(graph, state.plan)))
+
+    def restore(self, state, built):
+        """The local restore (a Saver after the init op), or the cluster's (inside the init op)."""
+        return _restore(state, built)
+
+    def begin(self, sess, state, built, resumed, span):
+        return _begin(sess, state, built, resumed, span)
+
+    def finish(self, state, outcome):
+        result = outcome.result
+        metrics = dict(
+            outcome.evaluation,
+            global_step=result.final_step,
+            train_images_per_sec=round(result.images_per_sec, 1),
+            wall_seconds=round(time.monotonic() - outcome.began, 1),
+        )
+        if state.task is not None:
+            metrics["own_steps"] = result.own_steps
+        return _write_metrics(state, metrics)
 
 
 def prepare(args, task):
@@ -334,6 +358,7 @@ def prepare(args, task):
     chief = task is None or task.is_chief
     say = print if chief else _silent
     network, spec, selection = validate(args)
+    runtime, hyper, loop = (TRAIN_TRANSFER.record(record, args) for record in RUN_RECORDS)
     store = make_feature_store(args, network, spec) if chief else None
     if store is None and args.feature_cache and not chief:
         print(f"{task.name}: --feature-cache is the chief's; this worker computes its features in memory")
@@ -342,19 +367,21 @@ def prepare(args, task):
         f"classes: {data.num_classes}; labelled training examples: {len(data.train)}; "
         f"validation: {len(data.validation)}; test: {len(data.test)}"
     )
-    plan = make_run_plan(network, data, spec, selection, args.checkpoint, args.model_dir)
+    plan = make_run_plan(network, data, spec, selection, args.checkpoint, runtime.model_dir)
     _say_plan(say, plan, selection)
     if args.dry_run:
         return None
-    use_cache, why = transfer_graph.cache_decision(plan, network, args.shift, args.cache_features)
+    use_cache, why = transfer_graph.cache_decision(plan, network, hyper.shift, args.cache_features)
     say(f"feature cache: {'on' if use_cache else 'off'} ({why})")
-    steps_per_epoch = cli.steps_per_epoch(len(data.train), args.batch_size, "labelled training examples")
-    config = dict(run_config(args, network, spec, plan, data, use_cache), total_steps=args.epochs * steps_per_epoch)
+    steps_per_epoch = cli.steps_per_epoch(len(data.train), hyper.batch_size, "labelled training examples")
+    config = dict(run_config(args, network, spec, plan, data, use_cache), total_steps=hyper.epochs * steps_per_epoch)
     if task is not None:
         config["cluster"] = task.describe()
-    resuming = chief and rundir.check_resume(args.model_dir, config, RESUME_KEYS) is not None
+    resuming = chief and rundir.check_resume(runtime.model_dir, config, RESUME_KEYS) is not None
     return TransferRun(
-        *(TRAIN_TRANSFER.record(record, args) for record in RUN_RECORDS),
+        runtime,
+        hyper,
+        loop,
         task,
         network,
         spec,
@@ -532,80 +559,43 @@ def _write_run_files(state):
     os.replace(f"{path}.tmp", path)
 
 
-class _LocalRestore:
-    """A local run's restore strategy: after the init op, the source restored by a Saver and proved equal."""
-
-    def __init__(self, plan, graph, source_values):
-        self.plan, self.graph, self.source_values = plan, graph, source_values
-        self.saver = ckpt.restore_saver(plan, graph.model_variables)
-
-    @contextlib.contextmanager
-    def session(self, conf, checkpointer, init):
-        """Yields (the session, the checkpoint resumed from or None)."""
-        with v1.Session(config=conf) as sess:
-            resumed = checkpointer.restore_latest(sess)
-            if resumed is None:
-                sess.run(init)
-                if self.saver is not None:
-                    restore_source(sess, self.plan, self.saver, self.graph.model_variables, self.source_values)
-            yield sess, resumed
-
-    def check(self, sess, resumed):
-        """Nothing more: restore_source has proved the restore."""
+_Extra = collections.namedtuple("_Extra", "source_values summaries")
+_Extra.__doc__ = "What the run builds beside the graph: the restored variables' source values and its summaries."
 
 
-class _ClusterRestore:
-    """A cluster's restore strategy: the restore inside the init op (init_from_source), each worker's
-    first read proved equal to the source."""
+def _restore(state, built):
+    """The run's runtime.lifecycle.Restore: local, a Saver after the init op proved equal to the source;
+    in a cluster, the restore inside the init op (init_from_source), each worker's first read proved equal."""
+    plan, graph, source_values = state.plan, built.graph, built.extra.source_values
 
-    def __init__(self, task, plan, graph, source_values):
-        self.task, self.plan, self.graph, self.source_values = task, plan, graph, source_values
-        if plan.restored:
-            init_from_source(plan, graph.model_variables)
-            self.read_fetches = first_read(plan, graph)
-
-    @contextlib.contextmanager
-    def session(self, conf, checkpointer, init):
-        """Yields (the session, the checkpoint the chief resumed from or None)."""
-        state = {}
-
-        def restore_or_initialise(sess):  # the chief's, inside SessionManager.prepare_session
-            state["resumed"] = checkpointer.restore_latest(sess)
-            if state["resumed"] is None:
-                initialise_from_source(sess, init, self.plan)  # the restore is part of init (init_from_source)
-
-        with cluster.create_session(self.task, self.graph.cluster_step, conf, restore_or_initialise) as sess:
-            yield sess, state.get("resumed")
-
-    def check(self, sess, resumed):
-        """The chief says what init restored; every worker checks its first read."""
-        if not resumed and self.task.is_chief and self.plan.restored:
-            restored = len(self.plan.restored)
-            print(f"initialised; {restored} variables restored from {self.plan.checkpoint} inside the init op")
-        if self.plan.restored:
-            check_first_read(sess, self.task, self.plan, self.read_fetches, self.source_values)
-
-
-@contextlib.contextmanager
-def _session(state, graph, source_values):
-    """The run's session with the variables restored (resume), or initialised and the
-    source restored; yields (sess, the checkpoint resumed from or None, the Checkpointer
-    or None on a worker that is not the chief)."""
-    if state.task is None:
-        restore = _LocalRestore(state.plan, graph, source_values)
-    else:
-        restore = _ClusterRestore(state.task, state.plan, graph, source_values)
-    runtime = state.runtime
-    checkpointer = Checkpointer(runtime.model_dir, max_to_keep=runtime.keep_checkpoints) if state.chief else None
-    init = v1.global_variables_initializer()
-    with (
-        cluster.connection_errors(graph.cluster_step),
-        restore.session(runtime.session_config(), checkpointer, init) as (sess, resumed),
-    ):
+    def say_resumed(resumed):
         if resumed:
             print(f"resumed from {resumed}: its weights win; the transfer source is not restored again")
-        restore.check(sess, resumed)
-        yield sess, resumed, checkpointer
+
+    if state.task is None:
+        saver = ckpt.restore_saver(plan, graph.model_variables)
+
+        def initialise(sess, init):
+            sess.run(init)
+            if saver is not None:
+                restore_source(sess, plan, saver, graph.model_variables, source_values)
+
+        return lifecycle.Restore(initialise, lambda sess, resumed: say_resumed(resumed))
+    task = state.task
+    read_fetches = None
+    if plan.restored:
+        init_from_source(plan, graph.model_variables)
+        read_fetches = first_read(plan, graph)
+
+    def check(sess, resumed):
+        """The chief says what init restored; every worker checks its first read."""
+        say_resumed(resumed)
+        if not resumed and task.is_chief and plan.restored:
+            print(f"initialised; {len(plan.restored)} variables restored from {plan.checkpoint} inside the init op")
+        if plan.restored:
+            check_first_read(sess, task, plan, read_fetches, source_values)
+
+    return lifecycle.Restore(lambda sess, init: initialise_from_source(sess, init, plan), check)
 
 
 _Chief = collections.namedtuple("_Chief", "evaluate best writer on_epoch_end")
@@ -662,41 +652,25 @@ def _test(sess, state, graph, chief, step, source_values):
     }
 
 
-def _train_and_test(state, graph, source_values):
-    """The session's phases: restore or initialise, train, and on the chief test; the chief's metrics or None."""
-    task = state.task
-    summaries = _summaries(graph, state.plan)
-    with _session(state, graph, source_values) as (sess, resumed, checkpointer):
-        start_step = int(sess.run(graph.global_step))
-        span = Span(start_step, cli.check_steps(start_step, state.total_steps), state.total_steps // state.hyper.epochs)
-        evaluate = Evaluator(sess, graph, state.data, state.spec, state.store)
-        chief = _chief_begins(sess, state, graph, evaluate, resumed, span, summaries) if state.chief else None
-        if chief is None:
-            print(f"{task.name}: joined the cluster at global step {start_step}")
-        start_input(sess, state, graph, evaluate, span)
-        began = time.monotonic()
-        if chief is None:
-            hooks = LoopHooks(summary_op=summaries[0])
-        else:
-            hooks = LoopHooks(chief.writer, summaries[0], chief.on_epoch_end)
-        result = train_graph(sess, graph, span, state.loop, checkpointer, hooks)
-        metrics = _test(sess, state, graph, chief, result.final_step, source_values) if chief else None
-        if task is not None:
-            graph.cluster_step.finish(sess)  # the chief's last: the ps tasks stay up until it has read what it needs
+def _begin(sess, state, built, resumed, span):
+    """Once the session is open: the chief's files, best/ and writer; every task's input.
+
+    Returns:
+      The runtime.lifecycle.Began: the loop's hooks, and on the chief the test phase.
+    """
+    graph, (source_values, summaries) = built.graph, built.extra
+    evaluate = Evaluator(sess, graph, state.data, state.spec, state.store)
+    chief = _chief_begins(sess, state, graph, evaluate, resumed, span, summaries) if state.chief else None
     if chief is None:
-        print(
-            f"{task.name}: done at global step {result.final_step}, {result.own_steps} steps of its own, "
-            f"{result.images_per_sec:,.0f} images/s"
-        )
-        return None
-    metrics.update(
-        global_step=result.final_step,
-        train_images_per_sec=round(result.images_per_sec, 1),
-        wall_seconds=round(time.monotonic() - began, 1),
-    )
-    if task is not None:
-        metrics["own_steps"] = result.own_steps
-    return metrics
+        print(f"{state.task.name}: joined the cluster at global step {span.start_step}")
+    start_input(sess, state, graph, evaluate, span)
+    if chief is None:
+        return lifecycle.Began(LoopHooks(summary_op=summaries[0]))
+
+    def test(result):
+        return _test(sess, state, graph, chief, result.final_step, source_values)
+
+    return lifecycle.Began(LoopHooks(chief.writer, summaries[0], chief.on_epoch_end), test)
 
 
 def _statistics(rows):

@@ -1,0 +1,205 @@
+"""The one run lifecycle both training runs go through (autoencoder.train, transfer.train).
+
+The phases, in order: the model dir (claimed, locked and released by runtime.cli.main
+before `run` is called); cluster dispatch (a ps task serves and returns); the run's flag
+checks, data, config and resume check (its `prepare`); the graph (its `build`); the
+session, opened by the restore strategy (local, or a cluster's chief initialising inside
+SessionManager); the loop (runtime.training.train_graph); the chief's evaluation; metrics.
+
+The run supplies the parts that differ as a `RunHooks` object. The layering keeps this
+module below the runs: it never imports them, they hand it their hooks.
+"""
+
+import contextlib
+import dataclasses
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+import tensorflow as tf
+
+from runtime import cluster
+from runtime.checkpoints import Checkpointer
+from runtime.cli import check_steps
+from runtime.session import set_process_threads
+from runtime.training import LoopHooks, Span, train_graph
+
+v1 = tf.compat.v1
+
+
+def _run_init(sess, init):
+    sess.run(init)
+
+
+def _nothing(sess, resumed):
+    pass
+
+
+@dataclasses.dataclass(frozen=True)
+class Restore:
+    """What a run does around the init op when nothing is resumed, and once the session is open.
+
+    Attributes:
+      initialise: initialise(sess, init) runs the init op (and any restore of a source) when
+        no checkpoint of the run's own was restored; in a cluster the chief calls it inside
+        SessionManager.prepare_session.
+      check: check(sess, resumed) runs on every task once its session is open (resumed: the
+        checkpoint the run continues, or None).
+    """
+
+    initialise: Callable = _run_init
+    check: Callable = _nothing
+
+
+@dataclasses.dataclass(frozen=True)
+class Built:
+    """What a run's `build` made: the graph (its global_step, loss, train_op and cluster_step are
+    what the lifecycle runs) and whatever the run made beside it, for its own hooks."""
+
+    graph: object
+    extra: object = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Began:
+    """What a run's `begin` hands the lifecycle: the loop's hooks and the chief's evaluation.
+
+    Attributes:
+      loop_hooks: the runtime.training.LoopHooks of this task.
+      evaluate: on the chief, evaluate(result) -> the evaluation once the loop ended (result:
+        the LoopResult); None on the other workers.
+    """
+
+    loop_hooks: LoopHooks
+    evaluate: Callable | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+    """What the chief's session ends with: the LoopResult, the time.monotonic() training began at,
+    the run's evaluation and the checkpoint resumed from (or None)."""
+
+    result: object
+    began: float
+    evaluation: object
+    resumed: str | None
+
+
+class RunState(Protocol):
+    """What the lifecycle reads of a run's state (its other fields are the run's own)."""
+
+    runtime: object  # runtime.cli.RuntimeSettings
+    loop: object  # runtime.training.LoopSettings
+    task: object  # runtime.cluster.ClusterTask, or None for a local run
+    chief: bool
+    total_steps: int
+    steps_per_epoch: int
+
+
+class RunHooks(Protocol):
+    """The parts of a run that differ between the autoencoder and the transfer run."""
+
+    def check_flags(self, args):
+        """Flag checks made before the cluster is read (UserError naming the value)."""
+
+    def ps_serves(self, args):
+        """Whether a ps task serves the variables (a dry run trains nothing: no worker would finish)."""
+
+    def prepare(self, args, task):
+        """Data, config and resume check: the run's RunState, or None when the run ends here."""
+
+    def build(self, state):
+        """The run's Built, into the default graph (under the cluster's device setter)."""
+
+    def restore(self, state, built):
+        """The run's Restore (made before the init op, which it may change)."""
+
+    def begin(self, sess, state, built, resumed, span):
+        """Writes the run's files and starts its input once the session is open; returns a Began."""
+
+    def finish(self, state, outcome):
+        """Writes metrics.json from the chief's Outcome; returns the metrics."""
+
+
+def run(args, hooks):
+    """A whole run: cluster dispatch, the run's prepare, its graph, session, loop, evaluation and metrics.
+
+    Returns:
+      The metrics hooks.finish returned; None for a ps task, a non-chief worker, or a run
+      whose prepare returned None (a dry run).
+    """
+    hooks.check_flags(args)
+    task = cluster.from_args(args)
+    if task is not None and task.is_ps:
+        if hooks.ps_serves(args):
+            cluster.serve(task)
+        return None
+    state = hooks.prepare(args, task)
+    if state is None:
+        return None
+    set_process_threads(state.runtime.intra_op_threads, state.runtime.inter_op_threads)
+    with tf.Graph().as_default(), v1.device(cluster.device_function(task)) if task else contextlib.nullcontext():
+        outcome = train_and_evaluate(state, hooks.build(state), hooks)
+    if outcome is None:
+        return None
+    return hooks.finish(state, outcome)
+
+
+@contextlib.contextmanager
+def open_session(state, graph, checkpointer, init, restore):
+    """The run's session, its variables restored from the newest checkpoint or initialised.
+
+    The restore strategy: a local run opens a session and restores or initialises in it; in
+    a cluster the chief does so inside SessionManager.prepare_session, before any worker may
+    read a variable, and the other workers wait for it.
+
+    Yields:
+      (the session, the checkpoint resumed from or None; always None on a non-chief worker).
+    """
+    resumed = {}
+
+    def restore_or_initialise(sess):
+        resumed["prefix"] = checkpointer.restore_latest(sess)
+        if resumed["prefix"] is None:
+            restore.initialise(sess, init)
+
+    conf = state.runtime.session_config()
+    if state.task is None:
+        with v1.Session(config=conf) as sess:
+            restore_or_initialise(sess)
+            yield sess, resumed["prefix"]
+    else:
+        with cluster.create_session(state.task, graph.cluster_step, conf, restore_or_initialise) as sess:
+            yield sess, resumed.get("prefix")
+
+
+def train_and_evaluate(state, built, hooks):
+    """The session's phases: restore or initialise, begin, train, and on the chief evaluate.
+
+    Returns:
+      The chief's Outcome; None on the other workers, once their share is done.
+    """
+    graph, restore = built.graph, hooks.restore(state, built)
+    runtime = state.runtime
+    checkpointer = Checkpointer(runtime.model_dir, max_to_keep=runtime.keep_checkpoints) if state.chief else None
+    init = v1.global_variables_initializer()
+    with (
+        cluster.connection_errors(graph.cluster_step),
+        open_session(state, graph, checkpointer, init, restore) as (sess, resumed),
+    ):
+        restore.check(sess, resumed)
+        start_step = int(sess.run(graph.global_step))
+        span = Span(start_step, check_steps(start_step, state.total_steps), state.steps_per_epoch)
+        began_with = hooks.begin(sess, state, built, resumed, span)
+        began = time.monotonic()
+        result = train_graph(sess, graph, span, state.loop, checkpointer, began_with.loop_hooks)
+        evaluation = began_with.evaluate(result) if state.chief else None
+        if graph.cluster_step is not None:
+            graph.cluster_step.finish(sess)  # the chief's last: the ps tasks stay up until it has read what it needs
+    if not state.chief:
+        print(
+            f"{state.task.name}: done at global step {result.final_step}, {result.own_steps} steps of its own, "
+            f"{result.images_per_sec:,.0f} images/s"
+        )
+        return None
+    return Outcome(result, began, evaluation, resumed)
