@@ -164,9 +164,22 @@ def test_sources_are_found_by_content(tmp_path):
     (tmp_path / "one").mkdir()
     save_file({"a": np.ones(3, np.float32)}, str(tmp_path / "one" / "x.safetensors"))
     assert convert.detect(str(tmp_path / "one")) == ("safetensors", str(tmp_path / "one" / "x.safetensors"))
+    (tmp_path / "v1").mkdir()  # a V1 checkpoint is one file, found by its table footer
+    with tf.Graph().as_default():
+        weights = v1.Variable(np.arange(5, dtype=np.float32), name="net/w")
+        saver = v1.train.Saver([weights], write_version=v1.train.SaverDef.V1)
+        with v1.Session() as sess:
+            sess.run(weights.initializer)
+            saver.save(sess, str(tmp_path / "v1" / "model.ckpt"), write_meta_graph=False)
+    assert convert.detect(str(tmp_path / "v1")) == ("tf1", str(tmp_path / "v1" / "model.ckpt"))
+    _convert(tmp_path / "v1" / "model.ckpt", tmp_path / "from_v1")
+    stored, _ = safetensors_io.read(str(tmp_path / "from_v1" / "model.safetensors"))
+    assert list(stored) == ["net/w"] and np.array_equal(stored["net/w"], np.arange(5, dtype=np.float32))
     pickle_file = tmp_path / "w.pth"
     pickle_file.write_bytes(b"\x80\x02\x8a\x0a")
     assert convert.detect(str(pickle_file))[0] == "pth"
+    (tmp_path / "notes.txt").write_text("mine")
+    assert convert.detect(str(tmp_path / "notes.txt"))[0] == "pth"  # whose reader refuses it in one line
     with pytest.raises(UserError, match="does not exist"):
         convert.detect(str(tmp_path / "missing"))
 

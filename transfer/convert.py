@@ -27,6 +27,7 @@ import hashlib
 import json
 import os
 import re
+import struct
 import sys
 
 import numpy as np
@@ -317,48 +318,71 @@ def _tf1_prefix(path):
     return path if os.path.isfile(path + ".index") else None
 
 
+# A TF1 V1 checkpoint is one table file; a table ends with this number, little-endian.
+_TABLE_MAGIC = struct.pack("<Q", 0xDB4775248B80FB57)
+
+
+def _is_v1(path):
+    """Whether a file ends as a TensorFlow table does (a V1 checkpoint; a V2 .index too)."""
+    try:
+        with open(path, "rb") as stream:
+            stream.seek(0, os.SEEK_END)
+            if stream.tell() < len(_TABLE_MAGIC):
+                return False
+            stream.seek(-len(_TABLE_MAGIC), os.SEEK_END)
+            return stream.read() == _TABLE_MAGIC
+    except OSError:
+        return False
+
+
 def _in_folder(path):
     """The one checkpoint or safetensors file a folder holds, as (format, path)."""
     try:
         names = sorted(os.listdir(path))
     except OSError as error:
         raise UserError(f"cannot list {shown(path)}: {one_line(error)}") from None
-    found = [("tf1", os.path.join(path, name[: -len(".index")])) for name in names if name.endswith(".index")]
-    found += [("safetensors", os.path.join(path, name)) for name in names if name.endswith(".safetensors")]
+    found = []
+    for name in names:
+        full = os.path.join(path, name)
+        if name.endswith(".index"):
+            found.append(("tf1", full[: -len(".index")]))
+        elif name.endswith(".safetensors"):
+            found.append(("safetensors", full))
+        elif os.path.isfile(full) and ".data-" not in name and _is_v1(full):
+            found.append(("tf1", full))
     if len(found) == 1:
         return found[0]
     if not found:
-        raise UserError(f"{shown(path)} holds no TF1 checkpoint (.index) and no .safetensors file")
+        raise UserError(f"{shown(path)} holds no TF1 checkpoint and no .safetensors file")
     listed = ", ".join(shown(os.path.basename(where)) for _, where in found)
     raise UserError(f"{shown(path)} holds {len(found)} checkpoints ({listed}); pass the one to convert")
 
 
 def detect(path):
-    """What SOURCE is, by its content: ("tf1" | "safetensors" | "pth" | "tf1-file", path).
+    """What SOURCE is, by its content: ("tf1" | "safetensors" | "pth", path).
 
-    A folder must hold exactly one checkpoint prefix or .safetensors file. A file is a
-    safetensors file when its name says so or its first bytes are a header length that
-    fits the file and a '{'; a PyTorch file when it starts as a pickle or a zip; "tf1-file"
-    is any other file, for TensorFlow to try as a V1 checkpoint.
+    A folder must hold exactly one checkpoint (a V2 prefix, a V1 file) or .safetensors
+    file. A file is a safetensors file when its name says so or its first bytes are a
+    header length that fits the file and a '{'; a V1 checkpoint when it ends as a
+    TensorFlow table does; any other file is read as a legacy PyTorch file, which refuses
+    what it is not.
 
     Raises:
       UserError: for a path that does not exist, or a folder without exactly one checkpoint.
     """
-    path = os.path.abspath(os.path.expanduser(path))
+    path = os.path.expanduser(path)
     if os.path.isdir(path):
         return _in_folder(path)
     prefix = _tf1_prefix(path)
     if prefix is not None:
         return "tf1", prefix
     if not os.path.isfile(path):
-        raise UserError(f"{shown(path)} does not exist (nor does {shown(path + '.index')})")
+        raise UserError(f"cannot read {shown(path)}: it does not exist (nor does {shown(path + '.index')})")
     if path.endswith(".safetensors") or safetensors_io.looks_like_safetensors(path):
         return "safetensors", path
-    with open(path, "rb") as stream:
-        head = stream.read(4)
-    if head[:1] == b"\x80" or head == b"PK\x03\x04":
-        return "pth", path
-    return "tf1-file", path
+    if _is_v1(path):
+        return "tf1", path
+    return "pth", path
 
 
 def compile_drops(patterns):
@@ -504,7 +528,7 @@ def bridge(kind, path, output, target, drops=(), force=False, log=print):
     """Converts a TF1 checkpoint or a safetensors file at path into the target format at output.
 
     Args:
-      kind: "tf1", "tf1-file" or "safetensors", as `detect` found.
+      kind: "tf1" or "safetensors", as `detect` found.
       path: the checkpoint prefix or file.
       output: the output folder, checked (runtime.outputs.check).
       target: "safetensors" or "tf1".
@@ -513,9 +537,13 @@ def bridge(kind, path, output, target, drops=(), force=False, log=print):
     Returns:
       The path of the written checkpoint prefix or .safetensors file.
     """
-    source_format = "safetensors" if kind == "safetensors" else "tf1"
     rows, dropped, values, metadata = read_source(kind, path, drops, target)
-    about = {"toolkit": outputs.TOOLKIT, "source": path, "source_format": source_format, "target_format": target}
+    about = {
+        "toolkit": outputs.TOOLKIT,
+        "source": os.path.abspath(path),
+        "source_format": kind,
+        "target_format": target,
+    }
     for line in report_lines(rows, dropped):
         log(line)
     with outputs.Staged(output, KIND, force, log=log) as folder:
@@ -567,10 +595,9 @@ def prepare(args):
         if args.to == "safetensors" or drops:
             raise UserError(f"{shown(path)} is a PyTorch file: it converts into a TF1 checkpoint only, without --drop")
         return output, kind, path, "tf1", drops, read_state_dict(path)
-    source_format = "safetensors" if kind == "safetensors" else "tf1"
-    target = args.to or ("tf1" if source_format == "safetensors" else "safetensors")
-    if target == source_format:
-        raise UserError(f"{shown(path)} is already a {source_format} checkpoint; --to names the format to write")
+    target = args.to or ("tf1" if kind == "safetensors" else "safetensors")
+    if target == kind:
+        raise UserError(f"{shown(path)} is already a {kind} checkpoint; --to names the format to write")
     if kind == "safetensors":
         safetensors_io.read_header(path)
     return output, kind, path, target, drops, None
