@@ -334,3 +334,37 @@ def test_command_refuses_a_corrupt_file_in_one_line(tmp_path, kind, message):
     assert result.returncode == 2 and result.stdout == ""
     assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: ") and message in result.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_every_dtype_survives_safetensors_to_tf1_and_back(tmp_path):
+    """One file holding each dtype both formats share (empty and scalar shapes too), there and back."""
+    rng = np.random.default_rng(SEED)
+    tensors = {}
+    for index, (code, dtype) in enumerate(sorted(safetensors_io.DTYPES.items())):
+        shape = [(2, 3), (), (0, 4)][index % 3]
+        tensors[f"net/{code.lower()}"] = (
+            rng.integers(0, 2, size=shape).astype(dtype) if dtype == np.bool_ else _random(rng, shape, dtype)
+        )
+    save_file(tensors, str(tmp_path / "all.safetensors"))
+    back = _convert(tmp_path / "all.safetensors", tmp_path / "tf1")
+    again = _convert(tmp_path / "tf1", tmp_path / "st")
+    assert back == str(tmp_path / "tf1" / "model.ckpt")
+    stored, metadata = safetensors_io.read(again)
+    assert metadata["source_format"] == "tf1" and len(stored) == len(tensors) == 12
+    for name, value in tensors.items():
+        assert safetensors_io.same_bits(stored[name], value), name
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--to", "safetensors"], "is already a safetensors checkpoint; --to names the format to write"),
+        (["--drop", "("], "--drop '(' is not a regular expression"),
+    ],
+)
+def test_flags_are_checked_before_tensorflow(tmp_path, capsys, args, message):
+    save_file({"a": np.ones(3, np.float32)}, str(tmp_path / "a.safetensors"))
+    assert convert.main([str(tmp_path / "a.safetensors"), "--output", str(tmp_path / "out"), *args]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1 and err.startswith("error: ") and message in err
+    assert not (tmp_path / "out").exists()

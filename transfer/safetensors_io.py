@@ -186,7 +186,8 @@ def write(path, tensors, metadata):
     """
     from safetensors.numpy import save_file
 
-    save_file({name: np.ascontiguousarray(value) for name, value in tensors.items()}, path, metadata=metadata)
+    # np.asarray keeps a scalar 0-d (np.ascontiguousarray would make it [1]).
+    save_file({name: np.asarray(value, order="C") for name, value in tensors.items()}, path, metadata=metadata)
     stored, _ = read(path)
     if set(stored) != set(tensors):
         raise CheckpointError(f"{shown(path)} holds {len(stored)} tensors after writing, expected {len(tensors)}")
