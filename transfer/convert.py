@@ -26,15 +26,19 @@ import collections
 import hashlib
 import json
 import os
+import re
+import struct
 import sys
 
 import numpy as np
 
 from runtime import outputs
-from runtime.errors import CheckpointError, UserError
-from runtime.paths import DirAlias
+from runtime.errors import CheckpointError, UserError, one_line
+from runtime.paths import DirAlias, shown
 from runtime.quiet import Parser, exit_on_failure, guard_startup, import_tensorflow
+from transfer import safetensors_io
 from transfer.export import CONVERSION_FILE as REPORT_NAME
+from transfer.selection import model_variable_names
 from transfer.torch_legacy import read_state_dict
 
 KIND = "conversion"
@@ -297,33 +301,326 @@ def _write(source, output, values, dropped, variables, force, log):
     return os.path.join(output, CHECKPOINT_NAME)
 
 
+# --- TF1 checkpoints <-> safetensors ------------------------------------------------------
+
+FORMATS = ("tf1", "safetensors")
+DEFAULT_DROP = "optimizer slots and counters (transfer.selection.model_variable_names), dropped by default"
+_TF1_SUFFIXES = (".index", ".meta")
+
+
+def _tf1_prefix(path):
+    """The checkpoint prefix a path names (a prefix, its .index/.meta or a .data- part), or None."""
+    for suffix in _TF1_SUFFIXES:
+        if path.endswith(suffix):
+            path = path[: -len(suffix)]
+    if ".data-" in os.path.basename(path):
+        path = path[: path.rindex(".data-")]
+    return path if os.path.isfile(path + ".index") else None
+
+
+# A TF1 V1 checkpoint is one table file; a table ends with this number, little-endian.
+_TABLE_MAGIC = struct.pack("<Q", 0xDB4775248B80FB57)
+
+
+def _is_v1(path):
+    """Whether a file ends as a TensorFlow table does (a V1 checkpoint; a V2 .index too)."""
+    try:
+        with open(path, "rb") as stream:
+            stream.seek(0, os.SEEK_END)
+            if stream.tell() < len(_TABLE_MAGIC):
+                return False
+            stream.seek(-len(_TABLE_MAGIC), os.SEEK_END)
+            return stream.read() == _TABLE_MAGIC
+    except OSError:
+        return False
+
+
+def _in_folder(path):
+    """The one checkpoint or safetensors file a folder holds, as (format, path)."""
+    try:
+        names = sorted(os.listdir(path))
+    except OSError as error:
+        raise UserError(f"cannot list {shown(path)}: {one_line(error)}") from None
+    found = []
+    for name in names:
+        full = os.path.join(path, name)
+        if name.endswith(".index"):
+            found.append(("tf1", full[: -len(".index")]))
+        elif name.endswith(".safetensors"):
+            found.append(("safetensors", full))
+        elif os.path.isfile(full) and ".data-" not in name and _is_v1(full):
+            found.append(("tf1", full))
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise UserError(f"{shown(path)} holds no TF1 checkpoint and no .safetensors file")
+    listed = ", ".join(shown(os.path.basename(where)) for _, where in found)
+    raise UserError(f"{shown(path)} holds {len(found)} checkpoints ({listed}); pass the one to convert")
+
+
+def detect(path):
+    """What SOURCE is, by its content: ("tf1" | "safetensors" | "pth", path).
+
+    A folder must hold exactly one checkpoint (a V2 prefix, a V1 file) or .safetensors
+    file. A file is a safetensors file when its name says so or its first bytes are a
+    header length that fits the file and a '{'; a V1 checkpoint when it ends as a
+    TensorFlow table does; any other file is read as a legacy PyTorch file, which refuses
+    what it is not.
+
+    Raises:
+      UserError: for a path that does not exist, or a folder without exactly one checkpoint.
+    """
+    path = os.path.expanduser(path)
+    if os.path.isdir(path):
+        return _in_folder(path)
+    prefix = _tf1_prefix(path)
+    if prefix is not None:
+        return "tf1", prefix
+    if not os.path.isfile(path):
+        raise UserError(f"cannot read {shown(path)}: it does not exist (nor does {shown(path + '.index')})")
+    if path.endswith(".safetensors") or safetensors_io.looks_like_safetensors(path):
+        return "safetensors", path
+    if _is_v1(path):
+        return "tf1", path
+    return "pth", path
+
+
+def compile_drops(patterns):
+    """The --drop regexes, compiled; UserError for one that does not compile."""
+    compiled = []
+    for pattern in patterns:
+        try:
+            compiled.append(re.compile(pattern))
+        except re.error as error:
+            raise UserError(f"--drop {pattern!r} is not a regular expression: {error}") from None
+    return compiled
+
+
+def plan_tensors(tensors, drops, target):
+    """Accounts for every source tensor: converted under its own name, or dropped by a rule.
+
+    The one place of the rule "every tensor accounted for": a tensor is dropped when a
+    --drop pattern matches it (first) or when it is an optimizer slot or counter
+    (transfer.selection.model_variable_names); every other is converted with its name,
+    shape and dtype unchanged (transform "none"), or the conversion is refused.
+
+    Args:
+      tensors: ordered {name: (numpy dtype, shape)} of the source.
+      drops: compiled --drop patterns.
+      target: the target format, for messages.
+
+    Returns:
+      (rows, dropped): report rows {source, target, shape, dtype, transform} and
+      {source, shape, dtype, reason}.
+
+    Raises:
+      CheckpointError: for a tensor whose dtype the target cannot hold, or when nothing is left.
+    """
+    model = set(model_variable_names(tensors))
+    rows, dropped = [], []
+    for name, (dtype, shape) in tensors.items():
+        described = {"source": name, "shape": list(shape), "dtype": str(dtype)}
+        pattern = next((p.pattern for p in drops if p.search(name)), None)
+        if pattern is not None or name not in model:
+            reason = f"--drop {pattern}" if pattern is not None else "optimizer slot or counter (default)"
+            dropped.append({**described, "reason": reason})
+        elif dtype not in _HELD:
+            raise CheckpointError(
+                f"{name} holds {dtype} values, which {target} cannot hold here; "
+                f"drop it with --drop '^{re.escape(name)}$'"
+            )
+        else:
+            rows.append({"source": name, "target": name, **described, "transform": "none"})
+    if not rows:
+        raise CheckpointError(f"nothing left to convert: all {len(dropped)} tensors are dropped")
+    return rows, dropped
+
+
+_HELD = frozenset(safetensors_io.DTYPES.values())
+
+
+def report_lines(rows, dropped):
+    """The per-tensor report, one line per source tensor."""
+    lines = [f"{len(rows)} tensors converted (source -> target, shape, dtype, transform):"]
+    lines += [f"  {r['source']} -> {r['target']}  {r['shape']}  {r['dtype']}  {r['transform']}" for r in rows]
+    if dropped:
+        lines.append(f"{len(dropped)} tensors dropped:")
+        lines += [f"  {d['source']}  {d['shape']}  {d['dtype']}  dropped: {d['reason']}" for d in dropped]
+    return lines
+
+
+def read_tf1(prefix):
+    """The source checkpoint: ({name: (dtype, shape)}, reader) for a prefix or a V1 file."""
+    import tensorflow as tf
+
+    from runtime.checkpoints import READ_ERRORS
+
+    try:
+        with DirAlias(os.path.dirname(prefix) or ".") as alias:
+            reader = tf.train.load_checkpoint(alias.join(os.path.basename(prefix)))
+        shapes, dtypes = reader.get_variable_to_shape_map(), reader.get_variable_to_dtype_map()
+    except READ_ERRORS as error:
+        raise CheckpointError(
+            f"{shown(prefix)} is not a checkpoint this command reads (a TF1 checkpoint, a .safetensors "
+            f"file or a legacy PyTorch .pth): {one_line(error)}"
+        ) from None
+    tensors = collections.OrderedDict(
+        (name, (np.dtype(dtypes[name].as_numpy_dtype), tuple(shapes[name]))) for name in sorted(shapes)
+    )
+    return tensors, reader
+
+
+def _tf1_values(prefix, reader, rows):
+    from runtime.checkpoints import READ_ERRORS
+
+    values = collections.OrderedDict()
+    for row in rows:
+        try:
+            values[row["target"]] = reader.get_tensor(row["source"])
+        except READ_ERRORS as error:
+            raise CheckpointError(
+                f"checkpoint {shown(prefix)} is damaged at {row['source']}: {one_line(error)}"
+            ) from None
+    return values
+
+
+def write_tf1(values, directory):
+    """Saves {name: array} as a name-based checkpoint directory/model.ckpt with a state file.
+
+    Saved by SaveV2 from placeholders: no variable is made, so every dtype numpy and
+    TensorFlow share is written as it is, and nothing of the values enters the graph.
+    """
+    import tensorflow as tf
+
+    v1 = tf.compat.v1
+    with tf.Graph().as_default():
+        holders = [v1.placeholder(tf.as_dtype(value.dtype), value.shape) for value in values.values()]
+        prefix = os.path.join(directory, CHECKPOINT_NAME)
+        save = tf.raw_ops.SaveV2(
+            prefix=prefix, tensor_names=list(values), shape_and_slices=[""] * len(values), tensors=holders
+        )
+        with v1.Session() as sess:
+            sess.run(save, dict(zip(holders, values.values())))
+    with open(os.path.join(directory, "checkpoint"), "w") as stream:
+        stream.write(f'model_checkpoint_path: "{CHECKPOINT_NAME}"\nall_model_checkpoint_paths: "{CHECKPOINT_NAME}"\n')
+    reader = tf.train.load_checkpoint(prefix)
+    if set(reader.get_variable_to_shape_map()) != set(values):
+        raise CheckpointError(f"{shown(prefix)} holds other names after saving than were converted")
+    for name, value in values.items():
+        if not safetensors_io.same_bits(reader.get_tensor(name), value):
+            raise CheckpointError(f"{shown(prefix)}: {name} differs from the source after saving")
+    return prefix
+
+
+def read_source(kind, path, drops, target):
+    """(rows, dropped, values, metadata) of a TF1 or safetensors source."""
+    if kind == "safetensors":
+        tensors, metadata = safetensors_io.read(path)
+        rows, dropped = plan_tensors({n: (v.dtype, v.shape) for n, v in tensors.items()}, drops, target)
+        values = collections.OrderedDict((row["target"], tensors[row["source"]]) for row in rows)
+        return rows, dropped, values, metadata
+    described, reader = read_tf1(path)
+    rows, dropped = plan_tensors(described, drops, target)
+    return rows, dropped, _tf1_values(path, reader, rows), {}
+
+
+def bridge(kind, path, output, target, drops=(), force=False, log=print):
+    """Converts a TF1 checkpoint or a safetensors file at path into the target format at output.
+
+    Args:
+      kind: "tf1" or "safetensors", as `detect` found.
+      path: the checkpoint prefix or file.
+      output: the output folder, checked (runtime.outputs.check).
+      target: "safetensors" or "tf1".
+      drops: compiled --drop patterns.
+
+    Returns:
+      The path of the written checkpoint prefix or .safetensors file.
+    """
+    rows, dropped, values, metadata = read_source(kind, path, drops, target)
+    about = {
+        "toolkit": outputs.TOOLKIT,
+        "source": os.path.abspath(path),
+        "source_format": kind,
+        "target_format": target,
+    }
+    for line in report_lines(rows, dropped):
+        log(line)
+    with outputs.Staged(output, KIND, force, log=log) as folder:
+        if target == "safetensors":
+            safetensors_io.write(os.path.join(folder, safetensors_io.TENSORS_NAME), values, about)
+            written = safetensors_io.TENSORS_NAME
+        else:
+            with DirAlias(folder) as alias:
+                write_tf1(values, alias.tf)
+            written = CHECKPOINT_NAME
+        report = {**about, "source_metadata": metadata, "written": written, "default_drop": DEFAULT_DROP}
+        with open(os.path.join(folder, REPORT_NAME), "w") as stream:
+            json.dump({**report, "tensors": rows, "dropped": dropped}, stream, indent=1)
+    log(
+        f"converted {len(rows)} tensors ({len(dropped)} dropped) from {shown(path)} "
+        f"into {shown(os.path.join(output, written))}"
+    )
+    return os.path.join(output, written)
+
+
 def parse_args(argv=None):
     parser = Parser(
         prog="python -m transfer.convert",
-        description="Convert EfficientNet-Lite0 PyTorch weights (legacy .pth) into a TF1 checkpoint, without torch.",
+        description="Move weights between TF1 checkpoints and safetensors files (either way), or convert "
+        "EfficientNet-Lite0 PyTorch weights (legacy .pth) into a TF1 checkpoint, without torch.",
     )
-    parser.add_argument("source", help="the PyTorch state_dict file (legacy, non-zip serialisation)")
-    parser.add_argument("--output", required=True, help="folder to create for the checkpoint (new or empty)")
+    parser.add_argument(
+        "source", help="a TF1 checkpoint (prefix or folder), a .safetensors file, or a legacy PyTorch state_dict"
+    )
+    parser.add_argument("--output", required=True, help="folder to create for the result (new or empty)")
+    parser.add_argument("--to", choices=FORMATS, help="the format to write (default: the other one)")
+    parser.add_argument(
+        "--drop", action="append", default=[], metavar="REGEX", help="drop the tensors this matches (repeatable)"
+    )
     parser.add_argument("--force", action="store_true", help="replace an earlier conversion at --output")
     return parser.parse_args(argv)
+
+
+def prepare(args):
+    """Checks everything that needs no TensorFlow: (output, kind, path, target, drops, state).
+
+    Raises:
+      UserError: for a wrong output, source, --to or --drop, one line.
+    """
+    output = outputs.check(args.output, KIND, args.force)
+    drops = compile_drops(args.drop)
+    kind, path = detect(args.source)
+    if kind == "pth":
+        if args.to == "safetensors" or drops:
+            raise UserError(f"{shown(path)} is a PyTorch file: it converts into a TF1 checkpoint only, without --drop")
+        return output, kind, path, "tf1", drops, read_state_dict(path)
+    target = args.to or ("tf1" if kind == "safetensors" else "safetensors")
+    if target == kind:
+        raise UserError(f"{shown(path)} is already a {kind} checkpoint; --to names the format to write")
+    if kind == "safetensors":
+        safetensors_io.read_header(path)
+    return output, kind, path, target, drops, None
 
 
 def main(argv=None):
     """Runs the converter; a user error becomes one line on stderr and exit status 2.
 
-    The output and the source are checked (the source read) before TensorFlow is imported.
+    The output and the source are checked (a safetensors header or a PyTorch file read)
+    before TensorFlow is imported.
     """
     args = parse_args(argv)
     try:
-        output = outputs.check(args.output, KIND, args.force)
-        state = read_state_dict(args.source)
+        output, kind, path, target, drops, state = prepare(args)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     import_tensorflow()
     from runtime import cli
 
-    return cli.main(lambda _: convert_state(state, args.source, output, args.force), lambda _: args)
+    if kind == "pth":
+        return cli.main(lambda _: convert_state(state, args.source, output, args.force), lambda _: args)
+    return cli.main(lambda _: bridge(kind, path, output, target, drops, args.force), lambda _: args)
 
 
 if __name__ == "__main__":
