@@ -158,6 +158,15 @@ def test_sources_are_found_by_content(tmp_path):
         UserError, match=r"holds 2 checkpoints \(model.ckpt-1, model.ckpt-2\); pass the one to convert$"
     ):
         convert.detect(str(tmp_path / "two"))
+    # A run dir: its state file names the checkpoint to take; a garbled or foreign one does not.
+    state = tmp_path / "two" / "checkpoint"
+    state.write_text('model_checkpoint_path: "model.ckpt-2"\nall_model_checkpoint_paths: "model.ckpt-1"\n')
+    assert convert.detect(str(tmp_path / "two")) == ("tf1", str(tmp_path / "two" / "model.ckpt-2"))
+    for text in ('model_checkpoint_path: "model.ckpt-9"\n', "{{{ not a state file", 'model_checkpoint_path: "a\\"b"'):
+        state.write_text(text)
+        with pytest.raises(UserError, match="holds 2 checkpoints"):
+            convert.detect(str(tmp_path / "two"))
+    state.unlink()
     weights = tmp_path / "weights.bin"  # no .safetensors name: the header says what it is
     save_file({"a": np.ones(3, np.float32)}, str(weights))
     assert convert.detect(str(weights)) == ("safetensors", str(weights))

@@ -352,20 +352,43 @@ def _in_folder(path):
             found.append(("tf1", full))
     if len(found) == 1:
         return found[0]
+    named = _named_by_state(path, found)
+    if named is not None:
+        return named
     if not found:
         raise UserError(f"{shown(path)} holds no TF1 checkpoint and no .safetensors file")
     listed = ", ".join(shown(os.path.basename(where)) for _, where in found)
     raise UserError(f"{shown(path)} holds {len(found)} checkpoints ({listed}); pass the one to convert")
 
 
+_STATE_LINE = re.compile(r'^model_checkpoint_path:\s*"([^"\\]*)"\s*$', re.M)
+
+
+def _named_by_state(path, found):
+    """The checkpoint a run dir's `checkpoint` state file names among `found`, or None.
+
+    Only its model_checkpoint_path line is read, and only a plain name of a checkpoint the
+    folder holds counts, so a garbled or foreign state file leaves the choice to the user.
+    """
+    try:
+        with open(os.path.join(path, "checkpoint"), encoding="utf-8") as f:
+            match = _STATE_LINE.search(f.read(65536))
+    except (OSError, UnicodeDecodeError):
+        return None
+    if match is None:
+        return None
+    by_name = {os.path.basename(where): (kind, where) for kind, where in found if kind == "tf1"}
+    return by_name.get(os.path.basename(match.group(1)))
+
+
 def detect(path):
     """What SOURCE is, by its content: ("tf1" | "safetensors" | "pth", path).
 
     A folder must hold exactly one checkpoint (a V2 prefix, a V1 file) or .safetensors
-    file. A file is a safetensors file when its name says so or its first bytes are a
-    header length that fits the file and a '{'; a V1 checkpoint when it ends as a
-    TensorFlow table does; any other file is read as a legacy PyTorch file, which refuses
-    what it is not.
+    file, or be a run dir whose `checkpoint` state file names one of its checkpoints. A
+    file is a safetensors file when its name says so or its first bytes are a header
+    length that fits the file and a '{'; a V1 checkpoint when it ends as a TensorFlow table
+    does; any other file is read as a legacy PyTorch file, which refuses what it is not.
 
     Raises:
       UserError: for a path that does not exist, or a folder without exactly one checkpoint.
