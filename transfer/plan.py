@@ -18,7 +18,7 @@ import dataclasses
 
 from runtime.errors import UserError
 from runtime.paths import shown
-from transfer.selection import in_scope, model_variable_names, top_scopes
+from transfer.selection import capped, in_scope, model_variable_names, outer_scope_maps, top_scopes
 
 MOVING_STATISTICS = ("/moving_mean", "/moving_variance")
 
@@ -145,7 +145,7 @@ class RestorePlan:
         for cells in (header, *lines):
             text.append("  " + "  ".join(str(cell).ljust(width) for cell, width in zip(cells, widths)).rstrip())
         if self.unused:
-            listed = ", ".join(f"{info.name} {_shape(info.shape)}" for info in self.unused)
+            listed = capped(f"{info.name} {_shape(info.shape)}" for info in self.unused)
             text.append(f"  checkpoint variables not restored ({len(self.unused)}): {listed}")
         if self.ignored_non_model:
             text.append(f"  checkpoint optimizer slots and counters ignored: {self.ignored_non_model}")
@@ -198,7 +198,15 @@ def _shape(shape):
 
 
 def _scopes(names):
-    return ", ".join(top_scopes(names)) or "(none)"
+    return capped(top_scopes(names)) or "(none)"
+
+
+def _map_hint(graph_names, sides):
+    """The "; to restore them pass --map A=B" tail when one outer scope explains why graph_names are not found."""
+    maps = outer_scope_maps(graph_names, sides.model_names)
+    if not maps:
+        return ""
+    return "; to restore them pass " + capped((f"--map {source}={target}" for source, target in maps), separator=" ")
 
 
 def make_plan(
@@ -320,9 +328,10 @@ def _select(sides, restore, exclude):
     if restore is None:
         selected = [name for name in graph_names if sides.source_name(name) in sides.by_checkpoint_name]
         if not selected:
+            hint = _map_hint(graph_names, sides) if not sides.maps else ""
             raise PlanError(
                 f"--restore all: no graph variable is in {sides.where}; graph scopes: {_scopes(graph_names)}; "
-                f"checkpoint scopes: {_scopes(sides.model_names)}"
+                f"checkpoint scopes: {_scopes(sides.model_names)}{hint}"
             )
     else:
         selected = []
@@ -369,8 +378,11 @@ def _check_checkpoint_holds(sides, selected):
     pairs = [(name, sides.source_name(name)) for name in selected]
     missing = [(name, source) for name, source in pairs if source not in sides.by_checkpoint_name]
     if missing:
-        wanted = ", ".join(source if source == name else f"{source} (for {name})" for name, source in missing)
-        raise PlanError(f"{sides.where} lacks {wanted}; checkpoint scopes: {_scopes(sides.model_names)}")
+        wanted = capped(source if source == name else f"{source} (for {name})" for name, source in missing)
+        unmapped = [name for name, source in missing if source == name]
+        hint = _map_hint(unmapped, sides) if len(unmapped) == len(missing) else ""
+        scopes = "" if hint else f"; checkpoint scopes: {_scopes(sides.model_names)}"
+        raise PlanError(f"{sides.where} lacks {wanted}{scopes}{hint}")
 
 
 def _shape_differences(sides, graph_variables, selected, skip_mismatched):
@@ -391,7 +403,8 @@ def _shape_differences(sides, graph_variables, selected, skip_mismatched):
             mismatched.append(f"{name}: {why}")
     if mismatched and not skip_mismatched:
         raise PlanError(
-            f"shape mismatch between {sides.where} and the graph: {'; '.join(mismatched)} (pass --skip-mismatched to "
+            f"shape mismatch between {sides.where} and the graph: {capped(mismatched, separator='; ')} "
+            "(pass --skip-mismatched to "
             "initialise these instead)"
         )
     return skipped
