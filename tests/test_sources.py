@@ -264,3 +264,70 @@ def test_the_suggested_map_makes_the_plan_match():
         assert [row.name for row in plan.restored] == selected
         assert all(row.source in set(checkpoint) for row in plan.restored)
         assert sorted(row.source for row in plan.restored) == sorted(checkpoint[graph.index(name)] for name in selected)
+
+
+# --- --skip-mismatched skips whole layers ---------------------------------------------------
+
+
+def _layered(channels):
+    """A conv+BatchNorm net and a head, TF-Slim style: conv1/weights, conv1/BatchNorm/{gamma,...}, logits/..."""
+    table = [
+        ("conv0/weights", (3, 3, 1, 8)),
+        ("conv0/biases", (8,)),
+        ("conv1/weights", (3, 3, 8, channels)),
+        ("conv1/biases", (8,)),
+        ("conv1/BatchNorm/gamma", (channels,)),
+        ("conv1/BatchNorm/beta", (8,)),
+        ("conv1/BatchNorm/moving_mean", (8,)),
+        ("conv1/BatchNorm/moving_variance", (8,)),
+        ("logits/weights", (8, 5)),
+        ("logits/biases", (5,)),
+    ]
+    return [VariableInfo(name, shape, "float32", not name.endswith(("mean", "variance"))) for name, shape in table]
+
+
+def test_skip_mismatched_skips_every_variable_of_a_mismatching_layer():
+    graph, checkpoint = _layered(8), _layered(16)
+    plan = make_plan(graph, checkpoint, ("conv0", "conv1"), WHERE, skip_mismatched=True)
+    actions = {row.name: row.action for row in plan.rows}
+    assert [name for name, action in actions.items() if action == "skipped"] == [
+        "conv1/weights",
+        "conv1/biases",
+        "conv1/BatchNorm/gamma",
+        "conv1/BatchNorm/beta",
+        "conv1/BatchNorm/moving_mean",
+        "conv1/BatchNorm/moving_variance",
+    ]
+    assert [row.name for row in plan.restored] == ["conv0/weights", "conv0/biases"]
+    rows = {row.name: row for row in plan.rows}
+    assert rows["conv1/BatchNorm/moving_mean"].updated  # a fresh BatchNorm layer learns its statistics
+    assert plan.skipped_layer_notes() == [
+        "skipped layer conv1 (2 variables initialised): conv1/weights has shape [3, 3, 8, 16] in checkpoint, "
+        "[3, 3, 8, 8] in graph",
+        "skipped layer conv1/BatchNorm (4 variables initialised): conv1/BatchNorm/gamma has shape [16] in "
+        "checkpoint, [8] in graph",
+    ]
+    text = plan.format()
+    assert all("  " + note in text.splitlines() for note in plan.skipped_layer_notes())
+
+
+def test_no_layer_is_ever_half_restored():
+    """Over every choice of mismatching variables: a layer's selected variables are all restored or all skipped."""
+    graph = _layered(8)
+    names = [info.name for info in graph if not info.name.startswith("logits")]
+    tried = 0
+    for mask in itertools.product((False, True), repeat=len(names)):
+        wrong = {name for name, bad in zip(names, mask) if bad}
+        checkpoint = [
+            VariableInfo(info.name, (*info.shape, 2) if info.name in wrong else info.shape, "float32") for info in graph
+        ]
+        plan = make_plan(graph, checkpoint, ("conv0", "conv1"), WHERE, skip_mismatched=True, fine_tune=True)
+        by_layer = {}
+        for row in plan.rows[: len(names)]:
+            by_layer.setdefault(row.name.rsplit("/", 1)[0], set()).add(row.action)
+        assert all(len(actions) == 1 for actions in by_layer.values()), (wrong, by_layer)
+        skipped_layers = {name.rsplit("/", 1)[0] for name in wrong}
+        assert {layer for layer, actions in by_layer.items() if actions == {"skipped"}} == skipped_layers
+        assert len(plan.skipped_layer_notes()) == len(skipped_layers)
+        tried += 1
+    assert tried == 256

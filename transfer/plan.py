@@ -21,6 +21,7 @@ from runtime.paths import shown
 from transfer.selection import capped, in_scope, model_variable_names, outer_scope_maps, top_scopes
 
 MOVING_STATISTICS = ("/moving_mean", "/moving_variance")
+SKIPPED_WITH = "layer skipped with"  # the reason of a variable skipped because its layer-mate mismatches
 
 
 class PlanError(UserError):
@@ -149,8 +150,22 @@ class RestorePlan:
             text.append(f"  checkpoint variables not restored ({len(self.unused)}): {listed}")
         if self.ignored_non_model:
             text.append(f"  checkpoint optimizer slots and counters ignored: {self.ignored_non_model}")
-        text += ["  " + line for line in self._statistics_notes()]
+        text += ["  " + line for line in self.skipped_layer_notes() + self._statistics_notes()]
         return "\n".join(text)
+
+    def skipped_layer_notes(self):
+        """One line per layer --skip-mismatched skipped whole, naming the variable that decided it and its shapes."""
+        layers = {}
+        for row in self.rows:
+            if row.action == "skipped":
+                layers.setdefault(layer_of(row.name), []).append(row)
+        notes = []
+        for layer, rows in layers.items():
+            decider = next(row for row in rows if not row.reason.startswith(SKIPPED_WITH))
+            notes.append(
+                f"skipped layer {layer} ({len(rows)} variables initialised): {decider.name} has {decider.reason}"
+            )
+        return notes
 
     def _statistics_notes(self):
         statistics = [row for row in self.rows if row.name.endswith(MOVING_STATISTICS)]
@@ -176,7 +191,8 @@ class RestorePlan:
                 f"| {row.name} | {list(row.shape)} | {row.source or 'fresh'} | {action} "
                 f"| {row.train_column} | {row.lr_mult:g} |"
             )
-        lines += ["", *self._statistics_notes()] if self._statistics_notes() else []
+        notes = self.skipped_layer_notes() + self._statistics_notes()
+        lines += ["", *notes] if notes else []
         return "\n".join(lines)
 
 
@@ -404,10 +420,32 @@ def _shape_differences(sides, graph_variables, selected, skip_mismatched):
     if mismatched and not skip_mismatched:
         raise PlanError(
             f"shape mismatch between {sides.where} and the graph: {capped(mismatched, separator='; ')} "
-            "(pass --skip-mismatched to "
-            "initialise these instead)"
+            "(pass --skip-mismatched to initialise these instead)"
         )
-    return skipped
+    return _whole_layers(skipped, selected)
+
+
+def layer_of(name):
+    """The layer a variable belongs to: its scope (`conv2` for `conv2/kernel`, `conv1/BatchNorm` for its gamma)."""
+    return name.rsplit("/", 1)[0] if "/" in name else name
+
+
+def _whole_layers(skipped, selected):
+    """Extends {mismatching graph name: why} to every selected variable of the same layers.
+
+    A layer is restored whole or not at all: a fresh kernel beside a restored (and
+    frozen) bias, or a fresh gamma beside restored moving statistics, is neither model.
+    A layer-mate's reason names the variable that decided it.
+    """
+    first = {}
+    for name in skipped:
+        first.setdefault(layer_of(name), name)
+    whole = dict(skipped)
+    for name in selected:
+        decided_by = first.get(layer_of(name))
+        if decided_by is not None and name not in whole:
+            whole[name] = f"{SKIPPED_WITH} {decided_by}"
+    return whole
 
 
 def _rows(sides, graph_variables, selected, skipped, fine_tune, lr_mults):
