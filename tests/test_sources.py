@@ -161,12 +161,12 @@ def test_folder_rule_over_every_state(tmp_path):
 
 def test_a_folder_of_many_checkpoints_is_listed_capped(tmp_path):
     for n in range(25):
-        (tmp_path / f"candidate{n:02d}.ckpt.index").write_bytes(b"index")
+        (tmp_path / f"net{n:02d}.index").write_bytes(b"index")
     with pytest.raises(CheckpointError) as raised:
         source.resolve_checkpoint(str(tmp_path))
     message = str(raised.value)
-    assert "holds 25 checkpoints" in message and "candidate19.ckpt" in message
-    assert "candidate20.ckpt" not in message and message.count("candidate") == 20
+    assert "holds 25 checkpoints" in message and "net19" in message
+    assert "net20" not in message and message.count("net") == 20
     assert "and 5 more" in message and len(message) < 1000
 
 
@@ -331,3 +331,34 @@ def test_no_layer_is_ever_half_restored():
         assert len(plan.skipped_layer_notes()) == len(skipped_layers)
         tried += 1
     assert tried == 256
+
+
+def _resnet_like(seed=3):
+    """263 names as long as a TF-Slim resnet_v2_50's: block{1-4}/unit_{1-6}/bottleneck_v2/conv{1-3}/LEAF."""
+    rng = random.Random(seed)
+    names = set()
+    for _ in range(400):
+        unit = f"block{rng.randrange(4) + 1}/unit_{rng.randrange(6) + 1}/bottleneck_v2/conv{rng.randrange(3) + 1}"
+        names.add(f"{unit}/{rng.choice(LEAVES)}")
+    return sorted(names)
+
+
+def test_the_issue_cases_with_resnet_length_names():
+    names = _resnet_like()
+    assert len(names) == 263
+    cases = [
+        (names, _infos(names, shape=(4,)), None, "shape mismatch"),
+        (
+            [f"resnet_v1_50/{n}" for n in names],
+            _infos([f"resnet_v2_50/{n}" for n in names]),
+            ("resnet_v1_50",),
+            "lacks",
+        ),
+        (names, _infos([f"resnet_v2_50/{n}" for n in names]), None, "--map resnet_v2_50/block4=block4"),
+        ([f"encoder/{n}" for n in names], _infos(names), ("encoder/block1",), "pass --map block1=encoder/block1"),
+    ]
+    for graph, checkpoint, restore, expected in cases:
+        with pytest.raises(PlanError) as raised:
+            make_plan(_infos(graph), checkpoint, restore, WHERE)
+        line = _error_line(raised)
+        assert expected in line and "more" in line or "--map" in line, line

@@ -345,10 +345,8 @@ def _select(sides, restore, exclude):
         selected = [name for name in graph_names if sides.source_name(name) in sides.by_checkpoint_name]
         if not selected:
             hint = _map_hint(graph_names, sides) if not sides.maps else ""
-            raise PlanError(
-                f"--restore all: no graph variable is in {sides.where}; graph scopes: {_scopes(graph_names)}; "
-                f"checkpoint scopes: {_scopes(sides.model_names)}{hint}"
-            )
+            scopes = f"; graph scopes: {_scopes(graph_names)}; checkpoint scopes: {_scopes(sides.model_names)}"
+            raise PlanError(f"--restore all: no graph variable is in {sides.where}{hint or scopes}")
     else:
         selected = []
         for scope in restore:

@@ -21,7 +21,7 @@ NON_MODEL = re.compile(r"(^|/)(global_step|beta[12]_power(_\d+)?)$")
 
 
 LISTED = 20  # items a message line lists before "and N more"
-LISTED_WIDTH = 400  # characters one list may take in a message line
+LISTED_WIDTH = 300  # characters one list may take in a message line
 
 
 def capped(items, limit=LISTED, separator=", ", width=LISTED_WIDTH):
