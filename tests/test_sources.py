@@ -227,12 +227,13 @@ def test_forgotten_outer_scope_suggests_the_map():
         make_plan(_infos(names), _infos(checkpoint), None, WHERE)
     line = _error_line(raised)
     assert line.endswith(
-        "; to restore them pass --map resnet_v2_50/s0=s0 --map resnet_v2_50/s1=s1 --map resnet_v2_50/s2=s2"
+        "; the names differ by an outer scope: pass "
+        "--map resnet_v2_50/s0=s0 --map resnet_v2_50/s1=s1 --map resnet_v2_50/s2=s2"
     ), line
     graph = [f"encoder/{name}" for name in names]
     with pytest.raises(PlanError) as raised:
         make_plan(_infos(graph), _infos(names), ("encoder/s1",), WHERE)
-    assert _error_line(raised).endswith("; to restore them pass --map s1=encoder/s1")
+    assert _error_line(raised).endswith("; the names differ by an outer scope: pass --map s1=encoder/s1")
 
 
 def _situations(count=240, seed=21):

@@ -218,11 +218,13 @@ def _scopes(names):
 
 
 def _map_hint(graph_names, sides):
-    """The "; to restore them pass --map A=B" tail when one outer scope explains why graph_names are not found."""
+    """The "; ... pass --map A=B" tail when one outer scope explains why graph_names are not found."""
     maps = outer_scope_maps(graph_names, sides.model_names)
     if not maps:
         return ""
-    return "; to restore them pass " + capped((f"--map {source}={target}" for source, target in maps), separator=" ")
+    return "; the names differ by an outer scope: pass " + capped(
+        (f"--map {source}={target}" for source, target in maps), separator=" "
+    )
 
 
 def make_plan(
