@@ -460,12 +460,19 @@ def test_shape_mismatch_skipped():
     assert skipped.source is None
     assert skipped.reason == "shape [5, 5, 16, 64] in checkpoint, [5, 5, 16, 32] in graph"
     assert skipped.trainable and skipped.lr_mult == 1.0
-    assert [row.name for row in plan.restored] == ["conv1/kernel", "conv1/bias", "conv2/bias"]
+    # the whole layer: conv2/bias fits, but is not restored beside a fresh kernel
+    assert rows["conv2/bias"].action == "skipped" and rows["conv2/bias"].reason == "layer skipped with conv2/kernel"
+    assert [row.name for row in plan.restored] == ["conv1/kernel", "conv1/bias"]
     assert "conv2/kernel" not in plan.restore_names()
-    assert plan.lr_groups() == {1.0: ["conv2/kernel"] + HEAD_NAMES}
+    assert plan.lr_groups() == {1.0: ["conv2/kernel", "conv2/bias"] + HEAD_NAMES}
     unused = {info.name: info.shape for info in plan.unused}
     assert unused["conv2/kernel"] == (5, 5, 16, 64)
     assert "skipped (shape [5, 5, 16, 64] in checkpoint, [5, 5, 16, 32] in graph)" in plan.format()
+    assert plan.skipped_layer_notes() == [
+        "skipped layer conv2 (2 variables initialised): conv2/kernel has shape [5, 5, 16, 64] in checkpoint, "
+        "[5, 5, 16, 32] in graph"
+    ]
+    assert "  " + plan.skipped_layer_notes()[0] in plan.format().splitlines()
 
 
 def test_dtype_mismatch_fails_even_when_skipping_shapes():
@@ -716,7 +723,7 @@ def test_to_json():
         "updated": False,
         "lr_mult": 0.1,
     }
-    assert by_name["conv2/bias"]["trainable"] is False and by_name["conv2/bias"]["lr_mult"] == 0.0
+    assert by_name["conv2/bias"]["action"] == "skipped" and by_name["conv2/bias"]["trainable"] is True
     assert by_name["conv2/kernel"] == {
         "name": "conv2/kernel",
         "shape": [5, 5, 16, 32],
@@ -729,7 +736,8 @@ def test_to_json():
     }
     assert by_name["fc1/kernel"]["source"] is None and by_name["fc1/kernel"]["action"] == "initialised"
     unused = {entry["name"]: entry["shape"] for entry in record["unused_checkpoint_variables"]}
-    assert unused == {"conv2/kernel": [5, 5, 16, 64], **{name: list(shape) for name, shape in DECODER}}
+    expected = {"conv2/kernel": [5, 5, 16, 64], "conv2/bias": [32]}
+    assert unused == {**expected, **{name: list(shape) for name, shape in DECODER}}
     assert all(set(entry) == {"name", "shape"} for entry in record["unused_checkpoint_variables"])
     assert record["ignored_optimizer_and_counter_variables"] == 27
 

@@ -484,10 +484,14 @@ def test_skip_mismatched_trains_and_reports_skipped(tmp_path):
     assert rows["conv2/kernel"]["action"] == "skipped" and rows["conv2/kernel"]["source"] is None
     assert "[5, 5, 16, 64]" in rows["conv2/kernel"]["reason"]
     assert rows["conv2/kernel"]["trainable"] is True
-    assert [rows[name]["action"] for name in ("conv1/kernel", "conv1/bias", "conv2/bias")] == ["restored"] * 3
-    assert "frozen check: 3 variables, max |diff| = 0\n" in run.out
+    # conv2/bias fits, but its layer is skipped whole: never a fresh kernel beside a restored, frozen bias
+    assert rows["conv2/bias"]["action"] == "skipped" and rows["conv2/bias"]["trainable"] is True
+    assert [rows[name]["action"] for name in ("conv1/kernel", "conv1/bias")] == ["restored"] * 2
+    assert "skipped layer conv2 (2 variables initialised): conv2/kernel has shape [5, 5, 16, 64]" in run.out
+    assert "frozen check: 2 variables, max |diff| = 0\n" in run.out
     trained = read_checkpoint(latest_prefix(model_dir))
-    for name in ("conv1/kernel", "conv1/bias", "conv2/bias"):
+    assert not np.array_equal(trained["conv2/bias"], values["conv2/bias"])
+    for name in ("conv1/kernel", "conv1/bias"):
         assert np.array_equal(trained[name], values[name]), name
     assert trained["conv2/kernel"].shape == (5, 5, 16, 32)
 

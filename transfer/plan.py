@@ -18,9 +18,10 @@ import dataclasses
 
 from runtime.errors import UserError
 from runtime.paths import shown
-from transfer.selection import in_scope, model_variable_names, top_scopes
+from transfer.selection import capped, in_scope, model_variable_names, outer_scope_maps, top_scopes
 
 MOVING_STATISTICS = ("/moving_mean", "/moving_variance")
+SKIPPED_WITH = "layer skipped with"  # the reason of a variable skipped because its layer-mate mismatches
 
 
 class PlanError(UserError):
@@ -145,12 +146,26 @@ class RestorePlan:
         for cells in (header, *lines):
             text.append("  " + "  ".join(str(cell).ljust(width) for cell, width in zip(cells, widths)).rstrip())
         if self.unused:
-            listed = ", ".join(f"{info.name} {_shape(info.shape)}" for info in self.unused)
+            listed = capped(f"{info.name} {_shape(info.shape)}" for info in self.unused)
             text.append(f"  checkpoint variables not restored ({len(self.unused)}): {listed}")
         if self.ignored_non_model:
             text.append(f"  checkpoint optimizer slots and counters ignored: {self.ignored_non_model}")
-        text += ["  " + line for line in self._statistics_notes()]
+        text += ["  " + line for line in self.skipped_layer_notes() + self._statistics_notes()]
         return "\n".join(text)
+
+    def skipped_layer_notes(self):
+        """One line per layer --skip-mismatched skipped whole, naming the variable that decided it and its shapes."""
+        layers = {}
+        for row in self.rows:
+            if row.action == "skipped":
+                layers.setdefault(layer_of(row.name), []).append(row)
+        notes = []
+        for layer, rows in layers.items():
+            decider = next(row for row in rows if not row.reason.startswith(SKIPPED_WITH))
+            notes.append(
+                f"skipped layer {layer} ({len(rows)} variables initialised): {decider.name} has {decider.reason}"
+            )
+        return notes
 
     def _statistics_notes(self):
         statistics = [row for row in self.rows if row.name.endswith(MOVING_STATISTICS)]
@@ -176,7 +191,8 @@ class RestorePlan:
                 f"| {row.name} | {list(row.shape)} | {row.source or 'fresh'} | {action} "
                 f"| {row.train_column} | {row.lr_mult:g} |"
             )
-        lines += ["", *self._statistics_notes()] if self._statistics_notes() else []
+        notes = self.skipped_layer_notes() + self._statistics_notes()
+        lines += ["", *notes] if notes else []
         return "\n".join(lines)
 
 
@@ -198,7 +214,17 @@ def _shape(shape):
 
 
 def _scopes(names):
-    return ", ".join(top_scopes(names)) or "(none)"
+    return capped(top_scopes(names)) or "(none)"
+
+
+def _map_hint(graph_names, sides):
+    """The "; ... pass --map A=B" tail when one outer scope explains why graph_names are not found."""
+    maps = outer_scope_maps(graph_names, sides.model_names)
+    if not maps:
+        return ""
+    return "; the names differ by an outer scope: pass " + capped(
+        (f"--map {source}={target}" for source, target in maps), separator=" "
+    )
 
 
 def make_plan(
@@ -320,10 +346,9 @@ def _select(sides, restore, exclude):
     if restore is None:
         selected = [name for name in graph_names if sides.source_name(name) in sides.by_checkpoint_name]
         if not selected:
-            raise PlanError(
-                f"--restore all: no graph variable is in {sides.where}; graph scopes: {_scopes(graph_names)}; "
-                f"checkpoint scopes: {_scopes(sides.model_names)}"
-            )
+            hint = _map_hint(graph_names, sides) if not sides.maps else ""
+            scopes = f"; graph scopes: {_scopes(graph_names)}; checkpoint scopes: {_scopes(sides.model_names)}"
+            raise PlanError(f"--restore all: no graph variable is in {sides.where}{hint or scopes}")
     else:
         selected = []
         for scope in restore:
@@ -369,8 +394,11 @@ def _check_checkpoint_holds(sides, selected):
     pairs = [(name, sides.source_name(name)) for name in selected]
     missing = [(name, source) for name, source in pairs if source not in sides.by_checkpoint_name]
     if missing:
-        wanted = ", ".join(source if source == name else f"{source} (for {name})" for name, source in missing)
-        raise PlanError(f"{sides.where} lacks {wanted}; checkpoint scopes: {_scopes(sides.model_names)}")
+        wanted = capped(source if source == name else f"{source} (for {name})" for name, source in missing)
+        unmapped = [name for name, source in missing if source == name]
+        hint = _map_hint(unmapped, sides) if len(unmapped) == len(missing) else ""
+        scopes = "" if hint else f"; checkpoint scopes: {_scopes(sides.model_names)}"
+        raise PlanError(f"{sides.where} lacks {wanted}{scopes}{hint}")
 
 
 def _shape_differences(sides, graph_variables, selected, skip_mismatched):
@@ -391,10 +419,33 @@ def _shape_differences(sides, graph_variables, selected, skip_mismatched):
             mismatched.append(f"{name}: {why}")
     if mismatched and not skip_mismatched:
         raise PlanError(
-            f"shape mismatch between {sides.where} and the graph: {'; '.join(mismatched)} (pass --skip-mismatched to "
-            "initialise these instead)"
+            f"shape mismatch between {sides.where} and the graph: {capped(mismatched, separator='; ')} "
+            "(pass --skip-mismatched to initialise these instead)"
         )
-    return skipped
+    return _whole_layers(skipped, selected)
+
+
+def layer_of(name):
+    """The layer a variable belongs to: its scope (`conv2` for `conv2/kernel`, `conv1/BatchNorm` for its gamma)."""
+    return name.rsplit("/", 1)[0] if "/" in name else name
+
+
+def _whole_layers(skipped, selected):
+    """Extends {mismatching graph name: why} to every selected variable of the same layers.
+
+    A layer is restored whole or not at all: a fresh kernel beside a restored (and
+    frozen) bias, or a fresh gamma beside restored moving statistics, is neither model.
+    A layer-mate's reason names the variable that decided it.
+    """
+    first = {}
+    for name in skipped:
+        first.setdefault(layer_of(name), name)
+    whole = dict(skipped)
+    for name in selected:
+        decided_by = first.get(layer_of(name))
+        if decided_by is not None and name not in whole:
+            whole[name] = f"{SKIPPED_WITH} {decided_by}"
+    return whole
 
 
 def _rows(sides, graph_variables, selected, skipped, fine_tune, lr_mults):

@@ -20,6 +20,88 @@ PRESETS = {
 NON_MODEL = re.compile(r"(^|/)(global_step|beta[12]_power(_\d+)?)$")
 
 
+LISTED = 20  # items a message line lists before "and N more"
+LISTED_WIDTH = 300  # characters one list may take in a message line
+
+
+def capped(items, limit=LISTED, separator=", ", width=LISTED_WIDTH):
+    """Items joined for one message line: the first `limit` (fewer when they are long), then "and N more".
+
+    Every list of variables, scopes or checkpoints in an error or warning goes through
+    here, so a line stays under 1,000 characters however many there are: at most
+    `limit` items, and no more once `width` characters are used (at least one is shown).
+    """
+    items = [str(item) for item in items]
+    shown = []
+    for item in items[:limit]:
+        if shown and len(separator.join([*shown, item])) > width:
+            break
+        shown.append(item)
+    rest = len(items) - len(shown)
+    return separator.join(shown) + (f"{separator}and {rest} more" if rest else "")
+
+
+def outer_scope_maps(graph_names, checkpoint_names):
+    """The --map pairs that fix a forgotten or extra outer scope, or () when no one outer scope explains it.
+
+    When every graph name is a checkpoint name with one outer scope P removed
+    (checkpoint `resnet_v2_50/block1/w`, graph `block1/w`), each top scope T of the graph
+    names gets (P/T, T); when every graph name is a checkpoint name with an outer scope
+    Q added (graph `encoder/conv1/kernel`, checkpoint `conv1/kernel`), each top scope T
+    under Q gets (T, Q/T). The shortest such scope wins.
+
+    Args:
+      graph_names: graph variable names that found no checkpoint variable.
+      checkpoint_names: the checkpoint's model variable names.
+
+    Returns:
+      A tuple of (checkpoint scope, graph scope) pairs, in first-seen order.
+    """
+    graph_names, held = list(graph_names), set(checkpoint_names)
+    if not graph_names:
+        return ()
+    removed = _common_outer(graph_names, _outer_scopes_of(held))
+    if removed is not None:
+        tops = _top_components(graph_names)
+        return tuple((f"{removed}/{top}", top) for top in tops)
+    added = _common_outer(graph_names, {name: _inner_of(name, held) for name in graph_names})
+    if added is not None:
+        tops = _top_components(name[len(added) + 1 :] for name in graph_names)
+        return tuple((top, f"{added}/{top}") for top in tops)
+    return ()
+
+
+def _top_components(names):
+    """The distinct first components of names, in first-seen order."""
+    return list(dict.fromkeys(name.split("/", 1)[0] for name in names))
+
+
+def _outer_scopes_of(held):
+    """{inner name: {outer scopes P such that P/inner is held}} over every split of the held names."""
+    outer = {}
+    for name in held:
+        parts = name.split("/")
+        for cut in range(1, len(parts)):
+            outer.setdefault("/".join(parts[cut:]), set()).add("/".join(parts[:cut]))
+    return outer
+
+
+def _inner_of(name, held):
+    """Outer scopes Q of graph name `name` whose removal leaves a held name."""
+    parts = name.split("/")
+    return {"/".join(parts[:cut]) for cut in range(1, len(parts)) if "/".join(parts[cut:]) in held}
+
+
+def _common_outer(names, candidates_of):
+    """The shortest outer scope that every name has among its candidates, or None."""
+    common = None
+    for name in names:
+        common = set(candidates_of.get(name, ())) if common is None else common & candidates_of.get(name, set())
+        if not common:
+            return None
+    return min(common, key=lambda scope: (scope.count("/"), scope))
+
+
 def top_scopes(names):
     """Distinct scopes of names, dropping the last component: ["conv1", "encoder/conv2", ...]."""
     return sorted({name.rsplit("/", 1)[0] if "/" in name else name for name in names})

@@ -1,15 +1,17 @@
 """The transfer source: reading its checkpoint, restoring part of it, and proving what stayed frozen."""
 
 import os
+import stat
 
 import numpy as np
 import tensorflow as tf
 
 from runtime.checkpoints import READ_ERRORS as _READ_ERRORS
-from runtime.checkpoints import latest_checkpoint
+from runtime.checkpoints import list_checkpoints, read_state
 from runtime.errors import CheckpointError, UserError, one_line
 from runtime.paths import DirAlias, shown
 from transfer.plan import VariableInfo
+from transfer.selection import capped
 
 v1 = tf.compat.v1
 
@@ -21,33 +23,99 @@ def _listing(directory):
         names = sorted(os.listdir(directory))
     except OSError:
         return "(cannot list it)"
-    shown = ", ".join(names[:12]) + (f", ... ({len(names)} entries)" if len(names) > 12 else "")
-    return shown or "(empty)"
+    return capped(names) or "(empty)"
+
+
+# The footer every TensorFlow table file ends with: a V2 checkpoint's .index, and the
+# whole of a V1 single-file checkpoint (written by Saver(write_version=V1), as in older
+# model zoos' `inception_v1.ckpt`).
+_TABLE_MAGIC = bytes.fromhex("57fb808b247547db")
+_TABLE_FOOTER_BYTES = 48
+
+
+def _is_v1_file(path):
+    """Whether path is a V1 single-file checkpoint: a regular file that is one TensorFlow table.
+
+    Only its last 8 bytes are read; a FIFO or device is never opened.
+    """
+    name = os.path.basename(path)
+    if name.endswith(_FILE_SUFFIXES) or ".data-" in name:
+        return False
+    try:
+        status = os.stat(path)
+        if not stat.S_ISREG(status.st_mode) or status.st_size < _TABLE_FOOTER_BYTES:
+            return False
+        with open(path, "rb") as file:
+            file.seek(-len(_TABLE_MAGIC), os.SEEK_END)
+            return file.read() == _TABLE_MAGIC
+    except OSError:
+        return False
+
+
+def is_checkpoint(prefix):
+    """Whether prefix names a checkpoint: a V2 prefix with its .index, or a V1 single file."""
+    return os.path.isfile(prefix + ".index") or _is_v1_file(prefix)
+
+
+def checkpoints_in(directory):
+    """Prefixes of every checkpoint directly in directory (V2 prefixes and V1 files), sorted."""
+    try:
+        names = sorted(os.listdir(directory))
+    except OSError:
+        return []
+    found = {name.removesuffix(".index") for name in names if name.endswith(".index")}
+    found.update(name for name in names if _is_v1_file(os.path.join(directory, name)))
+    return [os.path.join(directory, name) for name in sorted(found)]
+
+
+def _checkpoint_of_directory(path):
+    """The one checkpoint a directory means: its state file's choice, its one run's newest, or its only one.
+
+    Raises:
+      CheckpointError: when it holds none, or several that no state file chooses between.
+    """
+    named = read_state(path)
+    if named is not None:
+        return named
+    found = checkpoints_in(path)
+    numbered = list_checkpoints(path)
+    if numbered and len(numbered) == len(found):
+        return numbered[-1]  # one run's step-numbered series: its newest
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise CheckpointError(
+            f"no checkpoint in directory {shown(path)} (it holds: {_listing(path)}); "
+            "train one with train_autoencoder.py"
+        )
+    listed = capped([shown(os.path.basename(prefix)) for prefix in found])
+    raise CheckpointError(
+        f"directory {shown(path)} holds {len(found)} checkpoints and no `checkpoint` state file naming one: "
+        f"{listed}; pass the one you mean as a prefix"
+    )
 
 
 def resolve_checkpoint(path):
     """Turns a model dir, a checkpoint prefix or one of its files into a checkpoint prefix.
 
-    A directory gives its newest checkpoint: the one its `checkpoint` state file names,
-    or else the highest-numbered `model.ckpt-N` with an index file.
+    A prefix is a V2 checkpoint's (its .index beside it) or a V1 single file. A directory
+    gives the checkpoint its `checkpoint` state file names; else, when every checkpoint
+    in it is a step-numbered `model.ckpt-N`, the highest-numbered; else its only one.
 
     Raises:
-      CheckpointError: when the path does not exist or holds no checkpoint.
+      CheckpointError: when the path does not exist or holds no checkpoint, or when a
+        directory holds several checkpoints and no state file naming one (all listed).
     """
     if os.path.isdir(path):
-        latest = latest_checkpoint(path)
-        if latest:
-            return latest
-        raise CheckpointError(
-            f"no checkpoint in directory {shown(path)} (it holds: {_listing(path)}); "
-            "train one with train_autoencoder.py"
-        )
+        return _checkpoint_of_directory(path)
+    if _is_v1_file(path):
+        return path
     for suffix in _FILE_SUFFIXES:
         if path.endswith(suffix):
             path = path[: -len(suffix)]
     if ".data-" in os.path.basename(path):
         path = path[: path.rindex(".data-")]
-    if os.path.isfile(path + ".index"):
+    if is_checkpoint(path):
         return path
     if os.path.exists(path + ".meta"):
         raise CheckpointError(
@@ -55,7 +123,8 @@ def resolve_checkpoint(path):
         )
     if os.path.exists(path):
         raise CheckpointError(
-            f"{shown(path)} is not a checkpoint: expected a prefix with {shown(os.path.basename(path))}.index beside it"
+            f"{shown(path)} is not a checkpoint: expected a V1 checkpoint file, or a prefix with "
+            f"{shown(os.path.basename(path))}.index beside it"
         )
     parent = os.path.dirname(path) or "."
     if os.path.isdir(parent):
@@ -80,7 +149,7 @@ def refuse_writing_into(prefix, model_dir):
 
 def _read_failure(prefix, error, what):
     """The CheckpointError for a failed read: a source deleted meanwhile is not called damaged."""
-    if not os.path.isfile(prefix + ".index"):
+    if not is_checkpoint(prefix):
         return CheckpointError(
             f"checkpoint {shown(prefix)} was deleted while this run was reading it "
             "(is another run still writing that model dir?); run again, or pass a finished run's checkpoint"
