@@ -135,7 +135,7 @@ def foreign_entry(path, kind):
                 continue
             if not stat.S_ISREG(mode) or relative not in files:
                 return f"{shown(relative)} is not one of its files"
-            if _sha256(full) != files[relative]:
+            if file_sha256(full) != files[relative]:
                 return f"{shown(relative)} changed since it was written"
     return None
 
@@ -171,12 +171,10 @@ def _read_marker(path):
     return marker
 
 
-def _sha256(path):
-    digest = hashlib.sha256()
+def file_sha256(path):
+    """The sha256 of a file's bytes, hex."""
     with open(path, "rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(stream, "sha256").hexdigest()
 
 
 def seal(folder, kind):
@@ -188,7 +186,7 @@ def seal(folder, kind):
         for name in filenames:
             full = os.path.join(here, name)
             if stat.S_ISREG(os.lstat(full).st_mode):  # the command writes regular files only
-                files[os.path.relpath(full, folder)] = _sha256(full)
+                files[os.path.relpath(full, folder)] = file_sha256(full)
     marker = {"toolkit": TOOLKIT, "schema": SCHEMA, "kind": kind, "files": files, "dirs": dirs}
     # surrogateescape: a file name that is not UTF-8 is recorded byte for byte.
     with open(os.path.join(folder, MARKER), "x", encoding="utf-8", errors="surrogateescape") as stream:

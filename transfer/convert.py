@@ -23,7 +23,6 @@ mistake costs no start-up and prints one line.
 """
 
 import collections
-import hashlib
 import json
 import os
 import re
@@ -238,14 +237,6 @@ def verify_checkpoint(prefix, values):
             raise CheckpointError(f"{prefix}: {name} differs from the converted value after saving")
 
 
-def _sha256(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def convert(source, output, force=False, log=print):
     """Converts source into a checkpoint dir at output.
 
@@ -286,7 +277,7 @@ def _write(source, output, values, dropped, variables, force, log):
         report = {
             "network": target_network().name,
             "source": os.path.abspath(source),
-            "source_sha256": _sha256(source),
+            "source_sha256": outputs.file_sha256(source),
             "checkpoint": CHECKPOINT_NAME,
             "variables": len(values),
             "dropped_counters": len(dropped),
