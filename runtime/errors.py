@@ -39,7 +39,8 @@ def one_line(error):
     """
     text = getattr(error, "message", None) or str(error)
     lines = [" ".join(line.split()) for line in text.splitlines() if line.strip()]
-    useful = [line for line in lines if not line.startswith(_FRAMING)]
+    # A rule of "=" or "-" under a heading says nothing either.
+    useful = [line for line in lines if not line.startswith(_FRAMING) and any(c.isalnum() for c in line)]
     return (useful[-1] if useful else lines[0] if lines else type(error).__name__)[:300]
 
 

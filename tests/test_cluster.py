@@ -11,6 +11,7 @@ import os
 import random
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -36,6 +37,7 @@ import train_autoencoder
 import train_transfer
 from models.cae import build_autoencoder
 from runtime import cluster
+from runtime.cluster import session as session_module
 from runtime.errors import CheckpointError, UserError
 from transfer.graph import LearningRateGroups
 
@@ -1050,3 +1052,16 @@ def test_a_source_the_ps_cannot_read_is_named(tmp_path):
                 initialise_from_source(sess, init, plan)
     assert str(caught.value).startswith(f"the ps tasks cannot read the transfer source {prefix} (")
     assert "\n" not in str(caught.value)
+
+
+def test_a_port_that_closes_during_the_checks_is_gone():
+    listener = socket.create_server(("127.0.0.1", 0))
+    address = f"127.0.0.1:{listener.getsockname()[1]}"
+    assert not session_module._gone(address, checks=2, pause=0.01)  # listening throughout
+    closer = threading.Timer(0.1, listener.close)
+    closer.start()
+    try:
+        assert session_module._gone(address, checks=50, pause=0.01)
+    finally:
+        closer.join()
+    assert not session_module._reachable(address)

@@ -19,7 +19,7 @@ from conftest import REPO, invoke
 
 import train_autoencoder
 import train_transfer
-from runtime import cli, lifecycle
+from runtime import cli, errors, lifecycle
 from runtime.checkpoints import Checkpointer, checkpoint_step, list_checkpoints
 from runtime.errors import CheckpointError, UserError
 from runtime.session import session_config
@@ -505,3 +505,9 @@ def test_the_lifecycle_runs_every_run_s_phases_in_one_order(monkeypatch, tmp_pat
         assert served == [], situation
     out = capsys.readouterr().out
     assert out.count("worker: done at global step 3, 3 steps of its own") == 4  # serves x resumed
+
+
+def test_one_line_skips_framing_and_rules():
+    text = "Graph execution error:\n\nDetected at node 'x'\nsocket closed\n=====================\n"
+    assert errors.one_line(RuntimeError(text)) == "socket closed"
+    assert errors.one_line(RuntimeError("=====")) == "====="  # nothing better to say

@@ -72,10 +72,26 @@ def wait_for_ps(task, log=print):
 def _reachable(address):
     host, port = address.rsplit(":", 1)
     try:
-        with socket.create_connection((host.strip("[]"), int(port)), timeout=1.0):
-            return True
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=1.0) as sock:
+            # A connect to a free local port can pick that same port as its source and so
+            # reach itself (TCP simultaneous open): nobody listens there.
+            return sock.getsockname() != sock.getpeername()
     except OSError:
         return False
+
+
+def _gone(address, checks=5, pause=0.2):
+    """True once `address` refuses a connection in any of `checks` tries `pause` seconds apart.
+
+    A ps task killed a moment ago may still hold its listening port while the process is torn
+    down, after its peers already saw their connections reset; one try could miss that.
+    """
+    for attempt in range(checks):
+        if not _reachable(address):
+            return True
+        if attempt + 1 < checks:
+            time.sleep(pause)
+    return False
 
 
 def fail_fast(environ=None):

@@ -7,7 +7,7 @@ import contextlib
 import threading
 import time
 
-from runtime.cluster.session import _done_queue, _reachable, _tf
+from runtime.cluster.session import _done_queue, _gone, _tf
 from runtime.cluster.spec import HEARTBEAT_SECS
 from runtime.errors import UserError
 
@@ -203,7 +203,7 @@ class TrainStep:
         """A UserError for a connection error, naming each ps task whose port no longer answers."""
         from runtime.errors import one_line
 
-        gone = [f"ps {i} at {address}" for i, address in enumerate(self.task.spec["ps"]) if not _reachable(address)]
+        gone = [f"ps {i} at {address}" for i, address in enumerate(self.task.spec["ps"]) if _gone(address)]
         if gone:  # TensorFlow's own text for this is a page of gRPC detail: the name says it all
             return UserError(f"{self.task.name}: lost {', '.join(gone)}, which no longer accepts connections")
         return UserError(f"{self.task.name}: the cluster stopped answering ({one_line(error)[:200]})")
