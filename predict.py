@@ -45,7 +45,7 @@ BATCH = 32
 # --- The pixel bound and regular-file opening: a copy of data/image_header.py ------------
 # predict.py imports nothing of the toolkit, so the rule every decoder of the toolkit applies
 # is copied here, byte for byte from its first constant to its end;
-# tests/test_image_header.py checks that the copy is the same code and gives the same answers.
+# tests/data/test_image_header.py checks that the copy is the same code and gives the same answers.
 
 # The most pixels an image may have: 8192 x 8192, 67.1 megapixels (its decoded RGBA bytes
 # are 256 MiB). A photo from a 100-megapixel camera is over it: scale such images down.

@@ -14,7 +14,7 @@ Files are opened only when they are regular files (open_regular): a FIFO named x
 would block a reader forever, a device never end.
 
 This module imports only the standard library: predict.py, which must run beside an
-exported model without the toolkit, carries a copy of it (tests/test_image_header.py
+exported model without the toolkit, carries a copy of it (tests/data/test_image_header.py
 checks the copy is the same code).
 """
 

@@ -7,7 +7,7 @@ its input size and channels, its class count and the names of its classes, and i
 scopes (what `--restore backbone` leaves out and what a new head of the user's classes
 replaces), and what each command asks of it (the --image-size it takes, the end points
 `look` probes, the layer line of an export's model card). Every entry point asks
-`get(name)`; nothing else hard-codes a network, and tests/test_registry.py fails when a
+`get(name)`; nothing else hard-codes a network, and tests/models/test_registry.py fails when a
 module outside models/ decides by a network's name.
 
 Builders share one signature, TF-Slim's:

@@ -38,7 +38,7 @@ child calls train_autoencoder.main(argv) exactly as the script does. Every
 `train_autoencoder.py` with sys.executable instead (--launch exec: every life does).
 
 Exit status: 0 when every check passed, 1 when one failed, 2 for a usage error. --json
-writes the full record (checks, per-kill observations) for tests/test_fault_injection.py.
+writes the full record (checks, per-kill observations) for tests/runtime/test_fault_injection.py.
 """
 
 import argparse

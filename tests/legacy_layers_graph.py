@@ -1,6 +1,6 @@
 """The CAE and the classifier built with classic TF1 `tf.compat.v1.layers`.
 
-Run by tests/test_models.py in a subprocess with TF_USE_LEGACY_KERAS=1, the only way
+Run by tests/models/test_models.py in a subprocess with TF_USE_LEGACY_KERAS=1, the only way
 to get `tf.compat.v1.layers` on TensorFlow >= 2.16 (it then comes from tf-keras). It
 deliberately does not import `models`: it is the independent reference that our
 checkpoints must match, name for name and shape for shape.

@@ -8,7 +8,7 @@ each through its entry point's `main(argv)`, with a line `=== COMMAND` before it
 The first that fails ends the process with its status. The network, `tiny_test_net` (two
 3x3 stride-2 convolutions, a spatial mean and a dense head over 16x16 RGB, 3 classes),
 exists only as the registry record this file registers: the commands take it with no
-other edit, which is what tests/test_registry.py proves with it.
+other edit, which is what tests/models/test_registry.py proves with it.
 """
 
 import importlib

@@ -2,7 +2,7 @@
 models/vgg.py and models/resnet_v1.py must match name for name, shape for shape and
 output for output.
 
-Run by tests/test_nets.py in a subprocess with TF_USE_LEGACY_KERAS=1: tf_slim's layers
+Run by tests/models/test_nets.py in a subprocess with TF_USE_LEGACY_KERAS=1: tf_slim's layers
 need TensorFlow's legacy layers. It deliberately does not import `models`. BatchNorm is
 built with `updates_collections=None` (the fused path, same variable names), because
 the default path imports a module tf-keras no longer ships, and `ops.Tensor` is put

@@ -24,7 +24,7 @@ from runtime.errors import UserError
 from transfer import export
 
 v1 = tf.compat.v1
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 STEPS, BATCH = 150, 64
 
 

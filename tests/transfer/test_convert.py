@@ -524,7 +524,7 @@ def test_a_head_of_another_shape_is_refused_naming_the_entry(tmp_path, capsys):
 def test_a_successful_conversion_prints_no_tensorflow_line(tmp_path):
     done = subprocess.run(
         [sys.executable, "-m", "transfer.convert", _wheel_weights(), "--output", str(tmp_path / "out")],
-        env=dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent.parent)),
+        env=dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2])),
         capture_output=True,
         text=True,
         timeout=300,

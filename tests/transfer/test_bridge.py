@@ -29,7 +29,7 @@ from transfer import convert, safetensors_io
 v1 = tf.compat.v1
 
 SEED = 20261207
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 # Optimizer state saved beside the weights: never model weights, dropped by default.
 EXTRAS = ("global_step", "beta1_power")
 

@@ -23,7 +23,7 @@ from models import cae, classifier
 v1 = tf.compat.v1
 
 SEED = 20240611
-LEGACY_SCRIPT = Path(__file__).with_name("legacy_layers_graph.py")
+LEGACY_SCRIPT = Path(__file__).resolve().parents[1] / "legacy_layers_graph.py"
 
 CAE_VARIABLES = list(AE_VARIABLES.items())
 EXPECTED_VARIABLES = {"cae": CAE_VARIABLES, "classifier": list(CLASSIFIER_VARIABLES.items())}

@@ -44,7 +44,7 @@ from runtime.errors import UserError
 from runtime.paths import shown
 from transfer import export
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SITUATIONS = 150
 # Pieces of names: each is fine in a file name on Linux; some cannot be a class name.
 FILE_PIECES = [b"a", b"Z", b"7", b" ", b"\t", b"\n", b"\r", b"\x1b", b"[", b"]", b"*", b"?", b"-", b".", b"\xff"]

@@ -15,7 +15,7 @@ import pytest
 
 from runtime import onednn
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 # First processor of each kind, trimmed to the fields that matter; a second processor
 # follows where the real file has one, to check that only the first is read.

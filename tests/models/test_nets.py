@@ -23,7 +23,7 @@ from models import batch_norm, mobilenet_v1, net_ops, networks
 v1 = tf.compat.v1
 
 SEED = 20240611
-SLIM_SCRIPT = Path(__file__).with_name("slim_reference.py")
+SLIM_SCRIPT = Path(__file__).resolve().parents[1] / "slim_reference.py"
 BN = ("beta", "gamma", "moving_mean", "moving_variance")
 
 

@@ -28,8 +28,8 @@ from PIL import Image
 from models import networks
 from tests.test_layers import ENTRY, PACKAGES
 
-REPO = Path(__file__).resolve().parent.parent
-HELPER = Path(__file__).resolve().parent / "registry_network.py"
+REPO = Path(__file__).resolve().parents[2]
+HELPER = Path(__file__).resolve().parents[1] / "registry_network.py"
 OUTSIDE = ("models", "tests")
 
 

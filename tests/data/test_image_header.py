@@ -25,7 +25,7 @@ from data import image_folder, image_header
 from runtime.errors import DataError
 from transfer.look import common
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP")
 # How each format's header field of the size is patched: the largest value it can hold.
 LARGEST_SIDE = {"PNG": 2**31 - 1, "JPEG": 65535, "GIF": 65535, "BMP": 2**31 - 1, "WEBP": 16383}

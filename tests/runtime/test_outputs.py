@@ -32,7 +32,7 @@ import pytest
 from runtime import outputs
 from runtime.errors import UserError
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 KINDS = tuple(outputs.KINDS)
 OTHER_KIND = {kind: KINDS[(index + 1) % len(KINDS)] for index, kind in enumerate(KINDS)}
 SIBLING = re.compile(r"\.OUT\.(staging|old)-\d+-[0-9a-f]{8}\Z")  # of an output named OUT
@@ -363,7 +363,7 @@ def test_concurrent_writers_never_take_each_others_staging(tmp_path):
 
 
 def _small_dataset(seed=0):
-    from tests.test_image_folder import small_dataset
+    from tests.data.test_image_folder import small_dataset
 
     return small_dataset(seed)
 

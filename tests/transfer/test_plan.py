@@ -2,7 +2,7 @@
 flag parsing and the restore plan.
 
 Everything here is pure data (names, shapes, dtypes): no graph and no session. The
-variable tables are literal, as in tests/test_models.py, so that a change in the models
+variable tables are literal, as in tests/models/test_models.py, so that a change in the models
 does not silently change what these tests check.
 """
 
