@@ -118,7 +118,7 @@ class Run:
 
     @property
     def title(self):
-        """What messages and the results call the network ("digit classifier", "efficientnet_lite0")."""
+        """What messages and the results call the network: its registry title."""
         return self.network.title
 
     @property
