@@ -252,22 +252,36 @@ class PredictError(Exception):
     """A mistake in the command line or the model directory: one line, exit 2."""
 
 
+# --- Silencing file descriptor 2: a copy of runtime/quiet.py's native_stderr_silenced ------
+# For the same reason as the pixel bound above; tests/test_export.py checks it is the same code.
+
+
 @contextlib.contextmanager
-def _stderr_to_devnull():
-    """Hides what TensorFlow's C++ side and the JPEG library print straight to file descriptor 2."""
-    if os.environ.get("TF_CPP_MIN_LOG_LEVEL") in ("0", "1"):
-        yield
-        return
+def native_stderr_silenced():
+    """Points file descriptor 2 at /dev/null for the duration; Python's own sys.stderr included."""
     sys.stderr.flush()
     saved = os.dup(2)
     try:
-        with open(os.devnull, "w") as devnull:
+        with open(os.devnull, "w", encoding="utf-8") as devnull:
             os.dup2(devnull.fileno(), 2)
             yield
     finally:
         sys.stderr.flush()
         os.dup2(saved, 2)
         os.close(saved)
+
+
+# --- End of the copy of native_stderr_silenced ---------------------------------------------
+
+
+def _stderr_to_devnull():
+    """Hides what TensorFlow's C++ side and the JPEG library print straight to file descriptor 2.
+
+    Unless TF_CPP_MIN_LOG_LEVEL is 0 or 1: then the user asked to see them.
+    """
+    if os.environ.get("TF_CPP_MIN_LOG_LEVEL") in ("0", "1"):
+        return contextlib.nullcontext()
+    return native_stderr_silenced()
 
 
 def _first_line(error):
@@ -556,64 +570,87 @@ def main(argv=None):
 
 def _run(args, stack):
     try:
-        # Every argument is checked before TensorFlow is imported (5-10 s and its log lines).
-        if args.top_k is not None and args.top_k < 1:
-            raise PredictError(f"--top-k must be at least 1, got {args.top_k}")
-        if args.network and not args.checkpoint:
-            raise PredictError("--network goes with --checkpoint DIR (an export knows its network)")
-        if args.checkpoint and not os.path.isdir(args.checkpoint):
-            raise PredictError(f"--checkpoint {args.checkpoint} is not a directory")
-        files, folder_links = expand_paths(args.paths)
-        if folder_links:
-            listed = ", ".join(f"{shown(link)} (-> {shown(os.readlink(link))})" for link in folder_links[:3])
-            more = ", ..." if len(folder_links) > 3 else ""
-            print(
-                f"warning: skipped {len(folder_links)} links to folders, which are never followed: {listed}{more}",
-                file=sys.stderr,
-            )
-        model_dir = args.checkpoint or args.model
-        on_the_fly = bool(args.checkpoint) or check_model_dir(model_dir)
-        names = None if on_the_fly else read_labels(model_dir)
-        with _stderr_to_devnull():
-            import tensorflow as tf
-        tf.get_logger().setLevel("ERROR")
-        if on_the_fly:
-            scratch = stack.enter_context(tempfile.TemporaryDirectory(prefix="predict-export-"))
-            model_dir = export_on_the_fly(model_dir, scratch, args.network)
-            what = f"the checkpoint {args.checkpoint}" if args.checkpoint else f"the run {args.model}"
-            print(
-                f"exported {what} on the fly (python -m transfer.export keeps one)",
-                file=sys.stderr,
-            )
-            names = read_labels(model_dir)
-        _, function = load_model(model_dir)
-        num_classes = int(function.structured_outputs["probabilities"].shape[-1])
-        if args.top_k is None:
-            args.top_k = min(3, num_classes)
-        if args.top_k > num_classes:
-            raise PredictError(f"--top-k {args.top_k} is more than the model's {num_classes} classes")
-        if names is not None and len(names) != num_classes:
-            raise PredictError(
-                f"{os.path.join(args.model, 'labels.txt')} names {len(names)} classes, the model has {num_classes}"
-            )
+        files = _files_to_classify(args)
+        function, names, top_k = _model_to_use(args, stack)
     except PredictError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    return _report(predict(files, function, top_k, names), args.json)
 
+
+def _files_to_classify(args):
+    """Checks every argument before TensorFlow is imported (5-10 s and its log lines); returns the files.
+
+    Raises:
+      PredictError: a bad --top-k, --network without --checkpoint, or a path that names no file.
+    """
+    if args.top_k is not None and args.top_k < 1:
+        raise PredictError(f"--top-k must be at least 1, got {args.top_k}")
+    if args.network and not args.checkpoint:
+        raise PredictError("--network goes with --checkpoint DIR (an export knows its network)")
+    if args.checkpoint and not os.path.isdir(args.checkpoint):
+        raise PredictError(f"--checkpoint {args.checkpoint} is not a directory")
+    files, folder_links = expand_paths(args.paths)
+    if folder_links:
+        listed = ", ".join(f"{shown(link)} (-> {shown(os.readlink(link))})" for link in folder_links[:3])
+        more = ", ..." if len(folder_links) > 3 else ""
+        print(
+            f"warning: skipped {len(folder_links)} links to folders, which are never followed: {listed}{more}",
+            file=sys.stderr,
+        )
+    return files
+
+
+def _model_to_use(args, stack):
+    """The export's predict_encoded function, its class names (or None) and the top-k to show.
+
+    A training run or a --checkpoint dir is exported on the fly into a scratch dir that the
+    stack removes on the way out.
+
+    Raises:
+      PredictError: see check_model_dir, read_labels, export_on_the_fly and load_model; a
+        --top-k over the model's classes, or a labels.txt of another length.
+    """
+    model_dir = args.checkpoint or args.model
+    on_the_fly = bool(args.checkpoint) or check_model_dir(model_dir)
+    names = None if on_the_fly else read_labels(model_dir)
+    with _stderr_to_devnull():
+        import tensorflow as tf
+    tf.get_logger().setLevel("ERROR")
+    if on_the_fly:
+        scratch = stack.enter_context(tempfile.TemporaryDirectory(prefix="predict-export-"))
+        model_dir = export_on_the_fly(model_dir, scratch, args.network)
+        what = f"the checkpoint {args.checkpoint}" if args.checkpoint else f"the run {args.model}"
+        print(f"exported {what} on the fly (python -m transfer.export keeps one)", file=sys.stderr)
+        names = read_labels(model_dir)
+    _, function = load_model(model_dir)
+    num_classes = int(function.structured_outputs["probabilities"].shape[-1])
+    top_k = min(3, num_classes) if args.top_k is None else args.top_k
+    if top_k > num_classes:
+        raise PredictError(f"--top-k {top_k} is more than the model's {num_classes} classes")
+    if names is not None and len(names) != num_classes:
+        raise PredictError(
+            f"{os.path.join(args.model, 'labels.txt')} names {len(names)} classes, the model has {num_classes}"
+        )
+    return function, names, top_k
+
+
+def _report(outcomes, as_json):
+    """Prints each file's top classes (or one JSON document) and each failure; returns the exit status."""
     failed, records = 0, []
-    for path, top, error in predict(files, function, args.top_k, names):
+    for path, top, error in outcomes:
         if error is not None:
             failed += 1
             print(f"error: {shown(path)}: {error}", file=sys.stderr)
             records.append({"path": path, "error": error})
             continue
-        if args.json:
+        if as_json:
             records.append(
                 {"path": path, "top": [{"class_id": i, "class_name": n, "probability": p} for i, n, p in top]}
             )
         else:
             print(f"{shown(path)}: " + ", ".join(f"{n} ({p:.3f})" for _, n, p in top))
-    if args.json:
+    if as_json:
         print(json.dumps(records, indent=2))
     return 2 if failed else 0
 

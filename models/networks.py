@@ -31,6 +31,8 @@ VGG_MEAN_RGB = (123.68, 116.78, 103.94)
 # The release's MEAN_RGB and STDDEV_RGB for EfficientNet-Lite (efficientnet_lite_builder.py).
 EFFICIENTNET_LITE_MEAN = 127.0
 EFFICIENTNET_LITE_STDDEV = 128.0
+# Two of ImageNet's classes, what `look ideal` draws for a pretrained ImageNet head (all 1,000 are too many).
+IMAGENET_EXAMPLE_CLASSES = "tabby,zebra"
 
 
 def vgg_preprocess(images):
@@ -118,6 +120,8 @@ class Network:
       photo_note: the model card's advice on the photos to feed it.
       converter: the source format transfer.convert turns into this network's
         checkpoint, or "" for none.
+      example_classes: the pretrained head's classes `look ideal` draws when --classes
+        is not given: a comma list of class names, or "all".
     """
 
     name: str
@@ -144,6 +148,7 @@ class Network:
     layers: str | None = None
     photo_note: str = "no central crop: crop the subject yourself if it fills little of the photo"
     converter: str = ""
+    example_classes: str = "all"
 
     def __post_init__(self):
         if not self.title:
@@ -238,6 +243,7 @@ NETWORKS = {
             block_scopes=tuple(f"vgg_16/conv{n}" for n in range(1, 6)) + ("vgg_16/fc6", "vgg_16/fc7"),
             scope=vgg.SCOPE,
             class_names_file=IMAGENET_CLASSES_FILE,
+            example_classes=IMAGENET_EXAMPLE_CLASSES,
             crop_fraction=_CROP_224_OF_256,
             min_image_size=224,
             min_size_reason="fc6 is a 7x7 VALID convolution",
@@ -256,6 +262,7 @@ NETWORKS = {
             block_scopes=_resnet_blocks(),
             scope=resnet_v1.SCOPE,
             class_names_file=IMAGENET_CLASSES_FILE,
+            example_classes=IMAGENET_EXAMPLE_CLASSES,
             crop_fraction=_CROP_224_OF_256,
             first_conv="resnet_v1_50/conv1/weights",
         ),
@@ -273,6 +280,7 @@ NETWORKS = {
             block_scopes=_mobilenet_blocks(),
             scope=mobilenet_v1.SCOPE,
             class_names_file=IMAGENET_CLASSES_FILE,
+            example_classes=IMAGENET_EXAMPLE_CLASSES,
             crop_fraction=0.875,
             first_conv="MobilenetV1/Conv2d_0/weights",
         ),
@@ -289,6 +297,7 @@ NETWORKS = {
             block_scopes=_EFFICIENTNET_BLOCKS,
             scope=efficientnet_lite.SCOPE,
             class_names_file=IMAGENET_CLASSES_FILE,
+            example_classes=IMAGENET_EXAMPLE_CLASSES,
             crop_fraction=_CROP_224_OF_256,
             probe_end_points=("stem", "block_3", "block_8", "block_15", "features"),
             first_conv="efficientnet-lite0/stem/conv2d/kernel",

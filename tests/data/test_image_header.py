@@ -11,7 +11,6 @@ import io
 import os
 import random
 import struct
-import types
 import zlib
 from pathlib import Path
 
@@ -151,9 +150,9 @@ def _look(paths, monkeypatch):
     verdicts = {}
     for path in paths:
         _, width, height = image_header.image_size(Path(path).read_bytes()[:4096])
-        network = types.SimpleNamespace(name="probe", image_shape=(height or 1, width or 1, 3))
+        shape = (height or 1, width or 1, 3)
         try:
-            common.read_image(path, network)
+            common.read_image(path, shape, "probe")
             verdicts[path] = None
         except DataError as error:
             # A decoded image of another channel count than the probe's still decoded.
@@ -249,9 +248,9 @@ def test_look_refuses_what_pil_would_call_a_bomb_in_one_line(tmp_path):
         if tag == 257:
             struct.pack_into("<I" if kind == 4 else "<H", data, ifd + 2 + 12 * k + 8, 20000)
     path.write_bytes(bytes(data))
-    network = types.SimpleNamespace(name="probe", image_shape=(28, 28, 1))
+
     with pytest.raises(DataError) as raised:
-        common.read_image(str(path), network)
+        common.read_image(str(path), (28, 28, 1), "probe")
     assert str(raised.value) == (
         f"{path}: 20000 x 20000 pixels (400.0 megapixels), more than the 67.1 megapixels an image may have: "
         "not decoded; scale it down"
@@ -266,4 +265,4 @@ def test_a_fifo_is_never_opened(tmp_path):
         image_header.open_regular(str(fifo))
     assert image_folder._find_bad([str(fifo)]) == {0: "not a regular file (a FIFO)"}
     with pytest.raises(DataError, match=r"x.png: not a readable image \(not a regular file \(a FIFO\)\)"):
-        common.read_image(str(fifo), types.SimpleNamespace(name="probe", image_shape=(28, 28, 1)))
+        common.read_image(str(fifo), (28, 28, 1), "probe")

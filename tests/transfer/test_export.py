@@ -344,6 +344,16 @@ def test_predict_refusals(exported, run, sample, tmp_path, monkeypatch, argv, ex
     assert re.search(expected, err.getvalue()), err.getvalue()
 
 
+def test_predict_carries_the_stderr_silencer_byte_for_byte():
+    """predict.py stands alone, so it keeps a copy of runtime.quiet.native_stderr_silenced: the same code."""
+    import inspect
+
+    import predict
+    from runtime import quiet
+
+    assert inspect.getsource(predict.native_stderr_silenced) == inspect.getsource(quiet.native_stderr_silenced)
+
+
 def test_predict_checks_its_arguments_before_importing_tensorflow(exported, sample, tmp_path):
     """Rule 8: a mistake on the command line is one line at once, with TensorFlow never imported."""
     digits = tmp_path / "digits"

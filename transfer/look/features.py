@@ -169,8 +169,28 @@ OPTIONS = (
         default=1000,
         help="test images exported to the projector (default: %(default)s)",
     ),
-    Option("--limit", type=cli.positive_int, default=None, help="use only the first N test images"),
 )
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """The features command's own flags.
+
+    Attributes:
+      probe_train: training images whose features fit the probes (a seeded subset).
+      knn: neighbours in the kNN vote.
+      projector_images: test images exported to the projector.
+      limit: use only the first N test images, or None for all.
+    """
+
+    probe_train: int
+    knn: int
+    projector_images: int
+    limit: int | None
+
+
+# What run takes, each made once from the parsed flags (runtime.options.Flags.record).
+RECORDS = (common.Shared, Settings, common.DataRequest)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -183,6 +203,7 @@ class _ProbeData:
       train_labels: their labels.
       test_images: the test images (the first --limit), float32 [N, *image_shape] in [0, 1].
       test_labels: their labels.
+      num_classes: the number of classes the labels are of.
     """
 
     data: object
@@ -190,36 +211,43 @@ class _ProbeData:
     train_labels: np.ndarray
     test_images: np.ndarray
     test_labels: np.ndarray
+    num_classes: int
 
 
-def _probe_data(args, model, network):
+def _probe_data(settings, seed, request, run):
     """The run's test images and a seeded subset of --probe-train of its training images.
 
     Raises:
       UserError: when --knn asks for more neighbours than there are training images.
       DataError: see common.load_data.
     """
-    data = common.load_data(args, model.run, network)
-    rng = np.random.default_rng(args.seed)
-    chosen = np.sort(rng.permutation(len(data.train))[: args.probe_train])
-    if args.knn > len(chosen):
-        raise UserError(f"--knn {args.knn} is more than the {len(chosen)} training images the probes fit on")
+    data = common.load_data(request, run)
+    rng = np.random.default_rng(seed)
+    chosen = np.sort(rng.permutation(len(data.train))[: settings.probe_train])
+    if settings.knn > len(chosen):
+        raise UserError(f"--knn {settings.knn} is more than the {len(chosen)} training images the probes fit on")
     train = data.train.subset(chosen)
-    test = data.test.subset(np.arange(min(args.limit or len(data.test), len(data.test))))
+    test = data.test.subset(np.arange(min(settings.limit or len(data.test), len(data.test))))
     return _ProbeData(
-        data=data, train=train, train_labels=train.labels, test_images=data.images(test), test_labels=test.labels
+        data=data,
+        train=train,
+        train_labels=train.labels,
+        test_images=data.images(test),
+        test_labels=test.labels,
+        num_classes=run.num_classes,
     )
 
 
-def _end_points(network):
+def _end_points(run):
     """Builds the network into the current graph over an input placeholder.
 
     Returns:
       (the placeholder, {name: tensor} of the input and then the network's end points).
     """
-    images_ph = v1.placeholder(tf.float32, [None, *network.image_shape], name="look/images")
-    end_points = network.build(images_ph)
-    return images_ph, {INPUT_END_POINT: images_ph, **{name: end_points[name] for name in network.end_points}}
+    images_ph = v1.placeholder(tf.float32, [None, *run.image_shape], name="look/images")
+    end_points = common.build(run, images_ph)
+    probed = run.network.probe_end_points
+    return images_ph, {INPUT_END_POINT: images_ph, **{name: end_points[name] for name in probed}}
 
 
 def _write_summary(directory, summary):
@@ -260,17 +288,15 @@ def _export_to_projector(out_dir, name, features, data, count, scores):
     return projector
 
 
-def _score(args, out_dir, network, name, train, test, data):
+def _score(settings, seed, out_dir, name, train, test, data):
     """Scores one end point's features with the kNN vote and the linear probe; exports them; prints its row.
 
     Returns:
       The end point's entry in features.json.
     """
     started = time.monotonic()
-    knn = knn_accuracy(train, data.train_labels, test, data.test_labels, args.knn, network.num_classes)
-    linear, penalty = linear_probe_accuracy(
-        train, data.train_labels, test, data.test_labels, network.num_classes, args.seed
-    )
+    knn = knn_accuracy(train, data.train_labels, test, data.test_labels, settings.knn, data.num_classes)
+    linear, penalty = linear_probe_accuracy(train, data.train_labels, test, data.test_labels, data.num_classes, seed)
     entry = {
         "end_point": name,
         "dims": int(train.shape[1]),
@@ -281,21 +307,21 @@ def _score(args, out_dir, network, name, train, test, data):
     }
     if name != INPUT_END_POINT:
         scores = {"probe/knn_accuracy": knn, "probe/linear_accuracy": linear}
-        entry["projector"] = _export_to_projector(out_dir, name, test, data, args.projector_images, scores)
+        entry["projector"] = _export_to_projector(out_dir, name, test, data, settings.projector_images, scores)
     print(
-        f"{name:>8}  {entry['dims']:>5} dims  kNN (k={args.knn}) {knn:.4f}  linear probe {linear:.4f}  (ridge "
+        f"{name:>8}  {entry['dims']:>5} dims  kNN (k={settings.knn}) {knn:.4f}  linear probe {linear:.4f}  (ridge "
         f"{penalty:g})"
     )
     return entry
 
 
-def _results(args, data, table, seconds):
+def _results(knn, data, table, seconds):
     """The fields of features.json beside the checkpoint, the network and its classes."""
     return {
         "data": data.data.description,
         "probe_train_images": len(data.train_labels),
         "test_images": len(data.test_labels),
-        "knn_k": args.knn,
+        "knn_k": knn,
         "probe": "ridge regression on one-hot targets over standardised features; penalty picked on 20% of the "
         "training features",
         "seconds": round(seconds, 2),
@@ -303,28 +329,36 @@ def _results(args, data, table, seconds):
     }
 
 
-def run(args):
+def run(shared, settings, request):
     """The features command: open the model, read the data, compute the features, draw, probe, write and report.
+
+    Args:
+      shared: the common.Shared flags.
+      settings: the Settings.
+      request: the common.DataRequest, the data when it is not the run's own.
 
     Raises:
       UserError: for a bad flag, model or data set, or a network without a labelled test set.
     """
-    model, network, values = common.open_model(args.model, args.network)
-    if model.run.data_source is None:
-        raise UserError(f"features needs a labelled test set, and the {network.name} has none here")
-    data = _probe_data(args, model, network)
-    out_dir = common.command_out_dir(args, model, "features", RESULT_FILES)
-    common.report_network(model, network)
+    model, values = common.open_model(shared.model, shared.network)
+    run = model.run
+    if run.data_source is None:
+        raise UserError(f"features needs a labelled test set, and the {run.title} has none here")
+    data = _probe_data(settings, shared.seed, request, run)
+    out_dir = common.command_out_dir(shared, model, "features", RESULT_FILES)
+    common.report_network(model)
     with tf.Graph().as_default():
-        images_ph, tensors = _end_points(network)
-        layer = common.first_layer(network)
-        with common.restored_session(args, network, model.prefix, values) as sess:
+        images_ph, tensors = _end_points(run)
+        with common.restored_session(shared, model, values) as sess:
             began = time.monotonic()
             train_features = compute(sess, images_ph, tensors, data.train.batches(data.data.spec, _BATCH))
             test_features = compute(sess, images_ph, tensors, _in_batches(data.test_images))
+    layer = run.network.first_conv
     filters_path = _draw_filters(out_dir, layer, values[layer])
-    table = [_score(args, out_dir, network, name, train_features[name], test_features[name], data) for name in tensors]
-    path = common.write_results(
-        out_dir, "features.json", model, network, _results(args, data, table, time.monotonic() - began)
-    )
+    table = [
+        _score(settings, shared.seed, out_dir, name, train_features[name], test_features[name], data)
+        for name in tensors
+    ]
+    fields = _results(settings.knn, data, table, time.monotonic() - began)
+    path = common.write_results(out_dir, "features.json", model, fields)
     print(f"wrote {filters_path}, {path} and projector runs under {out_dir}")

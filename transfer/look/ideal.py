@@ -9,6 +9,7 @@ or through a sigmoid. All classes are optimised together, one image each: the lo
 summed, and as the network has no batch coupling each image gets its own gradient.
 """
 
+import dataclasses
 import os
 import time
 
@@ -40,6 +41,53 @@ RESULT_FILES = ("ideal.json", "ideal.png")
 _SIGMOID_MARGIN = 1e-3
 
 
+@dataclasses.dataclass(frozen=True)
+class Optimisation:
+    """How each image is optimised: what it maximises, how its pixels stay in range, the step and the priors.
+
+    Attributes:
+      objective: "logprob" (log-softmax of the class) or "logit" (its raw logit).
+      value_range: "clip" (clip to [0, 1] after every step) or "sigmoid" (image = sigmoid(variable)).
+      learning_rate: Adam's learning rate.
+      l2_weight: weight of the squared L2 norm of the image, a second prior that pulls pixels
+        towards the black background of the digits.
+      jitter: the image the loss sees is rolled by up to this many pixels each step (seeded
+        by the graph seed), so that the optimum cannot rest on single pixels; 0 turns it off.
+        Probabilities are always reported for the image as it is.
+    """
+
+    objective: str
+    value_range: str
+    learning_rate: float
+    l2_weight: float
+    jitter: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """The rest of the ideal command's flags: which classes, the TV weight, the start, how long, what to report.
+
+    Attributes:
+      classes: --classes, a comma list of class names or indices, "all", or None for the run's default.
+      tv_weight: the total-variation weight.
+      steps: Adam steps.
+      start: an image file or "skimage:NAME" to start from, or None for noise.
+      noise: the amplitude of the starting noise around mid-grey.
+      target_probability: the step where each image first reaches this probability is recorded.
+      baseline: also optimise each class at TV weight 0 from the same start.
+      summary_every: steps between TensorBoard images.
+    """
+
+    classes: str | None
+    tv_weight: float
+    steps: int
+    start: str | None
+    noise: float
+    target_probability: float
+    baseline: bool
+    summary_every: int
+
+
 def initial_images(shape, count, seed, noise, start=None):
     """The starting images [count, *shape]: a given image repeated, or seeded uniform noise.
 
@@ -51,48 +99,32 @@ def initial_images(shape, count, seed, noise, start=None):
     return (0.5 + noise * rng.uniform(-1.0, 1.0, (count, *shape))).astype(np.float32)
 
 
-def build_graph(
-    network,
-    classes,
-    tv_weights,
-    start,
-    objective="logprob",
-    value_range="clip",
-    learning_rate=0.05,
-    l2_weight=0.0,
-    jitter=0,
-):
+def build_graph(run, classes, tv_weights, start, optimisation):
     """Builds the optimisation into the current graph.
 
     Args:
-      network: a common.Network.
+      run: the common.Run whose network it is.
       classes: class index per image [K].
       tv_weights: total-variation weight per image [K].
       start: float32 [K, *image_shape] in [0, 1], the starting images.
-      objective: "logprob" (log-softmax of the class) or "logit" (its raw logit).
-      value_range: "clip" (clip to [0, 1] after every step) or "sigmoid" (image = sigmoid(variable)).
-      learning_rate: Adam's learning rate.
-      l2_weight: weight of the squared L2 norm of the image, a second prior that pulls pixels towards
-        the black background of the digits.
-      jitter: the image the loss sees is rolled by up to this many pixels each step (seeded
-        by the graph seed), so that the optimum cannot rest on single pixels; 0 turns it off.
-        Probabilities are always reported for the image as it is.
+      optimisation: the Optimisation.
 
     Returns:
       A dict: input (the variable), images [K, ...] in [0, 1], probabilities [K, classes],
       objective [K], total_variation [K], loss, step (train op, followed by the clip).
     """
+    value_range = optimisation.value_range
     variable = v1.get_variable(
         INPUT_NAME, initializer=tf.constant(_initial_value(start, value_range), tf.float32), use_resource=True
     )
     images = tf.sigmoid(variable) if value_range == "sigmoid" else variable
-    logits = network.build(images)["logits"]
-    target, optimised = _objectives(network, images, logits, classes, objective, jitter)
+    logits = common.build(run, images)["logits"]
+    target, optimised = _objectives(run, images, logits, classes, optimisation)
     total_variation = tf.image.total_variation(images)
     loss = tf.reduce_sum(-optimised + tf.constant(tv_weights, tf.float32) * total_variation)
-    if l2_weight:
-        loss += l2_weight * tf.reduce_sum(tf.square(images))
-    step = _train_step(loss, variable, learning_rate, value_range)
+    if optimisation.l2_weight:
+        loss += optimisation.l2_weight * tf.reduce_sum(tf.square(images))
+    step = _train_step(loss, variable, optimisation.learning_rate, value_range)
     return {
         "input": variable,
         "images": images,
@@ -112,23 +144,24 @@ def _initial_value(start, value_range):
     return np.log(unconstrained) - np.log1p(-unconstrained)
 
 
-def _objectives(network, images, logits, classes, objective, jitter):
+def _objectives(run, images, logits, classes, optimisation):
     """Each image's objective as reported (of the image as it is) and as optimised (of the rolled image).
 
     Returns:
       (reported [K], optimised [K]); one tensor twice when jitter is 0.
     """
     chosen = tf.stack([tf.range(len(classes)), tf.constant(classes, tf.int32)], axis=1)
+    logprob, jitter = optimisation.objective == "logprob", optimisation.jitter
 
     def objective_of(class_logits):
-        return tf.gather_nd(tf.nn.log_softmax(class_logits) if objective == "logprob" else class_logits, chosen)
+        return tf.gather_nd(tf.nn.log_softmax(class_logits) if logprob else class_logits, chosen)
 
     target = objective_of(logits)
     if not jitter:
         return target, target
     shift = tf.random.uniform([2], -jitter, jitter + 1, dtype=tf.int32)
     with v1.variable_scope(v1.get_variable_scope(), reuse=True):
-        return target, objective_of(network.build(tf.roll(images, shift, axis=[1, 2]))["logits"])
+        return target, objective_of(common.build(run, tf.roll(images, shift, axis=[1, 2]))["logits"])
 
 
 def _train_step(loss, variable, learning_rate, value_range):
@@ -278,60 +311,60 @@ OPTIONS = (
         help="steps between TensorBoard images (default: %(default)s)",
     ),
 )
+# What run takes, each made once from the parsed flags (runtime.options.Flags.record).
+RECORDS = (common.Shared, Settings, Optimisation)
 
 
-def _validate(args):
-    for flag, value in (("--tv-weight", args.tv_weight), ("--l2-weight", args.l2_weight)):
+def _validate(settings, optimisation):
+    for flag, value in (("--tv-weight", settings.tv_weight), ("--l2-weight", optimisation.l2_weight)):
         if not 0.0 <= value < float("inf"):
             raise UserError(f"{flag} must be a number >= 0, got {value}")
-    if not 0.0 <= args.noise <= 0.5:
-        raise UserError(f"--noise must be in [0, 0.5] so the start stays in [0, 1], got {args.noise}")
-    if not 0.0 < args.target_probability <= 1.0:
-        raise UserError(f"--target-probability must be in (0, 1], got {args.target_probability}")
+    if not 0.0 <= settings.noise <= 0.5:
+        raise UserError(f"--noise must be in [0, 0.5] so the start stays in [0, 1], got {settings.noise}")
+    if not 0.0 < settings.target_probability <= 1.0:
+        raise UserError(f"--target-probability must be in (0, 1], got {settings.target_probability}")
 
 
-def _arms(args, network, classes, start_image):
+def _arms(settings, seed, image_shape, classes, start_image):
     """The images to optimise: one per class, and with --baseline one more per class at TV weight 0.
 
     Returns:
       (class index per image, TV weight per image, starting images float32 [K, *image_shape]).
     """
-    arms = [("tv", args.tv_weight)] + ([("tv0", 0.0)] if args.baseline else [])
+    arms = [("tv", settings.tv_weight)] + ([("tv0", 0.0)] if settings.baseline else [])
     image_classes = [index for _ in arms for index in classes]
     tv_weights = [weight for _, weight in arms for _ in classes]
     # Every arm starts from the same images, so the TV-0 baseline differs only in its weight.
-    start = np.concatenate(
-        [initial_images(network.image_shape, len(classes), args.seed, args.noise, start_image)] * len(arms)
-    )
+    start = np.concatenate([initial_images(image_shape, len(classes), seed, settings.noise, start_image)] * len(arms))
     return image_classes, tv_weights, start
 
 
-def _print_plan(args, classes):
+def _print_plan(settings, optimisation, classes):
     print(
-        f"optimising {len(classes)} class image(s){' and their TV-0 baselines' if args.baseline else ''}: "
-        f"{args.objective}, TV weight {args.tv_weight:g}, {args.value_range}, {args.steps} Adam steps at "
-        f"{args.learning_rate:g}"
+        f"optimising {len(classes)} class image(s){' and their TV-0 baselines' if settings.baseline else ''}: "
+        f"{optimisation.objective}, TV weight {settings.tv_weight:g}, {optimisation.value_range}, "
+        f"{settings.steps} Adam steps at {optimisation.learning_rate:g}"
     )
 
 
-def _optimise_with_summaries(sess, graph, args, image_classes, out_dir):
+def _optimise_with_summaries(sess, graph, settings, image_classes, out_dir):
     """optimise, with its TensorBoard images written to the output dir; returns (images, results, seconds)."""
     writer = v1.summary.FileWriter(out_dir)
     began = time.monotonic()
     images, results = optimise(
-        sess, graph, image_classes, args.steps, args.target_probability, writer, args.summary_every
+        sess, graph, image_classes, settings.steps, settings.target_probability, writer, settings.summary_every
     )
     seconds = time.monotonic() - began
     writer.close()
     return images, results, seconds
 
 
-def _per_class(args, names, classes, results):
+def _per_class(settings, names, classes, results):
     """One entry per class for ideal.json: its result, and with --baseline its TV-0 result and the TV ratio."""
     per_class = []
     for position, index in enumerate(classes):
-        entry = {"class": names[index], "index": index, "steps": args.steps, **results[position]}
-        if args.baseline:
+        entry = {"class": names[index], "index": index, "steps": settings.steps, **results[position]}
+        if settings.baseline:
             baseline = results[len(classes) + position]
             entry["baseline_tv0"] = baseline
             entry["tv_ratio"] = (
@@ -341,27 +374,27 @@ def _per_class(args, names, classes, results):
     return per_class
 
 
-def _results(args, per_class, seconds):
+def _results(settings, optimisation, seed, per_class, seconds):
     """The fields of ideal.json beside the checkpoint and the network."""
     return {
-        "objective": args.objective,
-        "tv_weight": args.tv_weight,
-        "l2_weight": args.l2_weight,
-        "jitter": args.jitter,
-        "range": args.value_range,
-        "learning_rate": args.learning_rate,
-        "steps": args.steps,
-        "start": args.start or f"noise 0.5 +- {args.noise:g}, seed {args.seed}",
-        "target_probability": args.target_probability,
+        "objective": optimisation.objective,
+        "tv_weight": settings.tv_weight,
+        "l2_weight": optimisation.l2_weight,
+        "jitter": optimisation.jitter,
+        "range": optimisation.value_range,
+        "learning_rate": optimisation.learning_rate,
+        "steps": settings.steps,
+        "start": settings.start or f"noise 0.5 +- {settings.noise:g}, seed {seed}",
+        "target_probability": settings.target_probability,
         "seconds": round(seconds, 2),
         "classes": per_class,
     }
 
 
-def _save_figure(out_dir, args, network, classes, images, results):
+def _save_figure(out_dir, settings, run, classes, images, results):
     """Draws ideal.png: a row of the class images, with --baseline a row of their TV-0 twins; returns its path."""
-    names = network.class_names
-    arms = [(f"TV weight {args.tv_weight:g}", 0)] + ([("TV weight 0", len(classes))] if args.baseline else [])
+    names = run.class_names
+    arms = [(f"TV weight {settings.tv_weight:g}", 0)] + ([("TV weight 0", len(classes))] if settings.baseline else [])
     rows, titles, labels = [], [], []
     for label, first in arms:
         rows.append([common.display(image) for image in images[first : first + len(classes)]])
@@ -373,54 +406,51 @@ def _save_figure(out_dir, args, network, classes, images, results):
         )
         labels.append(label)
     path = os.path.join(out_dir, "ideal.png")
-    common.save_figure(path, rows, titles, labels, cell=common.figure_cell(network.image_shape[0]))
+    common.save_figure(path, rows, titles, labels, cell=common.figure_cell(run.image_shape[0]))
     return path
 
 
-def _print_table(args, per_class):
+def _print_table(baseline, per_class):
     print(
         f"{'class':>6}  {'probability':>11}  {'TV':>8}"
-        + (f"  {'p (TV 0)':>9}  {'TV (TV 0)':>9}  {'ratio':>6}" if args.baseline else "")
+        + (f"  {'p (TV 0)':>9}  {'TV (TV 0)':>9}  {'ratio':>6}" if baseline else "")
     )
     for entry in per_class:
         line = f"{entry['class']:>6}  {entry['probability']:>11.4f}  {entry['total_variation']:>8.2f}"
-        if args.baseline:
+        if baseline:
             base = entry["baseline_tv0"]
             line += f"  {base['probability']:>9.4f}  {base['total_variation']:>9.2f}  {entry['tv_ratio']:>6.3f}"
         print(line)
 
 
-def run(args):
+def run(shared, settings, optimisation):
     """The ideal command: validate, open the model, optimise an image per class, write the results and report them.
+
+    Args:
+      shared: the common.Shared flags.
+      settings: the Settings.
+      optimisation: the Optimisation.
 
     Raises:
       UserError: for a bad flag, model, class or start image (see the helpers).
     """
-    _validate(args)
-    model, network, values = common.open_model(args.model, args.network)
-    classes = common.parse_classes(args.classes, network)
-    start_image = common.read_image_or_photo(args.start, network) if args.start else None
-    out_dir = common.command_out_dir(args, model, "ideal", RESULT_FILES)
-    image_classes, tv_weights, start = _arms(args, network, classes, start_image)
-    common.report_network(model, network)
-    _print_plan(args, classes)
+    _validate(settings, optimisation)
+    model, values = common.open_model(shared.model, shared.network)
+    run = model.run
+    classes = common.parse_classes(settings.classes, run)
+    start_image = common.read_image_or_photo(settings.start, run.image_shape, run.title) if settings.start else None
+    out_dir = common.command_out_dir(shared, model, "ideal", RESULT_FILES)
+    image_classes, tv_weights, start = _arms(settings, shared.seed, run.image_shape, classes, start_image)
+    common.report_network(model)
+    _print_plan(settings, optimisation, classes)
     with tf.Graph().as_default():
-        v1.set_random_seed(args.seed)
-        graph = build_graph(
-            network,
-            image_classes,
-            tv_weights,
-            start,
-            args.objective,
-            args.value_range,
-            args.learning_rate,
-            args.l2_weight,
-            args.jitter,
-        )
-        with common.restored_session(args, network, model.prefix, values, initialise=True) as sess:
-            images, results, seconds = _optimise_with_summaries(sess, graph, args, image_classes, out_dir)
-    per_class = _per_class(args, network.class_names, classes, results)
-    json_path = common.write_results(out_dir, "ideal.json", model, network, _results(args, per_class, seconds))
-    figure_path = _save_figure(out_dir, args, network, classes, images, results)
-    _print_table(args, per_class)
+        v1.set_random_seed(shared.seed)
+        graph = build_graph(run, image_classes, tv_weights, start, optimisation)
+        with common.restored_session(shared, model, values, initialise=True) as sess:
+            images, results, seconds = _optimise_with_summaries(sess, graph, settings, image_classes, out_dir)
+    per_class = _per_class(settings, run.class_names, classes, results)
+    fields = _results(settings, optimisation, shared.seed, per_class, seconds)
+    json_path = common.write_results(out_dir, "ideal.json", model, fields)
+    figure_path = _save_figure(out_dir, settings, run, classes, images, results)
+    _print_table(settings.baseline, per_class)
     print(f"wrote {figure_path}, {json_path} and TensorBoard images in {seconds:.1f} s")
