@@ -41,9 +41,10 @@ STORAGE_TYPES = {dtype: name for name, dtype in torch_legacy.STORAGE_DTYPES.item
 
 
 def is_zip(path):
-    """Whether the file is a zip archive (torch's zip format, if it is a PyTorch file)."""
+    """Whether the file is a zip archive (torch's zip format, if it is a PyTorch file), even a truncated one."""
     try:
-        return zipfile.is_zipfile(path)
+        with open(path, "rb") as stream:
+            return stream.read(4) == b"PK\x03\x04" or zipfile.is_zipfile(path)
     except OSError:
         return False
 

