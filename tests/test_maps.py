@@ -27,6 +27,7 @@ import tensorflow as tf
 from safetensors.numpy import save_file
 from test_convert import _wheel_weights
 
+from models import mobilenet_v1, networks, vgg
 from runtime.errors import CheckpointError
 from transfer import convert, maps, safetensors_io, torch_legacy, torch_zip
 
@@ -367,3 +368,143 @@ def test_the_legacy_and_the_zip_file_of_one_state_dict_give_the_same_checkpoint(
     names = first.get_variable_to_shape_map()
     assert names == second.get_variable_to_shape_map() and len(names) == 247
     assert all(safetensors_io.same_bits(first.get_tensor(n), second.get_tensor(n)) for n in names)
+
+
+# --- 4. The shipped maps, proven by outputs -------------------------------------------------
+
+
+def _same_pad(size, kernel, stride):
+    """TensorFlow's SAME padding of one axis: (before, after)."""
+    total = max((-(-size // stride) - 1) * stride + kernel - size, 0)
+    return total // 2, total - total // 2
+
+
+def _torch_conv(x, weight, stride=1, groups=1, padding="SAME"):
+    """A PyTorch Conv2d over x [C, H, W] with an OIHW weight [O, I/groups, kh, kw], in float64, TF's padding."""
+    _, height, width = x.shape
+    out_channels, _, kh, kw = weight.shape
+    if padding == "SAME":
+        x = np.pad(x, ((0, 0), _same_pad(height, kh, stride), _same_pad(width, kw, stride)))
+    rows, cols = (x.shape[1] - kh) // stride + 1, (x.shape[2] - kw) // stride + 1
+    out = np.zeros((out_channels, rows, cols))
+    for i, j in itertools.product(range(kh), range(kw)):
+        window = x[:, i : i + stride * rows : stride, j : j + stride * cols : stride]
+        if groups == 1:
+            out += np.einsum("oc,chw->ohw", weight[:, :, i, j], window)
+        else:  # depthwise: one input channel per output channel
+            out += weight[:, 0, i, j][:, None, None] * window
+    return out
+
+
+def _torch_batch_norm(x, state, prefix, eps):
+    scale = state[f"{prefix}.weight"] / np.sqrt(state[f"{prefix}.running_var"].astype(np.float64) + eps)
+    return (x - state[f"{prefix}.running_mean"][:, None, None]) * scale[:, None, None] + state[f"{prefix}.bias"][
+        :, None, None
+    ]
+
+
+def _vgg_reference(state, image):
+    """torchvision's VGG16 forward pass on its own state_dict (x: [3, H, W])."""
+    x, index = image.astype(np.float64), 0
+    for repeats, _ in vgg.BLOCKS:
+        for _ in range(repeats):
+            x = np.maximum(
+                _torch_conv(x, state[f"features.{index}.weight"]) + state[f"features.{index}.bias"][:, None, None], 0
+            )
+            index += 2
+        channels, height, width = x.shape
+        x = x[:, : height // 2 * 2, : width // 2 * 2].reshape(channels, height // 2, 2, width // 2, 2).max(axis=(2, 4))
+        index += 1
+    x = x.reshape(-1)  # torch.flatten over [C, 7, 7]
+    for layer in (0, 3, 6):
+        x = state[f"classifier.{layer}.weight"] @ x + state[f"classifier.{layer}.bias"]
+        x = np.maximum(x, 0) if layer != 6 else x
+    return x
+
+
+def _mobilenet_reference(state, image):
+    """timm's mobilenetv1_100 forward pass on its own state_dict, with TF-Slim's SAME padding and epsilon."""
+    eps = mobilenet_v1.BATCH_NORM_EPSILON
+    x = _torch_conv(image.astype(np.float64), state["conv_stem.weight"], stride=mobilenet_v1.LAYERS[0][0])
+    x = np.clip(_torch_batch_norm(x, state, "bn1", eps), 0, 6)
+    blocks = [f"blocks.{stage}.{i}" for stage, repeats in enumerate((1, 2, 2, 6, 2)) for i in range(repeats)]
+    for block, (stride, _) in zip(blocks, mobilenet_v1.LAYERS[1:]):
+        x = _torch_conv(x, state[f"{block}.conv_dw.weight"], stride=stride, groups=x.shape[0])
+        x = np.clip(_torch_batch_norm(x, state, f"{block}.bn1", eps), 0, 6)
+        x = _torch_conv(x, state[f"{block}.conv_pw.weight"])
+        x = np.clip(_torch_batch_norm(x, state, f"{block}.bn2", eps), 0, 6)
+    return state["classifier.weight"] @ x.mean(axis=(1, 2)) + state["classifier.bias"]
+
+
+def _random_state(network, rng):
+    """A random state_dict in the network's PyTorch layout, shaped by its map from our (narrowed) graph."""
+    name_map = maps.load(os.path.join(networks.NAME_MAPS_DIR, network.name_map))
+    shapes = convert.network_shapes(network)
+    found, unmatched = maps.resolve(name_map, list(shapes), "tf")
+    assert unmatched == []
+    state = collections.OrderedDict()
+    for tf_name, (torch_name, rule) in found.items():
+        shape = maps.target_shape(shapes[tf_name], rule, False, tf_name)
+        fan_in = int(np.prod(shape[1:])) if len(shape) > 1 else 1
+        if torch_name.endswith("running_var"):
+            value = rng.uniform(0.5, 1.5, shape)
+        elif torch_name.endswith(("running_mean", ".bias")):
+            value = rng.normal(0, 0.1, shape)
+        elif torch_name.endswith(".weight") and len(shape) == 1:  # BatchNorm gamma
+            value = rng.uniform(0.8, 1.2, shape)
+        else:
+            value = rng.normal(0, np.sqrt(2.0 / fan_in), shape)
+        state[torch_name] = value.astype(np.float32)
+        if torch_name.endswith("running_var"):  # what a torch BatchNorm saves beside its statistics
+            state[torch_name.replace("running_var", "num_batches_tracked")] = np.array(100, np.int64)
+    return state
+
+
+def _tf_logits(network, prefix, image):
+    with tf.Graph().as_default():
+        images = v1.placeholder(tf.float32, [1, *image.shape])
+        logits, _ = network.build(images, num_classes=network.num_classes)
+        with v1.Session() as sess:
+            v1.train.Saver().restore(sess, prefix)
+            return sess.run(logits, {images: image[None]})[0]
+
+
+NARROW = {
+    # VGG has no BatchNorm: a smaller input keeps its logits near 1, where float32 holds 1e-5.
+    "vgg_16": (vgg, {"BLOCKS": ((2, 4), (2, 4), (3, 8), (3, 8), (3, 8)), "FC_UNITS": 16}, 224, _vgg_reference, 0.1),
+    "mobilenet_v1": (
+        mobilenet_v1,
+        {"LAYERS": tuple((stride, max(4, depth // 64)) for stride, depth in mobilenet_v1.LAYERS)},
+        45,
+        _mobilenet_reference,
+        1.0,
+    ),
+}
+
+
+@pytest.mark.parametrize("name", ["vgg_16", "mobilenet_v1"])
+def test_a_pytorch_state_dict_gives_the_logits_its_own_layout_computes(name, tmp_path, monkeypatch, capsys):
+    """Random torch-layout weights -> zip .pth -> TF1 (the shipped map, found by names) -> our graph's logits
+    equal a numpy forward pass over the torch-layout weights within 1e-5; TF1 -> .pth gives them back bit for bit."""
+    module, narrow, size, reference, amplitude = NARROW[name]
+    for constant, value in narrow.items():
+        monkeypatch.setattr(module, constant, value)
+    network = networks.get(name)
+    rng = np.random.default_rng(SEED)
+    state = _random_state(network, rng)
+    torch_zip.write_state_dict(str(tmp_path / "weights.pt"), state)
+    prefix = convert.convert(str(tmp_path / "weights.pt"), str(tmp_path / "tf1"), log=lambda line: None)
+    report = json.loads((tmp_path / "tf1" / "conversion.json").read_text())
+    assert report["network"] == name and report["map"].endswith(f"{name}.json")
+    image = rng.uniform(-amplitude, amplitude, (size, size, 3)).astype(np.float32)
+    ours = _tf_logits(network, prefix, image)
+    expected = reference(state, image.transpose(2, 0, 1))
+    assert ours.shape == expected.shape == (network.num_classes,)
+    assert np.abs(ours - expected).max() < 1e-5, np.abs(ours - expected).max()
+    assert np.abs(expected).max() > 0.1  # the comparison is not of zeros
+    code, out, _ = _run([tmp_path / "tf1", "--output", tmp_path / "back", "--to", "pytorch"], capsys)
+    assert code == 0 and out.splitlines()[-1].endswith(f"into {tmp_path / 'back' / 'model.pth'}")
+    back = torch_zip.read_state_dict(str(tmp_path / "back" / "model.pth"))
+    weights = [n for n in state if not n.endswith("num_batches_tracked")]
+    assert sorted(back) == sorted(weights) and all(safetensors_io.same_bits(back[n], state[n]) for n in weights)
+    print(name, "max |diff|", np.abs(ours - expected).max(), "max |logit|", np.abs(expected).max())
