@@ -428,8 +428,7 @@ class Request:
     drops: tuple
     force: bool = False
     state: dict | None = None  # a PyTorch source's arrays, read already
-    name_map: maps.NameMap | None = None  # --map-file
-    network: str | None = None  # --network
+    asked: maps.NameMap | str | None = None  # the map of --map-file, or the network --network names
 
     @property
     def side(self):
@@ -456,11 +455,11 @@ def choose_map(request, described):
     """
     from models import networks
 
-    if request.name_map is not None:
-        return request.name_map, None, False
-    if request.network is not None:
+    if isinstance(request.asked, maps.NameMap):
+        return request.asked, None, False
+    if request.asked is not None:
         try:
-            network = networks.get(request.network)
+            network = networks.get(request.asked)
         except ValueError as error:
             raise UserError(f"--network: {error}") from None
         if not network.name_map:
@@ -575,13 +574,11 @@ def request_for(source, output, target=None, drops=(), network=None, map_file=No
     target = target or {"tf1": "safetensors", "safetensors": "tf1", "pth": "tf1"}[kind]
     if target == {"pth": "pytorch"}.get(kind, kind):
         raise UserError(f"{shown(path)} is already a {target} checkpoint; --to names the format to write")
-    name_map = maps.load(map_file) if map_file else None
-    state = None
+    asked = maps.load(map_file) if map_file else network
     if kind == "safetensors":
         safetensors_io.read_header(path)
-    elif kind == "pth":
-        state = torch_zip.read_any(path)
-    return Request(output, kind, path, target, compiled, force, state, name_map, network)
+    state = torch_zip.read_any(path) if kind == "pth" else None
+    return Request(output, kind, path, target, compiled, force, state, asked)
 
 
 def convert(source, output, force=False, log=print):

@@ -16,6 +16,15 @@ of an OrderedDict whose values are `torch._utils._rebuild_tensor_v2(storage, 0, 
 stride, False, OrderedDict())`, using only the globals and opcodes torch's weights-only
 unpickler allows (those of its allow-list), each storage record aligned to 64 bytes in the
 file as torch's own writer aligns them, the records in torch's order.
+
+What is verified here, without torch (it is not installed, and this toolkit does not add
+it): the record names and their order, `version` 3, `byteorder` little, every record
+stored and its data at a multiple of 64 bytes (read from the local headers), data.pkl made
+only of the opcodes and globals that torch's weights-only unpickler evaluates (checked
+against its source), and every file read back through this module's own allow-list reader,
+bit for bit, before it is kept (tests/test_maps.py). Loading it in torch itself is not
+tested here: a safetensors file (`--to safetensors`, read by `safetensors.torch.load_file`)
+is the surest way into PyTorch.
 """
 
 import collections
