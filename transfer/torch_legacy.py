@@ -16,7 +16,7 @@ tensors as persistent storage ids, the list of storage keys), then for each key 
 list a little-endian int64 element count and the storage's raw bytes.
 
 Input is bounded: every tensor's view (offset, sizes, strides) is checked against its
-storage's element count before any storage is read (_check_view), a storage larger than
+storage's element count before any storage is read (check_view), a storage larger than
 what is left of the file is refused before it is read, and the tensors come back as
 read-only views of the storages, so the arrays never take more memory than the file.
 """
@@ -308,6 +308,11 @@ class _Machine:
     }
 
 
+def evaluate(stream, storages, path, what):
+    """Evaluates the pickle at the stream's position through the allow-list; storages fills from its ids."""
+    return _pickle(stream, _Machine(path, storages), path, what)
+
+
 def _pickle(stream, machine, path, what):
     try:
         return machine.run(pickletools.genops(stream))
@@ -336,7 +341,7 @@ def _shown(name):
     return name if name.isprintable() else repr(name)
 
 
-def _check_view(tensor, path, name):
+def check_view(tensor, path, name):
     """Refuses a tensor whose view does not lie inside its storage, before anything is allocated.
 
     The rule, in Python integers (no overflow): extents, strides and the offset are not
@@ -378,8 +383,8 @@ def _check_view(tensor, path, name):
         raise CheckpointError(f"{path}: {shown} reaches element {last} of a {storage.numel}-element storage")
 
 
-def _materialise(tensor):
-    """The tensor as a read-only view of its storage's bytes (checked by _check_view): no copy."""
+def materialise(tensor):
+    """The tensor as a read-only view of its storage's bytes (checked by check_view): no copy."""
     storage = tensor.storage
     if 0 in tensor.size:
         return np.zeros(tensor.size, storage.dtype.newbyteorder("="))
@@ -403,7 +408,7 @@ def read_state_dict(path):
       An ordered dict {entry name: numpy array}, in the file's order. The arrays are
       read-only views of the storages' bytes (entries sharing a storage share memory), so
       however many entries a file names, they take no more memory than the file; every
-      view is checked against its storage (_check_view) before a storage is read.
+      view is checked against its storage (check_view) before a storage is read.
 
     Raises:
       CheckpointError: with one line, for a file that cannot be read, is not a legacy
@@ -418,9 +423,9 @@ def read_state_dict(path):
     keys = _pickle(stream, _Machine(path, storages), path, "storage keys")
     _check_contents(state, keys, storages, path)
     for name, tensor in state.items():
-        _check_view(tensor, path, name)
+        check_view(tensor, path, name)
     _read_storages(stream, keys, storages, path)
-    return collections.OrderedDict((name, _materialise(tensor)) for name, tensor in state.items())
+    return collections.OrderedDict((name, materialise(tensor)) for name, tensor in state.items())
 
 
 def _read_pickled_file(path):
@@ -457,6 +462,14 @@ def _check_contents(state, keys, storages, path):
     """Checks the object is a flat dict of tensors and the key list covers every storage it uses."""
     if not (isinstance(keys, list) and all(isinstance(key, str) for key in keys)):
         raise CheckpointError(f"{path} is not a legacy PyTorch file: its storage key list is malformed")
+    check_state(state, path)
+    missing = set(storages) - set(keys)
+    if missing:
+        raise CheckpointError(f"{path} is truncated or malformed: storage {min(missing)} has no data")
+
+
+def check_state(state, path):
+    """Checks the pickled object is a flat dict {name: tensor}, as a state_dict is."""
     if not isinstance(state, dict):
         raise CheckpointError(f"{path} holds a pickled {_kind(state)}, not a state_dict (a dict of tensors)")
     bad = [key for key, value in state.items() if not (isinstance(key, str) and isinstance(value, _Tensor))]
@@ -464,9 +477,6 @@ def _check_contents(state, keys, storages, path):
         raise CheckpointError(
             f"{path} is not a state_dict of tensors: entry {bad[0]!r} is not a tensor (type: {_kind(state[bad[0]])})"
         )
-    missing = set(storages) - set(keys)
-    if missing:
-        raise CheckpointError(f"{path} is truncated or malformed: storage {min(missing)} has no data")
 
 
 def _read_storages(stream, keys, storages, path):

@@ -296,10 +296,14 @@ def test_the_issue_examples_of_the_image_size_check():
 
 def test_the_registry_refuses_a_second_record_of_a_name_and_names_the_converters_network():
     from models.scopes import CLASSIFIER_SCOPES
-    from transfer import convert
 
     with pytest.raises(ValueError, match="already registered"):
         networks.register(networks.get("vgg_16"))
     assert networks.NAMES == tuple(networks.NETWORKS)
-    assert convert.target_network() is networks.get("efficientnet_lite0")
+    assert [network.name for network, _ in networks.with_name_maps()] == [
+        "vgg_16",
+        "mobilenet_v1",
+        "efficientnet_lite0",
+    ]
+    assert all(os.path.isfile(path) for _, path in networks.with_name_maps())
     assert networks.get(networks.DEFAULT).variable_scopes == CLASSIFIER_SCOPES  # what look owned before

@@ -70,11 +70,8 @@ def _save_network(name, directory, seed=SEED):
 
 
 def _convert(source, output, target=None, drops=(), log=None):
-    kind, path = convert.detect(str(source))
-    output = outputs.check(str(output), convert.KIND, False)
-    target = target or ("tf1" if kind == "safetensors" else "safetensors")
     lines = [] if log is None else log
-    return convert.bridge(kind, path, output, target, convert.compile_drops(drops), log=lines.append)
+    return convert.bridge(convert.request_for(str(source), str(output), target, drops), log=lines.append)
 
 
 def _round_trip(name, tmp_path):

