@@ -7,7 +7,20 @@ import dataclasses
 import numpy as np
 
 from data import image_folder, sources
+from transfer.labelled import DataFlags as FolderFlags
 from transfer.labelled import Examples, load_folder
+
+
+@dataclasses.dataclass(frozen=True)
+class DataFlags:
+    """The autoencoder's data flags (of the same names): --dataset, --data-dir, --sample, and
+    for an image folder --test-percent and the --seed of its split."""
+
+    dataset: str = "mnist"
+    data_dir: str | None = None
+    sample: bool = False
+    test_percent: float = 10.0
+    seed: int = 0
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -40,15 +53,19 @@ class AutoencoderData:
         return len(self.test_labels)
 
 
-def load_for_autoencoder(args, log=print):
+def load_for_autoencoder(flags, log=print):
     """The autoencoder's images from --data-dir (IDX or an image folder), --dataset or --sample.
+
+    Args:
+      flags: the run's DataFlags.
+      log: where the data's report lines go.
 
     An image folder is decoded to 28x28 grey (data.image_folder.MNIST_INPUT); its test split
     (--test-percent, or its test/ subfolder) is the evaluation set and its labels are kept
     for the projector only.
     """
-    if not (args.data_dir and image_folder.is_image_folder(args.data_dir)):
-        dataset = sources.load_requested(args.dataset, args.data_dir, args.sample, log=log)
+    if not (flags.data_dir and image_folder.is_image_folder(flags.data_dir)):
+        dataset = sources.load_requested(flags.dataset, flags.data_dir, flags.sample, log=log)
         return AutoencoderData(
             name=dataset.name,
             source_kind=dataset.source_kind,
@@ -58,10 +75,15 @@ def load_for_autoencoder(args, log=print):
             test_images=dataset.test_images,
             test_labels=dataset.test_labels.astype(np.int64),
         )
-    folder_args = _FolderFlags(
-        data_dir=args.data_dir, sample=args.sample, test_percent=args.test_percent, seed=args.seed
+    # No validation split, every label: the autoencoder selects no epoch and uses no label.
+    folder = FolderFlags(
+        data_dir=flags.data_dir,
+        sample=flags.sample,
+        validation_percent=0.0,
+        test_percent=flags.test_percent,
+        seed=flags.seed,
     )
-    data = load_folder(folder_args, image_folder.MNIST_INPUT, log)
+    data = load_folder(folder, image_folder.MNIST_INPUT, log)
     test = image_folder.read_images(data.test.files, image_folder.MNIST_INPUT)
     return AutoencoderData(
         name=data.name,
@@ -73,16 +95,3 @@ def load_for_autoencoder(args, log=print):
         test_labels=data.test.labels,
         file_digests=data.file_digests,
     )
-
-
-@dataclasses.dataclass(frozen=True)
-class _FolderFlags:
-    """The flags of an image folder the autoencoder does not have: no validation, every label."""
-
-    data_dir: str = None
-    sample: bool = False
-    validation_percent: float = 0.0
-    test_percent: float = 10.0
-    min_per_class: int = 1
-    labels_per_class: int = None
-    seed: int = 0

@@ -23,7 +23,7 @@ from data import pipeline
 from runtime import cli, cluster, lifecycle, onednn, rundir
 from runtime.paths import shown
 from runtime.summaries import SummaryWriter, scalars, write_projector
-from runtime.training import LoopHooks, LoopSettings, finite_or_none
+from runtime.training import LoopHooks, finite_or_none
 
 v1 = tf.compat.v1
 
@@ -32,8 +32,6 @@ EVAL_BATCH = 500
 PROJECTOR_POINTS = 2000
 # A run with different values here cannot continue another run's checkpoints.
 RESUME_KEYS = AUTOENCODER.resume_keys
-# The typed records a run is made with, once, from its flags (RunState's first fields).
-RUN_RECORDS = (cli.RuntimeSettings, ae_graph.Hyperparameters, LoopSettings)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,16 +69,17 @@ class RunState:
         return self.config["total_steps"]
 
 
-def validate(args):
-    """Checks the flag values argparse cannot, before data or graphs are touched.
+def settings(args):
+    """The parse/validate boundary: the flags of train_autoencoder.py checked and made into the
+    run's runtime.lifecycle.RunSettings (its data flags an autoencoder.data.DataFlags).
 
     Raises:
       UserError: naming the offending value.
     """
-    AUTOENCODER.validate(args)
+    return lifecycle.settings(AUTOENCODER, args, ae_graph.Hyperparameters, ae_data.DataFlags)
 
 
-def load_data(args):
+def load_data(data_flags, batch_size):
     """The run's images and the steps an epoch takes.
 
     Returns:
@@ -89,8 +88,8 @@ def load_data(args):
     Raises:
       UserError: unreadable data, or a batch larger than the training images.
     """
-    dataset = ae_data.load_for_autoencoder(args)
-    return dataset, cli.steps_per_epoch(dataset.num_train, args.batch_size, "training images")
+    dataset = ae_data.load_for_autoencoder(data_flags)
+    return dataset, cli.steps_per_epoch(dataset.num_train, batch_size, "training images")
 
 
 def run_config(flag_values, dataset, total_steps, task):
@@ -268,17 +267,14 @@ def report(state, metrics, outcome):
 class AutoencoderHooks:
     """The autoencoder run's parts of runtime.lifecycle.run."""
 
-    def check_flags(self, args):
-        validate(args)
-
-    def ps_serves(self, args):
+    def ps_serves(self, settings):
         return True
 
-    def prepare(self, args, task):
+    def prepare(self, settings, task):
         """The data, config.json's contents and the resume check: the RunState."""
-        runtime, hyper, loop = (AUTOENCODER.record(record, args) for record in RUN_RECORDS)
-        dataset, steps_per_epoch = load_data(args)
-        config = run_config(AUTOENCODER.config_values(args), dataset, hyper.epochs * steps_per_epoch, task)
+        runtime, hyper, loop = settings.runtime, settings.hyper, settings.loop
+        dataset, steps_per_epoch = load_data(settings.data, hyper.batch_size)
+        config = run_config(settings.flag_values, dataset, hyper.epochs * steps_per_epoch, task)
         resuming = check_resume(runtime.model_dir, config, task is None or task.is_chief)
         test_images = pipeline.to_float_images(dataset.test_images)
         return RunState(runtime, hyper, loop, task, dataset, test_images, steps_per_epoch, config, resuming)
@@ -300,10 +296,11 @@ class AutoencoderHooks:
 
 
 def run(args):
-    """A whole autoencoder run (see the module docstring for the phases): runtime.lifecycle.run.
+    """A whole autoencoder run (see the module docstring for the phases): runtime.lifecycle.run
+    over the run's settings.
 
     Args:
-      args: the parsed flags of train_autoencoder.py.
+      args: the parsed flags of train_autoencoder.py (read by `settings` alone).
 
     Returns:
       The metrics written to metrics.json, or None for a ps task or a non-chief worker.
@@ -311,4 +308,4 @@ def run(args):
     Raises:
       UserError: a bad flag value, unreadable data, a run in --model-dir made with other settings.
     """
-    return lifecycle.run(args, AutoencoderHooks())
+    return lifecycle.run(settings(args), AutoencoderHooks())
