@@ -363,26 +363,13 @@ def _load_fashion(cache_dir, download, timeout):
     debian_dir = os.fspath(DEBIAN_FASHION_DIR)
     found, missing = idx.find_idx_files(debian_dir, "classic")
     if not missing:
-        return Dataset(
-            "fashion_mnist",
-            f"debian:{debian_dir}",
-            "debian",
-            *idx.load_idx_dir(debian_dir, "classic"),
-            files=_idx_files(found),
-        )
+        return _fashion_from(debian_dir, "debian", debian_dir, skipped)
     skipped.append(f"debian: {debian_dir} " + (f"lacks {', '.join(missing)}" if found else "not present"))
 
     cache_sub = os.path.join(cache_dir, FASHION_CACHE_SUBDIR)
     found, missing = idx.find_idx_files(cache_sub, "classic")
     if not missing:
-        return Dataset(
-            "fashion_mnist",
-            f"keras-cache:{cache_sub}",
-            "keras-cache",
-            *idx.load_idx_dir(cache_sub, "classic"),
-            skipped=tuple(skipped),
-            files=_idx_files(idx.find_idx_files(cache_sub, "classic")[0]),
-        )
+        return _fashion_from(cache_sub, "keras-cache", cache_sub, skipped)
     skipped.append(f"keras cache: {cache_sub} " + (f"lacks {', '.join(missing)}" if found else "not present"))
 
     if download:
@@ -398,14 +385,7 @@ def _load_fashion(cache_dir, download, timeout):
             if failure is not None:
                 break
         if failure is None:
-            return Dataset(
-                "fashion_mnist",
-                f"download:{FASHION_BASE_URL}",
-                "download",
-                *idx.load_idx_dir(cache_sub, "classic"),
-                skipped=tuple(skipped),
-                files=_idx_files(idx.find_idx_files(cache_sub, "classic")[0]),
-            )
+            return _fashion_from(cache_sub, "download", FASHION_BASE_URL, skipped)
         skipped.append(f"download: {failure}")
     else:
         skipped.append("download: disabled")
@@ -413,6 +393,19 @@ def _load_fashion(cache_dir, download, timeout):
         f"no Fashion-MNIST data found; tried {'; '.join(skipped)}; install it with "
         f"'apt-get install dataset-fashion-mnist' or pass --data-dir pointing to a directory "
         f"with the four Fashion-MNIST IDX files"
+    )
+
+
+def _fashion_from(directory, kind, origin, skipped):
+    """Fashion-MNIST from the classic IDX files in `directory`, reached through `kind` (its source
+    "kind:origin"), after the sources `skipped` names."""
+    return Dataset(
+        "fashion_mnist",
+        f"{kind}:{origin}",
+        kind,
+        *idx.load_idx_dir(directory, "classic"),
+        skipped=tuple(skipped),
+        files=_idx_files(idx.find_idx_files(directory, "classic")[0]),
     )
 
 
