@@ -35,38 +35,16 @@ RESUME_KEYS = AUTOENCODER.resume_keys
 
 
 @dataclasses.dataclass(frozen=True)
-class RunState:
-    """What the phases before the graph settled.
+class AutoencoderRun(lifecycle.RunState):
+    """What the phases before the graph settled: the runtime.lifecycle.RunState and the autoencoder's own.
 
     Attributes:
-      runtime: the runtime.cli.RuntimeSettings.
-      hyper: the graph's autoencoder.graph.Hyperparameters.
-      loop: the runtime.training.LoopSettings.
-      task: the runtime.cluster.ClusterTask, or None for a local run.
-      dataset: the autoencoder.data.AutoencoderData.
+      dataset: the transfer.labelled.LabelledData of autoencoder.data.load_for_autoencoder.
       test_images: the held-out images as floats in [0, 1], [N, 28, 28, 1].
-      steps_per_epoch: training steps in one pass over the training images.
-      config: what config.json holds.
-      resuming: whether the chief continues a run in the model dir.
     """
 
-    runtime: object
-    hyper: object
-    loop: object
-    task: object
     dataset: object
     test_images: object
-    steps_per_epoch: int
-    config: dict
-    resuming: bool
-
-    @property
-    def chief(self):
-        return self.task is None or self.task.is_chief
-
-    @property
-    def total_steps(self):
-        return self.config["total_steps"]
 
 
 def settings(args):
@@ -83,13 +61,13 @@ def load_data(data_flags, batch_size):
     """The run's images and the steps an epoch takes.
 
     Returns:
-      (autoencoder.data.AutoencoderData, steps per epoch).
+      (the transfer.labelled.LabelledData, steps per epoch).
 
     Raises:
       UserError: unreadable data, or a batch larger than the training images.
     """
     dataset = ae_data.load_for_autoencoder(data_flags)
-    return dataset, cli.steps_per_epoch(dataset.num_train, batch_size, "training images")
+    return dataset, cli.steps_per_epoch(len(dataset.train), batch_size, "training images")
 
 
 def run_config(flag_values, dataset, total_steps, task):
@@ -157,7 +135,7 @@ def begin(sess, state, graph, resumed, span):
         train.files if train.files is not None else train.images,
         train.labels,
         pipeline.index_stream(
-            state.dataset.num_train,
+            len(train),
             state.hyper.batch_size,
             cluster.replica_seed(runtime.seed, task),
             start_step,
@@ -213,10 +191,10 @@ def final_evaluation(sess, state, graph):
     """
     dataset = state.dataset
     per_pixel = evaluate(sess, graph, state.test_images)
-    count = min(PROJECTOR_POINTS, dataset.num_test)
+    count = min(PROJECTOR_POINTS, len(dataset.test))
     codes = sess.run(graph.end_points["latent"], {graph.images: state.test_images[:count], graph.noise: 0.0})
     projector_config = write_projector(
-        state.runtime.model_dir, codes, dataset.test_labels[:count], dataset.test_images[:count]
+        state.runtime.model_dir, codes, dataset.test.labels[:count], dataset.test.images[:count]
     )
     return per_pixel, projector_config
 
@@ -228,8 +206,8 @@ def write_metrics(state, outcome):
     metrics = {
         "dataset": dataset.name,
         "data_source": dataset.source_kind,
-        "num_train": dataset.num_train,
-        "num_test": dataset.num_test,
+        "num_train": len(dataset.train),
+        "num_test": len(dataset.test),
         "global_step": result.final_step,
         "epochs": state.hyper.epochs,
         "loss": state.hyper.loss,
@@ -271,13 +249,13 @@ class AutoencoderHooks:
         return True
 
     def prepare(self, settings, task):
-        """The data, config.json's contents and the resume check: the RunState."""
-        runtime, hyper, loop = settings.runtime, settings.hyper, settings.loop
+        """The data, config.json's contents and the resume check: the AutoencoderRun."""
+        runtime, hyper = settings.runtime, settings.hyper
         dataset, steps_per_epoch = load_data(settings.data, hyper.batch_size)
         config = run_config(settings.flag_values, dataset, hyper.epochs * steps_per_epoch, task)
         resuming = check_resume(runtime.model_dir, config, task is None or task.is_chief)
-        test_images = pipeline.to_float_images(dataset.test_images)
-        return RunState(runtime, hyper, loop, task, dataset, test_images, steps_per_epoch, config, resuming)
+        test_images = pipeline.to_float_images(dataset.test.images)
+        return AutoencoderRun(settings, task, config, resuming, dataset, test_images)
 
     def build(self, state):
         return lifecycle.Built(build(state.hyper, state.dataset, state.task, state.total_steps))

@@ -136,15 +136,46 @@ class Outcome:
     resumed: str | None
 
 
-class RunState(Protocol):
-    """What the lifecycle reads of a run's state (its other fields are the run's own)."""
+@dataclasses.dataclass(frozen=True)
+class RunState:
+    """What a run's phases before the graph settled, as the lifecycle reads it; each run's state
+    (autoencoder.train.AutoencoderRun, transfer.train.TransferRun) adds its own fields.
 
-    runtime: object  # runtime.cli.RuntimeSettings
-    loop: object  # runtime.training.LoopSettings
-    task: object  # runtime.cluster.ClusterTask, or None for a local run
-    chief: bool
-    total_steps: int
-    steps_per_epoch: int
+    Attributes:
+      settings: the run's RunSettings.
+      task: the runtime.cluster.ClusterTask, or None for a local run.
+      config: what config.json holds; its total_steps is the run's length.
+      resuming: whether the chief continues a run in the model dir.
+    """
+
+    settings: RunSettings
+    task: object
+    config: dict
+    resuming: bool
+
+    @property
+    def runtime(self):
+        return self.settings.runtime
+
+    @property
+    def hyper(self):
+        return self.settings.hyper
+
+    @property
+    def loop(self):
+        return self.settings.loop
+
+    @property
+    def chief(self):
+        return self.task is None or self.task.is_chief
+
+    @property
+    def total_steps(self):
+        return self.config["total_steps"]
+
+    @property
+    def steps_per_epoch(self):
+        return self.total_steps // self.hyper.epochs
 
 
 class RunHooks(Protocol):

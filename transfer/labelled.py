@@ -145,15 +145,31 @@ def _load_idx(flags, log):
     train_index, val_index = split_train(
         dataset.train_labels, flags.validation_size, flags.labels_per_class, flags.seed
     )
+    return of_dataset(dataset, train_index, val_index)
+
+
+def of_dataset(dataset, train_index=None, validation_index=None):
+    """The LabelledData of an IDX data.sources.Dataset, its test split whole.
+
+    Args:
+      dataset: the data.sources.Dataset.
+      train_index, validation_index: int arrays into its training split; None: every
+        training example in the file's order, and no validation.
+    """
     labels, images = dataset.train_labels.astype(np.int64), dataset.train_images
+    if train_index is None:
+        train, validation = Examples(labels, images=images), Examples(labels[:0], images=images[:0])
+    else:
+        train = Examples(labels[train_index], images=images[train_index])
+        validation = Examples(labels[validation_index], images=images[validation_index])
     return LabelledData(
         name=dataset.name,
         source_kind=dataset.source_kind,
         identity=dataset.identity(),
         class_names=names.BY_DATASET[dataset.name],
         spec=image_folder.MNIST_INPUT,
-        train=Examples(labels[train_index], images=images[train_index]),
-        validation=Examples(labels[val_index], images=images[val_index]),
+        train=train,
+        validation=validation,
         test=Examples(dataset.test_labels.astype(np.int64), images=dataset.test_images),
         description=dataset.describe(),
     )

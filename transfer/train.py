@@ -63,50 +63,23 @@ def settings(args):
 
 
 @dataclasses.dataclass(frozen=True)
-class TransferRun:
-    """What the phases before the graph settled (autoencoder.train.RunState is the other run's).
+class TransferRun(lifecycle.RunState):
+    """What the phases before the graph settled: the runtime.lifecycle.RunState and the transfer's own.
 
     Attributes:
-      runtime: the runtime.cli.RuntimeSettings.
-      hyper: the graph's transfer.graph.Hyperparameters.
-      loop: the runtime.training.LoopSettings.
-      task: the runtime.cluster.ClusterTask, or None for a local run.
       network, spec: the network and the InputSpec it is fed.
       plan: the RestorePlan.
       data: the transfer.labelled.LabelledData.
       use_cache: whether the head trains on cached features.
-      config: what config.json holds.
-      resuming: whether the chief continues a run in the model dir.
       store: the chief's feature store, or None.
-      restore, labels_per_class: the flags, for metrics.json.
     """
 
-    runtime: object
-    hyper: object
-    loop: object
-    task: object
     network: object
     spec: object
     plan: object
     data: object
     use_cache: bool
-    config: dict
-    resuming: bool
     store: object
-    restore: str
-    labels_per_class: int
-
-    @property
-    def chief(self):
-        return self.task is None or self.task.is_chief
-
-    @property
-    def total_steps(self):
-        return self.config["total_steps"]
-
-    @property
-    def steps_per_epoch(self):
-        return self.total_steps // self.hyper.epochs
 
     @property
     def say(self):
@@ -406,22 +379,7 @@ def prepare(settings, task):
     if task is not None:
         config["cluster"] = task.describe()
     resuming = chief and rundir.check_resume(runtime.model_dir, config, RESUME_KEYS) is not None
-    return TransferRun(
-        runtime,
-        hyper,
-        settings.loop,
-        task,
-        network,
-        spec,
-        plan,
-        data,
-        use_cache,
-        config,
-        resuming,
-        store,
-        source.restore,
-        settings.data.labels_per_class,
-    )
+    return TransferRun(settings, task, config, resuming, network, spec, plan, data, use_cache, store)
 
 
 def _build(state):
@@ -456,12 +414,12 @@ def _write_metrics(state, result):
     data, task, model_dir = state.data, state.task, state.runtime.model_dir
     metrics = dict(
         result,
-        restore=state.restore,
+        restore=state.settings.extra.restore,
         network=state.network.name,
         checkpoint=state.plan.checkpoint,
         dataset=data.name,
         data_source=data.source_kind,
-        labels_per_class=state.labels_per_class,
+        labels_per_class=state.settings.data.labels_per_class,
         num_train=len(data.train),
         num_validation=len(data.validation),
         num_test=len(data.test),

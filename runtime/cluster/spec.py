@@ -236,13 +236,13 @@ def parse_flags(ps_hosts, worker_hosts, job_name, task_index):
 class ClusterFlags:
     """The CLUSTER_FLAGS of a run, parsed (a script's Flags.record makes it once per run)."""
 
-    ps_hosts: str | None = None
-    worker_hosts: str | None = None
-    job_name: str | None = None
-    task_index: int | None = None
-    sync_replicas: bool = False
-    cluster_timeout: float = DEFAULT_TIMEOUT
-    ps_idle_timeout: float = DEFAULT_PS_IDLE_TIMEOUT
+    ps_hosts: str | None
+    worker_hosts: str | None
+    job_name: str | None
+    task_index: int | None
+    sync_replicas: bool
+    cluster_timeout: float
+    ps_idle_timeout: float
 
 
 def task_from(flags, environ=None):
