@@ -16,6 +16,7 @@ from data import image_folder, pipeline
 from data.augment import gaussian_noise
 from models.cae import IMAGE_SHAPE, RECONSTRUCTION_LOSSES, build_autoencoder, reconstruction_loss
 from runtime import cluster
+from runtime.training import GraphValues
 
 v1 = tf.compat.v1
 
@@ -57,26 +58,19 @@ class AutoencoderGraph:
 
 
 @dataclasses.dataclass(frozen=True)
-class Hyperparameters:
-    """The training values the autoencoder's graph is built with (flags of the same names).
+class Hyperparameters(GraphValues):
+    """The training values the autoencoder's graph is built with: runtime.training.GraphValues
+    (batch_size, learning_rate, seed of the noise, epochs) and these (flags of the same names).
 
     Attributes:
-      batch_size: images per step.
-      learning_rate: Adam's.
       noise: standard deviation of the Gaussian noise on the training input (0: none).
-      seed: of the noise.
       latent_size: width of the code latent_var.
       loss: the training loss, one of models.cae.RECONSTRUCTION_LOSSES.
-      epochs: a cluster holds its workers at each epoch's end (total_steps // epochs).
     """
 
-    batch_size: int
-    learning_rate: float
     noise: float = 0.0
-    seed: int = 0
     latent_size: int = 20
     loss: str = "bce"
-    epochs: int = 1
 
 
 def build(hyper, in_files, task=None, total_steps=None, transpose_implementation="subpixel"):

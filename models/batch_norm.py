@@ -21,6 +21,8 @@ into the preceding convolution's kernel and a bias add (same variables, same fun
 up to float rounding, faster on CPU); `batch_norm` is the unfolded layer.
 """
 
+import dataclasses
+
 import tensorflow as tf
 
 from models.net_ops import full_scope, layer_training, model_variable
@@ -30,6 +32,22 @@ v1 = tf.compat.v1
 
 # The smallest epsilon the fused kernel accepts; TensorFlow raises smaller ones to it.
 MIN_EPSILON = 1.001e-5
+
+
+@dataclasses.dataclass(frozen=True)
+class Norm:
+    """How a network's BatchNorm layers are made (what `conv_batch_norm` takes besides the convolution).
+
+    Attributes:
+      decay, epsilon: as for `batch_norm`.
+      scope: the layer's scope name, as for `batch_norm`.
+      gamma_first: create `gamma` before `beta`, as for `batch_norm`.
+    """
+
+    decay: float
+    epsilon: float
+    scope: str = "BatchNorm"
+    gamma_first: bool = False
 
 
 def _variables(channels, gamma_first):
@@ -105,9 +123,7 @@ def batch_norm(inputs, is_training, updates, decay, epsilon, scope="BatchNorm", 
         return _normalise(inputs, name, training, updates, decay, max(float(epsilon), MIN_EPSILON), variables)
 
 
-def conv_batch_norm(
-    conv, kernel, inputs, is_training, updates, decay, epsilon, scope="BatchNorm", gamma_first=False, depthwise=False
-):
+def conv_batch_norm(conv, kernel, inputs, is_training, updates, norm, depthwise=False):
     """`batch_norm(conv(inputs, kernel), ...)`, with the same variables, folded in inference mode.
 
     In inference mode BatchNorm is a per-channel affine map, so it is folded into the
@@ -122,20 +138,21 @@ def conv_batch_norm(
       kernel: the convolution's kernel variable, [k, k, in, out] or, when depthwise,
         [k, k, channels, 1].
       inputs: the convolution's input.
-      is_training, updates, decay, epsilon, scope, gamma_first: as for `batch_norm`.
+      is_training, updates: as for `batch_norm`.
+      norm: the layer's Norm (decay, epsilon, scope, gamma_first).
       depthwise: whether the kernel is a depthwise one (multiplier 1).
 
     Returns:
       The normalised convolution output.
     """
-    name = full_scope(scope)
+    name = full_scope(norm.scope)
     training = layer_training(is_training, name)
-    epsilon = max(float(epsilon), MIN_EPSILON)
+    epsilon = max(float(norm.epsilon), MIN_EPSILON)
     channels = int(kernel.shape[2] if depthwise else kernel.shape[3])
-    with v1.variable_scope(scope):
-        variables = _variables(channels, gamma_first)
+    with v1.variable_scope(norm.scope):
+        variables = _variables(channels, norm.gamma_first)
         if training is not False:
-            return _normalise(conv(inputs, kernel), name, training, updates, decay, epsilon, variables)
+            return _normalise(conv(inputs, kernel), name, training, updates, norm.decay, epsilon, variables)
         beta, gamma, moving_mean, moving_variance = variables
         with tf.name_scope("folded"):
             scale = gamma * tf.math.rsqrt(moving_variance + epsilon)

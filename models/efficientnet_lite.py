@@ -19,7 +19,7 @@ blocks are fine-tuned, and the residual sum is the same in inference mode.
 import tensorflow as tf
 
 from models import net_ops
-from models.batch_norm import conv_batch_norm
+from models.batch_norm import Norm, conv_batch_norm
 
 v1 = tf.compat.v1
 
@@ -84,10 +84,8 @@ def _conv_bn(net, filters, kernel_size, stride, names, is_training, updates):
         else:
             kernel = net_ops.conv_kernel(net, filters, kernel_size, _conv_initializer(), name="kernel")
     conv = (net_ops.depthwise_op if depthwise else net_ops.conv_op)(stride)
-    scope = names("tpu_batch_normalization")
-    return conv_batch_norm(
-        conv, kernel, net, is_training, updates, BATCH_NORM_DECAY, BATCH_NORM_EPSILON, scope, True, depthwise
-    )
+    norm = Norm(BATCH_NORM_DECAY, BATCH_NORM_EPSILON, scope=names("tpu_batch_normalization"), gamma_first=True)
+    return conv_batch_norm(conv, kernel, net, is_training, updates, norm, depthwise)
 
 
 def _mbconv(inputs, spec, is_training, updates):

@@ -12,7 +12,7 @@ by BatchNorm (decay 0.9997, epsilon 1e-3) and relu6, then
 import tensorflow as tf
 
 from models import net_ops
-from models.batch_norm import conv_batch_norm
+from models.batch_norm import Norm, conv_batch_norm
 
 v1 = tf.compat.v1
 
@@ -36,6 +36,7 @@ LAYERS = (
 )
 BATCH_NORM_DECAY = 0.9997
 BATCH_NORM_EPSILON = 1e-3
+NORM = Norm(BATCH_NORM_DECAY, BATCH_NORM_EPSILON)
 NUM_CLASSES = 1001
 DEFAULT_IMAGE_SIZE = 224
 
@@ -51,9 +52,7 @@ def _conv_bn_relu6(net, depth, kernel_size, stride, is_training, updates):
         kernel, conv = net_ops.depthwise_kernel(net, kernel_size, _initializer()), net_ops.depthwise_op(stride)
     else:
         kernel, conv = net_ops.conv_kernel(net, depth, kernel_size, _initializer()), net_ops.conv_op(stride)
-    net = conv_batch_norm(
-        conv, kernel, net, is_training, updates, BATCH_NORM_DECAY, BATCH_NORM_EPSILON, depthwise=depth is None
-    )
+    net = conv_batch_norm(conv, kernel, net, is_training, updates, NORM, depthwise=depth is None)
     return tf.nn.relu6(net)
 
 

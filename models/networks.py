@@ -210,6 +210,22 @@ _EFFICIENTNET_BLOCKS = (
     + ("efficientnet-lite0/head/conv2d", "efficientnet-lite0/head/tpu_batch_normalization")
 )
 
+
+def _imagenet(module, build, **fields):
+    """The record of an ImageNet network whose head and scope live in `module` (TF-Slim's layout):
+    224x224 RGB, ImageNet's class names; `fields` hold the rest of its facts."""
+    return Network(
+        build=build,
+        head=module.head,
+        image_size=(224, 224),
+        channels=3,
+        scope=module.SCOPE,
+        class_names_file=IMAGENET_CLASSES_FILE,
+        example_classes=IMAGENET_EXAMPLE_CLASSES,
+        **fields,
+    )
+
+
 NETWORKS = {
     network.name: network
     for network in (
@@ -232,76 +248,56 @@ NETWORKS = {
             layers="conv1 (5x5/2, 16, relu), conv2 (5x5/2, 32, relu), fc1 (1568->200, relu), logits",
             photo_note="MNIST digits are white on black; invert dark-on-light photos before predicting",
         ),
-        Network(
+        _imagenet(
+            vgg,
+            vgg.vgg_16,
             name="vgg_16",
-            build=vgg.vgg_16,
-            head=vgg.head,
-            image_size=(224, 224),
-            channels=3,
             preprocess=vgg_preprocess,
             num_classes=1000,
             feature_units=vgg.FC_UNITS,
             head_scopes=("vgg_16/fc8",),
             block_scopes=tuple(f"vgg_16/conv{n}" for n in range(1, 6)) + ("vgg_16/fc6", "vgg_16/fc7"),
-            scope=vgg.SCOPE,
-            class_names_file=IMAGENET_CLASSES_FILE,
-            example_classes=IMAGENET_EXAMPLE_CLASSES,
             crop_fraction=_CROP_224_OF_256,
             min_image_size=224,
             min_size_reason="fc6 is a 7x7 VALID convolution",
             first_conv="vgg_16/conv1/conv1_1/weights",
             name_map="vgg_16.json",
         ),
-        Network(
+        _imagenet(
+            resnet_v1,
+            resnet_v1.resnet_v1_50,
             name="resnet_v1_50",
-            build=resnet_v1.resnet_v1_50,
-            head=resnet_v1.head,
-            image_size=(224, 224),
-            channels=3,
             preprocess=vgg_preprocess,
             num_classes=1000,
             feature_units=resnet_v1.BLOCKS[-1][1] * resnet_v1.EXPANSION,
             head_scopes=("resnet_v1_50/logits",),
             block_scopes=_resnet_blocks(),
-            scope=resnet_v1.SCOPE,
-            class_names_file=IMAGENET_CLASSES_FILE,
-            example_classes=IMAGENET_EXAMPLE_CLASSES,
             crop_fraction=_CROP_224_OF_256,
             first_conv="resnet_v1_50/conv1/weights",
         ),
-        Network(
+        _imagenet(
+            mobilenet_v1,
+            mobilenet_v1.mobilenet_v1,
             name="mobilenet_v1",
-            build=mobilenet_v1.mobilenet_v1,
-            head=mobilenet_v1.head,
-            image_size=(224, 224),
-            channels=3,
             preprocess=inception_preprocess,
             num_classes=mobilenet_v1.NUM_CLASSES,
             label_offset=1,
             feature_units=mobilenet_v1.LAYERS[-1][1],
             head_scopes=("MobilenetV1/Logits",),
             block_scopes=_mobilenet_blocks(),
-            scope=mobilenet_v1.SCOPE,
-            class_names_file=IMAGENET_CLASSES_FILE,
-            example_classes=IMAGENET_EXAMPLE_CLASSES,
             crop_fraction=0.875,
             first_conv="MobilenetV1/Conv2d_0/weights",
             name_map="mobilenet_v1.json",
         ),
-        Network(
+        _imagenet(
+            efficientnet_lite,
+            efficientnet_lite.efficientnet_lite0,
             name="efficientnet_lite0",
-            build=efficientnet_lite.efficientnet_lite0,
-            head=efficientnet_lite.head,
-            image_size=(224, 224),
-            channels=3,
             preprocess=efficientnet_lite_preprocess,
             num_classes=efficientnet_lite.NUM_CLASSES,
             feature_units=efficientnet_lite.HEAD_FILTERS,
             head_scopes=("efficientnet-lite0/head/dense",),
             block_scopes=_EFFICIENTNET_BLOCKS,
-            scope=efficientnet_lite.SCOPE,
-            class_names_file=IMAGENET_CLASSES_FILE,
-            example_classes=IMAGENET_EXAMPLE_CLASSES,
             crop_fraction=_CROP_224_OF_256,
             probe_end_points=("stem", "block_3", "block_8", "block_15", "features"),
             first_conv="efficientnet-lite0/stem/conv2d/kernel",

@@ -12,7 +12,7 @@ to 1.001e-5 by the fused kernel, as in TF-Slim's fused path).
 import tensorflow as tf
 
 from models import net_ops
-from models.batch_norm import conv_batch_norm
+from models.batch_norm import Norm, conv_batch_norm
 
 v1 = tf.compat.v1
 
@@ -22,6 +22,7 @@ BLOCKS = (("block1", 64, 3, 2), ("block2", 128, 4, 2), ("block3", 256, 6, 2), ("
 EXPANSION = 4
 BATCH_NORM_DECAY = 0.997
 BATCH_NORM_EPSILON = 1e-5
+NORM = Norm(BATCH_NORM_DECAY, BATCH_NORM_EPSILON)
 DEFAULT_IMAGE_SIZE = 224
 
 
@@ -43,9 +44,7 @@ def _conv_bn(inputs, filters, kernel_size, stride, scope, is_training, updates, 
         if stride > 1 and kernel_size > 1:
             inputs, padding = _pad_for_stride(inputs, kernel_size), "VALID"
         kernel = net_ops.conv_kernel(inputs, filters, kernel_size, _initializer())
-        net = conv_batch_norm(
-            net_ops.conv_op(stride, padding), kernel, inputs, is_training, updates, BATCH_NORM_DECAY, BATCH_NORM_EPSILON
-        )
+        net = conv_batch_norm(net_ops.conv_op(stride, padding), kernel, inputs, is_training, updates, NORM)
         return net if activation is None else activation(net)
 
 

@@ -5,7 +5,7 @@ import dataclasses
 import os
 import sys
 
-from runtime import cluster, rundir
+from runtime import cluster, options, rundir
 from runtime.checkpoints import remove_orphans
 from runtime.errors import Stopped, UserError, disk_full_reason, one_line
 from runtime.lock import ModelDirLock
@@ -188,18 +188,18 @@ def runtime_options(default_model_dir):
         Option(
             "--allow-growth", action="store_true", help="let GPU memory grow on demand instead of taking it up front"
         ),
-        Option(
-            "--intra-op-threads",
-            type=bounded_int(0, max_threads),
-            default=0,
-            help="threads inside one op, at most 4 per CPU (0: TensorFlow chooses; default: %(default)s)",
-        ),
-        Option(
-            "--inter-op-threads",
-            type=bounded_int(0, max_threads),
-            default=0,
-            help="ops run concurrently, at most 4 per CPU (0: TensorFlow chooses; default: %(default)s)",
-        ),
+        _thread_count("--intra-op-threads", "threads inside one op"),
+        _thread_count("--inter-op-threads", "ops run concurrently"),
+    )
+
+
+def _thread_count(flag, what):
+    """A session thread-count flag: 0 (TensorFlow chooses) up to 4 per CPU (max_threads)."""
+    return Option(
+        flag,
+        type=bounded_int(0, max_threads),
+        default=0,
+        help=f"{what}, at most 4 per CPU (0: TensorFlow chooses; default: %(default)s)",
     )
 
 
@@ -298,4 +298,8 @@ def script_main(run, parse_args, kind, argv=None):
     In a cluster only the task that owns the model dir (runtime.cluster.owns_model_dir)
     checks, creates and locks it; the other tasks run without one.
     """
-    return main(run, parse_args, argv, kind=lambda args: kind if cluster.owns_model_dir(args) else None)
+
+    def owner_kind(args):
+        return kind if cluster.owns_model_dir(options.record(cluster.ClusterFlags, args)) else None
+
+    return main(run, parse_args, argv, kind=owner_kind)

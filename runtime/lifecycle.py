@@ -1,7 +1,8 @@
 """The one run lifecycle both training runs go through (autoencoder.train, transfer.train).
 
 The phases, in order: the model dir (claimed, locked and released by runtime.cli.main
-before `run` is called); cluster dispatch (a ps task serves and returns); the run's flag
+before `run` is called) and the flags (checked and made into the run's typed settings by
+its own boundary function, before `run`); cluster dispatch (a ps task serves and returns); the run's flag
 checks, data, config and resume check (its `prepare`); the graph (its `build`); the
 session, opened by the restore strategy (local, or a cluster's chief initialising inside
 SessionManager); the loop (runtime.training.train_graph); the chief's evaluation; metrics.
@@ -20,11 +21,61 @@ import tensorflow as tf
 
 from runtime import cluster
 from runtime.checkpoints import Checkpointer
-from runtime.cli import check_steps
+from runtime.cli import RuntimeSettings, check_steps
 from runtime.session import set_process_threads
-from runtime.training import LoopHooks, Span, train_graph
+from runtime.training import LoopHooks, LoopSettings, Span, train_graph
 
 v1 = tf.compat.v1
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSettings:
+    """A run's flags as typed records, made once by `settings`; the phases read these, never the Namespace.
+
+    Attributes:
+      runtime: the runtime.cli.RuntimeSettings.
+      hyper: the graph's Hyperparameters.
+      loop: the runtime.training.LoopSettings.
+      cluster: the runtime.cluster.ClusterFlags.
+      data: the run's data flags record (which data, and how it is split).
+      flag_values: the flag values config.json records (Flags.config_values).
+      checked: what the run config's validators returned, in order.
+      extra: the record of the flags only this run has, or None.
+    """
+
+    runtime: RuntimeSettings
+    hyper: object
+    loop: LoopSettings
+    cluster: cluster.ClusterFlags
+    data: object
+    flag_values: dict
+    checked: tuple = ()
+    extra: object = None
+
+
+def settings(flags, args, hyper_type, data_type, extra_type=None):
+    """The parse/validate boundary of a run: its flags checked, then made into its RunSettings.
+
+    Args:
+      flags: the script's runtime.options.Flags.
+      args: the argparse Namespace it parsed.
+      hyper_type, data_type: the record types of the graph's hyperparameters and of the data flags.
+      extra_type: the record type of the flags only this run has, or None.
+
+    Raises:
+      UserError: naming the first offending value (Flags.validate).
+    """
+    checked = flags.validate(args)
+    return RunSettings(
+        flags.record(RuntimeSettings, args),
+        flags.record(hyper_type, args),
+        flags.record(LoopSettings, args),
+        flags.record(cluster.ClusterFlags, args),
+        flags.record(data_type, args),
+        flags.config_values(args),
+        checked,
+        None if extra_type is None else flags.record(extra_type, args),
+    )
 
 
 def _run_init(sess, init):
@@ -85,27 +136,55 @@ class Outcome:
     resumed: str | None
 
 
-class RunState(Protocol):
-    """What the lifecycle reads of a run's state (its other fields are the run's own)."""
+@dataclasses.dataclass(frozen=True)
+class RunState:
+    """What a run's phases before the graph settled, as the lifecycle reads it; each run's state
+    (autoencoder.train.AutoencoderRun, transfer.train.TransferRun) adds its own fields.
 
-    runtime: object  # runtime.cli.RuntimeSettings
-    loop: object  # runtime.training.LoopSettings
-    task: object  # runtime.cluster.ClusterTask, or None for a local run
-    chief: bool
-    total_steps: int
-    steps_per_epoch: int
+    Attributes:
+      settings: the run's RunSettings.
+      task: the runtime.cluster.ClusterTask, or None for a local run.
+      config: what config.json holds; its total_steps is the run's length.
+      resuming: whether the chief continues a run in the model dir.
+    """
+
+    settings: RunSettings
+    task: object
+    config: dict
+    resuming: bool
+
+    @property
+    def runtime(self):
+        return self.settings.runtime
+
+    @property
+    def hyper(self):
+        return self.settings.hyper
+
+    @property
+    def loop(self):
+        return self.settings.loop
+
+    @property
+    def chief(self):
+        return self.task is None or self.task.is_chief
+
+    @property
+    def total_steps(self):
+        return self.config["total_steps"]
+
+    @property
+    def steps_per_epoch(self):
+        return self.total_steps // self.hyper.epochs
 
 
 class RunHooks(Protocol):
     """The parts of a run that differ between the autoencoder and the transfer run."""
 
-    def check_flags(self, args):
-        """Flag checks made before the cluster is read (UserError naming the value)."""
-
-    def ps_serves(self, args):
+    def ps_serves(self, settings):
         """Whether a ps task serves the variables (a dry run trains nothing: no worker would finish)."""
 
-    def prepare(self, args, task):
+    def prepare(self, settings, task):
         """Data, config and resume check: the run's RunState, or None when the run ends here."""
 
     def build(self, state):
@@ -121,20 +200,24 @@ class RunHooks(Protocol):
         """Writes metrics.json from the chief's Outcome; returns the metrics."""
 
 
-def run(args, hooks):
+def run(settings, hooks):
     """A whole run: cluster dispatch, the run's prepare, its graph, session, loop, evaluation and metrics.
+
+    Args:
+      settings: the run's settings record, made from its flags once (their checks passed);
+        the lifecycle reads its `cluster` (runtime.cluster.ClusterFlags), the hooks the rest.
+      hooks: the run's RunHooks.
 
     Returns:
       The metrics hooks.finish returned; None for a ps task, a non-chief worker, or a run
       whose prepare returned None (a dry run).
     """
-    hooks.check_flags(args)
-    task = cluster.from_args(args)
+    task = cluster.task_from(settings.cluster)
     if task is not None and task.is_ps:
-        if hooks.ps_serves(args):
+        if hooks.ps_serves(settings):
             cluster.serve(task)
         return None
-    state = hooks.prepare(args, task)
+    state = hooks.prepare(settings, task)
     if state is None:
         return None
     set_process_threads(state.runtime.intra_op_threads, state.runtime.inter_op_threads)

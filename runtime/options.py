@@ -7,8 +7,9 @@ command lists (inspect's plan-only flags), the argv that runs the script from co
 the one validation step that runs before any data or graph is touched. Adding a flag is
 one record (docs/ARCHITECTURE.md, "Where to add things").
 
-Parsing still gives an `argparse.Namespace`, so the code that reads `args.batch_size`
-and `vars(args)` does not change.
+Parsing gives an `argparse.Namespace`; only the parse/validate boundary reads it. The run's
+phases take the frozen records `Flags.record` (or, where a config has no `Flags`, `record`)
+makes from it once.
 """
 
 import argparse
@@ -190,7 +191,7 @@ class Flags:
         unknown = [name for name in names if name not in self._by_dest]
         if unknown:
             raise KeyError(f"{record_type.__name__}: no such flags: {', '.join(unknown)}")
-        return record_type(**{name: getattr(args, name) for name in names})
+        return record(record_type, args)
 
     def argv(self, **values):
         """The argv that gives each named flag its value, in the order given (None and False: left out).
@@ -215,6 +216,11 @@ class Flags:
                 if reason is not None:
                     raise UserError(f"{option.flag} {reason}")
         return tuple(validator(args) for validator in self.validators)
+
+
+def record(record_type, args):
+    """The parsed flags as a frozen dataclass of `record_type`: each field the flag of its name."""
+    return record_type(**{field.name: getattr(args, field.name) for field in dataclasses.fields(record_type)})
 
 
 def given(options, args):

@@ -92,6 +92,24 @@ class Span:
 
 
 @dataclass(frozen=True)
+class GraphValues:
+    """The training values every training graph is built with (flags of the same names); each
+    graph's Hyperparameters adds its own (autoencoder.graph, transfer.graph).
+
+    Attributes:
+      batch_size: images per step.
+      learning_rate: Adam's.
+      seed: of the graph's own randomness (the autoencoder's noise, the classifier's shift).
+      epochs: a cluster holds its workers at each epoch's end (total_steps // epochs).
+    """
+
+    batch_size: int
+    learning_rate: float
+    seed: int = 0
+    epochs: int = 1
+
+
+@dataclass(frozen=True)
 class LoopSettings:
     """The loop's flags (of the same names): images per step, for the throughput figure;
     steps between saves (0: only at the end) and between summaries (0: none)."""

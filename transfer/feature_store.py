@@ -52,10 +52,3 @@ class FeatureStore:
         values, hits, misses = self._cache.get_or_compute(keys, lambda index: compute(examples.subset(index)))
         print(f"feature cache {self.directory}: {name}: {hits} hits, {misses} misses, {time.monotonic() - began:.1f} s")
         return values.astype(np.float32, copy=False)
-
-
-def make_feature_store(args, network, spec):
-    """The run's store, or None without --feature-cache."""
-    if not args.feature_cache:
-        return None
-    return FeatureStore(args.feature_cache, args.feature_cache_max_mb * 2**20, network, spec)

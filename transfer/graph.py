@@ -22,6 +22,7 @@ import tensorflow as tf
 from data import image_folder, pipeline
 from data.augment import random_shift
 from models import networks
+from runtime.training import GraphValues
 from transfer import source as ckpt
 from transfer.features import FeatureBatchInput
 from transfer.plan import MOVING_STATISTICS
@@ -210,24 +211,18 @@ class TransferGraph:
 
 
 @dataclasses.dataclass(frozen=True)
-class Hyperparameters:
-    """The training values the classifier's graph is built with (flags of the same names).
+class Hyperparameters(GraphValues):
+    """The training values the classifier's graph is built with: runtime.training.GraphValues
+    (batch_size, learning_rate before the plan's multipliers, seed of the random shift, epochs)
+    and these (flags of the same names).
 
     Attributes:
-      batch_size: images per step.
-      learning_rate: Adam's, before the plan's multipliers.
       dropout: dropout rate on fc1 while training.
       shift: training images are shifted by up to this many pixels at random.
-      seed: of the random shift.
-      epochs: a cluster holds its workers at each epoch's end (total_steps // epochs).
     """
 
-    batch_size: int
-    learning_rate: float
     dropout: float = 0.0
     shift: int = 0
-    seed: int = 0
-    epochs: int = 1
 
 
 @dataclasses.dataclass(frozen=True)

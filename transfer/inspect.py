@@ -240,28 +240,36 @@ def format_summary(summary):
     return "\n".join(lines)
 
 
-def classifier_plan(prefix, checkpoint_variables, args):
+def classifier_plan(prefix, checkpoint_variables, checked, num_classes):
     """The restore plan train_transfer.py would make for these flags and this checkpoint.
 
     Builds the classifier in a graph of its own, so nothing is left in the default graph.
 
+    Args:
+      prefix, checkpoint_variables: the checkpoint and its (name, shape) list.
+      checked: (network, InputSpec, RestoreSelection), as transfer.flags.network_and_flags gives them.
+      num_classes: the classifier's classes.
+
     Raises:
-      UserError: for flags that do not parse or do not fit the graph or the checkpoint.
+      UserError: for flags that do not fit the graph or the checkpoint.
     """
-    network, spec, selection = network_and_flags(args)
+    network, spec, selection = checked
     if selection.restores_nothing:
         # As in train_transfer.py: restoring nothing reads no checkpoint.
         prefix, checkpoint_variables = None, []
     # The data as the network is fed it (a network of 28x28 grey takes IDX data as it is).
-    return train.plan_against(network, args.num_classes, spec, spec, selection, prefix, checkpoint_variables)
+    return train.plan_against(network, num_classes, spec, spec, selection, prefix, checkpoint_variables)
 
 
 def run(args):
-    """Prints the inventory (or with args.plan the restore plan), as text or JSON."""
+    """Prints the inventory (or with args.plan the restore plan), as text or JSON.
+
+    The command's parse/validate boundary: the plan flags are checked (network_and_flags) here.
+    """
     prefix = ckpt.resolve_checkpoint(args.checkpoint)
     variables = ckpt.read_variables(prefix)
     if args.plan:
-        plan = classifier_plan(prefix, variables, args)
+        plan = classifier_plan(prefix, variables, network_and_flags(args), args.num_classes)
         print(json.dumps(plan.to_json(), indent=2) if args.json else plan.format())
         return
     summary = summarize(prefix, variables)

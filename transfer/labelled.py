@@ -21,6 +21,29 @@ from data.splits import split_train
 from runtime.errors import UserError
 
 
+@dataclasses.dataclass(frozen=True)
+class DataFlags:
+    """Which labelled data a run reads and how it is split: the flags of the same names.
+
+    Attributes:
+      dataset, data_dir, sample: the data (data.sources.load_requested; an image folder --data-dir).
+      validation_size: IDX data: training examples held out for validation.
+      labels_per_class: the balanced seeded subset of the training examples, or None for all.
+      seed: of the splits and the subset.
+      validation_percent, test_percent, min_per_class: an image folder's split (data.image_folder.scan).
+    """
+
+    dataset: str | None = "mnist"
+    data_dir: str | None = None
+    sample: bool = False
+    validation_size: int = 500
+    labels_per_class: int | None = None
+    seed: int = 0
+    validation_percent: float = 10.0
+    test_percent: float = 10.0
+    min_per_class: int = 1
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class Examples:
     """Labelled examples held as images in memory or as image files.
@@ -98,12 +121,11 @@ class LabelledData:
         return self.train.files is not None
 
 
-def load(args, network_spec, log=print):
+def load(flags, network_spec, log=print):
     """Loads the labelled data the flags ask for and splits it, before any graph exists.
 
     Args:
-      args: parsed flags: dataset, data_dir, sample, validation_size, labels_per_class,
-        seed, validation_percent, test_percent, min_per_class.
+      flags: the run's DataFlags.
       network_spec: the InputSpec the network takes; an image folder is decoded to it.
       log: where the data's report lines go.
 
@@ -113,47 +135,65 @@ def load(args, network_spec, log=print):
     Raises:
       DataError, UserError: a source that cannot be read or splits that cannot be made.
     """
-    if args.data_dir and image_folder.is_image_folder(args.data_dir):
-        return load_folder(args, network_spec, log)
-    return _load_idx(args, log)
+    if flags.data_dir and image_folder.is_image_folder(flags.data_dir):
+        return load_folder(flags, network_spec, log)
+    return _load_idx(flags, log)
 
 
-def _load_idx(args, log):
-    dataset = sources.load_requested(args.dataset, args.data_dir, args.sample, log=log)
-    train_index, val_index = split_train(dataset.train_labels, args.validation_size, args.labels_per_class, args.seed)
+def _load_idx(flags, log):
+    dataset = sources.load_requested(flags.dataset, flags.data_dir, flags.sample, log=log)
+    train_index, val_index = split_train(
+        dataset.train_labels, flags.validation_size, flags.labels_per_class, flags.seed
+    )
+    return of_dataset(dataset, train_index, val_index)
+
+
+def of_dataset(dataset, train_index=None, validation_index=None):
+    """The LabelledData of an IDX data.sources.Dataset, its test split whole.
+
+    Args:
+      dataset: the data.sources.Dataset.
+      train_index, validation_index: int arrays into its training split; None: every
+        training example in the file's order, and no validation.
+    """
     labels, images = dataset.train_labels.astype(np.int64), dataset.train_images
+    if train_index is None:
+        train, validation = Examples(labels, images=images), Examples(labels[:0], images=images[:0])
+    else:
+        train = Examples(labels[train_index], images=images[train_index])
+        validation = Examples(labels[validation_index], images=images[validation_index])
     return LabelledData(
         name=dataset.name,
         source_kind=dataset.source_kind,
         identity=dataset.identity(),
         class_names=names.BY_DATASET[dataset.name],
         spec=image_folder.MNIST_INPUT,
-        train=Examples(labels[train_index], images=images[train_index]),
-        validation=Examples(labels[val_index], images=images[val_index]),
+        train=train,
+        validation=validation,
         test=Examples(dataset.test_labels.astype(np.int64), images=dataset.test_images),
         description=dataset.describe(),
     )
 
 
-def load_folder(args, network_spec, log):
-    """The LabelledData of the image folder args.data_dir, its scan reported through log.
+def load_folder(flags, network_spec, log):
+    """The LabelledData of the image folder flags.data_dir, its scan reported through log.
 
     The core that transfer's `load` and the autoencoder's data (autoencoder.data) share.
 
     Args:
-      args: data_dir, sample, validation_percent, test_percent, min_per_class,
-        labels_per_class and seed.
+      flags: the DataFlags (data_dir, sample, validation_percent, test_percent,
+        min_per_class, labels_per_class and seed are read).
       network_spec: the InputSpec the files are decoded to.
       log: where the scan's report lines go.
     """
-    if args.sample:
+    if flags.sample:
         raise UserError("--sample is MNIST's built-in sample; it cannot be combined with an image folder --data-dir")
-    scan = image_folder.scan(args.data_dir, args.validation_percent, args.test_percent, args.min_per_class)
+    scan = image_folder.scan(flags.data_dir, flags.validation_percent, flags.test_percent, flags.min_per_class)
     for line in scan.report_lines():
         log(line)
     train = Examples(scan.splits["train"].labels.astype(np.int64), files=scan.splits["train"].files)
-    if args.labels_per_class is not None:
-        index, _ = split_train(train.labels, 0, args.labels_per_class, args.seed, num_classes=scan.num_classes)
+    if flags.labels_per_class is not None:
+        index, _ = split_train(train.labels, 0, flags.labels_per_class, flags.seed, num_classes=scan.num_classes)
         train = train.subset(index)
     if not len(scan.splits["test"]):
         raise UserError(f"image folder {scan.root}: its test split is empty; give --test-percent above 0")

@@ -19,13 +19,13 @@ from runtime import cli, cluster, lifecycle, onednn, rundir
 from runtime.errors import CheckpointError, UserError, disk_full_reason, one_line
 from runtime.paths import DirAlias, needs_alias, shown
 from runtime.summaries import SummaryWriter, confusion_image, scalars
-from runtime.training import LoopHooks, LoopSettings, finite_or_none
+from runtime.training import LoopHooks, finite_or_none
 from transfer import graph as transfer_graph
 from transfer import labelled
 from transfer import source as ckpt
-from transfer.feature_store import make_feature_store
+from transfer.feature_store import FeatureStore
 from transfer.features import CACHE_BATCH
-from transfer.flags import TRAIN_TRANSFER, validate
+from transfer.flags import TRAIN_TRANSFER
 from transfer.plan import MOVING_STATISTICS, make_plan
 
 v1 = tf.compat.v1
@@ -36,55 +36,50 @@ EVAL_BATCH = 1000
 DECODED_EVAL_BYTES = 256 * 2**20
 # A resumed run must have been started with the same values of these (the flags marked `resume`).
 RESUME_KEYS = TRAIN_TRANSFER.resume_keys
-# The typed records a run is made with, once, from its flags (TransferRun's first fields).
-RUN_RECORDS = (cli.RuntimeSettings, transfer_graph.Hyperparameters, LoopSettings)
 
 
 @dataclasses.dataclass(frozen=True)
-class TransferRun:
-    """What the phases before the graph settled (autoencoder.train.RunState is the other run's).
+class SourceFlags:
+    """The transfer run's own flags (of the same names) besides the restore selection: its source,
+    --dry-run, the feature caches, and --restore as given (for metrics.json)."""
+
+    checkpoint: str
+    restore: str = "conv"
+    dry_run: bool = False
+    cache_features: str = "auto"
+    feature_cache: str | None = None
+    feature_cache_max_mb: int = 2048
+
+
+def settings(args):
+    """The parse/validate boundary: train_transfer.py's flags checked (transfer.flags.validate) and
+    made into the run's runtime.lifecycle.RunSettings: `checked` holds ((network, InputSpec,
+    RestoreSelection),), `data` a transfer.labelled.DataFlags, `extra` the SourceFlags.
+
+    Raises:
+      UserError: naming the first offending value.
+    """
+    return lifecycle.settings(TRAIN_TRANSFER, args, transfer_graph.Hyperparameters, labelled.DataFlags, SourceFlags)
+
+
+@dataclasses.dataclass(frozen=True)
+class TransferRun(lifecycle.RunState):
+    """What the phases before the graph settled: the runtime.lifecycle.RunState and the transfer's own.
 
     Attributes:
-      runtime: the runtime.cli.RuntimeSettings.
-      hyper: the graph's transfer.graph.Hyperparameters.
-      loop: the runtime.training.LoopSettings.
-      task: the runtime.cluster.ClusterTask, or None for a local run.
       network, spec: the network and the InputSpec it is fed.
       plan: the RestorePlan.
       data: the transfer.labelled.LabelledData.
       use_cache: whether the head trains on cached features.
-      config: what config.json holds.
-      resuming: whether the chief continues a run in the model dir.
       store: the chief's feature store, or None.
-      restore, labels_per_class: the flags, for metrics.json.
     """
 
-    runtime: object
-    hyper: object
-    loop: object
-    task: object
     network: object
     spec: object
     plan: object
     data: object
     use_cache: bool
-    config: dict
-    resuming: bool
     store: object
-    restore: str
-    labels_per_class: int
-
-    @property
-    def chief(self):
-        return self.task is None or self.task.is_chief
-
-    @property
-    def total_steps(self):
-        return self.config["total_steps"]
-
-    @property
-    def steps_per_epoch(self):
-        return self.total_steps // self.hyper.epochs
 
     @property
     def say(self):
@@ -129,9 +124,11 @@ def plan_against(network, num_classes, data_spec, spec, selection, source_prefix
     )
 
 
-def run_config(args, network, spec, plan, data, use_cache):
+def run_config(flag_values, network, spec, plan, data, use_cache):
+    """What config.json holds: the flags' values (TRAIN_TRANSFER.config_values), the network, the
+    source, the data's identity and sizes, and whether the head trains on cached features."""
     return dict(
-        TRAIN_TRANSFER.config_values(args),
+        flag_values,
         model="transfer",
         network=network.name,
         image_size=spec.height if network.resizable else None,
@@ -304,25 +301,22 @@ def run(args):
     evaluates, keeps best/ and writes the run's files.
 
     Args:
-      args: the parsed flags of train_transfer.py.
+      args: the parsed flags of train_transfer.py (read by `settings` alone).
 
     Returns:
       The metrics written to metrics.json, or None for --dry-run, a ps task or a non-chief worker.
     """
-    return lifecycle.run(args, TransferHooks())
+    return lifecycle.run(settings(args), TransferHooks())
 
 
 class TransferHooks:
     """The transfer run's parts of runtime.lifecycle.run."""
 
-    def check_flags(self, args):
-        """Nothing before the cluster is read: prepare validates (a ps task serves whatever the flags)."""
+    def ps_serves(self, settings):
+        return not settings.extra.dry_run  # a dry run trains nothing: no worker would ever say it is done
 
-    def ps_serves(self, args):
-        return not args.dry_run  # a dry run trains nothing: no worker would ever say it is done
-
-    def prepare(self, args, task):
-        return prepare(args, task)
+    def prepare(self, settings, task):
+        return prepare(settings, task)
 
     def build(self, state):
         """The graph, with the restored variables' source values and the summaries beside it."""
@@ -349,51 +343,43 @@ class TransferHooks:
         return _write_metrics(state, metrics)
 
 
-def prepare(args, task):
-    """The phases before the graph: flags, data, plan, cache decision, config, resume check.
+def prepare(settings, task):
+    """The phases before the graph: data, plan, cache decision, config, resume check.
+
+    Args:
+      settings: the run's runtime.lifecycle.RunSettings (`settings`).
+      task: the runtime.cluster.ClusterTask, or None for a local run.
 
     Returns:
       The TransferRun, or None for --dry-run (once the plan is shown).
     """
     chief = task is None or task.is_chief
     say = print if chief else _silent
-    network, spec, selection = validate(args)
-    runtime, hyper, loop = (TRAIN_TRANSFER.record(record, args) for record in RUN_RECORDS)
-    store = make_feature_store(args, network, spec) if chief else None
-    if store is None and args.feature_cache and not chief:
+    ((network, spec, selection),) = settings.checked
+    runtime, hyper, source = settings.runtime, settings.hyper, settings.extra
+    store = None
+    if source.feature_cache and chief:
+        store = FeatureStore(source.feature_cache, source.feature_cache_max_mb * 2**20, network, spec)
+    elif source.feature_cache:
         print(f"{task.name}: --feature-cache is the chief's; this worker computes its features in memory")
-    data = labelled.load(args, spec)
+    data = labelled.load(settings.data, spec)
     say(
         f"classes: {data.num_classes}; labelled training examples: {len(data.train)}; "
         f"validation: {len(data.validation)}; test: {len(data.test)}"
     )
-    plan = make_run_plan(network, data, spec, selection, args.checkpoint, runtime.model_dir)
+    plan = make_run_plan(network, data, spec, selection, source.checkpoint, runtime.model_dir)
     _say_plan(say, plan, selection)
-    if args.dry_run:
+    if source.dry_run:
         return None
-    use_cache, why = transfer_graph.cache_decision(plan, network, hyper.shift, args.cache_features)
+    use_cache, why = transfer_graph.cache_decision(plan, network, hyper.shift, source.cache_features)
     say(f"feature cache: {'on' if use_cache else 'off'} ({why})")
     steps_per_epoch = cli.steps_per_epoch(len(data.train), hyper.batch_size, "labelled training examples")
-    config = dict(run_config(args, network, spec, plan, data, use_cache), total_steps=hyper.epochs * steps_per_epoch)
+    config = run_config(settings.flag_values, network, spec, plan, data, use_cache)
+    config["total_steps"] = hyper.epochs * steps_per_epoch
     if task is not None:
         config["cluster"] = task.describe()
     resuming = chief and rundir.check_resume(runtime.model_dir, config, RESUME_KEYS) is not None
-    return TransferRun(
-        runtime,
-        hyper,
-        loop,
-        task,
-        network,
-        spec,
-        plan,
-        data,
-        use_cache,
-        config,
-        resuming,
-        store,
-        args.restore,
-        args.labels_per_class,
-    )
+    return TransferRun(settings, task, config, resuming, network, spec, plan, data, use_cache, store)
 
 
 def _build(state):
@@ -428,12 +414,12 @@ def _write_metrics(state, result):
     data, task, model_dir = state.data, state.task, state.runtime.model_dir
     metrics = dict(
         result,
-        restore=state.restore,
+        restore=state.settings.extra.restore,
         network=state.network.name,
         checkpoint=state.plan.checkpoint,
         dataset=data.name,
         data_source=data.source_kind,
-        labels_per_class=state.labels_per_class,
+        labels_per_class=state.settings.data.labels_per_class,
         num_train=len(data.train),
         num_validation=len(data.validation),
         num_test=len(data.test),

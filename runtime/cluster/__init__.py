@@ -8,13 +8,13 @@ chief (the `chief` task, else worker 0) initialises or restores the variables an
 writes checkpoints and summaries; the others wait until the model is ready.
 
 A cluster comes from the `TF_CONFIG` environment variable or from the classic flags
-(`--ps-hosts`, `--worker-hosts`, `--job-name`, `--task-index`); with neither, `from_args`
+(`--ps-hosts`, `--worker-hosts`, `--job-name`, `--task-index`); with neither, `task_from`
 returns None and a script runs as a single local process.
 
 What a training script calls, in order (train_autoencoder.py is the worked example;
 transfer/train.py adds a partial restore and a check of each worker's first read):
 
-1. `from_args(args)` -> a `ClusterTask` or None; `serve(task)` for a ps task, which returns
+1. `task_from(flags)` (the run's `ClusterFlags`) -> a `ClusterTask` or None; `serve(task)` for a ps task, which returns
    once every worker said it is done (and stops with an error after --ps-idle-timeout
    seconds without a heartbeat from any).
 2. Build the graph under `tf.compat.v1.device(device_function(task))`; make the train op
@@ -51,13 +51,23 @@ from runtime.cluster.session import (
     start_server,
     task_config,
 )
-from runtime.cluster.spec import CLUSTER_FLAGS, ENV, ClusterTask, from_args, owns_model_dir, replica_seed, tf_config
+from runtime.cluster.spec import (
+    CLUSTER_FLAGS,
+    ENV,
+    ClusterFlags,
+    ClusterTask,
+    owns_model_dir,
+    replica_seed,
+    task_from,
+    tf_config,
+)
 from runtime.cluster.step import TrainStep, connection_errors, train_op
 
 __all__ = [
     "CLUSTER_FLAGS",
     "ENV",
     "FAIL_FAST_ENV",
+    "ClusterFlags",
     "ClusterTask",
     "TrainStep",
     "_done_queue",
@@ -65,7 +75,6 @@ __all__ = [
     "create_session",
     "device_function",
     "fail_fast",
-    "from_args",
     "launch",
     "local_cluster",
     "owns_model_dir",
@@ -73,6 +82,7 @@ __all__ = [
     "serve",
     "start_server",
     "task_config",
+    "task_from",
     "tf_config",
     "train_op",
 ]

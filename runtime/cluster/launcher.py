@@ -119,47 +119,13 @@ def launch(script_argv, num_ps=1, num_workers=2, host="127.0.0.1", grace=30.0, o
             tasks.append(_Task(job, index, [python, *script_argv], env, out, lease))
         os.close(lease)
         lease = None
-        chief = next((task for task in tasks if task.job == "worker" and task.index == 0), None)
-        forwarded = 0  # how many of the received signals were passed on
-        stop_at, since = None, None  # when the tasks' grace began, and after what
-        ps_stop = None  # the signal the ps tasks get once no training task runs
-        first_failure = None
-        while True:
-            if forwarded < len(received):
-                if forwarded == 0:
-                    stop_at, since = time.monotonic(), signal.Signals(received[0]).name
-                ps_stop = _forward(received, forwarded, tasks, out) or ps_stop
-                forwarded += 1
-            if ps_stop is not None and not any(t.process.poll() is None for t in tasks if t.job != "ps"):
-                for task in tasks:
-                    task.signal(ps_stop)
-                ps_stop = None
-            if not any(task.process.poll() is None for task in tasks):
-                # Every task may have exited between two polls on a loaded machine: a failure
-                # nobody reported yet still gets its line (below) before the loop ends.
-                if stop_at is not None or received or all(t.process.returncode == 0 for t in tasks):
-                    break
+        watch = _Watch(tasks, received, out, grace)
+        while not watch.ended():
             time.sleep(0.1)
-            failed = [t for t in tasks if t.process.poll() not in (None, 0)]
-            if failed and stop_at is None and not received:
-                if chief.process.poll() in (None, 0):  # the chief is stopped by us (or done): the failure is the status
-                    first_failure = _status(failed[0].process.returncode)
-                names = ", ".join(f"{t.name} (exit {_status(t.process.returncode)})" for t in failed)
-                _say(out, f"[cluster] {names} failed: stopping every task\n")
-                ps_stop = _stop_training(tasks, signal.SIGTERM)
-                stop_at, since = time.monotonic(), "the failure"
-            if stop_at is None and chief.process.poll() is not None:  # (no chief: a signal came first)
-                stop_at, since = time.monotonic(), "the chief"
-            if stop_at is not None and time.monotonic() - stop_at > grace:
-                for task in tasks:
-                    if task.process.poll() is None:
-                        _say(out, f"[cluster] {task.name} still runs {grace:g} s after {since}: killing it\n")
-                        task.signal(signal.SIGKILL)
+            watch.check()
         for task in tasks:
             task.reader.join(timeout=5)
-        if received:
-            return 128 + received[0]
-        return first_failure if first_failure is not None else _status(chief.process.returncode)
+        return 128 + received[0] if received else watch.status()
     finally:
         for task in tasks:
             task.signal(signal.SIGKILL)
@@ -168,6 +134,69 @@ def launch(script_argv, num_ps=1, num_workers=2, host="127.0.0.1", grace=30.0, o
                 os.close(fd)
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+
+
+class _Watch:
+    """The launcher's loop over its tasks: signals passed on, failures, the grace before a kill.
+
+    Args:
+      tasks: the started _Task list.
+      received: the signal numbers the launcher's handler notes, in order (it keeps appending).
+      out: where the launcher's lines go.
+      grace: seconds the tasks get to end on their own once told to stop, or once the chief ended.
+    """
+
+    def __init__(self, tasks, received, out, grace):
+        self.tasks, self.received, self.out, self.grace = tasks, received, out, grace
+        self.chief = next((task for task in tasks if task.job == "worker" and task.index == 0), None)
+        self.forwarded = 0  # how many of the received signals were passed on
+        self.stop_at, self.since = None, None  # when the tasks' grace began, and after what
+        self.ps_stop = None  # the signal the ps tasks get once no training task runs
+        self.first_failure = None
+
+    def ended(self):
+        """Passes on a new signal (and a stop due to the ps tasks); whether the loop is over."""
+        tasks, received = self.tasks, self.received
+        if self.forwarded < len(received):
+            if self.forwarded == 0:
+                self.stop_at, self.since = time.monotonic(), signal.Signals(received[0]).name
+            self.ps_stop = _forward(received, self.forwarded, tasks, self.out) or self.ps_stop
+            self.forwarded += 1
+        if self.ps_stop is not None and not any(t.process.poll() is None for t in tasks if t.job != "ps"):
+            for task in tasks:
+                task.signal(self.ps_stop)
+            self.ps_stop = None
+        if any(task.process.poll() is None for task in tasks):
+            return False
+        # Every task may have exited between two polls on a loaded machine: a failure
+        # nobody reported yet still gets its line (check) before the loop ends.
+        return self.stop_at is not None or bool(received) or all(t.process.returncode == 0 for t in tasks)
+
+    def check(self):
+        """Stops every task when one failed; starts the grace when the chief ended; kills after it."""
+        tasks, out = self.tasks, self.out
+        failed = [t for t in tasks if t.process.poll() not in (None, 0)]
+        if failed and self.stop_at is None and not self.received:
+            if self.chief.process.poll() in (
+                None,
+                0,
+            ):  # the chief is stopped by us (or done): the failure is the status
+                self.first_failure = _status(failed[0].process.returncode)
+            names = ", ".join(f"{t.name} (exit {_status(t.process.returncode)})" for t in failed)
+            _say(out, f"[cluster] {names} failed: stopping every task\n")
+            self.ps_stop = _stop_training(tasks, signal.SIGTERM)
+            self.stop_at, self.since = time.monotonic(), "the failure"
+        if self.stop_at is None and self.chief.process.poll() is not None:  # (no chief: a signal came first)
+            self.stop_at, self.since = time.monotonic(), "the chief"
+        if self.stop_at is not None and time.monotonic() - self.stop_at > self.grace:
+            for task in tasks:
+                if task.process.poll() is None:
+                    _say(out, f"[cluster] {task.name} still runs {self.grace:g} s after {self.since}: killing it\n")
+                    task.signal(signal.SIGKILL)
+
+    def status(self):
+        """The launcher's status when no signal came: the first failure's, else the chief's."""
+        return self.first_failure if self.first_failure is not None else _status(self.chief.process.returncode)
 
 
 def _stop_training(tasks, signum):

@@ -232,13 +232,26 @@ def parse_flags(ps_hosts, worker_hosts, job_name, task_index):
     return spec, job_name, index
 
 
-def from_args(args, environ=None):
+@dataclass(frozen=True)
+class ClusterFlags:
+    """The CLUSTER_FLAGS of a run, parsed (a script's Flags.record makes it once per run)."""
+
+    ps_hosts: str | None
+    worker_hosts: str | None
+    job_name: str | None
+    task_index: int | None
+    sync_replicas: bool
+    cluster_timeout: float
+    ps_idle_timeout: float
+
+
+def task_from(flags, environ=None):
     """The task this process is, from TF_CONFIG and the cluster flags; None for a local run.
 
     When both are given they must describe the same cluster and task.
 
     Args:
-      args: parsed flags from a parser that has CLUSTER_FLAGS.
+      flags: the run's ClusterFlags.
       environ: the environment to read TF_CONFIG from (default: os.environ).
 
     Returns:
@@ -250,7 +263,7 @@ def from_args(args, environ=None):
     environ = os.environ if environ is None else environ
     text = environ.get(ENV, "")
     from_env = parse_tf_config(text) if text.strip() else None
-    from_flags = parse_flags(args.ps_hosts, args.worker_hosts, args.job_name, args.task_index)
+    from_flags = parse_flags(flags.ps_hosts, flags.worker_hosts, flags.job_name, flags.task_index)
     if from_env and from_flags and from_env != from_flags:
         raise UserError(
             f"{ENV} ({from_env[1]} {from_env[2]} of {_layout(from_env[0])}) and the cluster flags "
@@ -258,24 +271,24 @@ def from_args(args, environ=None):
         )
     chosen = from_env or from_flags
     if chosen is None:
-        if args.sync_replicas:
+        if flags.sync_replicas:
             raise UserError("--sync-replicas needs a cluster (TF_CONFIG or --ps-hosts/--worker-hosts)")
         return None
-    if not 0 < args.cluster_timeout < float("inf"):
-        raise UserError(f"--cluster-timeout must be a positive number of seconds, got {args.cluster_timeout}")
-    if not MIN_PS_IDLE_TIMEOUT <= args.ps_idle_timeout < float("inf"):
+    if not 0 < flags.cluster_timeout < float("inf"):
+        raise UserError(f"--cluster-timeout must be a positive number of seconds, got {flags.cluster_timeout}")
+    if not MIN_PS_IDLE_TIMEOUT <= flags.ps_idle_timeout < float("inf"):
         raise UserError(
             f"--ps-idle-timeout must be a finite number of seconds, at least {MIN_PS_IDLE_TIMEOUT:g}, "
-            f"got {args.ps_idle_timeout:g}"
+            f"got {flags.ps_idle_timeout:g}"
         )
     spec, job, index = chosen
     return ClusterTask(
         spec,
         job,
         index,
-        sync=bool(args.sync_replicas),
-        timeout=float(args.cluster_timeout),
-        idle_timeout=float(args.ps_idle_timeout),
+        sync=bool(flags.sync_replicas),
+        timeout=float(flags.cluster_timeout),
+        idle_timeout=float(flags.ps_idle_timeout),
     )
 
 
@@ -283,9 +296,13 @@ def _layout(spec):
     return ", ".join(f"{len(hosts)} {job}" for job, hosts in spec.items())
 
 
-def owns_model_dir(args):
-    """Whether this process may create, lock and write the model dir: a local run or the chief."""
-    task = from_args(args)
+def owns_model_dir(flags):
+    """Whether this process may create, lock and write the model dir: a local run or the chief.
+
+    Args:
+      flags: the run's ClusterFlags.
+    """
+    task = task_from(flags)
     return task is None or task.is_chief
 
 

@@ -25,16 +25,16 @@ def _signature(graph):
 @pytest.fixture(scope="module")
 def sample():
     """The data phase of `train_autoencoder.py --sample`, run once for the module."""
-    dataset, _ = train.load_data(train_autoencoder.parse_args(["--sample"]))
+    settings = train.settings(train_autoencoder.parse_args(["--sample"]))
+    dataset, _ = train.load_data(settings.data, settings.hyper.batch_size)
     return dataset
 
 
 def _script_graph(dataset, *flags):
     """The graph autoencoder.train.run builds for `--sample` and these flags (a local run)."""
-    args = train_autoencoder.parse_args(["--sample", *flags])
-    train.validate(args)
+    settings = train.settings(train_autoencoder.parse_args(["--sample", *flags]))
     with tf.Graph().as_default() as graph:
-        train.build(AUTOENCODER.record(ae_graph.Hyperparameters, args), dataset)
+        train.build(settings.hyper, dataset)
     return graph
 
 

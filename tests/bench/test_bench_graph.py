@@ -8,8 +8,8 @@ import tensorflow as tf
 import train_transfer
 from bench.contenders import build_transfer_graph
 from data import sources
-from transfer import flags, labelled, train
 from transfer import graph as transfer_graph
+from transfer import labelled, train
 
 v1 = tf.compat.v1
 
@@ -21,15 +21,15 @@ def _signature(graph):
 
 
 def _script_graph(argv):
-    args = train_transfer.parse_args(argv)
-    network, spec, selection = train.validate(args)
-    data = labelled.load(args, spec, log=lambda line: None)
-    plan = train.make_run_plan(network, data, spec, selection, args.checkpoint, args.model_dir)
-    use_cache, _ = transfer_graph.cache_decision(plan, network, args.shift, args.cache_features)
+    settings = train.settings(train_transfer.parse_args(argv))
+    ((network, spec, selection),), source = settings.checked, settings.extra
+    data = labelled.load(settings.data, spec, log=lambda line: None)
+    plan = train.make_run_plan(network, data, spec, selection, source.checkpoint, settings.runtime.model_dir)
+    use_cache, _ = transfer_graph.cache_decision(plan, network, settings.hyper.shift, source.cache_features)
     with tf.Graph().as_default() as graph:
         v1.set_random_seed(0)
-        hyper = flags.TRAIN_TRANSFER.record(transfer_graph.Hyperparameters, args)
-        transfer_graph.build(network, plan, transfer_graph.DataShape.of(data), spec, hyper, use_cache)
+        data_shape = transfer_graph.DataShape.of(data)
+        transfer_graph.build(network, plan, data_shape, spec, settings.hyper, use_cache)
     return graph, use_cache
 
 

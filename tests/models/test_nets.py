@@ -423,9 +423,8 @@ def test_folded_conv_batch_norm_is_conv_then_batch_norm(depthwise):
             with v1.variable_scope("layer"):
                 kernel = net_ops.model_variable("weights", list(kernel_value.shape), v1.zeros_initializer())
                 if folded:
-                    output = batch_norm.conv_batch_norm(
-                        conv, kernel, inputs, False, updates, 0.9, 1e-3, depthwise=depthwise
-                    )
+                    norm = batch_norm.Norm(0.9, 1e-3)
+                    output = batch_norm.conv_batch_norm(conv, kernel, inputs, False, updates, norm, depthwise=depthwise)
                 else:
                     output = batch_norm.batch_norm(conv(inputs, kernel), False, updates, 0.9, 1e-3)
             assert updates == {}

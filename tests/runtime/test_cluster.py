@@ -36,7 +36,7 @@ from conftest import (
 import train_autoencoder
 import train_transfer
 from models.cae import build_autoencoder
-from runtime import cluster
+from runtime import cluster, options
 from runtime.cluster import session as session_module
 from runtime.errors import CheckpointError, UserError
 from transfer.graph import LearningRateGroups
@@ -53,7 +53,7 @@ OWN_STEPS = re.compile(r"^\[worker (\d)\] worker \d: done at global step (\d+), 
 def _task(env_config=None, argv=()):
     args = train_autoencoder.parse_args(list(argv))
     environ = {} if env_config is None else {cluster.ENV: env_config}
-    return cluster.from_args(args, environ)
+    return cluster.task_from(options.record(cluster.ClusterFlags, args), environ)
 
 
 def _config(job, index, spec=None):

@@ -356,14 +356,11 @@ class _Recorder:
         self.task, self.serves, self.prepared, self.resumed = task, serves, prepared, resumed
         self.model_dir, self.calls = model_dir, []
 
-    def check_flags(self, args):
-        self.calls.append("check_flags")
-
-    def ps_serves(self, args):
+    def ps_serves(self, settings):
         self.calls.append("ps_serves")
         return self.serves
 
-    def prepare(self, args, task):
+    def prepare(self, settings, task):
         self.calls.append("prepare")
         if not self.prepared:
             return None
@@ -476,25 +473,25 @@ def test_the_lifecycle_runs_every_run_s_phases_in_one_order(monkeypatch, tmp_pat
         task = None if kind == "local" else argparse.Namespace(is_ps=kind == "ps", is_chief=kind == "chief", name=kind)
         hooks = _Recorder(task, serves, prepared, resumed, str(tmp_path))
         chief = kind in ("local", "chief")
-        monkeypatch.setattr(lifecycle.cluster, "from_args", lambda args, task=task: task)
+        monkeypatch.setattr(lifecycle.cluster, "task_from", lambda flags, task=task: task)
         monkeypatch.setattr(lifecycle.cluster, "serve", served.append)
         monkeypatch.setattr(lifecycle.cluster, "device_function", lambda task: None)
         monkeypatch.setattr(lifecycle.cluster, "create_session", create_session)
         monkeypatch.setattr(lifecycle, "set_process_threads", lambda intra, inter: None)
         monkeypatch.setattr(lifecycle, "Checkpointer", lambda model_dir, max_to_keep: _FakeCheckpointer(resumed))
         served.clear()
-        result = lifecycle.run(argparse.Namespace(), hooks)
+        result = lifecycle.run(argparse.Namespace(cluster=None), hooks)
         situation = (kind, serves, prepared, resumed)
         if kind == "ps":
-            assert hooks.calls == ["check_flags", "ps_serves"], situation
+            assert hooks.calls == ["ps_serves"], situation
             assert served == ([task] if serves else []) and result is None, situation
             continue
         if not prepared:
-            assert hooks.calls == ["check_flags", "prepare"] and result is None, situation
+            assert hooks.calls == ["prepare"] and result is None, situation
             continue
         restored = resumed and chief  # only the chief restores; a worker reads what it restored
         start = 1 if restored else 0
-        expected = ["check_flags", "prepare", "build", "restore"]
+        expected = ["prepare", "build", "restore"]
         expected += [] if restored or kind == "worker" else ["initialise"]
         expected += [("check", "model.ckpt-1" if restored else None), ("begin", start, 3)]
         expected += [("epoch", epoch) for epoch in range(start + 1, 4)] + [("evaluate", 3)] if chief else []

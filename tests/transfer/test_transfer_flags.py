@@ -123,7 +123,7 @@ def test_run_config_holds_the_flags_and_the_runs_facts():
         train=[0] * 7,
         validation=[0] * 3,
     )
-    config = train.run_config(args, network, spec, plan, data, use_cache=True)
+    config = train.run_config(flags.TRAIN_TRANSFER.config_values(args), network, spec, plan, data, use_cache=True)
     assert set(config) == CONFIG_FLAG_KEYS | {
         "model",
         "data_source",

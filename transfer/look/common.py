@@ -17,7 +17,6 @@ import contextlib
 import dataclasses
 import io
 import os
-import types
 
 import numpy as np
 import tensorflow as tf
@@ -724,7 +723,7 @@ def _folder_data(run, root, spec, log):
         )
     flags = run.folder_flags
     return labelled.load(
-        types.SimpleNamespace(
+        labelled.DataFlags(
             dataset=None,
             data_dir=root,
             sample=False,
