@@ -118,6 +118,8 @@ class Network:
       photo_note: the model card's advice on the photos to feed it.
       converter: the source format transfer.convert turns into this network's
         checkpoint, or "" for none.
+      keras: the Keras 3 model with this network's arithmetic that transfer.keras_bridge
+        builds (a key of its TWINS), or "" when Keras has none.
     """
 
     name: str
@@ -144,6 +146,7 @@ class Network:
     layers: str | None = None
     photo_note: str = "no central crop: crop the subject yourself if it fills little of the photo"
     converter: str = ""
+    keras: str = ""
 
     def __post_init__(self):
         if not self.title:
@@ -224,6 +227,7 @@ NETWORKS = {
             first_conv="conv1/kernel",
             layers="conv1 (5x5/2, 16, relu), conv2 (5x5/2, 32, relu), fc1 (1568->200, relu), logits",
             photo_note="MNIST digits are white on black; invert dark-on-light photos before predicting",
+            keras="digit_classifier",
         ),
         Network(
             name="vgg_16",
@@ -242,6 +246,7 @@ NETWORKS = {
             min_image_size=224,
             min_size_reason="fc6 is a 7x7 VALID convolution",
             first_conv="vgg_16/conv1/conv1_1/weights",
+            keras="VGG16",
         ),
         Network(
             name="resnet_v1_50",
@@ -275,6 +280,7 @@ NETWORKS = {
             class_names_file=IMAGENET_CLASSES_FILE,
             crop_fraction=0.875,
             first_conv="MobilenetV1/Conv2d_0/weights",
+            keras="MobileNet",
         ),
         Network(
             name="efficientnet_lite0",

@@ -35,7 +35,7 @@ from runtime import outputs
 from runtime.errors import CheckpointError, UserError, one_line
 from runtime.paths import DirAlias, shown
 from runtime.quiet import Parser, exit_on_failure, guard_startup, import_tensorflow
-from transfer import safetensors_io
+from transfer import keras_bridge, safetensors_io
 from transfer.export import CONVERSION_FILE as REPORT_NAME
 from transfer.selection import model_variable_names
 from transfer.torch_legacy import read_state_dict
@@ -588,7 +588,11 @@ def parse_args(argv=None):
         "source", help="a TF1 checkpoint (prefix or folder), a .safetensors file, or a legacy PyTorch state_dict"
     )
     parser.add_argument("--output", required=True, help="folder to create for the result (new or empty)")
-    parser.add_argument("--to", choices=FORMATS, help="the format to write (default: the other one)")
+    parser.add_argument(
+        "--to",
+        choices=FORMATS + keras_bridge.FORMATS,
+        help="the format to write (default: the other one); keras and tf2 through transfer.keras_bridge",
+    )
     parser.add_argument(
         "--drop", action="append", default=[], metavar="REGEX", help="drop the tensors this matches (repeatable)"
     )
@@ -624,6 +628,8 @@ def main(argv=None):
     before TensorFlow is imported.
     """
     args = parse_args(argv)
+    if keras_bridge.handles(args):
+        return keras_bridge.main(args)
     try:
         output, kind, path, target, drops, state = prepare(args)
     except UserError as error:

@@ -1,0 +1,611 @@
+"""TF1 name-based checkpoints to Keras 3 models and TF2 object-based checkpoints, and Keras 3 back.
+
+    python -m transfer.convert SRC --output OUT --to keras     (OUT/model.keras, OUT/model.weights.h5)
+    python -m transfer.convert SRC --output OUT --to tf2       (OUT/model.index, a tf.train.Checkpoint)
+    python -m transfer.convert MODEL.keras --output OUT        (OUT/model.ckpt, a TF1 checkpoint)
+
+A network has a Keras twin when Keras 3 builds the same arithmetic from the same weights:
+the registry record names it (models.networks.Network.keras), and TWINS holds how to
+build it and a name map, which is data: one rule per kind of tensor, a TF1 name template,
+the Keras weight path template and a layout transform. "none" copies the tensor;
+"reshape" lays it out in the Keras weight's shape (VGG's fc6 [7, 7, 512, 4096] is Keras's
+fc1 [25088, 4096]: TF-Slim convolves where Keras flattens height, width, channels in that
+order, so the element order is the same; fc7, fc8 and MobileNet's conv_preds lose or gain
+their 1x1); "background" drops TF-Slim's logit 0 ("background") for a Keras head of the
+ImageNet classes, and gives it back, with zero weights and a bias of BACKGROUND_LOGIT, on
+the way to TF1. Every twin outputs what the TF1 graph's last layer does before a softmax
+(logits; the autoencoder its reconstruction) and takes the network's own preprocessed
+input (models.networks: VGG16 takes RGB minus the means, not Keras's BGR preprocess_input).
+
+A checkpoint's network is found by its variable names (the twin whose sizing variable it
+holds, then every name and shape compared with the TF1 graph built at that size), so a
+transfer run's own head of 5 classes converts as well as the model zoo's. Every model
+variable becomes exactly one Keras weight, every Keras weight is set, and the written file
+is loaded back and compared bit for bit; anything else is one error line.
+
+The TF2 checkpoint needs no twin: a tree of tf.Module objects, one per scope, holds each
+variable under its TF1 name (`vgg_16/conv1/conv1_1/weights` is
+`root.vgg_16.conv1.conv1_1.weights`); `tf.train.Checkpoint(root=module).restore(prefix)`
+restores it into any module tree with the same names.
+
+Keras is imported only here, and only when a conversion asks for it.
+"""
+
+import collections
+import dataclasses
+import json
+import os
+import re
+import string
+import sys
+import zipfile
+
+import numpy as np
+
+from runtime import outputs
+from runtime.errors import CheckpointError, UserError
+from runtime.paths import DirAlias, shown
+from transfer.export import CONVERSION_FILE
+from transfer.selection import capped, model_variable_names
+
+FORMATS = ("keras", "tf2")
+KIND = "conversion"  # the same kind of output as every transfer.convert
+KERAS_NAME, WEIGHTS_NAME, TF2_NAME, TF1_NAME = "model.keras", "model.weights.h5", "model", "model.ckpt"
+# The bias TF-Slim's background logit gets back when a 1000-class Keras head becomes a 1001-class
+# TF1 one: its probability is 0 in float32, so the other 1000 keep Keras's probabilities.
+BACKGROUND_LOGIT = -1e4
+
+
+@dataclasses.dataclass(frozen=True)
+class Twin:
+    """A Keras 3 model with a TF1 network's arithmetic, and the name map between them.
+
+    Attributes:
+      key: what models.networks.Network.keras names ("" there: no twin).
+      sizing: (TF1 variable, axis) whose size is free: the classes, or the autoencoder's code.
+      rules: (TF1 name template, Keras path template, transform) rows; `{x}` is one name part.
+      keras_model: (keras, size, image_size) -> the Keras model.
+      tf1_graph: (size, image_size) -> builds the TF1 network into the current graph (None: the registry's).
+    """
+
+    key: str
+    sizing: tuple[str, int]
+    rules: tuple[tuple[str, str, str], ...]
+    keras_model: object
+    tf1_graph: object = None
+
+
+def _same_names(*names):
+    return tuple((f"{name}/{{var}}", f"{name}/{{var}}", "none") for name in names)
+
+
+def _encoder(keras, inputs):
+    from models import cae
+
+    net = inputs
+    for scope, filters in (("conv1", 16), ("conv2", 32)):
+        net = keras.layers.Conv2D(filters, 5, strides=2, padding="same", activation="relu", name=scope)(net)
+    return keras.layers.Flatten(name="features")(net), cae
+
+
+def _digit_classifier(keras, size, image_size):
+    """conv1, conv2 (5x5/2, SAME, relu), flatten, fc1 (200, relu), logits: models.classifier's layers."""
+    from models import classifier
+
+    inputs = keras.Input((*image_size, 1), name="images")
+    features, _ = _encoder(keras, inputs)
+    fc1 = keras.layers.Dense(classifier.FC1_UNITS, activation="relu", name="fc1")(features)
+    return keras.Model(inputs, keras.layers.Dense(size, name="logits")(fc1), name="digit_classifier")
+
+
+def _autoencoder(keras, size, image_size):
+    """models.cae.build_autoencoder's layers; its output is the reconstruction (dconv2's sigmoid)."""
+    inputs = keras.Input((*image_size, 1), name="images")
+    features, cae = _encoder(keras, inputs)
+    latent = keras.layers.Dense(size, name="latent_var")(features)
+    net = keras.layers.Dense(cae.ENCODER_UNITS, activation="relu", name="z_matrix")(latent)
+    net = keras.layers.Reshape(cae.ENCODER_SHAPE, name="z_matrix_reshape")(net)
+    for scope, filters, activation in (("dconv1", 16, "relu"), ("dconv2", 1, "sigmoid")):
+        net = keras.layers.Conv2DTranspose(filters, 5, strides=2, padding="same", activation=activation, name=scope)(
+            net
+        )
+    return keras.Model(inputs, net, name="autoencoder")
+
+
+def _autoencoder_graph(size, image_size):
+    import tensorflow as tf
+
+    from models import cae
+
+    images = tf.compat.v1.placeholder(tf.float32, [None, *image_size, 1], name="images")
+    return cae.build_autoencoder(images, latent_size=size, transpose_implementation="transpose")["reconstruction"]
+
+
+def _vgg16(keras, size, image_size):
+    return keras.applications.VGG16(
+        weights=None, input_shape=(*image_size, 3), classes=size, classifier_activation=None
+    )
+
+
+def _mobilenet(keras, size, image_size):
+    return keras.applications.MobileNet(
+        weights=None, input_shape=(*image_size, 3), classes=size, dropout=1e-3, classifier_activation=None
+    )
+
+
+_SLIM_BN = "BatchNorm/{var}"
+TWINS = {
+    twin.key: twin
+    for twin in (
+        Twin(
+            "digit_classifier", ("logits/kernel", 1), _same_names("conv1", "conv2", "fc1", "logits"), _digit_classifier
+        ),
+        Twin(
+            "autoencoder",
+            ("latent_var/kernel", 1),
+            _same_names("conv1", "conv2", "latent_var", "z_matrix", "dconv1", "dconv2"),
+            _autoencoder,
+            _autoencoder_graph,
+        ),
+        Twin(
+            "VGG16",
+            ("vgg_16/fc8/weights", 3),
+            (
+                ("vgg_16/conv{b}/conv{b}_{i}/weights", "block{b}_conv{i}/kernel", "none"),
+                ("vgg_16/conv{b}/conv{b}_{i}/biases", "block{b}_conv{i}/bias", "none"),
+                ("vgg_16/fc6/weights", "fc1/kernel", "reshape"),
+                ("vgg_16/fc6/biases", "fc1/bias", "none"),
+                ("vgg_16/fc7/weights", "fc2/kernel", "reshape"),
+                ("vgg_16/fc7/biases", "fc2/bias", "none"),
+                ("vgg_16/fc8/weights", "predictions/kernel", "reshape"),
+                ("vgg_16/fc8/biases", "predictions/bias", "none"),
+            ),
+            _vgg16,
+        ),
+        Twin(
+            "MobileNet",
+            ("MobilenetV1/Logits/Conv2d_1c_1x1/weights", 3),
+            (
+                ("MobilenetV1/Conv2d_0/weights", "conv1/kernel", "none"),
+                (f"MobilenetV1/Conv2d_0/{_SLIM_BN}", "conv1_bn/{var}", "none"),
+                ("MobilenetV1/Conv2d_{n}_depthwise/depthwise_weights", "conv_dw_{n}/kernel", "none"),
+                (f"MobilenetV1/Conv2d_{{n}}_depthwise/{_SLIM_BN}", "conv_dw_{n}_bn/{var}", "none"),
+                ("MobilenetV1/Conv2d_{n}_pointwise/weights", "conv_pw_{n}/kernel", "none"),
+                (f"MobilenetV1/Conv2d_{{n}}_pointwise/{_SLIM_BN}", "conv_pw_{n}_bn/{var}", "none"),
+                ("MobilenetV1/Logits/Conv2d_1c_1x1/weights", "conv_preds/kernel", "background"),
+                ("MobilenetV1/Logits/Conv2d_1c_1x1/biases", "conv_preds/bias", "background"),
+            ),
+            _mobilenet,
+        ),
+    )
+}
+
+
+def _pattern(template):
+    """A name template as a regex: `{x}` is one name part, the same part wherever x recurs."""
+    parts, seen = [], set()
+    for literal, field, _, _ in string.Formatter().parse(template):
+        parts.append(re.escape(literal))
+        if field:
+            parts.append(f"(?P={field})" if field in seen else f"(?P<{field}>[^/]+)")
+            seen.add(field)
+    return re.compile("".join(parts) + r"\Z")
+
+
+def _mapped(rules, name, reverse=False):
+    """(mapped name, transform) of the first rule matching name, or None."""
+    for tf1, keras_path, transform in rules:
+        source, target = (keras_path, tf1) if reverse else (tf1, keras_path)
+        match = _pattern(source).match(name)
+        if match:
+            return target.format(**match.groupdict()), transform
+    return None
+
+
+@dataclasses.dataclass(frozen=True)
+class Pairing:
+    """A twin at one size: which network, how many classes each side has, and the TF1 shapes."""
+
+    twin: Twin
+    network: object  # the registry record, or None for the autoencoder
+    size: int  # the TF1 sizing dimension
+    background: int  # logits TF1 has and Keras has not (TF-Slim's background)
+    image_size: tuple[int, int]
+    shapes: dict  # {TF1 variable: shape}, from the TF1 graph built at this size
+
+    @property
+    def keras_size(self):
+        return self.size - self.background
+
+
+def _network_of(twin):
+    from models import networks
+
+    found = [network for network in networks.NETWORKS.values() if network.keras == twin.key]
+    return found[0] if found else None
+
+
+def tf1_shapes(twin, size, image_size):
+    """{name: shape} of the model variables of twin's TF1 network built at size (its own graph)."""
+    import tensorflow as tf
+
+    v1 = tf.compat.v1
+    with tf.Graph().as_default():
+        if twin.tf1_graph is not None:
+            twin.tf1_graph(size, image_size)
+        else:
+            network = _network_of(twin)
+            images = v1.placeholder(tf.float32, [None, *image_size, network.channels])
+            network.build(images, num_classes=size)
+        variables = v1.get_collection(v1.GraphKeys.MODEL_VARIABLES)
+        return collections.OrderedDict((v.op.name, tuple(v.shape.as_list())) for v in variables)
+
+
+def pairing(twin, size, image_size=None, keras_side=False):
+    """The Pairing of twin for a TF1 size (or, keras_side, a Keras class count)."""
+    network = _network_of(twin)
+    offset = network.label_offset if network is not None else 0
+    if keras_side:
+        size = size + offset if size == network_classes(network) - offset else size
+    background = offset if network is not None and size == network.num_classes else 0
+    if image_size is None:
+        image_size = tuple(network.image_size) if network is not None else (28, 28)
+    return Pairing(twin, network, size, background, tuple(image_size), tf1_shapes(twin, size, image_size))
+
+
+def network_classes(network):
+    return network.num_classes if network is not None else 0
+
+
+def _no_twin(names):
+    """The one line for a checkpoint whose network has no Keras twin, or holds no network's names."""
+    from models import networks
+    from models.scopes import in_any_scope
+
+    for network in networks.NETWORKS.values():
+        if network.scope and all(in_any_scope(name, (network.scope,)) for name in names):
+            return CheckpointError(
+                f"{network.name} has no Keras 3 twin: keras.applications builds no model with its layers "
+                "and weights; convert it --to tf2 or --to safetensors instead"
+            )
+    return CheckpointError(
+        f"no Keras 3 twin holds these variables ({capped(sorted(names))}): not a registry network "
+        "with a twin (the digit classifier, the autoencoder, vgg_16, mobilenet_v1)"
+    )
+
+
+def find_pairing(shapes, image_size=None):
+    """The Pairing whose TF1 graph holds exactly these {name: shape} model variables.
+
+    Raises:
+      CheckpointError: when no twin's sizing variable is there (naming the network without
+        a twin), or when a name or shape differs from the twin's TF1 graph.
+    """
+    for twin in TWINS.values():
+        sizing, axis = twin.sizing
+        if sizing in shapes and len(shapes[sizing]) > axis:
+            paired = pairing(twin, shapes[sizing][axis], image_size)
+            _same_variables(paired.shapes, shapes, paired)
+            return paired
+    raise _no_twin(shapes)
+
+
+def _same_variables(expected, found, paired):
+    what = paired.network.name if paired.network is not None else paired.twin.key
+    missing, extra = sorted(set(expected) - set(found)), sorted(set(found) - set(expected))
+    if missing or extra:
+        raise CheckpointError(
+            f"not a {what} checkpoint: {len(missing)} of its variables missing ({capped(missing)}), "
+            f"{len(extra)} others held ({capped(extra)})"
+        )
+    for name, shape in expected.items():
+        if tuple(found[name]) != tuple(shape):
+            raise CheckpointError(f"not a {what} checkpoint: {name} is {list(found[name])}, {what} has {list(shape)}")
+
+
+def to_keras_layout(value, transform, keras_shape, background):
+    """A TF1 value in the Keras weight's layout (see the module docstring for the transforms)."""
+    if transform == "background" and background:
+        value = value[..., background:]
+    return np.ascontiguousarray(np.reshape(value, keras_shape))
+
+
+def to_tf1_layout(value, transform, tf1_shape, background):
+    """A Keras value in the TF1 variable's layout: to_keras_layout undone (background given back)."""
+    if transform == "background" and background:
+        kept = np.reshape(value, (*tf1_shape[:-1], tf1_shape[-1] - background))
+        fill = BACKGROUND_LOGIT if kept.ndim == 1 else 0.0
+        value = np.concatenate([np.full((*tf1_shape[:-1], background), fill, kept.dtype), kept], axis=-1)
+    return np.ascontiguousarray(np.reshape(value, tf1_shape))
+
+
+def plan_rows(paired, keras_weights):
+    """One row per TF1 variable: {source, target, shape, keras_shape, transform}, each Keras weight once.
+
+    Raises:
+      CheckpointError: for a variable no rule maps, or a Keras weight no variable fills.
+    """
+    rows, by_path = [], {weight.path: weight for weight in keras_weights}
+    for name, shape in paired.shapes.items():
+        found = _mapped(paired.twin.rules, name)
+        if found is None or found[0] not in by_path:
+            raise CheckpointError(f"{name} has no Keras weight in the {paired.twin.key} twin")
+        rows.append(
+            {
+                "source": name,
+                "target": found[0],
+                "shape": list(shape),
+                "keras_shape": list(by_path[found[0]].shape),
+                "transform": found[1],
+            }
+        )
+    unfilled = sorted(set(by_path) - {row["target"] for row in rows})
+    if unfilled:
+        raise CheckpointError(f"the {paired.twin.key} twin's weights {capped(unfilled)} have no TF1 variable")
+    return rows
+
+
+def keras_model_of(values, paired):
+    """The twin Keras model holding the TF1 values; (model, rows)."""
+    import keras
+
+    model = paired.twin.keras_model(keras, paired.keras_size, paired.image_size)
+    rows = plan_rows(paired, model.weights)
+    by_path = {weight.path: weight for weight in model.weights}
+    for row in rows:
+        value = to_keras_layout(values[row["source"]], row["transform"], row["keras_shape"], paired.background)
+        by_path[row["target"]].assign(value)
+    return model, rows
+
+
+def tf1_values_of(model, image_size=None):
+    """The TF1 values of a Keras twin model: ({TF1 name: array}, pairing, rows).
+
+    Raises:
+      CheckpointError: when the model is no twin of a registry network (or the autoencoder).
+    """
+    weights = {weight.path: weight for weight in model.weights}
+    for twin in TWINS.values():
+        sizing, axis = twin.sizing
+        found = _mapped(twin.rules, sizing)
+        if found is not None and found[0] in weights:
+            classes = weights[found[0]].shape[-1 if axis else 0]
+            size_image = image_size or tuple(model.inputs[0].shape[1:3])
+            paired = pairing(twin, int(classes), size_image, keras_side=True)
+            rows = plan_rows(paired, model.weights)
+            values = collections.OrderedDict(
+                (
+                    row["source"],
+                    to_tf1_layout(
+                        np.asarray(weights[row["target"]].numpy()), row["transform"], row["shape"], paired.background
+                    ),
+                )
+                for row in rows
+            )
+            return values, paired, rows
+    raise CheckpointError(
+        f"{model.name} is not a Keras twin of a registry network: its weights "
+        f"({capped(sorted(weights))}) match no twin's (the digit classifier, the autoencoder, VGG16, MobileNet)"
+    )
+
+
+# --- files --------------------------------------------------------------------------------
+
+
+def is_keras_file(path):
+    """Whether path is a Keras 3 `.keras` file: a zip holding config.json and model.weights.h5."""
+    if not path.endswith(".keras") or not os.path.isfile(path):
+        return False
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return {"config.json", "model.weights.h5"} <= set(archive.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return False
+
+
+def load_keras(path):
+    """A `.keras` model, loaded with Keras's safe mode (no lambda, no code of the file is run)."""
+    import keras
+
+    try:
+        return keras.saving.load_model(path, compile=False, safe_mode=True)
+    except Exception as error:  # Keras raises many types for a file it cannot take
+        from runtime.errors import one_line
+
+        raise CheckpointError(f"cannot load {shown(path)} as a Keras model: {one_line(error)}") from None
+
+
+def read_tf1_model_values(prefix):
+    """{name: array} of the model variables of a TF1 checkpoint (slots and counters left out); (values, dropped)."""
+    from transfer import source
+
+    infos = source.read_variables(prefix)
+    kept = model_variable_names([info.name for info in infos])
+    values = source.read_values(prefix, kept)
+    dropped = sorted({info.name for info in infos} - set(kept))
+    return collections.OrderedDict((name, values[name]) for name in kept), dropped
+
+
+def _same_bits(a, b):
+    a, b = np.asarray(a), np.asarray(b)
+    return a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes()
+
+
+def write_keras(model, folder):
+    """model.keras and model.weights.h5 in folder, each read back and compared bit for bit."""
+    keras_path, weights_path = os.path.join(folder, KERAS_NAME), os.path.join(folder, WEIGHTS_NAME)
+    model.save(keras_path)
+    model.save_weights(weights_path)
+    loaded = load_keras(keras_path)
+    for written, name in ((keras_path, KERAS_NAME), (weights_path, WEIGHTS_NAME)):
+        if written == weights_path:
+            loaded.load_weights(weights_path)
+        for original, back in zip(model.weights, loaded.weights, strict=True):
+            if original.path != back.path or not _same_bits(original.numpy(), back.numpy()):
+                raise CheckpointError(f"{name}: {original.path} differs from the converted value after saving")
+
+
+def module_tree(values):
+    """A tf.Module tree holding each value as a tf.Variable at the attribute path of its name."""
+    import tensorflow as tf
+
+    root = tf.Module(name="root")
+    for name, value in values.items():
+        node, parts = root, name.split("/")
+        for part in parts[:-1]:
+            child = getattr(node, part, None) if part in vars(node) else None
+            if child is None:
+                child = tf.Module(name=None)
+                setattr(node, part, child)
+            elif not isinstance(child, tf.Module):
+                raise CheckpointError(f"{name} lies below the variable {part}: a tf.Module cannot hold both")
+            node = child
+        if parts[-1] in vars(node):
+            raise CheckpointError(f"{name} is both a variable and a scope: a tf.Module cannot hold both")
+        setattr(node, parts[-1], tf.Variable(value, name=parts[-1], trainable=False))
+    return root
+
+
+def write_tf2(values, folder):
+    """A tf.train.Checkpoint of module_tree(values) at folder/model, restored into a new tree and compared."""
+    import tensorflow as tf
+
+    with DirAlias(folder) as alias:
+        prefix = tf.train.Checkpoint(root=module_tree(values)).write(alias.join(TF2_NAME))
+        zeros = {name: np.zeros_like(value) for name, value in values.items()}
+        back = module_tree(zeros)
+        tf.train.Checkpoint(root=back).restore(prefix).assert_existing_objects_matched()
+    for name, value in values.items():
+        node = back
+        for part in name.split("/"):
+            node = getattr(node, part)
+        if not _same_bits(node.numpy(), value):
+            raise CheckpointError(f"{shown(folder)}: {name} differs after restoring the TF2 checkpoint")
+    return os.path.basename(prefix)
+
+
+def write_tf1(values, paired, folder):
+    """values saved as paired's TF1 network's variables at folder/model.ckpt, read back and compared.
+
+    The network is built and each variable takes its value, so the checkpoint restores into
+    the network by construction; a value of another shape fails here.
+    """
+    import tensorflow as tf
+
+    v1 = tf.compat.v1
+    with tf.Graph().as_default():
+        if paired.twin.tf1_graph is not None:
+            paired.twin.tf1_graph(paired.size, paired.image_size)
+        else:
+            images = v1.placeholder(tf.float32, [None, *paired.image_size, paired.network.channels])
+            paired.network.build(images, num_classes=paired.size)
+        variables = v1.get_collection(v1.GraphKeys.MODEL_VARIABLES)
+        saver = v1.train.Saver(var_list=variables, save_relative_paths=True)
+        with v1.Session() as sess, DirAlias(folder) as alias:
+            for variable in variables:
+                sess.run(variable.initializer, {variable.initial_value: values[variable.op.name]})
+            prefix = saver.save(sess, alias.join(TF1_NAME), write_meta_graph=False)
+            reader = tf.train.load_checkpoint(prefix)
+            for name, value in values.items():
+                if not _same_bits(reader.get_tensor(name), value):
+                    raise CheckpointError(f"{TF1_NAME}: {name} differs from the converted value after saving")
+    return TF1_NAME
+
+
+def report_lines(rows, dropped=()):
+    """The per-tensor report: source -> target, TF1 shape, transform; then what was left out and why."""
+    lines = [f"{len(rows)} tensors (source -> target, shape, transform):"]
+    lines += [f"  {r['source']} -> {r['target']}  {r['shape']}  {r['transform']}" for r in rows]
+    if dropped:
+        lines.append(f"{len(dropped)} tensors dropped (optimizer slots and counters):")
+        lines += [f"  {name}" for name in dropped]
+    return lines
+
+
+def convert(source, output, target="keras", force=False, log=print):
+    """Converts a TF1 checkpoint (to "keras" or "tf2") or a `.keras` model (to "tf1") into output.
+
+    Args:
+      source: a TF1 checkpoint prefix or run dir (transfer.source.resolve_checkpoint), or a `.keras` file.
+      output: the folder to write, already checked (runtime.outputs.check).
+      target: "keras", "tf2", or "tf1" for a `.keras` source.
+      force: replace an earlier conversion at output.
+      log: where the report goes.
+
+    Returns:
+      The path of what was written (the .keras file, the TF2 prefix or the TF1 prefix).
+    """
+    from transfer import source as sources
+
+    dropped, paired = [], None
+    if target == "tf1":
+        values, paired, rows = tf1_values_of(load_keras(source))
+    else:
+        source = sources.resolve_checkpoint(source)
+        values, dropped = read_tf1_model_values(source)
+        if target == "keras":
+            paired = find_pairing({name: value.shape for name, value in values.items()})
+            model, rows = keras_model_of(values, paired)
+        else:
+            rows = [{"source": n, "target": n, "shape": list(v.shape), "transform": "none"} for n, v in values.items()]
+    for line in report_lines(rows, dropped):
+        log(line)
+    with outputs.Staged(output, KIND, force, log=log) as folder:
+        if target == "keras":
+            write_keras(model, folder)
+            written = KERAS_NAME
+        elif target == "tf2":
+            written = write_tf2(values, folder)
+        else:
+            written = write_tf1(values, paired, folder)
+        _write_report(folder, source, target, written, rows, dropped, paired)
+    log(f"converted {len(rows)} tensors ({len(dropped)} dropped) from {shown(source)} into {shown(output)}")
+    return os.path.join(output, written)
+
+
+def _write_report(folder, source, target, written, rows, dropped, paired):
+    report = {
+        "toolkit": outputs.TOOLKIT,
+        "source": os.path.abspath(source),
+        "target_format": target,
+        "written": written,
+        "network": None if paired is None or paired.network is None else paired.network.name,
+        "keras_twin": None if paired is None else paired.twin.key,
+        "background_logits_dropped": 0 if paired is None else paired.background,
+        "tensors": rows,
+        "dropped": dropped,
+    }
+    with open(os.path.join(folder, CONVERSION_FILE), "w") as stream:
+        json.dump(report, stream, indent=1)
+
+
+def handles(args):
+    """Whether `python -m transfer.convert` args are this module's: --to keras or tf2, or a .keras source."""
+    return args.to in FORMATS or is_keras_file(os.path.expanduser(args.source))
+
+
+def main(args):
+    """transfer.convert's main for handles(args): the output and flags checked before TensorFlow loads."""
+    from runtime.quiet import import_tensorflow
+
+    source = os.path.expanduser(args.source)
+    try:
+        output = outputs.check(args.output, KIND, args.force)
+        if args.drop:
+            raise UserError(
+                "--drop applies to TF1 <-> safetensors; a Keras or TF2 conversion takes every model variable"
+            )
+        if is_keras_file(source) and args.to not in (None, "tf1"):
+            raise UserError(f"{shown(source)} is a Keras model: it converts into a TF1 checkpoint only (--to tf1)")
+        if not is_keras_file(source) and source.endswith(".keras"):
+            raise UserError(
+                f"{shown(source)} is not a Keras 3 .keras file (a zip with config.json and model.weights.h5)"
+            )
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    import_tensorflow()
+    from runtime import cli
+
+    target = "tf1" if is_keras_file(source) else args.to
+    return cli.main(lambda _: convert(source, output, target, args.force), lambda _: args)
