@@ -25,7 +25,7 @@ is loaded back and compared bit for bit; anything else is one error line.
 
 The TF2 checkpoint needs no twin: a tree of tf.Module objects, one per scope, holds each
 variable under its TF1 name (`vgg_16/conv1/conv1_1/weights` is
-`root.vgg_16.conv1.conv1_1.weights`); `tf.train.Checkpoint(root=module).restore(prefix)`
+`root.vgg_16.conv1.conv1_1.weights`); `tf.train.Checkpoint(root=module).read(prefix)`
 restores it into any module tree with the same names.
 
 Keras is imported only here, and only when a conversion asks for it.
@@ -33,6 +33,7 @@ Keras is imported only here, and only when a conversion asks for it.
 
 import collections
 import dataclasses
+import functools
 import json
 import os
 import re
@@ -227,9 +228,15 @@ def _network_of(twin):
 
 def tf1_shapes(twin, size, image_size):
     """{name: shape} of the model variables of twin's TF1 network built at size (its own graph)."""
+    return collections.OrderedDict(_tf1_shapes(twin.key, size, tuple(image_size)))
+
+
+@functools.lru_cache(maxsize=32)
+def _tf1_shapes(key, size, image_size):
     import tensorflow as tf
 
     v1 = tf.compat.v1
+    twin = TWINS[key]
     with tf.Graph().as_default():
         if twin.tf1_graph is not None:
             twin.tf1_graph(size, image_size)
@@ -238,7 +245,7 @@ def tf1_shapes(twin, size, image_size):
             images = v1.placeholder(tf.float32, [None, *image_size, network.channels])
             network.build(images, num_classes=size)
         variables = v1.get_collection(v1.GraphKeys.MODEL_VARIABLES)
-        return collections.OrderedDict((v.op.name, tuple(v.shape.as_list())) for v in variables)
+        return tuple((v.op.name, tuple(v.shape.as_list())) for v in variables)
 
 
 def pairing(twin, size, image_size=None, keras_side=False):
@@ -474,7 +481,7 @@ def write_tf2(values, folder):
         prefix = tf.train.Checkpoint(root=module_tree(values)).write(alias.join(TF2_NAME))
         zeros = {name: np.zeros_like(value) for name, value in values.items()}
         back = module_tree(zeros)
-        tf.train.Checkpoint(root=back).restore(prefix).assert_existing_objects_matched()
+        tf.train.Checkpoint(root=back).read(prefix).assert_existing_objects_matched()
     for name, value in values.items():
         node = back
         for part in name.split("/"):
@@ -502,8 +509,7 @@ def write_tf1(values, paired, folder):
         variables = v1.get_collection(v1.GraphKeys.MODEL_VARIABLES)
         saver = v1.train.Saver(var_list=variables, save_relative_paths=True)
         with v1.Session() as sess, DirAlias(folder) as alias:
-            for variable in variables:
-                sess.run(variable.initializer, {variable.initial_value: values[variable.op.name]})
+            sess.run([v.initializer for v in variables], {v.initial_value: values[v.op.name] for v in variables})
             prefix = saver.save(sess, alias.join(TF1_NAME), write_meta_graph=False)
             reader = tf.train.load_checkpoint(prefix)
             for name, value in values.items():
@@ -581,7 +587,7 @@ def _write_report(folder, source, target, written, rows, dropped, paired):
 
 def handles(args):
     """Whether `python -m transfer.convert` args are this module's: --to keras or tf2, or a .keras source."""
-    return args.to in FORMATS or is_keras_file(os.path.expanduser(args.source))
+    return args.to in FORMATS or os.path.expanduser(args.source).endswith(".keras")
 
 
 def main(args):
