@@ -35,7 +35,7 @@ from runtime import outputs
 from runtime.errors import CheckpointError, UserError, one_line
 from runtime.paths import DirAlias, shown
 from runtime.quiet import Parser, exit_on_failure, guard_startup, import_tensorflow
-from transfer import keras_bridge, safetensors_io
+from transfer import keras_bridge, moving_average, safetensors_io
 from transfer.export import CONVERSION_FILE as REPORT_NAME
 from transfer.selection import model_variable_names
 from transfer.torch_legacy import read_state_dict
@@ -526,19 +526,26 @@ def write_tf1(values, directory):
     return prefix
 
 
-def read_source(kind, path, drops, target):
-    """(rows, dropped, values, metadata) of a TF1 or safetensors source."""
+def read_source(kind, path, drops, target, use_shadows=False):
+    """(rows, dropped, values, metadata) of a TF1 or safetensors source; use_shadows: --moving-average."""
     if kind == "safetensors":
         tensors, metadata = safetensors_io.read(path)
-        rows, dropped = plan_tensors({n: (v.dtype, v.shape) for n, v in tensors.items()}, drops, target)
+        described = {n: (v.dtype, v.shape) for n, v in tensors.items()}
+    else:
+        described, reader = read_tf1(path)
+    rows, dropped = plan_tensors(described, drops, target)
+    chosen = moving_average.sources(
+        [row["source"] for row in rows], {n: s for n, (_, s) in described.items()}, use_shadows, path
+    )
+    rows = moving_average.mark(rows, chosen)
+    dropped = [entry for entry in dropped if entry["source"] not in moving_average.taken(chosen)]
+    if kind == "safetensors":
         values = collections.OrderedDict((row["target"], tensors[row["source"]]) for row in rows)
         return rows, dropped, values, metadata
-    described, reader = read_tf1(path)
-    rows, dropped = plan_tensors(described, drops, target)
     return rows, dropped, _tf1_values(path, reader, rows), {}
 
 
-def bridge(kind, path, output, target, drops=(), force=False, log=print):
+def bridge(kind, path, output, target, drops=(), force=False, log=print, use_shadows=False):
     """Converts a TF1 checkpoint or a safetensors file at path into the target format at output.
 
     Args:
@@ -547,18 +554,19 @@ def bridge(kind, path, output, target, drops=(), force=False, log=print):
       output: the output folder, checked (runtime.outputs.check).
       target: "safetensors" or "tf1".
       drops: compiled --drop patterns.
+      use_shadows: --moving-average, the rule of transfer.moving_average.
 
     Returns:
       The path of the written checkpoint prefix or .safetensors file.
     """
-    rows, dropped, values, metadata = read_source(kind, path, drops, target)
+    rows, dropped, values, metadata = read_source(kind, path, drops, target, use_shadows)
     about = {
         "toolkit": outputs.TOOLKIT,
         "source": os.path.abspath(path),
         "source_format": kind,
         "target_format": target,
     }
-    for line in report_lines(rows, dropped):
+    for line in report_lines(rows, dropped) + ([moving_average.summary(rows)] if use_shadows else []):
         log(line)
     with outputs.Staged(output, KIND, force, log=log) as folder:
         if target == "safetensors":
@@ -596,6 +604,11 @@ def parse_args(argv=None):
     parser.add_argument(
         "--drop", action="append", default=[], metavar="REGEX", help="drop the tensors this matches (repeatable)"
     )
+    parser.add_argument(
+        "--moving-average",
+        action="store_true",
+        help="take each variable's ExponentialMovingAverage shadow where the checkpoint holds one",
+    )
     parser.add_argument("--force", action="store_true", help="replace an earlier conversion at --output")
     return parser.parse_args(argv)
 
@@ -610,8 +623,11 @@ def prepare(args):
     drops = compile_drops(args.drop)
     kind, path = detect(args.source)
     if kind == "pth":
-        if args.to == "safetensors" or drops:
-            raise UserError(f"{shown(path)} is a PyTorch file: it converts into a TF1 checkpoint only, without --drop")
+        if args.to == "safetensors" or drops or args.moving_average:
+            raise UserError(
+                f"{shown(path)} is a PyTorch file: it converts into a TF1 checkpoint only, "
+                "without --drop or --moving-average"
+            )
         return output, kind, path, "tf1", drops, read_state_dict(path)
     target = args.to or ("tf1" if kind == "safetensors" else "safetensors")
     if target == kind:
@@ -640,7 +656,9 @@ def main(argv=None):
 
     if kind == "pth":
         return cli.main(lambda _: convert_state(state, args.source, output, args.force), lambda _: args)
-    return cli.main(lambda _: bridge(kind, path, output, target, drops, args.force), lambda _: args)
+    return cli.main(
+        lambda _: bridge(kind, path, output, target, drops, args.force, use_shadows=args.moving_average), lambda _: args
+    )
 
 
 if __name__ == "__main__":

@@ -46,6 +46,7 @@ import numpy as np
 from runtime import outputs
 from runtime.errors import CheckpointError, UserError
 from runtime.paths import DirAlias, shown
+from transfer import moving_average
 from transfer.export import CONVERSION_FILE
 from transfer.selection import capped, model_variable_names
 
@@ -119,7 +120,7 @@ def _autoencoder_graph(size, image_size):
     from models import cae
 
     images = tf.compat.v1.placeholder(tf.float32, [None, *image_size, 1], name="images")
-    return cae.build_autoencoder(images, latent_size=size, transpose_implementation="transpose")["reconstruction"]
+    return cae.build_autoencoder(images, latent_size=size)["reconstruction"]
 
 
 def _vgg16(keras, size, image_size):
@@ -422,15 +423,20 @@ def load_keras(path):
         raise CheckpointError(f"cannot load {shown(path)} as a Keras model: {one_line(error)}") from None
 
 
-def read_tf1_model_values(prefix):
-    """{name: array} of the model variables of a TF1 checkpoint (slots and counters left out); (values, dropped)."""
+def read_tf1_model_values(prefix, use_shadows=False):
+    """The model variables of a TF1 checkpoint (slots and counters left out): (values, dropped, chosen).
+
+    values: {variable: array}, each its moving-average shadow where use_shadows takes one
+    (chosen: transfer.moving_average.sources); dropped: the names left out.
+    """
     from transfer import source
 
-    infos = source.read_variables(prefix)
-    kept = model_variable_names([info.name for info in infos])
-    values = source.read_values(prefix, kept)
-    dropped = sorted({info.name for info in infos} - set(kept))
-    return collections.OrderedDict((name, values[name]) for name in kept), dropped
+    held = {info.name: info.shape for info in source.read_variables(prefix)}
+    kept = model_variable_names(held)
+    chosen = moving_average.sources(kept, held, use_shadows, prefix)
+    read = source.read_values(prefix, [tensor for tensor, _ in chosen.values()])
+    values = collections.OrderedDict((name, read[chosen[name][0]]) for name in kept)
+    return values, sorted(set(held) - set(kept) - moving_average.taken(chosen)), chosen
 
 
 def _same_bits(a, b):
@@ -528,7 +534,7 @@ def report_lines(rows, dropped=()):
     return lines
 
 
-def convert(source, output, target="keras", force=False, log=print):
+def convert(source, output, target="keras", force=False, log=print, use_shadows=False):
     """Converts a TF1 checkpoint (to "keras" or "tf2") or a `.keras` model (to "tf1") into output.
 
     Args:
@@ -537,6 +543,7 @@ def convert(source, output, target="keras", force=False, log=print):
       target: "keras", "tf2", or "tf1" for a `.keras` source.
       force: replace an earlier conversion at output.
       log: where the report goes.
+      use_shadows: --moving-average (transfer.moving_average), for a TF1 source.
 
     Returns:
       The path of what was written (the .keras file, the TF2 prefix or the TF1 prefix).
@@ -548,13 +555,14 @@ def convert(source, output, target="keras", force=False, log=print):
         values, paired, rows = tf1_values_of(load_keras(source))
     else:
         source = sources.resolve_checkpoint(source)
-        values, dropped = read_tf1_model_values(source)
+        values, dropped, chosen = read_tf1_model_values(source, use_shadows)
         if target == "keras":
             paired = find_pairing({name: value.shape for name, value in values.items()})
             model, rows = keras_model_of(values, paired)
         else:
             rows = [{"source": n, "target": n, "shape": list(v.shape), "transform": "none"} for n, v in values.items()]
-    for line in report_lines(rows, dropped):
+        rows = moving_average.mark(rows, chosen)
+    for line in report_lines(rows, dropped) + ([moving_average.summary(rows)] if use_shadows else []):
         log(line)
     with outputs.Staged(output, KIND, force, log=log) as folder:
         if target == "keras":
@@ -601,6 +609,8 @@ def main(args):
             raise UserError(
                 "--drop applies to TF1 <-> safetensors; a Keras or TF2 conversion takes every model variable"
             )
+        if is_keras_file(source) and args.moving_average:
+            raise UserError(f"{shown(source)} is a Keras model: it holds no moving averages (--moving-average)")
         if is_keras_file(source) and args.to not in (None, "tf1"):
             raise UserError(f"{shown(source)} is a Keras model: it converts into a TF1 checkpoint only (--to tf1)")
         if not is_keras_file(source) and source.endswith(".keras"):
@@ -614,4 +624,6 @@ def main(args):
     from runtime import cli
 
     target = "tf1" if is_keras_file(source) else args.to
-    return cli.main(lambda _: convert(source, output, target, args.force), lambda _: args)
+    return cli.main(
+        lambda _: convert(source, output, target, args.force, use_shadows=args.moving_average), lambda _: args
+    )
