@@ -38,6 +38,7 @@ from runtime.quiet import Parser, exit_on_failure, guard_startup, import_tensorf
 from transfer import keras_bridge, moving_average, safetensors_io
 from transfer.export import CONVERSION_FILE as REPORT_NAME
 from transfer.selection import model_variable_names
+from transfer.tensor_report import report_lines
 from transfer.torch_legacy import read_state_dict
 
 KIND = "conversion"
@@ -451,16 +452,6 @@ def plan_tensors(tensors, drops, target):
 
 
 _HELD = frozenset(safetensors_io.DTYPES.values())
-
-
-def report_lines(rows, dropped):
-    """The per-tensor report, one line per source tensor."""
-    lines = [f"{len(rows)} tensors converted (source -> target, shape, dtype, transform):"]
-    lines += [f"  {r['source']} -> {r['target']}  {r['shape']}  {r['dtype']}  {r['transform']}" for r in rows]
-    if dropped:
-        lines.append(f"{len(dropped)} tensors dropped:")
-        lines += [f"  {d['source']}  {d['shape']}  {d['dtype']}  dropped: {d['reason']}" for d in dropped]
-    return lines
 
 
 def read_tf1(prefix):

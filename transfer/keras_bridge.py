@@ -49,6 +49,7 @@ from runtime.paths import DirAlias, shown
 from transfer import moving_average
 from transfer.export import CONVERSION_FILE
 from transfer.selection import capped, model_variable_names
+from transfer.tensor_report import report_lines
 
 FORMATS = ("keras", "tf2")
 KIND = "conversion"  # the same kind of output as every transfer.convert
@@ -343,6 +344,7 @@ def plan_rows(paired, keras_weights):
                 "source": name,
                 "target": found[0],
                 "shape": list(shape),
+                "dtype": by_path[found[0]].dtype,
                 "keras_shape": list(by_path[found[0]].shape),
                 "transform": found[1],
             }
@@ -431,12 +433,22 @@ def read_tf1_model_values(prefix, use_shadows=False):
     """
     from transfer import source
 
-    held = {info.name: info.shape for info in source.read_variables(prefix)}
+    infos = source.read_variables(prefix)
+    held, dtypes = {info.name: info.shape for info in infos}, {info.name: info.dtype for info in infos}
     kept = model_variable_names(held)
     chosen = moving_average.sources(kept, held, use_shadows, prefix)
     read = source.read_values(prefix, [tensor for tensor, _ in chosen.values()])
     values = collections.OrderedDict((name, read[chosen[name][0]]) for name in kept)
-    return values, sorted(set(held) - set(kept) - moving_average.taken(chosen)), chosen
+    dropped = [
+        {
+            "source": name,
+            "shape": list(held[name]),
+            "dtype": dtypes[name],
+            "reason": "optimizer slot or counter (default)",
+        }
+        for name in sorted(set(held) - set(kept) - moving_average.taken(chosen))
+    ]
+    return values, dropped, chosen
 
 
 def _same_bits(a, b):
@@ -524,16 +536,6 @@ def write_tf1(values, paired, folder):
     return TF1_NAME
 
 
-def report_lines(rows, dropped=()):
-    """The per-tensor report: source -> target, TF1 shape, transform; then what was left out and why."""
-    lines = [f"{len(rows)} tensors (source -> target, shape, transform):"]
-    lines += [f"  {r['source']} -> {r['target']}  {r['shape']}  {r['transform']}" for r in rows]
-    if dropped:
-        lines.append(f"{len(dropped)} tensors dropped (optimizer slots and counters):")
-        lines += [f"  {name}" for name in dropped]
-    return lines
-
-
 def convert(source, output, target="keras", force=False, log=print, use_shadows=False):
     """Converts a TF1 checkpoint (to "keras" or "tf2") or a `.keras` model (to "tf1") into output.
 
@@ -560,7 +562,10 @@ def convert(source, output, target="keras", force=False, log=print, use_shadows=
             paired = find_pairing({name: value.shape for name, value in values.items()})
             model, rows = keras_model_of(values, paired)
         else:
-            rows = [{"source": n, "target": n, "shape": list(v.shape), "transform": "none"} for n, v in values.items()]
+            rows = [
+                {"source": n, "target": n, "shape": list(v.shape), "dtype": str(v.dtype), "transform": "none"}
+                for n, v in values.items()
+            ]
         rows = moving_average.mark(rows, chosen)
     for line in report_lines(rows, dropped) + ([moving_average.summary(rows)] if use_shadows else []):
         log(line)
