@@ -83,6 +83,29 @@ def test_the_keras_twin_gives_the_tf1_outputs(key, size, image_size):
     assert np.std(expected) > 1e-2  # the outputs vary: the comparison can fail
 
 
+def test_every_twin_maps_each_variable_onto_one_keras_weight():
+    """The name rules, over every twin at several head sizes: a bijection onto the Keras model's weights."""
+    import keras
+
+    assert {network.keras for network in networks.NETWORKS.values()} - {""} <= set(keras_bridge.TWINS)
+    small = [key for key in keras_bridge.TWINS if key != "VGG16"]  # VGG16 (138M weights) once: ~10 s a build
+    situations = [*itertools.product(small, [1, 3, 1000, 1001]), ("VGG16", 1000)]
+    assert len(situations) == 13
+    for key, size in situations:
+        twin = keras_bridge.TWINS[key]
+        paired = keras_bridge.pairing(twin, size, (32, 32) if key == "MobileNet" else None)
+        model = twin.keras_model(keras, paired.keras_size, paired.image_size)
+        rows = keras_bridge.plan_rows(paired, model.weights)
+        assert sorted(row["target"] for row in rows) == sorted(weight.path for weight in model.weights)
+        for row in rows:
+            tf1_shape = list(row["shape"])
+            if row["transform"] == "background" and paired.background:
+                tf1_shape[-1] -= paired.background
+            assert np.prod(tf1_shape) == np.prod(row["keras_shape"]), (key, size, row)
+        assert paired.background == (1 if (key, size) == ("MobileNet", 1001) else 0)
+        keras.backend.clear_session()
+
+
 @pytest.mark.slow
 def test_vgg16_gives_the_tf1_logits():
     """At 224x224 (Keras flattens pool5, so its top takes that size only): fc6's layout is proven here."""

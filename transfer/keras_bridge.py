@@ -83,28 +83,29 @@ def _same_names(*names):
 
 
 def _encoder(keras, inputs):
-    from models import cae
-
+    """conv1 and conv2 (5x5/2, SAME, relu) flattened: models.cae.encoder's layers."""
     net = inputs
     for scope, filters in (("conv1", 16), ("conv2", 32)):
         net = keras.layers.Conv2D(filters, 5, strides=2, padding="same", activation="relu", name=scope)(net)
-    return keras.layers.Flatten(name="features")(net), cae
+    return keras.layers.Flatten(name="features")(net)
 
 
 def _digit_classifier(keras, size, image_size):
-    """conv1, conv2 (5x5/2, SAME, relu), flatten, fc1 (200, relu), logits: models.classifier's layers."""
+    """conv1, conv2, flatten, fc1 (200, relu), logits: models.classifier's layers."""
     from models import classifier
 
     inputs = keras.Input((*image_size, 1), name="images")
-    features, _ = _encoder(keras, inputs)
+    features = _encoder(keras, inputs)
     fc1 = keras.layers.Dense(classifier.FC1_UNITS, activation="relu", name="fc1")(features)
     return keras.Model(inputs, keras.layers.Dense(size, name="logits")(fc1), name="digit_classifier")
 
 
 def _autoencoder(keras, size, image_size):
     """models.cae.build_autoencoder's layers; its output is the reconstruction (dconv2's sigmoid)."""
+    from models import cae
+
     inputs = keras.Input((*image_size, 1), name="images")
-    features, cae = _encoder(keras, inputs)
+    features = _encoder(keras, inputs)
     latent = keras.layers.Dense(size, name="latent_var")(features)
     net = keras.layers.Dense(cae.ENCODER_UNITS, activation="relu", name="z_matrix")(latent)
     net = keras.layers.Reshape(cae.ENCODER_SHAPE, name="z_matrix_reshape")(net)
@@ -195,13 +196,12 @@ def _pattern(template):
     return re.compile("".join(parts) + r"\Z")
 
 
-def _mapped(rules, name, reverse=False):
-    """(mapped name, transform) of the first rule matching name, or None."""
+def _mapped(rules, name):
+    """(Keras path, transform) of the first rule whose TF1 template matches name, or None."""
     for tf1, keras_path, transform in rules:
-        source, target = (keras_path, tf1) if reverse else (tf1, keras_path)
-        match = _pattern(source).match(name)
+        match = _pattern(tf1).match(name)
         if match:
-            return target.format(**match.groupdict()), transform
+            return keras_path.format(**match.groupdict()), transform
     return None
 
 
@@ -237,33 +237,39 @@ def tf1_shapes(twin, size, image_size):
 def _tf1_shapes(key, size, image_size):
     import tensorflow as tf
 
-    v1 = tf.compat.v1
-    twin = TWINS[key]
     with tf.Graph().as_default():
-        if twin.tf1_graph is not None:
-            twin.tf1_graph(size, image_size)
-        else:
-            network = _network_of(twin)
-            images = v1.placeholder(tf.float32, [None, *image_size, network.channels])
-            network.build(images, num_classes=size)
-        variables = v1.get_collection(v1.GraphKeys.MODEL_VARIABLES)
-        return tuple((v.op.name, tuple(v.shape.as_list())) for v in variables)
+        return tuple((v.op.name, tuple(v.shape.as_list())) for v in build_tf1(TWINS[key], size, image_size))
+
+
+def build_tf1(twin, size, image_size):
+    """Builds twin's TF1 network at size into the current graph; returns its model variables."""
+    import tensorflow as tf
+
+    v1 = tf.compat.v1
+    if twin.tf1_graph is not None:
+        twin.tf1_graph(size, image_size)
+    else:
+        network = _network_of(twin)
+        network.build(v1.placeholder(tf.float32, [None, *image_size, network.channels]), num_classes=size)
+    return v1.get_collection(v1.GraphKeys.MODEL_VARIABLES)
 
 
 def pairing(twin, size, image_size=None, keras_side=False):
-    """The Pairing of twin for a TF1 size (or, keras_side, a Keras class count)."""
+    """The Pairing of twin for a TF1 size or, keras_side, a Keras class count.
+
+    A Keras head of the ImageNet classes pairs with TF-Slim's head of those plus background
+    (models.networks.Network.label_offset); any other size is the same on both sides.
+    """
+    from models import cae
+
     network = _network_of(twin)
     offset = network.label_offset if network is not None else 0
-    if keras_side:
-        size = size + offset if size == network_classes(network) - offset else size
-    background = offset if network is not None and size == network.num_classes else 0
+    if keras_side and offset and size == network.num_classes - offset:
+        size += offset
+    background = offset if offset and size == network.num_classes else 0
     if image_size is None:
-        image_size = tuple(network.image_size) if network is not None else (28, 28)
+        image_size = network.image_size if network is not None else cae.IMAGE_SHAPE[:2]
     return Pairing(twin, network, size, background, tuple(image_size), tf1_shapes(twin, size, image_size))
-
-
-def network_classes(network):
-    return network.num_classes if network is not None else 0
 
 
 def _no_twin(names):
@@ -349,7 +355,11 @@ def plan_rows(paired, keras_weights):
                 "transform": found[1],
             }
         )
-    unfilled = sorted(set(by_path) - {row["target"] for row in rows})
+    targets = collections.Counter(row["target"] for row in rows)
+    twice = sorted(target for target, count in targets.items() if count > 1)
+    if twice:
+        raise CheckpointError(f"the {paired.twin.key} twin's rules map several variables onto {capped(twice)}")
+    unfilled = sorted(set(by_path) - set(targets))
     if unfilled:
         raise CheckpointError(f"the {paired.twin.key} twin's weights {capped(unfilled)} have no TF1 variable")
     return rows
@@ -519,12 +529,7 @@ def write_tf1(values, paired, folder):
 
     v1 = tf.compat.v1
     with tf.Graph().as_default():
-        if paired.twin.tf1_graph is not None:
-            paired.twin.tf1_graph(paired.size, paired.image_size)
-        else:
-            images = v1.placeholder(tf.float32, [None, *paired.image_size, paired.network.channels])
-            paired.network.build(images, num_classes=paired.size)
-        variables = v1.get_collection(v1.GraphKeys.MODEL_VARIABLES)
+        variables = build_tf1(paired.twin, paired.size, paired.image_size)
         saver = v1.train.Saver(var_list=variables, save_relative_paths=True)
         with v1.Session() as sess, DirAlias(folder) as alias:
             sess.run([v.initializer for v in variables], {v.initial_value: values[v.op.name] for v in variables})
