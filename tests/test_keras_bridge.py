@@ -185,6 +185,9 @@ def test_keras_to_tf1_to_keras_is_bit_exact(tmp_path):
         for a, b in zip(model.weights, again.weights, strict=True):
             assert a.path == b.path and keras_bridge._same_bits(a.numpy(), b.numpy()), (key, size, a.path)
         if paired.background:
+            assert keras_bridge._background_note(paired, "tf1") == [
+                "background: TF-Slim's logit 0 given back with zero weights and bias -10000"
+            ]
             logits = read["MobilenetV1/Logits/Conv2d_1c_1x1/biases"]
             assert logits[0] == keras_bridge.BACKGROUND_LOGIT and logits.shape == (1001,)
 

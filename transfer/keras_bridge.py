@@ -572,7 +572,8 @@ def convert(source, output, target="keras", force=False, log=print, use_shadows=
                 for n, v in values.items()
             ]
         rows = moving_average.mark(rows, chosen)
-    for line in report_lines(rows, dropped) + ([moving_average.summary(rows)] if use_shadows else []):
+    notes = [moving_average.summary(rows)] if use_shadows else []
+    for line in report_lines(rows, dropped) + notes + _background_note(paired, target):
         log(line)
     with outputs.Staged(output, KIND, force, log=log) as folder:
         if target == "keras":
@@ -585,6 +586,18 @@ def convert(source, output, target="keras", force=False, log=print, use_shadows=
         _write_report(folder, source, target, written, rows, dropped, paired)
     log(f"converted {len(rows)} tensors ({len(dropped)} dropped) from {shown(source)} into {shown(output)}")
     return os.path.join(output, written)
+
+
+def _background_note(paired, target):
+    """The line that says what became of TF-Slim's background logit, where it was dropped or given back."""
+    if paired is None or not paired.background:
+        return []
+    if target == "keras":
+        return [
+            f"background: TF-Slim's logit 0 dropped; the Keras model's {paired.keras_size} classes are its "
+            f"logits 1..{paired.size - 1}"
+        ]
+    return [f"background: TF-Slim's logit 0 given back with zero weights and bias {BACKGROUND_LOGIT:g}"]
 
 
 def _write_report(folder, source, target, written, rows, dropped, paired):
