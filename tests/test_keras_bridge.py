@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -274,7 +275,9 @@ def _network_checkpoint(directory, name):
         ("resnet_v1_50", "error: resnet_v1_50 has no Keras 3 twin: keras.applications builds no model"),
         ("keras_to_keras", "is a Keras model: it converts into a TF1 checkpoint only (--to tf1)"),
         ("drop", "error: --drop applies to TF1 <-> safetensors"),
-        ("not_keras", "is not a Keras 3 .keras file"),
+        ("not_keras", "model.keras is not a Keras 3 .keras file: File is not a zip file"),
+        ("foreign_module", "model.keras names module 'os' in its config.json: only Keras's own are loaded"),
+        ("lambda", "model.keras holds a Lambda layer (code): not loaded"),
         ("wrong_shape", "error: not a cae checkpoint: fc1/kernel is [1568, 30], cae has [1568, 200]"),
     ],
 )
@@ -299,6 +302,11 @@ def test_refusals_are_one_line_and_write_nothing(tmp_path, case, expected):
     else:
         model = tmp_path / "model.keras"
         model.write_bytes(b"not a zip")
+        if case in ("foreign_module", "lambda"):
+            layer = {"module": "os", "class_name": "system"} if case == "foreign_module" else {"class_name": "Lambda"}
+            with zipfile.ZipFile(model, "w") as archive:
+                archive.writestr("config.json", json.dumps({"class_name": "Functional", "config": {"layers": [layer]}}))
+                archive.writestr("model.weights.h5", b"")
         if case == "keras_to_keras":
             _convert([_classifier_checkpoint(str(tmp_path / "ckpt"))[0], "--output", tmp_path / "k", "--to", "keras"])
             model = tmp_path / "k" / "model.keras"

@@ -44,7 +44,7 @@ import zipfile
 import numpy as np
 
 from runtime import outputs
-from runtime.errors import CheckpointError, UserError
+from runtime.errors import CheckpointError, UserError, one_line
 from runtime.paths import DirAlias, shown
 from transfer import moving_average
 from transfer.export import CONVERSION_FILE
@@ -412,15 +412,47 @@ def tf1_values_of(model, image_size=None):
 # --- files --------------------------------------------------------------------------------
 
 
-def is_keras_file(path):
-    """Whether path is a Keras 3 `.keras` file: a zip holding config.json and model.weights.h5."""
-    if not path.endswith(".keras") or not os.path.isfile(path):
-        return False
+_KERAS_MEMBERS = {"config.json", "model.weights.h5"}
+_CONFIG_LIMIT = 16 << 20  # bytes of config.json read: a model's is tens of kilobytes
+
+
+def check_keras_file(path):
+    """Refuses a `.keras` file that is not one, or whose config.json names a class from outside Keras.
+
+    Read as data before TensorFlow loads: the zip's member list and its config.json. A
+    config naming a module outside `keras` (what a loader would import) or a Lambda layer
+    (code in the file) is refused, so Keras's own loader only ever builds its own layers.
+
+    Raises:
+      UserError: naming the file and the first offending module or class.
+    """
     try:
         with zipfile.ZipFile(path) as archive:
-            return {"config.json", "model.weights.h5"} <= set(archive.namelist())
-    except (OSError, zipfile.BadZipFile):
-        return False
+            if not _KERAS_MEMBERS <= set(archive.namelist()):
+                raise zipfile.BadZipFile("no config.json and model.weights.h5 in it")
+            if archive.getinfo("config.json").file_size > _CONFIG_LIMIT:
+                raise zipfile.BadZipFile(f"its config.json is over {_CONFIG_LIMIT >> 20} MiB")
+            config = json.loads(archive.read("config.json").decode("utf-8"))
+    except (OSError, zipfile.BadZipFile, ValueError, UnicodeDecodeError, RecursionError) as error:
+        raise UserError(f"{shown(path)} is not a Keras 3 .keras file: {one_line(error)}") from None
+    for module, class_name in _classes(config):
+        if module is not None and module != "keras" and not str(module).startswith("keras."):
+            raise UserError(f"{shown(path)} names module {module!r} in its config.json: only Keras's own are loaded")
+        if class_name in ("Lambda", "__lambda__"):
+            raise UserError(f"{shown(path)} holds a Lambda layer (code): not loaded")
+
+
+def _classes(config):
+    """(module, class_name) of every object a Keras config describes."""
+    stack = [config]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            if "class_name" in node:
+                yield node.get("module"), node["class_name"]
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
 
 
 def load_keras(path):
@@ -430,8 +462,6 @@ def load_keras(path):
     try:
         return keras.saving.load_model(path, compile=False, safe_mode=True)
     except Exception as error:  # Keras raises many types for a file it cannot take
-        from runtime.errors import one_line
-
         raise CheckpointError(f"cannot load {shown(path)} as a Keras model: {one_line(error)}") from None
 
 
@@ -632,21 +662,19 @@ def main(args):
             raise UserError(
                 "--drop applies to TF1 <-> safetensors; a Keras or TF2 conversion takes every model variable"
             )
-        if is_keras_file(source) and args.moving_average:
-            raise UserError(f"{shown(source)} is a Keras model: it holds no moving averages (--moving-average)")
-        if is_keras_file(source) and args.to not in (None, "tf1"):
-            raise UserError(f"{shown(source)} is a Keras model: it converts into a TF1 checkpoint only (--to tf1)")
-        if not is_keras_file(source) and source.endswith(".keras"):
-            raise UserError(
-                f"{shown(source)} is not a Keras 3 .keras file (a zip with config.json and model.weights.h5)"
-            )
+        if source.endswith(".keras"):
+            check_keras_file(source)
+            if args.moving_average:
+                raise UserError(f"{shown(source)} is a Keras model: it holds no moving averages (--moving-average)")
+            if args.to not in (None, "tf1"):
+                raise UserError(f"{shown(source)} is a Keras model: it converts into a TF1 checkpoint only (--to tf1)")
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     import_tensorflow()
     from runtime import cli
 
-    target = "tf1" if is_keras_file(source) else args.to
+    target = "tf1" if source.endswith(".keras") else args.to
     return cli.main(
         lambda _: convert(source, output, target, args.force, use_shadows=args.moving_average), lambda _: args
     )
