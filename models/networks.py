@@ -124,6 +124,8 @@ class Network:
         this network onto its variables and back (transfer.maps), or "" for none.
       example_classes: the pretrained head's classes `look ideal` draws when --classes
         is not given: a comma list of class names, or "all".
+      keras: the Keras 3 model with this network's arithmetic that transfer.keras_bridge
+        builds (a key of its TWINS), or "" when Keras has none.
     """
 
     name: str
@@ -151,6 +153,7 @@ class Network:
     photo_note: str = "no central crop: crop the subject yourself if it fills little of the photo"
     name_map: str = ""
     example_classes: str = "all"
+    keras: str = ""
 
     def __post_init__(self):
         if not self.title:
@@ -247,6 +250,7 @@ NETWORKS = {
             first_conv="conv1/kernel",
             layers="conv1 (5x5/2, 16, relu), conv2 (5x5/2, 32, relu), fc1 (1568->200, relu), logits",
             photo_note="MNIST digits are white on black; invert dark-on-light photos before predicting",
+            keras="digit_classifier",
         ),
         _imagenet(
             vgg,
@@ -262,6 +266,7 @@ NETWORKS = {
             min_size_reason="fc6 is a 7x7 VALID convolution",
             first_conv="vgg_16/conv1/conv1_1/weights",
             name_map="vgg_16.json",
+            keras="VGG16",
         ),
         _imagenet(
             resnet_v1,
@@ -288,6 +293,7 @@ NETWORKS = {
             crop_fraction=0.875,
             first_conv="MobilenetV1/Conv2d_0/weights",
             name_map="mobilenet_v1.json",
+            keras="MobileNet",
         ),
         _imagenet(
             efficientnet_lite,

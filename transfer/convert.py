@@ -47,9 +47,10 @@ from runtime import outputs
 from runtime.errors import CheckpointError, UserError, one_line
 from runtime.paths import DirAlias, shown
 from runtime.quiet import Parser, exit_on_failure, guard_startup, import_tensorflow
-from transfer import maps, safetensors_io, torch_zip
+from transfer import keras_bridge, maps, moving_average, safetensors_io, torch_zip
 from transfer.export import CONVERSION_FILE as REPORT_NAME
 from transfer.selection import capped, model_variable_names
+from transfer.tensor_report import report_lines
 
 KIND = "conversion"
 CHECKPOINT_NAME = "model.ckpt"
@@ -259,18 +260,6 @@ _HELD = {
 }
 
 
-def report_lines(rows, dropped):
-    """The per-tensor report, one line per source tensor."""
-    lines = [f"{len(rows)} tensors converted (source -> target, shape, dtype, transform):"]
-    for row in rows:
-        shape = str(row["shape"]) if row["shape"] == row["target_shape"] else f"{row['shape']} -> {row['target_shape']}"
-        lines.append(f"  {row['source']} -> {row['target']}  {shape}  {row['dtype']}  {row['transform']}")
-    if dropped:
-        lines.append(f"{len(dropped)} tensors dropped:")
-        lines += [f"  {d['source']}  {d['shape']}  {d['dtype']}  dropped: {d['reason']}" for d in dropped]
-    return lines
-
-
 def read_tf1(prefix):
     """The source checkpoint: ({name: (dtype, shape)}, reader) for a prefix or a V1 file."""
     import tensorflow as tf
@@ -429,6 +418,7 @@ class Request:
     force: bool = False
     state: dict | None = None  # a PyTorch source's arrays, read already
     asked: maps.NameMap | str | None = None  # the map of --map-file, or the network --network names
+    use_shadows: bool = False  # --moving-average (transfer.moving_average)
 
     @property
     def side(self):
@@ -529,14 +519,19 @@ def bridge(request, log=print):
     """
     described, fetch, metadata = read_tensors(request)
     rows, dropped, name_map, network = plan(request, described)
-    values = convert_values(rows, fetch, name_map, request.side)
+    chosen = moving_average.sources(
+        [row["source"] for row in rows], {n: s for n, (_, s) in described.items()}, request.use_shadows, request.path
+    )
+    values = convert_values(rows, lambda name: fetch(chosen[name][0]), name_map, request.side)
+    rows = moving_average.mark(rows, chosen)
+    dropped = [entry for entry in dropped if entry["source"] not in moving_average.taken(chosen)]
     about = {
         "toolkit": outputs.TOOLKIT,
         "source": os.path.abspath(request.path),
         "source_format": request.kind,
         "target_format": request.target,
     }
-    for line in report_lines(rows, dropped):
+    for line in report_lines(rows, dropped) + ([moving_average.summary(rows)] if request.use_shadows else []):
         log(line)
     with outputs.Staged(request.output, KIND, request.force, log=log) as folder:
         written = _write_target(folder, request.target, values, about)
@@ -560,7 +555,7 @@ def bridge(request, log=print):
     return os.path.join(request.output, written)
 
 
-def request_for(source, output, target=None, drops=(), network=None, map_file=None, force=False):
+def request_for(source, output, target=None, drops=(), network=None, map_file=None, force=False, use_shadows=False):
     """Checks a conversion before TensorFlow is imported: the output, --drop, the source, the map.
 
     A PyTorch source is read here (through the allow-list), a safetensors header checked.
@@ -577,8 +572,10 @@ def request_for(source, output, target=None, drops=(), network=None, map_file=No
     asked = maps.load(map_file) if map_file else network
     if kind == "safetensors":
         safetensors_io.read_header(path)
+    if kind == "pth" and use_shadows:
+        raise UserError(f"{shown(path)} is a PyTorch file: --moving-average reads TF1 and safetensors sources only")
     state = torch_zip.read_any(path) if kind == "pth" else None
-    return Request(output, kind, path, target, compiled, force, state, asked)
+    return Request(output, kind, path, target, compiled, force, state, asked, use_shadows)
 
 
 def convert(source, output, force=False, log=print):
@@ -600,7 +597,11 @@ def parse_args(argv=None):
         "source", help="a TF1 checkpoint (prefix or folder), a .safetensors file, or a PyTorch state_dict (.pth/.pt)"
     )
     parser.add_argument("--output", required=True, help="folder to create for the result (new or empty)")
-    parser.add_argument("--to", choices=FORMATS, help="the format to write (default: the other framework's)")
+    parser.add_argument(
+        "--to",
+        choices=FORMATS + keras_bridge.FORMATS,
+        help="the format to write (default: the other framework's); keras and tf2 through transfer.keras_bridge",
+    )
     which = parser.add_mutually_exclusive_group()
     which.add_argument("--network", help="convert names and layouts by this registry network's name map")
     which.add_argument(
@@ -608,6 +609,11 @@ def parse_args(argv=None):
     )
     parser.add_argument(
         "--drop", action="append", default=[], metavar="REGEX", help="drop the tensors this matches (repeatable)"
+    )
+    parser.add_argument(
+        "--moving-average",
+        action="store_true",
+        help="take each variable's ExponentialMovingAverage shadow where the checkpoint holds one",
     )
     parser.add_argument("--force", action="store_true", help="replace an earlier conversion at --output")
     return parser.parse_args(argv)
@@ -620,8 +626,12 @@ def main(argv=None):
     a PyTorch file read) before TensorFlow is imported.
     """
     args = parse_args(argv)
+    if keras_bridge.handles(args):
+        return keras_bridge.main(args)
     try:
-        request = request_for(args.source, args.output, args.to, args.drop, args.network, args.map_file, args.force)
+        request = request_for(
+            args.source, args.output, args.to, args.drop, args.network, args.map_file, args.force, args.moving_average
+        )
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

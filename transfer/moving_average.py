@@ -1,0 +1,71 @@
+"""Which tensor of a checkpoint holds a variable's value: its own, or its moving-average shadow.
+
+tf.train.ExponentialMovingAverage keeps a shadow of each variable it averages at
+`<variable>/ExponentialMovingAverage` (the model zoos that evaluate with it, EfficientNet's
+among them, publish both). The raw values are taken unless asked; with --moving-average a
+variable that has a shadow takes the shadow, one without (often BatchNorm's moving
+statistics, or a step counter) keeps its own value, and the report says which each took.
+A checkpoint with no shadow at all is refused: asking for shadows it lacks is a mistake.
+"""
+
+from runtime.errors import CheckpointError
+from runtime.paths import shown
+
+SHADOW = "ExponentialMovingAverage"
+RAW, AVERAGED = "raw", "moving average"
+
+
+def shadow_of(name):
+    """The name the moving average of variable `name` is saved under."""
+    return f"{name}/{SHADOW}"
+
+
+def sources(variables, held, use_shadows, checkpoint):
+    """{variable: (checkpoint tensor to read, RAW or AVERAGED)} for the given model variables.
+
+    The one place of the rule: with use_shadows, a variable whose shadow the checkpoint
+    holds reads the shadow; otherwise (and for every variable without one) its own tensor.
+
+    Args:
+      variables: the model variable names to read.
+      held: {tensor name: shape} of everything the checkpoint holds.
+      use_shadows: whether --moving-average was given.
+      checkpoint: the checkpoint's path, for the message.
+
+    Raises:
+      CheckpointError: when shadows are asked for and the checkpoint holds none of these variables'.
+    """
+    chosen = {}
+    for name in variables:
+        shadow = shadow_of(name)
+        if use_shadows and shadow in held and tuple(held[shadow]) != tuple(held[name]):
+            raise CheckpointError(
+                f"{shown(checkpoint)}: {shadow} is {list(held[shadow])}, its variable {list(held[name])}"
+            )
+        chosen[name] = (shadow, AVERAGED) if use_shadows and shadow in held else (name, RAW)
+    if use_shadows and all(kind == RAW for _, kind in chosen.values()):
+        raise CheckpointError(
+            f"--moving-average: {shown(checkpoint)} holds no {SHADOW} shadow (no '<variable>/{SHADOW}' "
+            "tensor): it was not trained with tf.train.ExponentialMovingAverage; convert without --moving-average"
+        )
+    return chosen
+
+
+def summary(rows):
+    """The report line: how many variables took their moving average (see mark), how many their raw value."""
+    averaged = sum(row["transform"].endswith(AVERAGED) for row in rows)
+    return f"--moving-average: {averaged} variables take their {SHADOW} shadow, {len(rows) - averaged} their raw value"
+
+
+def mark(rows, chosen):
+    """Report rows {source, target, transform, ...} whose source is the tensor read, the shadow where one was taken."""
+    marked = []
+    for row in rows:
+        tensor, kind = chosen[row["source"]]
+        marked.append(row if kind == RAW else {**row, "source": tensor, "transform": f"{row['transform']}, {AVERAGED}"})
+    return marked
+
+
+def taken(chosen):
+    """The shadows read: no longer dropped as slots."""
+    return {tensor for tensor, kind in chosen.values() if kind == AVERAGED}

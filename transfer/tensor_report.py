@@ -1,0 +1,14 @@
+"""The per-tensor report every conversion prints (transfer.convert, transfer.keras_bridge)."""
+
+
+def report_lines(rows, dropped):
+    """The per-tensor report, one line per source tensor."""
+    lines = [f"{len(rows)} tensors converted (source -> target, shape, dtype, transform):"]
+    for row in rows:
+        shape, target_shape = row["shape"], row.get("target_shape", row["shape"])
+        shape = str(shape) if shape == target_shape else f"{shape} -> {target_shape}"
+        lines.append(f"  {row['source']} -> {row['target']}  {shape}  {row['dtype']}  {row['transform']}")
+    if dropped:
+        lines.append(f"{len(dropped)} tensors dropped:")
+        lines += [f"  {d['source']}  {d['shape']}  {d['dtype']}  dropped: {d['reason']}" for d in dropped]
+    return lines
