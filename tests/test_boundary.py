@@ -33,6 +33,8 @@ BOUNDARY = {
     "transfer/flags.py:restore_scopes",
     "transfer/flags.py:validate",
     "transfer/inspect.py:run",
+    "transfer/keras_bridge.py:handles",
+    "transfer/keras_bridge.py:main",
     "transfer/look/__main__.py:run",
     "transfer/torch_legacy.py:_Machine._reduce",
     "transfer/train.py:run",
