@@ -43,6 +43,35 @@ class VariableInfo:
 
 
 @dataclasses.dataclass(frozen=True)
+class RestoreSelection:
+    """What to restore from a checkpoint and how to train it: the request a plan answers.
+
+    train_transfer.py and `transfer.inspect --plan` parse it from their flags
+    (transfer.flags.TRANSFER_OPTIONS); the library (transfer.library) takes it as it is.
+
+    Attributes:
+      restore: graph scopes to restore, () for none, or None for everything the checkpoint holds.
+      exclude: scopes taken out of `restore`.
+      maps: (checkpoint scope, graph scope) pairs.
+      lr_mults: (scope, multiplier) pairs.
+      skip_mismatched, fine_tune, train_batch_norm: the flags of those names.
+    """
+
+    restore: tuple | None
+    exclude: tuple = ()
+    maps: tuple = ()
+    lr_mults: tuple = ()
+    skip_mismatched: bool = False
+    fine_tune: bool = False
+    train_batch_norm: bool = False
+
+    @property
+    def restores_nothing(self):
+        """`--restore none`: the run reads no checkpoint."""
+        return self.restore == ()
+
+
+@dataclasses.dataclass(frozen=True)
 class PlanRow:
     """What happens to one graph variable.
 
@@ -227,34 +256,22 @@ def _map_hint(graph_names, sides):
     )
 
 
-def make_plan(
-    graph_variables,
-    checkpoint_variables,
-    restore,
-    checkpoint=None,
-    exclude=(),
-    maps=(),
-    skip_mismatched=False,
-    fine_tune=False,
-    lr_mults=(),
-    train_batch_norm=False,
-):
+def make_plan(graph_variables, checkpoint_variables, selection, checkpoint=None):
     """Decides what happens to each graph variable.
 
     Args:
       graph_variables: VariableInfo of the graph's model variables, in graph order.
       checkpoint_variables: VariableInfo of everything the checkpoint holds (slots
         included; they are told apart here), or () when nothing is restored.
-      restore: scopes to restore (graph-side names), () for none, or None for every
-        graph variable that the checkpoint holds.
+      selection: the RestoreSelection: `restore` (scopes to restore, graph-side names;
+        () for none; None for every graph variable the checkpoint holds), `exclude`
+        (scopes taken out of it), `maps` ((checkpoint scope, graph scope) pairs: restore
+        SRC/... into DST/...), `skip_mismatched` (skip and report a layer whose shapes
+        differ instead of failing), `fine_tune` (train restored variables too; default:
+        freeze them), `lr_mults` ((scope, multiplier) pairs applied last; 0 freezes),
+        `train_batch_norm` (restored BatchNorm layers that train also update their
+        moving statistics, see the module docstring; fresh ones always do).
       checkpoint: the checkpoint prefix, for messages and the record.
-      exclude: scopes taken out of the restore selection.
-      maps: (checkpoint scope, graph scope) pairs: restore SRC/... into DST/....
-      skip_mismatched: skip and report a variable whose shapes differ instead of failing.
-      fine_tune: train restored variables too (default: freeze them).
-      lr_mults: (scope, multiplier) pairs applied last; 0 freezes.
-      train_batch_norm: restored BatchNorm layers that train also update their moving
-        statistics (see the module docstring); fresh ones always do.
 
     Returns:
       A RestorePlan.
@@ -263,15 +280,16 @@ def make_plan(
       PlanError: for a scope or map that matches nothing, a variable the checkpoint
         lacks, a shape or dtype difference (unless skipped), or nothing to train.
     """
+    restore, exclude, maps = selection.restore, selection.exclude, selection.maps
     sides = _Sides.of(graph_variables, checkpoint_variables, maps, checkpoint)
     _check_maps_match(sides)
     selected = _select(sides, restore, exclude)
-    _check_lr_mult_scopes(sides, lr_mults)
+    _check_lr_mult_scopes(sides, selection.lr_mults)
     _check_map_targets_selected(sides, selected)
     _check_checkpoint_holds(sides, selected)
-    skipped = _shape_differences(sides, graph_variables, selected, skip_mismatched)
-    rows = _rows(sides, graph_variables, selected, skipped, fine_tune, lr_mults)
-    rows = _mark_updated_statistics(rows, train_batch_norm)
+    skipped = _shape_differences(sides, graph_variables, selected, selection.skip_mismatched)
+    rows = _rows(sides, graph_variables, selected, skipped, selection.fine_tune, selection.lr_mults)
+    rows = _mark_updated_statistics(rows, selection.train_batch_norm)
     sources = {row.source for row in rows}
     plan = RestorePlan(
         checkpoint=checkpoint,

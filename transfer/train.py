@@ -115,18 +115,8 @@ def plan_against(network, num_classes, data_spec, spec, selection, source_prefix
 
     What train_transfer.py and `transfer.inspect --plan` both print.
     """
-    return make_plan(
-        transfer_graph.variables_of(network, num_classes, data_spec, spec),
-        source_variables,
-        selection.restore,
-        source_prefix,
-        exclude=selection.exclude,
-        maps=selection.maps,
-        skip_mismatched=selection.skip_mismatched,
-        fine_tune=selection.fine_tune,
-        lr_mults=selection.lr_mults,
-        train_batch_norm=selection.train_batch_norm,
-    )
+    graph_variables = transfer_graph.variables_of(network, num_classes, data_spec, spec)
+    return make_plan(graph_variables, source_variables, selection, source_prefix)
 
 
 def run_config(args, network, spec, plan, data, use_cache):
