@@ -111,6 +111,9 @@ class RestorePlan:
     rows: tuple
     unused: tuple  # VariableInfo of checkpoint model variables that nothing restores from
     ignored_non_model: int  # optimizer slots and counters in the checkpoint, never restored
+    # Variables the graph's UPDATE_OPS write (a graph the toolkit did not build), so that
+    # the statistics note never calls one of them "never updated"; empty for the toolkit's own.
+    graph_updates: frozenset = frozenset()
 
     @property
     def restored(self):
@@ -201,10 +204,15 @@ class RestorePlan:
         if not statistics:
             return []
         updated = sum(row.updated for row in statistics)
-        return [
-            f"BatchNorm moving statistics: {len(statistics) - updated} frozen (inference mode, never updated, "
-            f"unlike TF-Slim's UPDATE_OPS), {updated} updated by their layers"
-        ]
+        written = [row.name for row in statistics if not row.updated and row.name in self.graph_updates]
+        if written:
+            frozen = (
+                f"{len(statistics) - updated} frozen, of which the graph's UPDATE_OPS write {len(written)} "
+                f"(first: {written[0]}; the graph check refuses them)"
+            )
+        else:
+            frozen = f"{len(statistics) - updated} frozen (inference mode, never updated, unlike TF-Slim's UPDATE_OPS)"
+        return [f"BatchNorm moving statistics: {frozen}, {updated} updated by their layers"]
 
     def markdown(self):
         """The plan as a Markdown table, for TensorBoard's text dashboard."""
