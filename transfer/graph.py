@@ -23,6 +23,7 @@ from data import image_folder, pipeline
 from data.augment import random_shift
 from models import networks
 from transfer import source as ckpt
+from transfer import writes
 from transfer.features import FeatureBatchInput
 from transfer.plan import MOVING_STATISTICS
 
@@ -290,8 +291,9 @@ def build(network, plan, shape, spec, hyper, use_cache, task=None, total_steps=N
         tf.cast(tf.equal(tf.argmax(train_logits, 1, output_type=tf.int32), labels), tf.float32)
     )
     global_step = v1.train.get_or_create_global_step()
-    updates = () if use_cache else tuple(end_points["batch_norm_updates"].values())
+    updates = () if use_cache else _batch_norm_updates(plan, end_points)
     train_op, trainable, cluster_step = _train_step(loss, plan, model_variables, hyper, updates, task, total_steps)
+    writes.check_writes(plan, v1.get_default_graph(), [*updates, train_op] if task is None else list(updates))
     return TransferGraph(
         images=images,
         is_training=is_training,
@@ -310,6 +312,18 @@ def build(network, plan, shape, spec, hyper, use_cache, task=None, total_steps=N
         use_cache=use_cache,
         cluster_step=cluster_step,
     )
+
+
+def _batch_norm_updates(plan, end_points):
+    """The moving-average updates the step runs, for exactly the statistics the plan updates.
+
+    The builder's own (end point `batch_norm_updates`, the toolkit's networks) and, for a
+    network written with TF-Slim or tf.layers, its UPDATE_OPS of updated statistics and no
+    other; transfer.writes.check_writes then refuses a graph whose UPDATE_OPS would move a
+    frozen statistic, or leave an updated one unmoved.
+    """
+    own = tuple(end_points.get("batch_norm_updates", {}).values())
+    return own + tuple(writes.updates_of(plan, v1.get_default_graph()))
 
 
 def _inputs(network, shape, hyper):
