@@ -352,3 +352,67 @@ def test_a_user_models_package_is_refused_in_one_line(tmp_path):
         "package or run your script from another folder"
     )
     assert "models.scopes" not in result.stderr
+
+
+# --- --train-batch-norm on a foreign network's BatchNorm (transfer.graph.build) ---------------
+
+
+def _foreign_network(honours_layer_mode):
+    """A registry record whose builder, like TF-Slim's, puts its BatchNorm updates in UPDATE_OPS.
+
+    honours_layer_mode: it builds each BatchNorm layer in the mode the toolkit asks for it;
+    else, like a builder that takes is_training for a bool, all in training mode.
+    """
+    import dataclasses
+
+    from models import networks
+
+    def build(images, num_classes=None, is_training=False):
+        training = is_training("net/layer/bn") if callable(is_training) and honours_layer_mode else bool(is_training)
+        with v1.variable_scope("net", reuse=v1.AUTO_REUSE):
+            net = tf.reshape(images, [-1, 28 * 28])
+            net, (gamma, beta, mean, variance) = _dense_bn(net, "layer", True)
+            if training is not False:  # True, or the toolkit's is_training tensor
+                batch_mean, batch_variance = tf.nn.moments(net, [0])
+                for statistic, value in ((mean, batch_mean), (variance, batch_variance)):
+                    v1.add_to_collection(v1.GraphKeys.UPDATE_OPS, v1.assign_sub(statistic, (statistic - value) * 0.5))
+                net = tf.nn.batch_normalization(net, batch_mean, batch_variance, beta, gamma, 1e-3)
+            else:
+                net = tf.nn.batch_normalization(net, mean, variance, beta, gamma, 1e-3)
+        return net, {}
+
+    def head(features, num_classes, is_training=False, dropout_keep_prob=1.0):
+        with v1.variable_scope("logits", reuse=v1.AUTO_REUSE):
+            return tf.matmul(features, v1.get_variable("kernel", [3, num_classes]))
+
+    return dataclasses.replace(
+        networks.get(networks.DEFAULT), name="foreign", build=build, head=head, feature_units=3, head_scopes=("logits",)
+    )
+
+
+@pytest.mark.parametrize("honours", [False, True])
+@pytest.mark.parametrize("train_batch_norm", [False, True])
+def test_train_batch_norm_on_a_foreign_network_runs_its_updates_or_is_refused(honours, train_batch_norm):
+    from data import image_folder
+    from transfer import graph as transfer_graph
+    from transfer import writes
+    from transfer.plan import make_plan
+
+    network = _foreign_network(honours)
+    spec = transfer_graph.input_spec(network)
+    shape = transfer_graph.DataShape(image_folder.MNIST_INPUT, 2)
+    infos = transfer_graph.variables_of(network, 2, shape.spec, spec)
+    stand_in = [info for info in infos if info.name.startswith("net/")]
+    selection = library.RestoreSelection(("net",), fine_tune=True, train_batch_norm=train_batch_norm)
+    plan = make_plan(infos, stand_in, selection, "stand-in")
+    statistics = {"net/layer/bn/moving_mean", "net/layer/bn/moving_variance"}
+    assert {row.name for row in plan.rows if row.updated} == (statistics if train_batch_norm else set())
+    with tf.Graph().as_default():
+        hyper = transfer_graph.Hyperparameters(4, 0.1)
+        if not honours and not train_batch_norm:
+            with pytest.raises(library.PlanError, match="writes net/layer/bn/moving_mean, which the plan freezes"):
+                transfer_graph.build(network, plan, shape, spec, hyper, use_cache=False)
+            return
+        built = transfer_graph.build(network, plan, shape, spec, hyper, use_cache=False)
+        written = set(writes.written_variables([built.train_op]))
+    assert written & statistics == (statistics if train_batch_norm else set())

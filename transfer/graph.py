@@ -68,7 +68,7 @@ def variables_of(network, num_classes, data_spec, spec):
     with tf.Graph().as_default():
         images = v1.placeholder(tf.float32, [None, data_spec.height, data_spec.width, data_spec.channels])
         _logits(network, to_network_input(network, images, spec), num_classes, 0.0, False, set())
-        return ckpt.graph_variables(v1.get_collection(v1.GraphKeys.MODEL_VARIABLES))
+        return ckpt.graph_variables(ckpt.model_variables_of(v1.get_default_graph()))
 
 
 def cache_decision(plan, network, shift, cache_flag):
@@ -278,7 +278,7 @@ def build(network, plan, shape, spec, hyper, use_cache, task=None, total_steps=N
         is_training,
         plan.batch_norm_training_scopes(),
     )
-    model_variables = v1.get_collection(v1.GraphKeys.MODEL_VARIABLES)
+    model_variables = ckpt.model_variables_of(v1.get_default_graph())
     _check_against_plan(plan, model_variables)
     head_features = v1.placeholder_with_default(feature_input.features, [None, network.feature_units], "head_features")
     with v1.variable_scope(v1.get_variable_scope(), reuse=True):

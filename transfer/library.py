@@ -32,7 +32,7 @@ with own_packages.imported():
     from transfer import writes as _writes
     from transfer.plan import PlanError, RestorePlan, RestoreSelection, VariableInfo
     from transfer.plan import make_plan as _make_plan
-    from transfer.selection import model_variable_names, parse_scopes
+    from transfer.selection import parse_scopes
 
 v1 = tf.compat.v1
 
@@ -70,12 +70,7 @@ def model_variables(graph=None):
     Raises:
       PlanError: when the graph has no model variable.
     """
-    graph = graph or v1.get_default_graph()
-    variables = graph.get_collection(v1.GraphKeys.GLOBAL_VARIABLES)
-    counters = {var.op.name for var in graph.get_collection(v1.GraphKeys.GLOBAL_STEP)}
-    counters.update(var.op.name for var in variables if var.dtype.base_dtype.is_integer)
-    model = set(model_variable_names(var.op.name for var in variables)) - counters
-    found = [var for var in variables if var.op.name in model]
+    found = _source.model_variables_of(graph or v1.get_default_graph())
     if not found:
         raise PlanError("the graph has no model variables: build the model before making its plan")
     return found

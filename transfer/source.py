@@ -11,7 +11,7 @@ from runtime.checkpoints import list_checkpoints, read_state
 from runtime.errors import CheckpointError, UserError, one_line
 from runtime.paths import DirAlias, shown
 from transfer.plan import MOVING_STATISTICS, VariableInfo
-from transfer.selection import capped
+from transfer.selection import capped, model_variable_names
 
 v1 = tf.compat.v1
 
@@ -204,6 +204,22 @@ def read_values(prefix, names):
                 "it cannot be a transfer source"
             )
     return {name: values[name] for name in names}
+
+
+def model_variables_of(graph):
+    """The graph's model variables in creation order, found by structure whatever built them.
+
+    Every global variable but optimizer slots (another variable's name plus one
+    component, the rule checkpoints are read by: transfer.selection.model_variable_names),
+    the global step, integer variables and Adam's beta powers. BatchNorm's moving
+    statistics are kept. A graph of tf.compat.v1.layers or get_variable fills no
+    MODEL_VARIABLES collection, so the collection is not what decides.
+    """
+    variables = graph.get_collection(v1.GraphKeys.GLOBAL_VARIABLES)
+    counters = {var.op.name for var in graph.get_collection(v1.GraphKeys.GLOBAL_STEP)}
+    counters.update(var.op.name for var in variables if var.dtype.base_dtype.is_integer)
+    model = set(model_variable_names(var.op.name for var in variables)) - counters
+    return [var for var in variables if var.op.name in model]
 
 
 def graph_variables(variables):
