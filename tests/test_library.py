@@ -316,7 +316,14 @@ with tf.Graph().as_default():
     with v1.Session() as sess:
         sess.run(v1.global_variables_initializer())
         v1.train.Saver().save(sess, "ckpt/model.ckpt", write_meta_graph=False)
-    plan = library.make_plan(library.model_variables(), "ckpt", library.RestoreSelection(("enc",)))
+    variables = library.model_variables()
+    plan = library.make_plan(variables, "ckpt", library.RestoreSelection(("enc",)))
+    step = library.train_op(tf.reduce_sum(variables[1]), plan, variables, v1.train.AdamOptimizer(0.1))
+    with v1.Session() as sess:
+        sess.run(v1.global_variables_initializer())
+        values = library.restore(sess, plan, variables)
+        sess.run(step)
+        library.frozen_check(sess, plan, variables, values)
 print(plan.format().splitlines()[2])
 """
 
@@ -333,7 +340,11 @@ def test_library_imports_beside_user_data_and_runtime_packages(tmp_path, importe
         [sys.executable, "script.py"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600, check=False
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.split() == ["enc/kernel", "[2,", "2]", "enc/kernel", "restored", "frozen", "0"]
+    assert result.stdout.splitlines()[-3:] == [
+        "restored 1 variables from ckpt/model.ckpt; each equals the checkpoint exactly",
+        "frozen check: 1 variables, max |diff| = 0",
+        "  enc/kernel   [2, 2]  enc/kernel  restored     frozen  0",
+    ]
 
 
 def test_a_user_models_package_is_refused_in_one_line(tmp_path):
@@ -416,3 +427,64 @@ def test_train_batch_norm_on_a_foreign_network_runs_its_updates_or_is_refused(ho
         built = transfer_graph.build(network, plan, shape, spec, hyper, use_cache=False)
         written = set(writes.written_variables([built.train_op]))
     assert written & statistics == (statistics if train_batch_norm else set())
+
+
+# --- big foreign graphs: one capped line per mistake; V1 checkpoints ---------------------------
+
+LAYERS = 120  # 360 variables, more than any message may list
+
+
+def _save(prefix, names, shape=(2,), write_version=None):
+    with tf.Graph().as_default():
+        for name in names:
+            v1.get_variable(name, shape)
+        with v1.Session() as sess:
+            sess.run(v1.global_variables_initializer())
+            saver = v1.train.Saver(write_version=write_version or tf.compat.v1.train.SaverDef.V2)
+            saver.save(sess, prefix, write_meta_graph=False)
+
+
+def _layer_names(outer):
+    return [f"{outer}block{i // 10}/unit_{i % 10}/conv/{part}" for i in range(LAYERS) for part in ("weights", "biases")]
+
+
+MISTAKES = {
+    # the checkpoint's names, its shape, and what the one line must say
+    "forgotten outer scope": (_layer_names(""), (2,), "pass --map block0=resnet_v2_50/block0"),
+    "wrong network": (_layer_names("resnet_v1_50/"), (2,), "checkpoint scopes: resnet_v1_50"),
+    "wrong shape": (_layer_names("resnet_v2_50/"), (3,), "(pass --skip-mismatched to initialise these instead)"),
+}
+
+
+@pytest.mark.parametrize("mistake", MISTAKES)
+def test_each_mistake_on_a_big_foreign_graph_is_one_short_line(tmp_path, mistake):
+    names, shape, says = MISTAKES[mistake]
+    _save(str(tmp_path / "model.ckpt"), names, shape)
+    with tf.Graph().as_default():
+        for name in _layer_names("resnet_v2_50/"):
+            v1.get_variable(name, [2])
+        with pytest.raises(library.PlanError) as error:
+            library.make_plan(library.model_variables(), str(tmp_path), "all")
+    message = str(error.value)
+    assert "\n" not in message and len(message) < 1000, (len(message), message)
+    assert says in message and "more" in message
+
+
+@pytest.mark.parametrize("given", ["file", "folder"])
+def test_a_v1_checkpoint_restores_bit_exact(tmp_path, given, capsys):
+    names = _layer_names("net/")[:6]
+    prefix = str(tmp_path / "old" / "model.ckpt")
+    (tmp_path / "old").mkdir()
+    _save(prefix, names, write_version=tf.compat.v1.train.SaverDef.V1)
+    assert sorted(path.name for path in (tmp_path / "old").iterdir()) == ["checkpoint", "model.ckpt"]
+    with tf.Graph().as_default():
+        for name in names:
+            v1.get_variable(name, [2])
+        v1.get_variable("head/kernel", [2])
+        variables = library.model_variables()
+        plan = library.make_plan(variables, prefix if given == "file" else str(tmp_path / "old"), "net")
+        with v1.Session() as sess:
+            sess.run(v1.global_variables_initializer())
+            values = library.restore(sess, plan, variables)
+            assert library.frozen_check(sess, plan, variables, values) == (6, 0.0)
+    assert f"restored 6 variables from {prefix}; each equals the checkpoint exactly" in capsys.readouterr().out

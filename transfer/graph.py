@@ -293,7 +293,6 @@ def build(network, plan, shape, spec, hyper, use_cache, task=None, total_steps=N
     global_step = v1.train.get_or_create_global_step()
     updates = () if use_cache else _batch_norm_updates(plan, end_points)
     train_op, trainable, cluster_step = _train_step(loss, plan, model_variables, hyper, updates, task, total_steps)
-    writes.check_writes(plan, v1.get_default_graph(), [*updates, train_op] if task is None else list(updates))
     return TransferGraph(
         images=images,
         is_training=is_training,
@@ -347,10 +346,16 @@ def _inputs(network, shape, hyper):
 
 
 def _train_step(loss, plan, model_variables, hyper, updates, task, total_steps):
-    """(train op, the variables it trains, the cluster's TrainStep or None)."""
+    """(train op, the variables it trains, the cluster's TrainStep or None), checked against the plan.
+
+    Raises:
+      PlanError: when the graph's ops would move a variable the plan freezes, or leave a
+        statistic it updates unmoved (transfer.writes.check_writes).
+    """
     global_step = v1.train.get_or_create_global_step()
     if task is None:
         train_op, trainable = build_train_op(loss, plan, model_variables, hyper.learning_rate, global_step, updates)
+        writes.check_writes(plan, v1.get_default_graph(), [*updates, train_op])
         return train_op, trainable, None
     from runtime import cluster
 
@@ -358,6 +363,7 @@ def _train_step(loss, plan, model_variables, hyper, updates, task, total_steps):
     cluster_step = cluster.train_op(
         task, loss, optimizer.var_list, global_step, total_steps, optimizer, hold_every=total_steps // hyper.epochs
     )
+    writes.check_writes(plan, v1.get_default_graph(), list(updates))
     return cluster_step.op, optimizer.var_list, cluster_step
 
 

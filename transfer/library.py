@@ -21,6 +21,8 @@ the wrong shape without a word (tests/test_library.py pins it); the plan compare
 shape before a session exists.
 """
 
+import dataclasses
+
 from transfer import own_packages
 
 with own_packages.imported():
@@ -111,7 +113,7 @@ def make_plan(variables, checkpoint, selection=RestoreSelection(None)):
     with graph.as_default():
         infos = _source.graph_variables(variables)
     plan = _make_plan(infos, checkpoint_variables, selection, prefix)
-    return RestorePlan(**{**vars(plan), "graph_updates": _writes.written_statistics(graph)})
+    return dataclasses.replace(plan, graph_updates=_writes.written_statistics(graph))
 
 
 def check_graph(plan, variables, train_op=None):
