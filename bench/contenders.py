@@ -33,7 +33,7 @@ from runtime.session import session_config
 from runtime.training import LocalStep, LoopHooks, LoopSettings, Span, train_loop
 from transfer import graph as transfer_graph
 from transfer import labelled
-from transfer.plan import VariableInfo, make_plan
+from transfer.plan import RestoreSelection, VariableInfo, make_plan
 from transfer.selection import in_any_scope
 
 v1 = tf.compat.v1
@@ -212,7 +212,7 @@ def build_transfer_graph(dataset, batch_size, cached):
     shape = transfer_graph.DataShape(image_folder.MNIST_INPUT, len(names.DIGITS))
     graph_infos = transfer_graph.variables_of(network, shape.num_classes, shape.spec, spec)
     stand_in = [VariableInfo(info.name, info.shape, info.dtype) for info in graph_infos]
-    plan = make_plan(graph_infos, stand_in, ENCODER_SCOPES, checkpoint="(benchmark stand-in)")
+    plan = make_plan(graph_infos, stand_in, RestoreSelection(ENCODER_SCOPES), "(benchmark stand-in)")
     hyper = transfer_graph.Hyperparameters(batch_size, LEARNING_RATE, seed=SEED)
     use_cache, _ = transfer_graph.cache_decision(plan, network, hyper.shift, "on" if cached else "off")
     return transfer_graph.build(network, plan, shape, spec, hyper, use_cache)

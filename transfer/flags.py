@@ -15,6 +15,7 @@ from runtime import cli, cluster
 from runtime.errors import UserError
 from runtime.options import Flags, Group, Option
 from transfer import graph as transfer_graph
+from transfer.plan import RestoreSelection
 from transfer.selection import PRESETS, parse_pair, parse_scopes
 
 TRANSFER_OPTIONS = (
@@ -165,32 +166,6 @@ TRAINING_OPTIONS = (
         "turns the feature cache off (default: %(default)s)",
     ),
 )
-
-
-@dataclasses.dataclass(frozen=True)
-class RestoreSelection:
-    """What a transfer run restores from its source and how it trains it: TRANSFER_OPTIONS, parsed.
-
-    Attributes:
-      restore: graph scopes to restore, () for none, or None for everything the checkpoint holds.
-      exclude: scopes taken out of `restore`.
-      maps: (checkpoint scope, graph scope) pairs.
-      lr_mults: (scope, multiplier) pairs.
-      skip_mismatched, fine_tune, train_batch_norm: the flags of those names.
-    """
-
-    restore: tuple | None
-    exclude: tuple = ()
-    maps: tuple = ()
-    lr_mults: tuple = ()
-    skip_mismatched: bool = False
-    fine_tune: bool = False
-    train_batch_norm: bool = False
-
-    @property
-    def restores_nothing(self):
-        """`--restore none`: the run reads no checkpoint."""
-        return self.restore == ()
 
 
 def _lr_mult(text):

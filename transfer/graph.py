@@ -24,6 +24,7 @@ from data.augment import random_shift
 from models import networks
 from runtime.training import GraphValues
 from transfer import source as ckpt
+from transfer import writes
 from transfer.features import FeatureBatchInput
 from transfer.plan import MOVING_STATISTICS
 
@@ -68,7 +69,7 @@ def variables_of(network, num_classes, data_spec, spec):
     with tf.Graph().as_default():
         images = v1.placeholder(tf.float32, [None, data_spec.height, data_spec.width, data_spec.channels])
         _logits(network, to_network_input(network, images, spec), num_classes, 0.0, False, set())
-        return ckpt.graph_variables(v1.get_collection(v1.GraphKeys.MODEL_VARIABLES))
+        return ckpt.graph_variables(ckpt.model_variables_of(v1.get_default_graph()))
 
 
 def cache_decision(plan, network, shift, cache_flag):
@@ -272,7 +273,7 @@ def build(network, plan, shape, spec, hyper, use_cache, task=None, total_steps=N
         is_training,
         plan.batch_norm_training_scopes(),
     )
-    model_variables = v1.get_collection(v1.GraphKeys.MODEL_VARIABLES)
+    model_variables = ckpt.model_variables_of(v1.get_default_graph())
     _check_against_plan(plan, model_variables)
     head_features = v1.placeholder_with_default(feature_input.features, [None, network.feature_units], "head_features")
     with v1.variable_scope(v1.get_variable_scope(), reuse=True):
@@ -285,7 +286,7 @@ def build(network, plan, shape, spec, hyper, use_cache, task=None, total_steps=N
         tf.cast(tf.equal(tf.argmax(train_logits, 1, output_type=tf.int32), labels), tf.float32)
     )
     global_step = v1.train.get_or_create_global_step()
-    updates = () if use_cache else tuple(end_points["batch_norm_updates"].values())
+    updates = () if use_cache else _batch_norm_updates(plan, end_points)
     train_op, trainable, cluster_step = _train_step(loss, plan, model_variables, hyper, updates, task, total_steps)
     return TransferGraph(
         images=images,
@@ -305,6 +306,18 @@ def build(network, plan, shape, spec, hyper, use_cache, task=None, total_steps=N
         use_cache=use_cache,
         cluster_step=cluster_step,
     )
+
+
+def _batch_norm_updates(plan, end_points):
+    """The moving-average updates the step runs, for exactly the statistics the plan updates.
+
+    The builder's own (end point `batch_norm_updates`, the toolkit's networks) and, for a
+    network written with TF-Slim or tf.layers, its UPDATE_OPS of updated statistics and no
+    other; transfer.writes.check_writes then refuses a graph whose UPDATE_OPS would move a
+    frozen statistic, or leave an updated one unmoved.
+    """
+    own = tuple(end_points.get("batch_norm_updates", {}).values())
+    return own + tuple(writes.updates_of(plan, v1.get_default_graph()))
 
 
 def _inputs(network, shape, hyper):
@@ -328,10 +341,16 @@ def _inputs(network, shape, hyper):
 
 
 def _train_step(loss, plan, model_variables, hyper, updates, task, total_steps):
-    """(train op, the variables it trains, the cluster's TrainStep or None)."""
+    """(train op, the variables it trains, the cluster's TrainStep or None), checked against the plan.
+
+    Raises:
+      PlanError: when the graph's ops would move a variable the plan freezes, or leave a
+        statistic it updates unmoved (transfer.writes.check_writes).
+    """
     global_step = v1.train.get_or_create_global_step()
     if task is None:
         train_op, trainable = build_train_op(loss, plan, model_variables, hyper.learning_rate, global_step, updates)
+        writes.check_writes(plan, v1.get_default_graph(), [*updates, train_op])
         return train_op, trainable, None
     from runtime import cluster
 
@@ -339,6 +358,7 @@ def _train_step(loss, plan, model_variables, hyper, updates, task, total_steps):
     cluster_step = cluster.train_op(
         task, loss, optimizer.var_list, global_step, total_steps, optimizer, hold_every=total_steps // hyper.epochs
     )
+    writes.check_writes(plan, v1.get_default_graph(), list(updates))
     return cluster_step.op, optimizer.var_list, cluster_step
 
 

@@ -43,6 +43,35 @@ class VariableInfo:
 
 
 @dataclasses.dataclass(frozen=True)
+class RestoreSelection:
+    """What to restore from a checkpoint and how to train it: the request a plan answers.
+
+    train_transfer.py and `transfer.inspect --plan` parse it from their flags
+    (transfer.flags.TRANSFER_OPTIONS); the library (transfer.library) takes it as it is.
+
+    Attributes:
+      restore: graph scopes to restore, () for none, or None for everything the checkpoint holds.
+      exclude: scopes taken out of `restore`.
+      maps: (checkpoint scope, graph scope) pairs.
+      lr_mults: (scope, multiplier) pairs.
+      skip_mismatched, fine_tune, train_batch_norm: the flags of those names.
+    """
+
+    restore: tuple | None
+    exclude: tuple = ()
+    maps: tuple = ()
+    lr_mults: tuple = ()
+    skip_mismatched: bool = False
+    fine_tune: bool = False
+    train_batch_norm: bool = False
+
+    @property
+    def restores_nothing(self):
+        """`--restore none`: the run reads no checkpoint."""
+        return self.restore == ()
+
+
+@dataclasses.dataclass(frozen=True)
 class PlanRow:
     """What happens to one graph variable.
 
@@ -82,6 +111,9 @@ class RestorePlan:
     rows: tuple
     unused: tuple  # VariableInfo of checkpoint model variables that nothing restores from
     ignored_non_model: int  # optimizer slots and counters in the checkpoint, never restored
+    # Variables the graph's UPDATE_OPS write (a graph the toolkit did not build), so that
+    # the statistics note never calls one of them "never updated"; empty for the toolkit's own.
+    graph_updates: frozenset = frozenset()
 
     @property
     def restored(self):
@@ -172,10 +204,15 @@ class RestorePlan:
         if not statistics:
             return []
         updated = sum(row.updated for row in statistics)
-        return [
-            f"BatchNorm moving statistics: {len(statistics) - updated} frozen (inference mode, never updated, "
-            f"unlike TF-Slim's UPDATE_OPS), {updated} updated by their layers"
-        ]
+        written = [row.name for row in statistics if not row.updated and row.name in self.graph_updates]
+        if written:
+            frozen = (
+                f"{len(statistics) - updated} frozen, of which the graph's UPDATE_OPS write {len(written)} "
+                f"(first: {written[0]}; the graph check refuses them)"
+            )
+        else:
+            frozen = f"{len(statistics) - updated} frozen (inference mode, never updated, unlike TF-Slim's UPDATE_OPS)"
+        return [f"BatchNorm moving statistics: {frozen}, {updated} updated by their layers"]
 
     def markdown(self):
         """The plan as a Markdown table, for TensorBoard's text dashboard."""
@@ -227,34 +264,22 @@ def _map_hint(graph_names, sides):
     )
 
 
-def make_plan(
-    graph_variables,
-    checkpoint_variables,
-    restore,
-    checkpoint=None,
-    exclude=(),
-    maps=(),
-    skip_mismatched=False,
-    fine_tune=False,
-    lr_mults=(),
-    train_batch_norm=False,
-):
+def make_plan(graph_variables, checkpoint_variables, selection, checkpoint=None):
     """Decides what happens to each graph variable.
 
     Args:
       graph_variables: VariableInfo of the graph's model variables, in graph order.
       checkpoint_variables: VariableInfo of everything the checkpoint holds (slots
         included; they are told apart here), or () when nothing is restored.
-      restore: scopes to restore (graph-side names), () for none, or None for every
-        graph variable that the checkpoint holds.
+      selection: the RestoreSelection: `restore` (scopes to restore, graph-side names;
+        () for none; None for every graph variable the checkpoint holds), `exclude`
+        (scopes taken out of it), `maps` ((checkpoint scope, graph scope) pairs: restore
+        SRC/... into DST/...), `skip_mismatched` (skip and report a layer whose shapes
+        differ instead of failing), `fine_tune` (train restored variables too; default:
+        freeze them), `lr_mults` ((scope, multiplier) pairs applied last; 0 freezes),
+        `train_batch_norm` (restored BatchNorm layers that train also update their
+        moving statistics, see the module docstring; fresh ones always do).
       checkpoint: the checkpoint prefix, for messages and the record.
-      exclude: scopes taken out of the restore selection.
-      maps: (checkpoint scope, graph scope) pairs: restore SRC/... into DST/....
-      skip_mismatched: skip and report a variable whose shapes differ instead of failing.
-      fine_tune: train restored variables too (default: freeze them).
-      lr_mults: (scope, multiplier) pairs applied last; 0 freezes.
-      train_batch_norm: restored BatchNorm layers that train also update their moving
-        statistics (see the module docstring); fresh ones always do.
 
     Returns:
       A RestorePlan.
@@ -263,15 +288,16 @@ def make_plan(
       PlanError: for a scope or map that matches nothing, a variable the checkpoint
         lacks, a shape or dtype difference (unless skipped), or nothing to train.
     """
+    restore, exclude, maps = selection.restore, selection.exclude, selection.maps
     sides = _Sides.of(graph_variables, checkpoint_variables, maps, checkpoint)
     _check_maps_match(sides)
     selected = _select(sides, restore, exclude)
-    _check_lr_mult_scopes(sides, lr_mults)
+    _check_lr_mult_scopes(sides, selection.lr_mults)
     _check_map_targets_selected(sides, selected)
     _check_checkpoint_holds(sides, selected)
-    skipped = _shape_differences(sides, graph_variables, selected, skip_mismatched)
-    rows = _rows(sides, graph_variables, selected, skipped, fine_tune, lr_mults)
-    rows = _mark_updated_statistics(rows, train_batch_norm)
+    skipped = _shape_differences(sides, graph_variables, selected, selection.skip_mismatched)
+    rows = _rows(sides, graph_variables, selected, skipped, selection.fine_tune, selection.lr_mults)
+    rows = _mark_updated_statistics(rows, selection.train_batch_norm)
     sources = {row.source for row in rows}
     plan = RestorePlan(
         checkpoint=checkpoint,

@@ -10,8 +10,8 @@ from runtime.checkpoints import READ_ERRORS as _READ_ERRORS
 from runtime.checkpoints import list_checkpoints, read_state
 from runtime.errors import CheckpointError, UserError, one_line
 from runtime.paths import DirAlias, shown
-from transfer.plan import VariableInfo
-from transfer.selection import capped
+from transfer.plan import MOVING_STATISTICS, VariableInfo
+from transfer.selection import capped, model_variable_names
 
 v1 = tf.compat.v1
 
@@ -206,6 +206,22 @@ def read_values(prefix, names):
     return {name: values[name] for name in names}
 
 
+def model_variables_of(graph):
+    """The graph's model variables in creation order, found by structure whatever built them.
+
+    Every global variable but optimizer slots (another variable's name plus one
+    component, the rule checkpoints are read by: transfer.selection.model_variable_names),
+    the global step, integer variables and Adam's beta powers. BatchNorm's moving
+    statistics are kept. A graph of tf.compat.v1.layers or get_variable fills no
+    MODEL_VARIABLES collection, so the collection is not what decides.
+    """
+    variables = graph.get_collection(v1.GraphKeys.GLOBAL_VARIABLES)
+    counters = {var.op.name for var in graph.get_collection(v1.GraphKeys.GLOBAL_STEP)}
+    counters.update(var.op.name for var in variables if var.dtype.base_dtype.is_integer)
+    model = set(model_variable_names(var.op.name for var in variables)) - counters
+    return [var for var in variables if var.op.name in model]
+
+
 def graph_variables(variables):
     """VariableInfo of graph variables, in their order."""
     trainable = {var.op.name for var in tf.compat.v1.trainable_variables()}
@@ -239,6 +255,20 @@ def restore(sess, saver, prefix):
         raise _read_failure(prefix, error, f"restoring from {shown(prefix)} failed") from None
 
 
+def restore_and_prove(sess, plan, saver, variables, source_values):
+    """Restores the plan's variables with `saver` (restore_saver's) and proves each equals the checkpoint exactly.
+
+    Raises:
+      CheckpointError: when the checkpoint cannot be read.
+      UserError: when a restored value differs from source_values.
+    """
+    restore(sess, saver, plan.checkpoint)
+    count, worst = max_abs_diff(sess, plan.restored, variables, source_values)
+    if worst != 0.0:
+        raise UserError(f"restore check failed: restored values differ from {plan.checkpoint} by up to {worst:g}")
+    print(f"restored {count} variables from {plan.checkpoint}; each equals the checkpoint exactly")
+
+
 def max_abs_diff(sess, rows, variables, source_values):
     """Compares graph variables with the checkpoint values they were restored from.
 
@@ -254,11 +284,8 @@ def max_abs_diff(sess, rows, variables, source_values):
     Returns:
       (number of variables compared, max |difference|; NaN compares as inf).
     """
-    if not rows:
-        return 0, 0.0
-    by_name = {var.op.name: var for var in variables}
-    values = sess.run([by_name[row.name] for row in rows])
-    return len(rows), worst_difference(zip(values, (source_values[row.source] for row in rows)))
+    moving = moved(sess, rows, variables, source_values)
+    return len(rows), max((difference for _, difference in moving), default=0.0)
 
 
 def worst_difference(pairs):
@@ -273,3 +300,49 @@ def worst_difference(pairs):
             difference = np.abs(np.asarray(value, np.float64) - source)
             worst = max(worst, float(np.nan_to_num(difference, nan=np.inf).max()))
     return worst
+
+
+def statistics_among(rows):
+    """How many of the PlanRows are BatchNorm moving statistics."""
+    return sum(row.name.endswith(MOVING_STATISTICS) for row in rows)
+
+
+def moved(sess, rows, variables, source_values):
+    """[(graph name, max |difference|)] of the rows whose variable no longer equals the checkpoint, in row order."""
+    if not rows:
+        return []
+    by_name = {var.op.name: var for var in variables}
+    values = sess.run([by_name[row.name] for row in rows])
+    differences = [
+        (row.name, worst_difference([(value, source_values[row.source])])) for row, value in zip(rows, values)
+    ]
+    return [(name, difference) for name, difference in differences if difference != 0.0]
+
+
+def frozen_check(sess, plan, variables, source_values):
+    """Proves every frozen restored variable among `variables` (moving statistics included) equals the checkpoint.
+
+    Args:
+      sess: the session, after training.
+      plan: the RestorePlan.
+      variables: the graph's model variables.
+      source_values: {checkpoint name: numpy value} read from the transfer source.
+
+    Returns:
+      (number of variables compared, max |difference|), 0.0 when none moved.
+
+    Raises:
+      UserError: naming every frozen variable that moved and by how much (the first 20, then how many more).
+    """
+    held = {var.op.name for var in variables}
+    rows = [row for row in plan.frozen_restored if row.name in held]
+    count, worst = max_abs_diff(sess, rows, variables, source_values)
+    if rows:
+        statistics = statistics_among(rows)
+        of_which = f" ({statistics} of them BatchNorm moving statistics)" if statistics else ""
+        print(f"frozen check: {len(rows)} variables{of_which}, max |diff| = {worst:g}")
+    if worst != 0.0:
+        moving = moved(sess, rows, variables, source_values)
+        listed = capped((f"{name} by {difference:g}" for name, difference in moving), separator="; ")
+        raise UserError(f"frozen check failed: {len(moving)} frozen variables moved: {listed}")
+    return count, worst

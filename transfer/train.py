@@ -26,7 +26,7 @@ from transfer import source as ckpt
 from transfer.feature_store import FeatureStore
 from transfer.features import CACHE_BATCH
 from transfer.flags import TRAIN_TRANSFER
-from transfer.plan import MOVING_STATISTICS, make_plan
+from transfer.plan import make_plan
 
 v1 = tf.compat.v1
 
@@ -110,18 +110,8 @@ def plan_against(network, num_classes, data_spec, spec, selection, source_prefix
 
     What train_transfer.py and `transfer.inspect --plan` both print.
     """
-    return make_plan(
-        transfer_graph.variables_of(network, num_classes, data_spec, spec),
-        source_variables,
-        selection.restore,
-        source_prefix,
-        exclude=selection.exclude,
-        maps=selection.maps,
-        skip_mismatched=selection.skip_mismatched,
-        fine_tune=selection.fine_tune,
-        lr_mults=selection.lr_mults,
-        train_batch_norm=selection.train_batch_norm,
-    )
+    graph_variables = transfer_graph.variables_of(network, num_classes, data_spec, spec)
+    return make_plan(graph_variables, source_variables, selection, source_prefix)
 
 
 def run_config(flag_values, network, spec, plan, data, use_cache):
@@ -217,11 +207,7 @@ def _chunks(array, size):
 
 def restore_source(sess, plan, restore_saver, model_variables, source_values):
     """Restores the plan's variables and proves each equals the checkpoint exactly."""
-    ckpt.restore(sess, restore_saver, plan.checkpoint)
-    count, worst = ckpt.max_abs_diff(sess, plan.restored, model_variables, source_values)
-    if worst != 0.0:
-        raise UserError(f"restore check failed: restored values differ from {plan.checkpoint} by up to {worst:g}")
-    print(f"restored {count} variables from {plan.checkpoint}; each equals the checkpoint exactly")
+    ckpt.restore_and_prove(sess, plan, restore_saver, model_variables, source_values)
 
 
 def start_input(sess, state, graph, evaluator, span):
@@ -634,7 +620,7 @@ def _test(sess, state, graph, chief, step, source_values):
         "test_loss": finite_or_none(test_loss),
         "frozen_check_variables": count,
         "frozen_check_max_abs_diff": worst if count else None,
-        "frozen_check_moving_statistics": _statistics(plan.frozen_restored),
+        "frozen_check_moving_statistics": ckpt.statistics_among(plan.frozen_restored),
     }
 
 
@@ -659,17 +645,6 @@ def _begin(sess, state, built, resumed, span):
     return lifecycle.Began(LoopHooks(chief.writer, summaries[0], chief.on_epoch_end), test)
 
 
-def _statistics(rows):
-    return sum(row.name.endswith(MOVING_STATISTICS) for row in rows)
-
-
 def frozen_check(sess, plan, graph, source_values):
     """Proves every frozen restored variable (moving statistics included) still equals the checkpoint."""
-    count, worst = ckpt.max_abs_diff(sess, plan.frozen_restored, graph.model_variables, source_values)
-    if count:
-        statistics = _statistics(plan.frozen_restored)
-        of_which = f" ({statistics} of them BatchNorm moving statistics)" if statistics else ""
-        print(f"frozen check: {count} variables{of_which}, max |diff| = {worst:g}")
-        if worst != 0.0:
-            raise UserError(f"frozen check failed: a frozen variable moved by up to {worst:g}")
-    return count, worst
+    return ckpt.frozen_check(sess, plan, graph.model_variables, source_values)

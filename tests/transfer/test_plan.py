@@ -19,7 +19,7 @@ from model_variables import AE_VARIABLES, CLASSIFIER_VARIABLES, CONV_NAMES, DECO
 from models import batch_norm
 from runtime.checkpoints import misfits, shape_differences
 from runtime.errors import UserError
-from transfer.plan import PlanError, PlanRow, RestorePlan, VariableInfo, make_plan
+from transfer.plan import PlanError, PlanRow, RestorePlan, RestoreSelection, VariableInfo, make_plan
 from transfer.selection import (
     PRESETS,
     in_any_scope,
@@ -198,7 +198,7 @@ def test_parse_pair_errors(text):
 
 
 def test_conv_preset_from_the_autoencoder():
-    plan = make_plan(graph(), ae_checkpoint(), PRESETS["conv"], checkpoint=CKPT)
+    plan = make_plan(graph(), ae_checkpoint(), RestoreSelection(PRESETS["conv"]), CKPT)
     rows = rows_by_name(plan)
     assert [row.name for row in plan.rows] == [name for name, _ in CLASSIFIER]
     assert all(isinstance(row, PlanRow) for row in plan.rows)
@@ -220,7 +220,7 @@ def test_conv_preset_from_the_autoencoder():
 
 
 def test_conv_preset_never_sources_decoder_or_slots():
-    plan = make_plan(graph(), ae_checkpoint(), PRESETS["conv"], checkpoint=CKPT)
+    plan = make_plan(graph(), ae_checkpoint(), RestoreSelection(PRESETS["conv"]), CKPT)
     sources = {row.source for row in plan.rows} - {None}
     assert sources == set(CONV_NAMES)
     for source in sources:
@@ -231,7 +231,7 @@ def test_conv_preset_never_sources_decoder_or_slots():
 
 
 def test_conv_preset_reports_unused_and_ignored():
-    plan = make_plan(graph(), ae_checkpoint(), PRESETS["conv"], checkpoint=CKPT)
+    plan = make_plan(graph(), ae_checkpoint(), RestoreSelection(PRESETS["conv"]), CKPT)
     assert sorted(info.name for info in plan.unused) == sorted(DECODER_NAMES)
     assert all(isinstance(info, VariableInfo) for info in plan.unused)
     assert dict((info.name, info.shape) for info in plan.unused) == dict(DECODER)
@@ -240,14 +240,14 @@ def test_conv_preset_reports_unused_and_ignored():
 
 
 def test_checkpoint_order_does_not_matter():
-    forward = make_plan(graph(), ae_checkpoint(), PRESETS["conv"], checkpoint=CKPT)
-    backward = make_plan(graph(), list(reversed(ae_checkpoint())), PRESETS["conv"], checkpoint=CKPT)
+    forward = make_plan(graph(), ae_checkpoint(), RestoreSelection(PRESETS["conv"]), CKPT)
+    backward = make_plan(graph(), list(reversed(ae_checkpoint())), RestoreSelection(PRESETS["conv"]), CKPT)
     assert forward.rows == backward.rows
     assert sorted(forward.unused, key=lambda i: i.name) == sorted(backward.unused, key=lambda i: i.name)
 
 
 def test_restore_single_scope():
-    plan = make_plan(graph(), ae_checkpoint(), ("conv1",), checkpoint=CKPT)
+    plan = make_plan(graph(), ae_checkpoint(), RestoreSelection(("conv1",)), CKPT)
     assert [row.name for row in plan.restored] == ["conv1/kernel", "conv1/bias"]
     assert rows_by_name(plan)["conv2/kernel"].action == "initialised"
     assert "conv2/kernel" in {info.name for info in plan.unused}
@@ -255,12 +255,12 @@ def test_restore_single_scope():
 
 
 def test_restore_a_single_variable_by_full_name():
-    plan = make_plan(graph(), ae_checkpoint(), ("conv1/kernel",))
+    plan = make_plan(graph(), ae_checkpoint(), RestoreSelection(("conv1/kernel",)))
     assert [row.name for row in plan.restored] == ["conv1/kernel"]
 
 
 def test_overlapping_restore_scopes_select_each_variable_once():
-    plan = make_plan(graph(), ae_checkpoint(), ("conv1", "conv1/kernel", "conv2", "conv1/"))
+    plan = make_plan(graph(), ae_checkpoint(), RestoreSelection(("conv1", "conv1/kernel", "conv2", "conv1/")))
     assert [row.name for row in plan.restored] == CONV_NAMES
     assert plan.restore_names() == {name: name for name in CONV_NAMES}
 
@@ -269,7 +269,7 @@ def test_overlapping_restore_scopes_select_each_variable_once():
 
 
 def test_fine_tune_trains_restored_layers():
-    plan = make_plan(graph(), ae_checkpoint(), PRESETS["conv"], fine_tune=True)
+    plan = make_plan(graph(), ae_checkpoint(), RestoreSelection(PRESETS["conv"], fine_tune=True))
     for row in plan.restored:
         assert row.trainable
         assert row.lr_mult == 1.0
@@ -278,7 +278,9 @@ def test_fine_tune_trains_restored_layers():
 
 
 def test_lr_mult_groups_by_multiplier():
-    plan = make_plan(graph(), ae_checkpoint(), PRESETS["conv"], fine_tune=True, lr_mults=[("conv1", 0.1)])
+    plan = make_plan(
+        graph(), ae_checkpoint(), RestoreSelection(PRESETS["conv"], fine_tune=True, lr_mults=[("conv1", 0.1)])
+    )
     rows = rows_by_name(plan)
     assert rows["conv1/kernel"].lr_mult == 0.1
     assert rows["conv1/bias"].lr_mult == 0.1
@@ -287,7 +289,9 @@ def test_lr_mult_groups_by_multiplier():
 
 
 def test_lr_mult_zero_freezes():
-    plan = make_plan(graph(), ae_checkpoint(), PRESETS["conv"], fine_tune=True, lr_mults=[("conv2", 0)])
+    plan = make_plan(
+        graph(), ae_checkpoint(), RestoreSelection(PRESETS["conv"], fine_tune=True, lr_mults=[("conv2", 0)])
+    )
     rows = rows_by_name(plan)
     assert rows["conv2/kernel"].lr_mult == 0.0
     assert isinstance(rows["conv2/kernel"].lr_mult, float)
@@ -298,13 +302,17 @@ def test_lr_mult_zero_freezes():
 
 def test_lr_mult_unfreezes_without_fine_tune():
     # Multipliers apply last, so they override the default freezing.
-    plan = make_plan(graph(), ae_checkpoint(), PRESETS["conv"], lr_mults=[("conv1", 0.1)])
+    plan = make_plan(graph(), ae_checkpoint(), RestoreSelection(PRESETS["conv"], lr_mults=[("conv1", 0.1)]))
     assert plan.lr_groups() == {1.0: HEAD_NAMES, 0.1: ["conv1/kernel", "conv1/bias"]}
     assert [row.name for row in plan.frozen_restored] == ["conv2/kernel", "conv2/bias"]
 
 
 def test_lr_mult_later_pairs_win_and_apply_to_fresh_layers():
-    plan = make_plan(graph(), ae_checkpoint(), PRESETS["conv"], lr_mults=[("fc1", 0.5), ("fc1/bias", 2), ("logits", 0)])
+    plan = make_plan(
+        graph(),
+        ae_checkpoint(),
+        RestoreSelection(PRESETS["conv"], lr_mults=[("fc1", 0.5), ("fc1/bias", 2), ("logits", 0)]),
+    )
     rows = rows_by_name(plan)
     assert rows["fc1/kernel"].lr_mult == 0.5
     assert rows["fc1/bias"].lr_mult == 2.0
@@ -316,7 +324,7 @@ def test_lr_mult_later_pairs_win_and_apply_to_fresh_layers():
 
 
 def test_restore_all_from_the_autoencoder_selects_the_encoder():
-    plan = make_plan(graph(), ae_checkpoint(), None, checkpoint=CKPT)
+    plan = make_plan(graph(), ae_checkpoint(), RestoreSelection(None), CKPT)
     assert [row.name for row in plan.restored] == CONV_NAMES
     assert plan.restore_names() == {name: name for name in CONV_NAMES}
     assert plan.lr_groups() == {1.0: HEAD_NAMES}
@@ -325,14 +333,14 @@ def test_restore_all_from_the_autoencoder_selects_the_encoder():
 
 def test_restore_all_from_a_classifier_freezes_everything():
     with pytest.raises(PlanError) as error:
-        make_plan(graph(), classifier_checkpoint(), None, checkpoint=CKPT)
+        make_plan(graph(), classifier_checkpoint(), RestoreSelection(None), CKPT)
     message = str(error.value)
     assert message.startswith("nothing left to train: every variable is frozen")
     assert "--fine-tune" in message and "--lr-mult" in message
 
 
 def test_restore_all_from_a_classifier_with_fine_tune():
-    plan = make_plan(graph(), classifier_checkpoint(), None, checkpoint=CKPT, fine_tune=True)
+    plan = make_plan(graph(), classifier_checkpoint(), RestoreSelection(None, fine_tune=True), CKPT)
     assert [row.name for row in plan.restored] == [name for name, _ in CLASSIFIER]
     assert plan.unused == ()
     assert plan.ignored_non_model == 8 * 2 + 3
@@ -342,7 +350,7 @@ def test_restore_all_from_a_classifier_with_fine_tune():
 def test_restore_all_when_the_checkpoint_shares_nothing():
     checkpoint = checkpoint_of([("other/kernel", (3, 3))])
     with pytest.raises(PlanError) as error:
-        make_plan(graph(), checkpoint, None, checkpoint=CKPT)
+        make_plan(graph(), checkpoint, RestoreSelection(None), CKPT)
     message = str(error.value)
     assert f"--restore all: no graph variable is in {CKPT}" in message
     assert "graph scopes: conv1, conv2, fc1, logits" in message
@@ -352,7 +360,7 @@ def test_restore_all_when_the_checkpoint_shares_nothing():
 @pytest.mark.parametrize("with_checkpoint", [False, True], ids=["no-checkpoint", "ae-checkpoint"])
 def test_restore_none_initialises_everything(with_checkpoint):
     checkpoint_variables = ae_checkpoint() if with_checkpoint else ()
-    plan = make_plan(graph(), checkpoint_variables, ())
+    plan = make_plan(graph(), checkpoint_variables, RestoreSelection(()))
     assert plan.restored == ()
     assert plan.restore_names() == {}
     assert all(row.action == "initialised" and row.source is None and row.lr_mult == 1.0 for row in plan.rows)
@@ -360,7 +368,7 @@ def test_restore_none_initialises_everything(with_checkpoint):
 
 
 def test_restore_none_without_checkpoint():
-    plan = make_plan(graph(), (), PRESETS["none"])
+    plan = make_plan(graph(), (), RestoreSelection(PRESETS["none"]))
     assert plan.checkpoint is None
     assert plan.unused == ()
     assert plan.ignored_non_model == 0
@@ -386,19 +394,19 @@ def test_restore_errors_are_user_errors():
 )
 def test_restore_scope_matching_no_graph_variable(restore, bad):
     with pytest.raises(PlanError) as error:
-        make_plan(graph(), ae_checkpoint(), restore, checkpoint=CKPT)
+        make_plan(graph(), ae_checkpoint(), RestoreSelection(restore), CKPT)
     assert str(error.value) == f"--restore {bad!r} matches no graph variable; graph scopes: conv1, conv2, fc1, logits"
 
 
 def test_literal_conv_is_a_prefix_not_a_scope():
     # "conv" alone is a preset; inside a list it is a literal scope that owns nothing.
     with pytest.raises(PlanError, match="--restore 'conv' matches no graph variable"):
-        make_plan(graph(), ae_checkpoint(), ("conv1", "conv"))
+        make_plan(graph(), ae_checkpoint(), RestoreSelection(("conv1", "conv")))
 
 
 def test_checkpoint_lacks_a_requested_scope():
     with pytest.raises(PlanError) as error:
-        make_plan(graph(), ae_checkpoint(), PRESETS["fc"], checkpoint=CKPT)
+        make_plan(graph(), ae_checkpoint(), RestoreSelection(PRESETS["fc"]), CKPT)
     message = str(error.value)
     assert message == (
         f"{CKPT} lacks fc1/kernel, fc1/bias, logits/kernel, logits/bias; "
@@ -410,7 +418,7 @@ def test_checkpoint_lacks_without_a_checkpoint_name():
     with pytest.raises(
         PlanError, match=r"^the checkpoint lacks fc1/kernel, fc1/bias; checkpoint scopes: conv1, conv2, dconv1"
     ):
-        make_plan(graph(), ae_checkpoint(), ("fc1",))
+        make_plan(graph(), ae_checkpoint(), RestoreSelection(("fc1",)))
 
 
 def test_slots_never_stand_in_for_a_missing_variable():
@@ -421,7 +429,7 @@ def test_slots_never_stand_in_for_a_missing_variable():
         VariableInfo("global_step", (), "int64"),
     ]
     with pytest.raises(PlanError) as error:
-        make_plan(graph(), checkpoint, ("conv1",), checkpoint=CKPT)
+        make_plan(graph(), checkpoint, RestoreSelection(("conv1",)), CKPT)
     assert str(error.value).startswith(f"{CKPT} lacks conv1/kernel; checkpoint scopes: ")
 
 
@@ -433,7 +441,7 @@ def mismatched_checkpoint():
 
 def test_shape_mismatch_fails_by_default():
     with pytest.raises(PlanError) as error:
-        make_plan(graph(), mismatched_checkpoint(), PRESETS["conv"], checkpoint=CKPT)
+        make_plan(graph(), mismatched_checkpoint(), RestoreSelection(PRESETS["conv"]), CKPT)
     assert str(error.value) == (
         f"shape mismatch between {CKPT} and the graph: conv2/kernel: shape [5, 5, 16, 64] in checkpoint, "
         "[5, 5, 16, 32] in graph (pass --skip-mismatched to initialise these instead)"
@@ -445,7 +453,7 @@ def test_shape_mismatch_lists_every_mismatch():
     table[1] = ("conv1/bias", (8,))
     table[2] = ("conv2/kernel", (5, 5, 16, 64))
     with pytest.raises(PlanError) as error:
-        make_plan(graph(), checkpoint_of(table), PRESETS["conv"])
+        make_plan(graph(), checkpoint_of(table), RestoreSelection(PRESETS["conv"]))
     message = str(error.value)
     assert "conv1/bias: shape [8] in checkpoint, [16] in graph" in message
     assert "conv2/kernel: shape [5, 5, 16, 64] in checkpoint, [5, 5, 16, 32] in graph" in message
@@ -453,7 +461,7 @@ def test_shape_mismatch_lists_every_mismatch():
 
 
 def test_shape_mismatch_skipped():
-    plan = make_plan(graph(), mismatched_checkpoint(), PRESETS["conv"], checkpoint=CKPT, skip_mismatched=True)
+    plan = make_plan(graph(), mismatched_checkpoint(), RestoreSelection(PRESETS["conv"], skip_mismatched=True), CKPT)
     rows = rows_by_name(plan)
     skipped = rows["conv2/kernel"]
     assert skipped.action == "skipped"
@@ -481,14 +489,14 @@ def test_dtype_mismatch_fails_even_when_skipping_shapes():
     ]
     for skip in (False, True):
         with pytest.raises(PlanError) as error:
-            make_plan(graph(), checkpoint, PRESETS["conv"], checkpoint=CKPT, skip_mismatched=skip)
+            make_plan(graph(), checkpoint, RestoreSelection(PRESETS["conv"], skip_mismatched=skip), CKPT)
         message = str(error.value)
         assert message == f"conv1/bias is float64 in {CKPT} but conv1/bias is float32 in the graph"
 
 
 def test_unselected_mismatches_do_not_matter():
     # conv2 differs, but only conv1 is restored.
-    plan = make_plan(graph(), mismatched_checkpoint(), ("conv1",))
+    plan = make_plan(graph(), mismatched_checkpoint(), RestoreSelection(("conv1",)))
     assert [row.name for row in plan.restored] == ["conv1/kernel", "conv1/bias"]
 
 
@@ -503,7 +511,7 @@ def encoder_checkpoint(extra=()):
 
 
 def test_map_restores_from_another_scope():
-    plan = make_plan(graph(), encoder_checkpoint(), PRESETS["conv"], checkpoint=CKPT, maps=ENCODER_MAPS)
+    plan = make_plan(graph(), encoder_checkpoint(), RestoreSelection(PRESETS["conv"], maps=ENCODER_MAPS), CKPT)
     rows = rows_by_name(plan)
     for name in CONV_NAMES:
         assert rows[name].action == "restored"
@@ -516,13 +524,13 @@ def test_map_restores_from_another_scope():
 
 
 def test_map_with_restore_all():
-    plan = make_plan(graph(), encoder_checkpoint(), None, maps=ENCODER_MAPS)
+    plan = make_plan(graph(), encoder_checkpoint(), RestoreSelection(None, maps=ENCODER_MAPS))
     assert plan.restore_names() == {"encoder/" + name: name for name in CONV_NAMES}
 
 
 def test_map_from_parse_pair_with_slashes():
     maps = [parse_pair("encoder/conv1/=conv1/", "=", "--map"), parse_pair("/encoder/conv2=conv2", "=", "--map")]
-    plan = make_plan(graph(), encoder_checkpoint(), PRESETS["conv"], maps=maps)
+    plan = make_plan(graph(), encoder_checkpoint(), RestoreSelection(PRESETS["conv"], maps=maps))
     assert plan.restore_names() == {"encoder/" + name: name for name in CONV_NAMES}
 
 
@@ -531,15 +539,14 @@ def test_map_tolerates_a_trailing_slash_on_both_sides():
     plan = make_plan(
         graph(),
         encoder_checkpoint(),
-        PRESETS["conv"],
-        maps=[("encoder/conv1/", "conv1/"), ("encoder/conv2/", "conv2/")],
+        RestoreSelection(PRESETS["conv"], maps=[("encoder/conv1/", "conv1/"), ("encoder/conv2/", "conv2/")]),
     )
     assert plan.restore_names() == {"encoder/" + name: name for name in CONV_NAMES}
 
 
 def test_map_does_not_catch_a_longer_scope():
     checkpoint = encoder_checkpoint(extra=[("encoder/conv10/kernel", (5, 5, 1, 16)), ("encoder/conv10/bias", (16,))])
-    plan = make_plan(graph(), checkpoint, PRESETS["conv"], maps=ENCODER_MAPS)
+    plan = make_plan(graph(), checkpoint, RestoreSelection(PRESETS["conv"], maps=ENCODER_MAPS))
     assert plan.restore_names() == {"encoder/" + name: name for name in CONV_NAMES}
     assert sorted(info.name for info in plan.unused) == ["encoder/conv10/bias", "encoder/conv10/kernel"]
 
@@ -547,7 +554,7 @@ def test_map_does_not_catch_a_longer_scope():
 def test_map_source_only_matching_a_longer_scope_is_an_error():
     checkpoint = checkpoint_of([("encoder/conv10/kernel", (5, 5, 1, 16)), ("encoder/conv10/bias", (16,))])
     with pytest.raises(PlanError) as error:
-        make_plan(graph(), checkpoint, ("conv1",), checkpoint=CKPT, maps=[("encoder/conv1", "conv1")])
+        make_plan(graph(), checkpoint, RestoreSelection(("conv1",), maps=[("encoder/conv1", "conv1")]), CKPT)
     assert (
         str(error.value)
         == f"--map encoder/conv1=conv1: {CKPT} has no scope 'encoder/conv1'; checkpoint scopes: encoder/conv10"
@@ -560,13 +567,17 @@ def test_map_source_matching_only_slots_is_an_error():
         PlanError,
         match=r"--map encoder/conv1/kernel/Adam=conv1/kernel: the checkpoint has no scope 'encoder/conv1/kernel/Adam'",
     ):
-        make_plan(graph(), checkpoint, ("conv1",), maps=[("encoder/conv1/kernel/Adam", "conv1/kernel")])
+        make_plan(
+            graph(), checkpoint, RestoreSelection(("conv1",), maps=[("encoder/conv1/kernel/Adam", "conv1/kernel")])
+        )
 
 
 @pytest.mark.parametrize("target", ["conv3", "con", "encoder/conv1", "conv1/kern"])
 def test_map_target_matching_no_graph_scope(target):
     with pytest.raises(PlanError) as error:
-        make_plan(graph(), encoder_checkpoint(), PRESETS["conv"], checkpoint=CKPT, maps=[("encoder/conv1", target)])
+        make_plan(
+            graph(), encoder_checkpoint(), RestoreSelection(PRESETS["conv"], maps=[("encoder/conv1", target)]), CKPT
+        )
     assert (
         str(error.value)
         == f"--map encoder/conv1={target}: the graph has no scope {target!r}; graph scopes: conv1, conv2, fc1, logits"
@@ -576,7 +587,7 @@ def test_map_target_matching_no_graph_scope(target):
 def test_map_target_does_not_catch_a_longer_graph_scope():
     wide_graph = infos(CLASSIFIER + [("conv10/kernel", (5, 5, 1, 16)), ("conv10/bias", (16,))])
     checkpoint = encoder_checkpoint(extra=[("conv10/kernel", (5, 5, 1, 16)), ("conv10/bias", (16,))])
-    plan = make_plan(wide_graph, checkpoint, ("conv1", "conv2", "conv10"), maps=ENCODER_MAPS)
+    plan = make_plan(wide_graph, checkpoint, RestoreSelection(("conv1", "conv2", "conv10"), maps=ENCODER_MAPS))
     names = plan.restore_names()
     assert names["conv10/kernel"] == "conv10/kernel"
     assert names["encoder/conv1/kernel"] == "conv1/kernel"
@@ -587,7 +598,7 @@ def test_mapped_variable_missing_from_the_checkpoint():
     # encoder/conv1 exists, so the map is valid, but one of its variables is absent.
     checkpoint = [info for info in encoder_checkpoint() if not info.name.startswith("encoder/conv1/bias")]
     with pytest.raises(PlanError) as error:
-        make_plan(graph(), checkpoint, ("conv1",), checkpoint=CKPT, maps=ENCODER_MAPS[:1])
+        make_plan(graph(), checkpoint, RestoreSelection(("conv1",), maps=ENCODER_MAPS[:1]), CKPT)
     assert (
         str(error.value)
         == f"{CKPT} lacks encoder/conv1/bias (for conv1/bias); checkpoint scopes: encoder/conv1, encoder/conv2"
@@ -601,7 +612,7 @@ def test_every_restored_row_reaches_the_saver():
     small_graph = infos([("a/kernel", (3,)), ("b/kernel", (3,)), ("head/kernel", (3,))])
     checkpoint = checkpoint_of([("src/kernel", (3,))])
     try:
-        plan = make_plan(small_graph, checkpoint, ("a", "b"), checkpoint=CKPT, maps=[("src", "a"), ("src", "b")])
+        plan = make_plan(small_graph, checkpoint, RestoreSelection(("a", "b"), maps=[("src", "a"), ("src", "b")]), CKPT)
     except PlanError as error:
         assert "src/kernel" in str(error)
     else:
@@ -612,7 +623,7 @@ def test_every_restored_row_reaches_the_saver():
 
 
 def test_exclude_removes_a_scope():
-    plan = make_plan(graph(), ae_checkpoint(), PRESETS["conv"], exclude=("conv2",))
+    plan = make_plan(graph(), ae_checkpoint(), RestoreSelection(PRESETS["conv"], exclude=("conv2",)))
     assert [row.name for row in plan.restored] == ["conv1/kernel", "conv1/bias"]
     rows = rows_by_name(plan)
     assert rows["conv2/kernel"].action == "initialised" and rows["conv2/kernel"].trainable
@@ -620,14 +631,14 @@ def test_exclude_removes_a_scope():
 
 
 def test_exclude_with_restore_all():
-    plan = make_plan(graph(), ae_checkpoint(), None, exclude=("conv1/bias",))
+    plan = make_plan(graph(), ae_checkpoint(), RestoreSelection(None, exclude=("conv1/bias",)))
     assert [row.name for row in plan.restored] == ["conv1/kernel", "conv2/kernel", "conv2/bias"]
 
 
 @pytest.mark.parametrize("scope", ["fc1", "conv", "conv10", "dconv1"])
 def test_exclude_matching_nothing_selected(scope):
     with pytest.raises(PlanError) as error:
-        make_plan(graph(), ae_checkpoint(), PRESETS["conv"], exclude=(scope,))
+        make_plan(graph(), ae_checkpoint(), RestoreSelection(PRESETS["conv"], exclude=(scope,)))
     assert (
         str(error.value)
         == f"--restore-exclude {scope!r} matches none of the variables selected to restore (conv1, conv2)"
@@ -637,20 +648,20 @@ def test_exclude_matching_nothing_selected(scope):
 @pytest.mark.parametrize("scope", ["conv3", "fc", "dconv1", "logits/kern"])
 def test_lr_mult_matching_no_graph_variable(scope):
     with pytest.raises(PlanError) as error:
-        make_plan(graph(), ae_checkpoint(), PRESETS["conv"], lr_mults=[(scope, 0.1)])
+        make_plan(graph(), ae_checkpoint(), RestoreSelection(PRESETS["conv"], lr_mults=[(scope, 0.1)]))
     assert str(error.value) == f"--lr-mult {scope!r} matches no graph variable; graph scopes: conv1, conv2, fc1, logits"
 
 
 def test_freezing_the_head_too_leaves_nothing_to_train():
     with pytest.raises(PlanError, match="^nothing left to train"):
-        make_plan(graph(), ae_checkpoint(), PRESETS["conv"], lr_mults=[("fc1", 0), ("logits", 0)])
+        make_plan(graph(), ae_checkpoint(), RestoreSelection(PRESETS["conv"], lr_mults=[("fc1", 0), ("logits", 0)]))
 
 
 # --- RestorePlan.format and to_json ------------------------------------------------------------
 
 
 def test_format_has_a_line_per_graph_variable():
-    plan = make_plan(graph(), ae_checkpoint(), PRESETS["conv"], checkpoint=CKPT, lr_mults=[("fc1", 0.5)])
+    plan = make_plan(graph(), ae_checkpoint(), RestoreSelection(PRESETS["conv"], lr_mults=[("fc1", 0.5)]), CKPT)
     lines = plan.format().splitlines()
     assert lines[0] == f"restore plan (checkpoint: {CKPT})"
     assert lines[1].split() == ["variable", "shape", "source", "action", "train", "lr", "x"]
@@ -669,7 +680,7 @@ def test_format_has_a_line_per_graph_variable():
 
 
 def test_format_lists_unused_and_ignored():
-    plan = make_plan(graph(), ae_checkpoint(), PRESETS["conv"], checkpoint=CKPT)
+    plan = make_plan(graph(), ae_checkpoint(), RestoreSelection(PRESETS["conv"]), CKPT)
     text = plan.format()
     assert len(text.splitlines()) == 2 + 8 + 2
     unused_line = [line for line in text.splitlines() if "not restored" in line]
@@ -684,7 +695,7 @@ def test_format_lists_unused_and_ignored():
 
 
 def test_format_without_unused_or_ignored():
-    plan = make_plan(graph(), (), ())
+    plan = make_plan(graph(), (), RestoreSelection(()))
     text = plan.format()
     assert "not restored" not in text
     assert "ignored" not in text
@@ -695,10 +706,8 @@ def test_to_json():
     plan = make_plan(
         graph(),
         mismatched_checkpoint(),
-        PRESETS["conv"],
-        checkpoint=CKPT,
-        skip_mismatched=True,
-        lr_mults=[("conv1", 0.1)],
+        RestoreSelection(PRESETS["conv"], skip_mismatched=True, lr_mults=[("conv1", 0.1)]),
+        CKPT,
     )
     record = json.loads(json.dumps(plan.to_json()))
     assert record == plan.to_json()
@@ -743,7 +752,7 @@ def test_to_json():
 
 
 def test_to_json_without_checkpoint():
-    record = json.loads(json.dumps(make_plan(graph(), (), ()).to_json()))
+    record = json.loads(json.dumps(make_plan(graph(), (), RestoreSelection(())).to_json()))
     assert record["checkpoint"] is None
     assert record["unused_checkpoint_variables"] == []
     assert record["ignored_optimizer_and_counter_variables"] == 0
@@ -785,7 +794,7 @@ def _rows(plan):
 
 
 def test_moving_statistics_of_frozen_layers_are_frozen_and_checked():
-    plan = make_plan(BN_GRAPH, BN_CHECKPOINT, ("net",), CKPT, exclude=("net/logits",))
+    plan = make_plan(BN_GRAPH, BN_CHECKPOINT, RestoreSelection(("net",), exclude=("net/logits",)), CKPT)
     rows = _rows(plan)
     assert {name for name, row in rows.items() if row.trainable} == {"net/logits/weights"}
     assert not any(row.updated for row in plan.rows)
@@ -795,7 +804,12 @@ def test_moving_statistics_of_frozen_layers_are_frozen_and_checked():
 
 
 def test_fine_tuned_layers_keep_their_statistics_unless_asked():
-    kept = make_plan(BN_GRAPH, BN_CHECKPOINT, ("net",), CKPT, exclude=("net/logits",), lr_mults=[("net/conv2", 0.1)])
+    kept = make_plan(
+        BN_GRAPH,
+        BN_CHECKPOINT,
+        RestoreSelection(("net",), exclude=("net/logits",), lr_mults=[("net/conv2", 0.1)]),
+        CKPT,
+    )
     rows = _rows(kept)
     assert rows["net/conv2/BatchNorm/beta"].trainable
     # An optimizer never trains a moving statistic, whatever the multipliers say.
@@ -806,11 +820,8 @@ def test_fine_tuned_layers_keep_their_statistics_unless_asked():
     updated = make_plan(
         BN_GRAPH,
         BN_CHECKPOINT,
-        ("net",),
+        RestoreSelection(("net",), exclude=("net/logits",), lr_mults=[("net/conv2", 0.1)], train_batch_norm=True),
         CKPT,
-        exclude=("net/logits",),
-        lr_mults=[("net/conv2", 0.1)],
-        train_batch_norm=True,
     )
     rows = _rows(updated)
     assert rows["net/conv2/BatchNorm/moving_mean"].updated and rows["net/conv2/BatchNorm/moving_variance"].updated
@@ -824,7 +835,7 @@ def test_fine_tuned_layers_keep_their_statistics_unless_asked():
 
 
 def test_fresh_batch_norm_layers_always_train_their_statistics():
-    plan = make_plan(BN_GRAPH, (), (), None)
+    plan = make_plan(BN_GRAPH, (), RestoreSelection(()), None)
     assert plan.batch_norm_training_scopes() == {"net/conv1/BatchNorm", "net/conv2/BatchNorm"}
     assert plan.frozen_restored == ()
 

@@ -19,7 +19,7 @@ from model_variables import CLASSIFIER_VARIABLES
 import train_transfer
 from runtime.errors import CheckpointError
 from transfer import source
-from transfer.plan import PlanError, VariableInfo, make_plan
+from transfer.plan import PlanError, RestoreSelection, VariableInfo, make_plan
 from transfer.selection import in_scope
 
 v1 = tf.compat.v1
@@ -200,7 +200,7 @@ def _error_line(raised):
 def test_wrong_shape_of_hundreds_is_one_short_line():
     names = _generated_names(random.Random(1), 300)
     with pytest.raises(PlanError) as raised:
-        make_plan(_infos(names), _infos(names, shape=(4,)), None, WHERE)
+        make_plan(_infos(names), _infos(names, shape=(4,)), RestoreSelection(None), WHERE)
     line = _error_line(raised)
     assert "shape mismatch" in line and "shape [4] in checkpoint, [3] in graph" in line
     assert re.search(r"; and (\d+) more \(pass --skip-mismatched", line)
@@ -211,11 +211,11 @@ def test_wrong_scope_of_hundreds_is_one_short_line():
     graph = [f"resnet_v1_50/{name}" for name in names]
     checkpoint = [f"resnet_v2_50/{name}" for name in names]
     with pytest.raises(PlanError) as raised:
-        make_plan(_infos(graph), _infos(checkpoint), None, WHERE)
+        make_plan(_infos(graph), _infos(checkpoint), RestoreSelection(None), WHERE)
     line = _error_line(raised)
     assert "no graph variable is in" in line and "--map" not in line
     with pytest.raises(PlanError) as raised:
-        make_plan(_infos(graph), _infos(checkpoint), ("resnet_v1_50",), WHERE)
+        make_plan(_infos(graph), _infos(checkpoint), RestoreSelection(("resnet_v1_50",)), WHERE)
     line = _error_line(raised)
     assert f"{WHERE} lacks resnet_v1_50/" in line and re.search(r", and \d+ more; checkpoint scopes: ", line)
 
@@ -224,7 +224,7 @@ def test_forgotten_outer_scope_suggests_the_map():
     names = _generated_names(random.Random(3), 300, tops=3)
     checkpoint = [f"resnet_v2_50/{name}" for name in names]
     with pytest.raises(PlanError) as raised:
-        make_plan(_infos(names), _infos(checkpoint), None, WHERE)
+        make_plan(_infos(names), _infos(checkpoint), RestoreSelection(None), WHERE)
     line = _error_line(raised)
     assert line.endswith(
         "; the names differ by an outer scope: pass "
@@ -232,7 +232,7 @@ def test_forgotten_outer_scope_suggests_the_map():
     ), line
     graph = [f"encoder/{name}" for name in names]
     with pytest.raises(PlanError) as raised:
-        make_plan(_infos(graph), _infos(names), ("encoder/s1",), WHERE)
+        make_plan(_infos(graph), _infos(names), RestoreSelection(("encoder/s1",)), WHERE)
     assert _error_line(raised).endswith("; the names differ by an outer scope: pass --map s1=encoder/s1")
 
 
@@ -257,10 +257,10 @@ def test_the_suggested_map_makes_the_plan_match():
     assert len(situations) == 240
     for graph, checkpoint, restore in situations:
         with pytest.raises(PlanError) as raised:
-            make_plan(_infos(graph), _infos(checkpoint), restore, WHERE, fine_tune=True)
+            make_plan(_infos(graph), _infos(checkpoint), RestoreSelection(restore, fine_tune=True), WHERE)
         maps = re.findall(r"--map (\S+)=(\S+)", _error_line(raised))
         assert maps and "more" not in str(raised.value).rsplit("pass", 1)[-1], str(raised.value)
-        plan = make_plan(_infos(graph), _infos(checkpoint), restore, WHERE, maps=maps, fine_tune=True)
+        plan = make_plan(_infos(graph), _infos(checkpoint), RestoreSelection(restore, maps=maps, fine_tune=True), WHERE)
         selected = [name for name in graph if restore is None or any(in_scope(name, s) for s in restore)]
         assert [row.name for row in plan.restored] == selected
         assert all(row.source in set(checkpoint) for row in plan.restored)
@@ -289,7 +289,7 @@ def _layered(channels):
 
 def test_skip_mismatched_skips_every_variable_of_a_mismatching_layer():
     graph, checkpoint = _layered(8), _layered(16)
-    plan = make_plan(graph, checkpoint, ("conv0", "conv1"), WHERE, skip_mismatched=True)
+    plan = make_plan(graph, checkpoint, RestoreSelection(("conv0", "conv1"), skip_mismatched=True), WHERE)
     actions = {row.name: row.action for row in plan.rows}
     assert [name for name, action in actions.items() if action == "skipped"] == [
         "conv1/weights",
@@ -322,7 +322,9 @@ def test_no_layer_is_ever_half_restored():
         checkpoint = [
             VariableInfo(info.name, (*info.shape, 2) if info.name in wrong else info.shape, "float32") for info in graph
         ]
-        plan = make_plan(graph, checkpoint, ("conv0", "conv1"), WHERE, skip_mismatched=True, fine_tune=True)
+        plan = make_plan(
+            graph, checkpoint, RestoreSelection(("conv0", "conv1"), skip_mismatched=True, fine_tune=True), WHERE
+        )
         by_layer = {}
         for row in plan.rows[: len(names)]:
             by_layer.setdefault(row.name.rsplit("/", 1)[0], set()).add(row.action)
@@ -360,6 +362,6 @@ def test_the_issue_cases_with_resnet_length_names():
     ]
     for graph, checkpoint, restore, expected in cases:
         with pytest.raises(PlanError) as raised:
-            make_plan(_infos(graph), checkpoint, restore, WHERE)
+            make_plan(_infos(graph), checkpoint, RestoreSelection(restore), WHERE)
         line = _error_line(raised)
         assert expected in line and "more" in line or "--map" in line, line
