@@ -15,6 +15,7 @@ import time
 import numpy as np
 import tensorflow as tf
 
+from models import user_network
 from runtime import cli, cluster, lifecycle, onednn, rundir
 from runtime.errors import CheckpointError, UserError, disk_full_reason, one_line
 from runtime.paths import DirAlias, needs_alias, shown
@@ -115,8 +116,14 @@ def plan_against(network, num_classes, data_spec, spec, selection, source_prefix
 
     What train_transfer.py and `transfer.inspect --plan` both print.
     """
+    graph_variables = transfer_graph.variables_of(network, num_classes, data_spec, spec)
+    return plan_over(graph_variables, selection, source_prefix, source_variables)
+
+
+def plan_over(graph_variables, selection, source_prefix, source_variables):
+    """The plan of a RestoreSelection over graph variables: a classifier's, or a saved graph's (--target-meta)."""
     return make_plan(
-        transfer_graph.variables_of(network, num_classes, data_spec, spec),
+        graph_variables,
         source_variables,
         selection.restore,
         source_prefix,
@@ -134,6 +141,7 @@ def run_config(args, network, spec, plan, data, use_cache):
         TRAIN_TRANSFER.config_values(args),
         model="transfer",
         network=network.name,
+        network_source=user_network.record(network),
         image_size=spec.height if network.resizable else None,
         checkpoint=plan.checkpoint,
         data_source=data.source_kind,
