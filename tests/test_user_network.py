@@ -288,7 +288,7 @@ def test_a_user_network_error_on_the_command_line_is_one_line(tmp_path, argv, me
     )
     _image_folder(tmp_path / "photos", 16, CLASSES)
     if argv[0] == "train_transfer.py":
-        argv = [REPO / argv[0], *argv[1:], "--data-dir", "photos", "--model-dir", "run"]
+        argv = [REPO / argv[0], *argv[1:], "--data-dir", "photos", "--model-dir", "run", "--validation-percent", "0"]
     done = _run(argv, tmp_path, status=2)
     lines = done.stderr.strip().splitlines()
     assert "Traceback" not in done.stderr and lines[-1].startswith("error: ") and message in lines[-1], done.stderr
@@ -395,3 +395,112 @@ def test_target_meta_errors_are_one_line(meta_and_source):
         code, _, err = _inspect(argv)
         lines = err.strip().splitlines()
         assert code == 2 and len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], (argv, err)
+
+
+# tf_slim's resnet_v2_50, a network the registry lacks, as a user writes it. tf_slim's layers are
+# Keras 2's: on TF 2.21 they need TF_USE_LEGACY_KERAS=1 (and the tf-keras package) before TensorFlow loads.
+SLIM_RESNET = '''
+import tensorflow as tf
+from tensorflow.python.framework import ops
+
+if not hasattr(ops, "Tensor"):
+    ops.Tensor = tf.Tensor  # tf_slim's constant_value still looks for it; TF 2.21 has tf.Tensor only
+
+import tf_slim as slim
+from tf_slim.nets import resnet_v2
+
+from models.net_ops import layer_training
+from models.networks import Network
+
+v1 = tf.compat.v1
+SCOPE = "resnet_v2_50"
+# resnet_arg_scope's BatchNorm with updates_collections=None (the fused path, same variables): its
+# default path imports a module tf-keras no longer ships.
+BATCH_NORM = {"decay": 0.997, "epsilon": 1e-5, "scale": True, "updates_collections": None}
+
+
+def preprocess(images):
+    """RGB in [0, 255] scaled to [-1, 1] (TF-Slim inception_preprocessing, as resnet_v2 was trained)."""
+    return tf.cast(images, tf.float32) / 127.5 - 1.0
+
+
+def head(features, num_classes, is_training=False, dropout_keep_prob=1.0):
+    with v1.variable_scope(SCOPE, reuse=v1.AUTO_REUSE):
+        net = slim.conv2d(
+            features[:, None, None, :], num_classes, [1, 1], activation_fn=None, normalizer_fn=None, scope="logits"
+        )
+    return tf.squeeze(net, [1, 2])
+
+
+def build(images, num_classes=1001, is_training=False):
+    with (
+        slim.arg_scope(resnet_v2.resnet_arg_scope()),
+        slim.arg_scope([slim.conv2d], normalizer_params=BATCH_NORM),
+        slim.arg_scope([slim.batch_norm], **BATCH_NORM),
+    ):
+        net, end_points = resnet_v2.resnet_v2_50(
+            images, None, is_training=layer_training(is_training, SCOPE), reuse=v1.AUTO_REUSE, scope=SCOPE
+        )
+    features = tf.squeeze(net, [1, 2])
+    end_points = dict(end_points, features=features, batch_norm_updates={})
+    if num_classes is None:
+        return features, end_points
+    logits = head(features, num_classes)
+    return logits, dict(end_points, logits=logits)
+
+
+def resnet_v2_50():
+    return Network(
+        name="resnet_v2_50",
+        build=build,
+        head=head,
+        image_size=(224, 224),
+        channels=3,
+        preprocess=preprocess,
+        num_classes=1001,
+        feature_units=2048,
+        head_scopes=(f"{SCOPE}/logits",),
+        block_scopes=(SCOPE,),
+        scope=SCOPE,
+        first_conv=f"{SCOPE}/conv1/weights",
+    )
+'''
+# Random weights standing in for the model zoo's checkpoint, saved under the zoo's names.
+WRITE_ZOO = """
+import sys
+
+import tensorflow as tf
+
+sys.path.insert(0, ".")
+import nets
+
+v1 = tf.compat.v1
+with tf.Graph().as_default():
+    nets.build(v1.placeholder(tf.float32, [None, 64, 64, 3]), num_classes=1001)
+    with v1.Session() as sess:
+        sess.run(v1.global_variables_initializer())
+        v1.train.Saver().save(sess, "zoo/model.ckpt")
+"""
+
+
+@pytest.mark.slow
+def test_slim_resnet_v2_50_from_the_command_line(tmp_path):
+    classes = tuple(f"class{index}" for index in range(5))
+    (tmp_path / "nets.py").write_text(SLIM_RESNET)
+    (tmp_path / "write_zoo.py").write_text(WRITE_ZOO)
+    _image_folder(tmp_path / "photos", 64, classes)
+    env = _env(TF_USE_LEGACY_KERAS="1")
+    _run(["write_zoo.py"], tmp_path, env)
+    train = [REPO / "train_transfer.py", "--network", "nets.py:resnet_v2_50", "--checkpoint", "zoo"]
+    train += ["--restore", "backbone", "--data-dir", "photos", "--image-size", "64", "--batch-size", "2"]
+    train += ["--epochs", "1", "--validation-percent", "0", "--seed", "0", "--model-dir", "run"]
+    dry = _run([*train, "--dry-run"], tmp_path, env).stdout
+    assert "resnet_v2_50/block4/unit_3/bottleneck_v2/conv3/weights" in dry and not (tmp_path / "run").exists()
+    assert "resnet_v2_50/logits/weights  [1, 1, 2048, 5]" in dry.replace("   ", "  "), dry
+    out = _run(train, tmp_path, env).stdout
+    assert "step 2/2" in out and "max |diff| = 0" in out, out
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["global_step"] == 2, metrics
+    _run(["-m", "transfer.export", "--model-dir", "run", "--output", "exported"], tmp_path, env)
+    predicted = _run([REPO / "predict.py", "--model", "exported", "photos/test", "--json"], tmp_path, env).stdout
+    assert len(json.loads(predicted)) == 5 and set(classes) & set(predicted.replace('"', " ").split()), predicted
