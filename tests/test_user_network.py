@@ -28,9 +28,10 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
+import predict
 from models import networks, user_network
 from runtime.errors import UserError
-from transfer import inspect
+from transfer import inspect, train
 from transfer.source import graph_variables
 
 v1 = tf.compat.v1
@@ -214,6 +215,16 @@ def test_a_run_finds_its_network_again_and_refuses_a_changed_or_missing_file(tmp
     path.unlink()
     with pytest.raises(UserError, match="which is gone; pass --network FILE:ATTRIBUTE"):
         user_network.resolve(None, config, "run")
+    # Resuming compares the record as it compares the data: a run never continues on another file.
+    assert "network_source" in train.RESUME_KEYS
+
+
+def test_predict_hands_the_exporter_a_spec_it_can_read_from_its_own_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert predict._from_anywhere("nets.py:network") == f"{tmp_path}/nets.py:network"
+    assert predict._from_anywhere("sub/nets.py:NET") == f"{tmp_path}/sub/nets.py:NET"
+    assert predict._from_anywhere("userpkg.nets:network") == "userpkg.nets:network"  # PYTHONPATH gets the cwd
+    assert predict._from_anywhere("vgg_16") == "vgg_16"
 
 
 def _image_folder(root, size, classes):
