@@ -129,7 +129,7 @@ def _record_of(module, attribute, text):
         value = _run_user_code(text, value, f"{attribute}()")
     if not isinstance(value, Network):
         raise UserError(
-            f"--network {text}: {attribute} is a {type(value).__name__}, not a models.networks.Network record "
+            f"--network {text}: {attribute} is of type {type(value).__name__}, not a models.networks.Network record "
             "or a function of no arguments returning one"
         )
     return value

@@ -365,7 +365,27 @@ FOLDER_CASES = [
         _tl_folder("folder_good", "--network", "mobilenet_v1", "--restore", "conv"),
         r"--restore conv is the digit classifier's preset; for mobilenet_v1 use backbone",
     ),
-    Case("network_unknown", "tl", _tl("--network", "alexnet"), "invalid choice", "--network"),
+    Case("network_unknown", "tl", _tl("--network", "alexnet"), "unknown network 'alexnet'", "--network"),
+    Case(
+        "network_file_missing",
+        "tl",
+        lambda w, p: _tl("--network", p.tmp / "nets.py:network")(w, p),
+        r"^error: --network \S+/nets.py:network: \S+/nets.py does not exist$",
+    ),
+    Case(
+        "network_file_without_the_attribute",
+        "tl",
+        lambda w, p: _tl("--network", p.tmp / "nets.py:network")(w, p),
+        r"nets.py:network: no attribute 'network' \(it defines: ANSWER\)$",
+        prepare=lambda p: (p.tmp / "nets.py").write_text("ANSWER = 42\n"),
+    ),
+    Case(
+        "network_file_not_a_record",
+        "tl",
+        lambda w, p: _tl("--network", p.tmp / "nets.py:ANSWER")(w, p),
+        r"nets.py:ANSWER: ANSWER is of type int, not a models.networks.Network record",
+        prepare=lambda p: (p.tmp / "nets.py").write_text("ANSWER = 42\n"),
+    ),
     Case("image_size_for_the_digit_classifier", "tl", _tl("--image-size", "64"), r"--image-size is for the ImageNet"),
     Case(
         "vgg_image_size_too_small",

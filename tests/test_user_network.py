@@ -119,8 +119,8 @@ def clean_registry():
 FAULTS = (
     ("missing file", None, "network", "does not exist"),
     ("no attribute", NETS, "nothing", "no attribute 'nothing'"),
-    ("not a network", NETS + "\nANSWER = 42\n", "ANSWER", "is a int, not a models.networks.Network record"),
-    ("returns None", NETS + "\ndef empty():\n    return None\n", "empty", "is a NoneType, not a models.networks"),
+    ("not a network", NETS + "\nANSWER = 42\n", "ANSWER", "is of type int, not a models.networks.Network record"),
+    ("returns None", NETS + "\ndef empty():\n    return None\n", "empty", "is of type NoneType, not a models.networks"),
     (
         "builder raises",
         NETS + "\ndef broken():\n    raise ValueError('no weights here')\n",
