@@ -26,6 +26,7 @@ import os
 import sys
 
 from runtime.errors import UserError
+from runtime.paths import shown
 
 HELP = (
     "a registry name, or a network you wrote: FILE.py:ATTRIBUTE or PACKAGE.MODULE:ATTRIBUTE naming a "
@@ -33,6 +34,8 @@ HELP = (
     "FILE'S CODE (the only code the toolkit imports from a user); the run records its path and sha256"
 )
 _MODULE_PREFIX = "cae_transfer_user_network_"
+# A module path into these is the toolkit's code, never run again as a user's.
+TOOLKIT_PACKAGES = ("models", "transfer", "runtime", "data", "autoencoder", "experiments", "bench")
 # (path, attribute, sha256) -> Network: a file loaded once per process, whoever asks.
 _LOADED = {}
 
@@ -46,11 +49,13 @@ def _split(text):
     """(module or None, path or None, attribute) of a spec; raises UserError for a malformed one."""
     where, _, attribute = text.rpartition(":")
     if not where or not attribute.isidentifier():
-        raise UserError(f"--network {text}: expected FILE.py:ATTRIBUTE or PACKAGE.MODULE:ATTRIBUTE")
+        raise UserError(f"--network {shown(text)}: expected FILE.py:ATTRIBUTE or PACKAGE.MODULE:ATTRIBUTE")
     if where.endswith(".py") or os.sep in where or (os.altsep and os.altsep in where):
         return None, os.path.abspath(os.path.expanduser(where)), attribute
     if not all(part.isidentifier() for part in where.split(".")):
-        raise UserError(f"--network {text}: {where!r} is neither a .py file nor a dotted module path")
+        raise UserError(f"--network {shown(text)}: {where!r} is neither a .py file nor a dotted module path")
+    if where.split(".")[0] in TOOLKIT_PACKAGES:
+        raise UserError(f"--network {shown(text)}: {where} is the toolkit's own module, not a network you wrote")
     return where, None, attribute
 
 
@@ -65,7 +70,7 @@ def check(text):
     _, path, _ = _split(text)
     if path is not None and not os.path.isfile(path):
         what = "is not a file" if os.path.exists(path) else "does not exist"
-        raise UserError(f"--network {text}: {path} {what}")
+        raise UserError(f"--network {shown(text)}: {shown(path)} {what}")
 
 
 def _read(path, text):
@@ -73,7 +78,7 @@ def _read(path, text):
         with open(path, "rb") as f:
             return f.read()
     except OSError as error:
-        raise UserError(f"--network {text}: cannot read {path}: {error.strerror or error}") from None
+        raise UserError(f"--network {shown(text)}: cannot read {shown(path)}: {error.strerror or error}") from None
 
 
 def _locate(module, path, text):
@@ -85,9 +90,9 @@ def _locate(module, path, text):
     try:
         found = importlib.util.find_spec(module)
     except Exception as error:  # a parent package's own code failed
-        raise UserError(f"--network {text}: importing {module} raised {type(error).__name__}: {error}") from None
+        raise UserError(f"--network {shown(text)}: importing {module} raised {type(error).__name__}: {error}") from None
     if found is None or not found.origin or not found.has_location or not found.origin.endswith(".py"):
-        raise UserError(f"--network {text}: no Python file for module {module} on the import path (PYTHONPATH)")
+        raise UserError(f"--network {shown(text)}: no Python file for module {module} on the import path (PYTHONPATH)")
     return found, os.path.abspath(found.origin)
 
 
@@ -97,20 +102,20 @@ def _run_user_code(text, action, what):
         return action()
     except (Exception, SystemExit) as error:
         reason = " ".join(str(error).split())[:300]
-        raise UserError(f"--network {text}: {what} raised {type(error).__name__}: {reason}") from None
+        raise UserError(f"--network {shown(text)}: {what} raised {type(error).__name__}: {reason}") from None
 
 
 def _execute(found, data, path, text):
     """Runs the file's bytes (the ones hashed) as the module `found` describes; returns the module."""
     module = importlib.util.module_from_spec(found)
-    code = _run_user_code(text, lambda: compile(data, path, "exec"), f"compiling {path}")
+    code = _run_user_code(text, lambda: compile(data, path, "exec"), f"compiling {shown(path)}")
     sys.modules[found.name] = module
 
     def run():
         exec(code, module.__dict__)  # the user's own network file, the one code the toolkit runs from a user
 
     try:
-        _run_user_code(text, run, f"running {path}")
+        _run_user_code(text, run, f"running {shown(path)}")
     except UserError:
         sys.modules.pop(found.name, None)
         raise
@@ -123,14 +128,16 @@ def _record_of(module, attribute, text):
 
     if not hasattr(module, attribute):
         defined = sorted(name for name in vars(module) if not name.startswith("_"))[:20]
-        raise UserError(f"--network {text}: no attribute {attribute!r} (it defines: {', '.join(defined) or 'nothing'})")
+        raise UserError(
+            f"--network {shown(text)}: no attribute {attribute!r} (it defines: {', '.join(defined) or 'nothing'})"
+        )
     value = getattr(module, attribute)
     if callable(value) and not isinstance(value, Network):
         value = _run_user_code(text, value, f"{attribute}()")
     if not isinstance(value, Network):
         raise UserError(
-            f"--network {text}: {attribute} is of type {type(value).__name__}, not a models.networks.Network record "
-            "or a function of no arguments returning one"
+            f"--network {shown(text)}: {attribute} is of type {type(value).__name__}, "
+            "not a models.networks.Network record or a function of no arguments returning one"
         )
     return value
 
@@ -176,7 +183,7 @@ def load(text):
     if key not in _LOADED:
         record = _record_of(_execute(found, data, path, text), attribute, text)
         if record.name in networks.NETWORKS:
-            raise UserError(f"--network {text}: the name {record.name!r} is taken (registry or another file)")
+            raise UserError(f"--network {shown(text)}: the name {record.name!r} is taken (registry or another file)")
         network = dataclasses.replace(
             record, build=_wrapped(record.build, text, "its build"), head=_wrapped(record.head, text, "its head")
         )
@@ -205,18 +212,22 @@ def _recorded(config, where):
     """The network a config.json's network_source names, loaded after its sha256 is checked."""
     source = config["network_source"]
     if not isinstance(source, dict) or not all(isinstance(source.get(key), str) for key in ("path", "attribute")):
-        raise UserError(f"{where}: config.json's network_source is not a file, attribute and sha256")
+        raise UserError(f"{shown(where)}: config.json's network_source is not a file, attribute and sha256")
     text = _spec_of(source)
     path = source["path"]
     if source.get("module"):
         path = _locate(source["module"], None, text)[1]
     elif not os.path.isfile(path):
-        raise UserError(f"{where} was trained with the network in {path}, which is gone; pass --network FILE:ATTRIBUTE")
+        raise UserError(
+            f"{shown(where)} was trained with the network in {shown(path)}, which is gone; "
+            "pass --network FILE:ATTRIBUTE"
+        )
     digest = hashlib.sha256(_read(path, text)).hexdigest()
     if digest != source.get("sha256"):
         raise UserError(
-            f"{where} was trained with {path} at sha256 {str(source.get('sha256'))[:12]}, it is now {digest[:12]}: "
-            f"the run's weights were made by the old file; restore it, or pass --network {text} to use it as it is"
+            f"{shown(where)} was trained with {shown(path)} at sha256 {str(source.get('sha256'))[:12]}, "
+            f"it is now {digest[:12]}: the run's weights were made by the old file; restore it, "
+            f"or pass --network {shown(text)} to use it as it is"
         )
     return load(text)
 
@@ -250,7 +261,7 @@ def resolve(flag, config=None, where="the run"):
         except ValueError as error:
             raise UserError(str(error)) from None
     if recorded and network.name != recorded and config.get("model") == "transfer":
-        raise UserError(f"--network {flag}: {where} was trained as {recorded}")
+        raise UserError(f"--network {shown(flag)}: {shown(where)} was trained as {recorded}")
     return network
 
 

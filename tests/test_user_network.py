@@ -133,7 +133,16 @@ FAULTS = (
     ("import fails", "import no_such_package_here\n", "network", "raised ModuleNotFoundError"),
     ("name taken", NETS.replace("name=SCOPE", 'name="cae"'), "network", "the name 'cae' is taken"),
 )
-MALFORMED = ("nets.py:", ":network", "nets.py:1st", "pkg.mod:", "bad-module:network", "a..b:network")
+# Specs wrong by their form alone: (spec, expected fragment).
+MALFORMED = (
+    ("nets.py:", "expected FILE.py:ATTRIBUTE"),
+    (":network", "expected FILE.py:ATTRIBUTE"),
+    ("nets.py:1st", "expected FILE.py:ATTRIBUTE"),
+    ("pkg.mod:", "expected FILE.py:ATTRIBUTE"),
+    ("bad-module:network", "neither a .py file nor a dotted module path"),
+    ("a..b:network", "neither a .py file nor a dotted module path"),
+    ("models.cae:build_classifier", "models.cae is the toolkit's own module, not a network you wrote"),
+)
 
 
 def _spec(tmp_path, form, index, text, attribute):
@@ -155,14 +164,12 @@ def test_every_wrong_spec_is_one_line_naming_it(tmp_path, monkeypatch, clean_reg
         (form, f"{form}{index}", text, attribute, fragment)
         for form, (index, (_, text, attribute, fragment)) in itertools.product(("file", "module"), enumerate(FAULTS))
     ]
-    situations += [(None, None, spec, None, "expected FILE.py:ATTRIBUTE") for spec in MALFORMED]
-    assert len(situations) == 26
+    situations += [(None, None, spec, None, fragment) for spec, fragment in MALFORMED]
+    assert len(situations) == 27
     for form, key, text, attribute, fragment in situations:
         spec = text if form is None else _spec(tmp_path, form, key, text, attribute)
         if form == "module" and fragment == "does not exist":
             fragment = "no Python file for module"
-        if form is None and spec.startswith(("bad", "a..")):
-            fragment = "neither a .py file nor a dotted module path"
         with pytest.raises(UserError) as caught:
             user_network.resolve(spec)
         message = str(caught.value)
