@@ -204,6 +204,12 @@ def record(network):
     return None
 
 
+def identity(network):
+    """What a cache of the network's outputs is keyed by: its name, and for a user's its file's sha256."""
+    source = record(network)
+    return f"{network.name}@sha256:{source['sha256']}" if source else network.name
+
+
 def _spec_of(source):
     return f"{source.get('module') or source.get('path')}:{source.get('attribute')}"
 

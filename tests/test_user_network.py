@@ -200,6 +200,9 @@ def test_each_right_form_loads_the_record_and_records_its_file(tmp_path, monkeyp
         ]
     assert len(situations) == 4
     assert user_network.record(networks.get("cae")) is None
+    # A feature cache keys a user's network by its file's content, a registry one by its name.
+    assert user_network.identity(network) == f"{network.name}@sha256:{user_network.record(network)['sha256']}"
+    assert user_network.identity(networks.get("cae")) == "cae"
 
 
 def test_a_run_finds_its_network_again_and_refuses_a_changed_or_missing_file(tmp_path, clean_registry):
