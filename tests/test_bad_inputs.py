@@ -301,6 +301,17 @@ def _tl(*flags, checkpoint="ae"):
     return lambda w, p: ["--sample", "--epochs", "1", "--checkpoint", w.ckpt[checkpoint], *flags, "--model-dir", p.tl]
 
 
+def _network_file_case(case_id, attribute, expect):
+    """--network nets.py:ATTRIBUTE where nets.py holds `ANSWER = 42` and no Network."""
+    return Case(
+        case_id,
+        "tl",
+        lambda w, p: _tl("--network", p.tmp / f"nets.py:{attribute}")(w, p),
+        expect,
+        prepare=lambda p: (p.tmp / "nets.py").write_text("ANSWER = 42\n"),
+    )
+
+
 def _damage_every_checkpoint(paths):
     for data_file in paths.ae.glob("model.ckpt-*.data-*"):
         os.truncate(data_file, data_file.stat().st_size // 2)
@@ -372,19 +383,15 @@ FOLDER_CASES = [
         lambda w, p: _tl("--network", p.tmp / "nets.py:network")(w, p),
         r"^error: --network \S+/nets.py:network: \S+/nets.py does not exist$",
     ),
-    Case(
+    _network_file_case(
         "network_file_without_the_attribute",
-        "tl",
-        lambda w, p: _tl("--network", p.tmp / "nets.py:network")(w, p),
+        "network",
         r"nets.py:network: no attribute 'network' \(it defines: ANSWER\)$",
-        prepare=lambda p: (p.tmp / "nets.py").write_text("ANSWER = 42\n"),
     ),
-    Case(
+    _network_file_case(
         "network_file_not_a_record",
-        "tl",
-        lambda w, p: _tl("--network", p.tmp / "nets.py:ANSWER")(w, p),
+        "ANSWER",
         r"nets.py:ANSWER: ANSWER is of type int, not a models.networks.Network record",
-        prepare=lambda p: (p.tmp / "nets.py").write_text("ANSWER = 42\n"),
     ),
     Case("image_size_for_the_digit_classifier", "tl", _tl("--image-size", "64"), r"--image-size is for the ImageNet"),
     Case(
