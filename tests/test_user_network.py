@@ -409,7 +409,7 @@ def test_target_meta_errors_are_one_line(meta_and_source):
     cases = (
         ([source, "--plan", "--target-meta", meta_and_source / "none.meta"], "none.meta does not exist"),
         ([source, "--plan", "--target-meta", meta_and_source / "garbage.meta"], "is not a readable MetaGraph"),
-        ([source, "--plan", "--target-meta", meta, "--network", "vgg_16"], "--network do not go with --target-meta"),
+        ([source, "--plan", "--target-meta", meta, "--network", "vgg_16"], "--network does not go with --target-meta"),
         ([source, "--plan", "--target-meta", meta, "--restore", "backbone"], "--restore backbone needs a network"),
         ([source, "--target-meta", meta], "--target-meta only mean something with --plan"),
     )

@@ -331,7 +331,8 @@ def meta_plan(prefix, checkpoint_variables, args):
     """
     given = [option.flag for option in options.given(PLAN_OPTIONS, args) if option.dest in FIXED_BY_META]
     if given:
-        raise UserError(f"{', '.join(given)} do not go with --target-meta: the saved graph fixes them")
+        verb = "does" if len(given) == 1 else "do"
+        raise UserError(f"{', '.join(given)} {verb} not go with --target-meta: the saved graph fixes them")
     if args.restore.strip() == "backbone":
         raise UserError("--restore backbone needs a network's head; with --target-meta name the scopes to restore")
     selection = parse_transfer_flags(args)
