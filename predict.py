@@ -453,6 +453,14 @@ def load_model(model_dir):
     return loaded, loaded.signatures[SIGNATURE]
 
 
+def _from_anywhere(network):
+    """--network as the exporter, run in another folder, reads it: a FILE.py:ATTRIBUTE made absolute."""
+    where, colon, attribute = network.rpartition(":")
+    if colon and (where.endswith(".py") or os.sep in where):
+        return f"{os.path.abspath(os.path.expanduser(where))}:{attribute}"
+    return network
+
+
 def export_on_the_fly(run_dir, scratch, network=None):
     """Exports a training run into ``scratch`` by running the exporter in a child process.
 
@@ -471,10 +479,12 @@ def export_on_the_fly(run_dir, scratch, network=None):
             f"export it first: python -m transfer.export --model-dir {run_dir} --output EXPORT_DIR"
         )
     output = os.path.join(scratch, "export")
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [EXPORTER_ROOT, os.environ.get("PYTHONPATH")])))
+    # The exporter runs in the toolkit's folder: a module path of --network is found from here too.
+    path = [EXPORTER_ROOT, os.environ.get("PYTHONPATH"), os.getcwd()]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, path)))
     done = subprocess.run(
         [sys.executable, "-m", "transfer.export", "--model-dir", os.path.abspath(run_dir), "--output", output]
-        + (["--network", network] if network else []),
+        + (["--network", _from_anywhere(network)] if network else []),
         cwd=EXPORTER_ROOT,
         env=env,
         capture_output=True,
@@ -551,7 +561,9 @@ def parse_args(argv=None):
     parser.add_argument(
         "--network",
         default=None,
-        help="with --checkpoint: the registry network it holds (default: what the dir records)",
+        help="with --checkpoint: the registry network it holds (default: what the dir records), or a network "
+        "you wrote, FILE.py:ATTRIBUTE or PACKAGE.MODULE:ATTRIBUTE (the exporter RUNS THAT FILE'S CODE; see "
+        "python -m transfer.export --help)",
     )
     parser.add_argument(
         "--top-k", type=int, default=None, help="classes shown per image (default: 3, or all when the model has fewer)"

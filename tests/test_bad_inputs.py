@@ -301,6 +301,17 @@ def _tl(*flags, checkpoint="ae"):
     return lambda w, p: ["--sample", "--epochs", "1", "--checkpoint", w.ckpt[checkpoint], *flags, "--model-dir", p.tl]
 
 
+def _network_file_case(case_id, attribute, expect):
+    """--network nets.py:ATTRIBUTE where nets.py holds `ANSWER = 42` and no Network."""
+    return Case(
+        case_id,
+        "tl",
+        lambda w, p: _tl("--network", p.tmp / f"nets.py:{attribute}")(w, p),
+        expect,
+        prepare=lambda p: (p.tmp / "nets.py").write_text("ANSWER = 42\n"),
+    )
+
+
 def _damage_every_checkpoint(paths):
     for data_file in paths.ae.glob("model.ckpt-*.data-*"):
         os.truncate(data_file, data_file.stat().st_size // 2)
@@ -365,7 +376,23 @@ FOLDER_CASES = [
         _tl_folder("folder_good", "--network", "mobilenet_v1", "--restore", "conv"),
         r"--restore conv is the digit classifier's preset; for mobilenet_v1 use backbone",
     ),
-    Case("network_unknown", "tl", _tl("--network", "alexnet"), "invalid choice", "--network"),
+    Case("network_unknown", "tl", _tl("--network", "alexnet"), "unknown network 'alexnet'", "--network"),
+    Case(
+        "network_file_missing",
+        "tl",
+        lambda w, p: _tl("--network", p.tmp / "nets.py:network")(w, p),
+        r"^error: --network \S+/nets.py:network: \S+/nets.py does not exist$",
+    ),
+    _network_file_case(
+        "network_file_without_the_attribute",
+        "network",
+        r"nets.py:network: no attribute 'network' \(it defines: ANSWER\)$",
+    ),
+    _network_file_case(
+        "network_file_not_a_record",
+        "ANSWER",
+        r"nets.py:ANSWER: ANSWER is of type int, not a models.networks.Network record",
+    ),
     Case("image_size_for_the_digit_classifier", "tl", _tl("--image-size", "64"), r"--image-size is for the ImageNet"),
     Case(
         "vgg_image_size_too_small",

@@ -37,6 +37,7 @@ import sys
 from dataclasses import dataclass
 
 from data.names import BY_DATASET, DIGITS
+from models import user_network
 from runtime import outputs
 from runtime.errors import CheckpointError, UserError, one_line
 from runtime.quiet import Parser, exit_on_failure, guard_startup, import_tensorflow, native_stderr_silenced
@@ -213,19 +214,9 @@ def _run_of(model_dir, network_name):
             raise UserError(
                 f"{model_dir} holds a {kind or 'non-classifier'} run, not a train_transfer.py run: nothing to export"
             )
-    if network_name and config.get("network") and config["network"] != network_name:
+    if network_name and not user_network.is_spec(network_name) and config.get("network") not in (None, network_name):
         raise UserError(f"--network {network_name}: {model_dir} was trained as {config['network']}")
     return config, network_name or config.get("network")
-
-
-def _network(name):
-    """The registry network of that name (the default one for None)."""
-    from models import networks
-
-    try:
-        return networks.get(name or networks.DEFAULT)
-    except ValueError as error:
-        raise UserError(str(error)) from None
 
 
 def _num_classes(prefix, network, stored):
@@ -285,6 +276,7 @@ def check_arguments(model_dir, output, force=False, checkpoint="best", network_n
     """
     model_dir = _check_model_dir(model_dir, checkpoint)
     output = _check_output(output, model_dir, force)
+    user_network.check(network_name)
     config, name = _run_of(model_dir, network_name)
     return model_dir, config, name, output
 
@@ -311,7 +303,7 @@ def _origin_of(model_dir, config, network_name, checkpoint):
     from transfer.graph import input_spec
 
     tf.get_logger().setLevel("ERROR")
-    network = _network(network_name)
+    network = user_network.resolve(network_name, config, model_dir)
     prefix, is_best = _checkpoint_of(model_dir, checkpoint)
     stored = {info.name: info.shape for info in ckpt.read_variables(prefix)}
     num_classes = _num_classes(prefix, network, stored)
@@ -431,7 +423,8 @@ def parse_args(argv=None):
     parser.add_argument(
         "--network",
         default=None,
-        help="the registry network (default: the run's, or the conversion's); needed for a bare checkpoint dir",
+        help="the network (default: the run's, or the conversion's); needed for a bare checkpoint dir: "
+        + user_network.HELP,
     )
     parser.add_argument("--output", required=True, help="folder to create for the SavedModel (new or empty)")
     parser.add_argument("--tflite", action="store_true", help="also write model.tflite")

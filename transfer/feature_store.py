@@ -13,6 +13,7 @@ import time
 
 import numpy as np
 
+from models import user_network
 from transfer import feature_cache
 
 # Bump when the pixels reaching the network change for the same file (data/image_folder/decoding.py).
@@ -33,7 +34,9 @@ class FeatureStore:
         values = dict(zip((var.op.name for var in below_head), sess.run(below_head)))
         spec = [self.spec.height, self.spec.width, self.spec.channels]
         preprocessing = f"{PREPROCESSING}; {self.network.preprocess.__name__}"
-        key = feature_cache.model_key(values, self.network.name, spec, preprocessing, graph.features.name)
+        # A user's network by its file's content too: the same name may be other code tomorrow.
+        name = user_network.identity(self.network)
+        key = feature_cache.model_key(values, name, spec, preprocessing, graph.features.name)
         units = int(graph.features.shape[-1])
         return feature_cache.FeatureCache(self.directory, key, units, max_bytes=self.max_bytes)
 

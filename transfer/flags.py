@@ -10,7 +10,7 @@ of every flag value that can be made before data or graphs are touched.
 import dataclasses
 import os
 
-from models import networks
+from models import networks, user_network
 from runtime import cli, cluster
 from runtime.errors import UserError
 from runtime.options import Flags, Group, Option
@@ -21,11 +21,13 @@ from transfer.selection import PRESETS, parse_pair, parse_scopes
 TRANSFER_OPTIONS = (
     Option(
         "--network",
-        choices=networks.NAMES,
+        type=user_network.flag_type,
         default=networks.DEFAULT,
         resume=True,
         help="the classifier's network: cae is the digit classifier over the autoencoder's encoder; the others "
-        "take ImageNet checkpoints by TF-Slim's (or the EfficientNet-Lite release's) names (default: %(default)s)",
+        "take ImageNet checkpoints by TF-Slim's (or the EfficientNet-Lite release's) names; or "
+        + user_network.HELP
+        + " (default: %(default)s)",
     ),
     Option(
         "--image-size",
@@ -251,7 +253,7 @@ def network_and_flags(args):
     Raises:
       UserError: for an image size the network cannot take, or a restore flag that does not parse.
     """
-    network = networks.get(args.network)
+    network = user_network.resolve(args.network)
     if args.image_size is not None and not network.resizable:
         height, width = network.image_size
         raise UserError(f"--image-size is for the ImageNet networks; the {network.title} takes {height}x{width}")
@@ -271,7 +273,7 @@ TRAIN_TRANSFER = Flags(
     cluster.CLUSTER_FLAGS,
     validators=(network_and_flags,),
     # Not flags: where the data came from, its fingerprint and its files' sha256 (transfer.labelled).
-    resume_extra=("data_source", "data_identity", "data_sha256"),
+    resume_extra=("data_source", "data_identity", "data_sha256", "network_source"),
 )
 
 

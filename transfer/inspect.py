@@ -26,6 +26,7 @@ if __name__ == "__main__":
 # network registry, whose modules import TensorFlow.
 import_tensorflow()
 
+import argparse  # noqa: E402
 import glob  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
@@ -33,14 +34,16 @@ import sys  # noqa: E402
 
 import tensorflow as tf  # noqa: E402
 
+from models import user_network  # noqa: E402
 from models.scopes import AUTOENCODER_SCOPES, HEAD_SCOPES  # noqa: E402
-from runtime import cli, options  # noqa: E402
-from runtime.errors import CheckpointError  # noqa: E402
+from runtime import cli, options, rundir  # noqa: E402
+from runtime.errors import CheckpointError, UserError, one_line  # noqa: E402
 from runtime.options import Flags, Group, Option  # noqa: E402
 from runtime.paths import shown  # noqa: E402
 from transfer import source as ckpt  # noqa: E402
 from transfer import train  # noqa: E402
-from transfer.flags import TRANSFER_OPTIONS, network_and_flags  # noqa: E402
+from transfer.flags import TRANSFER_OPTIONS, network_and_flags, parse_transfer_flags  # noqa: E402
+from transfer.plan import make_plan  # noqa: E402
 from transfer.selection import NON_MODEL, model_variable_names  # noqa: E402
 
 v1 = tf.compat.v1
@@ -51,15 +54,30 @@ SCOPE_ORDER = AUTOENCODER_SCOPES + HEAD_SCOPES
 LEAF_ORDER = ("kernel", "bias")
 # The flags of the plan, as train_transfer.py has them (transfer.flags): given without
 # --plan they would be silently ignored, so parse_args refuses them.
+# --network defaults to the network of the run CKPT belongs to (its config.json), else cae.
 PLAN_OPTIONS = (
-    *TRANSFER_OPTIONS,
+    *(
+        option.but(default=None, help=option.help.replace("(default: %(default)s)", "(default: the run's, or cae)"))
+        if option.dest == "network"
+        else option
+        for option in TRANSFER_OPTIONS
+    ),
     Option(
         "--num-classes",
         type=cli.positive_int,
         default=10,
         help="classes of the new head in the plan (train_transfer.py takes them from the data) (default: %(default)s)",
     ),
+    Option(
+        "--target-meta",
+        metavar="MODEL.meta",
+        help="plan against the graph saved in this MetaGraph file (tf.compat.v1.train.export_meta_graph, or "
+        "the .meta beside a checkpoint) instead of a network's classifier; the graph is read as data, no "
+        "Python runs; --network, --image-size and --num-classes do not apply",
+    ),
 )
+# What a saved graph fixes by itself: given with --target-meta, they are refused.
+FIXED_BY_META = ("network", "image_size", "num_classes")
 INSPECT = Flags(
     (
         Option(
@@ -240,6 +258,16 @@ def format_summary(summary):
     return "\n".join(lines)
 
 
+def _run_config(prefix):
+    """The config.json of the transfer run a checkpoint prefix lies in (its dir, or above best/), or {}."""
+    for folder in (os.path.dirname(prefix), os.path.dirname(os.path.dirname(prefix))):
+        path = os.path.join(folder, rundir.CONFIG)
+        if os.path.isfile(path):
+            config = rundir.read_json(path)
+            return config if config.get("model") == "transfer" else {}
+    return {}
+
+
 def classifier_plan(prefix, checkpoint_variables, checked, num_classes):
     """The restore plan train_transfer.py would make for these flags and this checkpoint.
 
@@ -261,6 +289,54 @@ def classifier_plan(prefix, checkpoint_variables, checked, num_classes):
     return train.plan_against(network, num_classes, spec, spec, selection, prefix, checkpoint_variables)
 
 
+def meta_graph_variables(path):
+    """VariableInfo of the model variables of the graph a MetaGraph file holds, read as data.
+
+    The graph is imported into a fresh graph (tf.compat.v1.train.import_meta_graph): no
+    Python of the user's runs. Its model variables are found by structure
+    (transfer.source.model_variables_of).
+
+    Raises:
+      UserError: a missing file, or one TensorFlow cannot read as a MetaGraph.
+    """
+    if not os.path.isfile(path):
+        raise UserError(
+            f"--target-meta {shown(path)} " + ("is not a file" if os.path.exists(path) else "does not exist")
+        )
+    with open(path, "rb") as f:
+        data = f.read()
+    with tf.Graph().as_default() as graph:
+        try:
+            meta_graph = v1.MetaGraphDef()
+            meta_graph.ParseFromString(data)  # read here, so that any file name reaches TensorFlow intact
+            v1.train.import_meta_graph(meta_graph, clear_devices=True)
+        except Exception as error:  # a protobuf DecodeError, a ValueError or an OpError: the file is no MetaGraph
+            raise UserError(f"--target-meta {shown(path)} is not a readable MetaGraph: {one_line(error)}") from None
+        variables = ckpt.model_variables_of(graph)
+        if not variables:
+            raise UserError(f"--target-meta {shown(path)}: the graph holds no variables to plan")
+        return ckpt.graph_variables(variables)
+
+
+def meta_plan(prefix, checkpoint_variables, args):
+    """The restore plan of the transfer flags against the graph of --target-meta.
+
+    Raises:
+      UserError: a flag the saved graph fixes, `--restore backbone` (a saved graph has no
+        registry head), or what the plan raises.
+    """
+    given = [option.flag for option in options.given(PLAN_OPTIONS, args) if option.dest in FIXED_BY_META]
+    if given:
+        verb = "does" if len(given) == 1 else "do"
+        raise UserError(f"{', '.join(given)} {verb} not go with --target-meta: the saved graph fixes them")
+    if args.restore.strip() == "backbone":
+        raise UserError("--restore backbone needs a network's head; with --target-meta name the scopes to restore")
+    selection = parse_transfer_flags(args)
+    if selection.restores_nothing:
+        prefix, checkpoint_variables = None, []
+    return make_plan(meta_graph_variables(args.target_meta), checkpoint_variables, selection, prefix)
+
+
 def run(args):
     """Prints the inventory (or with args.plan the restore plan), as text or JSON.
 
@@ -269,7 +345,13 @@ def run(args):
     prefix = ckpt.resolve_checkpoint(args.checkpoint)
     variables = ckpt.read_variables(prefix)
     if args.plan:
-        plan = classifier_plan(prefix, variables, network_and_flags(args), args.num_classes)
+        if args.target_meta:
+            plan = meta_plan(prefix, variables, args)
+        else:
+            if args.network is None:  # the network the run holding the checkpoint recorded
+                args = argparse.Namespace(**vars(args))
+                args.network = user_network.resolve(None, _run_config(prefix), os.path.dirname(prefix)).name
+            plan = classifier_plan(prefix, variables, network_and_flags(args), args.num_classes)
         print(json.dumps(plan.to_json(), indent=2) if args.json else plan.format())
         return
     summary = summarize(prefix, variables)

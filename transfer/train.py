@@ -15,6 +15,7 @@ import time
 import numpy as np
 import tensorflow as tf
 
+from models import user_network
 from runtime import cli, cluster, lifecycle, onednn, rundir
 from runtime.errors import CheckpointError, UserError, disk_full_reason, one_line
 from runtime.paths import DirAlias, needs_alias, shown
@@ -121,6 +122,7 @@ def run_config(flag_values, network, spec, plan, data, use_cache):
         flag_values,
         model="transfer",
         network=network.name,
+        network_source=user_network.record(network),
         image_size=spec.height if network.resizable else None,
         checkpoint=plan.checkpoint,
         data_source=data.source_kind,

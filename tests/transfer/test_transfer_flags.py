@@ -19,8 +19,9 @@ from transfer import graph as transfer_graph
 from transfer import inspect as inspect_module
 from transfer.selection import PRESETS
 
-# transfer.train.RESUME_KEYS as it was typed out by hand, and data_sha256 (an image
-# folder's files by content, so a rewritten file refuses the resume).
+# transfer.train.RESUME_KEYS as it was typed out by hand, data_sha256 (an image
+# folder's files by content, so a rewritten file refuses the resume) and network_source
+# (a user's network file by content, models.user_network).
 RESUME_KEYS = {
     "checkpoint",
     "network",
@@ -36,6 +37,7 @@ RESUME_KEYS = {
     "data_source",
     "data_identity",
     "data_sha256",
+    "network_source",
     "labels_per_class",
     "validation_size",
     "validation_percent",
@@ -129,6 +131,7 @@ def test_run_config_holds_the_flags_and_the_runs_facts():
         "data_source",
         "data_identity",
         "data_sha256",
+        "network_source",
         "onednn",
         "data",
         "class_names",
@@ -209,6 +212,7 @@ def test_inspects_plan_flags_are_the_transfer_records_and_num_classes():
     assert [option.dest for option in inspect_module.PLAN_OPTIONS] == [
         *(option.dest for option in flags.TRANSFER_OPTIONS),
         "num_classes",
+        "target_meta",
     ]
     assert flags.TRANSFER_OPTIONS == tuple(
         option for option in flags.TRAIN_TRANSFER.options if option in flags.TRANSFER_OPTIONS

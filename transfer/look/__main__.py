@@ -30,7 +30,7 @@ import sys
 
 import tensorflow as tf
 
-from models import networks
+from models import user_network
 from runtime import cli
 from runtime.options import Flags, Option
 from runtime.session import set_process_threads
@@ -56,8 +56,9 @@ COMMON = (
     ),
     Option(
         "--network",
-        choices=networks.NAMES,
-        help="the network the checkpoint holds (default: the digit classifier, or what conversion.json names)",
+        type=user_network.flag_type,
+        help="the network the checkpoint holds (default: the digit classifier, or what conversion.json names): "
+        + user_network.HELP,
     ),
     Option("--out-dir", help="where results go (default: MODEL/look/<command>)"),
     Option("--overwrite", action="store_true", help="replace the results of an earlier run in the output dir"),

@@ -24,6 +24,7 @@ import tensorflow as tf
 from data import image_folder, image_header, sources
 from data.names import BY_DATASET
 from models import networks as registry
+from models import user_network
 from runtime import rundir
 from runtime.checkpoints import misfits
 from runtime.errors import CheckpointError, DataError, UserError, one_line
@@ -142,14 +143,9 @@ def read_run(run_dir, config, network_name=None):
         or a run whose config.json or labels.txt lacks what is needed.
     """
     kind = config.get("model")
-    recorded = config.get("network")
-    if kind == "transfer" and network_name and network_name != (recorded or registry.DEFAULT):
-        raise UserError(f"--network {network_name}: {run_dir} was trained as {recorded or registry.DEFAULT}")
-    name = network_name or recorded or registry.DEFAULT
-    try:
-        entry = registry.get(name)
-    except ValueError as error:
-        raise UserError(str(error)) from None
+    if kind == "transfer":
+        config = dict(config, network=config.get("network") or registry.DEFAULT)
+    entry = user_network.resolve(network_name, config, run_dir)
     if kind != "transfer":
         return _pretrained_run(run_dir, entry, kind)
     size = config.get("image_size")
