@@ -17,7 +17,7 @@ message, raised before anything is written or trained where it can be:
         library.frozen_check(sess, plan, variables, source_values)
 
 Plan first: on TensorFlow 2.21 a Saver or init_from_checkpoint loads a checkpoint tensor of
-the wrong shape without a word (tests/test_library.py pins it); the plan compares every
+the wrong shape without a word (tests/transfer/test_library.py pins it); the plan compares every
 shape before a session exists.
 """
 

@@ -36,7 +36,7 @@ from transfer.source import graph_variables
 
 v1 = tf.compat.v1
 REPO = Path(__file__).resolve().parents[2]
-HELPER = Path(__file__).resolve().parent / "registry_network.py"
+HELPER = Path(__file__).resolve().parents[1] / "registry_network.py"
 
 # A user's network file: get_variable and tf.nn (no tf_slim, nothing in MODEL_VARIABLES).
 NETS = '''
