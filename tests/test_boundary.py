@@ -32,6 +32,7 @@ BOUNDARY = {
     "transfer/flags.py:parse_transfer_flags",
     "transfer/flags.py:restore_scopes",
     "transfer/flags.py:validate",
+    "transfer/inspect.py:meta_plan",
     "transfer/inspect.py:run",
     "transfer/keras_bridge.py:handles",
     "transfer/keras_bridge.py:main",
