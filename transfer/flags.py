@@ -76,6 +76,14 @@ TRANSFER_OPTIONS = (
         help="in restored BatchNorm layers that train (--fine-tune, --lr-mult), normalise with batch statistics "
         "and update the moving statistics; default: keep the checkpoint's statistics (inference mode)",
     ),
+    Option(
+        "--moving-average",
+        action="store_true",
+        resume=True,
+        help="restore each variable's ExponentialMovingAverage shadow where the checkpoint holds one (the weights "
+        "EfficientNet and other zoo models are evaluated with), its raw value where not; the plan marks each "
+        "'shadow'. A checkpoint without shadows is refused",
+    ),
 )
 
 
@@ -205,6 +213,8 @@ def parse_transfer_flags(args, restore_text=None):
         raise UserError("--restore-exclude takes scopes, not 'all'")
     if restore == () and (maps or exclude):
         raise UserError("--map and --restore-exclude need something to restore; --restore none restores nothing")
+    if restore == () and args.moving_average:
+        raise UserError("--moving-average picks what is restored; --restore none restores nothing")
     return RestoreSelection(
         restore,
         exclude,
@@ -213,6 +223,7 @@ def parse_transfer_flags(args, restore_text=None):
         skip_mismatched=args.skip_mismatched,
         fine_tune=args.fine_tune,
         train_batch_norm=args.train_batch_norm,
+        moving_average=args.moving_average,
     )
 
 

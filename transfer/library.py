@@ -87,14 +87,15 @@ def make_plan(variables, checkpoint, selection=RestoreSelection(None)):
         holding one checkpoint; None when the selection restores nothing.
       selection: a RestoreSelection (restore scopes, None for everything the checkpoint
         holds, () for nothing; exclude, maps, skip_mismatched, fine_tune, lr_mults,
-        train_batch_norm), or the text of --restore ("all", "none", "enc,dec").
+        train_batch_norm, moving_average: each restored variable's ExponentialMovingAverage
+        shadow where the checkpoint holds one), or the text of --restore ("all", "none", "enc,dec").
 
     Returns:
       A RestorePlan (`format()` prints it). A statistic the graph's UPDATE_OPS write is
       never called "never updated" in it.
 
     Raises:
-      CheckpointError: when the checkpoint cannot be found or read.
+      CheckpointError: when the checkpoint cannot be found or read, or holds no shadow moving_average asks for.
       PlanError: for a scope or map that matches nothing, a variable the checkpoint lacks,
         a shape or dtype difference (unless skip_mismatched), or nothing left to train.
     """

@@ -46,15 +46,19 @@ def sources(variables, held, use_shadows, checkpoint):
     if use_shadows and all(kind == RAW for _, kind in chosen.values()):
         raise CheckpointError(
             f"--moving-average: {shown(checkpoint)} holds no {SHADOW} shadow (no '<variable>/{SHADOW}' "
-            "tensor): it was not trained with tf.train.ExponentialMovingAverage; convert without --moving-average"
+            "tensor): it was not trained with tf.train.ExponentialMovingAverage; leave out --moving-average"
         )
     return chosen
 
 
 def summary(rows):
     """The report line: how many variables took their moving average (see mark), how many their raw value."""
-    averaged = sum(row["transform"].endswith(AVERAGED) for row in rows)
-    return f"--moving-average: {averaged} variables take their {SHADOW} shadow, {len(rows) - averaged} their raw value"
+    return counted(sum(row["transform"].endswith(AVERAGED) for row in rows), len(rows))
+
+
+def counted(averaged, total):
+    """The line the converter's report and the restore plan end with: of `total` variables read, `averaged` shadows."""
+    return f"--moving-average: {averaged} variables take their {SHADOW} shadow, {total - averaged} their raw value"
 
 
 def mark(rows, chosen):

@@ -18,6 +18,7 @@ import dataclasses
 
 from runtime.errors import UserError
 from runtime.paths import shown
+from transfer import moving_average as shadows
 from transfer.selection import capped, in_scope, model_variable_names, outer_scope_maps, top_scopes
 
 MOVING_STATISTICS = ("/moving_mean", "/moving_variance")
@@ -55,6 +56,8 @@ class RestoreSelection:
       maps: (checkpoint scope, graph scope) pairs.
       lr_mults: (scope, multiplier) pairs.
       skip_mismatched, fine_tune, train_batch_norm: the flags of those names.
+      moving_average: restore each variable's ExponentialMovingAverage shadow where the
+        checkpoint holds one (--moving-average; transfer.moving_average.sources decides).
     """
 
     restore: tuple | None
@@ -64,6 +67,7 @@ class RestoreSelection:
     skip_mismatched: bool = False
     fine_tune: bool = False
     train_batch_norm: bool = False
+    moving_average: bool = False
 
     @property
     def restores_nothing(self):
@@ -78,12 +82,15 @@ class PlanRow:
     Attributes:
       name: the graph variable's name.
       shape: its shape.
-      source: the checkpoint name it is restored from, or None.
+      source: the checkpoint tensor it is restored from (its moving-average shadow when
+        `shadow`), or None.
       action: "restored", "initialised" or "skipped" (a shape difference; initialised).
       reason: why, for "skipped" and for restored names that a --map changed.
       lr_mult: learning-rate multiplier; 0 means frozen.
       updated: a moving statistic its BatchNorm layer updates (training mode); never
         trained by the optimizer (lr_mult 0) and not frozen either.
+      shadow: restored from its checkpoint variable's ExponentialMovingAverage shadow
+        (--moving-average); its reason says "shadow".
     """
 
     name: str
@@ -93,6 +100,7 @@ class PlanRow:
     reason: str
     lr_mult: float
     updated: bool = False
+    shadow: bool = False
 
     @property
     def trainable(self):
@@ -182,7 +190,7 @@ class RestorePlan:
             text.append(f"  checkpoint variables not restored ({len(self.unused)}): {listed}")
         if self.ignored_non_model:
             text.append(f"  checkpoint optimizer slots and counters ignored: {self.ignored_non_model}")
-        text += ["  " + line for line in self.skipped_layer_notes() + self._statistics_notes()]
+        text += ["  " + line for line in self.skipped_layer_notes() + self._statistics_notes() + self._shadow_notes()]
         return "\n".join(text)
 
     def skipped_layer_notes(self):
@@ -214,6 +222,11 @@ class RestorePlan:
             frozen = f"{len(statistics) - updated} frozen (inference mode, never updated, unlike TF-Slim's UPDATE_OPS)"
         return [f"BatchNorm moving statistics: {frozen}, {updated} updated by their layers"]
 
+    def _shadow_notes(self):
+        """With --moving-average: how many restored variables read their shadow, how many their raw value."""
+        taken = sum(row.shadow for row in self.restored)
+        return [shadows.counted(taken, len(self.restored))] if taken else []
+
     def markdown(self):
         """The plan as a Markdown table, for TensorBoard's text dashboard."""
         lines = [
@@ -228,7 +241,7 @@ class RestorePlan:
                 f"| {row.name} | {list(row.shape)} | {row.source or 'fresh'} | {action} "
                 f"| {row.train_column} | {row.lr_mult:g} |"
             )
-        notes = self.skipped_layer_notes() + self._statistics_notes()
+        notes = self.skipped_layer_notes() + self._statistics_notes() + self._shadow_notes()
         lines += ["", *notes] if notes else []
         return "\n".join(lines)
 
@@ -299,11 +312,12 @@ def make_plan(graph_variables, checkpoint_variables, selection, checkpoint=None)
     rows = _rows(sides, graph_variables, selected, skipped, selection.fine_tune, selection.lr_mults)
     rows = _mark_updated_statistics(rows, selection.train_batch_norm)
     sources = {row.source for row in rows}
+    rows, taken = _take_shadows(rows, checkpoint_variables, selection.moving_average, checkpoint)
     plan = RestorePlan(
         checkpoint=checkpoint,
         rows=rows,
         unused=tuple(sides.by_checkpoint_name[name] for name in sides.model_names if name not in sources),
-        ignored_non_model=sides.ignored_non_model,
+        ignored_non_model=sides.ignored_non_model - taken,
     )
     _check_something_trains(plan)
     return plan
@@ -504,3 +518,30 @@ def _check_something_trains(plan):
             "nothing left to train: every variable is frozen; restore fewer scopes, or use --fine-tune or --lr-mult "
             "SCOPE=F with F > 0"
         )
+
+
+def _take_shadows(rows, checkpoint_variables, moving_average, checkpoint):
+    """The rows, each restored one reading the tensor transfer.moving_average.sources picks, and how many shadows.
+
+    Without --moving-average the rows are returned as they are. With it, a restored row
+    whose checkpoint variable has a `<variable>/ExponentialMovingAverage` shadow reads the
+    shadow: its source names the shadow (so the Saver, the restore proof and the frozen
+    check all use it) and its reason says "shadow"; one without keeps its raw value.
+
+    Raises:
+      CheckpointError: when the checkpoint holds no shadow of any restored variable, or one
+        whose shape differs from its variable's.
+    """
+    if not moving_average:
+        return rows, 0
+    held = {info.name: info.shape for info in checkpoint_variables}
+    restored = [row.source for row in rows if row.action == "restored"]
+    chosen = shadows.sources(restored, held, True, checkpoint or "the checkpoint")
+    marked = []
+    for row in rows:
+        tensor, kind = chosen.get(row.source, (row.source, shadows.RAW))
+        if kind == shadows.AVERAGED:
+            reason = f"{row.reason}, shadow" if row.reason else "shadow"
+            row = dataclasses.replace(row, source=tensor, reason=reason, shadow=True)
+        marked.append(row)
+    return tuple(marked), len(shadows.taken(chosen))

@@ -266,7 +266,9 @@ def restore_and_prove(sess, plan, saver, variables, source_values):
     count, worst = max_abs_diff(sess, plan.restored, variables, source_values)
     if worst != 0.0:
         raise UserError(f"restore check failed: restored values differ from {plan.checkpoint} by up to {worst:g}")
-    print(f"restored {count} variables from {plan.checkpoint}; each equals the checkpoint exactly")
+    taken = sum(row.shadow for row in plan.restored)
+    read = f" ({taken} from their ExponentialMovingAverage shadow)" if taken else ""
+    print(f"restored {count} variables{read} from {plan.checkpoint}; each equals the checkpoint exactly")
 
 
 def max_abs_diff(sess, rows, variables, source_values):
