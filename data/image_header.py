@@ -13,9 +13,9 @@ formats are not judged here (the decoder that knows them checks its own header).
 Files are opened only when they are regular files (open_regular): a FIFO named x.png
 would block a reader forever, a device never end.
 
-This module imports only the standard library: predict.py, which must run beside an
-exported model without the toolkit, carries a copy of it (tests/data/test_image_header.py
-checks the copy is the same code).
+This module imports only the standard library: predict.py imports it, and the predict.py
+every export carries, which must run beside the model without the toolkit, has its source
+in place of that import (transfer/standalone.py).
 """
 
 import os

@@ -11,6 +11,7 @@ import time
 
 from runtime import onednn
 from runtime.errors import Stopped
+from runtime.native_stderr import native_stderr_silenced  # also imported from here by the toolkit
 
 # The oneDNN line is printed once per process, however many entry points run in it.
 _REPORTED = []
@@ -133,21 +134,6 @@ def _end_with_launcher(fd):
         sys.stdout.flush()
         sys.stderr.flush()
     os._exit(code)
-
-
-@contextlib.contextmanager
-def native_stderr_silenced():
-    """Points file descriptor 2 at /dev/null for the duration; Python's own sys.stderr included."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "w", encoding="utf-8") as devnull:
-            os.dup2(devnull.fileno(), 2)
-            yield
-    finally:
-        sys.stderr.flush()
-        os.dup2(saved, 2)
-        os.close(saved)
 
 
 def import_tensorflow(log=None):

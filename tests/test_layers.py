@@ -10,7 +10,15 @@ from collections import defaultdict
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-BASE = {"runtime.errors", "runtime.paths", "runtime.lock", "runtime.onednn", "runtime.quiet", "runtime.outputs"}
+BASE = {
+    "runtime.errors",
+    "runtime.paths",
+    "runtime.lock",
+    "runtime.onednn",
+    "runtime.native_stderr",
+    "runtime.quiet",
+    "runtime.outputs",
+}
 ENTRY = {"train_autoencoder", "train_transfer", "predict"}
 PACKAGES = ("data", "models", "runtime", "transfer", "autoencoder", "experiments", "bench")
 

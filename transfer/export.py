@@ -16,7 +16,9 @@ size or the pixel scale. Its signatures:
 Both return ``probabilities`` float32 [N, classes], ``class_ids`` int64 [N] (the most
 probable class) and ``class_names`` string [N] (its name). Beside the model: labels.txt
 (one class name a line, in class-id order), model_card.json (network, source checkpoint,
-classes, data, test accuracy, preprocessing, signatures) and, with ``--tflite``,
+classes, data, test accuracy, preprocessing, signatures), predict.py (the toolkit's
+classifier script with the toolkit code it imports inlined: transfer/standalone.py, so it
+runs beside the export alone) and, with ``--tflite``,
 model.tflite converted from the SavedModel's fixed_size signature: TFLite's builtin ops
 have no antialiased resize, so a TFLite user resizes to the network's input first.
 
@@ -41,6 +43,7 @@ from models import user_network
 from runtime import outputs
 from runtime.errors import CheckpointError, UserError, one_line
 from runtime.quiet import Parser, exit_on_failure, guard_startup, import_tensorflow, native_stderr_silenced
+from transfer import standalone
 
 KIND = "export"
 CONVERSION_FILE = "conversion.json"  # what transfer.convert writes beside its checkpoint
@@ -319,11 +322,13 @@ def _origin_of(model_dir, config, network_name, checkpoint):
 
 
 def _write_export(export_dir, origin, tflite):
-    """Writes the SavedModel, labels.txt, model.tflite (with tflite) and model_card.json; returns the card."""
+    """Writes the SavedModel, labels.txt, predict.py, model.tflite (with tflite), model_card.json; returns the card."""
     names = origin.names
     variables = _build_and_save(export_dir, origin.prefix, names, origin.network, origin.spec)
     with open(os.path.join(export_dir, "labels.txt"), "w", encoding="utf-8") as stream:
         stream.write("".join(name + "\n" for name in names))
+    with open(os.path.join(export_dir, "predict.py"), "w", encoding="utf-8") as stream:
+        stream.write(standalone.script())
     if tflite:
         _to_tflite(export_dir, os.path.join(export_dir, "model.tflite"))
     card = _model_card(origin, variables, tflite)
@@ -453,7 +458,8 @@ def main(argv=None):
         f"{FIXED_KEY} (uint8 [N, {', '.join(map(str, card['preprocessing']['network_input']))}])"
     )
     print(
-        "  files: saved_model.pb, variables/, labels.txt, model_card.json" + (", model.tflite" if args.tflite else "")
+        "  files: saved_model.pb, variables/, labels.txt, model_card.json, predict.py"
+        + (", model.tflite" if args.tflite else "")
     )
     return 0
 

@@ -21,7 +21,7 @@ import tensorflow as tf
 from data import image_folder, pipeline, sources
 from models.classifier import build_classifier
 from runtime.errors import UserError
-from transfer import export
+from transfer import export, standalone
 
 v1 = tf.compat.v1
 REPO = Path(__file__).resolve().parents[2]
@@ -165,6 +165,13 @@ def test_labels_and_model_card(exported, run):
     assert sorted(os.listdir(os.path.dirname(exported))) == ["exported"]  # no temporary left behind
 
 
+def test_the_export_carries_its_own_predict_py(exported):
+    """Made by transfer.standalone from the toolkit's predict.py, and listed in the output marker as the export's."""
+    assert (Path(exported) / "predict.py").read_text(encoding="utf-8") == standalone.script()
+    marker = json.loads((Path(exported) / ".cae-transfer-output.json").read_text(encoding="utf-8"))
+    assert marker["kind"] == "export" and "predict.py" in marker["files"]
+
+
 def test_labels_txt_of_the_run_names_the_classes(run, tmp_path):
     model_dir = str(tmp_path / "run")
     shutil.copytree(run[0], model_dir)
@@ -248,11 +255,11 @@ def _digit_pngs(directory, sample, count=10):
 @pytest.mark.slow
 def test_predict_in_a_fresh_process_with_no_training_code(exported, run, sample, tmp_path):
     _, prefix, _ = run
-    # predict.py copied alone into an empty dir, run from there with no PYTHONPATH: an import
-    # of the project's code would fail.
+    # The export's own predict.py copied alone into an empty dir, run from there with no
+    # PYTHONPATH: an import of the project's code would fail.
     alone = tmp_path / "alone"
     alone.mkdir()
-    shutil.copy(REPO / "predict.py", alone / "predict.py")
+    shutil.copy(Path(exported) / "predict.py", alone / "predict.py")
     paths = _digit_pngs(str(tmp_path / "digits"), sample)
     bad = tmp_path / "digits" / "zz_not_an_image.png"
     bad.write_text("hello")
@@ -342,16 +349,6 @@ def test_predict_refusals(exported, run, sample, tmp_path, monkeypatch, argv, ex
     assert code == 2 and out.getvalue() == ""
     assert err.getvalue().count("\n") == 1 and err.getvalue().startswith("error: "), err.getvalue()
     assert re.search(expected, err.getvalue()), err.getvalue()
-
-
-def test_predict_carries_the_stderr_silencer_byte_for_byte():
-    """predict.py stands alone, so it keeps a copy of runtime.quiet.native_stderr_silenced: the same code."""
-    import inspect
-
-    import predict
-    from runtime import quiet
-
-    assert inspect.getsource(predict.native_stderr_silenced) == inspect.getsource(quiet.native_stderr_silenced)
 
 
 def test_predict_checks_its_arguments_before_importing_tensorflow(exported, sample, tmp_path):
@@ -485,6 +482,7 @@ def test_a_successful_export_prints_no_tensorflow_line(run, tmp_path):
         "labels.txt",
         "model.tflite",
         "model_card.json",
+        "predict.py",
         "saved_model.pb",
         "variables",
     ]
