@@ -649,10 +649,21 @@ def _begin(sess, state, built, resumed, span):
     if chief is None:
         return lifecycle.Began(LoopHooks(summary_op=summaries[0]))
 
+    before = _accuracy_before_training(state, evaluate, resumed)
+
     def test(result):
-        return _test(sess, state, graph, chief, result.final_step, source_values)
+        return _test(sess, state, graph, chief, result.final_step, source_values) | before
 
     return lifecycle.Began(LoopHooks(chief.writer, summaries[0], chief.on_epoch_end), test)
+
+
+def _accuracy_before_training(state, evaluate, resumed):
+    """--keep-classes: the test accuracy of the kept class rows before any step (zero-shot), for metrics.json."""
+    if not state.plan.class_rows or resumed:
+        return {}
+    accuracy, _, _ = evaluate("test", state.data.test)
+    print(f"test accuracy before training (the kept class rows): {accuracy:.4f} ({len(state.data.test)} images)")
+    return {"test_accuracy_before_training": accuracy}
 
 
 def frozen_check(sess, plan, graph, source_values):

@@ -208,6 +208,8 @@ def test_a_run_keeps_the_shared_rows_and_a_frozen_head_keeps_them_bit_for_bit(tm
     assert "Bee     1      (same name)" in out and "insect  0, 1   (mean of 2 rows (--class-map))" in out, out
     assert "zebra   fresh  (fresh: not a source class)" in out and "checkpoint variables not restored" not in out
     assert "class rows: 4 columns of 2 head variables written; each equals the checkpoint's" in out
+    zero_shot = json.loads((tmp_path / "run" / "metrics.json").read_text())["test_accuracy_before_training"]
+    assert f"test accuracy before training (the kept class rows): {zero_shot:.4f} (6 images)" in out
     row = r"tiny/logits/kernel +\[8, 3\] +tiny/logits/kernel +classes \(2 of 3 classes from the checkpoint.s rows\) +fr"
     assert re.search(row, out), out
     before = tf.train.load_checkpoint(tf.train.latest_checkpoint(str(tmp_path / "src")))
