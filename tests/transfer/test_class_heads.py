@@ -220,3 +220,35 @@ def test_a_run_keeps_the_shared_rows_and_a_frozen_head_keeps_them_bit_for_bit(tm
         mean = ((theirs[..., 0].astype(np.float64) + theirs[..., 1]) / 2).astype(np.float32)
         assert np.array_equal(ours[..., 1], mean)
     assert not np.array_equal(after.get_tensor("tiny/conv1/kernel"), before.get_tensor("tiny/conv1/kernel"))
+
+
+def test_the_keep_classes_flags_refuse_in_one_line(tmp_path):
+    """Flags without --keep-classes, a network with no class names, a labels file that is empty or not text."""
+    from transfer.flags import _class_sources
+
+    efficientnet, cae = networks.get("efficientnet_lite0"), networks.get("cae")
+    (tmp_path / "empty.txt").write_text("# nothing\n\n")
+    (tmp_path / "binary.txt").write_bytes(b"\xff\xfe\x00")
+    cases = [
+        ((efficientnet, False, "labels.txt", None), "--source-labels and --class-map go with --keep-classes"),
+        ((efficientnet, False, None, "map.json"), "--source-labels and --class-map go with --keep-classes"),
+        ((cae, True, None, None), "--keep-classes: cae has no class names; name its head's rows with --source-labels"),
+        ((cae, True, str(tmp_path / "empty.txt"), None), f"--source-labels {tmp_path / 'empty.txt'} names no class"),
+        ((cae, True, str(tmp_path / "binary.txt"), None), f"--source-labels {tmp_path / 'binary.txt'} is not UTF-8"),
+        ((cae, True, str(tmp_path / "gone.txt"), None), f"--source-labels {tmp_path / 'gone.txt'}: No such file"),
+    ]
+    for arguments, message in cases:
+        with pytest.raises(UserError) as caught:
+            _class_sources(*arguments)
+        assert str(caught.value).startswith(message) and "\n" not in str(caught.value), str(caught.value)
+    sources = _class_sources(efficientnet, True, None, None)
+    assert len(sources.rows) == 1000 and sources.rows[281] == ("tabby", "tabby cat")
+
+
+def test_a_plan_with_no_head_of_the_classes_is_one_line():
+    """--keep-classes with the head restored (nothing fresh of one entry per class) is refused."""
+    graph = [VariableInfo("head/kernel", (4, 3), "float32")]
+    plan = make_plan(graph, graph, RestoreSelection(None, fine_tune=True), "ckpt")
+    sources = class_heads.sources_of(["ant", "bee", "cat"], 0)
+    with pytest.raises(UserError, match=r"^--keep-classes: no fresh graph variable has one entry per new class \(3\)"):
+        class_heads.keep_classes(plan, ["ant", "bee", "cat"], sources, graph)
