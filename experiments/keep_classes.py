@@ -18,7 +18,7 @@ import json
 import os
 import sys
 
-from experiments.imagenet_demo import weights_file
+from experiments.imagenet_demo import run_reporting_errors, weights_file
 from runtime.errors import UserError
 from runtime.quiet import import_tensorflow
 
@@ -113,12 +113,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m experiments.keep_classes", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out-dir", default=os.path.join("checkpoints", "keep_classes"), help="(default: %(default)s)")
     parser.add_argument("--epochs", type=int, default=3, help="epochs of each run (default: %(default)s)")
-    args = parser.parse_args(argv)
-    try:
-        return run(args)
-    except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    return run_reporting_errors(run, parser.parse_args(argv))
 
 
 if __name__ == "__main__":
