@@ -133,7 +133,11 @@ def main(argv=None):
     parser.add_argument(
         "--image-size", type=int, default=224, help="input side of the face / non-face run (default: %(default)s)"
     )
-    args = parser.parse_args(argv)
+    return run_reporting_errors(run, parser.parse_args(argv))
+
+
+def run_reporting_errors(run, args):
+    """run(args)'s status, or 2 after one `error:` line for a UserError (the experiments' main)."""
     try:
         return run(args)
     except UserError as error:

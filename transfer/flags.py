@@ -14,6 +14,8 @@ from models import networks, user_network
 from runtime import cli, cluster
 from runtime.errors import UserError
 from runtime.options import Flags, Group, Option
+from runtime.paths import shown
+from transfer import class_heads
 from transfer import graph as transfer_graph
 from transfer.plan import RestoreSelection
 from transfer.selection import PRESETS, parse_pair, parse_scopes
@@ -83,6 +85,27 @@ TRANSFER_OPTIONS = (
         help="restore each variable's ExponentialMovingAverage shadow where the checkpoint holds one (the weights "
         "EfficientNet and other zoo models are evaluated with), its raw value where not; the plan marks each "
         "'shadow'. A checkpoint without shadows is refused",
+    ),
+    Option(
+        "--keep-classes",
+        action="store_true",
+        resume=True,
+        help="start the new head's rows of classes the source also has (by name, any synonym, case aside) from "
+        "the checkpoint's head rows; the others fresh (with --restore backbone or less; default: all fresh)",
+    ),
+    Option(
+        "--source-labels",
+        metavar="FILE",
+        resume=True,
+        help="with --keep-classes: the checkpoint head's class names, one row per line, synonyms comma-separated "
+        "(default: the network's own, e.g. ImageNet's)",
+    ),
+    Option(
+        "--class-map",
+        metavar="FILE",
+        resume=True,
+        help='with --keep-classes: JSON {"new class": ["source class", ...]} for names that differ; '
+        "a class of several starts from their rows' mean",
     ),
 )
 
@@ -243,9 +266,10 @@ def restore_scopes(args, network):
             f"--restore {preset} is the {owners}'s preset; for {network.name} use backbone, all, none "
             "or a comma list of scopes"
         )
+    classes = _class_sources(network, args.keep_classes, args.source_labels, args.class_map)
     if preset != "backbone":
-        return parse_transfer_flags(args)
-    selection = parse_transfer_flags(args, restore_text="all")
+        return dataclasses.replace(parse_transfer_flags(args), classes=classes)
+    selection = dataclasses.replace(parse_transfer_flags(args, restore_text="all"), classes=classes)
     # Everything below the head: the network's top scopes (its outer scope, or for the
     # digit classifier its encoder), the head's scopes left out.
     if network.scope:
@@ -253,6 +277,27 @@ def restore_scopes(args, network):
             selection, restore=(network.scope,), exclude=(*selection.exclude, *network.head_scopes)
         )
     return dataclasses.replace(selection, restore=network.block_scopes)
+
+
+def _class_sources(network, keep_classes, source_labels, class_map):
+    """The --keep-classes request: a class_heads.ClassSources, or None when not asked for.
+
+    Raises:
+      UserError: --source-labels or --class-map without --keep-classes, a network without class
+        names and no --source-labels, or a file that does not parse.
+    """
+    if not keep_classes:
+        if source_labels or class_map:
+            raise UserError("--source-labels and --class-map go with --keep-classes")
+        return None
+    mapped = class_heads.load_class_map(class_map) if class_map else ()
+    if source_labels:
+        lines, where = class_heads.read_labels(source_labels), f"--source-labels {shown(source_labels)}"
+    elif network.class_names_file is None:
+        raise UserError(f"--keep-classes: {network.name} has no class names; name its head's rows with --source-labels")
+    else:
+        lines, where = network.class_names()[network.label_offset :], f"the {network.name} class names"
+    return class_heads.sources_of(lines, network.label_offset, mapped, where)
 
 
 def network_and_flags(args):

@@ -68,6 +68,7 @@ class RestoreSelection:
     fine_tune: bool = False
     train_batch_norm: bool = False
     moving_average: bool = False
+    classes: object = None  # a transfer.class_heads.ClassSources when --keep-classes asks for class-aware heads
 
     @property
     def restores_nothing(self):
@@ -122,6 +123,10 @@ class RestorePlan:
     # Variables the graph's UPDATE_OPS write (a graph the toolkit did not build), so that
     # the statistics note never calls one of them "never updated"; empty for the toolkit's own.
     graph_updates: frozenset = frozenset()
+    # --keep-classes: the transfer.class_heads.ClassRows of the head variables (rows of kind
+    # "classes") and the plan's class section, one line per new class.
+    class_rows: tuple = ()
+    class_notes: tuple = ()
 
     @property
     def restored(self):
@@ -130,6 +135,11 @@ class RestorePlan:
     @property
     def frozen_restored(self):
         return tuple(row for row in self.restored if not row.trainable and not row.updated)
+
+    @property
+    def frozen_class_heads(self):
+        """Names of the frozen head variables whose kept class columns the frozen check compares."""
+        return {row.name for row in self.rows if row.action == "classes" and not row.trainable}
 
     def batch_norm_training_scopes(self):
         """Scopes of the BatchNorm layers in training mode (their moving statistics are updated)."""
@@ -148,7 +158,8 @@ class RestorePlan:
         return groups
 
     def to_json(self):
-        return {
+        classes = {"class_rows": list(self.class_notes)} if self.class_notes else {}
+        return classes | {
             "checkpoint": self.checkpoint,
             "variables": [
                 {
@@ -191,6 +202,7 @@ class RestorePlan:
         if self.ignored_non_model:
             text.append(f"  checkpoint optimizer slots and counters ignored: {self.ignored_non_model}")
         text += ["  " + line for line in self.skipped_layer_notes() + self._statistics_notes() + self._shadow_notes()]
+        text += ["  " + line for line in self.class_notes]
         return "\n".join(text)
 
     def skipped_layer_notes(self):

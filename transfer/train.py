@@ -21,8 +21,8 @@ from runtime.errors import CheckpointError, UserError, disk_full_reason, one_lin
 from runtime.paths import DirAlias, needs_alias, shown
 from runtime.summaries import SummaryWriter, confusion_image, scalars
 from runtime.training import LoopHooks, finite_or_none
+from transfer import class_heads, labelled
 from transfer import graph as transfer_graph
-from transfer import labelled
 from transfer import source as ckpt
 from transfer.feature_store import FeatureStore
 from transfer.features import CACHE_BATCH
@@ -103,7 +103,10 @@ def make_run_plan(network, data, spec, selection, checkpoint, model_dir):
         source_prefix = ckpt.resolve_checkpoint(checkpoint)
         ckpt.refuse_writing_into(source_prefix, model_dir)
         source_variables = ckpt.read_variables(source_prefix)
-    return plan_against(network, data.num_classes, data.spec, spec, selection, source_prefix, source_variables)
+    plan = plan_against(network, data.num_classes, data.spec, spec, selection, source_prefix, source_variables)
+    if selection.classes is not None:
+        plan = class_heads.keep_classes(plan, data.class_names, selection.classes, source_variables)
+    return plan
 
 
 def plan_against(network, num_classes, data_spec, spec, selection, source_prefix, source_variables):
@@ -357,6 +360,8 @@ def prepare(settings, task):
     )
     plan = make_run_plan(network, data, spec, selection, source.checkpoint, runtime.model_dir)
     _say_plan(say, plan, selection)
+    if plan.class_rows and task is not None:
+        raise UserError("--keep-classes writes the head's rows after the restore, which a cluster run does not do")
     if source.dry_run:
         return None
     use_cache, why = transfer_graph.cache_decision(plan, network, hyper.shift, source.cache_features)
@@ -383,7 +388,8 @@ def _build(state):
         f"{'head on cached features' if state.use_cache else 'full forward pass every step'}"
     )
     plan = state.plan
-    source_values = ckpt.read_values(plan.checkpoint, [row.source for row in plan.restored]) if plan.restored else {}
+    sources = [row.source for row in plan.restored] + [head.source for head in plan.class_rows]
+    source_values = ckpt.read_values(plan.checkpoint, sources) if sources else {}
     return graph, source_values
 
 
@@ -553,6 +559,8 @@ def _restore(state, built):
             sess.run(init)
             if saver is not None:
                 restore_source(sess, plan, saver, graph.model_variables, source_values)
+            if plan.class_rows:
+                class_heads.write(sess, plan.class_rows, graph.model_variables, source_values)
 
         return lifecycle.Restore(initialise, lambda sess, resumed: say_resumed(resumed))
     task = state.task
@@ -641,12 +649,28 @@ def _begin(sess, state, built, resumed, span):
     if chief is None:
         return lifecycle.Began(LoopHooks(summary_op=summaries[0]))
 
+    before = _accuracy_before_training(state, evaluate, resumed)
+
     def test(result):
-        return _test(sess, state, graph, chief, result.final_step, source_values)
+        return _test(sess, state, graph, chief, result.final_step, source_values) | before
 
     return lifecycle.Began(LoopHooks(chief.writer, summaries[0], chief.on_epoch_end), test)
 
 
+def _accuracy_before_training(state, evaluate, resumed):
+    """--keep-classes: the test accuracy of the kept class rows before any step (zero-shot), for metrics.json."""
+    if not state.plan.class_rows or resumed:
+        return {}
+    accuracy, _, _ = evaluate("test", state.data.test)
+    print(f"test accuracy before training (the kept class rows): {accuracy:.4f} ({len(state.data.test)} images)")
+    return {"test_accuracy_before_training": accuracy}
+
+
 def frozen_check(sess, plan, graph, source_values):
-    """Proves every frozen restored variable (moving statistics included) still equals the checkpoint."""
+    """Proves every frozen restored variable (moving statistics included), and a frozen head's kept
+    class columns, still equals the checkpoint."""
+    frozen_heads = [head for head in plan.class_rows if head.name in plan.frozen_class_heads]
+    worst = class_heads.check(sess, frozen_heads, graph.model_variables, source_values)
+    if worst != 0.0:
+        raise UserError(f"frozen check failed: the frozen head's kept class columns moved by up to {worst:g}")
     return ckpt.frozen_check(sess, plan, graph.model_variables, source_values)
