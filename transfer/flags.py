@@ -16,7 +16,7 @@ from runtime.errors import UserError
 from runtime.options import Flags, Group, Option
 from transfer import graph as transfer_graph
 from transfer.plan import RestoreSelection
-from transfer.selection import PRESETS, parse_pair, parse_scopes
+from transfer.selection import PRESETS, parse_pair, parse_scopes, parse_selector
 
 TRANSFER_OPTIONS = (
     Option(
@@ -40,9 +40,15 @@ TRANSFER_OPTIONS = (
         default="conv",
         resume=True,
         help=f"what to restore: a preset ({', '.join(PRESETS)}; backbone: everything but the network's head) "
-        "or a comma list of scopes such as conv1,conv2 (default: %(default)s)",
+        "or a comma list of scopes such as conv1,conv2 and patterns such as re:conv[12]/.* (re: marks a regular "
+        "expression, matched against whole variable names; anything else is a scope) (default: %(default)s)",
     ),
-    Option("--restore-exclude", default="", resume=True, help="comma list of scopes to leave out of --restore"),
+    Option(
+        "--restore-exclude",
+        default="",
+        resume=True,
+        help="comma list of scopes or re: patterns to leave out of --restore",
+    ),
     Option(
         "--map",
         action="append",
@@ -67,7 +73,8 @@ TRANSFER_OPTIONS = (
         action="append",
         metavar="SCOPE=F",
         resume=True,
-        help="scale SCOPE's learning rate by F; F=0 freezes it (repeatable; applied after --fine-tune)",
+        help="scale SCOPE's learning rate by F; F=0 freezes it; SCOPE may be a pattern re:REGEX matched against "
+        "whole variable names (repeatable; applied after --fine-tune)",
     ),
     Option(
         "--train-batch-norm",
@@ -171,7 +178,11 @@ TRAINING_OPTIONS = (
 
 
 def _lr_mult(text):
-    scope, value = parse_pair(text, "=", "--lr-mult")
+    # The multiplier follows the last "=", so a pattern may hold one: re:(?=.*conv).*=0.1.
+    head, found, value = text.rpartition("=")
+    scope, value = parse_selector(head, "--lr-mult"), value.strip()
+    if not found or not scope or not value:
+        raise ValueError(f"--lr-mult takes SCOPE=F, got {text!r}")
     try:
         multiplier = float(value)
     except ValueError:
@@ -196,7 +207,7 @@ def parse_transfer_flags(args, restore_text=None):
     """
     try:
         restore = parse_scopes(args.restore if restore_text is None else restore_text)
-        exclude = parse_scopes(args.restore_exclude) if args.restore_exclude.strip() else ()
+        exclude = parse_scopes(args.restore_exclude, "--restore-exclude") if args.restore_exclude.strip() else ()
         maps = tuple(parse_pair(text, "=", "--map") for text in args.map)
         lr_mults = tuple(_lr_mult(text) for text in args.lr_mult)
     except ValueError as error:
