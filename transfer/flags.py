@@ -157,7 +157,22 @@ TRAINING_OPTIONS = (
         default=1,
         help="image folder: fewest usable training images a class may have (default: %(default)s)",
     ),
-    *cli.training_options(30, "the labelled examples", "examples"),
+    *(
+        option.but(
+            default=None,
+            help="passes over the labelled examples (default: 30, or as many more as make --min-steps steps)",
+        )
+        if option.flag == "--epochs"
+        else option
+        for option in cli.training_options(30, "the labelled examples", "examples")
+    ),
+    Option(
+        "--min-steps",
+        type=cli.non_negative_int,
+        default=600,
+        help="without --epochs, train at least this many steps: a small labelled set makes short epochs "
+        "(0: 30 epochs whatever their length; default: %(default)s)",
+    ),
     Option(
         "--dropout",
         type=float,
