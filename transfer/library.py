@@ -87,7 +87,8 @@ def make_plan(variables, checkpoint, selection=RestoreSelection(None)):
         holding one checkpoint; None when the selection restores nothing.
       selection: a RestoreSelection (restore scopes, None for everything the checkpoint
         holds, () for nothing; exclude, maps, skip_mismatched, fine_tune, lr_mults,
-        train_batch_norm), or the text of --restore ("all", "none", "enc,dec").
+        train_batch_norm), or the text of --restore ("all", "none", "enc,dec",
+        "re:enc/.*/kernel": a `re:` item matches whole names).
 
     Returns:
       A RestorePlan (`format()` prints it). A statistic the graph's UPDATE_OPS write is

@@ -60,6 +60,8 @@ class RestoreSelection:
 
     Attributes:
       restore: graph scopes to restore, () for none, or None for everything the checkpoint holds.
+        Here, in `exclude` and in `lr_mults` an item `re:REGEX` is a pattern that must match
+        a whole variable name (models.scopes.selects): `re:conv[12]/.*`.
       exclude: scopes taken out of `restore`.
       maps: (checkpoint scope, graph scope) pairs.
       lr_mults: (scope, multiplier) pairs.
