@@ -356,10 +356,10 @@ def prepare(settings, task):
         f"classes: {data.num_classes}; labelled training examples: {len(data.train)}; "
         f"validation: {len(data.validation)}; test: {len(data.test)}"
     )
-    plan = make_run_plan(network, data, spec, selection, source.checkpoint, runtime.model_dir)
-    _say_plan(say, plan, selection)
     settings = with_run_length(settings, len(data.train), say)
     hyper = settings.hyper
+    plan = make_run_plan(network, data, spec, selection, source.checkpoint, runtime.model_dir)
+    _say_plan(say, plan, selection)
     if source.dry_run:
         return None
     use_cache, why = transfer_graph.cache_decision(plan, network, hyper.shift, source.cache_features)
