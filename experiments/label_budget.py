@@ -24,7 +24,6 @@ Finished cells are skipped, so an interrupted experiment resumes where it stoppe
 
 import contextlib
 import csv
-import math
 import os
 import sys
 import time
@@ -178,11 +177,11 @@ def run_quietly(flags, run, argv, log_path):
 
 
 def epochs_for(budget, batch_size, min_steps, num_classes=NUM_CLASSES):
-    """Epochs that give at least min_steps steps (and 30 epochs); 30 for 'all', which is never small."""
+    """Epochs that give at least min_steps steps (and 30 epochs; runtime.cli.run_length, the run's own rule);
+    30 for 'all', which is never small."""
     if budget is None:
         return 30
-    steps_per_epoch = max(budget * num_classes // batch_size, 1)
-    return max(30, math.ceil(min_steps / steps_per_epoch))
+    return cli.run_length(None, min_steps, max(budget * num_classes // batch_size, 1))[0]
 
 
 def autoencoder_for(seed, args):

@@ -2,6 +2,7 @@
 
 import argparse
 import dataclasses
+import math
 import os
 import sys
 
@@ -226,6 +227,40 @@ def steps_per_epoch(num_examples, batch_size, what):
     if batch_size > num_examples:
         raise UserError(f"--batch-size {batch_size} is larger than the {num_examples} {what}; lower --batch-size")
     return num_examples // batch_size
+
+
+def run_length(epochs, min_steps, steps_per_epoch, default_epochs=30):
+    """The epochs a run trains, and the line that says why: the one rule of a run's length.
+
+    The user's --epochs wins. Otherwise `default_epochs`, or as many more as reach
+    `min_steps` steps: a small labelled set makes epochs of a few steps, and a fixed count
+    of epochs then leaves a fresh head short of updates (100 photos per class: 30 epochs
+    were 90 steps and 92.8% test accuracy, 300 epochs 95.9%).
+
+    Args:
+      epochs: --epochs as given, or None when it was not.
+      min_steps: the fewest steps a run of the default length takes (0: no minimum).
+      steps_per_epoch: whole batches in one epoch.
+      default_epochs: the length when --epochs is not given and they reach min_steps.
+
+    Returns:
+      (epochs, "run length: ..." line).
+    """
+    if epochs is not None:
+        return (
+            epochs,
+            f"run length: {epochs} epochs of {steps_per_epoch} steps = {epochs * steps_per_epoch} steps (--epochs)",
+        )
+    needed = max(default_epochs, math.ceil(min_steps / steps_per_epoch))
+    if needed == default_epochs:
+        return needed, (
+            f"run length: {needed} epochs of {steps_per_epoch} steps = {needed * steps_per_epoch} steps "
+            f"(the default {default_epochs} epochs, at least --min-steps {min_steps})"
+        )
+    return needed, (
+        f"run length: {default_epochs} epochs would be {default_epochs * steps_per_epoch} steps; running {needed} "
+        f"epochs = {needed * steps_per_epoch} steps (--min-steps {min_steps}; --epochs N sets the length)"
+    )
 
 
 def check_steps(start_step, total_steps, log=print):

@@ -546,6 +546,21 @@ CASES = FOLDER_CASES + [
         r"shape mismatch .*conv1/kernel: shape \[3, 3, 1, 8\] in checkpoint, \[5, 5, 1, 16\] in graph",
     ),
     Case("restore_matches_nothing", "tl", _tl("--restore", "conv3"), r"--restore 'conv3' matches no graph variable"),
+    Case(
+        "restore_pattern_matches_nothing",
+        "tl",
+        _tl("--restore", "re:conv[34]/.*"),
+        r"--restore re:conv\[34\]/\.\* matches no graph variable; graph variables: conv1/kernel, conv1/bias, "
+        r"conv2/kernel, conv2/bias, fc1/kernel, fc1/bias, logits/kernel, logits/bias; "
+        r"a pattern must match a whole name",
+    ),
+    Case("restore_bad_pattern", "tl", _tl("--restore", "re:conv[12"), r"--restore re:conv\[12: bad regular expression"),
+    Case(
+        "lr_mult_pattern_matches_nothing",
+        "tl",
+        _tl("--lr-mult", "re:conv1=0.5"),
+        r"--lr-mult re:conv1 matches no graph variable; graph variables: conv1/kernel, ",
+    ),
     Case("restore_what_the_checkpoint_lacks", "tl", _tl("--restore", "fc"), r"\S*model\.ckpt-70 lacks fc1/kernel"),
     Case("restore_empty_scope", "tl", _tl("--restore", "conv1,,conv2"), r"empty scope in 'conv1,,conv2'"),
     Case("restore_exclude_all", "tl", _tl("--restore-exclude", "all"), r"--restore-exclude takes scopes, not 'all'"),

@@ -18,7 +18,7 @@ from runtime.paths import shown
 from transfer import class_heads
 from transfer import graph as transfer_graph
 from transfer.plan import RestoreSelection
-from transfer.selection import PRESETS, parse_pair, parse_scopes
+from transfer.selection import PRESETS, parse_pair, parse_scopes, parse_selector
 
 TRANSFER_OPTIONS = (
     Option(
@@ -42,9 +42,15 @@ TRANSFER_OPTIONS = (
         default="conv",
         resume=True,
         help=f"what to restore: a preset ({', '.join(PRESETS)}; backbone: everything but the network's head) "
-        "or a comma list of scopes such as conv1,conv2 (default: %(default)s)",
+        "or a comma list of scopes such as conv1,conv2 and patterns such as re:conv[12]/.* (re: marks a regular "
+        "expression, matched against whole variable names; anything else is a scope) (default: %(default)s)",
     ),
-    Option("--restore-exclude", default="", resume=True, help="comma list of scopes to leave out of --restore"),
+    Option(
+        "--restore-exclude",
+        default="",
+        resume=True,
+        help="comma list of scopes or re: patterns to leave out of --restore",
+    ),
     Option(
         "--map",
         action="append",
@@ -69,7 +75,8 @@ TRANSFER_OPTIONS = (
         action="append",
         metavar="SCOPE=F",
         resume=True,
-        help="scale SCOPE's learning rate by F; F=0 freezes it (repeatable; applied after --fine-tune)",
+        help="scale SCOPE's learning rate by F; F=0 freezes it; SCOPE may be a pattern re:REGEX matched against "
+        "whole variable names (repeatable; applied after --fine-tune)",
     ),
     Option(
         "--train-batch-norm",
@@ -181,7 +188,22 @@ TRAINING_OPTIONS = (
         default=1,
         help="image folder: fewest usable training images a class may have (default: %(default)s)",
     ),
-    *cli.training_options(30, "the labelled examples", "examples"),
+    *(
+        option.but(
+            default=None,
+            help="passes over the labelled examples (default: 30, or as many more as make --min-steps steps)",
+        )
+        if option.flag == "--epochs"
+        else option
+        for option in cli.training_options(30, "the labelled examples", "examples")
+    ),
+    Option(
+        "--min-steps",
+        type=cli.non_negative_int,
+        default=600,
+        help="without --epochs, train at least this many steps: a small labelled set makes short epochs "
+        "(0: 30 epochs whatever their length; default: %(default)s)",
+    ),
     Option(
         "--dropout",
         type=float,
@@ -202,7 +224,11 @@ TRAINING_OPTIONS = (
 
 
 def _lr_mult(text):
-    scope, value = parse_pair(text, "=", "--lr-mult")
+    # The multiplier follows the last "=", so a pattern may hold one: re:(?=.*conv).*=0.1.
+    head, found, value = text.rpartition("=")
+    scope, value = parse_selector(head, "--lr-mult"), value.strip()
+    if not found or not scope or not value:
+        raise ValueError(f"--lr-mult takes SCOPE=F, got {text!r}")
     try:
         multiplier = float(value)
     except ValueError:
@@ -227,7 +253,7 @@ def parse_transfer_flags(args, restore_text=None):
     """
     try:
         restore = parse_scopes(args.restore if restore_text is None else restore_text)
-        exclude = parse_scopes(args.restore_exclude) if args.restore_exclude.strip() else ()
+        exclude = parse_scopes(args.restore_exclude, "--restore-exclude") if args.restore_exclude.strip() else ()
         maps = tuple(parse_pair(text, "=", "--map") for text in args.map)
         lr_mults = tuple(_lr_mult(text) for text in args.lr_mult)
     except ValueError as error:

@@ -88,7 +88,8 @@ def make_plan(variables, checkpoint, selection=RestoreSelection(None)):
       selection: a RestoreSelection (restore scopes, None for everything the checkpoint
         holds, () for nothing; exclude, maps, skip_mismatched, fine_tune, lr_mults,
         train_batch_norm, moving_average: each restored variable's ExponentialMovingAverage
-        shadow where the checkpoint holds one), or the text of --restore ("all", "none", "enc,dec").
+        shadow where the checkpoint holds one), or the text of --restore ("all", "none", "enc,dec",
+        "re:enc/.*/kernel": a `re:` item matches whole names).
 
     Returns:
       A RestorePlan (`format()` prints it). A statistic the graph's UPDATE_OPS write is

@@ -19,7 +19,16 @@ import dataclasses
 from runtime.errors import UserError
 from runtime.paths import shown
 from transfer import moving_average as shadows
-from transfer.selection import capped, in_scope, model_variable_names, outer_scope_maps, top_scopes
+from transfer.selection import (
+    capped,
+    compiled,
+    in_scope,
+    is_pattern,
+    model_variable_names,
+    outer_scope_maps,
+    selects,
+    top_scopes,
+)
 
 MOVING_STATISTICS = ("/moving_mean", "/moving_variance")
 SKIPPED_WITH = "layer skipped with"  # the reason of a variable skipped because its layer-mate mismatches
@@ -52,6 +61,8 @@ class RestoreSelection:
 
     Attributes:
       restore: graph scopes to restore, () for none, or None for everything the checkpoint holds.
+        Here, in `exclude` and in `lr_mults` an item `re:REGEX` is a pattern that must match
+        a whole variable name (models.scopes.selects): `re:conv[12]/.*`.
       exclude: scopes taken out of `restore`.
       maps: (checkpoint scope, graph scope) pairs.
       lr_mults: (scope, multiplier) pairs.
@@ -92,6 +103,8 @@ class PlanRow:
         trained by the optimizer (lr_mult 0) and not frozen either.
       shadow: restored from its checkpoint variable's ExponentialMovingAverage shadow
         (--moving-average); its reason says "shadow".
+      matched_by: the `re:` patterns that chose it, each with its flag
+        ("--restore re:conv[12]/.*"); empty when no pattern did.
     """
 
     name: str
@@ -102,6 +115,7 @@ class PlanRow:
     lr_mult: float
     updated: bool = False
     shadow: bool = False
+    matched_by: tuple = ()
 
     @property
     def trainable(self):
@@ -171,6 +185,7 @@ class RestorePlan:
                     "trainable": row.trainable,
                     "updated": row.updated,
                     "lr_mult": row.lr_mult,
+                    **({"matched_by": list(row.matched_by)} if row.matched_by else {}),
                 }
                 for row in self.rows
             ],
@@ -192,6 +207,9 @@ class RestorePlan:
             )
             for row in self.rows
         ]
+        if any(row.matched_by for row in self.rows):
+            header = (*header, "matched by")
+            lines = [(*cells, ", ".join(row.matched_by)) for cells, row in zip(lines, self.rows)]
         widths = [max(len(str(cell)) for cell in column) for column in zip(header, *lines)]
         text = [f"restore plan (checkpoint: {self.checkpoint or 'none'})"]
         for cells in (header, *lines):
@@ -249,6 +267,7 @@ class RestorePlan:
         ]
         for row in self.rows:
             action = row.action + (f" ({row.reason})" if row.reason else "")
+            action += f" (matched by {', '.join(row.matched_by)})" if row.matched_by else ""
             lines.append(
                 f"| {row.name} | {list(row.shape)} | {row.source or 'fresh'} | {action} "
                 f"| {row.train_column} | {row.lr_mult:g} |"
@@ -277,6 +296,51 @@ def _shape(shape):
 
 def _scopes(names):
     return capped(top_scopes(names)) or "(none)"
+
+
+def _named(selector):
+    """A selector as a message names it: a pattern as written, a scope quoted."""
+    return selector if is_pattern(selector) else repr(selector)
+
+
+def _listing(selector, names, label=True):
+    """What a message lists beside a selector that matched nothing: the scopes, or for a pattern the names."""
+    if is_pattern(selector):
+        listed = f"{capped(names) or '(none)'}; a pattern must match a whole name"
+        return f"graph variables: {listed}" if label else listed
+    return f"graph scopes: {_scopes(names)}" if label else _scopes(names)
+
+
+def _selectors(selection):
+    """(flag, selector) of every --restore, --restore-exclude and --lr-mult item."""
+    return [
+        *(("--restore", selector) for selector in selection.restore or ()),
+        *(("--restore-exclude", selector) for selector in selection.exclude),
+        *(("--lr-mult", selector) for selector, _ in selection.lr_mults),
+    ]
+
+
+def _check_patterns(selection):
+    """Refuses a `re:` item that is no regular expression (in a selection built in code: the parser checks flags)."""
+    for flag, selector in _selectors(selection):
+        if is_pattern(selector):
+            try:
+                compiled(selector)
+            except ValueError as error:
+                raise PlanError(f"{flag} {selector}: {error}") from None
+
+
+def _mark_pattern_matches(rows, selection):
+    """Each row with the `re:` patterns that chose it (PlanRow.matched_by), so the plan shows what each matched."""
+    patterns = [(flag, selector) for flag, selector in _selectors(selection) if is_pattern(selector)]
+    if not patterns:
+        return rows
+    return tuple(
+        dataclasses.replace(
+            row, matched_by=tuple(f"{flag} {selector}" for flag, selector in patterns if selects(row.name, selector))
+        )
+        for row in rows
+    )
 
 
 def _map_hint(graph_names, sides):
@@ -314,6 +378,7 @@ def make_plan(graph_variables, checkpoint_variables, selection, checkpoint=None)
         lacks, a shape or dtype difference (unless skipped), or nothing to train.
     """
     restore, exclude, maps = selection.restore, selection.exclude, selection.maps
+    _check_patterns(selection)
     sides = _Sides.of(graph_variables, checkpoint_variables, maps, checkpoint)
     _check_maps_match(sides)
     selected = _select(sides, restore, exclude)
@@ -323,6 +388,7 @@ def make_plan(graph_variables, checkpoint_variables, selection, checkpoint=None)
     skipped = _shape_differences(sides, graph_variables, selected, selection.skip_mismatched)
     rows = _rows(sides, graph_variables, selected, skipped, selection.fine_tune, selection.lr_mults)
     rows = _mark_updated_statistics(rows, selection.train_batch_norm)
+    rows = _mark_pattern_matches(rows, selection)
     sources = {row.source for row in rows}
     rows, taken = _take_shadows(rows, checkpoint_variables, selection.moving_average, checkpoint)
     plan = RestorePlan(
@@ -404,24 +470,25 @@ def _select(sides, restore, exclude):
     else:
         selected = []
         for scope in restore:
-            matches = [name for name in graph_names if in_scope(name, scope)]
+            matches = [name for name in graph_names if selects(name, scope)]
             if not matches:
-                raise PlanError(f"--restore {scope!r} matches no graph variable; graph scopes: {_scopes(graph_names)}")
+                raise PlanError(f"--restore {_named(scope)} matches no graph variable; {_listing(scope, graph_names)}")
             selected += [name for name in matches if name not in selected]
     for scope in exclude:
-        if not any(in_scope(name, scope) for name in selected):
+        if not any(selects(name, scope) for name in selected):
             raise PlanError(
-                f"--restore-exclude {scope!r} matches none of the variables selected to restore ({_scopes(selected)})"
+                f"--restore-exclude {_named(scope)} matches none of the variables selected to restore "
+                f"({_listing(scope, selected, label=False)})"
             )
-        selected = [name for name in selected if not in_scope(name, scope)]
+        selected = [name for name in selected if not selects(name, scope)]
     return selected
 
 
 def _check_lr_mult_scopes(sides, lr_mults):
     graph_names = sides.graph_names
     for scope, _ in lr_mults:
-        if not any(in_scope(name, scope) for name in graph_names):
-            raise PlanError(f"--lr-mult {scope!r} matches no graph variable; graph scopes: {_scopes(graph_names)}")
+        if not any(selects(name, scope) for name in graph_names):
+            raise PlanError(f"--lr-mult {_named(scope)} matches no graph variable; {_listing(scope, graph_names)}")
 
 
 def _check_map_targets_selected(sides, selected):
@@ -516,7 +583,7 @@ def _rows(sides, graph_variables, selected, skipped, fine_tune, lr_mults):
         else:
             row = dict(source=None, action="initialised", reason="", lr_mult=1.0)
         for scope, multiplier in lr_mults:
-            if in_scope(name, scope):
+            if selects(name, scope):
                 row["lr_mult"] = float(multiplier)
         if not info.trainable:
             row["lr_mult"] = 0.0

@@ -7,7 +7,15 @@
 
 import re
 
-from models.scopes import ENCODER_SCOPES, HEAD_SCOPES, in_any_scope, in_scope  # noqa: F401 (callers import them from here)
+from models.scopes import (  # noqa: F401 (callers import them from here)
+    ENCODER_SCOPES,
+    HEAD_SCOPES,
+    compiled,
+    in_any_scope,
+    in_scope,
+    is_pattern,
+    selects,
+)
 
 PRESETS = {
     "conv": ENCODER_SCOPES,
@@ -130,7 +138,7 @@ def model_variable_names(names):
     return sorted(kept)
 
 
-def parse_scopes(text):
+def parse_scopes(text, flag="--restore"):
     """A --restore value: a preset name or a comma list of scopes.
 
     Returns:
@@ -142,10 +150,50 @@ def parse_scopes(text):
     text = text.strip()
     if text in PRESETS:
         return PRESETS[text]
-    scopes = tuple(item.strip().strip("/") for item in text.split(","))
+    scopes = tuple(parse_selector(item, flag) for item in split_items(text))
     if not all(scopes):
         raise ValueError(f"empty scope in {text!r}; give a preset ({', '.join(PRESETS)}) or a comma list of scopes")
     return scopes
+
+
+def parse_selector(text, flag):
+    """One item of --restore, --restore-exclude or --lr-mult: a scope ("/" around it dropped) or `re:REGEX` as written.
+
+    Raises:
+      ValueError: for a `re:` item that is empty or not a regular expression.
+    """
+    text = text.strip()
+    if is_pattern(text):
+        try:
+            compiled(text)
+        except ValueError as error:
+            raise ValueError(f"{flag} {text}: {error}") from None
+        return text
+    return text.strip("/")
+
+
+def split_items(text):
+    """Splits a comma list at the commas outside a `re:` item's (), [] and {} (`re:w{1,2}`) and escapes (`\\,`)."""
+    items, start, depth, in_class, escaped = [], 0, 0, False, False
+    pattern = is_pattern(text.lstrip())
+    for index, char in enumerate(text):
+        if escaped:
+            escaped = False
+        elif char == "," and not depth and not in_class:
+            items.append(text[start:index])
+            start = index + 1
+            pattern = is_pattern(text[start:].lstrip())
+        elif not pattern:
+            continue
+        elif char == "\\":
+            escaped = True
+        elif in_class or char == "[":
+            in_class = char != "]"
+        elif char in "({":
+            depth += 1
+        elif char in ")}":
+            depth = max(depth - 1, 0)
+    return [*items, text[start:]]
 
 
 def parse_pair(text, separator, flag):

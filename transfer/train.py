@@ -50,6 +50,7 @@ class SourceFlags:
     cache_features: str = "auto"
     feature_cache: str | None = None
     feature_cache_max_mb: int = 2048
+    min_steps: int = 600
 
 
 def settings(args):
@@ -358,6 +359,8 @@ def prepare(settings, task):
         f"classes: {data.num_classes}; labelled training examples: {len(data.train)}; "
         f"validation: {len(data.validation)}; test: {len(data.test)}"
     )
+    settings = with_run_length(settings, len(data.train), say)
+    hyper = settings.hyper
     plan = make_run_plan(network, data, spec, selection, source.checkpoint, runtime.model_dir)
     _say_plan(say, plan, selection)
     if plan.class_rows and task is not None:
@@ -373,6 +376,24 @@ def prepare(settings, task):
         config["cluster"] = task.describe()
     resuming = chief and rundir.check_resume(runtime.model_dir, config, RESUME_KEYS) is not None
     return TransferRun(settings, task, config, resuming, network, spec, plan, data, use_cache, store)
+
+
+def with_run_length(settings, num_train, say):
+    """The settings with --epochs resolved (runtime.cli.run_length), which `say` announces.
+
+    A dry run whose batch is larger than the training set says nothing (the run itself refuses it).
+    """
+    hyper, dry_run = settings.hyper, settings.extra.dry_run
+    if dry_run and hyper.batch_size > num_train:
+        return settings
+    steps_per_epoch = cli.steps_per_epoch(num_train, hyper.batch_size, "labelled training examples")
+    epochs, why = cli.run_length(hyper.epochs, settings.extra.min_steps, steps_per_epoch)
+    say(why)
+    return dataclasses.replace(
+        settings,
+        hyper=dataclasses.replace(hyper, epochs=epochs),
+        flag_values={**settings.flag_values, "epochs": epochs},
+    )
 
 
 def _build(state):

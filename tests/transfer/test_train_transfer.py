@@ -544,3 +544,35 @@ def test_errors_in_a_real_process_have_no_traceback(ae_run, ae_copy, tmp_path):
         assert "Traceback" not in err, (name, err)
         errors = [line for line in err.splitlines() if line.startswith("error:")]
         assert len(errors) == 1 and cases[name][1] in errors[0], (name, err)
+
+
+# --- run length and pattern selection (issue 23, items 3 and 4) --------------------------
+
+
+def test_default_length_reaches_min_steps_and_says_so(ae_run, tmp_path):
+    # 100 labelled examples make epochs of one 64-example step: 30 epochs would be 30 steps.
+    flags = [flag for flag in TR_FLAGS if flag not in ("--epochs", "2")]
+    argv = [*flags, "--min-steps", "40", "--checkpoint", ae_run.model_dir, "--model-dir", tmp_path / "run"]
+    run = invoke(train_transfer.main, argv)
+    assert run.code == 0, run.err
+    expected = (
+        "run length: 30 epochs would be 30 steps; running 40 epochs = 40 steps "
+        "(--min-steps 40; --epochs N sets the length)"
+    )
+    assert expected in run.out.splitlines()
+    config = _json(tmp_path / "run", "config.json")
+    assert (config["total_steps"], config["epochs"], config["min_steps"]) == (40, 40, 40)
+    assert _json(tmp_path / "run", "metrics.json")["global_step"] == 40
+    # --epochs is the user's: it wins over --min-steps.
+    given = _transfer(ae_run, tmp_path / "given", "--min-steps", "40", "--dry-run")
+    assert "run length: 2 epochs of 1 steps = 2 steps (--epochs)" in given.out.splitlines()
+
+
+def test_restore_by_pattern_shows_what_it_matched(ae_run, tmp_path):
+    run = _transfer(
+        ae_run, tmp_path / "dry", "--restore", "re:conv[12]/kernel", "--lr-mult", "re:.*/bias=0.5", "--dry-run"
+    )
+    assert run.code == 0, run.err
+    assert _plan_line(run.out, "conv1/kernel")[3:] == ["restored", "frozen", "0", "--restore re:conv[12]/kernel"]
+    assert _plan_line(run.out, "conv1/bias")[3:] == ["initialised", "yes", "0.5", "--lr-mult re:.*/bias"]
+    assert _plan_line(run.out, "fc1/kernel")[3:] == ["initialised", "yes", "1"]

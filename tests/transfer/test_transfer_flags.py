@@ -77,6 +77,7 @@ CONFIG_FLAG_KEYS = {
     "lr_mult",
     "map",
     "min_per_class",
+    "min_steps",  # issue 23: the fewest steps of a run of the default length
     "model_dir",
     "moving_average",
     "network",
