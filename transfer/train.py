@@ -383,7 +383,7 @@ def _build(state):
         f"{'head on cached features' if state.use_cache else 'full forward pass every step'}"
     )
     plan = state.plan
-    source_values = ckpt.read_values(plan.checkpoint, [row.source for row in plan.restored]) if plan.restored else {}
+    source_values = ckpt.read_values(plan.checkpoint, plan.sources()) if plan.sources() else {}
     return graph, source_values
 
 
@@ -446,6 +446,11 @@ def init_from_source(plan, variables):
         local run can go through an alias of it.
     """
     prefix = os.path.abspath(plan.checkpoint)
+    if plan.adapted:
+        raise UserError(
+            f"{plan.adapted[0].name} is adapted to other input channels (--adapt-channels), which only a local run "
+            "computes; in a cluster pass --adapt-channels none and --skip-mismatched, or train locally"
+        )
     if needs_alias(prefix):
         raise UserError(
             f"{shown(prefix)}: in a cluster the ps task reads the transfer source itself and TensorFlow cannot "
