@@ -14,31 +14,19 @@ copy's time per batch over the adapted one's, with its [min..max]. The CPU is pr
 """
 
 import argparse
-import platform
 import statistics
 import time
 
 import numpy as np
 import tensorflow as tf
 
+from bench.nets import cpu_name
 from models import networks
 from transfer import channels
 from transfer import graph as transfer_graph
 
 v1 = tf.compat.v1
 NETWORK = networks.get("efficientnet_lite0")
-
-
-def cpu_name():
-    """The CPU's model name from /proc/cpuinfo, or what platform says."""
-    try:
-        with open("/proc/cpuinfo") as stream:
-            for line in stream:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def _stem(channels_in, kernel, grey, preprocessed):

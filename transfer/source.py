@@ -277,7 +277,8 @@ def load_adapted(sess, plan, variables, source_values):
     """Writes each adapted row's value (transfer.channels.adapt_kernel of its checkpoint kernel) into its variable."""
     by_name = {var.op.name: var for var in variables}
     for name, value in channels.adapted_values(plan, source_values).items():
-        by_name[name].load(value, sess)
+        # What Variable.load does, without its deprecation warning or a new op in a finalised graph.
+        sess.run(by_name[name].initializer, {by_name[name].initializer.inputs[1]: value})
 
 
 def adapted_check(sess, plan, variables, source_values, whole=False):
