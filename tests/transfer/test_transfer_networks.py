@@ -320,3 +320,5 @@ def test_a_four_channel_folder_trains_rgb_kernels_restored_and_the_fourth_fresh(
     trained = read_checkpoint(latest_prefix(tmp_path / "run"))[first]
     assert np.array_equal(trained[:, :, :3, :], source)  # the RGB kernels, restored and frozen, bit for bit
     assert np.abs(trained[:, :, 3, :]).max() > 0  # the alpha channel's kernel started at zero and trained
+    card = export.export(str(tmp_path / "run"), str(tmp_path / "exported"))
+    assert card["preprocessing"]["network_input"] == [32, 32, 4] and "then alpha" in card["preprocessing"]["channels"]
