@@ -317,7 +317,7 @@ def _origin_of(model_dir, config, network_name, checkpoint):
     else:
         names = class_names_of(model_dir, config, num_classes)
     metrics = _read_json(os.path.join(model_dir, "metrics.json"), required=False) or {}
-    spec = input_spec(network, config.get("image_size"))
+    spec = input_spec(network, config.get("image_size"), config.get("channels"))
     return _Origin(model_dir, config, network, prefix, is_best, names, metrics, spec)
 
 
@@ -397,6 +397,9 @@ def _preprocessing(network, spec):
     size = f"{spec.height}x{spec.width}"
     if spec.channels == 1:
         channels = "grey kept; RGB to grey by ITU-R 601 luma; alpha dropped (not blended)"
+    elif spec.channels in (2, 4):
+        colour = "grey (RGB by ITU-R 601 luma)" if spec.channels == 2 else "RGB (grey copied)"
+        channels = f"{colour}, then alpha: the image's own, or opaque (255) when it has none"
     else:
         channels = "RGB kept; grey copied to RGB; alpha dropped (not blended)"
     return {

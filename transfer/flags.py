@@ -15,7 +15,7 @@ from runtime import cli, cluster
 from runtime.errors import UserError
 from runtime.options import Flags, Group, Option
 from runtime.paths import shown
-from transfer import class_heads
+from transfer import channels, class_heads
 from transfer import graph as transfer_graph
 from transfer.plan import RestoreSelection
 from transfer.selection import PRESETS, parse_pair, parse_scopes, parse_selector
@@ -77,6 +77,21 @@ TRANSFER_OPTIONS = (
         resume=True,
         help="scale SCOPE's learning rate by F; F=0 freezes it; SCOPE may be a pattern re:REGEX matched against "
         "whole variable names (repeatable; applied after --fine-tune)",
+    ),
+    Option(
+        "--channels",
+        type=cli.bounded_int(1, 4),
+        resume=True,
+        help="input channels the network takes (default: its own, 3 for the ImageNet networks); an image folder "
+        "is decoded to them (4 keeps a PNG's alpha, 1 makes grey; see data.image_folder) and the first "
+        "convolution is adapted by --adapt-channels",
+    ),
+    Option(
+        "--adapt-channels",
+        choices=(*channels.RULES, "none"),
+        default=channels.DEFAULT_RULE,
+        resume=True,
+        help=channels.HELP,
     ),
     Option(
         "--train-batch-norm",
@@ -344,7 +359,9 @@ def network_and_flags(args):
             f"--image-size {args.image_size}: {network.name} needs at least {network.min_image_size} "
             f"({network.min_size_reason})"
         )
-    return network, transfer_graph.input_spec(network, args.image_size), restore_scopes(args, network)
+    rule = "" if args.adapt_channels == "none" else args.adapt_channels
+    selection = dataclasses.replace(restore_scopes(args, network), adapt_channels=rule, first_conv=network.first_conv)
+    return network, transfer_graph.input_spec(network, args.image_size, args.channels), selection
 
 
 TRAIN_TRANSFER = Flags(

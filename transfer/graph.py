@@ -23,18 +23,18 @@ from data import image_folder, pipeline
 from data.augment import random_shift
 from models import networks
 from runtime.training import GraphValues
+from transfer import channels, writes
 from transfer import source as ckpt
-from transfer import writes
 from transfer.features import FeatureBatchInput
 from transfer.plan import MOVING_STATISTICS
 
 v1 = tf.compat.v1
 
 
-def input_spec(network, image_size=None):
-    """The InputSpec the network is fed: its own size, or image_size x image_size."""
+def input_spec(network, image_size=None, channels=None):
+    """The InputSpec the network is fed: its own size, or image_size x image_size; its own channels, or `channels`."""
     height, width = (image_size, image_size) if image_size else network.image_size
-    return image_folder.InputSpec(height, width, network.channels)
+    return image_folder.InputSpec(height, width, channels or network.channels)
 
 
 def to_network_input(network, images, spec):
@@ -43,7 +43,27 @@ def to_network_input(network, images, spec):
         images = image_folder.fit_and_pad(image_folder.to_channels(images, spec.channels), spec.height, spec.width)
     if network.preprocess is networks.unit_preprocess:
         return images  # already what the digit classifier takes
-    return network.preprocess(images * 255.0)
+    return preprocess_channels(network, images * 255.0)
+
+
+def preprocess_channels(network, images):
+    """The network's preprocessing of images [..., C] in [0, 255] of any C.
+
+    RGB is the network's own. Of other channels, channel i gets what the network does to
+    RGB channel min(i, 2): a grey image (C = 1) what the red channel gets (the same as any
+    channel for the networks that scale every channel alike: EfficientNet-Lite, MobileNet),
+    the first 3 of C > 3 (RGB plus alpha, near-infrared or depth) RGB's, every extra one
+    the blue channel's.
+    """
+    count = images.shape[-1]
+    if count == network.channels:
+        return network.preprocess(images)
+    rank = len(images.shape)
+    planes = []
+    for i in range(count):
+        one = images[..., i : i + 1]
+        planes.append(network.preprocess(tf.tile(one, [1] * (rank - 1) + [3]))[..., min(i, 2) : min(i, 2) + 1])
+    return tf.concat(planes, axis=-1)
 
 
 def _logits(network, images, num_classes, dropout, is_training, training_scopes):
@@ -127,6 +147,7 @@ class LearningRateGroups(v1.train.Optimizer):
           extra_updates: ops to run with every update (BatchNorm's moving averages).
         """
         super().__init__(use_locking=False, name="LearningRateGroups")
+        self.plan = plan
         self.groups = trainable_in_groups(plan, variables)
         self.var_list = [var for _, group in self.groups for var in group]
         self._extra_updates = list(extra_updates)
@@ -149,7 +170,7 @@ class LearningRateGroups(v1.train.Optimizer):
         Returns:
           The assign_add of global_step (named `name`, by default "train_op"), or a group of the updates.
         """
-        by_name = {var.op.name: grad for grad, var in grads_and_vars}
+        by_name = channels.masked_gradients(self.plan, {var.op.name: grad for grad, var in grads_and_vars})
         updates = list(self._extra_updates)
         for optimizer, (_, group) in zip(self._optimizers, self.groups):
             updates.append(optimizer.apply_gradients([(by_name[var.op.name], var) for var in group]))

@@ -29,6 +29,7 @@ with own_packages.imported():
     import tensorflow as tf
 
     from runtime.errors import CheckpointError, UserError
+    from transfer import channels as _channels
     from transfer import graph as _graph
     from transfer import source as _source
     from transfer import writes as _writes
@@ -38,7 +39,10 @@ with own_packages.imported():
 
 v1 = tf.compat.v1
 
+CHANNEL_RULES = _channels.RULES
+
 __all__ = [
+    "CHANNEL_RULES",
     "CheckpointError",
     "PlanError",
     "RestorePlan",
@@ -88,7 +92,10 @@ def make_plan(variables, checkpoint, selection=RestoreSelection(None)):
       selection: a RestoreSelection (restore scopes, None for everything the checkpoint
         holds, () for nothing; exclude, maps, skip_mismatched, fine_tune, lr_mults,
         train_batch_norm, moving_average: each restored variable's ExponentialMovingAverage
-        shadow where the checkpoint holds one), or the text of --restore ("all", "none", "enc,dec",
+        shadow where the checkpoint holds one; adapt_channels, one of CHANNEL_RULES, with
+        first_conv, the checkpoint name of the first convolution's kernel, for data of other
+        input channels: its row is "adapted", restore() writes the adapted value and
+        frozen_check compares it), or the text of --restore ("all", "none", "enc,dec",
         "re:enc/.*/kernel": a `re:` item matches whole names).
 
     Returns:
@@ -181,6 +188,7 @@ def train_op(loss, plan, variables, optimizer, global_step=None):
 
     trained = [var for _, group in groups for var in group]
     gradients = dict(zip([var.op.name for var in trained], tf.gradients(loss, trained)))
+    gradients = _channels.masked_gradients(plan, gradients)
     with tf.control_dependencies(_writes.updates_of(plan, variables[0].graph)):
         applied = [
             optimizer(mult).apply_gradients([(gradients[var.op.name], var) for var in group]) for mult, group in groups
@@ -204,7 +212,7 @@ def restore(sess, plan, variables):
       CheckpointError: when the checkpoint cannot be read, is damaged, or holds NaN.
       UserError: when a restored value differs from the checkpoint.
     """
-    values = _source.read_values(plan.checkpoint, [row.source for row in plan.restored])
+    values = _source.read_values(plan.checkpoint, plan.sources())
     saver = _source.restore_saver(plan, variables)
     if saver is not None:
         _source.restore_and_prove(sess, plan, saver, variables, values)

@@ -18,6 +18,7 @@ import dataclasses
 
 from runtime.errors import UserError
 from runtime.paths import shown
+from transfer import channels
 from transfer import moving_average as shadows
 from transfer.selection import (
     capped,
@@ -69,6 +70,9 @@ class RestoreSelection:
       skip_mismatched, fine_tune, train_batch_norm: the flags of those names.
       moving_average: restore each variable's ExponentialMovingAverage shadow where the
         checkpoint holds one (--moving-average; transfer.moving_average.sources decides).
+      adapt_channels: the transfer.channels rule ("sum", "repeat", "zeros") for the first
+        convolution when its input channels differ from the checkpoint's, or "" to refuse.
+      first_conv: the checkpoint name of that convolution's kernel (the registry record's).
     """
 
     restore: tuple | None
@@ -80,6 +84,8 @@ class RestoreSelection:
     train_batch_norm: bool = False
     moving_average: bool = False
     classes: object = None  # a transfer.class_heads.ClassSources when --keep-classes asks for class-aware heads
+    adapt_channels: str = ""
+    first_conv: str = ""
 
     @property
     def restores_nothing(self):
@@ -105,6 +111,10 @@ class PlanRow:
         (--moving-average); its reason says "shadow".
       matched_by: the `re:` patterns that chose it, each with its flag
         ("--restore re:conv[12]/.*"); empty when no pattern did.
+      adapt: for action "adapted" (a first convolution of other input channels), the
+        transfer.channels rule its value is computed by; "" otherwise.
+      fresh_channels: the input channels of an adapted kernel that start fresh and train
+        while the rest stays frozen (the zeros rule); () when the row trains or freezes whole.
     """
 
     name: str
@@ -116,6 +126,8 @@ class PlanRow:
     updated: bool = False
     shadow: bool = False
     matched_by: tuple = ()
+    adapt: str = ""
+    fresh_channels: tuple = ()
 
     @property
     def trainable(self):
@@ -147,6 +159,11 @@ class RestorePlan:
         return tuple(row for row in self.rows if row.action == "restored")
 
     @property
+    def adapted(self):
+        """Rows whose value is computed from their checkpoint variable (transfer.channels), not read as it is."""
+        return tuple(row for row in self.rows if row.action == "adapted")
+
+    @property
     def frozen_restored(self):
         return tuple(row for row in self.restored if not row.trainable and not row.updated)
 
@@ -158,6 +175,10 @@ class RestorePlan:
     def batch_norm_training_scopes(self):
         """Scopes of the BatchNorm layers in training mode (their moving statistics are updated)."""
         return {row.name.rsplit("/", 1)[0] for row in self.rows if row.updated}
+
+    def sources(self):
+        """The checkpoint names whose values the run reads: the restored rows' and the adapted rows'."""
+        return [row.source for row in self.rows if row.action in ("restored", "adapted")]
 
     def restore_names(self):
         """{checkpoint name: graph name} for the partial Saver."""
@@ -385,8 +406,11 @@ def make_plan(graph_variables, checkpoint_variables, selection, checkpoint=None)
     _check_lr_mult_scopes(sides, selection.lr_mults)
     _check_map_targets_selected(sides, selected)
     _check_checkpoint_holds(sides, selected)
-    skipped = _shape_differences(sides, graph_variables, selected, selection.skip_mismatched)
+    adapted = _channel_adaptations(sides, graph_variables, selected, selection)
+    unadapted = [name for name in selected if name not in adapted]
+    skipped = _shape_differences(sides, graph_variables, unadapted, selection.skip_mismatched)
     rows = _rows(sides, graph_variables, selected, skipped, selection.fine_tune, selection.lr_mults)
+    rows = _mark_adapted(rows, adapted, graph_variables)
     rows = _mark_updated_statistics(rows, selection.train_batch_norm)
     rows = _mark_pattern_matches(rows, selection)
     sources = {row.source for row in rows}
@@ -542,6 +566,51 @@ def _shape_differences(sides, graph_variables, selected, skip_mismatched):
             "(pass --skip-mismatched to initialise these instead)"
         )
     return _whole_layers(skipped, selected)
+
+
+def _channel_adaptations(sides, graph_variables, selected, selection):
+    """{graph name: (rule, checkpoint channels, graph channels)} of the selected first convolution, when its
+    input channels differ from the checkpoint's and the selection names a rule (transfer.channels).
+
+    Raises:
+      PlanError: for a rule that cannot make the graph's channels of the checkpoint's.
+    """
+    if not selection.adapt_channels or not selection.first_conv:
+        return {}
+    by_graph_name = {info.name: info for info in graph_variables}
+    for name in selected:
+        theirs = sides.by_checkpoint_name.get(sides.source_name(name))
+        if theirs is None or theirs.name != selection.first_conv:
+            continue
+        ours = by_graph_name[name]
+        if ours.dtype != theirs.dtype or not channels.differs_in_channels(tuple(theirs.shape), tuple(ours.shape)):
+            return {}
+        have, want = theirs.shape[2], ours.shape[2]
+        why = channels.refusal(selection.adapt_channels, have, want)
+        if why:
+            raise PlanError(f"{name}: {why}")
+        return {name: (selection.adapt_channels, have, want)}
+    return {}
+
+
+def _mark_adapted(rows, adapted, graph_variables):
+    """Turns the restored rows of adapted kernels into "adapted" rows; a frozen zeros row trains its fresh channels."""
+    trainable = {info.name: info.trainable for info in graph_variables}
+    marked = []
+    for row in rows:
+        if row.name in adapted:
+            rule, have, want = adapted[row.name]
+            fresh = channels.fresh_channels(rule, have, want) if row.lr_mult == 0 and trainable[row.name] else ()
+            row = dataclasses.replace(
+                row,
+                action="adapted",
+                reason=channels.describe(rule, have, want),
+                adapt=rule,
+                fresh_channels=fresh,
+                lr_mult=1.0 if fresh else row.lr_mult,
+            )
+        marked.append(row)
+    return tuple(marked)
 
 
 def layer_of(name):

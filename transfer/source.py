@@ -10,6 +10,7 @@ from runtime.checkpoints import READ_ERRORS as _READ_ERRORS
 from runtime.checkpoints import list_checkpoints, read_state
 from runtime.errors import CheckpointError, UserError, one_line
 from runtime.paths import DirAlias, shown
+from transfer import channels
 from transfer.plan import MOVING_STATISTICS, VariableInfo
 from transfer.selection import capped, model_variable_names
 
@@ -264,11 +265,40 @@ def restore_and_prove(sess, plan, saver, variables, source_values):
     """
     restore(sess, saver, plan.checkpoint)
     count, worst = max_abs_diff(sess, plan.restored, variables, source_values)
+    load_adapted(sess, plan, variables, source_values)
+    adapted_count, adapted_worst = adapted_check(sess, plan, variables, source_values, whole=True)
+    count, worst = count + adapted_count, max(worst, adapted_worst)
     if worst != 0.0:
         raise UserError(f"restore check failed: restored values differ from {plan.checkpoint} by up to {worst:g}")
     taken = sum(row.shadow for row in plan.restored)
     read = f" ({taken} from their ExponentialMovingAverage shadow)" if taken else ""
     print(f"restored {count} variables{read} from {plan.checkpoint}; each equals the checkpoint exactly")
+
+
+def load_adapted(sess, plan, variables, source_values):
+    """Writes each adapted row's value (transfer.channels.adapt_kernel of its checkpoint kernel) into its variable."""
+    by_name = {var.op.name: var for var in variables}
+    for name, value in channels.adapted_values(plan, source_values).items():
+        # What Variable.load does, without its deprecation warning or a new op in a finalised graph.
+        sess.run(by_name[name].initializer, {by_name[name].initializer.inputs[1]: value})
+
+
+def adapted_check(sess, plan, variables, source_values, whole=False):
+    """Compares the adapted rows among `variables` with the adapted checkpoint values: all of each value right
+    after the restore (`whole`), else the part that must not have moved (transfer.channels.frozen_mask).
+
+    Returns:
+      (number of rows compared, max |difference|; NaN compares as inf).
+    """
+    by_name = {var.op.name: var for var in variables}
+    rows = [row for row in plan.adapted if row.name in by_name and (whole or channels.frozen_mask(row).any())]
+    if not rows:
+        return 0, 0.0
+    expected = channels.adapted_values(plan, source_values)
+    values = sess.run([by_name[row.name] for row in rows])
+    masks = [np.ones(row.shape, bool) if whole else channels.frozen_mask(row) for row in rows]
+    pairs = [(value[mask], expected[row.name][mask]) for row, value, mask in zip(rows, values, masks)]
+    return len(rows), worst_difference(pairs)
 
 
 def max_abs_diff(sess, rows, variables, source_values):
@@ -343,6 +373,15 @@ def frozen_check(sess, plan, variables, source_values):
         statistics = statistics_among(rows)
         of_which = f" ({statistics} of them BatchNorm moving statistics)" if statistics else ""
         print(f"frozen check: {len(rows)} variables{of_which}, max |diff| = {worst:g}")
+    adapted_count, adapted_worst = adapted_check(sess, plan, variables, source_values)
+    if adapted_count:
+        print(
+            f"frozen check of adapted kernels (their frozen channels against the adapted checkpoint value): "
+            f"{adapted_count} variables, max |diff| = {adapted_worst:g}"
+        )
+    if adapted_worst != 0.0:
+        raise UserError(f"frozen check failed: the frozen channels of adapted kernels moved by {adapted_worst:g}")
+    count += adapted_count
     if worst != 0.0:
         moving = moved(sess, rows, variables, source_values)
         listed = capped((f"{name} by {difference:g}" for name, difference in moving), separator="; ")

@@ -409,7 +409,7 @@ def _build(state):
         f"{'head on cached features' if state.use_cache else 'full forward pass every step'}"
     )
     plan = state.plan
-    sources = [row.source for row in plan.restored] + [head.source for head in plan.class_rows]
+    sources = plan.sources() + [head.source for head in plan.class_rows]
     source_values = ckpt.read_values(plan.checkpoint, sources) if sources else {}
     return graph, source_values
 
@@ -473,6 +473,11 @@ def init_from_source(plan, variables):
         local run can go through an alias of it.
     """
     prefix = os.path.abspath(plan.checkpoint)
+    if plan.adapted:
+        raise UserError(
+            f"{plan.adapted[0].name} is adapted to other input channels (--adapt-channels), which only a local run "
+            "computes; in a cluster pass --adapt-channels none and --skip-mismatched, or train locally"
+        )
     if needs_alias(prefix):
         raise UserError(
             f"{shown(prefix)}: in a cluster the ps task reads the transfer source itself and TensorFlow cannot "

@@ -35,9 +35,11 @@ it is, and listed among the renamed files so the user knows.
 Preprocessing is the network's (:class:`InputSpec`). Any colour mode becomes the network's
 channels: grey is copied to RGB, RGB becomes grey by the ITU-R 601 luma weights, an alpha
 channel is dropped (transparent pixels keep their stored colour; they are not blended on a
-background), 16-bit PNGs are scaled to 8 bits, palette images are expanded, CMYK JPEGs are
-converted to RGB by the decoder. An image already at the network's size is used as it is,
-bit for bit. Any other size is resized preserving its aspect ratio (bilinear, antialiased)
+background) unless the network takes 2 or 4 channels (grey or RGB, then alpha: the file's
+own, kept, or opaque when it has none; `--channels 4` keeps a PNG's RGBA), 16-bit PNGs
+are scaled to 8 bits, palette images are expanded, CMYK JPEGs are converted to RGB by the
+decoder. An image already at the network's size is used as it is, bit for bit. Any other size
+is resized preserving its aspect ratio (bilinear, antialiased)
 until it fits, and padded with black to the network's size, centred.
 
 For the MNIST classifier (:data:`MNIST_INPUT`, grey 28x28) this is not how MNIST itself was

@@ -18,6 +18,7 @@ from runtime.paths import shown
 from runtime.quiet import native_stderr_silenced
 
 _VALIDATION_BATCH = 512
+CHANNELS = (1, 2, 3, 4)  # what an image file holds: grey, grey and alpha, RGB, RGB and alpha
 # Magic bytes of the formats the decoder accepts: how a file's content is told from its name.
 _MAGIC = (
     (b"\xff\xd8\xff", "JPEG"),
@@ -31,15 +32,16 @@ _FORMAT_OF_EXTENSION = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".bmp": 
 
 @dataclasses.dataclass(frozen=True)
 class InputSpec:
-    """What a network takes: images of height x width with 1 (grey) or 3 (RGB) channels."""
+    """What a network takes: images of height x width with 1 (grey), 2 (grey and alpha), 3 (RGB) or
+    4 (RGB and alpha) channels (see :func:`to_channels`)."""
 
     height: int
     width: int
     channels: int
 
     def __post_init__(self):
-        if self.height <= 0 or self.width <= 0 or self.channels not in (1, 3):
-            raise ValueError(f"an input spec needs a positive size and 1 or 3 channels, got {self}")
+        if self.height <= 0 or self.width <= 0 or self.channels not in CHANNELS:
+            raise ValueError(f"an input spec needs a positive size and 1 to 4 channels, got {self}")
 
 
 MNIST_INPUT = InputSpec(idx.ROWS, idx.COLS, 1)
@@ -89,13 +91,19 @@ def decode(contents):
 
 
 def to_channels(image, channels):
-    """Brings a uint8 or float image [..., C] with C in 1..4 to ``channels`` (1 or 3), as float32.
+    """Brings a uint8 or float image [..., C] with C in 1..4 to ``channels`` (1 to 4), as float32.
 
-    Grey and RGB pass through unchanged; see the module docstring for the rest.
+    Grey and RGB pass through unchanged; see the module docstring for the rest. 2 and 4
+    are the colour part (grey; RGB) and the alpha channel: the image's own alpha, kept, or
+    opaque (255 for uint8, 1.0 for a float image in [0, 1]) when it has none.
     """
     x = tf.cast(image, tf.float32)
     have = tf.shape(x)[-1]
-    if channels == 3:
+    if channels in (2, 4):
+        opaque = tf.ones_like(x[..., :1]) * (255.0 if image.dtype == tf.uint8 else 1.0)
+        alpha = tf.cond(tf.equal(have % 2, 0), lambda: x[..., -1:], lambda: opaque)
+        out = tf.concat([to_channels(image, channels - 1), alpha], axis=-1)
+    elif channels == 3:
         rank = len(x.shape)
         tiles = [1] * (rank - 1) + [3]
         out = tf.cond(have >= 3, lambda: x[..., :3], lambda: tf.tile(x[..., :1], tiles))

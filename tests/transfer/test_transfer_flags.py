@@ -37,6 +37,8 @@ RESUME_KEYS = {
     "keep_classes",
     "source_labels",
     "class_map",
+    "channels",
+    "adapt_channels",
     "dataset",
     "data_source",
     "data_identity",
@@ -55,8 +57,10 @@ RESUME_KEYS = {
 CLUSTER_DESTS = {option.dest for option in cluster.CLUSTER_FLAGS.options}
 # The flag keys of a transfer run's config.json before the records (read from one).
 CONFIG_FLAG_KEYS = {
+    "adapt_channels",
     "allow_growth",
     "batch_size",
+    "channels",
     "cache_features",
     "checkpoint",
     "data_dir",
@@ -231,7 +235,8 @@ def test_inspects_plan_flags_are_the_transfer_records_and_num_classes():
 @pytest.mark.parametrize("dest", [option.dest for option in inspect_module.PLAN_OPTIONS])
 def test_inspect_refuses_each_plan_flag_without_plan(dest, capsys):
     option = next(option for option in inspect_module.PLAN_OPTIONS if option.dest == dest)
-    value = {"network": "vgg_16", "image_size": 64, "num_classes": 3, "map": ["a=b"], "lr_mult": ["a=0"]}.get(
+    value = {"network": "vgg_16", "image_size": 64, "num_classes": 3, "map": ["a=b"], "lr_mult": ["a=0"]}
+    value = {**value, "channels": 2, "adapt_channels": "zeros"}.get(
         dest, True if option.action == "store_true" else "conv1"
     )
     with pytest.raises(SystemExit):

@@ -282,3 +282,43 @@ def test_the_autoencoder_trains_on_an_image_folder_and_feeds_a_transfer(digit_fo
         model_dir=tmp_path / "tl",
     )  # fmt: skip
     assert transfer.metrics["frozen_check_max_abs_diff"] == 0.0
+
+
+def _rgba_folder(root, per_class=24, size=32):
+    """Two classes of RGBA PNGs told apart by their alpha channel alone (a disc or a square of opacity)."""
+    rng = np.random.default_rng(SEED)
+    yy, xx = np.mgrid[:size, :size]
+    shapes = {
+        "disc": (yy - size / 2) ** 2 + (xx - size / 2) ** 2 < (size / 3) ** 2,
+        "square": (abs(yy - size / 2) < size / 3) & (abs(xx - size / 2) < size / 3),
+    }
+    for name, shape in shapes.items():
+        (root / name).mkdir(parents=True)
+        for index in range(per_class):
+            rgb = rng.integers(0, 256, (size, size, 3))
+            alpha = np.where(shape, 255, rng.integers(0, 64, (size, size)))
+            pixels = np.dstack([rgb, alpha]).astype(np.uint8)
+            (root / name / f"{index:02d}.png").write_bytes(tf.io.encode_png(pixels).numpy())
+    return root
+
+
+def test_a_four_channel_folder_trains_rgb_kernels_restored_and_the_fourth_fresh(zoo, tmp_path):
+    folder = _rgba_folder(tmp_path / "rgba")
+    run = _transfer(
+        "--data-dir", folder, "--checkpoint", zoo, *MOBILENET_FLAGS, "--channels", "4", "--adapt-channels", "zeros",
+        "--test-percent", "25", "--validation-percent", "20", "--batch-size", "8", model_dir=tmp_path / "run",
+    )  # fmt: skip
+    first = MOBILENET.first_conv
+    rows = {row["name"]: row for row in json.loads((tmp_path / "run" / "restore_plan.json").read_text())["variables"]}
+    assert rows[first]["action"] == "adapted" and rows[first]["shape"] == [3, 3, 4, 32]
+    assert rows[first]["reason"] == "3->4 channels, zeros: 3 kept, 1 fresh" and rows[first]["trainable"]
+    assert re.search(rf"{re.escape(first)} +\[3, 3, 4, 32\] +{re.escape(first)} +adapted \(3->4 channels", run.out)
+    assert "frozen check of adapted kernels (their frozen channels against the adapted checkpoint value): 1 " in run.out
+    assert run.metrics["frozen_check_max_abs_diff"] == 0.0
+    assert run.metrics["frozen_check_variables"] == 134 + 1  # the backbone's other frozen rows and the adapted kernel
+    source = read_checkpoint(zoo)[first]
+    trained = read_checkpoint(latest_prefix(tmp_path / "run"))[first]
+    assert np.array_equal(trained[:, :, :3, :], source)  # the RGB kernels, restored and frozen, bit for bit
+    assert np.abs(trained[:, :, 3, :]).max() > 0  # the alpha channel's kernel started at zero and trained
+    card = export.export(str(tmp_path / "run"), str(tmp_path / "exported"))
+    assert card["preprocessing"]["network_input"] == [32, 32, 4] and "then alpha" in card["preprocessing"]["channels"]
