@@ -842,7 +842,9 @@ def test_fine_tuned_transfer_cluster_resumes_without_the_source(launched, tmp_pa
 
 
 class _Groups:
-    """The one thing LearningRateGroups asks of a plan: {multiplier: variable names}."""
+    """What LearningRateGroups asks of a plan: {multiplier: variable names}, and no adapted rows."""
+
+    adapted = ()
 
     def __init__(self, groups):
         self._groups = groups
@@ -1038,7 +1040,7 @@ def test_a_source_the_ps_cannot_read_is_named(tmp_path):
     from transfer.train import init_from_source, initialise_from_source
 
     prefix = write_checkpoint(tmp_path / "ae" / "model.ckpt-1", {"conv1/bias": np.arange(4)})
-    plan = SimpleNamespace(checkpoint=prefix, restore_names=lambda: {"conv1/bias": "conv1/bias"})
+    plan = SimpleNamespace(checkpoint=prefix, adapted=(), restore_names=lambda: {"conv1/bias": "conv1/bias"})
     with tf.Graph().as_default():
         bias = v1.get_variable("conv1/bias", initializer=tf.zeros([4]))
         init_from_source(plan, [bias])  # reads the names and shapes here, in the worker
