@@ -268,6 +268,24 @@ def write(sess, heads, variables, source_values):
     print(f"class rows: {columns} columns of {len(heads)} head variables written; each equals the checkpoint's")
 
 
+def reads(plan):
+    """The checkpoint names a restore reads: the plan's sources and its heads' (the run's and the library's)."""
+    return plan.sources() + [head.source for head in plan.class_rows]
+
+
+def check_frozen(sess, plan, variables, source_values):
+    """Proves a frozen head's kept class columns still equal the checkpoint's rows (after training).
+
+    Raises:
+      UserError: when they moved, saying by how much.
+    """
+    held = {var.op.name for var in variables}
+    frozen_heads = [head for head in plan.class_rows if head.name in plan.frozen_class_heads and head.name in held]
+    worst = check(sess, frozen_heads, variables, source_values)
+    if worst != 0.0:
+        raise UserError(f"frozen check failed: the frozen head's kept class columns moved by up to {worst:g}")
+
+
 def check(sess, heads, variables, source_values):
     """The largest |difference| between the heads' kept columns and the checkpoint's (gathered) rows."""
     by_name = {var.op.name: var for var in variables}

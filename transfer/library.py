@@ -30,6 +30,7 @@ with own_packages.imported():
 
     from runtime.errors import CheckpointError, UserError
     from transfer import channels as _channels
+    from transfer import class_heads as _class_heads
     from transfer import graph as _graph
     from transfer import source as _source
     from transfer import writes as _writes
@@ -50,6 +51,7 @@ __all__ = [
     "UserError",
     "VariableInfo",
     "check_graph",
+    "class_sources",
     "frozen_check",
     "make_plan",
     "model_variables",
@@ -82,7 +84,25 @@ def model_variables(graph=None):
     return found
 
 
-def make_plan(variables, checkpoint, selection=RestoreSelection(None)):
+def class_sources(lines, label_offset=0, class_map=None):
+    """The checkpoint head's class names, for RestoreSelection(classes=...) (class-aware heads).
+
+    Args:
+      lines: one line per checkpoint head row after the background logits, synonyms
+        comma-separated ("tench, Tinca tinca"); a name matches case and "_" against " " aside.
+      label_offset: the head's background logits before the first class (1 for the slim
+        ImageNet networks); they never match.
+      class_map: None, or the path of a JSON file {"new class": ["source class", ...]} for
+        names that differ (a class of several starts from their rows' mean).
+
+    Raises:
+      UserError: for a class map that cannot be read or does not parse.
+    """
+    mapped = _class_heads.load_class_map(class_map) if class_map else ()
+    return _class_heads.sources_of(tuple(lines), label_offset, mapped)
+
+
+def make_plan(variables, checkpoint, selection=RestoreSelection(None), class_names=None):
     """Decides, for each variable, restore or not, train or not, and which BatchNorm statistics update.
 
     Args:
@@ -96,7 +116,11 @@ def make_plan(variables, checkpoint, selection=RestoreSelection(None)):
         first_conv, the checkpoint name of the first convolution's kernel, for data of other
         input channels: its row is "adapted", restore() writes the adapted value and
         frozen_check compares it), or the text of --restore ("all", "none", "enc,dec",
-        "re:enc/.*/kernel": a `re:` item matches whole names).
+        "re:enc/.*/kernel": a `re:` item matches whole names). With `classes` (see
+        class_sources) the fresh head variables whose last axis has one entry per class name
+        become rows of kind "classes": restore() writes the checkpoint's rows of the classes
+        both share into their columns, the others keep their fresh values.
+      class_names: the new head's class names, in output order; needed with `classes`.
 
     Returns:
       A RestorePlan (`format()` prints it). A statistic the graph's UPDATE_OPS write is
@@ -104,6 +128,8 @@ def make_plan(variables, checkpoint, selection=RestoreSelection(None)):
 
     Raises:
       CheckpointError: when the checkpoint cannot be found or read, or holds no shadow moving_average asks for.
+      UserError: with `classes`, when no fresh variable is a head of the class names, or the class map
+        names a class or row that is not there.
       PlanError: for a scope or map that matches nothing, a variable the checkpoint lacks,
         a shape or dtype difference (unless skip_mismatched), or nothing left to train.
     """
@@ -122,6 +148,10 @@ def make_plan(variables, checkpoint, selection=RestoreSelection(None)):
     with graph.as_default():
         infos = _source.graph_variables(variables)
     plan = _make_plan(infos, checkpoint_variables, selection, prefix)
+    if selection.classes is not None:
+        if not class_names:
+            raise PlanError("the selection keeps classes (classes=...): pass class_names, the new head's classes")
+        plan = _class_heads.keep_classes(plan, list(class_names), selection.classes, checkpoint_variables)
     return dataclasses.replace(plan, graph_updates=_writes.written_statistics(graph))
 
 
@@ -203,7 +233,8 @@ def train_op(loss, plan, variables, optimizer, global_step=None):
 def restore(sess, plan, variables):
     """Restores the plan's variables from its checkpoint and proves each equals the checkpoint bit for bit.
 
-    Run it after the initialiser. Prints one line: how many were restored.
+    Run it after the initialiser. Prints one line: how many were restored; with kept class
+    columns (make_plan's class_names) one more: they are written and equal the checkpoint's rows.
 
     Returns:
       {checkpoint name: numpy value} of what was restored, for frozen_check.
@@ -212,15 +243,17 @@ def restore(sess, plan, variables):
       CheckpointError: when the checkpoint cannot be read, is damaged, or holds NaN.
       UserError: when a restored value differs from the checkpoint.
     """
-    values = _source.read_values(plan.checkpoint, plan.sources())
+    values = _source.read_values(plan.checkpoint, _class_heads.reads(plan))
     saver = _source.restore_saver(plan, variables)
     if saver is not None:
         _source.restore_and_prove(sess, plan, saver, variables, values)
+    if plan.class_rows:
+        _class_heads.write(sess, plan.class_rows, variables, values)
     return values
 
 
 def frozen_check(sess, plan, variables, source_values):
-    """Proves every frozen restored variable still equals the checkpoint; names each one that moved.
+    """Proves every frozen restored variable, and a frozen head's kept class columns, still equals the checkpoint.
 
     Prints how many were compared. Warns (one `warning:` line) when `variables` leave out
     frozen restored variables, BatchNorm moving statistics above all (handing it
@@ -241,4 +274,5 @@ def frozen_check(sess, plan, variables, source_values):
             f"to it, {statistics} of them BatchNorm moving statistics (first: {left_out[0].name}); they are not "
             "checked: pass model_variables()"
         )
+    _class_heads.check_frozen(sess, plan, variables, source_values)
     return _source.frozen_check(sess, plan, variables, source_values)

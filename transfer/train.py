@@ -409,7 +409,7 @@ def _build(state):
         f"{'head on cached features' if state.use_cache else 'full forward pass every step'}"
     )
     plan = state.plan
-    sources = plan.sources() + [head.source for head in plan.class_rows]
+    sources = class_heads.reads(plan)
     source_values = ckpt.read_values(plan.checkpoint, sources) if sources else {}
     return graph, source_values
 
@@ -695,8 +695,5 @@ def _accuracy_before_training(state, evaluate, resumed):
 def frozen_check(sess, plan, graph, source_values):
     """Proves every frozen restored variable (moving statistics included), and a frozen head's kept
     class columns, still equals the checkpoint."""
-    frozen_heads = [head for head in plan.class_rows if head.name in plan.frozen_class_heads]
-    worst = class_heads.check(sess, frozen_heads, graph.model_variables, source_values)
-    if worst != 0.0:
-        raise UserError(f"frozen check failed: the frozen head's kept class columns moved by up to {worst:g}")
+    class_heads.check_frozen(sess, plan, graph.model_variables, source_values)
     return ckpt.frozen_check(sess, plan, graph.model_variables, source_values)

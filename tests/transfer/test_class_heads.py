@@ -252,3 +252,81 @@ def test_a_plan_with_no_head_of_the_classes_is_one_line():
     sources = class_heads.sources_of(["ant", "bee", "cat"], 0)
     with pytest.raises(UserError, match=r"^--keep-classes: no fresh graph variable has one entry per new class \(3\)"):
         class_heads.keep_classes(plan, ["ant", "bee", "cat"], sources, graph)
+
+
+LIBRARY_SITUATIONS = 4  # (head trained or frozen) x (with a class map or not)
+
+
+def _library_run(tmp_path, frozen, mapped):
+    """A 3-class source head, then a 4-class graph through transfer.library: (plan, source head, head after, ...)."""
+    import tensorflow as tf
+
+    from transfer import library
+
+    v1 = tf.compat.v1
+    prefix = str(tmp_path / f"src{frozen}{mapped}" / "model.ckpt")
+    with tf.Graph().as_default():
+        v1.set_random_seed(5)
+        v1.get_variable("body/kernel", (4, 5))
+        head = v1.get_variable("head/kernel", (5, 3))
+        with v1.Session() as sess:
+            sess.run(v1.global_variables_initializer())
+            v1.train.Saver().save(sess, prefix, write_meta_graph=False)
+            source = sess.run(head)
+    (tmp_path / "map.json").write_text(json.dumps({"insect": ["Emmet", "bee"]}))
+    sources = library.class_sources(["ant, emmet", "bee", "cat"], 0, str(tmp_path / "map.json") if mapped else None)
+    lr_mults = (("head", 0.0),) if frozen else ()
+    selection = library.RestoreSelection(("body",), lr_mults=lr_mults, fine_tune=True, classes=sources)
+    with tf.Graph().as_default():
+        v1.set_random_seed(6)
+        x = v1.placeholder(tf.float32, (None, 4))
+        logits = tf.matmul(tf.matmul(x, v1.get_variable("body/kernel", (4, 5))), v1.get_variable("head/kernel", (5, 4)))
+        variables = library.model_variables()
+        plan = library.make_plan(variables, prefix, selection, class_names=["Bee", "insect", "zebra", "CAT"])
+        step = library.train_op(
+            tf.reduce_sum(logits**2), plan, variables, lambda _: v1.train.GradientDescentOptimizer(0.1)
+        )
+        with v1.Session() as sess:
+            sess.run(v1.global_variables_initializer())
+            values = library.restore(sess, plan, variables)
+            restored = sess.run(variables[1])
+            sess.run(step, {x: np.ones((2, 4), np.float32)})
+            library.frozen_check(sess, plan, variables, values)
+            trained = sess.run(variables[1])
+            if frozen:  # a kept column that moves is named by the frozen check
+                variables[1].load(trained + 1.0, sess)
+                with pytest.raises(UserError, match=r"^frozen check failed: the frozen head's kept class columns"):
+                    library.frozen_check(sess, plan, variables, values)
+    return plan, source, restored, trained
+
+
+def test_the_library_keeps_the_shared_columns_bit_for_bit(tmp_path, capsys):
+    """make_plan with classes, restore writes the kept columns, frozen_check holds a frozen head's."""
+    import itertools
+
+    situations = list(itertools.product((False, True), (False, True)))
+    assert len(situations) == LIBRARY_SITUATIONS
+    for frozen, mapped in situations:
+        plan, source, restored, trained = _library_run(tmp_path, frozen, mapped)
+        text = plan.format()
+        assert re.search(r"head/kernel +\[5, 4\] +head/kernel +classes", text), text
+        assert "CAT     2" in text and "zebra   fresh" in text, text
+        assert np.array_equal(restored[:, 0], source[:, 1]) and np.array_equal(restored[:, 3], source[:, 2])
+        if mapped:
+            mean = ((source[:, 0].astype(np.float64) + source[:, 1]) / 2).astype(np.float32)
+            assert np.array_equal(restored[:, 1], mean)
+        assert np.array_equal(trained, restored) == frozen
+        out = capsys.readouterr().out
+        assert f"class rows: {2 + mapped} columns of 1 head variables written; each equals the checkpoint's" in out
+
+
+def test_the_library_asks_for_the_class_names():
+    import tensorflow as tf
+
+    from transfer import library
+
+    with tf.Graph().as_default():
+        tf.compat.v1.get_variable("head/kernel", (5, 4))
+        selection = library.RestoreSelection((), classes=library.class_sources(["ant"]))
+        with pytest.raises(library.PlanError, match=r"^the selection keeps classes \(classes=...\): pass class_names"):
+            library.make_plan(library.model_variables(), None, selection)
