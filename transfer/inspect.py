@@ -40,8 +40,8 @@ from runtime import cli, options, rundir  # noqa: E402
 from runtime.errors import CheckpointError, UserError, one_line  # noqa: E402
 from runtime.options import Flags, Group, Option  # noqa: E402
 from runtime.paths import shown  # noqa: E402
+from transfer import class_heads, train  # noqa: E402
 from transfer import source as ckpt  # noqa: E402
-from transfer import train  # noqa: E402
 from transfer.flags import TRANSFER_OPTIONS, network_and_flags, parse_transfer_flags  # noqa: E402
 from transfer.plan import make_plan  # noqa: E402
 from transfer.selection import NON_MODEL, model_variable_names  # noqa: E402
@@ -67,6 +67,12 @@ PLAN_OPTIONS = (
         type=cli.positive_int,
         default=10,
         help="classes of the new head in the plan (train_transfer.py takes them from the data) (default: %(default)s)",
+    ),
+    Option(
+        "--class-names",
+        metavar="A,B,C",
+        help="with --keep-classes: the new head's classes in output order, comma-separated (train_transfer.py "
+        "takes them from the data's class folders); their count replaces --num-classes",
     ),
     Option(
         "--target-meta",
@@ -268,6 +274,22 @@ def _run_config(prefix):
     return {}
 
 
+def new_classes(args, selection):
+    """The new head's classes: their names (a list) with --keep-classes, else --num-classes.
+
+    Raises:
+      UserError: --keep-classes without --class-names, or --class-names without --keep-classes.
+    """
+    names = [name.strip() for name in (args.class_names or "").split(",") if name.strip()]
+    if selection.classes is None:
+        if args.class_names is not None:
+            raise UserError("--class-names goes with --keep-classes")
+        return args.num_classes
+    if not names:
+        raise UserError("--keep-classes in inspect --plan needs the new classes: pass --class-names a,b,c")
+    return names
+
+
 def classifier_plan(prefix, checkpoint_variables, checked, num_classes):
     """The restore plan train_transfer.py would make for these flags and this checkpoint.
 
@@ -276,7 +298,7 @@ def classifier_plan(prefix, checkpoint_variables, checked, num_classes):
     Args:
       prefix, checkpoint_variables: the checkpoint and its (name, shape) list.
       checked: (network, InputSpec, RestoreSelection), as transfer.flags.network_and_flags gives them.
-      num_classes: the classifier's classes.
+      num_classes: the classifier's classes: a count, or with --keep-classes their names.
 
     Raises:
       UserError: for flags that do not fit the graph or the checkpoint.
@@ -286,7 +308,10 @@ def classifier_plan(prefix, checkpoint_variables, checked, num_classes):
         # As in train_transfer.py: restoring nothing reads no checkpoint.
         prefix, checkpoint_variables = None, []
     # The data as the network is fed it (a network of 28x28 grey takes IDX data as it is).
-    return train.plan_against(network, num_classes, spec, spec, selection, prefix, checkpoint_variables)
+    if selection.classes is None:
+        return train.plan_against(network, num_classes, spec, spec, selection, prefix, checkpoint_variables)
+    plan = train.plan_against(network, len(num_classes), spec, spec, selection, prefix, checkpoint_variables)
+    return class_heads.keep_classes(plan, num_classes, selection.classes, checkpoint_variables)
 
 
 def meta_graph_variables(path):
@@ -329,6 +354,8 @@ def meta_plan(prefix, checkpoint_variables, args):
     if given:
         verb = "does" if len(given) == 1 else "do"
         raise UserError(f"{', '.join(given)} {verb} not go with --target-meta: the saved graph fixes them")
+    if args.keep_classes:
+        raise UserError("--keep-classes needs a network's head; it does not go with --target-meta")
     if args.restore.strip() == "backbone":
         raise UserError("--restore backbone needs a network's head; with --target-meta name the scopes to restore")
     selection = parse_transfer_flags(args)
@@ -351,7 +378,8 @@ def run(args):
             if args.network is None:  # the network the run holding the checkpoint recorded
                 args = argparse.Namespace(**vars(args))
                 args.network = user_network.resolve(None, _run_config(prefix), os.path.dirname(prefix)).name
-            plan = classifier_plan(prefix, variables, network_and_flags(args), args.num_classes)
+            checked = network_and_flags(args)
+            plan = classifier_plan(prefix, variables, checked, new_classes(args, checked[2]))
         print(json.dumps(plan.to_json(), indent=2) if args.json else plan.format())
         return
     summary = summarize(prefix, variables)

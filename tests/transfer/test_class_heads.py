@@ -330,3 +330,31 @@ def test_the_library_asks_for_the_class_names():
         selection = library.RestoreSelection((), classes=library.class_sources(["ant"]))
         with pytest.raises(library.PlanError, match=r"^the selection keeps classes \(classes=...\): pass class_names"):
             library.make_plan(library.model_variables(), None, selection)
+
+
+def test_inspect_plan_shows_the_class_section_with_class_names(tmp_path):
+    """inspect --plan --keep-classes --class-names prints the class rows; without names it is one error line."""
+    _folder(tmp_path / "source_photos", ("ant", "bee", "cat"), 0)
+    (tmp_path / "labels.txt").write_text("ant\nbee\ncat\n")
+    common = ["--network", "tiny_test_net", "--epochs", "1", "--batch-size", "6", "--validation-percent", "0"]
+    source = ["train_transfer", *common, "--data-dir", "source_photos", "--restore", "none", "--model-dir", "src"]
+    flags = ["--plan", "--network", "tiny_test_net", "--restore", "backbone", "--keep-classes"]
+    flags += ["--source-labels", "labels.txt"]
+    shown = ["inspect", "src", *flags, "--class-names", "Bee,zebra,CAT,dog"]
+    env = dict(os.environ, PYTHONPATH=str(REPO), TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
+    done = subprocess.run(
+        [sys.executable, str(HELPER), *source, "+", *shown, "+", "inspect", "src", *flags],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 2, (done.stdout[-3000:], done.stderr[-3000:])
+    out = done.stdout.split("=== inspect")[1]
+    assert re.search(r"tiny/logits/kernel +\[8, 4\] +tiny/logits/kernel +classes \(2 of 4 classes", out), out
+    assert "Bee    1      (same name)" in out and "zebra  fresh  (fresh: not a source class)" in out, out
+    assert "2 of 4 classes start from the checkpoint's rows, the others fresh" in out, out
+    assert done.stderr.strip().splitlines()[-1] == (
+        "error: --keep-classes in inspect --plan needs the new classes: pass --class-names a,b,c"
+    )
