@@ -274,17 +274,17 @@ def _run_config(prefix):
     return {}
 
 
-def new_classes(args, selection):
+def new_classes(class_names, num_classes, selection):
     """The new head's classes: their names (a list) with --keep-classes, else --num-classes.
 
     Raises:
       UserError: --keep-classes without --class-names, or --class-names without --keep-classes.
     """
-    names = [name.strip() for name in (args.class_names or "").split(",") if name.strip()]
+    names = [name.strip() for name in (class_names or "").split(",") if name.strip()]
     if selection.classes is None:
-        if args.class_names is not None:
+        if class_names is not None:
             raise UserError("--class-names goes with --keep-classes")
-        return args.num_classes
+        return num_classes
     if not names:
         raise UserError("--keep-classes in inspect --plan needs the new classes: pass --class-names a,b,c")
     return names
@@ -379,7 +379,7 @@ def run(args):
                 args = argparse.Namespace(**vars(args))
                 args.network = user_network.resolve(None, _run_config(prefix), os.path.dirname(prefix)).name
             checked = network_and_flags(args)
-            plan = classifier_plan(prefix, variables, checked, new_classes(args, checked[2]))
+            plan = classifier_plan(prefix, variables, checked, new_classes(args.class_names, args.num_classes, checked[2]))
         print(json.dumps(plan.to_json(), indent=2) if args.json else plan.format())
         return
     summary = summarize(prefix, variables)
