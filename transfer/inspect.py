@@ -379,7 +379,8 @@ def run(args):
                 args = argparse.Namespace(**vars(args))
                 args.network = user_network.resolve(None, _run_config(prefix), os.path.dirname(prefix)).name
             checked = network_and_flags(args)
-            plan = classifier_plan(prefix, variables, checked, new_classes(args.class_names, args.num_classes, checked[2]))
+            classes = new_classes(args.class_names, args.num_classes, checked[2])
+            plan = classifier_plan(prefix, variables, checked, classes)
         print(json.dumps(plan.to_json(), indent=2) if args.json else plan.format())
         return
     summary = summarize(prefix, variables)
