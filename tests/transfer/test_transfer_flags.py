@@ -225,6 +225,7 @@ def test_inspects_plan_flags_are_the_transfer_records_and_num_classes():
     assert [option.dest for option in inspect_module.PLAN_OPTIONS] == [
         *(option.dest for option in flags.TRANSFER_OPTIONS),
         "num_classes",
+        "class_names",
         "target_meta",
     ]
     assert flags.TRANSFER_OPTIONS == tuple(
