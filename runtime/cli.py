@@ -4,9 +4,10 @@ import argparse
 import dataclasses
 import math
 import os
+import signal
 import sys
 
-from runtime import cluster, options, rundir
+from runtime import cluster, options, quiet, rundir
 from runtime.checkpoints import remove_orphans
 from runtime.errors import Stopped, UserError, disk_full_reason, one_line
 from runtime.lock import ModelDirLock
@@ -291,6 +292,7 @@ def main(run, parse_args, argv=None, kind=None):
     args = parse_args(argv)
     created = False
     try:
+        quiet.stop_if_signalled()  # a signal during the imports whose Stopped an import swallowed
         if callable(kind):  # a function of the flags: a cluster's non-chief tasks own no model dir
             kind = kind(args)
         if kind is not None:
@@ -314,17 +316,24 @@ def main(run, parse_args, argv=None, kind=None):
     except Interrupted as stop:
         code = 128 + stop.signum
     except Stopped as stop:
-        print(f"interrupted by {stop.name}; the last saved checkpoint is intact", file=sys.stderr)
-        code = 128 + stop.signum
+        code = _interrupted(stop.signum)
     except Exception as error:
         reason = disk_full_reason(error)
-        if reason is None:
+        if quiet.pending_stop() is not None:  # the signal's Stopped, turned into another error on its way
+            code = _interrupted(quiet.pending_stop())
+        elif reason is None:
             raise
-        print(f"error: {reason} ({one_line(error)[:200]}); the last saved checkpoint is intact", file=sys.stderr)
-        code = 2
+        else:
+            print(f"error: {reason} ({one_line(error)[:200]}); the last saved checkpoint is intact", file=sys.stderr)
+            code = 2
     if created:
         rundir.remove_if_untouched(args.model_dir)
     return code
+
+
+def _interrupted(signum):
+    print(f"interrupted by {signal.Signals(signum).name}; the last saved checkpoint is intact", file=sys.stderr)
+    return 128 + signum
 
 
 def script_main(run, parse_args, kind, argv=None):

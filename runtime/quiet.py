@@ -22,6 +22,7 @@ LAUNCHER_FD_ENV = "CAE_TRANSFER_LAUNCHER_FD"
 LAUNCHER_GONE_GRACE = 5.0  # seconds a task whose launcher is gone has to stop before it exits at once
 
 
+# The signal numbers `guard_startup`'s handler raised `Stopped` for.
 _STOPPING = []
 
 
@@ -31,6 +32,26 @@ def _raise_stopped(signum, frame):
         exit_now(128 + signum)
     _STOPPING.append(signum)
     raise Stopped(signum)
+
+
+def pending_stop():
+    """The signal `guard_startup` raised `Stopped` for, or None.
+
+    A raised `Stopped` does not always reach the entry point: raised while a C++ extension
+    module initialises (TensorFlow's pybind11 modules, imported on the way), it comes out
+    as an ImportError ("initialization failed"), which an optional import's
+    `except ImportError` may swallow, and the process would run on as if no signal came.
+    The entry point asks again here once the imports are done, and when the training loop
+    takes the signals over (`stop_if_signalled`); an error that escapes while a stop is
+    pending is reported as that stop.
+    """
+    return _STOPPING[0] if _STOPPING else None
+
+
+def stop_if_signalled():
+    """Raises `Stopped` again for a signal whose first `Stopped` was lost on the way (pending_stop)."""
+    if _STOPPING:
+        raise Stopped(_STOPPING[0])
 
 
 def exit_now(code):
@@ -57,8 +78,8 @@ def exit_on_failure(code):
 
 
 def _excepthook(kind, value, traceback):
-    if isinstance(value, (Stopped, KeyboardInterrupt)):
-        signum = getattr(value, "signum", signal.SIGINT)
+    if isinstance(value, (Stopped, KeyboardInterrupt)) or _STOPPING:
+        signum = getattr(value, "signum", _STOPPING[0] if _STOPPING else signal.SIGINT)
         print(f"interrupted by {signal.Signals(signum).name}; the last saved checkpoint is intact", file=sys.stderr)
         exit_now(128 + signum)
     sys.__excepthook__(kind, value, traceback)
@@ -161,10 +182,10 @@ def import_tensorflow(log=None):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     if "tensorflow" in sys.modules or os.environ["TF_CPP_MIN_LOG_LEVEL"] in ("0", "1"):
         import tensorflow  # noqa: F401
-
-        return
-    with native_stderr_silenced():
-        import tensorflow  # noqa: F401
+    else:
+        with native_stderr_silenced():
+            import tensorflow  # noqa: F401
+    stop_if_signalled()  # TensorFlow's import is where a Stopped gets lost (pending_stop)
 
 
 class Parser(argparse.ArgumentParser):

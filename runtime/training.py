@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from runtime import quiet
 from runtime.errors import UserError
 
 
@@ -50,6 +51,7 @@ class _StopOnSignal:
         self._previous = {}
 
     def __enter__(self):
+        quiet.stop_if_signalled()  # a signal before the loop whose Stopped was lost on the way
         for signum in (signal.SIGINT, signal.SIGTERM):
             self._previous[signum] = signal.signal(signum, self._handle)
         return self

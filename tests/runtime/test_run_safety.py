@@ -497,6 +497,56 @@ def test_a_signal_at_any_moment_is_one_line(delay, signum, tmp_path):
     assert len(err.strip().splitlines()) <= 1, err
 
 
+# A signal that lands while a C++ extension module initialises: pybind11 turns the handler's
+# Stopped into ImportError("initialization failed"), which an optional import may swallow
+# ("swallow") or let through to the top ("escape"). raise_signal runs the handler at once.
+LOST_STOP = """
+import signal, sys
+from runtime.quiet import guard_startup
+guard_startup()
+try:
+    try:
+        signal.raise_signal(signal.{name})
+    except BaseException as stop:
+        raise ImportError("initialization failed") from stop
+except ImportError:
+    if "{how}" == "escape":
+        raise
+import train_autoencoder
+sys.exit(train_autoencoder.main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("how", ["swallow", "escape"])
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_whose_stop_an_import_lost_still_stops_the_run(how, signum, tmp_path):
+    model_dir = tmp_path / "run"
+    result = subprocess.run(
+        [sys.executable, "-c", LOST_STOP.format(name=signum.name, how=how), "--sample", "--model-dir", model_dir],
+        cwd=REPO,
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 128 + signum, (result.returncode, result.stderr[-2000:])
+    assert result.stderr == f"interrupted by {signum.name}; the last saved checkpoint is intact\n", result.stderr
+    assert not model_dir.exists()
+
+
+def test_the_training_loop_refuses_to_start_after_a_lost_stop(monkeypatch):
+    from runtime import quiet, training
+    from runtime.errors import Stopped
+
+    monkeypatch.setattr(quiet, "_STOPPING", [signal.SIGTERM])
+    handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    with pytest.raises(Stopped) as stop:
+        with training._StopOnSignal():
+            pytest.fail("the loop's body ran")
+    assert stop.value.signum == signal.SIGTERM
+    assert {signum: signal.getsignal(signum) for signum in handlers} == handlers  # nothing taken over
+
+
 @pytest.mark.slow
 def test_a_fast_second_ctrl_c_exits_at_once_without_an_abort(tmp_path):
     args = _script(
