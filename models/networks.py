@@ -95,6 +95,10 @@ class Network:
       image_size: (height, width) the pretrained weights expect.
       channels: input channels (3 for RGB, 1 for the digit classifier).
       preprocess: maps images in [0, 255] (float or uint8 tensor, RGB) to the network's input.
+      preprocess_alike: whether preprocess does one scalar arithmetic to every channel, so
+        that it takes images of any channel count as they are (a grey image one channel,
+        not three); False: it is for RGB alone, and images of other channels go through it
+        channel by channel (transfer.graph.preprocess_channels).
       num_classes: the pretrained head's width.
       feature_units: width of the features the head reads (`build(num_classes=None)`).
       label_offset: logit index of class 0 of the names file (1 for MobileNet v1, whose
@@ -154,6 +158,7 @@ class Network:
     name_map: str = ""
     example_classes: str = "all"
     keras: str = ""
+    preprocess_alike: bool = False
 
     def __post_init__(self):
         if not self.title:
@@ -239,6 +244,7 @@ NETWORKS = {
             image_size=cae.IMAGE_SHAPE[:2],
             channels=cae.IMAGE_SHAPE[2],
             preprocess=unit_preprocess,
+            preprocess_alike=True,
             num_classes=10,
             feature_units=cae.ENCODER_UNITS,
             head_scopes=HEAD_SCOPES,
@@ -285,6 +291,7 @@ NETWORKS = {
             mobilenet_v1.mobilenet_v1,
             name="mobilenet_v1",
             preprocess=inception_preprocess,
+            preprocess_alike=True,
             num_classes=mobilenet_v1.NUM_CLASSES,
             label_offset=1,
             feature_units=mobilenet_v1.LAYERS[-1][1],
@@ -300,6 +307,7 @@ NETWORKS = {
             efficientnet_lite.efficientnet_lite0,
             name="efficientnet_lite0",
             preprocess=efficientnet_lite_preprocess,
+            preprocess_alike=True,
             num_classes=efficientnet_lite.NUM_CLASSES,
             feature_units=efficientnet_lite.HEAD_FILTERS,
             head_scopes=("efficientnet-lite0/head/dense",),

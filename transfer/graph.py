@@ -49,14 +49,15 @@ def to_network_input(network, images, spec):
 def preprocess_channels(network, images):
     """The network's preprocessing of images [..., C] in [0, 255] of any C.
 
-    RGB is the network's own. Of other channels, channel i gets what the network does to
-    RGB channel min(i, 2): a grey image (C = 1) what the red channel gets (the same as any
-    channel for the networks that scale every channel alike: EfficientNet-Lite, MobileNet),
-    the first 3 of C > 3 (RGB plus alpha, near-infrared or depth) RGB's, every extra one
-    the blue channel's.
+    RGB is the network's own, and so is any C when the network's preprocessing treats every
+    channel alike (`Network.preprocess_alike`: EfficientNet-Lite, MobileNet): a grey image is
+    preprocessed as one channel, not copied into three first. Otherwise channel i gets what
+    the network does to RGB channel min(i, 2): a grey image (C = 1) what the red channel
+    gets, the first 3 of C > 3 (RGB plus alpha, near-infrared or depth) RGB's, every extra
+    one the blue channel's.
     """
     count = images.shape[-1]
-    if count == network.channels:
+    if count == network.channels or network.preprocess_alike:
         return network.preprocess(images)
     rank = len(images.shape)
     planes = []

@@ -206,3 +206,22 @@ def test_a_grey_image_on_efficientnet_lite0_sums_to_the_three_channel_copy():
             grey_logits = sess.run(logits, {images: grey})
     assert grey_logits.shape == (3, 5) and np.abs(rgb_logits).max() > 1e-3
     np.testing.assert_allclose(grey_logits, rgb_logits, rtol=1e-4, atol=1e-4 * np.abs(rgb_logits).max())
+
+
+@pytest.mark.parametrize("name", networks.NAMES)
+def test_preprocessing_of_other_channels_is_rgbs_channel_by_channel(name):
+    """Channel i of a C-channel image gets what the network does to RGB channel min(i, 2), bit for bit,
+    whether the record lets the preprocessing take the C channels at once (`preprocess_alike`) or not;
+    and the record says `preprocess_alike` only of a preprocessing that treats R, G and B alike."""
+    network = networks.get(name)
+    rng = np.random.default_rng(SEED)
+    pixels = rng.integers(0, 256, (2, 4, 4, 4)).astype(np.float32)
+    with tf.Graph().as_default(), v1.Session() as sess:
+        copies = sess.run(network.preprocess(tf.constant(np.repeat(pixels[..., None], 3, axis=-1))))  # [..., 4, RGB]
+        for count in (1, 2, 4):
+            got = sess.run(transfer_graph.preprocess_channels(network, tf.constant(pixels[..., :count])))
+            want = np.stack([copies[..., i, min(i, 2)] for i in range(count)], axis=-1)
+            assert got.shape == (2, 4, 4, count) and np.array_equal(got, want), (name, count)
+    if network.preprocess_alike:  # a value copied into R, G and B comes out the same in each
+        assert np.array_equal(copies[..., 0], copies[..., 1]) and np.array_equal(copies[..., 0], copies[..., 2])
+    assert network.preprocess_alike == (name in ("cae", "mobilenet_v1", "efficientnet_lite0"))
