@@ -363,8 +363,8 @@ def prepare(settings, task):
     hyper = settings.hyper
     plan = make_run_plan(network, data, spec, selection, source.checkpoint, runtime.model_dir)
     _say_plan(say, plan, selection)
-    if plan.class_rows and task is not None:
-        raise UserError("--keep-classes writes the head's rows after the restore, which a cluster run does not do")
+    if task is not None:
+        _refuse_in_a_cluster(plan)
     if source.dry_run:
         return None
     use_cache, why = transfer_graph.cache_decision(plan, network, hyper.shift, source.cache_features)
@@ -453,6 +453,18 @@ def _write_metrics(state, result):
     return metrics
 
 
+def _refuse_in_a_cluster(plan):
+    """Refuses the rows a cluster's restore (init_from_source: checkpoint reads in the init op) cannot write:
+    values computed from the checkpoint after the restore, which only a local run does."""
+    if plan.adapted:
+        raise UserError(
+            f"{plan.adapted[0].name} is adapted to other input channels (--adapt-channels), which only a local run "
+            "computes; in a cluster pass --adapt-channels none and --skip-mismatched, or train locally"
+        )
+    if plan.class_rows:
+        raise UserError("--keep-classes writes the head's rows after the restore, which a cluster run does not do")
+
+
 def _silent(*args, **kwargs):
     pass
 
@@ -473,11 +485,6 @@ def init_from_source(plan, variables):
         local run can go through an alias of it.
     """
     prefix = os.path.abspath(plan.checkpoint)
-    if plan.adapted:
-        raise UserError(
-            f"{plan.adapted[0].name} is adapted to other input channels (--adapt-channels), which only a local run "
-            "computes; in a cluster pass --adapt-channels none and --skip-mismatched, or train locally"
-        )
     if needs_alias(prefix):
         raise UserError(
             f"{shown(prefix)}: in a cluster the ps task reads the transfer source itself and TensorFlow cannot "

@@ -35,6 +35,7 @@ from conftest import (
 
 import train_autoencoder
 import train_transfer
+from models import networks
 from models.cae import build_autoencoder
 from runtime import cluster, options
 from runtime.cluster import session as session_module
@@ -1067,3 +1068,42 @@ def test_a_port_that_closes_during_the_checks_is_gone():
     finally:
         closer.join()
     assert not session_module._reachable(address)
+
+
+def _digit_classifier_checkpoint(folder):
+    """A digit classifier's checkpoint (random weights, head included) and its labels file, in folder."""
+    network = networks.get("cae")
+    with tf.Graph().as_default():
+        network.build(tf.compat.v1.placeholder(tf.float32, network.input_shape()), num_classes=10)
+        with tf.compat.v1.Session() as sess:
+            sess.run(tf.compat.v1.global_variables_initializer())
+            tf.compat.v1.train.Saver().save(sess, str(folder / "model.ckpt"))
+    (folder / "labels.txt").write_text("".join(f"{digit}\n" for digit in range(10)))
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--channels", "2"], "conv1/kernel is adapted to other input channels (--adapt-channels), which only a local"),
+        (
+            ["--restore", "backbone", "--keep-classes", "--source-labels", "LABELS"],
+            "--keep-classes writes the head's rows",
+        ),
+    ],
+    ids=["adapted", "keep-classes"],
+)
+def test_rows_only_a_local_restore_writes_are_refused_before_a_cluster_starts(monkeypatch, tmp_path, flags, message):
+    # The chief's dry run reaches the plan and no server: the refusal comes before any task serves or joins.
+    source = _digit_classifier_checkpoint(tmp_path)
+    flags = ["--sample", "--dry-run", "--checkpoint", str(source), *flags]
+    flags = [str(source / "labels.txt") if flag == "LABELS" else flag for flag in flags]
+    model_dir = tmp_path / "never"
+    monkeypatch.setenv(cluster.ENV, _config("worker", 0))
+    run = invoke(train_transfer.main, [*flags, "--model-dir", model_dir])
+    assert run.code == 2 and run.err.startswith(f"error: {message}"), run.err
+    assert len(run.err.strip().splitlines()) == 1
+    assert not model_dir.exists()
+    monkeypatch.delenv(cluster.ENV)
+    local = invoke(train_transfer.main, [*flags, "--model-dir", model_dir])
+    assert local.code == 0, local.err  # the same flags plan a local run
