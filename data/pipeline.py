@@ -12,6 +12,17 @@ import tensorflow as tf
 from data import idx
 
 
+def as_written(function):
+    """`function` for Dataset.map as it is written, not converted by AutoGraph.
+
+    Our map functions are plain graph code. AutoGraph would convert each into a module it
+    writes to the temporary folder and deletes only at a normal interpreter exit, so every
+    run stopped by a signal or an error (which end without one) would leave files behind
+    outside the folders the user named.
+    """
+    return tf.autograph.experimental.do_not_convert(function)
+
+
 def steps_per_epoch(num_examples, batch_size):
     """Returns the number of whole batches in one epoch.
 
@@ -237,7 +248,7 @@ class IndexBatches:
             chunk = tf.numpy_function(load, [i], tf.int64, stateful=True, name="index_chunk")
             return tf.reshape(chunk, tf.stack([-1, width]))
 
-        self.dataset = tf.data.Dataset.range(self._num_chunks_ph).map(to_batches).unbatch()
+        self.dataset = tf.data.Dataset.range(self._num_chunks_ph).map(as_written(to_batches)).unbatch()
 
     def feed(self, index_stream, num_examples):
         """Points the source at a new stream; returns the feed for the iterator's initializer.
@@ -313,7 +324,7 @@ class IndexedBatches:
             def gather(indices):
                 return self._prepare(tf.gather(self._data_ph, indices)), tf.gather(self._labels_ph, indices)
 
-            dataset = self._indices.dataset.map(gather).prefetch(2)
+            dataset = self._indices.dataset.map(as_written(gather)).prefetch(2)
             iterator = tf.compat.v1.data.make_initializable_iterator(dataset)
             self.initializer = iterator.initializer
             self.data, self.labels = iterator.get_next(name="next_batch")

@@ -37,7 +37,9 @@ def make_dataset(files, labels, spec, batch_size=None, num_parallel_calls=tf.dat
         raise ValueError(f"expected {len(files)} labels, got shape {labels.shape}")
     dataset = tf.data.Dataset.from_tensor_slices((tf.constant(files, tf.string), labels))
     dataset = dataset.map(
-        lambda p, y: (_decode_file(p, spec), y), num_parallel_calls=num_parallel_calls, deterministic=True
+        pipeline.as_written(lambda p, y: (_decode_file(p, spec), y)),
+        num_parallel_calls=num_parallel_calls,
+        deterministic=True,
     )
     if batch_size is not None:
         dataset = dataset.batch(batch_size)
@@ -99,7 +101,9 @@ class FileBatches:
             dataset = (
                 self._indices.dataset.unbatch()
                 .map(
-                    lambda i: (_decode_file(tf.gather(self._paths_ph, i), spec), tf.gather(self._labels_ph, i)),
+                    pipeline.as_written(
+                        lambda i: (_decode_file(tf.gather(self._paths_ph, i), spec), tf.gather(self._labels_ph, i))
+                    ),
                     num_parallel_calls=num_parallel_calls,
                     deterministic=True,
                 )

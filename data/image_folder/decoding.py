@@ -12,7 +12,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from data import idx, image_header
+from data import idx, image_header, pipeline
 from runtime.errors import one_line
 from runtime.paths import shown
 from runtime.quiet import native_stderr_silenced
@@ -207,7 +207,10 @@ def _decode_failures(paths):
             tf.data.Dataset.from_tensor_slices(
                 (tf.range(tf.size(paths_ph, out_type=tf.int64), dtype=tf.int64), paths_ph)
             )
-            .map(lambda i, p: (i, tf.shape(decode(tf.io.read_file(p)))), num_parallel_calls=tf.data.AUTOTUNE)
+            .map(
+                pipeline.as_written(lambda i, p: (i, tf.shape(decode(tf.io.read_file(p))))),
+                num_parallel_calls=tf.data.AUTOTUNE,
+            )
             .ignore_errors()
             .batch(_VALIDATION_BATCH)
         )

@@ -1,5 +1,7 @@
 """The per-epoch index order is generated lazily and stays exactly the eager order."""
 
+import tempfile
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -100,3 +102,20 @@ def test_streams_that_do_not_fit_the_pipeline_are_refused():
     stream = pipeline.index_stream(20, 4, 0, 0, 3)
     with pytest.raises(IndexError):
         stream[12]
+
+
+def test_building_the_pipelines_writes_nothing_to_the_temporary_folder(tmp_path, monkeypatch):
+    """AutoGraph would write each map function as a module to the temporary folder, removed only at a
+    normal exit: a run stopped by a signal left them behind. Every map of ours is plain graph code."""
+    from data.image_folder import InputSpec, batches, decoding
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    image = tmp_path / "image.png"
+    image.write_bytes(tf.io.encode_png(np.zeros((4, 4, 3), np.uint8)).numpy())
+    spec = InputSpec(4, 4, 3)
+    with tf.Graph().as_default():
+        pipeline.IndexedBatches(2, tf.float32, [1])
+        batches.FileBatches(2, spec)
+        batches.make_dataset([str(image)], [0], spec, batch_size=1)
+    assert decoding._decode_failures([str(image)]) == {}
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["image.png"]
