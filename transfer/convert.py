@@ -591,10 +591,13 @@ def parse_args(argv=None):
     parser = Parser(
         prog="python -m transfer.convert",
         description="Move weights between TF1 checkpoints, safetensors files and PyTorch state_dicts (legacy or "
-        "zip format, read and written without torch), renaming and re-laying them out by a name map.",
+        "zip format, read and written without torch), renaming and re-laying them out by a name map; and between "
+        "TF1 checkpoints and Keras 3 models or TF2 checkpoints of the networks Keras builds alike.",
     )
     parser.add_argument(
-        "source", help="a TF1 checkpoint (prefix or folder), a .safetensors file, or a PyTorch state_dict (.pth/.pt)"
+        "source",
+        help="a TF1 checkpoint (prefix or folder), a .safetensors file, a PyTorch state_dict (.pth/.pt), or a "
+        "Keras 3 model (.keras; checked as data first: Keras's own layers only, no Lambda)",
     )
     parser.add_argument("--output", required=True, help="folder to create for the result (new or empty)")
     parser.add_argument(
