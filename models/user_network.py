@@ -23,7 +23,10 @@ syntax and file (`check`) before TensorFlow starts.
 import hashlib
 import importlib.util
 import os
+import re
 import sys
+import sysconfig
+import traceback
 
 from runtime.errors import UserError
 from runtime.paths import shown
@@ -96,13 +99,43 @@ def _locate(module, path, text):
     return found, os.path.abspath(found.origin)
 
 
+# What an error raised in a user's network usually means (a pattern of its message), said after its line.
+_HINTS = (
+    ("not available with Keras 3", "tf.compat.v1.layers needs tf_keras: run with TF_USE_LEGACY_KERAS=1"),
+    (
+        "`pred` must be a Tensor|elements of <function",  # smart_cond (batch norm, dropout); tf.cond
+        "is_training may be a function of a layer's scope: models.net_ops.layer_training(is_training, scope) "
+        "gives that layer's bool",
+    ),
+)
+
+
 def _run_user_code(text, action, what):
-    """Runs one step of the user's code; anything it raises becomes one UserError line."""
+    """Runs one step of the user's code; anything it raises becomes one UserError line, which names the
+    innermost line of the user's own code it passed through, and a hint for errors with a usual cause."""
     try:
         return action()
     except (Exception, SystemExit) as error:
         reason = " ".join(str(error).split())[:300]
-        raise UserError(f"--network {shown(text)}: {what} raised {type(error).__name__}: {reason}") from None
+        hints = [hint for pattern, hint in _HINTS if re.search(pattern, reason)]
+        raise UserError(
+            f"--network {shown(text)}: {what} raised {type(error).__name__}: {reason}{_user_line(error)}"
+            + "".join(f"; {hint}" for hint in hints)
+        ) from None
+
+
+def _user_line(error):
+    """ " (at FILE:LINE)" of the innermost frame of error's traceback outside the toolkit's packages, the
+    standard library and the installed packages: the user's own code; "" when there is none."""
+    own = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    roots = {os.path.join(own, package) for package in TOOLKIT_PACKAGES}
+    roots |= {sysconfig.get_path(name) for name in ("stdlib", "platstdlib", "purelib", "platlib")}
+    frames = [
+        frame
+        for frame in traceback.extract_tb(error.__traceback__)
+        if not any(os.path.abspath(frame.filename).startswith(root + os.sep) for root in roots if root)
+    ]
+    return f" (at {shown(frames[-1].filename)}:{frames[-1].lineno})" if frames else ""
 
 
 def _execute(found, data, path, text):
@@ -114,11 +147,20 @@ def _execute(found, data, path, text):
     def run():
         exec(code, module.__dict__)  # the user's own network file, the one code the toolkit runs from a user
 
+    # The modules beside the file import as they would were it run as a script, though after
+    # everything else on the path (appended), so none of them shadows the toolkit or a package.
+    folder = os.path.dirname(path)
+    added = found.name.startswith(_MODULE_PREFIX) and folder not in sys.path  # a FILE.py spec
+    if added:
+        sys.path.append(folder)
     try:
         _run_user_code(text, run, f"running {shown(path)}")
     except UserError:
         sys.modules.pop(found.name, None)
         raise
+    finally:
+        if added:
+            sys.path.remove(folder)
     return module
 
 
@@ -152,6 +194,7 @@ def _wrapped(function, text, what):
     def wrapped(*args, **kwargs):
         before = {id(var) for var in v1.global_variables()}
         result = _run_user_code(text, lambda: function(*args, **kwargs), what)
+        _check_returned(result, text, what)
         model = {id(var) for var in v1.get_collection(v1.GraphKeys.MODEL_VARIABLES)}
         for var in v1.global_variables():
             if id(var) not in before and id(var) not in model:
@@ -160,6 +203,23 @@ def _wrapped(function, text, what):
 
     wrapped.__doc__ = function.__doc__
     return wrapped
+
+
+def _check_returned(result, text, what):
+    """Refuses what a build (`(net, end_points)`: a tensor and a dict) or a head (a tensor) must not return."""
+    import tensorflow as tf
+
+    if what == "its head":
+        ok, wanted = isinstance(result, tf.Tensor), "the logits tensor"
+    else:
+        ok = isinstance(result, (tuple, list)) and len(result) == 2 and isinstance(result[0], tf.Tensor)
+        ok, wanted = ok and isinstance(result[1], dict), "(net, end_points): a tensor and a dict"
+    if not ok:
+        if isinstance(result, tf.Tensor):
+            got = "a tensor alone"
+        else:
+            got = f"a {type(result).__name__}" + (f" of {len(result)}" if isinstance(result, (tuple, list)) else "")
+        raise UserError(f"--network {shown(text)}: {what} returned {got}, not {wanted}")
 
 
 def load(text):

@@ -407,11 +407,19 @@ def _preprocessing(network, spec):
         "channels": channels,
         "resize": f"an image of {size} is used as it is; any other size is resized keeping its aspect ratio "
         "(bilinear, antialiased) to fit and padded with black, centred",
-        "scale": "pixel / 255, float32 in [0, 1]"
-        if network.channels == 1
-        else f"pixels in [0, 255], then {network.preprocess.__doc__.strip()}",
+        "scale": _scale(network),
         "note": network.photo_note,
     }
+
+
+def _scale(network):
+    """What the graph does to pixel values (transfer.graph.to_network_input), in words."""
+    from models import networks
+
+    if network.preprocess is networks.unit_preprocess:
+        return "pixel / 255, float32 in [0, 1]"
+    what = " ".join((network.preprocess.__doc__ or "").split()) or f"the network's {network.preprocess.__name__}"
+    return f"pixels in [0, 255], then {what}"
 
 
 _OUTPUTS = {

@@ -133,11 +133,8 @@ def make_plan(variables, checkpoint, selection=RestoreSelection(None), class_nam
       PlanError: for a scope or map that matches nothing, a variable the checkpoint lacks,
         a shape or dtype difference (unless skip_mismatched), or nothing left to train.
     """
-    if isinstance(selection, str):
-        try:
-            selection = RestoreSelection(parse_scopes(selection))
-        except ValueError as error:
-            raise PlanError(str(error)) from None
+    variables = _variables_given(variables, "make_plan")
+    selection = _selection_given(selection)
     prefix, checkpoint_variables = None, []
     if checkpoint is not None or not selection.restores_nothing:
         if checkpoint is None:
@@ -153,6 +150,41 @@ def make_plan(variables, checkpoint, selection=RestoreSelection(None), class_nam
             raise PlanError("the selection keeps classes (classes=...): pass class_names, the new head's classes")
         plan = _class_heads.keep_classes(plan, list(class_names), selection.classes, checkpoint_variables)
     return dataclasses.replace(plan, graph_updates=_writes.written_statistics(graph))
+
+
+def _variables_given(variables, caller):
+    """variables as a list, refused in one line when it holds no variable or something else."""
+    variables = list(variables)
+    if not variables:
+        raise PlanError(
+            f"{caller}: no variables given: pass library.model_variables() (tf.compat.v1.model_variables() "
+            "is empty for a tf.compat.v1.layers or get_variable graph)"
+        )
+    strays = [type(var).__name__ for var in variables if not hasattr(var, "op") or not hasattr(var, "graph")]
+    if strays:
+        raise PlanError(f"{caller}: variables holds a {strays[0]}, not a variable: pass library.model_variables()")
+    return variables
+
+
+def _selection_given(selection):
+    """A RestoreSelection from a RestoreSelection or the text of --restore; anything else refused in one line."""
+    if isinstance(selection, str):
+        try:
+            return RestoreSelection(parse_scopes(selection))
+        except ValueError as error:
+            raise PlanError(str(error)) from None
+    if not isinstance(selection, RestoreSelection):
+        raise PlanError(
+            f"selection is a {type(selection).__name__}: pass a RestoreSelection or the text of --restore "
+            '("all", "enc,dec", "re:enc/.*")'
+        )
+    for field in ("restore", "exclude"):
+        if isinstance(getattr(selection, field), str):
+            raise PlanError(
+                f"RestoreSelection's {field} is a tuple of scopes or patterns, not the string "
+                f"{getattr(selection, field)!r}: write ({getattr(selection, field)!r},)"
+            )
+    return selection
 
 
 def check_graph(plan, variables, train_op=None):
@@ -203,6 +235,7 @@ def train_op(loss, plan, variables, optimizer, global_step=None):
     Raises:
       PlanError: for a single optimizer and several multipliers, or a graph check_graph refuses.
     """
+    variables = _variables_given(variables, "train_op")
     groups = var_lists(plan, variables)
     if not callable(optimizer) or isinstance(optimizer, v1.train.Optimizer):
         if len(groups) > 1 or groups[0][0] != 1.0:
@@ -265,6 +298,12 @@ def frozen_check(sess, plan, variables, source_values):
     Raises:
       UserError: naming every frozen variable that moved and by how much.
     """
+    missing = [row.source for row in plan.frozen_restored if row.source not in source_values]
+    if missing:
+        raise PlanError(
+            f"frozen_check: source_values lacks {missing[0]} ({len(missing)} frozen restored variables in all): "
+            "pass what restore() returned"
+        )
     held = {var.op.name for var in variables}
     left_out = [row for row in plan.frozen_restored if row.name not in held]
     if left_out:

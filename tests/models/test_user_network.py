@@ -205,6 +205,53 @@ def test_each_right_form_loads_the_record_and_records_its_file(tmp_path, monkeyp
     assert user_network.identity(networks.get("cae")) == "cae"
 
 
+# A build or head of NETS changed into a mistake: (name, the line replaced, its replacement, what the
+# message says; {line} is the replacement's line in the file).
+MISTAKES = (
+    ("build returns the logits alone", "    return logits, dict(end_points, logits=logits)", "    return logits",
+     "its build returned a tensor alone, not (net, end_points): a tensor and a dict"),
+    ("build returns None", "    return logits, dict(end_points, logits=logits)", "    return None",
+     "its build returned a NoneType, not (net, end_points): a tensor and a dict"),
+    ("head returns a pair", "    return tf.matmul(features, kernel) + bias",
+     "    return tf.matmul(features, kernel), {{}}",
+     "its head returned a tuple of 2, not the logits tensor"),
+    ("is_training in a cond", "        conv2 = _conv(conv1, 8, \"conv2\")",
+     "        conv2 = v1.cond(is_training, lambda: _conv(conv1, 8, \"conv2\"), lambda: conv1)",
+     "(at {path}:{line}); is_training may be a function of a layer's scope: models.net_ops.layer_training("),
+    ("raises in a helper", "        kernel = v1.get_variable(\"kernel\", [3, 3, inputs.shape[-1], filters])",
+     "        raise ValueError(f'no {{name}} here')",
+     "its build raised ValueError: no conv1 here (at {path}:{line})"),
+)  # fmt: skip
+
+
+def test_a_wrong_build_or_head_is_one_line_naming_the_users_line(tmp_path, clean_registry):
+    for index, (name, line, replacement, ending) in enumerate(MISTAKES):
+        assert NETS.count(line) == 1, name
+        path = tmp_path / f"mistake{index}.py"
+        text = NETS.replace(line, replacement).format(scope=f"mistake{index}")
+        path.write_text(text)
+        line_number = text.splitlines().index(replacement.format()) + 1
+        network = user_network.resolve(f"{path}:network")
+        with tf.Graph().as_default(), pytest.raises(UserError) as caught:
+            images = v1.placeholder(tf.float32, [None, 16, 16, 3])
+            features, _ = network.build(images, num_classes=None, is_training=lambda scope: False)
+            network.head(features, 3)
+            network.build(images, num_classes=3, is_training=lambda scope: False)
+        message = str(caught.value)
+        assert "\n" not in message and ending.format(path=path, line=line_number) in message, (name, message)
+        assert message.startswith(f"--network {path}:network: its "), (name, message)
+
+
+def test_a_network_file_imports_the_modules_beside_it(tmp_path, clean_registry):
+    (tmp_path / "my_layers.py").write_text("FILTERS = 4\n")
+    path = tmp_path / "nets.py"
+    path.write_text("from my_layers import FILTERS\n" + NETS.format(scope="beside"))
+    before = list(sys.path)
+    assert user_network.resolve(f"{path}:network").name == "beside"
+    assert sys.path == before  # the folder was on the path while the file ran, not after
+    sys.modules.pop("my_layers", None)
+
+
 def test_a_run_finds_its_network_again_and_refuses_a_changed_or_missing_file(tmp_path, clean_registry):
     path = tmp_path / "nets.py"
     path.write_text(NETS.format(scope="mine"))

@@ -486,3 +486,22 @@ def test_a_successful_export_prints_no_tensorflow_line(run, tmp_path):
         "saved_model.pb",
         "variables",
     ]
+
+
+def test_the_model_card_says_what_the_graph_does_to_pixels_whatever_the_preprocessing():
+    """The digit classifier's pixels are / 255; any other network's its preprocessing's docstring, or its name."""
+    import dataclasses
+
+    from models import networks
+
+    def no_docstring(images):
+        return images / 127.5 - 1.0
+
+    cae, lite = networks.get("cae"), networks.get("efficientnet_lite0")
+    grey_user = dataclasses.replace(cae, name="grey_user", preprocess=no_docstring)
+    assert export._scale(cae) == "pixel / 255, float32 in [0, 1]"
+    assert (
+        export._scale(lite)
+        == "pixels in [0, 255], then RGB in [0, 255] to (x - 127) / 128, the EfficientNet-Lite release's normalisation."
+    )
+    assert export._scale(grey_user) == "pixels in [0, 255], then the network's no_docstring"

@@ -261,6 +261,33 @@ def test_frozen_check_names_what_moved_and_warns_about_left_out_statistics(enc_c
     ) in capsys.readouterr().out
 
 
+def test_wrong_arguments_are_one_line_saying_what_to_pass(enc_checkpoint):
+    """The slips a user makes calling the library: each a PlanError of one line, never an IndexError or KeyError."""
+    with tf.Graph().as_default():
+        _, loss = _graph(dict(enc_training=False, head_training=False, collected=False))
+        variables = library.model_variables()
+        enc = library.RestoreSelection(("enc",))
+        plan = library.make_plan(variables, enc_checkpoint, enc)
+        slips = [
+            (lambda: library.make_plan([], enc_checkpoint, enc), "make_plan: no variables given: pass library.mod"),
+            (lambda: library.make_plan(["enc/w"], enc_checkpoint, enc), "make_plan: variables holds a str, not a va"),
+            (lambda: library.make_plan(variables, enc_checkpoint, ("enc",)), "selection is a tuple: pass a RestoreSel"),
+            (
+                lambda: library.make_plan(variables, enc_checkpoint, library.RestoreSelection("enc")),
+                "RestoreSelection's restore is a tuple of scopes or patterns, not the string 'enc': write ('enc',)",
+            ),
+            (lambda: library.check_graph(plan, []), "these are not the variables the plan was made from (0 given"),
+            (lambda: library.train_op(loss, plan, [], v1.train.AdamOptimizer()), "train_op: no variables given"),
+        ]
+        with v1.Session() as sess:
+            sess.run(v1.global_variables_initializer())
+            slips.append((lambda: library.frozen_check(sess, plan, variables, {}), "frozen_check: source_values la"))
+            for call, start in slips:
+                with pytest.raises(library.PlanError) as error:
+                    call()
+                assert str(error.value).startswith(start) and "\n" not in str(error.value), str(error.value)
+
+
 # --- the worked examples of docs/LIBRARY.md, as written ---------------------------------------
 
 
