@@ -18,12 +18,13 @@ again after training when the head is frozen.
 """
 
 import dataclasses
-import json
 
 import numpy as np
 
+from runtime import userfiles
 from runtime.errors import UserError
 from runtime.paths import shown
+from transfer import moving_average as shadows
 from transfer.plan import PlanRow
 from transfer.selection import capped
 from transfer.source import worst_difference
@@ -81,15 +82,9 @@ def read_labels(path):
     """The lines of a --source-labels file: one class per line, "#" lines and blank lines skipped.
 
     Raises:
-      UserError: for a file that cannot be read or holds no class.
+      UserError: for a file that cannot be read (runtime.userfiles.read_text) or holds no class.
     """
-    try:
-        with open(path, encoding="utf-8") as stream:
-            lines = [line.strip() for line in stream]
-    except OSError as error:
-        raise UserError(f"--source-labels {shown(path)}: {error.strerror}") from None
-    except UnicodeDecodeError:
-        raise UserError(f"--source-labels {shown(path)} is not UTF-8 text") from None
+    lines = [line.strip() for line in userfiles.read_text(path, "--source-labels").splitlines()]
     lines = [line for line in lines if line and not line.startswith("#")]
     if not lines:
         raise UserError(f"--source-labels {shown(path)} names no class")
@@ -105,10 +100,7 @@ def parse_class_map(text, where):
     Raises:
       UserError: one line, for anything else.
     """
-    try:
-        document = json.loads(text, object_pairs_hook=_no_duplicates)
-    except ValueError as error:
-        raise UserError(f"--class-map {where} is not JSON: {error}") from None
+    document = userfiles.parse_json(text, "--class-map", where)
     if not isinstance(document, dict) or not document:
         raise UserError(f"--class-map {where}: {_MAP_KEYS_HINT}")
     pairs, seen = [], set()
@@ -122,23 +114,9 @@ def parse_class_map(text, where):
     return tuple(pairs)
 
 
-def _no_duplicates(pairs):
-    keys = [key for key, _ in pairs]
-    if len(set(keys)) != len(keys):
-        raise ValueError(f"it names {sorted(k for k in keys if keys.count(k) > 1)[0]!r} twice")
-    return dict(pairs)
-
-
 def load_class_map(path):
-    """parse_class_map of a file's text; UserError when it cannot be read."""
-    try:
-        with open(path, encoding="utf-8") as stream:
-            text = stream.read()
-    except OSError as error:
-        raise UserError(f"--class-map {shown(path)}: {error.strerror}") from None
-    except UnicodeDecodeError:
-        raise UserError(f"--class-map {shown(path)} is not UTF-8 text") from None
-    return parse_class_map(text, shown(path))
+    """parse_class_map of a file's text (runtime.userfiles.read_text); UserError when it cannot be read."""
+    return parse_class_map(userfiles.read_text(path, "--class-map"), shown(path))
 
 
 def match_classes(class_names, sources):
@@ -156,6 +134,12 @@ def match_classes(class_names, sources):
             rows_of.setdefault(name, []).append(row)
     mapped = dict(sources.class_map)
     forms = [match_form(name) for name in class_names]
+    twice = [name for name, form in zip(class_names, forms) if forms.count(form) > 1]
+    if twice:
+        raise UserError(
+            f"--keep-classes: the classes {', '.join(map(repr, twice[:2]))} are one name to the matching (case, "
+            "'_' and spaces aside): rename one"
+        )
     for key in mapped:
         if key not in forms:
             raise UserError(f"--class-map names {key!r}, which is not one of the new classes ({capped(forms)})")
@@ -185,8 +169,12 @@ def _mapped(form, names, rows_of, where):
     return tuple(rows), "mean of " + str(len(rows)) + " rows (--class-map)" if len(rows) > 1 else "--class-map"
 
 
-def keep_classes(plan, class_names, sources, checkpoint_variables):
+def keep_classes(plan, class_names, selection, checkpoint_variables):
     """The plan with its head variables made rows of kind "classes", their ClassRows and its class section.
+
+    Args:
+      selection: the RestoreSelection: its `classes` (ClassSources) are matched, and with its
+        `moving_average` a head whose shadow the checkpoint holds gives the shadow's rows.
 
     Returns:
       The RestorePlan, its `class_rows` and `class_notes` set.
@@ -194,35 +182,54 @@ def keep_classes(plan, class_names, sources, checkpoint_variables):
     Raises:
       UserError: when no fresh variable is a head of these classes over the source's rows.
     """
+    sources = selection.classes
     matches = match_classes(class_names, sources)
     by_name = {info.name: info for info in checkpoint_variables}
+    held = {info.name: info.shape for info in checkpoint_variables}
     heads, rows = [], []
     for row in plan.rows:
         theirs = by_name.get(row.name)
         if row.action != "restored" and theirs is not None and _is_head(row.shape, theirs.shape, class_names, sources):
-            heads.append(ClassRows(row.name, theirs.name, tuple(rows for rows, _ in matches)))
+            source, kind = shadows.source_of(theirs.name, held, selection.moving_average)
+            heads.append(ClassRows(row.name, source, tuple(rows for rows, _ in matches)))
             kept = sum(bool(rows) for rows, _ in matches)
             reason = f"{kept} of {len(class_names)} classes from the checkpoint's rows"
-            row = PlanRow(row.name, row.shape, theirs.name, ACTION, reason, row.lr_mult, row.updated)
+            reason += ", shadow" if kind == shadows.AVERAGED else ""
+            row = PlanRow(row.name, row.shape, source, ACTION, reason, row.lr_mult, row.updated)
         rows.append(row)
     if not heads:
-        raise UserError(
-            f"--keep-classes: no fresh graph variable has one entry per new class ({len(class_names)}) where "
-            f"{plan.checkpoint or 'the checkpoint'} has one per source class ({len(sources.rows)}); "
-            "restore less than the head (e.g. --restore backbone)"
-        )
+        raise UserError(_no_head(plan, by_name, class_names, sources))
     notes = tuple(section(class_names, matches))
-    used = {head.source for head in heads}
+    used = {head.name for head in heads} | {head.source for head in heads}  # its namesake, or that one's shadow
     unused = tuple(info for info in plan.unused if info.name not in used)
     return dataclasses.replace(plan, rows=tuple(rows), unused=unused, class_rows=tuple(heads), class_notes=notes)
 
 
+def _no_head(plan, by_name, class_names, sources):
+    """Why keep_classes found no head: the source names that miss the head's width, or what the plan restores."""
+    count = len(class_names)
+    for row in plan.rows:
+        theirs = by_name.get(row.name)
+        if row.action != "restored" and theirs is not None and _is_head(row.shape, theirs.shape, class_names, None):
+            return (
+                f"--keep-classes: {sources.where} name {len(sources.rows)} rows, background logits included, but "
+                f"the checkpoint's {theirs.name} has {theirs.shape[-1]}: one class line per row of the head"
+            )
+    restored = [row.name for row in plan.rows if row.action == "restored" and row.shape and row.shape[-1] == count]
+    return (
+        f"--keep-classes: no fresh graph variable has one entry per new class ({count}) and a checkpoint namesake "
+        f"of one per row of {sources.where} ({len(sources.rows)})"
+        + (f"; {restored[0]} is restored: restore less than the head (e.g. --restore backbone)" if restored else "")
+    )
+
+
 def _is_head(graph_shape, checkpoint_shape, class_names, sources):
+    """Whether a variable is a head of the new classes over the source's rows (over any rows: sources None)."""
     return (
         len(graph_shape) == len(checkpoint_shape)
         and tuple(graph_shape[:-1]) == tuple(checkpoint_shape[:-1])
         and graph_shape[-1] == len(class_names)
-        and checkpoint_shape[-1] == len(sources.rows)
+        and (sources is None or checkpoint_shape[-1] == len(sources.rows))
     )
 
 
@@ -282,6 +289,9 @@ def check_frozen(sess, plan, variables, source_values):
     held = {var.op.name for var in variables}
     frozen_heads = [head for head in plan.class_rows if head.name in plan.frozen_class_heads and head.name in held]
     worst = check(sess, frozen_heads, variables, source_values)
+    if frozen_heads:
+        columns = sum(sum(bool(rows) for rows in head.columns) for head in frozen_heads)
+        print(f"frozen check of the head's kept class columns: {columns} columns, max |diff| = {worst:g}")
     if worst != 0.0:
         raise UserError(f"frozen check failed: the frozen head's kept class columns moved by up to {worst:g}")
 

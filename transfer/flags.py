@@ -371,8 +371,9 @@ TRAIN_TRANSFER = Flags(
     cli.runtime_options(os.path.join("checkpoints", "transfer")),
     cluster.CLUSTER_FLAGS,
     validators=(network_and_flags,),
-    # Not flags: where the data came from, its fingerprint and its files' sha256 (transfer.labelled).
-    resume_extra=("data_source", "data_identity", "data_sha256", "network_source"),
+    # Not flags: where the data came from, its fingerprint and its files' sha256 (transfer.labelled);
+    # the user's network file; the kept class rows (transfer.class_heads).
+    resume_extra=("data_source", "data_identity", "data_sha256", "network_source", "class_columns"),
 )
 
 

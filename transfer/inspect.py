@@ -311,7 +311,7 @@ def classifier_plan(prefix, checkpoint_variables, checked, num_classes):
     if selection.classes is None:
         return train.plan_against(network, num_classes, spec, spec, selection, prefix, checkpoint_variables)
     plan = train.plan_against(network, len(num_classes), spec, spec, selection, prefix, checkpoint_variables)
-    return class_heads.keep_classes(plan, num_classes, selection.classes, checkpoint_variables)
+    return class_heads.keep_classes(plan, num_classes, selection, checkpoint_variables)
 
 
 def meta_graph_variables(path):

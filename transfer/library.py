@@ -148,7 +148,7 @@ def make_plan(variables, checkpoint, selection=RestoreSelection(None), class_nam
     if selection.classes is not None:
         if not class_names:
             raise PlanError("the selection keeps classes (classes=...): pass class_names, the new head's classes")
-        plan = _class_heads.keep_classes(plan, list(class_names), selection.classes, checkpoint_variables)
+        plan = _class_heads.keep_classes(plan, list(class_names), selection, checkpoint_variables)
     return dataclasses.replace(plan, graph_updates=_writes.written_statistics(graph))
 
 

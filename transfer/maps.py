@@ -42,9 +42,9 @@ read through an allow-list.
 
 import collections
 import dataclasses
-import json
 import re
 
+from runtime import userfiles
 from runtime.errors import UserError
 from runtime.paths import shown
 from transfer.selection import capped
@@ -260,20 +260,10 @@ def load(path):
       MapError: one line, for a file that cannot be read, is not JSON or is not a valid map.
     """
     try:
-        with open(path, encoding="utf-8") as stream:
-            document = json.load(stream, object_pairs_hook=_no_duplicates)
-    except OSError as error:
-        raise MapError(f"cannot read the map {shown(path)}: {error.strerror}") from None
-    except (UnicodeDecodeError, ValueError) as error:
-        raise MapError(f"the map {shown(path)} is not JSON: {error}") from None
+        document = userfiles.parse_json(userfiles.read_text(path, "the map"), "the map", shown(path))
+    except UserError as error:
+        raise MapError(str(error)) from None
     return parse(document, path)
-
-
-def _no_duplicates(pairs):
-    keys = [key for key, _ in pairs]
-    if len(set(keys)) != len(keys):
-        raise ValueError(f"it names {sorted(k for k in keys if keys.count(k) > 1)[0]!r} twice")
-    return dict(pairs)
 
 
 def dropped_by_map(name_map, name, side):

@@ -37,18 +37,24 @@ def sources(variables, held, use_shadows, checkpoint):
     """
     chosen = {}
     for name in variables:
-        shadow = shadow_of(name)
-        if use_shadows and shadow in held and tuple(held[shadow]) != tuple(held[name]):
+        chosen[name] = source_of(name, held, use_shadows)
+        if chosen[name][1] == AVERAGED and tuple(held[chosen[name][0]]) != tuple(held[name]):
             raise CheckpointError(
-                f"{shown(checkpoint)}: {shadow} is {list(held[shadow])}, its variable {list(held[name])}"
+                f"{shown(checkpoint)}: {chosen[name][0]} is {list(held[chosen[name][0]])}, its variable "
+                f"{list(held[name])}"
             )
-        chosen[name] = (shadow, AVERAGED) if use_shadows and shadow in held else (name, RAW)
     if use_shadows and all(kind == RAW for _, kind in chosen.values()):
         raise CheckpointError(
             f"--moving-average: {shown(checkpoint)} holds no {SHADOW} shadow (no '<variable>/{SHADOW}' "
             "tensor): it was not trained with tf.train.ExponentialMovingAverage; leave out --moving-average"
         )
     return chosen
+
+
+def source_of(name, held, use_shadows):
+    """(checkpoint tensor to read, RAW or AVERAGED) for one variable: its shadow when asked for and held."""
+    shadow = shadow_of(name)
+    return (shadow, AVERAGED) if use_shadows and shadow in held else (name, RAW)
 
 
 def summary(rows):

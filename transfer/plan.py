@@ -274,9 +274,10 @@ class RestorePlan:
         return [f"BatchNorm moving statistics: {frozen}, {updated} updated by their layers"]
 
     def _shadow_notes(self):
-        """With --moving-average: how many restored variables read their shadow, how many their raw value."""
-        taken = sum(row.shadow for row in self.restored)
-        return [shadows.counted(taken, len(self.restored))] if taken else []
+        """With --moving-average: how many restored or adapted variables read their shadow, how many their raw one."""
+        read = self.restored + self.adapted
+        taken = sum(row.shadow for row in read)
+        return [shadows.counted(taken, len(read))] if taken else []
 
     def markdown(self):
         """The plan as a Markdown table, for TensorBoard's text dashboard."""
@@ -669,7 +670,8 @@ def _check_something_trains(plan):
 
 
 def _take_shadows(rows, checkpoint_variables, moving_average, checkpoint):
-    """The rows, each restored one reading the tensor transfer.moving_average.sources picks, and how many shadows.
+    """The rows, each restored or adapted one reading the tensor transfer.moving_average.sources picks, and how
+    many shadows.
 
     Without --moving-average the rows are returned as they are. With it, a restored row
     whose checkpoint variable has a `<variable>/ExponentialMovingAverage` shadow reads the
@@ -683,7 +685,7 @@ def _take_shadows(rows, checkpoint_variables, moving_average, checkpoint):
     if not moving_average:
         return rows, 0
     held = {info.name: info.shape for info in checkpoint_variables}
-    restored = [row.source for row in rows if row.action == "restored"]
+    restored = [row.source for row in rows if row.action in ("restored", "adapted")]  # read whole from it
     chosen = shadows.sources(restored, held, True, checkpoint or "the checkpoint")
     marked = []
     for row in rows:

