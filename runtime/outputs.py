@@ -55,7 +55,7 @@ def _what(kind):
     return f"an earlier {_NOUN[kind]} written by {KINDS[kind]}"
 
 
-def check(path, kind, force, flag="--output"):
+def check(path, kind, force, flag="--output", reads=()):
     """Refuses an output this command may not write; reads, never writes.
 
     Args:
@@ -63,6 +63,8 @@ def check(path, kind, force, flag="--output"):
       kind: a key of KINDS.
       force: whether the user passed --force.
       flag: the output's name in messages ("--output"; "" for a positional argument).
+      reads: paths the command reads (its source): an output that is one of them or holds
+        one is refused, --force or not, since replacing it would delete what it reads.
 
     Returns:
       The absolute path of the output.
@@ -83,6 +85,10 @@ def check(path, kind, force, flag="--output"):
         raise UserError(f"{label}: its parent directory {shown(parent)} does not exist; create it first")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise UserError(f"{label}: its parent directory {shown(parent)} is not writable")
+    for source in reads:
+        real = os.path.realpath(os.path.expanduser(os.fspath(source)))
+        if os.path.commonpath([real, os.path.realpath(path)]) == os.path.realpath(path):
+            raise UserError(f"{label} holds {shown(source)}, which this command reads; choose another folder")
     if not os.path.lexists(path):
         return path
     refused = "; refused even with --force" if force else "; choose a new folder"

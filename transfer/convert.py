@@ -266,9 +266,10 @@ def read_tf1(prefix):
 
     from runtime.checkpoints import READ_ERRORS
 
+    # Left open (for the process's life): the reader opens the data files when a tensor is fetched.
+    alias = DirAlias(os.path.dirname(prefix) or ".")
     try:
-        with DirAlias(os.path.dirname(prefix) or ".") as alias:
-            reader = tf.train.load_checkpoint(alias.join(os.path.basename(prefix)))
+        reader = tf.train.load_checkpoint(alias.join(os.path.basename(prefix)))
         shapes, dtypes = reader.get_variable_to_shape_map(), reader.get_variable_to_dtype_map()
     except READ_ERRORS as error:
         raise CheckpointError(
@@ -527,7 +528,7 @@ def bridge(request, log=print):
     dropped = [entry for entry in dropped if entry["source"] not in moving_average.taken(chosen)]
     about = {
         "toolkit": outputs.TOOLKIT,
-        "source": os.path.abspath(request.path),
+        "source": shown(os.path.abspath(request.path)),  # text: a non-UTF-8 byte as \xNN
         "source_format": request.kind,
         "target_format": request.target,
     }
@@ -563,7 +564,7 @@ def request_for(source, output, target=None, drops=(), network=None, map_file=No
     Raises:
       UserError: one line, for a wrong output, source, --to, --drop or map file.
     """
-    output = outputs.check(output, KIND, force)
+    output = outputs.check(output, KIND, force, reads=(source,))
     compiled = tuple(compile_drops(drops))
     kind, path = detect(source)
     target = target or {"tf1": "safetensors", "safetensors": "tf1", "pth": "tf1"}[kind]

@@ -657,7 +657,7 @@ def main(args):
 
     source = os.path.expanduser(args.source)
     try:
-        output = outputs.check(args.output, KIND, args.force)
+        output = outputs.check(args.output, KIND, args.force, reads=(source,))
         if args.drop:
             raise UserError(
                 "--drop applies to TF1 <-> safetensors; a Keras or TF2 conversion takes every model variable"

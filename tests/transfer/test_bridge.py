@@ -24,6 +24,7 @@ from safetensors.numpy import save_file
 from models import networks
 from runtime import outputs
 from runtime.errors import CheckpointError, UserError
+from runtime.paths import DirAlias
 from transfer import convert, safetensors_io
 
 v1 = tf.compat.v1
@@ -112,6 +113,22 @@ def _round_trip(name, tmp_path):
 @pytest.mark.parametrize("name", ["cae", "mobilenet_v1"])
 def test_round_trip_is_bit_exact(name, tmp_path):
     assert _round_trip(name, tmp_path) == {"cae": 8, "mobilenet_v1": 137}[name]
+
+
+@pytest.mark.parametrize("folder", ["run[1]*?", "caf\udce9"], ids=["glob", "not UTF-8"])
+def test_a_checkpoint_at_any_path_converts_there_and_back(tmp_path, folder):
+    # TensorFlow reads these names as patterns, or not at all: the source and the output go through an alias.
+    source, output, back = (tmp_path / f"{folder}{end}" for end in ("", " st", " back"))
+    (tmp_path / "saved").mkdir()
+    _, values = _save_network("cae", str(tmp_path / "saved"))  # TensorFlow cannot save there: moved there
+    os.rename(tmp_path / "saved", source)
+    _convert(source / "model.ckpt-3", output)
+    written = _convert(output, back)
+    assert written == str(back / "model.ckpt")
+    with DirAlias(str(back)) as alias:  # the test reads it back the way the toolkit does
+        restored = tf.train.load_checkpoint(alias.join("model.ckpt"))
+        assert sorted(restored.get_variable_to_shape_map()) == sorted(values)
+        assert all(np.array_equal(restored.get_tensor(name), value) for name, value in values.items())
 
 
 @pytest.mark.slow

