@@ -196,6 +196,13 @@ def _targets(names, name_map, side):
     return found
 
 
+def _pattern_for(name):
+    """A --drop pattern text matching `name` exactly, printable: its other characters as \\u or \\U escapes."""
+    return "".join(
+        re.escape(c) if c.isprintable() else f"\\U{ord(c):08x}" if ord(c) > 0xFFFF else f"\\u{ord(c):04x}" for c in name
+    )
+
+
 def plan_tensors(tensors, drops, target, name_map=None, side="tf"):
     """Accounts for every source tensor: converted (by the map, or under its own name) or dropped by a rule.
 
@@ -228,8 +235,12 @@ def plan_tensors(tensors, drops, target, name_map=None, side="tf"):
             dropped.append({"source": name, "shape": list(shape), "dtype": str(dtype), "reason": reason})
         elif dtype not in _HELD[target]:
             raise CheckpointError(
-                f"{name} holds {dtype} values, which {target} cannot hold here; "
-                f"drop it with --drop '^{re.escape(name)}$'"
+                f"{shown(name)} holds {dtype} values, which {target} cannot hold here; "
+                f"drop it with --drop '^{_pattern_for(name)}$'"
+            )
+        elif target == "tf1" and not name:
+            raise CheckpointError(
+                "a tensor has an empty name, which TensorFlow keeps for a checkpoint's header; drop it with --drop '^$'"
             )
         else:
             kept.append(name)
@@ -520,9 +531,10 @@ def bridge(request, log=print):
     """
     described, fetch, metadata = read_tensors(request)
     rows, dropped, name_map, network = plan(request, described)
-    chosen = moving_average.sources(
-        [row["source"] for row in rows], {n: s for n, (_, s) in described.items()}, request.use_shadows, request.path
-    )
+    # A shadow the user's --drop names is no candidate: dropped means not read, whatever reads it.
+    refused = {entry["source"] for entry in dropped if entry["reason"].startswith("--drop ")}
+    held = {name: shape for name, (_, shape) in described.items() if name not in refused}
+    chosen = moving_average.sources([row["source"] for row in rows], held, request.use_shadows, request.path)
     values = convert_values(rows, lambda name: fetch(chosen[name][0]), name_map, request.side)
     rows = moving_average.mark(rows, chosen)
     dropped = [entry for entry in dropped if entry["source"] not in moving_average.taken(chosen)]

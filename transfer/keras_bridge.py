@@ -517,6 +517,12 @@ def module_tree(values):
     root = tf.Module(name="root")
     for name, value in values.items():
         node, parts = root, name.split("/")
+        clash = next((part for part in parts if not part or hasattr(tf.Module, part)), None)
+        if clash is not None:
+            raise CheckpointError(
+                f"{shown(name)}: {clash!r} is {'an empty name part' if not clash else 'an attribute of tf.Module'}, "
+                "which a TF2 checkpoint's module tree cannot name a scope or variable by; write tf1 or safetensors"
+            )
         for part in parts[:-1]:
             child = getattr(node, part, None) if part in vars(node) else None
             if child is None:

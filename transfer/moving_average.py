@@ -45,8 +45,8 @@ def sources(variables, held, use_shadows, checkpoint):
             )
     if use_shadows and all(kind == RAW for _, kind in chosen.values()):
         raise CheckpointError(
-            f"--moving-average: {shown(checkpoint)} holds no {SHADOW} shadow (no '<variable>/{SHADOW}' "
-            "tensor): it was not trained with tf.train.ExponentialMovingAverage; leave out --moving-average"
+            f"--moving-average: {shown(checkpoint)} holds no {SHADOW} shadow of the {len(chosen)} variables read "
+            f"(no '<variable>/{SHADOW}' tensor); leave out --moving-average"
         )
     return chosen
 

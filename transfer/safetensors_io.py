@@ -17,6 +17,7 @@ import struct
 
 import numpy as np
 
+from runtime import userfiles
 from runtime.errors import CheckpointError, one_line
 from runtime.paths import shown
 
@@ -56,14 +57,6 @@ def looks_like_safetensors(path):
     return 2 <= length <= size - _LENGTH.size and head[_LENGTH.size :] == b"{"
 
 
-def _no_duplicates(pairs):
-    keys = [key for key, _ in pairs]
-    if len(set(keys)) != len(keys):
-        twice = sorted({key for key in keys if keys.count(key) > 1})
-        raise ValueError(f"the header names {twice[0]!r} twice")
-    return dict(pairs)
-
-
 def _load_json(path, size):
     """The header's JSON object, its length bounded by the file's size first."""
     label = shown(path)
@@ -78,9 +71,10 @@ def _load_json(path, size):
             )
         raw = stream.read(length)
     try:
-        header = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicates)
-    except (UnicodeDecodeError, ValueError) as error:
-        raise CheckpointError(f"{label}: its safetensors header is not valid JSON: {one_line(error)}") from None
+        header = json.loads(raw.decode("utf-8"), object_pairs_hook=userfiles.no_duplicate_keys)
+    except (UnicodeDecodeError, ValueError, RecursionError) as error:
+        reason = "it nests too deeply" if isinstance(error, RecursionError) else one_line(error)
+        raise CheckpointError(f"{label}: its safetensors header is not valid JSON: {reason}") from None
     if not isinstance(header, dict):
         raise CheckpointError(f"{label}: its safetensors header is a JSON {type(header).__name__}, not an object")
     return header, _LENGTH.size + length

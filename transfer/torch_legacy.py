@@ -24,12 +24,14 @@ read-only views of the storages, so the arrays never take more memory than the f
 import collections
 import io
 import pickletools
+import reprlib
 import struct
 import zipfile
 
 import numpy as np
 
-from runtime.errors import CheckpointError
+from runtime.errors import CheckpointError, one_line
+from runtime.paths import shown
 
 MAGIC_NUMBER = 0x1950A86A20F9469CFC6C
 PROTOCOL_VERSION = 1001
@@ -95,6 +97,13 @@ _MARK = _Mark()
 _CONSTANTS = {"MARK": _MARK, "NONE": None, "NEWTRUE": True, "NEWFALSE": False, "EMPTY_TUPLE": ()}
 
 
+# A value of the file as messages show it: a few levels and characters deep, never recursing further.
+_BRIEF = reprlib.Repr()
+_BRIEF.maxlevel, _BRIEF.maxtuple, _BRIEF.maxlist, _BRIEF.maxdict = 3, 4, 4, 4
+_BRIEF.maxstring, _BRIEF.maxother = 60, 60
+_brief = _BRIEF.repr
+
+
 def _refuse(path, what):
     raise CheckpointError(f"refusing {path}: {what} (a tensor state_dict needs none of this; nothing was run)")
 
@@ -136,12 +145,12 @@ class _Machine:
 
     def _persistent(self, pid):
         if not (isinstance(pid, tuple) and len(pid) in (5, 6) and pid[0] == "storage"):
-            _refuse(self.path, f"a persistent id that is not a storage: {pid!r:.80}")
+            _refuse(self.path, f"a persistent id that is not a storage: {_brief(pid)}")
         _, storage_type, key, location, numel = pid[:5]
         if not isinstance(storage_type, _Global) or storage_type.key[1] not in STORAGE_DTYPES:
-            _refuse(self.path, f"a storage of type {storage_type!r:.60}")
+            _refuse(self.path, f"a storage of type {_brief(storage_type)}")
         if not (isinstance(key, str) and isinstance(location, str) and _is_int(numel) and numel >= 0):
-            _refuse(self.path, f"a malformed storage id {pid!r:.80}")
+            _refuse(self.path, f"a malformed storage id {_brief(pid)}")
         if len(pid) == 6 and pid[5] is not None:
             _refuse(self.path, "a storage view (not written by state_dict saving)")
         dtype = STORAGE_DTYPES[storage_type.key[1]]
@@ -152,7 +161,7 @@ class _Machine:
 
     def _reduce(self, function, args):
         if not isinstance(function, _Global) or not isinstance(args, tuple):
-            _refuse(self.path, f"a call of {function!r:.60}")
+            _refuse(self.path, f"a call of {_brief(function)}")
         if function.key == ORDERED_DICT:
             if args == ():
                 return _StateDict()
@@ -175,7 +184,7 @@ class _Machine:
                 and not hooks
             ):
                 return _Tensor(storage, offset, size, stride)
-        _refuse(self.path, f"a call of {function!r} with unexpected arguments")
+        _refuse(self.path, f"a call of {_brief(function)} with unexpected arguments")
 
     def run(self, ops):
         """Evaluates opcodes up to STOP and returns the pickled value."""
@@ -318,8 +327,11 @@ def _pickle(stream, machine, path, what):
         return machine.run(pickletools.genops(stream))
     except CheckpointError:
         raise
-    except (ValueError, EOFError, struct.error, UnicodeDecodeError, IndexError) as error:
-        raise CheckpointError(f"{path} is not a legacy PyTorch file: cannot parse its {what}: {error}") from None
+    except (ValueError, EOFError, struct.error, UnicodeDecodeError, IndexError, TypeError, RecursionError) as error:
+        # TypeError: a value of the wrong kind where the allowed calls want another (an unhashable
+        # key); RecursionError: values nested deeper than Python compares or prints them.
+        reason = "values nested too deeply" if isinstance(error, RecursionError) else one_line(error)
+        raise CheckpointError(f"{path} is not a legacy PyTorch file: cannot parse its {what}: {reason}") from None
 
 
 def _read_exact(stream, count, path, what):
@@ -356,11 +368,11 @@ def check_view(tensor, path, name):
       CheckpointError: one line naming the tensor.
     """
     storage, size, stride, offset = tensor.storage, tensor.size, tensor.stride, tensor.offset
-    shown = f"tensor {_shown(name)}"
+    which = f"tensor {_shown(name)}"
     if len(size) > _MAX_DIMS:
-        raise CheckpointError(f"{path}: {shown} has {len(size)} dimensions, more than the {_MAX_DIMS} allowed")
+        raise CheckpointError(f"{path}: {which} has {len(size)} dimensions, more than the {_MAX_DIMS} allowed")
     if any(extent < 0 for extent in size) or any(step < 0 for step in stride) or offset < 0:
-        raise CheckpointError(f"{path}: {shown} has a negative size, stride or offset")
+        raise CheckpointError(f"{path}: {which} has a negative size, stride or offset")
     elements = 1
     for extent in size:
         elements *= extent
@@ -369,18 +381,18 @@ def check_view(tensor, path, name):
         for extent in size:
             described *= max(extent, 1)
         if described > _MAX_BYTES:
-            raise CheckpointError(f"{path}: {shown} is shaped {size!r:.100}, beyond what an array can describe")
+            raise CheckpointError(f"{path}: {which} is shaped {_brief(size)}, beyond what an array can describe")
         if offset > storage.numel:
-            raise CheckpointError(f"{path}: {shown} starts at element {offset} of a {storage.numel}-element storage")
+            raise CheckpointError(f"{path}: {which} starts at element {offset} of a {storage.numel}-element storage")
         return
     if elements > storage.numel:
         raise CheckpointError(
-            f"{path}: {shown} is shaped {size!r:.100}: {elements} elements, more than its "
+            f"{path}: {which} is shaped {_brief(size)}: {elements} elements, more than its "
             f"{storage.numel}-element storage holds"
         )
     last = offset + sum((extent - 1) * step for extent, step in zip(size, stride))
     if last >= storage.numel:
-        raise CheckpointError(f"{path}: {shown} reaches element {last} of a {storage.numel}-element storage")
+        raise CheckpointError(f"{path}: {which} reaches element {last} of a {storage.numel}-element storage")
 
 
 def materialise(tensor):
@@ -417,6 +429,7 @@ def read_state_dict(path):
         inside its storage.
     """
     stream = io.BytesIO(_read_pickled_file(path))
+    path = shown(path)  # from here on only named in messages: one printable line
     storages = {}
     _check_header(stream, storages, path)
     state = _pickle(stream, _Machine(path, storages), path, "object")
@@ -434,14 +447,14 @@ def _read_pickled_file(path):
         with open(path, "rb") as f:
             data = f.read()
     except OSError as error:
-        raise CheckpointError(f"cannot read {path}: {error.strerror}") from None
+        raise CheckpointError(f"cannot read {shown(path)}: {error.strerror}") from None
     if zipfile.is_zipfile(io.BytesIO(data)):
         raise CheckpointError(
-            f"{path} is a zip-format PyTorch file; this reader takes the legacy format (torch.save with "
+            f"{shown(path)} is a zip-format PyTorch file; this reader takes the legacy format (torch.save with "
             "_use_new_zipfile_serialization=False)"
         )
     if not data.startswith(b"\x80"):
-        raise CheckpointError(f"{path} is not a legacy PyTorch file (it does not start with a binary pickle)")
+        raise CheckpointError(f"{shown(path)} is not a legacy PyTorch file (it does not start with a binary pickle)")
     return data
 
 
@@ -452,7 +465,9 @@ def _check_header(stream, storages, path):
         raise CheckpointError(f"{path} is not a legacy PyTorch file (no torch magic number at its start)")
     protocol = _pickle(stream, _Machine(path, storages), path, "protocol version")
     if protocol != PROTOCOL_VERSION:
-        raise CheckpointError(f"{path} has torch protocol version {protocol!r}; this reader knows {PROTOCOL_VERSION}")
+        raise CheckpointError(
+            f"{path} has torch protocol version {_brief(protocol)}; this reader knows {PROTOCOL_VERSION}"
+        )
     sys_info = _pickle(stream, _Machine(path, storages), path, "system info")
     if not isinstance(sys_info, dict) or sys_info.get("little_endian") is not True:
         raise CheckpointError(f"{path} was not written on a little-endian machine (or lacks its system info)")
@@ -475,7 +490,8 @@ def check_state(state, path):
     bad = [key for key, value in state.items() if not (isinstance(key, str) and isinstance(value, _Tensor))]
     if bad:
         raise CheckpointError(
-            f"{path} is not a state_dict of tensors: entry {bad[0]!r} is not a tensor (type: {_kind(state[bad[0]])})"
+            f"{path} is not a state_dict of tensors: entry {_brief(bad[0])} is not a tensor "
+            f"(type: {_kind(state[bad[0]])})"
         )
 
 
@@ -498,7 +514,7 @@ def _kind(value):
     if isinstance(value, _Tensor):
         return "tensor"
     if isinstance(value, _Global):
-        return f"reference to {value!r}"
+        return f"reference to {_brief(value)}"
     if isinstance(value, _StateDict):
         return "OrderedDict"
     return type(value).__name__

@@ -29,6 +29,7 @@ is the surest way into PyTorch.
 
 import collections
 import io
+import os
 import re
 import struct
 import zipfile
@@ -41,6 +42,8 @@ from transfer import torch_legacy
 
 FOLDER = "archive"
 VERSION = b"3\n"
+# The most a file's storages may hold, in times its size (compressed records expand).
+MAX_EXPANSION = 64
 # The largest data.pkl read: a state_dict's pickle is a few hundred bytes a tensor.
 MAX_PICKLE = 64 * 1024 * 1024
 _ALIGNMENT = 64
@@ -96,6 +99,17 @@ def _check_byteorder(archive, folder, label):
             raise CheckpointError(f"{label} was written {order[:20]!r}-endian; this reader takes little-endian files")
 
 
+def _check_expansion(storages, file_size, label):
+    """Refuses storages that decompress to more than MAX_EXPANSION times the file: a small file of
+    deflated zeros would otherwise take gigabytes (torch.save stores its records uncompressed)."""
+    total = sum(storage.numel * storage.dtype.itemsize for storage in storages.values())
+    if total > MAX_EXPANSION * file_size:
+        raise CheckpointError(
+            f"{label}: its storages hold {total:,} bytes, over {MAX_EXPANSION} times the file's {file_size:,}; "
+            "torch.save stores them uncompressed"
+        )
+
+
 def read_state_dict(path):
     """Reads a zip-format PyTorch state_dict into numpy arrays, without running it.
 
@@ -116,6 +130,7 @@ def read_state_dict(path):
             state = _state(archive, folder, label, storages)
             for name, tensor in state.items():
                 torch_legacy.check_view(tensor, label, name)
+            _check_expansion(storages, os.path.getsize(path), label)
             for key, storage in storages.items():
                 raw = _record(archive, f"{folder}/data/{key}", storage.numel * storage.dtype.itemsize, label)
                 storage.array = np.frombuffer(raw, dtype=storage.dtype)

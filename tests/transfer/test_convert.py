@@ -25,7 +25,7 @@ import tensorflow as tf
 
 from models import networks
 from runtime.errors import CheckpointError
-from transfer import convert, maps, safetensors_io, torch_legacy
+from transfer import convert, maps, safetensors_io, torch_legacy, torch_zip
 
 v1 = tf.compat.v1
 
@@ -571,3 +571,77 @@ def test_an_output_holding_the_source_is_refused_even_with_force(tmp_path, capsy
         expected = f"error: --output {target} holds {output / 'model.ckpt'}, which this command reads; choose "
         assert err == expected + "another folder\n", err
     assert sorted(os.listdir(output)) == written
+
+
+def _safetensors(names, dtype="F32"):
+    """A safetensors file of one-element tensors of these names."""
+    size = {"F32": 4, "U16": 2}[dtype]
+    header = {
+        name: {"dtype": dtype, "shape": [1], "data_offsets": [i * size, (i + 1) * size]} for i, name in enumerate(names)
+    }
+    raw = json.dumps(header).encode()
+    return struct.pack("<Q", len(raw)) + raw + bytes(size * len(names))
+
+
+def _deflated_zeros_pth(path, elements):
+    """A zip .pth of one float tensor of zeros whose records are re-written deflated (torch.save stores them)."""
+    plain = path.with_suffix(".stored")
+    torch_zip.write_state_dict(str(plain), {"w": np.zeros(elements, np.float32)})
+    with zipfile.ZipFile(plain) as stored, zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as deflated:
+        for info in stored.infolist():
+            deflated.writestr(info.filename, stored.read(info))
+    plain.unlink()
+    return str(path)
+
+
+# Inputs that broke the one-line rule: (name, file name, bytes or a writer of the path, extra flags, the error's start).
+HOSTILE = (
+    ("deep safetensors header", "deep.safetensors", struct.pack("<Q", 200_000) + b"[" * 100_000 + b"]" * 100_000, [],
+     "{path}: its safetensors header is not valid JSON: it nests too deeply"),
+    ("unhashable key", "key.pt", legacy_bytes(None, b"\x80\x02ccollections\nOrderedDict\n]]K\x01\x86a\x85R."), [],
+     "{path} is not a legacy PyTorch file: cannot parse its object: "),
+    ("empty tensor name", "empty.safetensors", _safetensors(["", "w"]), ["--to", "tf1"],
+     "a tensor has an empty name, which TensorFlow keeps for a checkpoint's header; drop it with --drop '^$'"),
+    ("a newline in a name", "newline.safetensors", _safetensors(["a\nb"], "U16"), ["--to", "pytorch"],
+     "a\\nb holds uint16 values, which pytorch cannot hold here; drop it with --drop '^a\\u000ab$'"),
+    ("deflated zeros", "bomb.pth", lambda path: _deflated_zeros_pth(path, 4 << 20), [],
+     "{path}: its storages hold 16,777,216 bytes, over 64 times the file's "),
+)  # fmt: skip
+
+
+@pytest.mark.parametrize("case", HOSTILE, ids=[case[0] for case in HOSTILE])
+def test_hostile_sources_are_one_line_and_write_nothing(tmp_path, capsys, case):
+    _, file_name, content, flags, start = case
+    path = tmp_path / file_name
+    content(path) if callable(content) else path.write_bytes(content)
+    assert convert.main([str(path), "--output", str(tmp_path / "out"), *flags]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: " + start.format(path=path)) and err.count("\n") == 1, err
+    assert sorted(os.listdir(tmp_path)) == [file_name]
+
+
+@pytest.mark.parametrize(
+    ("name", "part"),
+    [("x/name", "'name' is an attribute"), ("x/__class__", "'__class__' is an attribute"), ("a//b", "'' is an empty")],
+)
+def test_a_name_a_tf2_module_tree_cannot_hold_is_one_line(name, part):
+    from transfer import keras_bridge
+
+    with pytest.raises(CheckpointError) as caught:
+        keras_bridge.module_tree({"w": np.zeros(1, np.float32), name: np.zeros(1, np.float32)})
+    assert str(caught.value).startswith(f"{name}: {part}") and "\n" not in str(caught.value), str(caught.value)
+
+
+def test_a_shadow_the_user_drops_is_not_read(tmp_path, capsys):
+    path = tmp_path / "ema.safetensors"
+    path.write_bytes(_safetensors(["w", "w/ExponentialMovingAverage", "b"]))
+    argv = [str(path), "--output", str(tmp_path / "out"), "--moving-average"]
+    assert convert.main([*argv, "--drop", "ExponentialMovingAverage"]) == 2
+    assert capsys.readouterr().err == (
+        f"error: --moving-average: {path} holds no ExponentialMovingAverage shadow of the 2 variables read (no "
+        "'<variable>/ExponentialMovingAverage' tensor); leave out --moving-average\n"
+    )
+    assert convert.main(argv) == 0
+    assert "--moving-average: 1 variables take their ExponentialMovingAverage shadow, 1 their raw value" in (
+        capsys.readouterr().out
+    )
