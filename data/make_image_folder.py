@@ -20,7 +20,7 @@ import sys
 
 from runtime.errors import UserError
 from runtime.outputs import Staged, check
-from runtime.quiet import Parser, exit_on_failure, guard_startup, import_tensorflow
+from runtime.quiet import OUTPUT_KEPT, Parser, exit_on_failure, guard_startup, import_tensorflow
 
 KIND = "image-folder"
 
@@ -87,5 +87,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    guard_startup()
+    guard_startup(kept=OUTPUT_KEPT)
     exit_on_failure(main())

@@ -4,7 +4,6 @@ import argparse
 import dataclasses
 import math
 import os
-import signal
 import sys
 
 from runtime import cluster, options, quiet, rundir
@@ -332,7 +331,7 @@ def main(run, parse_args, argv=None, kind=None):
 
 
 def _interrupted(signum):
-    print(f"interrupted by {signal.Signals(signum).name}; the last saved checkpoint is intact", file=sys.stderr)
+    print(quiet.interrupted_line(signum), file=sys.stderr)
     return 128 + signum
 
 

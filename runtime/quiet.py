@@ -24,6 +24,10 @@ LAUNCHER_GONE_GRACE = 5.0  # seconds a task whose launcher is gone has to stop b
 
 # The signal numbers `guard_startup`'s handler raised `Stopped` for.
 _STOPPING = []
+# What the line of a stopped entry point says is safe (guard_startup's `kept`).
+CHECKPOINT_KEPT = "the last saved checkpoint is intact"
+OUTPUT_KEPT = "the output is whole or as it was before (written in a staging folder, swapped in at the end)"
+_KEPT = [CHECKPOINT_KEPT]
 
 
 def _raise_stopped(signum, frame):
@@ -77,10 +81,15 @@ def exit_on_failure(code):
         exit_now(code)
 
 
+def interrupted_line(signum):
+    """The one line an entry point stopped by signum ends with."""
+    return f"interrupted by {signal.Signals(signum).name}; {_KEPT[0]}"
+
+
 def _excepthook(kind, value, traceback):
     if isinstance(value, (Stopped, KeyboardInterrupt)) or _STOPPING:
         signum = getattr(value, "signum", _STOPPING[0] if _STOPPING else signal.SIGINT)
-        print(f"interrupted by {signal.Signals(signum).name}; the last saved checkpoint is intact", file=sys.stderr)
+        print(interrupted_line(signum), file=sys.stderr)
         exit_now(128 + signum)
     sys.__excepthook__(kind, value, traceback)
 
@@ -93,7 +102,7 @@ def _thread_excepthook(args):
     threading.__excepthook__(args)
 
 
-def guard_startup():
+def guard_startup(kept=CHECKPOINT_KEPT):
     """Makes SIGINT and SIGTERM end an entry point with one line at any moment, imports included.
 
     Until the training loop takes them over, both raise `Stopped`, which the entry-point
@@ -101,7 +110,12 @@ def guard_startup():
     128 + the signal's number, never a traceback. Terminal output escapes bytes that are
     not UTF-8 (a path's) instead of failing on them. In a task of the cluster launcher it
     also starts `watch_launcher`, so the task ends with the launcher, even during the imports.
+
+    Args:
+      kept: what that line says is safe (`interrupted by SIGINT; <kept>`): the training
+        scripts' checkpoint, or a tool's output left as it was (OUTPUT_KEPT).
     """
+    _KEPT[0] = kept
     for stream in (sys.stdout, sys.stderr):
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="backslashreplace")

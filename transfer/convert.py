@@ -46,7 +46,7 @@ import numpy as np
 from runtime import outputs
 from runtime.errors import CheckpointError, UserError, one_line
 from runtime.paths import DirAlias, shown
-from runtime.quiet import Parser, exit_on_failure, guard_startup, import_tensorflow
+from runtime.quiet import OUTPUT_KEPT, Parser, exit_on_failure, guard_startup, import_tensorflow
 from transfer import keras_bridge, maps, moving_average, safetensors_io, torch_zip
 from transfer.export import CONVERSION_FILE as REPORT_NAME
 from transfer.selection import capped, model_variable_names
@@ -658,5 +658,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    guard_startup()
+    guard_startup(kept=OUTPUT_KEPT)
     exit_on_failure(main())

@@ -42,7 +42,7 @@ from data.names import BY_DATASET, DIGITS
 from models import user_network
 from runtime import outputs
 from runtime.errors import CheckpointError, UserError, one_line
-from runtime.quiet import Parser, exit_on_failure, guard_startup, import_tensorflow, native_stderr_silenced
+from runtime.quiet import OUTPUT_KEPT, Parser, exit_on_failure, guard_startup, import_tensorflow, native_stderr_silenced
 from transfer import standalone
 
 KIND = "export"
@@ -476,5 +476,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    guard_startup()
+    guard_startup(kept=OUTPUT_KEPT)
     exit_on_failure(main())

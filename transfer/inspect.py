@@ -21,7 +21,7 @@ import os
 from runtime.quiet import Parser, guard_startup, import_tensorflow
 
 if __name__ == "__main__":
-    guard_startup()
+    guard_startup(kept="nothing was written")
 # Silently, before the flags are parsed: the plan's flags come from transfer.flags and the
 # network registry, whose modules import TensorFlow.
 import_tensorflow()

@@ -13,9 +13,11 @@ import json
 import os
 import pickle
 import random
+import signal
 import struct
 import subprocess
 import sys
+import time
 import zipfile
 from pathlib import Path
 
@@ -24,9 +26,11 @@ import pytest
 import tensorflow as tf
 
 from models import networks
+from runtime import outputs, quiet
 from runtime.errors import CheckpointError
 from transfer import convert, maps, safetensors_io, torch_legacy, torch_zip
 
+REPO = Path(__file__).resolve().parents[2]
 v1 = tf.compat.v1
 
 STORAGE_TYPES = {dtype: name for name, dtype in torch_legacy.STORAGE_DTYPES.items()}
@@ -645,3 +649,26 @@ def test_a_shadow_the_user_drops_is_not_read(tmp_path, capsys):
     assert "--moving-average: 1 variables take their ExponentialMovingAverage shadow, 1 their raw value" in (
         capsys.readouterr().out
     )
+
+
+def test_a_tool_stopped_by_a_signal_says_its_output_is_safe(tmp_path):
+    """A conversion interrupted while TensorFlow loads: one line about its output, none about checkpoints."""
+    path = tmp_path / "w.safetensors"
+    path.write_bytes(_safetensors(["w"]))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "transfer.convert", str(path), "--output", str(tmp_path / "out")],
+        cwd=REPO,
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(1.0)  # any moment: each outcome below holds whenever the signal lands
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=300)
+    if process.returncode == 0:  # it finished first: nothing to check
+        return
+    assert process.returncode == 130, err
+    assert err == f"interrupted by SIGINT; {quiet.OUTPUT_KEPT}\n", err
+    assert set(os.listdir(tmp_path)) <= {"w.safetensors", "out"}  # no staging folder left
+    assert not (tmp_path / "out").exists() or (tmp_path / "out" / outputs.MARKER).exists()  # absent or whole
