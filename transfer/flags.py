@@ -119,7 +119,8 @@ TRANSFER_OPTIONS = (
         "--source-labels",
         metavar="FILE",
         resume=True,
-        help="with --keep-classes: the checkpoint head's class names, one row per line, synonyms comma-separated "
+        help="with --keep-classes: the checkpoint head's class names, one row per line, synonyms comma-separated; "
+        "blank lines and lines starting with # are skipped, background logits are not listed "
         "(default: the network's own, e.g. ImageNet's)",
     ),
     Option(
