@@ -541,6 +541,7 @@ def test_imagenet_class_names_and_synonyms():
     assert run.title == LITE0 and run.image_shape == (224, 224, 3) and run.num_classes == 1000
     assert run.class_names[281] == "tabby" and run.class_names[GOLDEN_RETRIEVER] == "golden retriever"
     assert common.parse_classes("Tabby Cat", run) == [281]
+    assert common.parse_classes("golden_retriever,Egyptian_cat", run) == [GOLDEN_RETRIEVER, 285]  # folder-name form
     assert common.parse_classes("tabby,golden retriever,340", run) == [281, GOLDEN_RETRIEVER, 340]
     assert common.parse_classes(None, run) == [281, 340]  # the default: tabby and zebra
     with pytest.raises(UserError, match=r"class 'tabby cat' is given twice"):

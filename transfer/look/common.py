@@ -31,7 +31,7 @@ from runtime.errors import CheckpointError, DataError, UserError, one_line
 from runtime.paths import shown
 from runtime.session import session_config
 from runtime.summaries import encode_png
-from transfer import labelled
+from transfer import class_heads, labelled
 from transfer import source as ckpt
 from transfer.export import CONVERSION_FILE  # what transfer.convert writes beside its checkpoint
 from transfer.graph import to_network_input
@@ -87,7 +87,7 @@ class Run:
       image_shape: (height, width, channels) the run's network takes.
       class_names: one name per logit, in logit order.
       classes_from: where the class names come from (labels.txt, or the pretrained head's classes).
-      aliases: per class, the names it also answers to, lower case: the WordNet synonyms
+      aliases: per class, the names it also answers to, in class_heads.match_form: the WordNet synonyms
         of a pretrained network's ImageNet classes; () for a run's own classes.
       default_classes: what `ideal --classes` means when it is not given: "all" for a
         run's own classes, the registry's example_classes for a pretrained head's.
@@ -186,7 +186,7 @@ def _pretrained_run(run_dir, entry, kind):
         image_shape=(*entry.image_size, entry.channels),
         class_names=tuple(line.split(",")[0].strip() for line in lines),
         classes_from=f"the {entry.name} classes" if imagenet else "the digits",
-        aliases=tuple(tuple(part.strip().lower() for part in line.split(",")) for line in lines) if imagenet else (),
+        aliases=tuple(class_heads.synonyms(line) for line in lines) if imagenet else (),
         default_classes=entry.example_classes,
         data_source=None if imagenet else "unrecorded",
         dataset=None if imagenet else "mnist",
@@ -490,7 +490,8 @@ def parse_classes(text, run):
     """Class indices from "all" or a comma list of class names or indices.
 
     A name is a class name as the network shows it, or (for ImageNet) any of the class's
-    WordNet synonyms, case-insensitive ("tabby", "tabby cat", "golden retriever"); a name
+    WordNet synonyms, matched as --keep-classes matches them (transfer.class_heads: case, "_"
+    against " " aside: "tabby", "Tabby_cat", "golden retriever"); a name
     shared by two classes (ImageNet's two "crane"s) must be given by index.
 
     Raises:
@@ -503,7 +504,7 @@ def parse_classes(text, run):
         return list(range(len(names)))
     chosen = []
     for item in (part.strip() for part in text.split(",")):
-        matches = [index for index, synonyms in enumerate(run.aliases) if item.lower() in synonyms]
+        matches = [index for index, synonyms in enumerate(run.aliases) if class_heads.match_form(item) in synonyms]
         if item in names and names.count(item) == 1:
             index = names.index(item)
         elif item.lstrip("-").isdigit() and not any(name.isdigit() for name in names):
