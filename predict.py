@@ -175,14 +175,14 @@ def check_model_dir(model_dir):
     """
     if not os.path.isdir(model_dir):
         raise PredictError(
-            f"--model {model_dir} does not exist; export a run with python -m transfer.export --model-dir RUN --output "
-            f"{model_dir}"
+            f"--model {shown(model_dir)} does not exist; export a run with python -m transfer.export --model-dir RUN "
+            f"--output {shown(model_dir)}"
         )
     if os.path.exists(os.path.join(model_dir, "saved_model.pb")):
         return False
     if os.path.exists(os.path.join(model_dir, "config.json")):
         return True
-    raise PredictError(f"--model {model_dir} holds no saved_model.pb: not an exported model")
+    raise PredictError(f"--model {shown(model_dir)} holds no saved_model.pb: not an exported model")
 
 
 def read_labels(model_dir):
@@ -198,13 +198,13 @@ def read_labels(model_dir):
         with open_regular(path) as stream:
             data = stream.read()
     except OSError as error:
-        raise PredictError(f"cannot read {path}: {error.strerror or error}") from None
+        raise PredictError(f"cannot read {shown(path)}: {error.strerror or error}") from None
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as error:
         line = data.count(b"\n", 0, error.start) + 1
         raise PredictError(
-            f"{path}: line {line} is not UTF-8 (byte 0x{data[error.start]:02x}); it holds one class name a line"
+            f"{shown(path)}: line {line} is not UTF-8 (byte 0x{data[error.start]:02x}); it holds one class name a line"
         ) from None
     return [line.rstrip("\n") for line in io.StringIO(text, newline=None) if line.strip()]
 
@@ -218,14 +218,19 @@ def load_model(model_dir):
     import tensorflow as tf
 
     try:
+        where = model_dir
+        if not model_dir.isascii() and os.fsencode(model_dir) != model_dir.encode("utf-8", "replace"):
+            # TensorFlow takes UTF-8 names only: a folder named otherwise is reached by its descriptor.
+            where = f"/proc/self/fd/{os.open(model_dir, os.O_RDONLY | os.O_DIRECTORY)}"
         with _stderr_to_devnull():
-            loaded = tf.saved_model.load(model_dir)
+            loaded = tf.saved_model.load(where)
     except (OSError, ValueError, RuntimeError, KeyError, tf.errors.OpError) as error:
         # A damaged saved_model.pb is an OSError, missing variables an OpError: both mean "damaged".
-        raise PredictError(f"cannot load the model in {model_dir}: {_first_line(error)}") from None
+        raise PredictError(f"cannot load the model in {shown(model_dir)}: {_first_line(error)}") from None
     if SIGNATURE not in loaded.signatures:
         raise PredictError(
-            f"the model in {model_dir} has no {SIGNATURE} signature (it has {', '.join(loaded.signatures) or 'none'})"
+            f"the model in {shown(model_dir)} has no {SIGNATURE} signature "
+            f"(it has {', '.join(loaded.signatures) or 'none'})"
         )
     return loaded, loaded.signatures[SIGNATURE]
 
@@ -252,8 +257,8 @@ def export_on_the_fly(run_dir, scratch, network=None):
     """
     if not os.path.exists(os.path.join(EXPORTER_ROOT, "transfer", "export.py")):
         raise PredictError(
-            f"--model {run_dir} is a training run, not an export, and the exporter is not beside predict.py; "
-            f"export it first: python -m transfer.export --model-dir {run_dir} --output EXPORT_DIR"
+            f"{shown(run_dir)} is a training run, not an export, and the exporter is not beside predict.py; "
+            f"export it first: python -m transfer.export --model-dir {shown(run_dir)} --output EXPORT_DIR"
         )
     output = os.path.join(scratch, "export")
     # The exporter runs in the toolkit's folder: a module path of --network is found from here too.
@@ -323,11 +328,27 @@ def predict(files, function, top_k, names):
             yield (path, None, outcome) if isinstance(outcome, str) else (path, outcome, None)
 
 
+class _Parser(argparse.ArgumentParser):
+    """Errors in one line, `error: <what> (see <prog> --help)`, exit status 2, as the toolkit's commands."""
+
+    def error(self, message):
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
+def _default_model():
+    """The export this script sits in (the predict.py every export holds), else the folder `exported`."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    return here if os.path.exists(os.path.join(here, "saved_model.pb")) else "exported"
+
+
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = _Parser(description=__doc__.split("\n\n")[0])
     parser.add_argument("paths", nargs="+", metavar="PATH", help="image files, folders or globs")
     parser.add_argument(
-        "--model", default="exported", help="an export from python -m transfer.export (default: %(default)s)"
+        "--model",
+        "--model-dir",
+        default=_default_model(),
+        help="an export from python -m transfer.export (default: the export this script is in, else exported)",
     )
     parser.add_argument(
         "--checkpoint",
@@ -353,8 +374,12 @@ def main(argv=None):
     args = parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     # The stack holds the scratch dir of an export made on the fly, removed on the way out.
-    with contextlib.ExitStack() as stack:
-        return _run(args, stack)
+    try:
+        with contextlib.ExitStack() as stack:
+            return _run(args, stack)
+    except KeyboardInterrupt:  # Ctrl-C: one line, as a shell expects the status (predict writes nothing)
+        print("interrupted by SIGINT", file=sys.stderr)
+        return 130
 
 
 def _run(args, stack):

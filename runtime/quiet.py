@@ -1,11 +1,14 @@
 """The first moments of an entry point: signals, terminal output, and a quiet TensorFlow import."""
 
 import argparse
+import atexit
 import contextlib
 import os
+import shutil
 import signal
 import stat
 import sys
+import tempfile
 import threading
 import time
 
@@ -64,11 +67,38 @@ def exit_now(code):
     After an interruption or an error TensorFlow's threads (tf.data, the session's pools)
     may still be running; Python's shutdown then kills them inside C++ code that catches
     the forced unwinding, and the process aborts ("FATAL: exception not rethrown").
-    Everything of ours is closed by then, so only the terminal streams need flushing.
+    Everything of ours is closed by then, so only the terminal streams need flushing and
+    the process's temporary folder removing (its exit handlers do not run).
     """
     sys.stdout.flush()
     sys.stderr.flush()
+    remove_temporary_folder()
     os._exit(code)
+
+
+# The process's own temporary folder (guard_startup), removed on the way out.
+_TEMPORARY = []
+
+
+def _own_temporary_folder():
+    """Points the tempfile module at a folder of this process's own, removed however it exits but SIGKILL.
+
+    Libraries write there without a word: AutoGraph a module for each function it converts
+    (SavedModel and TFLite export convert theirs), removed by exit handlers that an exit
+    by `exit_now` skips; so every interrupted run left them in the system's temporary folder.
+    """
+    if _TEMPORARY:
+        return
+    folder = tempfile.mkdtemp(prefix="cae-transfer-")
+    _TEMPORARY.append(folder)
+    tempfile.tempdir = folder
+    atexit.register(remove_temporary_folder)
+
+
+def remove_temporary_folder():
+    """Removes the folder _own_temporary_folder made (nothing without one)."""
+    for folder in _TEMPORARY:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def exit_on_failure(code):
@@ -116,6 +146,7 @@ def guard_startup(kept=CHECKPOINT_KEPT):
         scripts' checkpoint, or a tool's output left as it was (OUTPUT_KEPT).
     """
     _KEPT[0] = kept
+    _own_temporary_folder()
     for stream in (sys.stdout, sys.stderr):
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="backslashreplace")
@@ -168,6 +199,7 @@ def _end_with_launcher(fd):
     with contextlib.suppress(OSError, ValueError):
         sys.stdout.flush()
         sys.stderr.flush()
+    remove_temporary_folder()
     os._exit(code)
 
 

@@ -1,7 +1,6 @@
 """The training loop both scripts share: steps, progress, saves, signals, guards."""
 
 import math
-import os
 import signal
 import sys
 import time
@@ -68,9 +67,7 @@ class _StopOnSignal:
                 f"{signal.Signals(signum).name} again: exiting at once; the newest complete checkpoint is intact",
                 file=sys.stderr,
             )
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(128 + signum)
+            quiet.exit_now(128 + signum)
         self.signum = signum
 
 

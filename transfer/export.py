@@ -42,6 +42,7 @@ from data.names import BY_DATASET, DIGITS
 from models import user_network
 from runtime import outputs
 from runtime.errors import CheckpointError, UserError, one_line
+from runtime.paths import DirAlias, shown
 from runtime.quiet import OUTPUT_KEPT, Parser, exit_on_failure, guard_startup, import_tensorflow, native_stderr_silenced
 from transfer import standalone
 
@@ -120,8 +121,9 @@ def _check_output(output, model_dir, force):
     """The absolute --output, once it is apart from the run and this command may write it (runtime.outputs)."""
     output = os.path.abspath(os.path.expanduser(output))
     model_dir = os.path.abspath(model_dir)
-    if output == model_dir or model_dir.startswith(output + os.sep) or output.startswith(model_dir + os.sep + "best"):
-        raise UserError(f"--output {output} would overlap the run in {model_dir}: export somewhere else")
+    best = os.path.join(model_dir, "best")  # replaced by the run's next best epoch
+    if os.path.commonpath([output, model_dir]) == output or os.path.commonpath([output, best]) == best:
+        raise UserError(f"--output {shown(output)} would overlap the run in {shown(model_dir)}: export somewhere else")
     return outputs.check(output, KIND, force)
 
 
@@ -185,7 +187,8 @@ def _build_and_save(export_dir, prefix, names, network, spec):
         return [(var.op.name, var.shape.as_list()) for var in variables]
 
 
-def _to_tflite(export_dir, path):
+def _to_tflite(export_dir, path, shown_as):
+    """Writes the SavedModel at export_dir (a path TensorFlow reads) as TFLite to path; shown_as names it."""
     import tensorflow as tf
 
     converter = tf.lite.TFLiteConverter.from_saved_model(export_dir, signature_keys=[FIXED_KEY])
@@ -193,7 +196,7 @@ def _to_tflite(export_dir, path):
         with native_stderr_silenced():  # the converter's C++ side reports every pass on stderr
             flatbuffer = converter.convert()
     except Exception as error:  # noqa: BLE001 (its ConverterError is not public API; every kind means "cannot convert")
-        raise UserError(f"TFLite conversion of {export_dir} failed: {one_line(error)}") from None
+        raise UserError(f"TFLite conversion of {shown(shown_as)} failed: {one_line(error)}") from None
     with open(path, "wb") as stream:
         stream.write(flatbuffer)
 
@@ -324,13 +327,14 @@ def _origin_of(model_dir, config, network_name, checkpoint):
 def _write_export(export_dir, origin, tflite):
     """Writes the SavedModel, labels.txt, predict.py, model.tflite (with tflite), model_card.json; returns the card."""
     names = origin.names
-    variables = _build_and_save(export_dir, origin.prefix, names, origin.network, origin.spec)
+    with DirAlias(export_dir) as alias:  # TensorFlow's writer and converter take UTF-8 names without [ ] * ?
+        variables = _build_and_save(alias.tf, origin.prefix, names, origin.network, origin.spec)
+        if tflite:
+            _to_tflite(alias.tf, os.path.join(export_dir, "model.tflite"), export_dir)
     with open(os.path.join(export_dir, "labels.txt"), "w", encoding="utf-8") as stream:
         stream.write("".join(name + "\n" for name in names))
     with open(os.path.join(export_dir, "predict.py"), "w", encoding="utf-8") as stream:
         stream.write(standalone.script())
-    if tflite:
-        _to_tflite(export_dir, os.path.join(export_dir, "model.tflite"))
     card = _model_card(origin, variables, tflite)
     with open(os.path.join(export_dir, "model_card.json"), "w", encoding="utf-8") as stream:
         json.dump(card, stream, indent=2)
@@ -463,7 +467,7 @@ def main(argv=None):
         print(f"error: {error}", file=sys.stderr)
         return 2
     output = os.path.abspath(args.output)
-    print(f"exported {card['source_checkpoint']['path']} ({len(card['classes'])} classes) to {output}")
+    print(f"exported {shown(card['source_checkpoint']['path'])} ({len(card['classes'])} classes) to {shown(output)}")
     print(
         f"  signatures: {SERVING_KEY} (uint8 images [N, H, W, C]), {ENCODED_KEY} (encoded image bytes [N]), "
         f"{FIXED_KEY} (uint8 [N, {', '.join(map(str, card['preprocessing']['network_input']))}])"

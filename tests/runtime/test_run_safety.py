@@ -547,6 +547,38 @@ def test_the_training_loop_refuses_to_start_after_a_lost_stop(monkeypatch):
     assert {signum: signal.getsignal(signum) for signum in handlers} == handlers  # nothing taken over
 
 
+# A file a library leaves in the temporary folder (AutoGraph's converted functions are removed
+# only by exit handlers), then the end: by a signal, an exit without them, or a normal one.
+TEMPORARY_FILE = """
+import signal, sys, tempfile
+from runtime.quiet import exit_now, guard_startup
+guard_startup()
+with tempfile.NamedTemporaryFile(delete=False, prefix="__autograph_generated_file") as made:
+    made.write(b"def f(): pass")
+end = sys.argv[1]
+if end == "signal":
+    signal.raise_signal(signal.SIGINT)
+elif end == "exit_now":
+    exit_now(2)
+"""
+
+
+@pytest.mark.parametrize("end", ["signal", "exit_now", "normal"])
+def test_what_libraries_leave_in_the_temporary_folder_goes_with_the_process(tmp_path, end):
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    result = subprocess.run(
+        [sys.executable, "-c", TEMPORARY_FILE, end],
+        cwd=REPO,
+        env=dict(os.environ, PYTHONPATH=str(REPO), TMPDIR=str(temporary)),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == {"signal": 130, "exit_now": 2, "normal": 0}[end], result.stderr
+    assert list(temporary.iterdir()) == []
+
+
 @pytest.mark.slow
 def test_a_fast_second_ctrl_c_exits_at_once_without_an_abort(tmp_path):
     args = _script(

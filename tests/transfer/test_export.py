@@ -203,6 +203,7 @@ def _run_export(argv):
         ("output_exists", "already exists and is not an earlier export"),
         ("force_on_a_non_export", "is not an earlier export"),
         ("output_is_the_run", "would overlap the run"),
+        ("output_inside_best", "would overlap the run"),
         ("missing_model_dir", "does not exist"),
         ("autoencoder_run", "holds a autoencoder run, not a train_transfer.py run"),
         ("labels_do_not_fit", "names 3 classes but the checkpoint's logits have 10"),
@@ -222,6 +223,8 @@ def test_export_refusals_are_one_line_and_touch_nothing(run, tmp_path, case, exp
     elif case == "output_is_the_run":
         output = model_dir
         extra = ["--force"]
+    elif case == "output_inside_best":  # the run replaces best/ at its next best epoch
+        output = model_dir / "best" / "exported"
     elif case == "missing_model_dir":
         model_dir = tmp_path / "nothing"
     elif case == "autoencoder_run":
@@ -287,6 +290,16 @@ def test_predict_in_a_fresh_process_with_no_training_code(exported, run, sample,
         assert top[0]["probability"] == pytest.approx(row.max(), abs=1e-5)
     right = [int(r["top"][0]["class_name"]) == label for r, label in zip(records, sample.test_labels[:10])]
     assert sum(right) >= 8
+    # The predict.py in the export, run from elsewhere without --model, classifies with the export it is in.
+    beside = subprocess.run(
+        [sys.executable, str(Path(exported) / "predict.py"), paths[0], "--top-k", "1", "--json"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert beside.returncode == 0 and json.loads(beside.stdout)[0] == records[0] | {"top": records[0]["top"][:1]}
 
     # Text output (in this process: the fresh-process property is proven above), one line an image.
     import predict
@@ -505,3 +518,49 @@ def test_the_model_card_says_what_the_graph_does_to_pixels_whatever_the_preproce
         == "pixels in [0, 255], then RGB in [0, 255] to (x - 127) / 128, the EfficientNet-Lite release's normalisation."
     )
     assert export._scale(grey_user) == "pixels in [0, 255], then the network's no_docstring"
+
+
+def test_predict_flag_errors_are_one_line_and_ctrl_c_is_one_line(exported, sample, tmp_path, monkeypatch, capsys):
+    import predict
+
+    paths = _digit_pngs(str(tmp_path / "digits"), sample, count=1)
+    for argv, message in (
+        ([paths[0], "--top-k", "x"], "argument --top-k: invalid int value: 'x'"),
+        ([paths[0], "--modle", "x"], "unrecognized arguments: --modle x"),
+        ([], "the following arguments are required: PATH"),
+    ):
+        with pytest.raises(SystemExit) as exit:
+            predict.main(argv)
+        assert exit.value.code == 2
+        lines = capsys.readouterr().err.splitlines()  # the program's name is pytest's here
+        assert len(lines) == 1 and lines[0].startswith(f"error: {message} (see ") and lines[0].endswith(" --help)")
+    assert predict.main([paths[0], "--model-dir", exported, "--top-k", "1"]) == 0  # the exporter's spelling too
+    assert capsys.readouterr().out.startswith(f"{paths[0]}: ")
+    monkeypatch.setattr(predict, "_run", lambda args, stack: (_ for _ in ()).throw(KeyboardInterrupt))
+    assert predict.main([paths[0], "--model", exported]) == 130
+    assert capsys.readouterr().err == "interrupted by SIGINT\n"
+
+
+def test_an_export_to_a_folder_named_in_no_encoding_tensorflow_reads_predicts(run, sample, tmp_path, capsys):
+    """A non-UTF-8 byte and glob characters in --output: the SavedModel and TFLite are written, predict reads them."""
+    import predict
+
+    output = tmp_path / "out\udcff[1]"
+    card = export.export(run[0], str(output), tflite=True, log=lambda line: None)
+    assert sorted(os.listdir(output)) == sorted(
+        [".cae-transfer-output.json", "labels.txt", "model.tflite", "model_card.json", "predict.py"]
+        + ["saved_model.pb", "variables"]
+    )
+    assert card["classes"] == [str(digit) for digit in range(10)]
+    paths = _digit_pngs(str(tmp_path / "digits"), sample, count=1)
+    assert predict.main([paths[0], "--model", str(output), "--top-k", "1"]) == 0
+    assert capsys.readouterr().out.startswith(f"{paths[0]}: ")
+
+
+def test_an_output_beside_best_in_the_run_is_not_best(tmp_path):
+    run_dir = tmp_path / "run"
+    (run_dir / "best").mkdir(parents=True)
+    assert export._check_output(str(run_dir / "bestx"), str(run_dir), False) == str(run_dir / "bestx")
+    for inside in (run_dir, run_dir / "best", run_dir / "best" / "x", tmp_path):
+        with pytest.raises(UserError, match="would overlap the run"):
+            export._check_output(str(inside), str(run_dir), True)
