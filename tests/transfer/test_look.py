@@ -170,6 +170,14 @@ def test_ideal_command_reaches_high_probability(run_dir, tmp_path):
     again = look_main(["ideal", run_dir, "--classes", "3", "--steps", "1", "--out-dir", out])
     assert "already holds ideal.json" in one_error_line(again)
     assert json.loads((out / "ideal.json").read_text()) == result
+    # An interrupted run leaves its events alone: they count as a result, and --overwrite replaces them.
+    for name in ("ideal.json", "ideal.png"):
+        (out / name).unlink()
+    events = sorted(path.name for path in out.iterdir())
+    assert len(events) == 1 and events[0].startswith("events.out.tfevents.")
+    assert f"already holds {events[0]}" in one_error_line(look_main(["ideal", run_dir, "--out-dir", out]))
+    assert look_main(["ideal", run_dir, "--classes", "3", "--steps", "1", "--out-dir", out, "--overwrite"]).code == 0
+    assert events[0] not in os.listdir(out) and len([n for n in os.listdir(out) if n.startswith("events.")]) == 1
 
 
 def test_ideal_from_a_given_image_is_deterministic(run_dir, tmp_path, sample_digits):
@@ -299,8 +307,9 @@ def test_adversarial_command_on_the_test_set(run_dir, tmp_path):
     ]
     for entry in result["results"]:
         assert entry["pairs"] == 180
-        assert 0 <= entry["successes"] <= 180 and entry["success_rate"] == pytest.approx(
-            entry["successes"] / 180, abs=1e-6
+        assert entry["attacked"] == 180 - entry["already_before_attack"]
+        assert 0 <= entry["successes"] <= entry["attacked"] and entry["success_rate"] == pytest.approx(
+            entry["successes"] / entry["attacked"], abs=1e-6
         )
         if entry["successes"]:
             assert entry["max_linf"] <= entry["epsilon"] + 1e-3
@@ -956,3 +965,28 @@ def test_labels_that_do_not_fit_the_run_are_refused_in_one_line(case, folder_run
         line = one_error_line(look_main([command, model_dir, "--out-dir", tmp_path / "out"]))
         assert expected in line, line
     assert not (tmp_path / "out").exists()
+
+
+def test_a_pair_already_answered_as_the_attack_wants_is_no_success():
+    """Untargeted, labels 0, 1, 2: pair 2 was wrong before any perturbation, pair 0 turned, pair 1 held."""
+    originals = np.zeros((3, 2, 2, 1), np.float32)
+    attacked = originals.copy()
+    attacked[0] += 4 / 255  # the one perturbation that did the job
+    before = np.eye(3, dtype=np.float32)[[0, 1, 0]]
+    after = np.eye(3, dtype=np.float32)[[1, 1, 0]]
+    summary, success = adversarial.summarise(originals, attacked, before, after, np.array([0, 1, 2]), False)
+    assert success.tolist() == [True, False, False]
+    counts = [summary[key] for key in ("pairs", "attacked", "successes", "already_before_attack")]
+    assert counts == [3, 2, 1, 1]
+    assert summary["success_rate"] == 0.5 and summary["max_linf"] == pytest.approx(4.0)
+
+
+@pytest.mark.slow
+def test_an_out_dir_in_the_runs_image_folder_is_refused(folder_runs):
+    """A result written into a class folder would be a training image of that class at the next scan."""
+    run = folder_runs[0]
+    inside = run["folder"] / run["names"][0] / "look"
+    before = sorted(str(path) for path in run["folder"].rglob("*"))
+    done = look_main(["ideal", run["dir"], "--steps", "1", "--out-dir", inside])
+    assert done.code == 2 and "lies inside --data-dir" in one_error_line(done), done.err
+    assert sorted(str(path) for path in run["folder"].rglob("*")) == before

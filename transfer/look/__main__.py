@@ -21,12 +21,13 @@ that is not a transfer run, a run whose data is no longer where it was) ends wit
 
 import os
 
-from runtime.quiet import import_tensorflow
+from runtime.quiet import exit_on_failure, guard_startup, import_tensorflow
 
+if __name__ == "__main__":  # from here on Ctrl-C or SIGTERM ends the process with one line
+    guard_startup(kept="what it wrote so far stays in its output dir, which a next run there takes with --overwrite")
 import_tensorflow()
 
 import argparse
-import sys
 
 import tensorflow as tf
 
@@ -73,9 +74,16 @@ COMMON = (
 # The test images: by default the data set the run trained on, read from its config.json; --limit cuts them.
 DATA = (
     cli.DATA_OPTIONS[0].but(default=None, help="data set of the test images (default: the one the run trained on)"),
-    *cli.DATA_OPTIONS[1:],
+    cli.DATA_OPTIONS[1].but(
+        help="the test images' data instead of the run's record of it: its image folder at a new place, or "
+        "IDX files (default: where the run recorded its data)"
+    ),
+    *cli.DATA_OPTIONS[2:],
     Option(
-        "--limit", type=cli.positive_int, default=None, help="use only the first N images (of the test set or --images)"
+        "--limit",
+        type=cli.positive_int,
+        default=None,
+        help="use only the first N images (of the test set, or of adversarial's --images)",
     ),
 )
 
@@ -107,4 +115,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_on_failure(main())

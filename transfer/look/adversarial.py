@@ -226,12 +226,17 @@ def attack(sess, graph, name, images, classes, budget, batch_size):
 def summarise(originals, adversarial, before, after, classes, targeted):
     """Success and perturbation sizes (pixel units 0..255) of one attack at one epsilon.
 
-    Sizes are over the successful pairs: the perturbations that did the job.
+    A pair the network already answered as the attack wants (the target, or away from the
+    label) before any perturbation is no success of the attack: successes and the rate
+    count the other pairs, the attacked ones. Sizes are over the successful pairs: the
+    perturbations that did the job.
     """
     predicted_after = after.argmax(axis=1)
     predicted_before = before.argmax(axis=1)
-    success = predicted_after == classes if targeted else predicted_after != classes
+    reached = predicted_after == classes if targeted else predicted_after != classes
     already = predicted_before == classes if targeted else predicted_before != classes
+    success = reached & ~already
+    attacked = int((~already).sum())
     delta = (adversarial - originals).reshape(len(originals), -1).astype(np.float64) * common.PIXEL_MAX
     l2 = np.sqrt((delta**2).sum(axis=1))
     linf = np.abs(delta).max(axis=1)
@@ -241,8 +246,9 @@ def summarise(originals, adversarial, before, after, classes, targeted):
 
     return {
         "pairs": len(classes),
+        "attacked": attacked,
         "successes": int(success.sum()),
-        "success_rate": round(float(success.mean()), 6) if len(classes) else None,
+        "success_rate": round(float(success.sum()) / attacked, 6) if attacked else None,
         "already_before_attack": int(already.sum()),
         "mean_l2": stat(l2, "mean"),
         "max_l2": stat(l2, "max"),
@@ -481,7 +487,8 @@ def _results(given, plan, seconds, results, described):
         "target": target,
         "skipped_already_target": plan.skipped,
         "clean_accuracy": plan.clean_accuracy,
-        "units": "epsilon, L2 and L-infinity in pixel units 0..255; sizes over the successful pairs",
+        "units": "epsilon, L2 and L-infinity in pixel units 0..255; sizes over the successful pairs; success "
+        "rates over the attacked pairs (those not already answered as the attack wants)",
         "seconds": round(seconds, 2),
         "results": results,
     }
@@ -514,7 +521,7 @@ def run(shared, settings, request):
     target = _parse_target(settings.target, run)
     given = _given_images(settings.images, run)
     inputs, described = (given, None) if given is not None else _test_images(request, run, settings.limit)
-    out_dir = common.command_out_dir(shared, model, "adversarial", RESULT_FILES)
+    out_dir = common.command_out_dir(shared, model, "adversarial", RESULT_FILES, request.data_dir)
     inputs = _limit(settings.limit, inputs)
     common.report_network(model)
     with tf.Graph().as_default():
@@ -539,10 +546,12 @@ def _row(summary):
     def size(key):
         return "-" if summary[key] is None else f"{summary[key]:.1f}"
 
+    rate = "  -  " if summary["success_rate"] is None else f"{100 * summary['success_rate']:5.1f}%"
+
     return (
         f"{summary['attack']:>4}  eps {summary['epsilon']:>5g}/255  success "
-        f"{summary['successes']:>5}/{summary['pairs']:<5} "
-        f"({100 * summary['success_rate']:5.1f}%)  L2 mean {size('mean_l2')} max {size('max_l2')}  "
+        f"{summary['successes']:>5}/{summary['attacked']:<5} "
+        f"({rate})  L2 mean {size('mean_l2')} max {size('max_l2')}  "
         f"Linf mean {size('mean_linf')} max {size('max_linf')}  ({summary['seconds']:.1f} s)"
     )
 

@@ -779,6 +779,10 @@ def to_unit(images):
 # --- outputs -------------------------------------------------------------------------------
 
 
+# The summary files a command's FileWriter leaves in its output dir, one per run.
+EVENTS_PREFIX = "events.out.tfevents."
+
+
 def prepare_out_dir(path, names, overwrite):
     """Creates the output dir; refuses to replace earlier results unless told to.
 
@@ -788,16 +792,22 @@ def prepare_out_dir(path, names, overwrite):
       overwrite: whether earlier results of the same names may be replaced.
 
     Raises:
-      UserError: when the dir cannot be made, or holds one of the names and overwrite is off.
+      UserError: when the dir cannot be made, or holds one of the names or an earlier run's
+        summary events and overwrite is off (with overwrite those events are removed).
     """
     rundir.make_dir(path, "output dir")
-    present = [name for name in names if os.path.exists(os.path.join(path, name))]
+    events = sorted(name for name in os.listdir(path) if name.startswith(EVENTS_PREFIX))
+    present = [name for name in names if os.path.exists(os.path.join(path, name))] + events
     if present and not overwrite:
-        raise UserError(f"{path} already holds {present[0]} from an earlier run; pass --overwrite or another --out-dir")
+        raise UserError(
+            f"{shown(path)} already holds {present[0]} from an earlier run; pass --overwrite or another --out-dir"
+        )
+    for name in events:  # TensorBoard would show an earlier run's images among this one's
+        os.remove(os.path.join(path, name))
     return path
 
 
-def command_out_dir(shared, model, command, names):
+def command_out_dir(shared, model, command, names, data_dir=None):
     """A command's output dir, made ready: --out-dir, else MODEL/look/<command>.
 
     Args:
@@ -805,14 +815,19 @@ def command_out_dir(shared, model, command, names):
       model: the Model from open_model.
       command: the command's name, the folder under MODEL/look/.
       names: file names the command writes there.
+      data_dir: the --data-dir the command reads instead of the run's, or None.
 
     Returns:
       The output dir.
 
     Raises:
-      UserError: see prepare_out_dir.
+      UserError: see prepare_out_dir; and for an out dir inside the data the command reads,
+        or holding it (runtime.rundir.check_apart).
     """
-    return prepare_out_dir(shared.out_dir or os.path.join(model.run_dir, "look", command), names, shared.overwrite)
+    path = shared.out_dir or os.path.join(model.run_dir, "look", command)
+    for data in {model.run.data_dir, data_dir} - {None}:
+        rundir.check_apart(data, {"--out-dir": path})  # a file written into an image folder joins a class
+    return prepare_out_dir(path, names, shared.overwrite)
 
 
 def report_network(model):

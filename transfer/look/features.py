@@ -345,7 +345,7 @@ def run(shared, settings, request):
     if run.data_source is None:
         raise UserError(f"features needs a labelled test set, and the {run.title} has none here")
     data = _probe_data(settings, shared.seed, request, run)
-    out_dir = common.command_out_dir(shared, model, "features", RESULT_FILES)
+    out_dir = common.command_out_dir(shared, model, "features", RESULT_FILES, request.data_dir)
     common.report_network(model)
     with tf.Graph().as_default():
         images_ph, tensors = _end_points(run)
