@@ -5,7 +5,7 @@ import numpy as np
 from runtime.errors import UserError
 
 
-def split_train(labels, validation_size, labels_per_class, seed, num_classes=10):
+def split_train(labels, validation_size, labels_per_class, seed, num_classes=10, class_names=None):
     """Carves a validation set out of the training pool, then a balanced labelled subset.
 
     Both depend only on (labels, sizes, seed): every training mode run with one seed
@@ -17,6 +17,7 @@ def split_train(labels, validation_size, labels_per_class, seed, num_classes=10)
       labels_per_class: labelled examples kept per class; None keeps all that remain.
       seed: the run's seed.
       num_classes: number of classes.
+      class_names: their names, for messages (default: their numbers).
 
     Returns:
       (train_indices, validation_indices), int64 arrays into the pool; the training
@@ -49,7 +50,8 @@ def split_train(labels, validation_size, labels_per_class, seed, num_classes=10)
         of_class = rest[labels[rest] == digit]
         if labels_per_class > len(of_class):
             raise UserError(
-                f"--labels-per-class {labels_per_class} is more than the data holds: class {digit} has "
+                f"--labels-per-class {labels_per_class} is more than the data holds: class "
+                f"{digit if class_names is None else repr(class_names[digit])} has "
                 f"{len(of_class)} training examples left after the validation split"
             )
         chosen.append(of_class[:labels_per_class])

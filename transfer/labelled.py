@@ -137,6 +137,8 @@ def load(flags, network_spec, log=print):
     """
     if flags.data_dir and image_folder.is_image_folder(flags.data_dir):
         return load_folder(flags, network_spec, log)
+    if flags.data_dir:
+        image_folder.check_not_flat(flags.data_dir)
     return _load_idx(flags, log)
 
 
@@ -193,7 +195,7 @@ def load_folder(flags, network_spec, log):
         log(line)
     train = Examples(scan.splits["train"].labels.astype(np.int64), files=scan.splits["train"].files)
     if flags.labels_per_class is not None:
-        index, _ = split_train(train.labels, 0, flags.labels_per_class, flags.seed, num_classes=scan.num_classes)
+        index, _ = split_train(train.labels, 0, flags.labels_per_class, flags.seed, scan.num_classes, scan.class_names)
         train = train.subset(index)
     if not len(scan.splits["test"]):
         raise UserError(f"image folder {scan.root}: its test split is empty; give --test-percent above 0")

@@ -296,6 +296,27 @@ def is_image_folder(path):
     return False
 
 
+def check_not_flat(path):
+    """Refuses a folder that is no image folder but holds image files itself: their classes are missing.
+
+    Raises:
+      DataError: naming the folder and what an image folder holds, when `path` (no IDX folder)
+        has image files directly in it.
+    """
+    path = os.path.expanduser(os.fspath(path))
+    if not os.path.isdir(path) or idx.find_idx_files(path)[0] or is_image_folder(path):
+        return
+    try:
+        names = [name for name in os.listdir(path) if not name.startswith(".")]
+    except OSError:
+        return  # the IDX reader says why it cannot list it
+    if any(map(_is_image_name, names)):
+        raise DataError(
+            f"{shown(path)} holds image files but no class subfolders: an image folder holds one subfolder of "
+            "images per class (or train/ and test/ holding those), named after the class"
+        )
+
+
 def _gather(root, layout_dirs):
     """Lists each split folder: ({split dir key: {class: [(rel, path)]}}, ignored paths, links to folders)."""
     listing, ignored, folder_links = {}, [], []

@@ -95,6 +95,23 @@ def test_idx_dir_and_empty_dirs_are_not_image_folders(tmp_path):
     assert not imf.is_image_folder(tmp_path / "idx")
 
 
+def test_a_folder_of_images_without_class_subfolders_says_so(tmp_path):
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    (flat / "img00.png").write_bytes(b"not read")
+    (flat / ".hidden").mkdir()
+    with pytest.raises(DataError) as caught:
+        imf.check_not_flat(flat)
+    assert str(caught.value) == (
+        f"{flat} holds image files but no class subfolders: an image folder holds one subfolder of images per "
+        "class (or train/ and test/ holding those), named after the class"
+    )
+    digits_folder(tmp_path / "classes", per_class=1)
+    (tmp_path / "classes" / "stray.png").write_bytes(b"x")
+    for fine in (tmp_path / "classes", tmp_path / "missing", tmp_path / "classes" / "0" / ".."):
+        imf.check_not_flat(fine)  # an image folder, a missing path (the IDX reader says so)
+
+
 # --- decoding and preprocessing ------------------------------------------------------
 
 

@@ -49,3 +49,10 @@ def test_requests_the_pool_cannot_meet_are_user_errors(validation_size, labels_p
     with pytest.raises(UserError) as error:
         split_train(LABELS, validation_size, labels_per_class, seed=0)
     assert message in str(error.value)
+
+
+def test_a_named_class_short_of_labels_is_named():
+    names = tuple(f"class_{digit}" for digit in range(10))
+    with pytest.raises(UserError) as error:
+        split_train(LABELS, 500, 401, seed=0, class_names=names)
+    assert "is more than the data holds: class 'class_0' has 400 training examples left" in str(error.value)

@@ -16,7 +16,7 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from runtime import cli
+from runtime import cli, paths
 from runtime.errors import UserError
 from runtime.options import Option
 from transfer.look import common
@@ -539,7 +539,7 @@ def run(shared, settings, request):
     fields = _results(settings.images, plan, seconds, results, described)
     path = common.write_results(out_dir, "adversarial.json", model, fields)
     _print_examples(settings.images, results)
-    print(f"wrote {path} and the example figures in {seconds:.1f} s")
+    print(f"wrote {paths.shown(path)} and the example figures in {seconds:.1f} s")
 
 
 def _row(summary):

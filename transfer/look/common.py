@@ -563,7 +563,9 @@ def read_image(path, image_shape, title):
     from PIL import Image, UnidentifiedImageError
 
     if os.path.isdir(path) or not os.path.exists(path):
-        raise DataError(f"image {path} {'is a folder, not an image file' if os.path.isdir(path) else 'does not exist'}")
+        raise DataError(
+            f"image {shown(path)} {'is a folder, not an image file' if os.path.isdir(path) else 'does not exist'}"
+        )
     try:
         # The pixel bound is data.image_header's, as in training and predict.py: its rule
         # for the formats it reads, its limit on PIL's size for the others (PIL's own
@@ -572,7 +574,7 @@ def read_image(path, image_shape, title):
             data = stream.read()
         refused = image_header.refusal(data)
         if refused:
-            raise DataError(f"{path}: {refused}")
+            raise DataError(f"{shown(path)}: {refused}")
         limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
         try:
             opened = Image.open(io.BytesIO(data))
@@ -581,28 +583,30 @@ def read_image(path, image_shape, title):
         with opened as image:
             refused = image_header.too_large(*image.size)
             if refused:
-                raise DataError(f"{path}: {refused}")
+                raise DataError(f"{shown(path)}: {refused}")
             image.load()
             mode = image.mode
             if mode == "P":  # a palette stores colours: its channel count is the palette's
                 image = image.convert("RGBA" if "transparency" in image.info else "RGB")
             elif mode in ("I;16", "I", "F"):
-                raise DataError(f"{path}: {mode} images (16-bit or float) are not supported; save it as 8-bit")
+                raise DataError(f"{shown(path)}: {mode} images (16-bit or float) are not supported; save it as 8-bit")
             pixels = np.asarray(image)
     except UnidentifiedImageError:
-        raise DataError(f"{path}: not a readable image (cannot identify image file {path!r})") from None
+        raise DataError(f"{shown(path)}: not a readable image (no image format recognised)") from None
     except (OSError, ValueError) as error:
-        raise DataError(f"{path}: not a readable image ({one_line(error)})") from None
+        raise DataError(f"{shown(path)}: not a readable image ({one_line(error)})") from None
     if pixels.dtype == bool:
         pixels = pixels.astype(np.uint8) * 255
     if pixels.ndim == 2:
         pixels = pixels[..., np.newaxis]
     height, width, channels = image_shape
     if pixels.shape[:2] != (height, width):
-        raise DataError(f"{path}: the image is {pixels.shape[1]}x{pixels.shape[0]}, the {title} takes {width}x{height}")
+        raise DataError(
+            f"{shown(path)}: the image is {pixels.shape[1]}x{pixels.shape[0]}, the {title} takes {width}x{height}"
+        )
     if pixels.shape[2] != channels:
         raise DataError(
-            f"{path}: the image has {pixels.shape[2]} channels ({mode}), the {title} takes {channels}"
+            f"{shown(path)}: the image has {pixels.shape[2]} channels ({mode}), the {title} takes {channels}"
             + (" (grayscale)" if channels == 1 else "")
         )
     return (pixels.astype(np.float32) / np.float32(PIXEL_MAX)).reshape(height, width, channels)
@@ -630,12 +634,12 @@ def read_images(path, image_shape, title):
     if os.path.isdir(path):
         names = sorted(name for name in os.listdir(path) if name.lower().endswith(image_folder.IMAGE_EXTENSIONS))
         if not names:
-            raise DataError(f"{path} holds no image files ({', '.join(image_folder.IMAGE_EXTENSIONS)})")
+            raise DataError(f"{shown(path)} holds no image files ({', '.join(image_folder.IMAGE_EXTENSIONS)})")
         files = [os.path.join(path, name) for name in names]
     elif os.path.exists(path):
         files = [path]
     else:
-        raise DataError(f"image {path} does not exist")
+        raise DataError(f"image {shown(path)} does not exist")
     images = [read_image(file, image_shape, title) for file in files]
     return np.stack(images), [os.path.basename(file) for file in files]
 

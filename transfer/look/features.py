@@ -18,7 +18,7 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from runtime import cli
+from runtime import cli, paths
 from runtime.errors import UserError
 from runtime.options import Option
 from runtime.summaries import scalars, write_projector
@@ -361,4 +361,4 @@ def run(shared, settings, request):
     ]
     fields = _results(settings.knn, data, table, time.monotonic() - began)
     path = common.write_results(out_dir, "features.json", model, fields)
-    print(f"wrote {filters_path}, {path} and projector runs under {out_dir}")
+    print(f"wrote {paths.shown(filters_path)}, {paths.shown(path)} and projector runs under {paths.shown(out_dir)}")

@@ -16,7 +16,7 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from runtime import cli
+from runtime import cli, paths
 from runtime.errors import UserError
 from runtime.options import Option
 from runtime.summaries import scalars
@@ -453,4 +453,4 @@ def run(shared, settings, optimisation):
     json_path = common.write_results(out_dir, "ideal.json", model, fields)
     figure_path = _save_figure(out_dir, settings, run, classes, images, results)
     _print_table(settings.baseline, per_class)
-    print(f"wrote {figure_path}, {json_path} and TensorBoard images in {seconds:.1f} s")
+    print(f"wrote {paths.shown(figure_path)}, {paths.shown(json_path)} and TensorBoard images in {seconds:.1f} s")
