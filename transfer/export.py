@@ -370,6 +370,9 @@ def _model_card(origin, variables, tflite):
             else None,
             "val_accuracy": metrics.get("val_accuracy"),
             "num_test": metrics.get("num_test"),
+            # The examples the run trained and selected on (data's num_train is the pool they came from).
+            "num_train": config.get("num_train"),
+            "num_validation": config.get("num_validation"),
             "best_epoch": metrics.get("best_epoch"),
         },
         "preprocessing": _preprocessing(network, spec),

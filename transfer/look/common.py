@@ -940,7 +940,7 @@ def save_figure(path, rows, titles, row_labels=(), cmap="gray", value_ranges=Non
             if c == 0 and r < len(row_labels):
                 axes.set_ylabel(row_labels[r], fontsize=7)
     figure.tight_layout(pad=0.3)
-    figure.savefig(path)
+    figure.savefig(path, bbox_inches="tight", pad_inches=0.05)  # every title whole, however many lines
 
 
 def top_k(probabilities, names, k=5):
