@@ -56,7 +56,7 @@ def sprite(images):
     return grid
 
 
-def write_projector(log_dir, embeddings, labels, images, name="latent_code"):
+def write_projector(log_dir, embeddings, labels, images, name="latent_code", label_names=()):
     """Exports embeddings with a digit sprite and label metadata for the Embedding Projector.
 
     The tensor goes in a TSV file next to `projector_config.pbtxt`, so the projector
@@ -68,6 +68,7 @@ def write_projector(log_dir, embeddings, labels, images, name="latent_code"):
       labels: int array [N].
       images: uint8 array [N, 28, 28], the thumbnails.
       name: the tensor name shown in the projector.
+      label_names: the class names the labels index, written as the metadata (default: the numbers).
 
     Returns:
       The path of the projector config file.
@@ -78,7 +79,9 @@ def write_projector(log_dir, embeddings, labels, images, name="latent_code"):
     os.makedirs(out_dir, exist_ok=True)
     np.savetxt(os.path.join(out_dir, "embeddings.tsv"), embeddings, delimiter="\t", fmt="%.6g")
     with open(os.path.join(out_dir, "metadata.tsv"), "w", encoding="utf-8") as stream:
-        stream.write("".join(f"{int(label)}\n" for label in labels))
+        # One name a line, no header: a tab or line break in a name would make it two columns or rows.
+        shown = [" ".join(str(label_names[int(label)]).split()) if label_names else str(int(label)) for label in labels]
+        stream.write("".join(f"{text}\n" for text in shown))
     with open(os.path.join(out_dir, "sprite.png"), "wb") as stream:
         stream.write(encode_png(sprite(images)))
     config = projector.ProjectorConfig()

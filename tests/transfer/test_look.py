@@ -838,6 +838,7 @@ def _check_reads_the_run(command, run, out):
             assert entry[key] * tested == pytest.approx(round(entry[key] * tested), abs=1e-3), entry  # k of N
     metadata = out / result["end_points"][-1]["end_point"] / "projector" / "metadata.tsv"
     assert len(metadata.read_text().splitlines()) == min(5, tested)
+    assert set(metadata.read_text(encoding="utf-8").splitlines()) <= set(run["names"])  # the classes, by name
 
 
 @pytest.mark.slow

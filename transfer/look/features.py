@@ -204,6 +204,7 @@ class _ProbeData:
       test_images: the test images (the first --limit), float32 [N, *image_shape] in [0, 1].
       test_labels: their labels.
       num_classes: the number of classes the labels are of.
+      class_names: their names, index = label.
     """
 
     data: object
@@ -212,6 +213,7 @@ class _ProbeData:
     test_images: np.ndarray
     test_labels: np.ndarray
     num_classes: int
+    class_names: tuple = ()
 
 
 def _probe_data(settings, seed, request, run):
@@ -235,6 +237,7 @@ def _probe_data(settings, seed, request, run):
         test_images=data.images(test),
         test_labels=test.labels,
         num_classes=run.num_classes,
+        class_names=tuple(run.class_names),
     )
 
 
@@ -282,7 +285,9 @@ def _export_to_projector(out_dir, name, features, data, count, scores):
     os.makedirs(run_dir, exist_ok=True)
     # Sprites are grey thumbnails: colour images are shown by their mean over channels.
     thumbnails = np.round(data.test_images[:shown].mean(axis=-1) * common.PIXEL_MAX).astype(np.uint8)
-    projector = write_projector(run_dir, features[:shown], data.test_labels[:shown], thumbnails, name=name)
+    projector = write_projector(
+        run_dir, features[:shown], data.test_labels[:shown], thumbnails, name=name, label_names=data.class_names
+    )
     # An events file makes the folder a run, which is where TensorBoard looks for a projector config.
     _write_summary(run_dir, scalars(scores))
     return projector
