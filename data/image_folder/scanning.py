@@ -621,7 +621,13 @@ def _check_counts(result, min_per_class, has_validation_dir):
                 hint = "add images to it" + (
                     "" if result.layout == "subfolders" or split == "train" else f" or lower --{split}-percent"
                 )
+                skipped = (
+                    f" (skipped as unreadable: {len(result.bad)} of its files, first "
+                    f"{shown(result.bad[0].path)}: {result.bad[0].reason})"
+                    if result.bad
+                    else ""
+                )
                 raise DataError(
                     f"image folder {shown(result.root)}: class {name!r} has {per_split[split]} usable images in "
-                    f"{split} ({counts}), needs at least {need}: {hint}"
+                    f"{split} ({counts}), needs at least {need}: {hint}{skipped}"
                 )

@@ -246,6 +246,14 @@ def test_a_class_left_without_validation_images_is_named_with_its_counts(tmp_pat
         match=r"class 'tiny' has 2 usable images in train \(train 2, validation 0, test 0\), needs at least 5",
     ):
         imf.scan(tmp_path, 0, 0, min_per_class=5)
+    # The files the scan skipped are named, though it ends before its report.
+    (tmp_path / "tiny" / "zz_broken.png").write_bytes(b"not an image")
+    with pytest.raises(DataError) as info:
+        imf.scan(tmp_path, 0, 0, min_per_class=5)
+    assert str(info.value).endswith(
+        f"(skipped as unreadable: 1 of its files, first {tmp_path / 'tiny' / 'zz_broken.png'}: not an image: its "
+        "content is none of JPEG, PNG, GIF, BMP or WebP)"
+    )
 
 
 @pytest.mark.parametrize(
