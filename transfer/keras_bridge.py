@@ -666,13 +666,16 @@ def main(args):
         output = outputs.check(args.output, KIND, args.force, reads=(source,))
         if args.drop:
             raise UserError(
-                "--drop applies to TF1 <-> safetensors; a Keras or TF2 conversion takes every model variable"
+                "--drop applies to safetensors and PyTorch conversions; a Keras or TF2 conversion takes every model "
+                "variable"
             )
         if args.network or args.map_file:
             raise UserError(
                 "--network and --map-file name a PyTorch name map; a Keras or TF2 conversion finds its twin by the "
                 "checkpoint's names (Network.keras)"
             )
+        if not os.path.exists(source) and not os.path.exists(source + ".index"):  # a folder, a file or a prefix
+            raise UserError(f"{shown(source)} does not exist")
         if source.endswith(".keras"):
             check_keras_file(source)
             if args.moving_average:

@@ -274,7 +274,8 @@ def _network_checkpoint(directory, name):
         ("efficientnet_lite0", "error: efficientnet_lite0 has no Keras 3 twin: keras.applications builds no model"),
         ("resnet_v1_50", "error: resnet_v1_50 has no Keras 3 twin: keras.applications builds no model"),
         ("keras_to_keras", "is a Keras model: it converts into a TF1 checkpoint only (--to tf1)"),
-        ("drop", "error: --drop applies to TF1 <-> safetensors"),
+        ("drop", "error: --drop applies to safetensors and PyTorch conversions"),
+        ("missing", "ckpt/model.ckpt does not exist"),
         ("not_keras", "model.keras is not a Keras 3 .keras file: File is not a zip file"),
         ("foreign_module", "model.keras names module 'os' in its config.json: only Keras's own are loaded"),
         ("lambda", "model.keras holds a Lambda layer (code): not loaded"),
@@ -299,6 +300,8 @@ def test_refusals_are_one_line_and_write_nothing(tmp_path, case, expected):
             )
     elif case == "drop":
         argv += ["--drop", "Adam"]
+    elif case == "missing":
+        pass  # the prefix names nothing: refused before TensorFlow starts
     else:
         model = tmp_path / "model.keras"
         model.write_bytes(b"not a zip")
