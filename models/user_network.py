@@ -205,16 +205,38 @@ def _wrapped(function, text, what):
     return wrapped
 
 
-def _check_returned(result, text, what):
-    """Refuses what a build (`(net, end_points)`: a tensor and a dict) or a head (a tensor) must not return."""
+def _is_net_and_end_points(result):
+    """Whether a build returned what builders return: (net, end_points), a tensor and a dict."""
     import tensorflow as tf
 
-    if what == "its head":
-        ok, wanted = isinstance(result, tf.Tensor), "the logits tensor"
-    else:
-        ok = isinstance(result, (tuple, list)) and len(result) == 2 and isinstance(result[0], tf.Tensor)
-        ok, wanted = ok and isinstance(result[1], dict), "(net, end_points): a tensor and a dict"
-    if not ok:
+    return (
+        isinstance(result, (tuple, list))
+        and len(result) == 2
+        and isinstance(result[0], tf.Tensor)
+        and isinstance(result[1], dict)
+    )
+
+
+def _is_logits(result):
+    """Whether a head returned what heads return: the logits tensor."""
+    import tensorflow as tf
+
+    return isinstance(result, tf.Tensor)
+
+
+# What each wrapped function must return: (the check, the contract as messages state it).
+_RETURNS = {
+    "its build": (_is_net_and_end_points, "(net, end_points): a tensor and a dict"),
+    "its head": (_is_logits, "the logits tensor"),
+}
+
+
+def _check_returned(result, text, what):
+    """Refuses a result that breaks the contract of `what` (_RETURNS), in one line saying what came back."""
+    import tensorflow as tf
+
+    check, wanted = _RETURNS[what]
+    if not check(result):
         if isinstance(result, tf.Tensor):
             got = "a tensor alone"
         else:
