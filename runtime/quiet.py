@@ -70,8 +70,9 @@ def exit_now(code):
     Everything of ours is closed by then, so only the terminal streams need flushing and
     the process's temporary folder removing (its exit handlers do not run).
     """
-    sys.stdout.flush()
-    sys.stderr.flush()
+    with contextlib.suppress(OSError, ValueError):  # a reader that is gone, a stream closed
+        sys.stdout.flush()
+        sys.stderr.flush()
     remove_temporary_folder()
     os._exit(code)
 
@@ -121,6 +122,12 @@ def _excepthook(kind, value, traceback):
         signum = getattr(value, "signum", _STOPPING[0] if _STOPPING else signal.SIGINT)
         print(interrupted_line(signum), file=sys.stderr)
         exit_now(128 + signum)
+    if isinstance(value, BrokenPipeError):
+        # Whoever read the output is gone (`| head`): end as a process killed by SIGPIPE
+        # would, without a word, rather than with a traceback about it.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        exit_now(128 + signal.SIGPIPE)
     sys.__excepthook__(kind, value, traceback)
 
 

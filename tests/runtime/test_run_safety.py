@@ -579,6 +579,26 @@ def test_what_libraries_leave_in_the_temporary_folder_goes_with_the_process(tmp_
     assert list(temporary.iterdir()) == []
 
 
+def test_output_to_a_reader_that_is_gone_ends_quietly(tmp_path):
+    """`command | head -1`: the pipe's reader has gone, so a print fails; no traceback, the status of SIGPIPE."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # gone before the command writes a byte
+    script = "from runtime.quiet import guard_startup\nguard_startup()\nfor line in range(1000):\n    print(line)\n"
+    try:
+        result = subprocess.run(
+            [sys.executable, "-c", script],
+            cwd=REPO,
+            env=dict(os.environ, PYTHONPATH=str(REPO)),
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        os.close(write_end)
+    assert result.returncode == 128 + signal.SIGPIPE and result.stderr == "", result.stderr
+
+
 @pytest.mark.slow
 def test_a_fast_second_ctrl_c_exits_at_once_without_an_abort(tmp_path):
     args = _script(
