@@ -63,10 +63,19 @@ def no_duplicate_keys(pairs):
     return dict(pairs)
 
 
+# What json.loads raises for a text it refuses: ValueError (UnicodeDecodeError among them), and
+# RecursionError for a document nested deeper than the parser goes.
+JSON_ERRORS = (ValueError, RecursionError)
+
+
+def json_refusal(error):
+    """Why json.loads refused a text (one of JSON_ERRORS), in a few words."""
+    return "it nests too deeply" if isinstance(error, RecursionError) else one_line(error)
+
+
 def parse_json(text, what, where):
     """The JSON document of `text` (a key named twice refused), or UserError `what WHERE is not JSON: why`."""
     try:
         return json.loads(text, object_pairs_hook=no_duplicate_keys)
-    except (ValueError, RecursionError) as error:  # RecursionError: nested deeper than the parser goes
-        reason = "it nests too deeply" if isinstance(error, RecursionError) else one_line(error)
-        raise UserError(f"{what} {where} is not JSON: {reason}") from None
+    except JSON_ERRORS as error:
+        raise UserError(f"{what} {where} is not JSON: {json_refusal(error)}") from None

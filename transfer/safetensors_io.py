@@ -72,9 +72,10 @@ def _load_json(path, size):
         raw = stream.read(length)
     try:
         header = json.loads(raw.decode("utf-8"), object_pairs_hook=userfiles.no_duplicate_keys)
-    except (UnicodeDecodeError, ValueError, RecursionError) as error:
-        reason = "it nests too deeply" if isinstance(error, RecursionError) else one_line(error)
-        raise CheckpointError(f"{label}: its safetensors header is not valid JSON: {reason}") from None
+    except userfiles.JSON_ERRORS as error:
+        raise CheckpointError(
+            f"{label}: its safetensors header is not valid JSON: {userfiles.json_refusal(error)}"
+        ) from None
     if not isinstance(header, dict):
         raise CheckpointError(f"{label}: its safetensors header is a JSON {type(header).__name__}, not an object")
     return header, _LENGTH.size + length

@@ -150,16 +150,16 @@ SIZE = 16
 CLASSES = ("ant", "bee", "cat")
 
 
-def _image_folder(root):
-    """train/ and test/ with 6 and 3 16x16 RGB images per class, a colour per class (seeded)."""
-    rng = np.random.default_rng(0)
-    for split, count in (("train", 6), ("test", 3)):
-        for index, name in enumerate(CLASSES):
+def _image_folder(root, classes=CLASSES, seed=0, counts=(6, 3)):
+    """train/ and test/ with counts[0] and counts[1] 16x16 RGB images per class, a colour per class (seeded)."""
+    rng = np.random.default_rng(seed)
+    for split, count in zip(("train", "test"), counts):
+        for index, name in enumerate(classes):
             folder = root / split / name
             folder.mkdir(parents=True)
             for number in range(count):
                 pixels = rng.integers(0, 60, (SIZE, SIZE, 3))
-                pixels[..., index] += 180
+                pixels[..., index % 3] += 180
                 Image.fromarray(pixels.astype(np.uint8)).save(folder / f"{number}.png")
 
 

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from models import networks
 from runtime.errors import UserError
+from tests.models.test_registry import _image_folder as image_folder
 from transfer import class_heads
 from transfer.plan import RestoreSelection, VariableInfo, make_plan
 
@@ -169,19 +169,8 @@ def test_a_map_naming_what_is_not_there_is_one_line():
         class_heads.match_classes(["ant"], sources)
 
 
-SIZE = 16
-
-
 def _folder(root, classes, seed):
-    rng = np.random.default_rng(seed)
-    for split, count in (("train", 4), ("test", 2)):
-        for index, name in enumerate(classes):
-            folder = root / split / name
-            folder.mkdir(parents=True)
-            for number in range(count):
-                pixels = rng.integers(0, 60, (SIZE, SIZE, 3))
-                pixels[..., index % 3] += 180
-                Image.fromarray(pixels.astype(np.uint8)).save(folder / f"{number}.png")
+    image_folder(root, classes, seed, counts=(4, 2))
 
 
 def test_a_run_keeps_the_shared_rows_and_a_frozen_head_keeps_them_bit_for_bit(tmp_path):
